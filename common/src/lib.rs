@@ -1,0 +1,106 @@
+//! Types shared by the eBPF programs (`oxsdn-ebpf`) and userspace (`oxsdn-dataplane`,
+//! `oxsdnctl`): map keys and values, rule ids and limits. Everything is `#[repr(C)]` and
+//! plain data, so both sides agree on the layout byte for byte.
+//!
+//! IPv4 addresses are kept in a `u32` holding the four address bytes in wire order
+//! (`u32::from_ne_bytes(addr.octets())`), so the eBPF side compares them straight from
+//! the packet without byte swapping.
+#![no_std]
+
+pub mod rules;
+
+/// Bumped whenever a map's layout, a rule id or a program's meaning changes. The agent
+/// refuses to reuse pinned state that carries another version (the table 253 note of
+/// OpenShift SDN) and rebuilds it deliberately instead.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Largest number of addresses in a node subnet the per-pod counters can index
+/// (hostSubnetLength <= 12).
+pub const MAX_HOST_SUBNET_BITS: u32 = 12;
+pub const MAX_POD_SLOTS: u32 = 1 << MAX_HOST_SUBNET_BITS;
+/// Upper bounds of the hash maps.
+pub const MAX_LOCAL_PODS: u32 = MAX_POD_SLOTS;
+pub const MAX_PROJECTS: u32 = 65536;
+
+/// Node-wide settings, the single entry of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// `LAYOUT_VERSION` of the agent that wrote it.
+    pub layout_version: u32,
+    /// Gateway address (first address of the node subnet), held by tun0.
+    pub gateway: u32,
+    /// This node's subnet `L`.
+    pub local_net: u32,
+    pub local_mask: u32,
+    /// The cluster network `C`.
+    pub cluster_net: u32,
+    pub cluster_mask: u32,
+    /// The service network `S`.
+    pub service_net: u32,
+    pub service_mask: u32,
+    /// The node's underlay address.
+    pub node_ip: u32,
+    /// ifindex of tun0 (OpenShift's port 2).
+    pub tun0_ifindex: u32,
+    /// VXLAN UDP port, host byte order.
+    pub vxlan_port: u16,
+    pub _pad: u16,
+}
+
+/// Value of `PODS` (key: pod IPv4): what tables 40 and 70 need to deliver to a local pod.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalPod {
+    /// ifindex of the pod's host-side veth (OpenShift's pod port `P`).
+    pub ifindex: u32,
+    /// The pod's project; its VNID is looked up in `PROJECT_VNID` on every packet, so a
+    /// join/isolate/global is one map update for all pods of the project.
+    pub project: u32,
+}
+
+/// Value of `POD_PORTS` (key: ifindex of the host-side veth): what table 20 checks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodPort {
+    pub ip: u32,
+    pub project: u32,
+}
+
+/// A rule's counter (one per CPU in the per-CPU arrays; userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Per-pod rules, counted in `POD_STATS` at index `slot * POD_RULES + rule`, where
+/// `slot` is the host part of the pod's IP in the node subnet.
+pub mod pod_rule {
+    /// Table 20: ARP from the pod with its own sender IP and MAC.
+    pub const T20_ARP: u32 = 0;
+    /// Table 20: IPv4 from the pod with its own source IP.
+    pub const T20_IP: u32 = 1;
+    /// Table 40: ARP whose target is the pod.
+    pub const T40_ARP: u32 = 2;
+    /// Table 70: IPv4 to the pod.
+    pub const T70_IP: u32 = 3;
+}
+pub const POD_RULES: u32 = 4;
+
+/// Index of a pod's counter in `POD_STATS`.
+#[inline(always)]
+pub fn pod_stat_index(ip: u32, local_mask: u32, rule: u32) -> u32 {
+    let slot = u32::from_be(ip & !local_mask) & (MAX_POD_SLOTS - 1);
+    slot * POD_RULES + rule
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain `#[repr(C)]` data without padding holes that matter to the kernel.
+    unsafe impl aya::Pod for super::NodeConfig {}
+    unsafe impl aya::Pod for super::LocalPod {}
+    unsafe impl aya::Pod for super::PodPort {}
+    unsafe impl aya::Pod for super::Counter {}
+}

@@ -1,0 +1,37 @@
+use crate::store::StoreError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid cluster configuration: {0}")]
+    InvalidConfig(String),
+    #[error("cluster is not initialised (no configuration in the store)")]
+    NotInitialised,
+    #[error("invalid project name {0:?}: must be a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit)")]
+    InvalidProjectName(String),
+    #[error("invalid node name {0:?}")]
+    InvalidNodeName(String),
+    #[error("project {0:?} not found")]
+    UnknownProject(String),
+    #[error("node {0:?} not found")]
+    UnknownNode(String),
+    #[error("the default project cannot be isolated")]
+    IsolateDefault,
+    #[error("no free VNID in [{min}, {max}]: every VNID is in use")]
+    VnidsExhausted { min: u32, max: u32 },
+    #[error("no free node subnet in {0}: every subnet is allocated")]
+    SubnetsExhausted(String),
+    #[error("node IP {ip} is inside the {network_kind} network {network}")]
+    NodeIpInPodNetwork { ip: std::net::Ipv4Addr, network_kind: &'static str, network: String },
+    #[error("invalid label selector {0:?}")]
+    InvalidSelector(String),
+    #[error("record {key} is not valid: {reason}")]
+    BadRecord { key: String, reason: String },
+    #[error("too many concurrent updates to {0}; gave up after retrying")]
+    Contention(String),
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,20 @@
+//! The cluster's source of truth (OpenShift SDN's master): cluster configuration,
+//! NetNamespaces with their VNIDs, HostSubnets, all kept in a `Store`.
+//!
+//! Every operation is a compare-and-swap transaction on the store, so the CLI, node
+//! agents and any number of concurrent writers never lose an update.
+
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod hostsubnets;
+pub mod netnamespaces;
+pub mod store;
+pub mod subnets;
+pub mod vnid;
+
+pub use cluster::Cluster;
+pub use config::ClusterConfig;
+pub use error::{Error, Result};
+pub use hostsubnets::HostSubnet;
+pub use netnamespaces::NetNamespace;

@@ -1,0 +1,1 @@
+//! Node subnet allocation in OpenShift order.

@@ -1,0 +1,1 @@
+//! VNID allocation.

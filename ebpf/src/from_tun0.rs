@@ -1,0 +1,43 @@
+//! Entry for frames the node's host stack sends into the pod network: TC egress of tun0.
+//! Nothing here goes out of tun0's peer; every frame is redirected or dropped.
+
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT, helpers::bpf_redirect, macros::classifier, programs::TcContext,
+};
+use oxsdn_common::{rules::*, NodeConfig};
+
+use crate::{
+    maps::CONFIG,
+    packet::{Frame, L3},
+    pipeline::{drop, in_cluster, is_multicast, table30_route, Output},
+    stats::count,
+};
+
+/// Everything the host injects is global: reg0 = 0.
+const HOST_VNID: u32 = 0;
+
+#[classifier]
+pub fn from_tun0(ctx: TcContext) -> i32 {
+    let Some(cfg) = CONFIG.get(0) else { return TC_ACT_SHOT };
+    let frame = Frame::parse(&ctx);
+    match table0_from_tun0(cfg, &frame) {
+        // OpenFlow never sends a packet back out of its ingress port.
+        Output::Drop | Output::Tun0 => TC_ACT_SHOT,
+        // SAFETY: plain helper call.
+        Output::Pod { ifindex, .. } => unsafe { bpf_redirect(ifindex, 0) as i32 },
+    }
+}
+
+/// Table 0, port tun0: IPv4 except multicast, and the gateway's ARP into the cluster.
+#[inline(always)]
+fn table0_from_tun0(cfg: &NodeConfig, frame: &Frame) -> Output {
+    match frame.l3 {
+        L3::Ipv4(ip) if is_multicast(ip.dst) => return drop(T0_TUN0_IP_MCAST, frame),
+        L3::Ipv4(_) => count(T0_TUN0_IP, frame.len),
+        L3::Arp(arp) if arp.spa == cfg.gateway && in_cluster(cfg, arp.tpa) => {
+            count(T0_TUN0_ARP, frame.len)
+        }
+        _ => return drop(T0_TUN0_OTHER, frame),
+    }
+    table30_route(cfg, frame, HOST_VNID)
+}

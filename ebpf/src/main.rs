@@ -1,0 +1,27 @@
+//! oxsdn's dataplane: OpenShift SDN's `ovs-multitenant` flow tables as eBPF.
+//!
+//! One program per attach point, like Cilium's `bpf/bpf_*.c`:
+//! - `from_pod`: TC ingress of every pod's host-side veth (OpenShift's pod ports);
+//! - `from_tun0`: TC egress of tun0 (what the node's host stack sends into the network).
+//!
+//! Both run table 0 for their ingress and then the shared pipeline in `pipeline`, whose
+//! functions are named after the Profile A table they implement.
+#![no_std]
+#![no_main]
+
+mod from_pod;
+mod from_tun0;
+mod maps;
+mod packet;
+mod pipeline;
+mod stats;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[no_mangle]
+#[link_section = "license"]
+pub static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,119 @@
+//! Frame parsing: the fields the tables match on, read with direct packet access.
+
+use aya_ebpf::programs::TcContext;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const ARP_LEN: usize = 28;
+const IPV4_MIN_LEN: usize = 20;
+/// Bytes the parser reads: an Ethernet header plus an ARP body (the longer of the two).
+const PARSE_LEN: usize = ETH_HLEN + ARP_LEN;
+
+#[derive(Clone, Copy)]
+pub struct Arp {
+    /// Sender and target protocol addresses.
+    pub spa: u32,
+    pub tpa: u32,
+    /// Low four bytes of the sender hardware address: a pod's MAC is `0a:58:` + its IP.
+    pub sha_low: u32,
+}
+
+#[derive(Clone, Copy)]
+pub struct Ipv4 {
+    pub src: u32,
+    pub dst: u32,
+}
+
+#[derive(Clone, Copy)]
+pub enum L3 {
+    /// Any 0x0806 frame; fields are zero when the body is not IPv4-over-Ethernet ARP,
+    /// as OVS leaves them, so such frames match no per-pod rule.
+    Arp(Arp),
+    Ipv4(Ipv4),
+    /// IPv6, LLDP, truncated frames, anything else: dropped by table 0.
+    Other,
+}
+
+pub struct Frame {
+    pub len: u32,
+    /// Destination MAC as read from the wire: first two bytes and last four.
+    pub dst_mac_hi: u16,
+    pub dst_mac_lo: u32,
+    pub l3: L3,
+}
+
+/// First two bytes of every pod MAC (`0a:58:` + the pod's IPv4).
+const POD_MAC_PREFIX: u16 = u16::from_ne_bytes([0x0a, 0x58]);
+
+#[inline(always)]
+fn read_u32(p: usize) -> u32 {
+    // SAFETY: callers bounds-check `p + 4 <= data_end`.
+    unsafe { core::ptr::read_unaligned(p as *const u32) }
+}
+
+#[inline(always)]
+fn read_u16_be(p: usize) -> u16 {
+    // SAFETY: callers bounds-check `p + 2 <= data_end`.
+    u16::from_be(unsafe { core::ptr::read_unaligned(p as *const u16) })
+}
+
+impl Frame {
+    #[inline(always)]
+    pub fn parse(ctx: &TcContext) -> Frame {
+        let len = ctx.len();
+        // Headers of skbs from veths are linear; pull only if a sender made them not so.
+        if ctx.data() + PARSE_LEN > ctx.data_end() {
+            let _ = ctx.pull_data(PARSE_LEN.min(len as usize) as u32);
+        }
+        let (start, end) = (ctx.data(), ctx.data_end());
+        if start + ETH_HLEN > end {
+            return Frame { len, dst_mac_hi: 0, dst_mac_lo: 0, l3: L3::Other };
+        }
+        // SAFETY: bounds checked above.
+        let dst_mac_hi = unsafe { core::ptr::read_unaligned(start as *const u16) };
+        let dst_mac_lo = read_u32(start + 2);
+        let l3 = match read_u16_be(start + 12) {
+            ETH_P_ARP => L3::Arp(parse_arp(start + ETH_HLEN, end)),
+            ETH_P_IP => parse_ipv4(start + ETH_HLEN, end),
+            _ => L3::Other,
+        };
+        Frame { len, dst_mac_hi, dst_mac_lo, l3 }
+    }
+
+    /// Whether the frame is addressed to the pod with address `ip`.
+    #[inline(always)]
+    pub fn is_for_pod(&self, ip: u32) -> bool {
+        self.dst_mac_hi == POD_MAC_PREFIX && self.dst_mac_lo == ip
+    }
+}
+
+#[inline(always)]
+fn parse_arp(p: usize, end: usize) -> Arp {
+    let none = Arp { spa: 0, tpa: 0, sha_low: 0 };
+    if p + ARP_LEN > end {
+        return none;
+    }
+    // htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4.
+    // SAFETY: bounds checked above.
+    let (htype, ptype, hlen, plen) = unsafe {
+        (read_u16_be(p), read_u16_be(p + 2), *((p + 4) as *const u8), *((p + 5) as *const u8))
+    };
+    if htype != 1 || ptype != ETH_P_IP || hlen != 6 || plen != 4 {
+        return none;
+    }
+    Arp { sha_low: read_u32(p + 10), spa: read_u32(p + 14), tpa: read_u32(p + 24) }
+}
+
+#[inline(always)]
+fn parse_ipv4(p: usize, end: usize) -> L3 {
+    if p + IPV4_MIN_LEN > end {
+        return L3::Other;
+    }
+    // SAFETY: bounds checked above.
+    let version_ihl = unsafe { *(p as *const u8) };
+    if version_ihl >> 4 != 4 || (version_ihl & 0x0f) < 5 {
+        return L3::Other;
+    }
+    L3::Ipv4(Ipv4 { src: read_u32(p + 12), dst: read_u32(p + 16) })
+}

@@ -1,0 +1,212 @@
+//! The Profile A tables shared by every ingress, one function per table (table 0 lives
+//! in the entry programs because it is per ingress). A function counts the rule that
+//! matched and continues to the next table, so a packet's walk through the functions
+//! is its walk through `dump-flows`.
+
+use oxsdn_common::{pod_rule, rules::*, NodeConfig};
+
+use crate::{
+    maps::{PODS, POD_PORTS, PROJECT_VNID},
+    packet::{Arp, Frame, Ipv4, L3},
+    stats::{count, count_pod},
+};
+
+/// Where a packet goes when the pipeline is done with it.
+pub enum Output {
+    Drop,
+    /// OpenShift's port 2: into the node's host stack.
+    Tun0,
+    /// A local pod: ifindex of its host-side veth (`reg2`), and the pod's IP, whose MAC
+    /// (`0a:58:` + IP) the frame must be addressed to for the pod to accept it.
+    Pod { ifindex: u32, ip: u32 },
+}
+
+const MCAST_NET: u32 = u32::from_ne_bytes([224, 0, 0, 0]);
+const MCAST_MASK: u32 = u32::from_ne_bytes([240, 0, 0, 0]);
+
+#[inline(always)]
+fn in_net(addr: u32, net: u32, mask: u32) -> bool {
+    addr & mask == net
+}
+
+#[inline(always)]
+pub fn is_multicast(addr: u32) -> bool {
+    in_net(addr, MCAST_NET, MCAST_MASK)
+}
+
+#[inline(always)]
+pub fn in_cluster(cfg: &NodeConfig, addr: u32) -> bool {
+    in_net(addr, cfg.cluster_net, cfg.cluster_mask)
+}
+
+/// A project's VNID. A project without one is not known to this node yet: its packets
+/// are dropped, never treated as global.
+#[inline(always)]
+fn vnid_of(project: u32) -> Option<u32> {
+    // SAFETY: read-only access to a map value.
+    unsafe { PROJECT_VNID.get(&project) }.copied()
+}
+
+/// Table 20: a pod may only send ARP and IPv4 as itself; loads its VNID into reg0.
+#[inline(always)]
+pub fn table20_antispoof(cfg: &NodeConfig, frame: &Frame, in_port: u32) -> Output {
+    // SAFETY: read-only access to a map value.
+    let port = match unsafe { POD_PORTS.get(&in_port) } {
+        Some(p) => *p,
+        None => return drop(T20_SPOOFED, frame),
+    };
+    let rule = match frame.l3 {
+        L3::Arp(a) if a.spa == port.ip && a.sha_low == port.ip => pod_rule::T20_ARP,
+        L3::Ipv4(ip) if ip.src == port.ip => pod_rule::T20_IP,
+        _ => return drop(T20_SPOOFED, frame),
+    };
+    let reg0 = match vnid_of(port.project) {
+        Some(v) => v,
+        None => return drop(T20_SPOOFED, frame),
+    };
+    count_pod(cfg, port.ip, rule, frame.len);
+    table21_post_source(cfg, frame, reg0)
+}
+
+/// Table 21: the hook after source identification (NetworkPolicy mode commits to
+/// conntrack here); in multitenant mode it continues to routing.
+#[inline(always)]
+pub fn table21_post_source(cfg: &NodeConfig, frame: &Frame, reg0: u32) -> Output {
+    count(T21_CONTINUE, frame.len);
+    table30_route(cfg, frame, reg0)
+}
+
+/// Table 30: routing on the destination.
+#[inline(always)]
+pub fn table30_route(cfg: &NodeConfig, frame: &Frame, reg0: u32) -> Output {
+    match frame.l3 {
+        L3::Arp(arp) => table30_route_arp(cfg, frame, &arp),
+        L3::Ipv4(ip) => table30_route_ip(cfg, frame, &ip, reg0),
+        // Table 0 passes only ARP and IPv4 on.
+        L3::Other => Output::Drop,
+    }
+}
+
+#[inline(always)]
+fn table30_route_arp(cfg: &NodeConfig, frame: &Frame, arp: &Arp) -> Output {
+    if arp.tpa == cfg.gateway {
+        count(T30_ARP_GW, frame.len);
+        Output::Tun0
+    } else if in_net(arp.tpa, cfg.local_net, cfg.local_mask) {
+        count(T30_ARP_LOCAL, frame.len);
+        table40_arp_to_local_pod(cfg, frame, arp.tpa)
+    } else if in_cluster(cfg, arp.tpa) {
+        count(T30_ARP_CLUSTER, frame.len);
+        table50_arp_to_remote_pod(frame)
+    } else {
+        drop(T30_ARP_OTHER, frame)
+    }
+}
+
+#[inline(always)]
+fn table30_route_ip(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -> Output {
+    if ip.dst == cfg.gateway {
+        count(T30_IP_GW, frame.len);
+        Output::Tun0
+    } else if in_net(ip.dst, cfg.local_net, cfg.local_mask) {
+        count(T30_IP_LOCAL, frame.len);
+        table70_to_local_pod(cfg, frame, ip, reg0)
+    } else if in_net(ip.dst, cfg.service_net, cfg.service_mask) {
+        count(T30_IP_SERVICE, frame.len);
+        table60_to_service(frame)
+    } else if in_cluster(cfg, ip.dst) {
+        count(T30_IP_CLUSTER, frame.len);
+        table90_to_remote_pod(frame)
+    } else if is_multicast(ip.dst) {
+        count(T30_IP_MCAST, frame.len);
+        table110_multicast(frame)
+    } else {
+        count(T30_IP_EXTERNAL, frame.len);
+        table100_egress(frame)
+    }
+}
+
+/// Table 40: ARP to a local pod. ARP is never VNID-isolated.
+#[inline(always)]
+fn table40_arp_to_local_pod(cfg: &NodeConfig, frame: &Frame, tpa: u32) -> Output {
+    // SAFETY: read-only access to a map value.
+    match unsafe { PODS.get(&tpa) } {
+        Some(pod) => {
+            count_pod(cfg, tpa, pod_rule::T40_ARP, frame.len);
+            Output::Pod { ifindex: pod.ifindex, ip: tpa }
+        }
+        None => drop(T40_NO_POD, frame),
+    }
+}
+
+/// Table 50: ARP for a pod on another node (filled by the overlay).
+#[inline(always)]
+fn table50_arp_to_remote_pod(frame: &Frame) -> Output {
+    drop(T50_NO_NODE, frame)
+}
+
+/// Table 60: service isolation (filled by services).
+#[inline(always)]
+fn table60_to_service(frame: &Frame) -> Output {
+    drop(T60_NO_SERVICE, frame)
+}
+
+/// Table 70: IPv4 to a local pod: reg1 = its VNID, reg2 = its port.
+#[inline(always)]
+fn table70_to_local_pod(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -> Output {
+    // SAFETY: read-only access to a map value.
+    let pod = match unsafe { PODS.get(&ip.dst) } {
+        Some(p) => *p,
+        None => return drop(T70_NO_POD, frame),
+    };
+    let reg1 = match vnid_of(pod.project) {
+        Some(v) => v,
+        None => return drop(T70_NO_POD, frame),
+    };
+    count_pod(cfg, ip.dst, pod_rule::T70_IP, frame.len);
+    table80_isolation(cfg, frame, ip, reg0, reg1, pod.ifindex)
+}
+
+/// Table 80: the multitenant isolation predicate: deliver iff the source is the
+/// gateway, either side is global (VNID 0), or both VNIDs are equal.
+#[inline(always)]
+fn table80_isolation(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, reg1: u32, reg2: u32) -> Output {
+    let rule = if ip.src == cfg.gateway {
+        T80_FROM_GW
+    } else if reg0 == 0 {
+        T80_SRC_GLOBAL
+    } else if reg1 == 0 {
+        T80_DST_GLOBAL
+    } else if reg0 == reg1 {
+        T80_SAME_VNID
+    } else {
+        return drop(T80_ISOLATED, frame);
+    };
+    count(rule, frame.len);
+    Output::Pod { ifindex: reg2, ip: ip.dst }
+}
+
+/// Table 90: IPv4 to a pod on another node (filled by the overlay).
+#[inline(always)]
+fn table90_to_remote_pod(frame: &Frame) -> Output {
+    drop(T90_NO_NODE, frame)
+}
+
+/// Table 100: traffic leaving the cluster (filled by egress).
+#[inline(always)]
+fn table100_egress(frame: &Frame) -> Output {
+    drop(T100_EXTERNAL, frame)
+}
+
+/// Table 110: multicast from pods (not enabled for any project).
+#[inline(always)]
+fn table110_multicast(frame: &Frame) -> Output {
+    drop(T110_MCAST, frame)
+}
+
+/// Counts `rule`, a drop rule, and drops.
+#[inline(always)]
+pub fn drop(rule: u32, frame: &Frame) -> Output {
+    count(rule, frame.len);
+    Output::Drop
+}

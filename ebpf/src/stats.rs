@@ -1,0 +1,29 @@
+//! Rule counters: every rule a packet matches is counted, as OVS does, so `dump-flows`
+//! shows where packets went and which table dropped them.
+
+use oxsdn_common::{pod_stat_index, Counter, NodeConfig};
+
+use crate::maps::{POD_STATS, RULE_STATS};
+
+#[inline(always)]
+fn bump(counter: Option<*mut Counter>, len: u32) {
+    if let Some(c) = counter {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len as u64;
+        }
+    }
+}
+
+/// Counts a node-wide rule.
+#[inline(always)]
+pub fn count(rule: u32, len: u32) {
+    bump(RULE_STATS.get_ptr_mut(rule), len);
+}
+
+/// Counts a per-pod rule of the pod with address `ip`.
+#[inline(always)]
+pub fn count_pod(cfg: &NodeConfig, ip: u32, rule: u32, len: u32) {
+    bump(POD_STATS.get_ptr_mut(pod_stat_index(ip, cfg.local_mask, rule)), len);
+}
