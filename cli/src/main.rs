@@ -1,1 +1,347 @@
-fn main() {}
+//! `oxsdnctl`: the operator's command line, after `oc adm pod-network` and `oc get`.
+
+mod output;
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ipnetwork::Ipv4Network;
+use oxsdn_controller::{
+    debug::store_hammer, netnamespaces::DEFAULT_PROJECT, store::FileStore, Cluster, ClusterConfig,
+    Error,
+};
+
+use oxsdn_dataplane::{flows, maps::NodeMaps};
+
+use crate::output::{print_hostsubnets, print_netnamespaces, Format};
+
+#[derive(Debug, Parser)]
+#[command(name = "oxsdnctl", version, about = "Manage an oxsdn pod network")]
+struct Cli {
+    /// Directory of the cluster store.
+    #[arg(
+        long,
+        global = true,
+        env = "OXSDN_STORE",
+        default_value = "/var/lib/oxsdn/store"
+    )]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Store the cluster network configuration. Done once: running it again with the
+    /// same values is a no-op, with other values an error.
+    Init(InitArgs),
+    /// Join, isolate or globalise project networks (oc adm pod-network).
+    #[command(subcommand)]
+    PodNetwork(PodNetworkCommand),
+    /// Create a project.
+    #[command(subcommand)]
+    Create(CreateCommand),
+    /// Delete a project.
+    #[command(subcommand)]
+    Delete(DeleteCommand),
+    /// List NetNamespaces or HostSubnets (oc get).
+    #[command(subcommand)]
+    Get(GetCommand),
+    /// Register or remove nodes (their HostSubnets).
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Show a node's dataplane rules with their counters, like `ovs-ofctl dump-flows
+    /// br0`: read from the node's pinned maps, so it works while its agent is down.
+    DumpFlows {
+        /// Only this table.
+        #[arg(long)]
+        table: Option<u8>,
+        /// The node whose rules to show.
+        #[arg(long, env = "OXSDN_NODE_NAME")]
+        node: String,
+        /// bpffs directory of the pins, as given to the node's agent.
+        #[arg(long, default_value = "/sys/fs/bpf/oxsdn")]
+        bpffs_dir: PathBuf,
+    },
+    #[command(subcommand, hide = true)]
+    Debug(DebugCommand),
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Pod network of the whole cluster [default: 10.128.0.0/14].
+    #[arg(long, value_name = "CIDR")]
+    cluster_network: Option<Ipv4Network>,
+    /// Host bits of each node's subnet [default: 9].
+    #[arg(long, value_name = "N")]
+    host_subnet_length: Option<u8>,
+    /// ClusterIP range [default: 172.30.0.0/16].
+    #[arg(long, value_name = "CIDR")]
+    service_network: Option<Ipv4Network>,
+    /// VXLAN UDP port [default: 4789].
+    #[arg(long, value_name = "PORT")]
+    vxlan_port: Option<u16>,
+    /// MTU of pod interfaces and tun0 [default: 1450].
+    #[arg(long, value_name = "BYTES")]
+    mtu: Option<u32>,
+}
+
+impl InitArgs {
+    fn config(&self) -> ClusterConfig {
+        let d = ClusterConfig::default();
+        ClusterConfig {
+            cluster_network: self.cluster_network.unwrap_or(d.cluster_network),
+            host_subnet_length: self.host_subnet_length.unwrap_or(d.host_subnet_length),
+            service_network: self.service_network.unwrap_or(d.service_network),
+            vxlan_port: self.vxlan_port.unwrap_or(d.vxlan_port),
+            mtu: self.mtu.unwrap_or(d.mtu),
+        }
+    }
+}
+
+/// Which projects a pod-network command acts on: names or a selector, not both.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct ProjectSelection {
+    /// Projects to act on.
+    #[arg(value_name = "PROJECT")]
+    projects: Vec<String>,
+    /// Label selector choosing the projects instead (k=v, k==v, k!=v, k, !k; comma = and).
+    #[arg(long)]
+    selector: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PodNetworkCommand {
+    /// Give the projects the network (VNID) of project --to.
+    JoinProjects {
+        /// The project whose network the others join.
+        #[arg(long, value_name = "PROJECT")]
+        to: String,
+        #[command(flatten)]
+        selection: ProjectSelection,
+    },
+    /// Give each project a network of its own.
+    IsolateProjects {
+        #[command(flatten)]
+        selection: ProjectSelection,
+    },
+    /// Let the projects reach and be reached by every project (VNID 0).
+    MakeProjectsGlobal {
+        #[command(flatten)]
+        selection: ProjectSelection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CreateCommand {
+    /// Create a project's NetNamespace (idempotent: labels are merged into an existing one).
+    Project {
+        name: String,
+        /// A label, k=v; repeatable.
+        #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeleteCommand {
+    /// Delete a project's NetNamespace.
+    Project { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum GetCommand {
+    /// List NetNamespaces (projects and their VNIDs).
+    #[command(alias = "netnamespace")]
+    Netnamespaces {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// List HostSubnets (nodes and their subnets).
+    #[command(alias = "hostsubnet")]
+    Hostsubnets {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Register a node, allocating its subnet (or update its IP).
+    Add {
+        name: String,
+        #[arg(long)]
+        ip: Ipv4Addr,
+    },
+    /// Remove a node, freeing its subnet.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCommand {
+    /// Increment a counter key in a tight loop, printing `committed value=V revision=R`
+    /// after each commit: a writer to SIGKILL in crash-safety tests.
+    StoreHammer {
+        #[arg(long, default_value = "/oxsdn/debug/hammer")]
+        key: String,
+        /// Stop after this many commits (default: never).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not of the form key=value"))
+}
+
+fn open_store(dir: &Path) -> Result<FileStore> {
+    Ok(FileStore::open(dir)?)
+}
+
+/// Opens the cluster in an existing store: only `init` creates one, so a mistyped
+/// --store does not quietly start an empty cluster.
+fn open_cluster(dir: &Path) -> Result<Cluster> {
+    if !dir.is_dir() {
+        bail!(
+            "store {} does not exist; run `oxsdnctl init` first",
+            dir.display()
+        );
+    }
+    Ok(Cluster::new(Arc::new(open_store(dir)?)))
+}
+
+/// `oc adm pod-network isolate-projects` refuses `default` before asking the master.
+fn refuse_isolating_default(projects: &[String]) -> Result<()> {
+    if projects.iter().any(|p| p == DEFAULT_PROJECT) {
+        return Err(Error::IsolateDefault.into());
+    }
+    Ok(())
+}
+
+/// The projects a selection names, resolving a selector against the store.
+fn resolve(cluster: &Cluster, selection: &ProjectSelection) -> Result<Vec<String>> {
+    match &selection.selector {
+        None => Ok(selection.projects.clone()),
+        Some(selector) => {
+            let projects = cluster.select_projects(selector)?;
+            if projects.is_empty() {
+                bail!("no projects found matching selector {selector:?}");
+            }
+            Ok(projects)
+        }
+    }
+}
+
+fn pod_network(store: &Path, command: PodNetworkCommand, out: &mut dyn Write) -> Result<()> {
+    let records = match command {
+        PodNetworkCommand::JoinProjects { to, selection } => {
+            let cluster = open_cluster(store)?;
+            let projects: Vec<String> = resolve(&cluster, &selection)?
+                .into_iter()
+                .filter(|p| *p != to)
+                .collect();
+            cluster.join_projects(&to, &projects)?
+        }
+        PodNetworkCommand::IsolateProjects { selection } => {
+            refuse_isolating_default(&selection.projects)?;
+            let cluster = open_cluster(store)?;
+            let projects = resolve(&cluster, &selection)?;
+            refuse_isolating_default(&projects)?;
+            cluster.isolate_projects(&projects)?
+        }
+        PodNetworkCommand::MakeProjectsGlobal { selection } => {
+            let cluster = open_cluster(store)?;
+            let projects = resolve(&cluster, &selection)?;
+            cluster.make_projects_global(&projects)?
+        }
+    };
+    // Like `oc adm pod-network`, silent when there was nothing to do.
+    if !records.is_empty() {
+        print_netnamespaces(out, &records, Format::Table)?;
+    }
+    Ok(())
+}
+
+fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let store = cli.store.as_path();
+    match cli.command {
+        Command::Init(args) => {
+            let cluster = Cluster::new(Arc::new(open_store(store)?));
+            let config = cluster.init_config(&args.config())?;
+            serde_json::to_writer_pretty(&mut *out, &config)?;
+            writeln!(out)?;
+        }
+        Command::PodNetwork(command) => pod_network(store, command, out)?,
+        Command::Create(CreateCommand::Project { name, labels }) => {
+            let labels: BTreeMap<String, String> = labels.into_iter().collect();
+            let ns = open_cluster(store)?.create_netnamespace(&name, labels)?;
+            print_netnamespaces(out, &[ns], Format::Table)?;
+        }
+        Command::Delete(DeleteCommand::Project { name }) => {
+            open_cluster(store)?.delete_netnamespace(&name)?;
+            writeln!(out, "netnamespace {name:?} deleted")?;
+        }
+        Command::Get(GetCommand::Netnamespaces { output }) => {
+            let (all, _) = open_cluster(store)?.list_netnamespaces()?;
+            print_netnamespaces(out, &all, output)?;
+        }
+        Command::Get(GetCommand::Hostsubnets { output }) => {
+            let (all, _) = open_cluster(store)?.list_hostsubnets()?;
+            print_hostsubnets(out, &all, output)?;
+        }
+        Command::Node(NodeCommand::Add { name, ip }) => {
+            let hs = open_cluster(store)?.register_node(&name, ip)?;
+            print_hostsubnets(out, &[hs], Format::Table)?;
+        }
+        Command::Node(NodeCommand::Delete { name }) => {
+            open_cluster(store)?.delete_node(&name)?;
+            writeln!(out, "hostsubnet {name:?} deleted")?;
+        }
+        Command::DumpFlows { table, node, bpffs_dir } => {
+            let maps = NodeMaps::open(&bpffs_dir.join(&node))
+                .with_context(|| format!("node {node} has no dataplane here (is its agent started?)"))?;
+            writeln!(out, "OXSDN_FLOW reply (node={node}):")?;
+            for flow in flows::collect(&maps, flows::ifname_or_index)? {
+                if table.is_none_or(|t| t == flow.table) {
+                    writeln!(out, "{flow}")?;
+                }
+            }
+        }
+        Command::Debug(DebugCommand::StoreHammer { key, count }) => {
+            let store = open_store(store)?;
+            store_hammer(&store, &key, count, &mut |value, revision| {
+                writeln!(out, "committed value={value} revision={revision}")
+                    .and_then(|()| out.flush())
+                    .is_ok()
+            })
+            .with_context(|| format!("store-hammer on {key}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit with clap's status 2 from here.
+    let cli = Cli::parse();
+    match run(cli, &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("oxsdnctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -25,8 +25,13 @@ pub enum Error {
     #[error("no free node subnet in {0}: every subnet is allocated")]
     SubnetsExhausted(String),
     #[error("node IP {ip} is inside the {network_kind} network {network}")]
-    NodeIpInPodNetwork { ip: std::net::Ipv4Addr, network_kind: &'static str, network: String },
-    #[error("invalid label selector {0:?}")]
+    NodeIpInPodNetwork {
+        ip: std::net::Ipv4Addr,
+        network_kind: &'static str,
+        network: String,
+    },
+    /// The selector (quoted) and what is wrong with it.
+    #[error("invalid label selector {0}")]
     InvalidSelector(String),
     #[error("record {key} is not valid: {reason}")]
     BadRecord { key: String, reason: String },

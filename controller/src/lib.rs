@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod debug;
 pub mod error;
 pub mod hostsubnets;
 pub mod netnamespaces;
@@ -13,7 +14,7 @@ pub mod store;
 pub mod subnets;
 pub mod vnid;
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, HostSubnetEvent, NetNamespaceEvent};
 pub use config::ClusterConfig;
 pub use error::{Error, Result};
 pub use hostsubnets::HostSubnet;

@@ -1,8 +1,11 @@
-//! NetNamespaces: one per project, carrying its VNID (NETID).
+//! NetNamespaces: one per project, carrying its VNID (NETID); project names, labels and
+//! label selectors.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -16,4 +19,251 @@ pub struct NetNamespace {
     pub id: u32,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// The project every cluster has, always global (VNID 0) at creation.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// Whether `s` is a DNS-1123 label: 1-63 lowercase letters, digits and '-', starting and
+/// ending with a letter or digit.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|c| alnum(c) || c == b'-')
+        && s.bytes().next().is_some_and(alnum)
+        && s.bytes().last().is_some_and(alnum)
+}
+
+/// Checks a project name, which becomes part of a store key.
+pub fn validate_project_name(name: &str) -> Result<()> {
+    if is_dns1123_label(name) {
+        Ok(())
+    } else {
+        Err(Error::InvalidProjectName(name.to_owned()))
+    }
+}
+
+/// A label name segment or value: at most 63 of `[A-Za-z0-9._-]`, starting and ending
+/// with an alphanumeric (Kubernetes' "qualified name" part).
+fn is_label_segment(s: &str) -> bool {
+    let alnum = |c: u8| c.is_ascii_alphanumeric();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| alnum(c) || matches!(c, b'-' | b'_' | b'.'))
+        && s.bytes().next().is_some_and(alnum)
+        && s.bytes().last().is_some_and(alnum)
+}
+
+/// A label key: `[prefix/]name`, the prefix a DNS subdomain.
+fn is_label_key(s: &str) -> bool {
+    match s.split_once('/') {
+        None => is_label_segment(s),
+        Some((prefix, name)) => {
+            prefix.len() <= 253 && prefix.split('.').all(is_dns1123_label) && is_label_segment(name)
+        }
+    }
+}
+
+/// A label value: empty, or a label segment.
+fn is_label_value(s: &str) -> bool {
+    s.is_empty() || is_label_segment(s)
+}
+
+/// Checks label keys and values with Kubernetes' syntax rules.
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    for (k, v) in labels {
+        if !is_label_key(k) {
+            return Err(Error::Invalid(format!("invalid label key {k:?}")));
+        }
+        if !is_label_value(v) {
+            return Err(Error::Invalid(format!(
+                "invalid value {v:?} for label {k:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One requirement of an equality-based label selector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A Kubernetes equality-based label selector: comma-separated requirements, all of which
+/// must hold: `k=v` or `k==v` (label k has value v), `k!=v` (label k is absent or has
+/// another value), `k` (label k exists), `!k` (label k is absent). As in Kubernetes, the
+/// empty selector matches everything. Set-based forms (`in`, `notin`) are not supported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelSelector {
+    requirements: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    pub fn parse(selector: &str) -> Result<LabelSelector> {
+        let invalid = |why: &str| Error::InvalidSelector(format!("{selector:?}: {why}"));
+        let key = |k: &str| -> Result<String> {
+            let k = k.trim();
+            if is_label_key(k) {
+                Ok(k.to_owned())
+            } else {
+                Err(invalid(&format!("invalid label key {k:?}")))
+            }
+        };
+        let value = |v: &str| -> Result<String> {
+            let v = v.trim();
+            if is_label_value(v) {
+                Ok(v.to_owned())
+            } else {
+                Err(invalid(&format!("invalid label value {v:?}")))
+            }
+        };
+        if selector.trim().is_empty() {
+            return Ok(LabelSelector {
+                requirements: Vec::new(),
+            });
+        }
+        let requirements = selector
+            .split(',')
+            .map(|term| {
+                let term = term.trim();
+                if term.is_empty() {
+                    Err(invalid("empty requirement"))
+                } else if let Some((k, v)) = term.split_once("!=") {
+                    Ok(Requirement::NotEquals(key(k)?, value(v)?))
+                } else if let Some((k, v)) = term.split_once("==") {
+                    Ok(Requirement::Equals(key(k)?, value(v)?))
+                } else if let Some((k, v)) = term.split_once('=') {
+                    Ok(Requirement::Equals(key(k)?, value(v)?))
+                } else if let Some(k) = term.strip_prefix('!') {
+                    Ok(Requirement::NotExists(key(k)?))
+                } else {
+                    Ok(Requirement::Exists(key(term)?))
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(LabelSelector { requirements })
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::NotExists(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn project_names() {
+        for ok in ["default", "a", "my-project-1", "0abc", &"x".repeat(63)] {
+            assert!(validate_project_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a.b",
+            "a/b",
+            "a_b",
+            " a",
+            &"x".repeat(64),
+        ] {
+            assert!(
+                matches!(
+                    validate_project_name(bad),
+                    Err(Error::InvalidProjectName(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_syntax() {
+        validate_labels(&labels(&[
+            ("team", "blue"),
+            ("example.com/tier", "front_end.1"),
+            ("empty", ""),
+        ]))
+        .unwrap();
+        for (k, v) in [
+            ("", "x"),
+            ("-a", "x"),
+            ("a", "-x"),
+            ("Bad_Prefix/a", "x"),
+            ("a/b/c", "x"),
+            ("a", "x y"),
+        ] {
+            assert!(validate_labels(&labels(&[(k, v)])).is_err(), "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn selector_forms() {
+        let l = labels(&[("team", "blue"), ("env", "prod")]);
+        let m = |s: &str| LabelSelector::parse(s).unwrap().matches(&l);
+        assert!(m("team=blue"));
+        assert!(m("team==blue"));
+        assert!(m(" team = blue , env==prod "));
+        assert!(!m("team=red"));
+        assert!(m("team!=red"));
+        assert!(!m("team!=blue"));
+        assert!(m("missing!=x"), "!= matches when the label is absent");
+        assert!(m("team"));
+        assert!(!m("missing"));
+        assert!(m("!missing"));
+        assert!(!m("!team"));
+        assert!(!m("team=blue,env=dev"));
+        assert!(m(""), "the empty selector matches everything");
+        assert!(m("team=blue,!missing,env"));
+        assert!(LabelSelector::parse("empty=")
+            .unwrap()
+            .matches(&labels(&[("empty", "")])));
+    }
+
+    #[test]
+    fn selector_syntax_errors() {
+        for bad in [
+            "team=blue,",
+            ",",
+            "a b",
+            "team in (blue)",
+            "=x",
+            "!",
+            "a=b=c",
+            "!a=b",
+            "a=-x",
+        ] {
+            assert!(
+                matches!(LabelSelector::parse(bad), Err(Error::InvalidSelector(_))),
+                "{bad:?}"
+            );
+        }
+        let err = LabelSelector::parse("team=blue,").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid label selector "team=blue,": empty requirement"#
+        );
+        // The empty value is valid, as in Kubernetes.
+        assert!(LabelSelector::parse("a!=").is_ok());
+    }
 }

@@ -1,1 +1,71 @@
-fn main() {}
+//! `oxsdn-agent`: the per-node daemon.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use anyhow::Result;
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use oxsdn_dataplane::{
+    agent::{Agent, AgentConfig},
+    cni_server,
+};
+
+#[derive(Parser)]
+#[command(version, about = "oxsdn node agent: eBPF dataplane, tun0 gateway and CNI server of one node")]
+struct Args {
+    /// This node's name (its HostSubnet's name).
+    #[arg(long, env = "OXSDN_NODE_NAME")]
+    node_name: String,
+    /// This node's underlay IPv4 address.
+    #[arg(long, env = "OXSDN_NODE_IP")]
+    node_ip: Ipv4Addr,
+    /// The cluster store directory.
+    #[arg(long, env = "OXSDN_STORE", default_value = "/var/lib/oxsdn/store")]
+    store: PathBuf,
+    /// Where the agent keeps its pod table.
+    #[arg(long, default_value = "/var/lib/oxsdn/node")]
+    state_dir: PathBuf,
+    /// The CNI socket the plugin talks to.
+    #[arg(long, default_value = oxsdn_cni::protocol::DEFAULT_AGENT_SOCKET)]
+    socket: PathBuf,
+    /// bpffs directory for the pins; the node's are in `<dir>/<node name>`.
+    #[arg(long, default_value = "/sys/fs/bpf/oxsdn")]
+    bpffs_dir: PathBuf,
+    /// Where the CNI config is written once the node is ready.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    // Block the stop signals in every thread, so the main thread alone takes them.
+    let mut stop = SigSet::empty();
+    stop.add(Signal::SIGTERM);
+    stop.add(Signal::SIGINT);
+    stop.thread_block()?;
+
+    let agent = Agent::start(AgentConfig {
+        node_name: args.node_name,
+        node_ip: args.node_ip,
+        store_dir: args.store,
+        state_dir: args.state_dir,
+        socket: args.socket,
+        bpffs_dir: args.bpffs_dir,
+        cni_conf_dir: args.cni_conf_dir,
+    })?;
+    let listener = cni_server::bind(&agent.config.socket)?;
+    std::thread::spawn({
+        let agent = agent.clone();
+        move || cni_server::serve(listener, agent)
+    });
+    agent.announce_ready()?;
+    tracing::info!("node ready");
+
+    let signal = stop.wait()?;
+    tracing::info!(?signal, "shutting down; the dataplane keeps forwarding");
+    agent.shutdown()
+}

@@ -1,0 +1,308 @@
+use clap::error::ErrorKind;
+use oxsdn_controller::NetNamespace;
+use tempfile::TempDir;
+
+use super::*;
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("oxsdnctl").chain(args.iter().copied()))
+}
+
+/// Runs a command line against the store in `tmp`; returns stdout or the error message.
+fn oxsdnctl(tmp: &TempDir, args: &[&str]) -> Result<String, String> {
+    let store = tmp.path().join("store");
+    let mut full = vec!["--store", store.to_str().unwrap()];
+    full.extend_from_slice(args);
+    let cli = parse(&full).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    run(cli, &mut out).map_err(|e| format!("{e:#}"))?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+fn ok(tmp: &TempDir, args: &[&str]) -> String {
+    oxsdnctl(tmp, args).unwrap_or_else(|e| panic!("oxsdnctl {args:?}: {e}"))
+}
+
+/// A store with default, a, b (team=blue) and c (team=blue).
+fn cluster_with_projects() -> TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(&tmp, &["init"]);
+    ok(&tmp, &["create", "project", "default"]);
+    ok(&tmp, &["create", "project", "a"]);
+    ok(&tmp, &["create", "project", "b", "--label", "team=blue"]);
+    ok(&tmp, &["create", "project", "c", "--label", "team=blue"]);
+    tmp
+}
+
+fn netnamespaces(tmp: &TempDir) -> BTreeMap<String, u32> {
+    let json = ok(tmp, &["get", "netnamespaces", "-o", "json"]);
+    let all: Vec<NetNamespace> = serde_json::from_str(&json).unwrap();
+    all.into_iter().map(|ns| (ns.name, ns.netid)).collect()
+}
+
+#[test]
+fn names_and_selector_are_mutually_exclusive_and_one_is_required() {
+    for command in [
+        &["pod-network", "join-projects", "--to=a"][..],
+        &["pod-network", "isolate-projects"],
+        &["pod-network", "make-projects-global"],
+    ] {
+        let both: Vec<&str> = command
+            .iter()
+            .copied()
+            .chain(["b", "--selector", "k=v"])
+            .collect();
+        let err = parse(&both).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict, "{both:?}");
+        assert_eq!(err.exit_code(), 2);
+        let err = parse(command).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::MissingRequiredArgument,
+            "{command:?}"
+        );
+        assert_eq!(err.exit_code(), 2);
+        let names: Vec<&str> = command.iter().copied().chain(["b", "c"]).collect();
+        parse(&names).unwrap();
+        let selector: Vec<&str> = command
+            .iter()
+            .copied()
+            .chain(["--selector", "k=v"])
+            .collect();
+        parse(&selector).unwrap();
+    }
+    let err = parse(&["pod-network", "join-projects", "b"]).unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::MissingRequiredArgument,
+        "--to is required"
+    );
+}
+
+#[test]
+fn isolating_default_is_refused_client_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Refused before the store is even looked at: there is none.
+    let err = oxsdnctl(&tmp, &["pod-network", "isolate-projects", "a", "default"]).unwrap_err();
+    assert_eq!(err, Error::IsolateDefault.to_string());
+    assert!(!tmp.path().join("store").exists());
+}
+
+#[test]
+fn isolating_a_selection_including_default_changes_nothing() {
+    let tmp = cluster_with_projects();
+    ok(
+        &tmp,
+        &["create", "project", "default", "--label", "team=blue"],
+    );
+    ok(&tmp, &["pod-network", "join-projects", "--to=a", "b", "c"]);
+    let before = netnamespaces(&tmp);
+    let err = oxsdnctl(
+        &tmp,
+        &["pod-network", "isolate-projects", "--selector", "team=blue"],
+    )
+    .unwrap_err();
+    assert_eq!(err, Error::IsolateDefault.to_string());
+    assert_eq!(netnamespaces(&tmp), before);
+}
+
+#[test]
+fn join_excludes_the_target_from_the_selection() {
+    let tmp = cluster_with_projects();
+    ok(&tmp, &["create", "project", "a", "--label", "team=blue"]);
+    let a = netnamespaces(&tmp)["a"];
+    let out = ok(
+        &tmp,
+        &[
+            "pod-network",
+            "join-projects",
+            "--to=a",
+            "--selector",
+            "team=blue",
+        ],
+    );
+    assert_eq!(
+        out,
+        format!("NAME      NETID\nb         {a}\nc         {a}\n")
+    );
+    let after = netnamespaces(&tmp);
+    assert_eq!(
+        (after["a"], after["b"], after["c"], after["default"]),
+        (a, a, a, 0)
+    );
+    // Naming the target among the projects is harmless too.
+    ok(&tmp, &["pod-network", "isolate-projects", "b"]);
+    ok(&tmp, &["pod-network", "join-projects", "--to=b", "b", "c"]);
+    let after = netnamespaces(&tmp);
+    assert_eq!(after["c"], after["b"]);
+}
+
+#[test]
+fn selector_matching_nothing_is_an_error() {
+    let tmp = cluster_with_projects();
+    let err = oxsdnctl(
+        &tmp,
+        &[
+            "pod-network",
+            "make-projects-global",
+            "--selector",
+            "team=red",
+        ],
+    )
+    .unwrap_err();
+    assert_eq!(err, "no projects found matching selector \"team=red\"");
+    let err = oxsdnctl(
+        &tmp,
+        &[
+            "pod-network",
+            "make-projects-global",
+            "--selector",
+            "team in (x)",
+        ],
+    )
+    .unwrap_err();
+    assert!(err.starts_with("invalid label selector"), "{err}");
+}
+
+#[test]
+fn pod_network_commands_end_to_end() {
+    let tmp = cluster_with_projects();
+    let out = ok(
+        &tmp,
+        &[
+            "pod-network",
+            "make-projects-global",
+            "--selector",
+            "team=blue",
+        ],
+    );
+    assert_eq!(out, "NAME      NETID\nb         0\nc         0\n");
+    let out = ok(&tmp, &["pod-network", "isolate-projects", "b", "c"]);
+    let after = netnamespaces(&tmp);
+    assert!(
+        after["b"] != 0 && after["c"] != 0 && after["b"] != after["c"],
+        "{out}"
+    );
+    let err = oxsdnctl(&tmp, &["pod-network", "join-projects", "--to=nope", "b"]).unwrap_err();
+    assert_eq!(err, "project \"nope\" not found");
+    assert_eq!(netnamespaces(&tmp), after);
+}
+
+#[test]
+fn commands_other_than_init_need_an_existing_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = oxsdnctl(&tmp, &["get", "netnamespaces"]).unwrap_err();
+    assert!(
+        err.ends_with("does not exist; run `oxsdnctl init` first"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("store").exists());
+}
+
+#[test]
+fn init_prints_the_configuration_and_refuses_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(
+        &tmp,
+        &[
+            "init",
+            "--cluster-network",
+            "10.0.0.0/16",
+            "--host-subnet-length",
+            "8",
+            "--mtu",
+            "1400",
+        ],
+    );
+    let config: ClusterConfig = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        config,
+        ClusterConfig {
+            cluster_network: "10.0.0.0/16".parse().unwrap(),
+            host_subnet_length: 8,
+            mtu: 1400,
+            ..ClusterConfig::default()
+        }
+    );
+    let err = oxsdnctl(&tmp, &["init"]).unwrap_err();
+    assert!(
+        err.contains("clusterNetwork: 10.0.0.0/16 -> 10.128.0.0/14"),
+        "{err}"
+    );
+    assert!(parse(&["init", "--cluster-network", "nonsense"]).is_err());
+}
+
+#[test]
+fn get_output_formats() {
+    let tmp = cluster_with_projects();
+    ok(&tmp, &["pod-network", "make-projects-global", "a"]);
+    ok(&tmp, &["pod-network", "join-projects", "--to=default", "b"]);
+    ok(&tmp, &["pod-network", "join-projects", "--to=default", "c"]);
+    assert_eq!(
+        ok(&tmp, &["get", "netnamespaces"]),
+        "NAME      NETID\na         0\nb         0\nc         0\ndefault   0\n"
+    );
+    ok(
+        &tmp,
+        &[
+            "node",
+            "add",
+            "ip-10-0-130-137.us-east-2.compute.internal",
+            "--ip",
+            "10.0.130.137",
+        ],
+    );
+    ok(&tmp, &["node", "add", "node-b", "--ip", "10.0.0.2"]);
+    assert_eq!(
+        ok(&tmp, &["get", "hostsubnets"]),
+        "NAME                                         HOST                                         HOST IP        SUBNET\n\
+         ip-10-0-130-137.us-east-2.compute.internal   ip-10-0-130-137.us-east-2.compute.internal   10.0.130.137   10.128.0.0/23\n\
+         node-b                                       node-b                                       10.0.0.2       10.129.0.0/23\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&tmp, &["get", "hostsubnets", "-o", "json"])).unwrap();
+    assert_eq!(
+        json[1],
+        serde_json::json!({"host": "node-b", "hostIp": "10.0.0.2", "subnet": "10.129.0.0/23"})
+    );
+    assert_eq!(
+        ok(&tmp, &["node", "delete", "node-b"]),
+        "hostsubnet \"node-b\" deleted\n"
+    );
+    assert_eq!(
+        oxsdnctl(&tmp, &["node", "delete", "node-b"]).unwrap_err(),
+        "node \"node-b\" not found"
+    );
+    assert_eq!(
+        ok(&tmp, &["delete", "project", "c"]),
+        "netnamespace \"c\" deleted\n"
+    );
+    assert!(parse(&["get", "netnamespaces", "-o", "yaml"]).is_err());
+}
+
+#[test]
+fn labels_must_be_key_value() {
+    let err = parse(&["create", "project", "a", "--label", "novalue"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ValueValidation);
+    let tmp = cluster_with_projects();
+    let err = oxsdnctl(&tmp, &["create", "project", "x", "--label", "bad key=v"]).unwrap_err();
+    assert_eq!(err, "invalid label key \"bad key\"");
+}
+
+#[test]
+fn dump_flows_of_a_node_without_dataplane_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bpffs = tmp.path().join("no-pins");
+    let err = oxsdnctl(&tmp, &["dump-flows", "--node", "n1", "--table", "80", "--bpffs-dir", bpffs.to_str().unwrap()]).unwrap_err();
+    assert!(err.starts_with("node n1 has no dataplane here"), "{err}");
+}
+
+#[test]
+fn store_hammer_reports_each_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(&tmp, &["debug", "store-hammer", "--count", "3"]);
+    assert_eq!(
+        out,
+        "committed value=1 revision=1\ncommitted value=2 revision=2\ncommitted value=3 revision=3\n"
+    );
+}

@@ -1,0 +1,365 @@
+//! The node agent: sets up the node (tun0, pipeline, projects), then plugs pods in and
+//! out for CNI requests. ADD, DEL and GC run one at a time (OpenShift's single worker),
+//! so concurrent requests never hand out one address twice or half-remove a pod.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context, Result};
+use ipnetwork::Ipv4Network;
+use oxsdn_cni::{
+    code,
+    protocol::{format_mac, pod_mac, Command, PodNetwork, Request, Response},
+    CniError,
+};
+use oxsdn_common::{pod_stat_index, Counter, LocalPod, NodeConfig, PodPort, LAYOUT_VERSION, POD_RULES};
+use oxsdn_controller::{store::FileStore, Cluster, ClusterConfig, Error as ControllerError};
+
+use crate::{
+    ipam::{Ipam, IpamError},
+    maps::{ip_key, NodeMaps},
+    netdev,
+    pipeline::Pipeline,
+    pods::{PodRecord, PodTable},
+    projects::Projects,
+};
+
+pub struct AgentConfig {
+    pub node_name: String,
+    pub node_ip: Ipv4Addr,
+    pub store_dir: PathBuf,
+    /// Where the agent keeps its pod table.
+    pub state_dir: PathBuf,
+    /// The CNI socket.
+    pub socket: PathBuf,
+    /// bpffs directory under which the node's pins live (`<dir>/<node name>`).
+    pub bpffs_dir: PathBuf,
+    pub cni_conf_dir: PathBuf,
+}
+
+struct PodState {
+    table: PodTable,
+    ipam: Ipam,
+}
+
+pub struct Agent {
+    pub config: AgentConfig,
+    cluster: Arc<Cluster>,
+    network: ClusterConfig,
+    subnet: Ipv4Network,
+    gateway: Ipv4Addr,
+    pipeline: Mutex<Pipeline>,
+    maps: Arc<Mutex<NodeMaps>>,
+    projects: Arc<Projects>,
+    pods: Mutex<PodState>,
+}
+
+/// Name of the CNI config file the agent writes when ready.
+pub const CNI_CONF_FILE: &str = "80-oxsdn.conflist";
+
+impl Agent {
+    /// Node start (OpenShift's order): take the readiness file away, read the cluster
+    /// config, get this node's subnet, set up tun0 and the pipeline, sync projects and
+    /// pods. The CNI config is written only by `announce_ready`.
+    pub fn start(config: AgentConfig) -> Result<Arc<Agent>> {
+        let conf_file = config.cni_conf_dir.join(CNI_CONF_FILE);
+        remove_if_exists(&conf_file)?;
+        let store = FileStore::open(&config.store_dir)
+            .with_context(|| format!("opening the store {}", config.store_dir.display()))?;
+        let cluster = Arc::new(Cluster::new(Arc::new(store)));
+        let network = cluster.config().context("reading the cluster configuration")?;
+        let hostsubnet = cluster
+            .register_node(&config.node_name, config.node_ip)
+            .context("registering the node")?;
+        let subnet = hostsubnet.subnet;
+        let gateway = hostsubnet.gateway();
+        tracing::info!(node = %config.node_name, %subnet, %gateway, "node subnet");
+
+        let tun0_ifindex = netdev::ensure_tun0(&netdev::Tun0 {
+            gateway,
+            subnet,
+            mtu: network.mtu,
+            routes: vec![network.cluster_network, network.service_network],
+        })?;
+        netdev::disable_ipv6(netdev::TUN0)?;
+
+        let pin_dir = config.bpffs_dir.join(&config.node_name);
+        let mut pipeline = Pipeline::load(&pin_dir)?;
+        let mut maps = pipeline.maps()?;
+        maps.config.set(0, node_config(&network, subnet, gateway, config.node_ip, tun0_ifindex), 0)?;
+        pipeline.attach_tun0(netdev::TUN0)?;
+        let maps = Arc::new(Mutex::new(maps));
+
+        let projects = Arc::new(Projects::default());
+        let revision = projects.initial_sync(&cluster, &maps)?;
+        std::thread::spawn({
+            let (projects, cluster, maps) = (projects.clone(), cluster.clone(), maps.clone());
+            move || projects.follow(cluster, maps, revision)
+        });
+
+        std::fs::create_dir_all(&config.state_dir)?;
+        let table = PodTable::load(&config.state_dir.join("pods.json"))?;
+        let ipam = Ipam::new(subnet, table.last_ip);
+        let agent = Arc::new(Agent {
+            config,
+            cluster,
+            network,
+            subnet,
+            gateway,
+            pipeline: Mutex::new(pipeline),
+            maps,
+            projects,
+            pods: Mutex::new(PodState { table, ipam }),
+        });
+        agent.restore_pods()?;
+        Ok(agent)
+    }
+
+    /// Writes the CNI config: kubelet's signal that the node's network is ready.
+    pub fn announce_ready(&self) -> Result<()> {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "oxsdn",
+            "plugins": [{ "type": "oxsdn", "agentSocket": self.config.socket }],
+        });
+        std::fs::create_dir_all(&self.config.cni_conf_dir)?;
+        let path = self.config.cni_conf_dir.join(CNI_CONF_FILE);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&conf)?)?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Clean shutdown: kubelet must see the network as not ready; the dataplane stays
+    /// (pinned) and keeps forwarding for running pods.
+    pub fn shutdown(&self) -> Result<()> {
+        remove_if_exists(&self.config.cni_conf_dir.join(CNI_CONF_FILE))?;
+        remove_if_exists(&self.config.socket)
+    }
+
+    /// Takes the pods of the pod table back: their addresses, and their map entries and
+    /// links if the veth is still there. Pods whose veth vanished while no agent ran are
+    /// released.
+    fn restore_pods(&self) -> Result<()> {
+        let mut state = self.pods.lock().unwrap();
+        let records: Vec<PodRecord> = state.table.iter().cloned().collect();
+        for rec in records {
+            if netdev::ifindex(&rec.host_veth) == Some(rec.ifindex) {
+                state.ipam.reserve(rec.ip)?;
+                if let Err(e) = self.plug(&rec) {
+                    tracing::error!(pod = %rec.container_id, "cannot restore pod: {e:#}");
+                }
+            } else {
+                tracing::info!(pod = %rec.container_id, "pod's veth is gone; releasing it");
+                self.unplug(&rec);
+                state.table.remove(&rec.attachment())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn handle(&self, req: Request) -> Response {
+        let result = match req.command {
+            Command::Add => self.add(&req).map(Response::Pod),
+            Command::Del => self.del(&req).map(|_| Response::Done),
+            Command::Check => self.check(&req).map(Response::Pod),
+            Command::Gc => self.gc(&req).map(|_| Response::Done),
+            Command::Status => Ok(Response::Done),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(command = ?req.command, "{e}");
+            Response::Error(e)
+        })
+    }
+
+    fn add(&self, req: &Request) -> Result<PodNetwork, CniError> {
+        let attachment = required(&req.attachment, "attachment")?;
+        let host_veth = required(&req.host_veth, "host_veth")?;
+        let project = required(&req.pod_namespace, "K8S_POD_NAMESPACE")?;
+        let netns = required(&req.netns, "CNI_NETNS")?;
+        let mut state = self.pods.lock().unwrap();
+        if let Some(existing) = state.table.get(attachment).cloned() {
+            if &existing.host_veth == host_veth {
+                return self.pod_network(&existing);
+            }
+            self.release(&mut state, &existing)?;
+        }
+        let ns = self.cluster.ensure_netnamespace(project).map_err(controller_error)?;
+        self.projects.learn(&self.maps, &ns).map_err(internal)?;
+        let ifindex = netdev::ifindex(host_veth).ok_or_else(|| {
+            CniError::new(code::INVALID_ENV, format!("host veth {host_veth} does not exist on this node"))
+        })?;
+        let ip = state.ipam.allocate().map_err(|e| match e {
+            IpamError::Exhausted(_) => CniError::new(code::NO_FREE_ADDRESS, e.to_string()),
+            IpamError::OutOfRange(..) => internal(e),
+        })?;
+        let record = PodRecord {
+            container_id: attachment.container_id.clone(),
+            ifname: attachment.ifname.clone(),
+            netns: netns.clone(),
+            project: ns.name.clone(),
+            project_id: ns.id,
+            pod_name: req.pod_name.clone().unwrap_or_default(),
+            host_veth: host_veth.clone(),
+            ifindex,
+            ip,
+        };
+        state.table.last_ip = state.ipam.last();
+        let plugged = self.plug(&record).and_then(|_| state.table.insert(record.clone()));
+        if let Err(e) = plugged {
+            self.unplug(&record);
+            state.ipam.release(ip);
+            return Err(internal(e));
+        }
+        tracing::info!(pod = %record.container_id, project = %record.project, %ip, "pod added");
+        self.pod_network(&record)
+    }
+
+    fn del(&self, req: &Request) -> Result<(), CniError> {
+        let attachment = required(&req.attachment, "attachment")?;
+        let mut state = self.pods.lock().unwrap();
+        match state.table.get(attachment).cloned() {
+            Some(rec) => self.release(&mut state, &rec),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self, req: &Request) -> Result<PodNetwork, CniError> {
+        let attachment = required(&req.attachment, "attachment")?;
+        let state = self.pods.lock().unwrap();
+        let rec = state.table.get(attachment).cloned().ok_or_else(|| {
+            CniError::new(code::UNKNOWN_CONTAINER, format!(
+                "no pod interface {} of container {} on this node", attachment.ifname, attachment.container_id
+            ))
+        })?;
+        let maps = self.maps.lock().unwrap();
+        let plugged = maps.pods.get(&ip_key(rec.ip), 0).ok() == Some(LocalPod { ifindex: rec.ifindex, project: rec.project_id })
+            && netdev::ifindex(&rec.host_veth) == Some(rec.ifindex)
+            && self.pipeline.lock().unwrap().pod_port_attached(&rec.host_veth);
+        drop(maps);
+        if !plugged {
+            return Err(CniError::new(code::INTERNAL, format!("pod {} is not plugged into the dataplane", rec.container_id)));
+        }
+        self.pod_network(&rec)
+    }
+
+    fn gc(&self, req: &Request) -> Result<(), CniError> {
+        let mut state = self.pods.lock().unwrap();
+        let stale: Vec<PodRecord> = state
+            .table
+            .iter()
+            .filter(|p| !req.valid_attachments.contains(&p.attachment()))
+            .cloned()
+            .collect();
+        for rec in stale {
+            tracing::info!(pod = %rec.container_id, "garbage-collecting pod");
+            self.release(&mut state, &rec)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a pod completely: dataplane entries, its veth, its address, its record.
+    fn release(&self, state: &mut PodState, rec: &PodRecord) -> Result<(), CniError> {
+        self.unplug(rec);
+        netdev::delete_link(&rec.host_veth).map_err(internal)?;
+        state.ipam.release(rec.ip);
+        state.table.remove(&rec.attachment()).map_err(internal)?;
+        tracing::info!(pod = %rec.container_id, ip = %rec.ip, "pod deleted");
+        Ok(())
+    }
+
+    /// Puts a pod into the dataplane: its port's program, then the maps (port before
+    /// address, so the pod can send as soon as anything can reach it).
+    fn plug(&self, rec: &PodRecord) -> Result<()> {
+        self.pipeline.lock().unwrap().attach_pod_port(&rec.host_veth)?;
+        let mut maps = self.maps.lock().unwrap();
+        let cfg = maps.node_config()?;
+        let ip = ip_key(rec.ip);
+        for rule in 0..POD_RULES {
+            let zero = aya::maps::PerCpuValues::try_from(vec![Counter::default(); aya::util::nr_cpus().map_err(|(_, e)| e)?])?;
+            maps.pod_stats.set(pod_stat_index(ip, cfg.local_mask, rule), zero, 0)?;
+        }
+        maps.pod_ports.insert(rec.ifindex, PodPort { ip, project: rec.project_id }, 0)?;
+        maps.pods.insert(ip, LocalPod { ifindex: rec.ifindex, project: rec.project_id }, 0)?;
+        Ok(())
+    }
+
+    /// Takes a pod out of the dataplane. Best effort: entries already gone are fine.
+    fn unplug(&self, rec: &PodRecord) {
+        let mut maps = self.maps.lock().unwrap();
+        let ip = ip_key(rec.ip);
+        if maps.pods.get(&ip, 0).map(|p| p.ifindex == rec.ifindex).unwrap_or(false) {
+            let _ = maps.pods.remove(&ip);
+        }
+        if maps.pod_ports.get(&rec.ifindex, 0).map(|p| p.ip == ip).unwrap_or(false) {
+            let _ = maps.pod_ports.remove(&rec.ifindex);
+        }
+        drop(maps);
+        if let Err(e) = self.pipeline.lock().unwrap().detach_pod_port(&rec.host_veth) {
+            tracing::warn!(veth = %rec.host_veth, "removing link pin: {e:#}");
+        }
+    }
+
+    fn pod_network(&self, rec: &PodRecord) -> Result<PodNetwork, CniError> {
+        let vnid = self.projects.get(&rec.project).map(|ns| ns.netid).ok_or_else(|| {
+            CniError::new(code::TRY_AGAIN_LATER, format!("project {} is not known to this node yet", rec.project))
+        })?;
+        Ok(PodNetwork {
+            ip: rec.ip,
+            prefix_len: self.subnet.prefix(),
+            gateway: self.gateway,
+            mac: format_mac(pod_mac(rec.ip)),
+            mtu: self.network.mtu,
+            cluster_network: self.network.cluster_network.to_string(),
+            project: rec.project.clone(),
+            vnid,
+        })
+    }
+}
+
+fn node_config(net: &ClusterConfig, subnet: Ipv4Network, gateway: Ipv4Addr, node_ip: Ipv4Addr, tun0_ifindex: u32) -> NodeConfig {
+    NodeConfig {
+        layout_version: LAYOUT_VERSION,
+        gateway: ip_key(gateway),
+        local_net: ip_key(subnet.network()),
+        local_mask: ip_key(subnet.mask()),
+        cluster_net: ip_key(net.cluster_network.network()),
+        cluster_mask: ip_key(net.cluster_network.mask()),
+        service_net: ip_key(net.service_network.network()),
+        service_mask: ip_key(net.service_network.mask()),
+        node_ip: ip_key(node_ip),
+        tun0_ifindex,
+        vxlan_port: net.vxlan_port,
+        _pad: 0,
+    }
+}
+
+fn required<'a, T>(field: &'a Option<T>, name: &str) -> Result<&'a T, CniError> {
+    field.as_ref().ok_or_else(|| CniError::new(code::INVALID_ENV, format!("{name} is required")))
+}
+
+fn internal(e: impl std::fmt::Display) -> CniError {
+    CniError::new(code::INTERNAL, format!("{e:#}"))
+}
+
+fn controller_error(e: ControllerError) -> CniError {
+    let c = match &e {
+        ControllerError::InvalidProjectName(_) => code::INVALID_ENV,
+        ControllerError::VnidsExhausted { .. } => code::NO_FREE_VNID,
+        ControllerError::Contention(_) | ControllerError::Store(oxsdn_controller::store::StoreError::Unavailable(_)) => {
+            code::TRY_AGAIN_LATER
+        }
+        _ => code::INTERNAL,
+    };
+    CniError::new(c, e.to_string())
+}
+
+fn remove_if_exists(path: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
+        _ => Ok(()),
+    }
+}

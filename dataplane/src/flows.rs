@@ -1,0 +1,138 @@
+//! `dump-flows`: the pipeline's rules with their counters, in `ovs-ofctl dump-flows`
+//! style, read from a node's pinned maps. Node-wide rules come from
+//! `oxsdn_common::rules::RULES`; per-pod rules from the pod maps.
+
+use std::fmt;
+
+use anyhow::Result;
+use ipnetwork::Ipv4Network;
+use oxsdn_common::{pod_rule, pod_stat_index, rules::RULES, Counter, NodeConfig};
+
+use crate::maps::{ip_from_key, total, NodeMaps};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub table: u8,
+    pub priority: u16,
+    pub matches: String,
+    pub actions: String,
+    pub counter: Counter,
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sep = if self.matches.is_empty() { "" } else { "," };
+        write!(
+            f,
+            " table={}, n_packets={}, n_bytes={}, priority={}{sep}{} actions={}",
+            self.table, self.counter.packets, self.counter.bytes, self.priority, self.matches, self.actions
+        )
+    }
+}
+
+fn network(addr: u32, mask: u32) -> String {
+    let prefix = u32::from_be(mask).count_ones() as u8;
+    Ipv4Network::new(ip_from_key(addr), prefix).map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// Fills in a rule template's placeholders with this node's addresses.
+fn expand(template: &str, cfg: &NodeConfig) -> String {
+    template
+        .replace("{GW}", &ip_from_key(cfg.gateway).to_string())
+        .replace("{L}", &network(cfg.local_net, cfg.local_mask))
+        .replace("{C}", &network(cfg.cluster_net, cfg.cluster_mask))
+        .replace("{S}", &network(cfg.service_net, cfg.service_mask))
+}
+
+/// Every rule of the node, sorted like `ovs-ofctl dump-flows` (table, then priority
+/// from high to low). `port_name` turns a pod port's ifindex into what to print.
+pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec<Flow>> {
+    let cfg = maps.node_config()?;
+    let mut flows = Vec::new();
+    for rule in RULES {
+        flows.push(Flow {
+            table: rule.table,
+            priority: rule.priority,
+            matches: expand(rule.matches, &cfg),
+            actions: expand(rule.actions, &cfg),
+            counter: total(&maps.rule_stats, rule.id)?,
+        });
+    }
+    for entry in maps.pods.iter() {
+        let (ip_key, pod) = entry?;
+        let ip = ip_from_key(ip_key);
+        let port = port_name(pod.ifindex);
+        let vnid = match maps.project_vnid.get(&pod.project, 0) {
+            Ok(v) => format!("{v:#x}"),
+            Err(_) => "unknown".to_string(),
+        };
+        let counter = |rule| total(&maps.pod_stats, pod_stat_index(ip_key, cfg.local_mask, rule));
+        let o = ip.octets();
+        flows.extend([
+            pod_flow(20, format!("arp,in_port={port},arp_spa={ip},arp_sha=00:00:{:02x}:{:02x}:{:02x}:{:02x}/00:00:ff:ff:ff:ff", o[0], o[1], o[2], o[3]),
+                format!("load:{vnid}->NXM_NX_REG0[],goto_table:21"), counter(pod_rule::T20_ARP)?),
+            pod_flow(20, format!("ip,in_port={port},nw_src={ip}"),
+                format!("load:{vnid}->NXM_NX_REG0[],goto_table:21"), counter(pod_rule::T20_IP)?),
+            pod_flow(40, format!("arp,arp_tpa={ip}"), format!("output:{port}"), counter(pod_rule::T40_ARP)?),
+            pod_flow(70, format!("ip,nw_dst={ip}"),
+                format!("load:{vnid}->NXM_NX_REG1[],load:{:#x}->NXM_NX_REG2[],goto_table:80", pod.ifindex),
+                counter(pod_rule::T70_IP)?),
+        ]);
+    }
+    flows.sort_by(|a, b| (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(b.table, std::cmp::Reverse(b.priority), &b.matches)));
+    Ok(flows)
+}
+
+fn pod_flow(table: u8, matches: String, actions: String, counter: Counter) -> Flow {
+    Flow { table, priority: 100, matches, actions, counter }
+}
+
+/// The name of an interface of this network namespace, or its ifindex.
+pub fn ifname_or_index(ifindex: u32) -> String {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
+    let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
+    if name.is_null() {
+        return ifindex.to_string();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    use crate::maps::ip_key;
+
+    #[test]
+    fn expands_placeholders_with_node_addresses() {
+        let cfg = NodeConfig {
+            gateway: ip_key(Ipv4Addr::new(10, 128, 2, 1)),
+            local_net: ip_key(Ipv4Addr::new(10, 128, 2, 0)),
+            local_mask: ip_key(Ipv4Addr::new(255, 255, 254, 0)),
+            cluster_net: ip_key(Ipv4Addr::new(10, 128, 0, 0)),
+            cluster_mask: ip_key(Ipv4Addr::new(255, 252, 0, 0)),
+            service_net: ip_key(Ipv4Addr::new(172, 30, 0, 0)),
+            service_mask: ip_key(Ipv4Addr::new(255, 255, 0, 0)),
+            ..Default::default()
+        };
+        assert_eq!(
+            expand("arp,arp_spa={GW},arp_tpa={C},{L},{S}", &cfg),
+            "arp,arp_spa=10.128.2.1,arp_tpa=10.128.0.0/14,10.128.2.0/23,172.30.0.0/16"
+        );
+    }
+
+    #[test]
+    fn prints_like_ovs_ofctl() {
+        let flow = Flow {
+            table: 80,
+            priority: 0,
+            matches: String::new(),
+            actions: "drop".into(),
+            counter: Counter { packets: 3, bytes: 294 },
+        };
+        assert_eq!(flow.to_string(), " table=80, n_packets=3, n_bytes=294, priority=0 actions=drop");
+    }
+}

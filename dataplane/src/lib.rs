@@ -1,0 +1,11 @@
+//! The oxsdn node agent and dataplane control: everything that runs on a node.
+
+pub mod agent;
+pub mod cni_server;
+pub mod flows;
+pub mod ipam;
+pub mod maps;
+pub mod netdev;
+pub mod pipeline;
+pub mod pods;
+pub mod projects;

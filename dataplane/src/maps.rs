@@ -1,0 +1,68 @@
+//! Typed handles on a node's pinned maps. The agent writes them; `oxsdnctl dump-flows`
+//! reads them. Both open the pins, so neither depends on the other being alive.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use oxsdn_common::{Counter, LocalPod, NodeConfig, PodPort};
+
+/// Names of the maps, as the eBPF object declares them and as they are pinned.
+pub mod names {
+    pub const CONFIG: &str = "CONFIG";
+    pub const PODS: &str = "PODS";
+    pub const POD_PORTS: &str = "POD_PORTS";
+    pub const PROJECT_VNID: &str = "PROJECT_VNID";
+    pub const RULE_STATS: &str = "RULE_STATS";
+    pub const POD_STATS: &str = "POD_STATS";
+}
+
+pub struct NodeMaps {
+    pub config: Array<MapData, NodeConfig>,
+    pub pods: HashMap<MapData, u32, LocalPod>,
+    pub pod_ports: HashMap<MapData, u32, PodPort>,
+    pub project_vnid: HashMap<MapData, u32, u32>,
+    pub rule_stats: PerCpuArray<MapData, Counter>,
+    pub pod_stats: PerCpuArray<MapData, Counter>,
+}
+
+fn pinned(dir: &Path, name: &str) -> Result<MapData> {
+    let path = dir.join(name);
+    MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))
+}
+
+impl NodeMaps {
+    /// Opens the maps pinned in a node's bpffs directory.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(NodeMaps {
+            config: Array::try_from(Map::Array(pinned(dir, names::CONFIG)?))?,
+            pods: HashMap::try_from(Map::HashMap(pinned(dir, names::PODS)?))?,
+            pod_ports: HashMap::try_from(Map::HashMap(pinned(dir, names::POD_PORTS)?))?,
+            project_vnid: HashMap::try_from(Map::HashMap(pinned(dir, names::PROJECT_VNID)?))?,
+            rule_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::RULE_STATS)?))?,
+            pod_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::POD_STATS)?))?,
+        })
+    }
+
+    pub fn node_config(&self) -> Result<NodeConfig> {
+        Ok(self.config.get(&0, 0)?)
+    }
+}
+
+/// Sum of a per-CPU counter over all CPUs.
+pub fn total(stats: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Counter> {
+    let per_cpu = stats.get(&index, 0)?;
+    Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    }))
+}
+
+/// An IPv4 address as the maps hold it (wire byte order in a `u32`).
+pub fn ip_key(ip: std::net::Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+pub fn ip_from_key(key: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(key.to_ne_bytes())
+}

@@ -1,0 +1,73 @@
+//! The node's network devices: tun0 (OpenShift's gateway port) and pod host veths.
+//!
+//! tun0 is one end of a veth pair whose other end (`tun0-peer`) never carries traffic:
+//! `from_tun0` on tun0's egress redirects or drops every frame the host sends, and
+//! `from_pod` hands frames to the host by redirecting them into tun0's ingress.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result};
+use ipnetwork::Ipv4Network;
+use oxsdn_cni::{netlink, netns::with_netlink};
+
+pub const TUN0: &str = "tun0";
+pub const TUN0_PEER: &str = "tun0-peer";
+
+pub fn ifindex(name: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(name).ok()
+}
+
+/// Deletes a link if it exists (deleting either end of a veth removes both).
+pub fn delete_link(name: &str) -> Result<()> {
+    with_netlink(|h| async move { netlink::delete_link_by_name(&h, name).await })?
+        .with_context(|| format!("deleting link {name}"))?;
+    Ok(())
+}
+
+/// What tun0 must look like.
+pub struct Tun0 {
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Network,
+    pub mtu: u32,
+    /// Networks the host reaches through tun0 (cluster and service networks).
+    pub routes: Vec<Ipv4Network>,
+}
+
+/// Creates tun0 or brings an existing one to the wanted state (address, MTU, up,
+/// routes); every setting is asserted each time, since drift (OpenShift's tun0 MTU
+/// falling back to 1500) silently black-holes traffic. Returns tun0's ifindex.
+pub fn ensure_tun0(want: &Tun0) -> Result<u32> {
+    with_netlink(|h| async move {
+        if netlink::get_link(&h, TUN0).await?.is_none() {
+            netlink::create_veth(&h, TUN0, TUN0_PEER, want.mtu).await.context("creating tun0")?;
+        }
+        let mut tun0 = None;
+        for name in [TUN0_PEER, TUN0] {
+            let link = netlink::get_link(&h, name).await?.with_context(|| format!("{name} vanished"))?;
+            netlink::set_mtu(&h, link.index, want.mtu).await?;
+            netlink::set_up(&h, link.index).await?;
+            tun0 = Some(link.index);
+        }
+        let index = tun0.context("tun0 vanished")?;
+        match netlink::add_address(&h, index, want.gateway, want.subnet.prefix()).await {
+            Err(e) if netlink::errno(&e) == Some(libc::EEXIST) => {}
+            r => r.context("adding the gateway address to tun0")?,
+        }
+        for net in &want.routes {
+            netlink::add_onlink_route(&h, index, net.network(), net.prefix())
+                .await
+                .with_context(|| format!("routing {net} via tun0"))?;
+        }
+        Ok(index)
+    })?
+}
+
+/// Turns IPv6 off on tun0: the pipeline carries IPv4 and ARP only, and the host's
+/// IPv6 chatter would only fill table 0's drop counter.
+pub fn disable_ipv6(ifname: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("writing {path}")),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,140 @@
+//! Loading the eBPF programs, with their maps pinned in the node's bpffs directory, and
+//! attaching them: `from_tun0` on tun0's TC egress, `from_pod` on the TC ingress of every
+//! pod's host-side veth. Attachments are tcx links pinned under `links/`, so the
+//! dataplane keeps forwarding while no agent runs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        SchedClassifier, TcAttachType,
+    },
+    Ebpf, EbpfLoader,
+};
+use oxsdn_common::LAYOUT_VERSION;
+
+use crate::maps::{names, NodeMaps};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxsdn-ebpf.o"));
+
+const FROM_POD: &str = "from_pod";
+const FROM_TUN0: &str = "from_tun0";
+
+pub struct Pipeline {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+}
+
+impl Pipeline {
+    /// Loads the programs. Maps already pinned in `pin_dir` by an agent of the same
+    /// layout version are reused (state and counters survive restarts); pins of another
+    /// version are removed first, so old and new layouts never mix.
+    pub fn load(pin_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(pin_dir.join("links"))
+            .with_context(|| format!("creating {}", pin_dir.display()))?;
+        if let Some(found) = pinned_layout_version(pin_dir) {
+            if found != LAYOUT_VERSION {
+                tracing::warn!(found, expected = LAYOUT_VERSION, "pinned dataplane has another layout version; rebuilding it");
+                remove_pins(pin_dir)?;
+                std::fs::create_dir_all(pin_dir.join("links"))?;
+            }
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_pin_path(pin_dir)
+            .load(OBJECT)
+            .context("loading the eBPF object")?;
+        for name in [FROM_POD, FROM_TUN0] {
+            classifier(&mut ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
+        }
+        Ok(Pipeline { ebpf, pin_dir: pin_dir.to_path_buf() })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn maps(&self) -> Result<NodeMaps> {
+        NodeMaps::open(&self.pin_dir)
+    }
+
+    /// Attaches `from_tun0` to tun0's egress.
+    pub fn attach_tun0(&mut self, ifname: &str) -> Result<()> {
+        self.attach(FROM_TUN0, ifname, TcAttachType::Egress)
+    }
+
+    /// Attaches `from_pod` to the ingress of a pod's host-side veth.
+    pub fn attach_pod_port(&mut self, host_veth: &str) -> Result<()> {
+        self.attach(FROM_POD, host_veth, TcAttachType::Ingress)
+    }
+
+    /// Removes a pod port's link pin; the link goes with the veth (or now, if it remains).
+    pub fn detach_pod_port(&self, host_veth: &str) -> Result<()> {
+        match std::fs::remove_file(self.link_pin(host_veth)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn pod_port_attached(&self, host_veth: &str) -> bool {
+        self.link_pin(host_veth).exists()
+    }
+
+    fn link_pin(&self, ifname: &str) -> PathBuf {
+        self.pin_dir.join("links").join(ifname)
+    }
+
+    /// Attaches program `name` to `ifname`. An existing pinned link of that interface
+    /// (left by a previous agent) gets the new program atomically instead, so traffic
+    /// never sees a moment without a program.
+    fn attach(&mut self, name: &str, ifname: &str, direction: TcAttachType) -> Result<()> {
+        let pin = self.link_pin(ifname);
+        let program = classifier(&mut self.ebpf, name)?;
+        if pin.exists() {
+            if let Ok(existing) = PinnedLink::from_pin(&pin) {
+                let link = SchedClassifierLink::try_from(FdLink::from(existing))?;
+                let id = program.attach_to_link(link).with_context(|| format!("updating the link on {ifname}"))?;
+                // The pin keeps the link; this process's handle on it can go.
+                drop(program.take_link(id)?);
+                return Ok(());
+            }
+            std::fs::remove_file(&pin)?;
+        }
+        let id = program
+            .attach(ifname, direction)
+            .with_context(|| format!("attaching {name} to {ifname}"))?;
+        let link = FdLink::try_from(program.take_link(id)?)?;
+        link.pin(&pin).with_context(|| format!("pinning the link of {ifname}"))?;
+        Ok(())
+    }
+}
+
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+    let Some(program) = ebpf.program_mut(name) else { bail!("program {name} missing from the eBPF object") };
+    Ok(program.try_into()?)
+}
+
+/// The layout version stamped in pinned maps of an earlier agent, if any.
+fn pinned_layout_version(pin_dir: &Path) -> Option<u32> {
+    if !pin_dir.join(names::CONFIG).exists() {
+        return None;
+    }
+    match NodeMaps::open(pin_dir).and_then(|m| m.node_config()) {
+        Ok(cfg) if cfg.layout_version == 0 => None,
+        Ok(cfg) => Some(cfg.layout_version),
+        // Pins we cannot even open as our maps are from another layout.
+        Err(_) => Some(0),
+    }
+}
+
+/// Removes a node's pins (maps and links): the dataplane state goes with them.
+pub fn remove_pins(pin_dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(pin_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", pin_dir.display()))
+        }
+        _ => Ok(()),
+    }
+}

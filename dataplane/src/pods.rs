@@ -1,0 +1,98 @@
+//! The node's record of its pods, kept in a file so a restarted agent knows what it
+//! plugged in (OpenShift kept this in OVSDB `external_ids`; losing it killed pods).
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use oxsdn_cni::protocol::Attachment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRecord {
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    pub project: String,
+    /// The project's stable id (the dataplane's key for its VNID).
+    pub project_id: u32,
+    #[serde(default)]
+    pub pod_name: String,
+    pub host_veth: String,
+    pub ifindex: u32,
+    pub ip: Ipv4Addr,
+}
+
+impl PodRecord {
+    pub fn attachment(&self) -> Attachment {
+        Attachment { container_id: self.container_id.clone(), ifname: self.ifname.clone() }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodFile {
+    /// The last address handed out, so allocation continues after it (host-local style).
+    last_ip: Option<Ipv4Addr>,
+    pods: Vec<PodRecord>,
+}
+
+/// Pod records keyed by attachment, saved atomically (write, fsync, rename) on change.
+pub struct PodTable {
+    path: PathBuf,
+    pods: BTreeMap<(String, String), PodRecord>,
+    pub last_ip: Option<Ipv4Addr>,
+}
+
+fn key(a: &Attachment) -> (String, String) {
+    (a.container_id.clone(), a.ifname.clone())
+}
+
+impl PodTable {
+    pub fn load(path: &Path) -> Result<Self> {
+        let file: PodFile = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a valid pod table", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PodFile::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let pods = file.pods.into_iter().map(|p| (key(&p.attachment()), p)).collect();
+        Ok(PodTable { path: path.to_path_buf(), pods, last_ip: file.last_ip })
+    }
+
+    pub fn get(&self, a: &Attachment) -> Option<&PodRecord> {
+        self.pods.get(&key(a))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &PodRecord> {
+        self.pods.values()
+    }
+
+    pub fn insert(&mut self, record: PodRecord) -> Result<()> {
+        self.pods.insert(key(&record.attachment()), record);
+        self.save()
+    }
+
+    pub fn remove(&mut self, a: &Attachment) -> Result<Option<PodRecord>> {
+        let removed = self.pods.remove(&key(a));
+        if removed.is_some() {
+            self.save()?;
+        }
+        Ok(removed)
+    }
+
+    fn save(&self) -> Result<()> {
+        let file = PodFile { last_ip: self.last_ip, pods: self.pods.values().cloned().collect() };
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&serde_json::to_vec_pretty(&file)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,264 @@
+//! `TestCluster`: an underlay bridge namespace, node namespaces with their agents, and
+//! pods plugged in through the CNI binary.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{
+    bins,
+    cni::{CniCall, CniOutput},
+    netns::{self, run, Netns},
+};
+
+/// The underlay network between nodes (a documentation-style private range that no
+/// test traffic ever leaves: it exists only inside the run's namespaces).
+pub const UNDERLAY_PREFIX: &str = "172.22.122";
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct TestCluster {
+    /// Prefix of everything this cluster creates: `oxt<pid>-<n>`.
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub store: PathBuf,
+    pub bpffs: PathBuf,
+    pub underlay: Netns,
+    pub nodes: Vec<Node>,
+}
+
+pub struct Node {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub netns: Netns,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub conf_dir: PathBuf,
+    pub log: PathBuf,
+    store: PathBuf,
+    bpffs: PathBuf,
+    prefix: String,
+    agent: Option<Child>,
+}
+
+pub struct Pod {
+    pub name: String,
+    pub project: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub netns: Netns,
+    /// The CNI result JSON of ADD.
+    pub result: Value,
+}
+
+impl TestCluster {
+    /// A cluster with an initialised store (`oxsdnctl init` with default settings plus
+    /// `init_args`) and an underlay bridge, but no nodes yet.
+    pub fn new(init_args: &[&str]) -> Result<TestCluster> {
+        netns::sweep_dead_runs();
+        sweep_dead_dirs();
+        let prefix = format!("oxt{}-{}", std::process::id(), NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst));
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir)?;
+        let bpffs = PathBuf::from("/sys/fs/bpf").join(&prefix);
+        let underlay = Netns::create(&format!("{prefix}-underlay"))?;
+        underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
+        underlay.ip(&["link", "set", "br0", "up"])?;
+        let cluster = TestCluster { store: dir.join("store"), prefix, dir, bpffs, underlay, nodes: Vec::new() };
+        cluster.oxsdnctl(&[&["init"], init_args].concat())?;
+        Ok(cluster)
+    }
+
+    /// `oxsdnctl --store <store> <args>`; stdout on success.
+    pub fn oxsdnctl(&self, args: &[&str]) -> Result<String> {
+        run(Command::new(bins::oxsdnctl()).arg("--store").arg(&self.store).args(args))
+    }
+
+    /// Adds a node namespace wired to the underlay and starts its agent.
+    pub fn add_node(&mut self, name: &str) -> Result<&mut Node> {
+        let index = self.nodes.len() + 1;
+        let ip: Ipv4Addr = format!("{UNDERLAY_PREFIX}.{}", 10 + index).parse()?;
+        let netns = Netns::create(&format!("{}-{name}", self.prefix))?;
+        let port = format!("p{index}");
+        self.underlay.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns.name])?;
+        self.underlay.ip(&["link", "set", &port, "master", "br0", "up"])?;
+        netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        netns.ip(&["link", "set", "eth0", "up"])?;
+        let node_dir = self.dir.join(name);
+        let mut node = Node {
+            name: name.to_string(),
+            ip,
+            netns,
+            socket: node_dir.join("run/cni.sock"),
+            state_dir: node_dir.join("state"),
+            conf_dir: node_dir.join("net.d"),
+            log: node_dir.join("agent.log"),
+            store: self.store.clone(),
+            bpffs: self.bpffs.clone(),
+            prefix: self.prefix.clone(),
+            agent: None,
+        };
+        std::fs::create_dir_all(&node_dir)?;
+        node.start_agent()?;
+        self.nodes.push(node);
+        Ok(self.nodes.last_mut().expect("just pushed"))
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).expect("no such node")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.stop_agent();
+        }
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        if std::env::var_os("OXSDN_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Removes temporary and bpffs directories of runs whose process is gone.
+fn sweep_dead_dirs() {
+    for base in [std::env::temp_dir(), PathBuf::from("/sys/fs/bpf")] {
+        let Ok(entries) = std::fs::read_dir(&base) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("oxt").and_then(|r| r.split('-').next()) else { continue };
+            if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+impl Node {
+    pub fn start_agent(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let conf = self.conf_dir.join("80-oxsdn.conflist");
+        let child = self
+            .netns
+            .command(bins::agent())
+            .args(["--node-name", &self.name, "--node-ip", &self.ip.to_string()])
+            .arg("--store").arg(&self.store)
+            .arg("--state-dir").arg(&self.state_dir)
+            .arg("--socket").arg(&self.socket)
+            .arg("--bpffs-dir").arg(&self.bpffs)
+            .arg("--cni-conf-dir").arg(&self.conf_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting oxsdn-agent")?;
+        self.agent = Some(child);
+        let start = Instant::now();
+        while !conf.exists() {
+            if let Some(status) = self.agent.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.agent = None;
+                bail!("agent of {} exited ({status}) before it was ready:\n{}", self.name, self.log_text());
+            }
+            if start.elapsed() > AGENT_READY_TIMEOUT {
+                bail!("agent of {} not ready after {AGENT_READY_TIMEOUT:?}:\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops the agent with SIGTERM (clean shutdown) and waits for it.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the agent with SIGKILL, as a crash would.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The network config a runtime would pass the plugin, from the conflist the agent
+    /// wrote (the runtime adds `cniVersion` and `name` to each plugin's entry).
+    pub fn network_config(&self) -> Result<Value> {
+        let path = self.conf_dir.join("80-oxsdn.conflist");
+        let list: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+        let mut conf = list["plugins"][0].clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        conf["name"] = list["name"].clone();
+        Ok(conf)
+    }
+
+    /// Runs the CNI plugin binary in this node's namespace.
+    pub fn cni(&self, call: &CniCall) -> CniOutput {
+        call.invoke(&self.netns)
+    }
+
+    /// A pod of `project`: its own namespace, plugged in with CNI ADD.
+    pub fn add_pod(&self, project: &str, name: &str) -> Result<Pod> {
+        let netns = Netns::create(&format!("{}-{}-{name}", self.prefix, self.name))?;
+        let container_id = format!("{}-{}-{name}", self.prefix, self.name);
+        let call = CniCall::add(&self.network_config()?, &container_id, &netns.path(), project, name);
+        let out = self.cni(&call);
+        let result = out.success().with_context(|| format!("CNI ADD of pod {name}"))?;
+        let ip: Ipv4Addr = result["ips"][0]["address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .context("no address in the CNI result")?
+            .parse()?;
+        let mac = result["interfaces"][0]["mac"].as_str().unwrap_or_default().to_string();
+        Ok(Pod { name: name.into(), project: project.into(), container_id, ifname: "eth0".into(), ip, mac, netns, result })
+    }
+
+    /// CNI DEL of a pod; its namespace stays until the `Pod` is dropped.
+    pub fn del_pod(&self, pod: &Pod) -> Result<()> {
+        let call = CniCall::del(&self.network_config()?, &pod.container_id, Some(&pod.netns.path()));
+        self.cni(&call).success().map(|_| ())
+    }
+
+    /// `oxsdnctl dump-flows` for this node, as printed.
+    pub fn dump_flows_text(&self) -> Result<String> {
+        run(self
+            .netns
+            .command(bins::oxsdnctl())
+            .arg("--store").arg(&self.store)
+            .args(["dump-flows", "--node", &self.name])
+            .arg("--bpffs-dir").arg(&self.bpffs))
+    }
+
+    /// `oxsdnctl dump-flows` for this node, parsed.
+    pub fn dump_flows(&self) -> Result<Vec<crate::flows::FlowLine>> {
+        crate::flows::parse(&self.dump_flows_text()?)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_agent();
+    }
+}

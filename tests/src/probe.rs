@@ -1,0 +1,132 @@
+//! Probes between namespaces: ping (the real binary), TCP (an echo server and a client
+//! that checks the echo), and raw Ethernet frames for hostile-traffic tests.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::Netns;
+
+pub const ECHO_PORT: u16 = 8080;
+
+/// One ICMP echo from `from` to `to`; true if a reply came.
+pub fn ping(from: &Netns, to: Ipv4Addr) -> bool {
+    from.command("ping")
+        .args(["-c", "1", "-W", "0.5", "-q", &to.to_string()])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Starts a TCP echo server on `0.0.0.0:port` inside `ns`; it serves until the process
+/// ends (its namespace going away closes it).
+pub fn serve_echo(ns: &Netns, port: u16) -> Result<()> {
+    let listener = ns.enter(move || TcpListener::bind(("0.0.0.0", port)))??;
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Connects from `from` to `to:port`, sends a line and expects it echoed back.
+pub fn tcp_echo(from: &Netns, to: Ipv4Addr, port: u16) -> bool {
+    from.enter(move || -> Result<()> {
+        let addr = SocketAddr::from((to, port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(700))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"oxsdn\n")?;
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf)?;
+        if &buf != b"oxsdn\n" {
+            bail!("bad echo");
+        }
+        Ok(())
+    })
+    .map(|r| r.is_ok())
+    .unwrap_or(false)
+}
+
+/// An AF_PACKET socket on one interface of a namespace: sends raw frames, captures all.
+pub struct RawSocket {
+    fd: OwnedFd,
+}
+
+impl RawSocket {
+    pub fn open(ns: &Netns, ifname: &str) -> Result<RawSocket> {
+        let ifname = ifname.to_string();
+        ns.enter(move || -> Result<RawSocket> {
+            let ifindex = nix::net::if_::if_nametoindex(ifname.as_str()).with_context(|| format!("no {ifname}"))?;
+            let proto = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2)/bind(2) calls with a zeroed, filled sockaddr_ll.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32);
+                if fd < 0 {
+                    bail!("socket: {}", std::io::Error::last_os_error());
+                }
+                let fd = OwnedFd::from_raw_fd(fd);
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_protocol = proto;
+                addr.sll_ifindex = ifindex as i32;
+                let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                if libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_ll).cast(), len) < 0 {
+                    bail!("bind: {}", std::io::Error::last_os_error());
+                }
+                Ok(RawSocket { fd })
+            }
+        })?
+    }
+
+    pub fn send(&self, frame: &[u8]) -> Result<()> {
+        // SAFETY: writing a byte buffer to our socket.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n < 0 {
+            bail!("send: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Frames received within `window` (incoming ones only) for which `keep` holds.
+    pub fn capture(&self, window: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + window;
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return frames;
+            }
+            let tv = libc::timeval { tv_sec: left.as_secs() as i64, tv_usec: left.subsec_micros().max(1) as i64 };
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: setsockopt with a timeval; recvfrom into our buffer.
+            let n = unsafe {
+                libc::setsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
+                libc::recvfrom(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_ll).cast(), &mut from_len)
+            };
+            if n < 0 {
+                continue;
+            }
+            let frame = &buf[..n as usize];
+            if from.sll_pkttype != libc::PACKET_OUTGOING as u8 && keep(frame) {
+                frames.push(frame.to_vec());
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The CNI plugin binary against a real agent: every command, every error path with
+//! its code, concurrency, and nothing left behind.
+
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use anyhow::Result;
+use oxsdn_tests::{cni::CniCall, netns::Netns, Node, TestCluster};
+use serde_json::{json, Value};
+
+/// Host-side pod veths on the node (`ox…`).
+fn pod_veths(node: &Node) -> Result<BTreeSet<String>> {
+    let out = node.netns.ip(&["-o", "link", "show"])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with("ox"))
+        .collect())
+}
+
+/// Pod IPs with a table 70 rule in the node's dataplane.
+fn plugged_ips(node: &Node) -> Result<BTreeSet<String>> {
+    Ok(node
+        .dump_flows()?
+        .into_iter()
+        .filter(|f| f.table == 70 && f.priority == 100)
+        .map(|f| f.matches.trim_start_matches("ip,nw_dst=").to_string())
+        .collect())
+}
+
+fn recorded_pods(node: &Node) -> Result<usize> {
+    let v: Value = serde_json::from_slice(&std::fs::read(node.state_dir.join("pods.json"))?)?;
+    Ok(v["pods"].as_array().map_or(0, |a| a.len()))
+}
+
+/// What a failed call must not have changed: veths, dataplane entries, pod records.
+struct Snapshot {
+    veths: BTreeSet<String>,
+    ips: BTreeSet<String>,
+    records: usize,
+}
+
+impl Snapshot {
+    fn take(node: &Node) -> Result<Snapshot> {
+        Ok(Snapshot { veths: pod_veths(node)?, ips: plugged_ips(node)?, records: recorded_pods(node).unwrap_or(0) })
+    }
+
+    fn assert_same(&self, node: &Node, what: &str) -> Result<()> {
+        let now = Snapshot::take(node)?;
+        assert_eq!(self.veths, now.veths, "{what}: veths changed");
+        assert_eq!(self.ips, now.ips, "{what}: dataplane changed");
+        assert_eq!(self.records, now.records, "{what}: pod records changed");
+        Ok(())
+    }
+}
+
+fn add_call(node: &Node, id: &str, netns: &Netns, project: &str) -> Result<CniCall> {
+    Ok(CniCall::add(&node.network_config()?, id, &netns.path(), project, id))
+}
+
+#[test]
+fn add_check_del_and_the_result_format_of_every_version() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    for (i, version) in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"].into_iter().enumerate() {
+        let mut conf = node.network_config()?;
+        conf["cniVersion"] = json!(version);
+        let ns = Netns::create(&format!("{}-v{i}", node.prefix()))?;
+        let id = format!("{}-v{i}", node.prefix());
+        let result = node.cni(&CniCall::add(&conf, &id, &ns.path(), "red", "p")).success()?;
+        assert_eq!(result["cniVersion"], version);
+        let addr = result["ips"][0]["address"].as_str().expect("address");
+        let ip: Ipv4Addr = addr.split('/').next().unwrap().parse()?;
+        assert!(addr.ends_with("/23"), "{addr}");
+        assert_eq!(result["ips"][0]["gateway"], "10.128.0.1");
+        assert_eq!(result["ips"][0]["interface"], 0);
+        assert_eq!(result["ips"][0].get("version").is_some(), version.starts_with("0."), "{result}");
+        let o = ip.octets();
+        let mac = format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+        assert_eq!(result["interfaces"][0]["mac"], mac.as_str());
+        assert_eq!(result["interfaces"][0]["name"], "eth0");
+        assert_eq!(result["interfaces"][0]["sandbox"], ns.path().display().to_string());
+        let routes = result["routes"].to_string();
+        assert!(routes.contains("0.0.0.0/0") && routes.contains("10.128.0.0/14"), "{routes}");
+
+        // The pod's side really looks like that.
+        let link = ns.ip(&["-o", "link", "show", "eth0"])?;
+        assert!(link.contains("mtu 1450") && link.contains(&mac), "{link}");
+        assert!(ns.ip(&["-o", "addr", "show", "eth0"])?.contains(addr));
+        let routes = ns.ip(&["route"])?;
+        assert!(routes.contains("default via 10.128.0.1") && routes.contains("10.128.0.0/14 dev eth0"), "{routes}");
+
+        let check = CniCall::new("CHECK", &{
+            let mut c = conf.clone();
+            c["prevResult"] = result.clone();
+            c
+        })
+        .var("CNI_CONTAINERID", &id)
+        .var("CNI_NETNS", &ns.path().display().to_string())
+        .var("CNI_IFNAME", "eth0")
+        .var("CNI_ARGS", "K8S_POD_NAMESPACE=red");
+        if version == "0.3.1" {
+            assert_eq!(node.cni(&check).error_code()?, 1, "CHECK needs 0.4.0");
+        } else {
+            node.cni(&check).success()?;
+            // A pod whose interface drifted fails CHECK.
+            ns.ip(&["link", "set", "eth0", "mtu", "1400"])?;
+            assert!(node.cni(&check).error_code()? >= 100);
+            ns.ip(&["link", "set", "eth0", "mtu", "1450"])?;
+        }
+        let del = CniCall::del(&conf, &id, Some(&ns.path()));
+        node.cni(&del).success()?;
+        node.cni(&del).success().map_err(|e| e.context("second DEL must succeed too"))?;
+    }
+    assert!(pod_veths(node)?.is_empty());
+    assert!(plugged_ips(node)?.is_empty());
+    assert_eq!(recorded_pods(node)?, 0);
+    Ok(())
+}
+
+#[test]
+fn version_status_and_gc() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let conf = node.network_config()?;
+
+    let version: Value = node.cni(&CniCall::new("VERSION", &json!({"cniVersion": "1.1.0"}))).success()?;
+    let supported = version["supportedVersions"].to_string();
+    for v in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        assert!(supported.contains(v), "{version}");
+    }
+
+    let mut conf11 = conf.clone();
+    conf11["cniVersion"] = json!("1.1.0");
+    node.cni(&CniCall::new("STATUS", &conf11)).success()?;
+
+    let namespaces: Vec<Netns> = (0..3).map(|i| Netns::create(&format!("{}-gc{i}", node.prefix()))).collect::<Result<_>>()?;
+    let ids: Vec<String> = (0..3).map(|i| format!("{}-gc{i}", node.prefix())).collect();
+    for (id, ns) in ids.iter().zip(&namespaces) {
+        node.cni(&add_call(node, id, ns, "red")?).success()?;
+    }
+    let mut gc = conf11.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": ids[1], "ifname": "eth0" }]);
+    node.cni(&CniCall::new("GC", &gc)).success()?;
+    assert_eq!(recorded_pods(node)?, 1);
+    assert_eq!(pod_veths(node)?.len(), 1);
+    assert_eq!(plugged_ips(node)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn every_bad_input_gets_its_error_code_and_changes_nothing() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let ns = Netns::create(&format!("{}-bad", node.prefix()))?;
+    let good = add_call(node, "bad-input", &ns, "red")?;
+    let conf = node.network_config()?;
+    let not_a_netns = node.state_dir.join("pods.json");
+    let with_conf = |f: &dyn Fn(&mut Value)| {
+        let mut c = conf.clone();
+        f(&mut c);
+        good.clone().stdin(serde_json::to_vec(&c).unwrap())
+    };
+    let cases: Vec<(&str, CniCall, u64)> = vec![
+        ("malformed JSON", good.clone().stdin(&b"{\"cniVersion\": \"1.0.0\", "[..]), 6),
+        ("oversize JSON", good.clone().stdin(format!("{{\"cniVersion\":\"1.0.0\",\"name\":\"oxsdn\",\"type\":\"oxsdn\",\"pad\":\"{}\"}}", "x".repeat(2 << 20))), 6),
+        ("unknown version", with_conf(&|c| c["cniVersion"] = json!("9.9.9")), 1),
+        ("wrong type", with_conf(&|c| c["type"] = json!("bridge")), 7),
+        ("missing name", with_conf(&|c| { c.as_object_mut().unwrap().remove("name"); }), 7),
+        ("missing CNI_COMMAND", good.clone().unset("CNI_COMMAND"), 4),
+        ("unknown CNI_COMMAND", good.clone().var("CNI_COMMAND", "FROB"), 4),
+        ("missing CNI_NETNS", good.clone().unset("CNI_NETNS"), 4),
+        ("netns that does not exist", good.clone().var("CNI_NETNS", "/run/netns/oxsdn-no-such-netns"), 4),
+        ("netns path that is not a netns", good.clone().var("CNI_NETNS", &not_a_netns.display().to_string()), 4),
+        ("missing CNI_CONTAINERID", good.clone().unset("CNI_CONTAINERID"), 4),
+        ("bad CNI_IFNAME", good.clone().var("CNI_IFNAME", "eth0/../x"), 4),
+        ("too long CNI_IFNAME", good.clone().var("CNI_IFNAME", "abcdefghijklmnopq"), 4),
+        ("missing K8S_POD_NAMESPACE", good.clone().var("CNI_ARGS", "K8S_POD_NAME=x"), 4),
+        ("odd characters in the namespace", good.clone().var("CNI_ARGS", "K8S_POD_NAMESPACE=Red_Team;K8S_POD_NAME=x"), 4),
+        ("malformed CNI_ARGS", good.clone().var("CNI_ARGS", "K8S_POD_NAMESPACE"), 4),
+    ];
+    let before = Snapshot::take(node)?;
+    for (what, call, code) in cases {
+        let out = node.cni(&call);
+        assert_eq!(out.error_code().map_err(|e| e.context(what.to_string()))?, code, "{what}: {}", out.stdout);
+        before.assert_same(node, what)?;
+    }
+    // CHECK and STATUS/GC need newer versions.
+    let mut old = conf.clone();
+    old["cniVersion"] = json!("1.0.0");
+    assert_eq!(node.cni(&CniCall::new("STATUS", &old)).error_code()?, 1);
+    // The node's own namespace is never a pod's.
+    let own = good.clone().var("CNI_NETNS", &node.netns.path().display().to_string());
+    assert_eq!(node.cni(&own).error_code()?, 4);
+    before.assert_same(node, "ADD into the node's namespace")?;
+    // Finally the good call works.
+    node.cni(&good).success()?;
+    Ok(())
+}
+
+#[test]
+fn a_dead_agent_gives_retryable_errors_and_leaves_nothing() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let conf = cluster.node("node1").network_config()?;
+    cluster.nodes[0].stop_agent();
+    let node = cluster.node("node1");
+    // Clean shutdown withdraws the readiness signal.
+    assert!(!node.conf_dir.join("80-oxsdn.conflist").exists());
+    let ns = Netns::create(&format!("{}-dead", node.prefix()))?;
+    let before = Snapshot::take(node)?;
+    let add = CniCall::add(&conf, "dead-agent", &ns.path(), "red", "p");
+    assert_eq!(node.cni(&add).error_code()?, 11);
+    before.assert_same(node, "ADD with the agent down")?;
+    assert!(ns.ip(&["-o", "link"])?.lines().count() == 1, "pod namespace touched");
+    let mut conf11 = conf.clone();
+    conf11["cniVersion"] = json!("1.1.0");
+    assert_eq!(node.cni(&CniCall::new("STATUS", &conf11)).error_code()?, 50);
+    assert_eq!(node.cni(&CniCall::del(&conf, "dead-agent", Some(&ns.path()))).error_code()?, 11);
+    Ok(())
+}
+
+#[test]
+fn del_after_the_pod_namespace_vanished() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let pod = node.add_pod("red", "gone")?;
+    let ip = pod.ip.to_string();
+    assert!(plugged_ips(node)?.contains(&ip));
+    let conf = node.network_config()?;
+    let (id, path) = (pod.container_id.clone(), pod.netns.path());
+    drop(pod); // deletes the namespace, and with it the veth pair
+    node.cni(&CniCall::del(&conf, &id, Some(&path))).success()?;
+    node.cni(&CniCall::del(&conf, &id, None)).success()?;
+    assert!(pod_veths(node)?.is_empty());
+    assert!(plugged_ips(node)?.is_empty());
+    assert_eq!(recorded_pods(node)?, 0);
+    Ok(())
+}
+
+#[test]
+fn twenty_concurrent_adds_then_dels_get_distinct_addresses_and_leak_nothing() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let conf = node.network_config()?;
+    let namespaces: Vec<Netns> = (0..20).map(|i| Netns::create(&format!("{}-c{i}", node.prefix()))).collect::<Result<_>>()?;
+    let calls: Vec<CniCall> = namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| CniCall::add(&conf, &format!("{}-c{i}", node.prefix()), &ns.path(), ["red", "blue", "green"][i % 3], "p"))
+        .collect();
+    let results: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = calls.iter().map(|c| s.spawn(|| node.cni(c).success())).collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect::<Result<_>>()
+    })?;
+    let ips: BTreeSet<String> = results.iter().map(|r| r["ips"][0]["address"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(ips.len(), 20, "duplicate addresses: {ips:?}");
+    assert_eq!(plugged_ips(node)?.len(), 20);
+    assert_eq!(pod_veths(node)?.len(), 20);
+
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let call = CniCall::del(&conf, &format!("{}-c{i}", node.prefix()), Some(&namespaces[i].path()));
+                s.spawn(move || node.cni(&call).success())
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().expect("thread").map(|_| ()))
+    })?;
+    assert!(pod_veths(node)?.is_empty(), "veths leaked");
+    assert!(plugged_ips(node)?.is_empty(), "dataplane entries leaked");
+    assert_eq!(recorded_pods(node)?, 0, "pod records leaked");
+    Ok(())
+}
