@@ -271,11 +271,11 @@ pub fn parse_cni_args(s: &str) -> Result<CniArgs, CniError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> CniEnv {
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> CniEnv {
         let m: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -617,6 +617,7 @@ mod tests {
     //! No test here creates a namespace or an interface: commands are driven up to a failure
     //! that precedes any change, or (DEL, STATUS, GC) against a fake agent, where the only
     //! netlink traffic is DEL's lookup of a host veth that does not exist.
+    use crate::{env::tests::env, result::tests::pod};
 
     use super::*;
     use serde_json::json;
@@ -656,14 +657,6 @@ mod tests {
         (path, h)
     }
 
-    fn env(pairs: &[(&str, &str)]) -> CniEnv {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        CniEnv::from_lookup(|k| m.get(k).cloned())
-    }
-
     fn add_env(netns: &str) -> Vec<(&'static str, String)> {
         vec![
             ("CNI_COMMAND", "ADD".into()),
@@ -695,19 +688,6 @@ mod tests {
     fn err_code(o: &Outcome) -> u64 {
         assert_eq!(o.exit_code, 1, "{o:?}");
         o.stdout.as_ref().unwrap()["code"].as_u64().unwrap()
-    }
-
-    fn pod() -> PodNetwork {
-        PodNetwork {
-            ip: "10.128.2.5".parse().unwrap(),
-            prefix_len: 23,
-            gateway: "10.128.2.1".parse().unwrap(),
-            mac: "0a:58:0a:80:02:05".into(),
-            mtu: 1450,
-            cluster_network: "10.128.0.0/14".into(),
-            project: "demo".into(),
-            vnid: 42,
-        }
     }
 
     #[test]

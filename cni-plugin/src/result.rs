@@ -211,7 +211,7 @@ pub fn check_prev_result(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn pod() -> PodNetwork {

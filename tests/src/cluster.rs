@@ -150,6 +150,8 @@ impl Node {
     pub fn start_agent(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let conf = self.conf_dir.join("80-oxsdn.conflist");
+        // A crashed agent leaves its config behind; readiness is the new agent's config.
+        let _ = std::fs::remove_file(&conf);
         let child = self
             .netns
             .command(bins::agent())

@@ -129,3 +129,31 @@ fn destinations_of_empty_tables_are_counted_drops() -> Result<()> {
     assert_eq!(counter(node, 50, 0, "")? - before, 1);
     Ok(())
 }
+
+#[test]
+fn pods_keep_their_network_while_the_agent_restarts() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let a = cluster.node("node1").add_pod("red", "a")?;
+    let b = cluster.node("node1").add_pod("red", "b")?;
+    let c = cluster.node("node1").add_pod("blue", "c")?;
+    assert!(ping(&a.netns, b.ip));
+    let before = counter(cluster.node("node1"), 80, 100, "reg0=reg1")?;
+
+    // Crash: the pinned programs and maps keep forwarding and isolating.
+    cluster.nodes[0].kill_agent();
+    assert!(ping(&a.netns, b.ip), "no forwarding without the agent");
+    assert!(!ping(&a.netns, c.ip), "no isolation without the agent");
+
+    cluster.nodes[0].start_agent()?;
+    let node = cluster.node("node1");
+    assert!(ping(&a.netns, b.ip) && !ping(&a.netns, c.ip));
+    assert!(counter(node, 80, 100, "reg0=reg1")? >= before + 4, "counters were reset");
+    // The restarted agent knows its pods: new ones get other addresses, old ones go cleanly.
+    let d = node.add_pod("red", "d")?;
+    assert!(![a.ip, b.ip, c.ip].contains(&d.ip));
+    assert!(ping(&d.netns, a.ip));
+    node.del_pod(&a)?;
+    assert!(!ping(&b.netns, a.ip));
+    Ok(())
+}
