@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Network tests are mostly waiting on the kernel; a few run at once.
 TEST_THREADS ?= 4
 
-.PHONY: setup build demo test clippy clean
+.PHONY: setup build demo test bench clippy clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,11 @@ demo: build
 
 test: build
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+
+# Side-by-side throughput of oxsdn and the alternatives (not part of the tests).
+bench: setup
+	$(CARGO) build --release --workspace --locked
+	target/release/oxsdn-bench
 
 clippy: setup
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

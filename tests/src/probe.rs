@@ -124,7 +124,7 @@ impl RawSocket {
                 continue;
             }
             let frame = &buf[..n as usize];
-            if from.sll_pkttype != libc::PACKET_OUTGOING as u8 && keep(frame) {
+            if from.sll_pkttype != libc::PACKET_OUTGOING && keep(frame) {
                 frames.push(frame.to_vec());
             }
         }
