@@ -12,7 +12,7 @@ pub mod rules;
 /// Bumped whenever a map's layout, a rule id or a program's meaning changes. The agent
 /// refuses to reuse pinned state that carries another version (the table 253 note of
 /// OpenShift SDN) and rebuilds it deliberately instead.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Largest number of addresses in a node subnet the per-pod counters can index
 /// (hostSubnetLength <= 12).
@@ -21,6 +21,8 @@ pub const MAX_POD_SLOTS: u32 = 1 << MAX_HOST_SUBNET_BITS;
 /// Upper bounds of the hash maps.
 pub const MAX_LOCAL_PODS: u32 = MAX_POD_SLOTS;
 pub const MAX_PROJECTS: u32 = 65536;
+/// Remote nodes a node can know (the size of the per-node counter slots).
+pub const MAX_NODES: u32 = 4096;
 
 /// Node-wide settings, the single entry of the `CONFIG` array map.
 #[repr(C)]
@@ -43,6 +45,8 @@ pub struct NodeConfig {
     pub node_ip: u32,
     /// ifindex of tun0 (OpenShift's port 2).
     pub tun0_ifindex: u32,
+    /// ifindex of vxlan0, the collect_md VXLAN device (OpenShift's port 1).
+    pub vxlan_ifindex: u32,
     /// VXLAN UDP port, host byte order.
     pub vxlan_port: u16,
     pub _pad: u16,
@@ -67,6 +71,17 @@ pub struct PodPort {
     pub project: u32,
 }
 
+/// A remote node: value of `REMOTE_SUBNETS` (key: the node's subnet) and of
+/// `NODE_IPS` (key: the node's IP), what tables 10, 50 and 90 need.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteNode {
+    /// The node's underlay IP, the VXLAN destination.
+    pub node_ip: u32,
+    /// Index of the node's counters in `NODE_STATS` (< `MAX_NODES`).
+    pub slot: u32,
+}
+
 /// A rule's counter (one per CPU in the per-CPU arrays; userspace sums them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -89,6 +104,22 @@ pub mod pod_rule {
 }
 pub const POD_RULES: u32 = 4;
 
+/// Per-remote-node rules, counted in `NODE_STATS` at `slot * NODE_RULES + rule`.
+pub mod node_rule {
+    /// Table 10: VXLAN from the node's IP.
+    pub const T10_FROM_NODE: u32 = 0;
+    /// Table 50: ARP for an address in the node's subnet, sent to it.
+    pub const T50_ARP: u32 = 1;
+    /// Table 90: IPv4 to the node's subnet, sent to it.
+    pub const T90_IP: u32 = 2;
+}
+pub const NODE_RULES: u32 = 3;
+
+#[inline(always)]
+pub fn node_stat_index(slot: u32, rule: u32) -> u32 {
+    (slot & (MAX_NODES - 1)) * NODE_RULES + rule
+}
+
 /// Index of a pod's counter in `POD_STATS`.
 #[inline(always)]
 pub fn pod_stat_index(ip: u32, local_mask: u32, rule: u32) -> u32 {
@@ -103,4 +134,5 @@ mod user {
     unsafe impl aya::Pod for super::LocalPod {}
     unsafe impl aya::Pod for super::PodPort {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::RemoteNode {}
 }

@@ -4,6 +4,8 @@
 //!
 //! Placeholders in `matches` / `actions`, filled in by userspace: `{GW}` gateway, `{L}`
 //! node subnet, `{C}` cluster network, `{S}` service network.
+//!
+//! Ids are never reused or renumbered without bumping `LAYOUT_VERSION`.
 
 /// A rule as `dump-flows` shows it.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +59,11 @@ rules! {
     T90_NO_NODE = 28: table 90, priority 0, "" => "drop";
     T100_EXTERNAL = 29: table 100, priority 0, "" => "drop";
     T110_MCAST = 30: table 110, priority 0, "" => "drop";
+    T0_TUNNEL_ARP = 31: table 0, priority 200, "arp,in_port=vxlan0,arp_spa={C},arp_tpa={L}" => "move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
+    T0_TUNNEL_IP_SRC = 32: table 0, priority 200, "ip,in_port=vxlan0,nw_src={C}" => "move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
+    T0_TUNNEL_IP_DST = 33: table 0, priority 200, "ip,in_port=vxlan0,nw_dst={C}" => "move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
+    T0_TUNNEL_OTHER = 34: table 0, priority 150, "in_port=vxlan0" => "drop";
+    T10_UNKNOWN_NODE = 35: table 10, priority 0, "" => "drop";
 }
 
 /// Size of `RULE_STATS`: room for the rules later tables add without resizing the map.

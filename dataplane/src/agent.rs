@@ -15,16 +15,18 @@ use oxsdn_cni::{
     protocol::{format_mac, pod_mac, Command, PodNetwork, Request, Response},
     CniError,
 };
-use oxsdn_common::{pod_stat_index, Counter, LocalPod, NodeConfig, PodPort, LAYOUT_VERSION, POD_RULES};
+use oxsdn_common::{pod_stat_index, LocalPod, NodeConfig, PodPort, LAYOUT_VERSION, POD_RULES};
 use oxsdn_controller::{store::FileStore, Cluster, ClusterConfig, Error as ControllerError};
 
 use crate::{
     ipam::{Ipam, IpamError},
-    maps::{ip_key, NodeMaps},
+    maps::{self, ip_key, NodeMaps},
     netdev,
+    nodes::RemoteNodes,
     pipeline::Pipeline,
     pods::{PodRecord, PodTable},
     projects::Projects,
+    sync::{self, Mirror},
 };
 
 pub struct AgentConfig {
@@ -85,20 +87,22 @@ impl Agent {
             routes: vec![network.cluster_network, network.service_network],
         })?;
         netdev::disable_ipv6(netdev::TUN0)?;
+        let vxlan_ifindex = netdev::ensure_vxlan0(network.vxlan_port, network.mtu)?;
+        netdev::disable_ipv6(netdev::VXLAN0)?;
 
         let pin_dir = config.bpffs_dir.join(&config.node_name);
         let mut pipeline = Pipeline::load(&pin_dir)?;
         let mut maps = pipeline.maps()?;
-        maps.config.set(0, node_config(&network, subnet, gateway, config.node_ip, tun0_ifindex), 0)?;
+        let node = NodeAddresses { subnet, gateway, node_ip: config.node_ip, tun0_ifindex, vxlan_ifindex };
+        maps.config.set(0, node_config(&network, &node), 0)?;
         pipeline.attach_tun0(netdev::TUN0)?;
+        pipeline.attach_vxlan0(netdev::VXLAN0)?;
         let maps = Arc::new(Mutex::new(maps));
 
-        let projects = Arc::new(Projects::default());
-        let revision = projects.initial_sync(&cluster, &maps)?;
-        std::thread::spawn({
-            let (projects, cluster, maps) = (projects.clone(), cluster.clone(), maps.clone());
-            move || projects.follow(cluster, maps, revision)
-        });
+        let projects = Arc::new(Projects::new(cluster.clone(), maps.clone()));
+        sync::follow(projects.clone(), projects.resync()?);
+        let nodes = Arc::new(RemoteNodes::new(&config.node_name, cluster.clone(), maps.clone()));
+        sync::follow(nodes.clone(), nodes.resync()?);
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;
@@ -188,7 +192,7 @@ impl Agent {
             self.release(&mut state, &existing)?;
         }
         let ns = self.cluster.ensure_netnamespace(project).map_err(controller_error)?;
-        self.projects.learn(&self.maps, &ns).map_err(internal)?;
+        self.projects.learn(&ns).map_err(internal)?;
         let ifindex = netdev::ifindex(host_veth).ok_or_else(|| {
             CniError::new(code::INVALID_ENV, format!("host veth {host_veth} does not exist on this node"))
         })?;
@@ -279,8 +283,7 @@ impl Agent {
         let cfg = maps.node_config()?;
         let ip = ip_key(rec.ip);
         for rule in 0..POD_RULES {
-            let zero = aya::maps::PerCpuValues::try_from(vec![Counter::default(); aya::util::nr_cpus().map_err(|(_, e)| e)?])?;
-            maps.pod_stats.set(pod_stat_index(ip, cfg.local_mask, rule), zero, 0)?;
+            maps::reset(&mut maps.pod_stats, pod_stat_index(ip, cfg.local_mask, rule))?;
         }
         maps.pod_ports.insert(rec.ifindex, PodPort { ip, project: rec.project_id }, 0)?;
         maps.pods.insert(ip, LocalPod { ifindex: rec.ifindex, project: rec.project_id }, 0)?;
@@ -320,18 +323,28 @@ impl Agent {
     }
 }
 
-fn node_config(net: &ClusterConfig, subnet: Ipv4Network, gateway: Ipv4Addr, node_ip: Ipv4Addr, tun0_ifindex: u32) -> NodeConfig {
+/// This node's own addresses and devices.
+struct NodeAddresses {
+    subnet: Ipv4Network,
+    gateway: Ipv4Addr,
+    node_ip: Ipv4Addr,
+    tun0_ifindex: u32,
+    vxlan_ifindex: u32,
+}
+
+fn node_config(net: &ClusterConfig, node: &NodeAddresses) -> NodeConfig {
     NodeConfig {
         layout_version: LAYOUT_VERSION,
-        gateway: ip_key(gateway),
-        local_net: ip_key(subnet.network()),
-        local_mask: ip_key(subnet.mask()),
+        gateway: ip_key(node.gateway),
+        local_net: ip_key(node.subnet.network()),
+        local_mask: ip_key(node.subnet.mask()),
         cluster_net: ip_key(net.cluster_network.network()),
         cluster_mask: ip_key(net.cluster_network.mask()),
         service_net: ip_key(net.service_network.network()),
         service_mask: ip_key(net.service_network.mask()),
-        node_ip: ip_key(node_ip),
-        tun0_ifindex,
+        node_ip: ip_key(node.node_ip),
+        tun0_ifindex: node.tun0_ifindex,
+        vxlan_ifindex: node.vxlan_ifindex,
         vxlan_port: net.vxlan_port,
         _pad: 0,
     }

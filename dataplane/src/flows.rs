@@ -6,7 +6,7 @@ use std::fmt;
 
 use anyhow::Result;
 use ipnetwork::Ipv4Network;
-use oxsdn_common::{pod_rule, pod_stat_index, rules::RULES, Counter, NodeConfig};
+use oxsdn_common::{node_rule, node_stat_index, pod_rule, pod_stat_index, rules::RULES, Counter, NodeConfig};
 
 use crate::maps::{ip_from_key, total, NodeMaps};
 
@@ -78,6 +78,30 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
                 format!("load:{vnid}->NXM_NX_REG1[],load:{:#x}->NXM_NX_REG2[],goto_table:80", pod.ifindex),
                 counter(pod_rule::T70_IP)?),
         ]);
+    }
+    for entry in maps.node_ips.iter() {
+        let (ip, node) = entry?;
+        flows.push(Flow {
+            table: 10,
+            priority: 100,
+            matches: format!("tun_src={}", ip_from_key(ip)),
+            actions: "goto_table:30".into(),
+            counter: total(&maps.node_stats, node_stat_index(node.slot, node_rule::T10_FROM_NODE))?,
+        });
+    }
+    for entry in maps.remote_subnets.iter() {
+        let (key, node) = entry?;
+        let subnet = network(key.data(), u32::MAX.checked_shl(32 - key.prefix_len()).unwrap_or(0).to_be());
+        let actions = format!("move:NXM_NX_REG0[]->NXM_NX_TUN_ID[0..31],set_field:{}->tun_dst,output:vxlan0", ip_from_key(node.node_ip));
+        for (table, proto, field, rule) in [(50, "arp", "arp_tpa", node_rule::T50_ARP), (90, "ip", "nw_dst", node_rule::T90_IP)] {
+            flows.push(Flow {
+                table,
+                priority: 100,
+                matches: format!("{proto},{field}={subnet}"),
+                actions: actions.clone(),
+                counter: total(&maps.node_stats, node_stat_index(node.slot, rule))?,
+            });
+        }
     }
     flows.sort_by(|a, b| (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(b.table, std::cmp::Reverse(b.priority), &b.matches)));
     Ok(flows)

@@ -6,6 +6,8 @@ pub mod flows;
 pub mod ipam;
 pub mod maps;
 pub mod netdev;
+pub mod nodes;
 pub mod pipeline;
 pub mod pods;
 pub mod projects;
+pub mod sync;

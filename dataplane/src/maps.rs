@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use oxsdn_common::{Counter, LocalPod, NodeConfig, PodPort};
+use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
+use oxsdn_common::{Counter, LocalPod, NodeConfig, PodPort, RemoteNode};
 
 /// Names of the maps, as the eBPF object declares them and as they are pinned.
 pub mod names {
@@ -15,6 +15,9 @@ pub mod names {
     pub const PROJECT_VNID: &str = "PROJECT_VNID";
     pub const RULE_STATS: &str = "RULE_STATS";
     pub const POD_STATS: &str = "POD_STATS";
+    pub const REMOTE_SUBNETS: &str = "REMOTE_SUBNETS";
+    pub const NODE_IPS: &str = "NODE_IPS";
+    pub const NODE_STATS: &str = "NODE_STATS";
 }
 
 pub struct NodeMaps {
@@ -24,6 +27,9 @@ pub struct NodeMaps {
     pub project_vnid: HashMap<MapData, u32, u32>,
     pub rule_stats: PerCpuArray<MapData, Counter>,
     pub pod_stats: PerCpuArray<MapData, Counter>,
+    pub remote_subnets: LpmTrie<MapData, u32, RemoteNode>,
+    pub node_ips: HashMap<MapData, u32, RemoteNode>,
+    pub node_stats: PerCpuArray<MapData, Counter>,
 }
 
 fn pinned(dir: &Path, name: &str) -> Result<MapData> {
@@ -41,6 +47,9 @@ impl NodeMaps {
             project_vnid: HashMap::try_from(Map::HashMap(pinned(dir, names::PROJECT_VNID)?))?,
             rule_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::RULE_STATS)?))?,
             pod_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::POD_STATS)?))?,
+            remote_subnets: LpmTrie::try_from(Map::LpmTrie(pinned(dir, names::REMOTE_SUBNETS)?))?,
+            node_ips: HashMap::try_from(Map::HashMap(pinned(dir, names::NODE_IPS)?))?,
+            node_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::NODE_STATS)?))?,
         })
     }
 
@@ -56,6 +65,13 @@ pub fn total(stats: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Counte
         packets: acc.packets + c.packets,
         bytes: acc.bytes + c.bytes,
     }))
+}
+
+/// Sets a per-CPU counter to zero on every CPU (a slot handed to a new pod or node).
+pub fn reset(stats: &mut PerCpuArray<MapData, Counter>, index: u32) -> Result<()> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    stats.set(index, aya::maps::PerCpuValues::try_from(vec![Counter::default(); cpus])?, 0)?;
+    Ok(())
 }
 
 /// An IPv4 address as the maps hold it (wire byte order in a `u32`).

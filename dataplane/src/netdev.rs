@@ -12,6 +12,9 @@ use oxsdn_cni::{netlink, netns::with_netlink};
 
 pub const TUN0: &str = "tun0";
 pub const TUN0_PEER: &str = "tun0-peer";
+/// The overlay device: VXLAN in collect_md ("external") mode, so the programs choose
+/// the remote node and the VNI per packet (OVS's `remote_ip=flow`, `key=flow`).
+pub const VXLAN0: &str = "vxlan0";
 
 pub fn ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
@@ -62,8 +65,30 @@ pub fn ensure_tun0(want: &Tun0) -> Result<u32> {
     })?
 }
 
-/// Turns IPv6 off on tun0: the pipeline carries IPv4 and ARP only, and the host's
-/// IPv6 chatter would only fill table 0's drop counter.
+/// Creates vxlan0 (or checks the existing one) on UDP `port`, with the pod MTU.
+/// Returns its ifindex.
+pub fn ensure_vxlan0(port: u16, mtu: u32) -> Result<u32> {
+    with_netlink(|h| async move {
+        if netlink::get_link(&h, VXLAN0).await?.is_none() {
+            h.link()
+                .add()
+                .vxlan(VXLAN0.to_string(), 0)
+                .collect_metadata(true)
+                .port(port)
+                .learning(false)
+                .execute()
+                .await
+                .context("creating vxlan0")?;
+        }
+        let link = netlink::get_link(&h, VXLAN0).await?.context("vxlan0 vanished")?;
+        netlink::set_mtu(&h, link.index, mtu).await?;
+        netlink::set_up(&h, link.index).await?;
+        Ok(link.index)
+    })?
+}
+
+/// Turns IPv6 off on one of our devices: the pipeline carries IPv4 and ARP only, and
+/// the host's IPv6 chatter would only fill table 0's drop counter.
 pub fn disable_ipv6(ifname: &str) -> Result<()> {
     let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
     match std::fs::write(&path, "1") {

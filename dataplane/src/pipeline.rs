@@ -1,6 +1,6 @@
 //! Loading the eBPF programs, with their maps pinned in the node's bpffs directory, and
-//! attaching them: `from_tun0` on tun0's TC egress, `from_pod` on the TC ingress of every
-//! pod's host-side veth. Attachments are tcx links pinned under `links/`, so the
+//! attaching them: `from_tun0` on tun0's TC egress, `from_tunnel` on vxlan0's TC
+//! ingress, `from_pod` on the TC ingress of every pod's host-side veth. Attachments are tcx links pinned under `links/`, so the
 //! dataplane keeps forwarding while no agent runs.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ox
 
 const FROM_POD: &str = "from_pod";
 const FROM_TUN0: &str = "from_tun0";
+const FROM_TUNNEL: &str = "from_tunnel";
 
 pub struct Pipeline {
     ebpf: Ebpf,
@@ -46,7 +47,7 @@ impl Pipeline {
             .map_pin_path(pin_dir)
             .load(OBJECT)
             .context("loading the eBPF object")?;
-        for name in [FROM_POD, FROM_TUN0] {
+        for name in [FROM_POD, FROM_TUN0, FROM_TUNNEL] {
             classifier(&mut ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
         }
         Ok(Pipeline { ebpf, pin_dir: pin_dir.to_path_buf() })
@@ -63,6 +64,11 @@ impl Pipeline {
     /// Attaches `from_tun0` to tun0's egress.
     pub fn attach_tun0(&mut self, ifname: &str) -> Result<()> {
         self.attach(FROM_TUN0, ifname, TcAttachType::Egress)
+    }
+
+    /// Attaches `from_tunnel` to vxlan0's ingress.
+    pub fn attach_vxlan0(&mut self, ifname: &str) -> Result<()> {
+        self.attach(FROM_TUNNEL, ifname, TcAttachType::Ingress)
     }
 
     /// Attaches `from_pod` to the ingress of a pod's host-side veth.

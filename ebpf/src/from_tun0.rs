@@ -1,13 +1,12 @@
 //! Entry for frames the node's host stack sends into the pod network: TC egress of tun0.
 //! Nothing here goes out of tun0's peer; every frame is redirected or dropped.
 
-use aya_ebpf::{
-    bindings::TC_ACT_SHOT, helpers::bpf_redirect, macros::classifier, programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 use oxsdn_common::{rules::*, NodeConfig};
 
 use crate::{
     maps::CONFIG,
+    output::{to_pod_veth, to_tunnel},
     packet::{Frame, L3},
     pipeline::{drop, in_cluster, is_multicast, table30_route, Output},
     stats::count,
@@ -23,8 +22,9 @@ pub fn from_tun0(ctx: TcContext) -> i32 {
     match table0_from_tun0(cfg, &frame) {
         // OpenFlow never sends a packet back out of its ingress port.
         Output::Drop | Output::Tun0 => TC_ACT_SHOT,
-        // SAFETY: plain helper call.
-        Output::Pod { ifindex, .. } => unsafe { bpf_redirect(ifindex, 0) as i32 },
+        // redirect_peer works from TC ingress only; this is egress.
+        Output::Pod { ifindex, .. } => to_pod_veth(ifindex),
+        Output::Tunnel { node_ip, vni } => to_tunnel(&ctx, cfg, node_ip, vni),
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! One program per attach point, like Cilium's `bpf/bpf_*.c`:
 //! - `from_pod`: TC ingress of every pod's host-side veth (OpenShift's pod ports);
-//! - `from_tun0`: TC egress of tun0 (what the node's host stack sends into the network).
+//! - `from_tun0`: TC egress of tun0 (what the node's host stack sends into the network);
+//! - `from_tunnel`: TC ingress of vxlan0 (what other nodes send over the overlay).
 //!
 //! Both run table 0 for their ingress and then the shared pipeline in `pipeline`, whose
 //! functions are named after the Profile A table they implement.
@@ -11,7 +12,9 @@
 
 mod from_pod;
 mod from_tun0;
+mod from_tunnel;
 mod maps;
+mod output;
 mod packet;
 mod pipeline;
 mod stats;

@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, PerCpuArray},
 };
 use oxsdn_common::{
-    rules::MAX_RULES, Counter, LocalPod, NodeConfig, PodPort, MAX_LOCAL_PODS, MAX_POD_SLOTS,
-    MAX_PROJECTS, POD_RULES,
+    rules::MAX_RULES, Counter, LocalPod, NodeConfig, PodPort, RemoteNode, MAX_LOCAL_PODS, MAX_NODES,
+    MAX_POD_SLOTS, MAX_PROJECTS, NODE_RULES, POD_RULES,
 };
 
 /// Entry 0: the node's addresses and settings.
@@ -25,6 +25,14 @@ pub static POD_PORTS: HashMap<u32, PodPort> = HashMap::pinned(MAX_LOCAL_PODS, 0)
 #[map]
 pub static PROJECT_VNID: HashMap<u32, u32> = HashMap::pinned(MAX_PROJECTS, 0);
 
+/// Subnet of a remote node (longest prefix) -> the node (tables 50 and 90).
+#[map]
+pub static REMOTE_SUBNETS: LpmTrie<u32, RemoteNode> = LpmTrie::pinned(MAX_NODES, 1);
+
+/// Underlay IP of a remote node -> the node (table 10: VXLAN only from known nodes).
+#[map]
+pub static NODE_IPS: HashMap<u32, RemoteNode> = HashMap::pinned(MAX_NODES, 0);
+
 /// Per-rule counters of the node-wide rules (`oxsdn_common::rules`).
 #[map]
 pub static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULES, 0);
@@ -32,3 +40,7 @@ pub static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULES, 0);
 /// Per-pod rule counters (`oxsdn_common::pod_rule`).
 #[map]
 pub static POD_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_POD_SLOTS * POD_RULES, 0);
+
+/// Per-remote-node rule counters (`oxsdn_common::node_rule`).
+#[map]
+pub static NODE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_NODES * NODE_RULES, 0);

@@ -3,12 +3,13 @@
 //! matched and continues to the next table, so a packet's walk through the functions
 //! is its walk through `dump-flows`.
 
-use oxsdn_common::{pod_rule, rules::*, NodeConfig};
+use aya_ebpf::maps::lpm_trie::Key;
+use oxsdn_common::{node_rule, pod_rule, rules::*, NodeConfig, RemoteNode};
 
 use crate::{
-    maps::{PODS, POD_PORTS, PROJECT_VNID},
+    maps::{NODE_IPS, PODS, POD_PORTS, PROJECT_VNID, REMOTE_SUBNETS},
     packet::{Arp, Frame, Ipv4, L3},
-    stats::{count, count_pod},
+    stats::{count, count_node, count_pod},
 };
 
 /// Where a packet goes when the pipeline is done with it.
@@ -19,6 +20,8 @@ pub enum Output {
     /// A local pod: ifindex of its host-side veth (`reg2`), and the pod's IP, whose MAC
     /// (`0a:58:` + IP) the frame must be addressed to for the pod to accept it.
     Pod { ifindex: u32, ip: u32 },
+    /// OpenShift's port 1: VXLAN to another node (`tun_dst`), VNI `tun_id` (= reg0).
+    Tunnel { node_ip: u32, vni: u32 },
 }
 
 const MCAST_NET: u32 = u32::from_ne_bytes([224, 0, 0, 0]);
@@ -68,6 +71,20 @@ pub fn table20_antispoof(cfg: &NodeConfig, frame: &Frame, in_port: u32) -> Outpu
     table21_post_source(cfg, frame, reg0)
 }
 
+/// Table 10: VXLAN is accepted only from the underlay IP of a known node; the VNI it
+/// carries (already in reg0) is trusted.
+#[inline(always)]
+pub fn table10_vxlan_source(cfg: &NodeConfig, frame: &Frame, tun_src: u32, reg0: u32) -> Output {
+    // SAFETY: read-only access to a map value.
+    match unsafe { NODE_IPS.get(&tun_src) } {
+        Some(node) => {
+            count_node(node.slot, node_rule::T10_FROM_NODE, frame.len);
+            table30_route(cfg, frame, reg0)
+        }
+        None => drop(T10_UNKNOWN_NODE, frame),
+    }
+}
+
 /// Table 21: the hook after source identification (NetworkPolicy mode commits to
 /// conntrack here); in multitenant mode it continues to routing.
 #[inline(always)]
@@ -80,7 +97,7 @@ pub fn table21_post_source(cfg: &NodeConfig, frame: &Frame, reg0: u32) -> Output
 #[inline(always)]
 pub fn table30_route(cfg: &NodeConfig, frame: &Frame, reg0: u32) -> Output {
     match frame.l3 {
-        L3::Arp(arp) => table30_route_arp(cfg, frame, &arp),
+        L3::Arp(arp) => table30_route_arp(cfg, frame, &arp, reg0),
         L3::Ipv4(ip) => table30_route_ip(cfg, frame, &ip, reg0),
         // Table 0 passes only ARP and IPv4 on.
         L3::Other => Output::Drop,
@@ -88,7 +105,7 @@ pub fn table30_route(cfg: &NodeConfig, frame: &Frame, reg0: u32) -> Output {
 }
 
 #[inline(always)]
-fn table30_route_arp(cfg: &NodeConfig, frame: &Frame, arp: &Arp) -> Output {
+fn table30_route_arp(cfg: &NodeConfig, frame: &Frame, arp: &Arp, reg0: u32) -> Output {
     if arp.tpa == cfg.gateway {
         count(T30_ARP_GW, frame.len);
         Output::Tun0
@@ -97,7 +114,7 @@ fn table30_route_arp(cfg: &NodeConfig, frame: &Frame, arp: &Arp) -> Output {
         table40_arp_to_local_pod(cfg, frame, arp.tpa)
     } else if in_cluster(cfg, arp.tpa) {
         count(T30_ARP_CLUSTER, frame.len);
-        table50_arp_to_remote_pod(frame)
+        table50_arp_to_remote_pod(frame, arp.tpa, reg0)
     } else {
         drop(T30_ARP_OTHER, frame)
     }
@@ -116,7 +133,7 @@ fn table30_route_ip(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -> Ou
         table60_to_service(frame)
     } else if in_cluster(cfg, ip.dst) {
         count(T30_IP_CLUSTER, frame.len);
-        table90_to_remote_pod(frame)
+        table90_to_remote_pod(frame, ip.dst, reg0)
     } else if is_multicast(ip.dst) {
         count(T30_IP_MCAST, frame.len);
         table110_multicast(frame)
@@ -139,10 +156,23 @@ fn table40_arp_to_local_pod(cfg: &NodeConfig, frame: &Frame, tpa: u32) -> Output
     }
 }
 
-/// Table 50: ARP for a pod on another node (filled by the overlay).
+/// The node whose subnet holds `addr`.
 #[inline(always)]
-fn table50_arp_to_remote_pod(frame: &Frame) -> Output {
-    drop(T50_NO_NODE, frame)
+fn remote_node(addr: u32) -> Option<RemoteNode> {
+    REMOTE_SUBNETS.get(&Key::new(32, addr)).copied()
+}
+
+/// Table 50: ARP for a pod on another node travels to that node (pods resolve remote
+/// pods directly; ARP is not isolated).
+#[inline(always)]
+fn table50_arp_to_remote_pod(frame: &Frame, tpa: u32, reg0: u32) -> Output {
+    match remote_node(tpa) {
+        Some(node) => {
+            count_node(node.slot, node_rule::T50_ARP, frame.len);
+            Output::Tunnel { node_ip: node.node_ip, vni: reg0 }
+        }
+        None => drop(T50_NO_NODE, frame),
+    }
 }
 
 /// Table 60: service isolation (filled by services).
@@ -186,10 +216,17 @@ fn table80_isolation(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, reg1
     Output::Pod { ifindex: reg2, ip: ip.dst }
 }
 
-/// Table 90: IPv4 to a pod on another node (filled by the overlay).
+/// Table 90: IPv4 to a pod on another node, with the source VNID as VNI. No isolation
+/// check here: the receiving node's table 80 decides.
 #[inline(always)]
-fn table90_to_remote_pod(frame: &Frame) -> Output {
-    drop(T90_NO_NODE, frame)
+fn table90_to_remote_pod(frame: &Frame, dst: u32, reg0: u32) -> Output {
+    match remote_node(dst) {
+        Some(node) => {
+            count_node(node.slot, node_rule::T90_IP, frame.len);
+            Output::Tunnel { node_ip: node.node_ip, vni: reg0 }
+        }
+        None => drop(T90_NO_NODE, frame),
+    }
 }
 
 /// Table 100: traffic leaving the cluster (filled by egress).

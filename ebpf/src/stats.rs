@@ -1,9 +1,9 @@
 //! Rule counters: every rule a packet matches is counted, as OVS does, so `dump-flows`
 //! shows where packets went and which table dropped them.
 
-use oxsdn_common::{pod_stat_index, Counter, NodeConfig};
+use oxsdn_common::{node_stat_index, pod_stat_index, Counter, NodeConfig};
 
-use crate::maps::{POD_STATS, RULE_STATS};
+use crate::maps::{NODE_STATS, POD_STATS, RULE_STATS};
 
 #[inline(always)]
 fn bump(counter: Option<*mut Counter>, len: u32) {
@@ -26,4 +26,10 @@ pub fn count(rule: u32, len: u32) {
 #[inline(always)]
 pub fn count_pod(cfg: &NodeConfig, ip: u32, rule: u32, len: u32) {
     bump(POD_STATS.get_ptr_mut(pod_stat_index(ip, cfg.local_mask, rule)), len);
+}
+
+/// Counts a per-node rule of the remote node in counter slot `slot`.
+#[inline(always)]
+pub fn count_node(slot: u32, rule: u32, len: u32) {
+    bump(NODE_STATS.get_ptr_mut(node_stat_index(slot, rule)), len);
 }

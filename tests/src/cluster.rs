@@ -51,6 +51,8 @@ pub struct Node {
 
 pub struct Pod {
     pub name: String,
+    /// The node it runs on.
+    pub node: String,
     pub project: String,
     pub container_id: String,
     pub ifname: String,
@@ -230,7 +232,7 @@ impl Node {
             .context("no address in the CNI result")?
             .parse()?;
         let mac = result["interfaces"][0]["mac"].as_str().unwrap_or_default().to_string();
-        Ok(Pod { name: name.into(), project: project.into(), container_id, ifname: "eth0".into(), ip, mac, netns, result })
+        Ok(Pod { name: name.into(), node: self.name.clone(), project: project.into(), container_id, ifname: "eth0".into(), ip, mac, netns, result })
     }
 
     /// CNI DEL of a pod; its namespace stays until the `Pod` is dropped.

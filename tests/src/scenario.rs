@@ -62,7 +62,7 @@ pub fn add_pod(node: &Node, pods: &mut Vec<Pod>, project: &str, name: &str) -> R
     Ok(())
 }
 
-/// Waits until the node's dataplane loads, for every pod of `project`, the VNID the
+/// Waits until the node's dataplane loads, for every pod of `project` on it, the VNID the
 /// store now gives the project (read from the pods' table 20 rules); returns how long
 /// that took after the call.
 pub fn wait_applied(cluster: &TestCluster, node: &Node, pods: &[Pod], project: &str) -> Result<Duration> {
@@ -74,7 +74,7 @@ pub fn wait_applied(cluster: &TestCluster, node: &Node, pods: &[Pod], project: &
         .and_then(|ns| ns["netid"].as_u64())
         .ok_or_else(|| anyhow::anyhow!("no netid for {project} in {list}"))?;
     let want = format!("load:{netid:#x}->NXM_NX_REG0[],goto_table:21");
-    let ips: Vec<String> = pods.iter().filter(|p| p.project == project).map(|p| format!("nw_src={}", p.ip)).collect();
+    let ips: Vec<String> = pods.iter().filter(|p| p.project == project && p.node == node.name).map(|p| format!("nw_src={}", p.ip)).collect();
     loop {
         let flows = node.dump_flows()?;
         let applied = ips.iter().all(|ip| {
