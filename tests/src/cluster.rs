@@ -21,6 +21,8 @@ use crate::{
 /// The underlay network between nodes (a documentation-style private range that no
 /// test traffic ever leaves: it exists only inside the run's namespaces).
 pub const UNDERLAY_PREFIX: &str = "172.22.122";
+/// The underlay bridge's own address (where cluster services such as etcd listen).
+pub const UNDERLAY_HOST: &str = "172.22.122.1";
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
@@ -75,6 +77,7 @@ impl TestCluster {
         let bpffs = PathBuf::from("/sys/fs/bpf").join(&prefix);
         let underlay = Netns::create(&format!("{prefix}-underlay"))?;
         underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
+        underlay.ip(&["addr", "add", &format!("{UNDERLAY_HOST}/24"), "dev", "br0"])?;
         underlay.ip(&["link", "set", "br0", "up"])?;
         let cluster = TestCluster { store: dir.join("store"), prefix, dir, bpffs, underlay, nodes: Vec::new() };
         cluster.oxsdnctl(&[&["init"], init_args].concat())?;

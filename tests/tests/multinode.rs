@@ -57,3 +57,138 @@ fn host_reaches_remote_pods_and_remote_arp_resolves() -> Result<()> {
     assert!(neigh.contains(&b.mac), "ARP for the remote pod: {neigh}");
     Ok(())
 }
+
+fn t(cluster: &TestCluster, node: usize) -> Result<Vec<oxsdn_tests::flows::FlowLine>> {
+    cluster.nodes[node].dump_flows()
+}
+
+fn has_rule(flows: &[oxsdn_tests::flows::FlowLine], table: u8, matches: &str) -> bool {
+    flows.iter().any(|f| f.table == table && f.matches == matches)
+}
+
+/// Waits (up to 5 s) for `cond` on node `node`'s rules.
+fn wait_rules(cluster: &TestCluster, node: usize, cond: impl Fn(&[oxsdn_tests::flows::FlowLine]) -> bool) -> Result<()> {
+    let start = std::time::Instant::now();
+    while !cond(&t(cluster, node)?) {
+        if start.elapsed() > std::time::Duration::from_secs(5) {
+            bail!("node {node}: rules never got there:\n{}", cluster.nodes[node].dump_flows_text()?);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+#[test]
+fn nodes_added_later_are_routed_and_deleted_nodes_disappear() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let a = cluster.nodes[0].add_pod("red", "a")?;
+    cluster.add_node("node3")?;
+    let c = cluster.nodes[2].add_pod("red", "c")?;
+    let node3_ip = cluster.nodes[2].ip.to_string();
+    for node in [0, 1] {
+        wait_rules(&cluster, node, |f| has_rule(f, 10, &format!("tun_src={node3_ip}")) && has_rule(f, 90, "ip,nw_dst=10.130.0.0/23"))?;
+    }
+    assert!(ping(&a.netns, c.ip), "node1 pod -> pod on the node added later");
+
+    cluster.oxsdnctl(&["node", "delete", "node3"])?;
+    for node in [0, 1] {
+        wait_rules(&cluster, node, |f| !has_rule(f, 10, &format!("tun_src={node3_ip}")) && !has_rule(f, 90, "ip,nw_dst=10.130.0.0/23"))?;
+    }
+    let before = oxsdn_tests::flows::packets(&t(&cluster, 0)?, 90, 0, "");
+    assert!(!ping(&a.netns, c.ip));
+    assert!(oxsdn_tests::flows::packets(&t(&cluster, 0)?, 90, 0, "") > before, "not counted as a table 90 drop");
+    Ok(())
+}
+
+fn netid(cluster: &TestCluster, project: &str) -> Result<u32> {
+    let list: serde_json::Value = serde_json::from_str(&cluster.oxsdnctl(&["get", "netnamespaces", "-o", "json"])?)?;
+    list.as_array()
+        .and_then(|a| a.iter().find(|ns| ns["name"] == project))
+        .and_then(|ns| ns["netid"].as_u64())
+        .map(|v| v as u32)
+        .ok_or_else(|| anyhow::anyhow!("no netid for {project}"))
+}
+
+/// A VXLAN datagram's payload: the 8-byte header with VNI `vni`, then `inner`.
+fn vxlan_payload(vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x08, 0, 0, 0];
+    p.extend_from_slice(&(vni << 8).to_be_bytes());
+    p.extend_from_slice(inner);
+    p
+}
+
+/// Sends one UDP datagram from namespace `from` to `to`:4789.
+fn send_udp(from: &oxsdn_tests::netns::Netns, to: std::net::Ipv4Addr, payload: Vec<u8>) -> Result<()> {
+    from.enter(move || -> Result<()> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.send_to(&payload, (to, 4789))?;
+        Ok(())
+    })?
+}
+
+#[test]
+fn vxlan_from_unknown_sources_and_from_pods_cannot_inject_traffic() -> Result<()> {
+    use oxsdn_tests::{flows::packets, frames, probe::RawSocket};
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let victim = cluster.nodes[0].add_pod("red", "victim")?;
+    let attacker = cluster.nodes[1].add_pod("blue", "attacker")?;
+    let red = netid(&cluster, "red")?;
+    let inner = |marker: &[u8]| {
+        frames::udp([2, 0, 0, 0, 0, 9], frames::pod_mac(victim.ip), "10.129.0.99".parse().unwrap(), victim.ip, 9, marker)
+    };
+    let watch = RawSocket::open(&victim.netns, "eth0")?;
+    let node1_ip = cluster.nodes[0].ip;
+
+    // Control: VXLAN with red's VNI from a known node (node2's address) is delivered.
+    send_udp(&cluster.nodes[1].netns, node1_ip, vxlan_payload(red, &inner(b"oxsdn-known-node")))?;
+    assert_eq!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-known-node")).len(), 1);
+
+    // From an address that is no node's: dropped by table 10 and counted.
+    let before = packets(&t(&cluster, 0)?, 10, 0, "");
+    send_udp(&cluster.underlay, node1_ip, vxlan_payload(red, &inner(b"oxsdn-unknown-src")))?;
+    assert!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-unknown-src")).is_empty());
+    assert_eq!(packets(&t(&cluster, 0)?, 10, 0, "") - before, 1);
+
+    // From a pod of another project, aimed at node1's VXLAN port with red's VNI: the
+    // pod's datagram never becomes overlay traffic (it is not for the cluster network).
+    let before = packets(&t(&cluster, 1)?, 100, 0, "");
+    send_udp(&attacker.netns, node1_ip, vxlan_payload(red, &inner(b"oxsdn-pod-vxlan")))?;
+    assert!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-pod-vxlan")).is_empty());
+    assert!(packets(&t(&cluster, 1)?, 100, 0, "") > before, "not counted on the attacker's node");
+    Ok(())
+}
+
+#[test]
+fn full_size_packets_and_bulk_tcp_cross_nodes_without_fragmentation() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let a = cluster.nodes[0].add_pod("red", "a")?;
+    let b = cluster.nodes[1].add_pod("red", "b")?;
+    let df_ping = |size: usize| {
+        a.netns.command("ping").args(["-c", "1", "-W", "1", "-M", "do", "-s", &size.to_string(), &b.ip.to_string()]).output().map(|o| o.status.success())
+    };
+    assert!(df_ping(1400)?, "1400-byte ping");
+    assert!(df_ping(1422)?, "ping filling the pod MTU (1450) with DF set");
+    assert!(!df_ping(1423)?, "a packet over the pod MTU must not leave");
+
+    let mut server = b.netns.command("iperf3").args(["-s", "-1"]).stdout(std::process::Stdio::null()).spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = a.netns.command("iperf3").args(["-c", &b.ip.to_string(), "-n", "200M", "-J"]).output()?;
+    let _ = server.wait();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    assert!(received >= 200 << 20, "bulk transfer stalled: {received} bytes; {}", String::from_utf8_lossy(&out.stderr));
+    // The underlay never had to fragment: no fragments were reassembled on node2.
+    let snmp = cluster.nodes[1].netns.command("cat").arg("/proc/net/snmp").output()?;
+    let text = String::from_utf8_lossy(&snmp.stdout);
+    let ip_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Ip:")).collect();
+    let (names, values) = (ip_lines[0].split_whitespace(), ip_lines[1].split_whitespace());
+    let reasm = names.zip(values).find(|(n, _)| *n == "ReasmReqds").map(|(_, v)| v.parse::<u64>().unwrap_or(0));
+    assert_eq!(reasm, Some(0), "the underlay fragmented");
+    Ok(())
+}
