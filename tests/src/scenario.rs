@@ -8,24 +8,27 @@ use anyhow::{bail, Result};
 
 use crate::{
     cluster::{Node, Pod, TestCluster},
+    matrix,
     probe::{serve_echo, ECHO_PORT},
 };
 
-/// (project, pod name) of the pods started before any command.
-pub const INITIAL_PODS: [(&str, &str); 5] = [("default", "d1"), ("red", "r1"), ("red", "r2"), ("blue", "b1"), ("blue", "b2")];
+/// (project, pod name, node index) of the pods started before any command. On fewer
+/// nodes, the node index wraps.
+pub const INITIAL_PODS: [(&str, &str, usize); 5] =
+    [("default", "d1", 0), ("red", "r1", 0), ("red", "r2", 1), ("blue", "b1", 2), ("blue", "b2", 1)];
 
 pub struct Step {
     pub command: &'static [&'static str],
     /// The project whose VNID the command changes.
     pub changed: &'static str,
-    /// A pod of `changed` started after the command.
-    pub new_pod: &'static str,
+    /// A pod of `changed` started after the command, and its node index.
+    pub new_pod: (&'static str, usize),
 }
 
 pub const STEPS: [Step; 3] = [
-    Step { command: &["pod-network", "join-projects", "--to=red", "blue"], changed: "blue", new_pod: "b3" },
-    Step { command: &["pod-network", "isolate-projects", "blue"], changed: "blue", new_pod: "b4" },
-    Step { command: &["pod-network", "make-projects-global", "red"], changed: "red", new_pod: "r3" },
+    Step { command: &["pod-network", "join-projects", "--to=red", "blue"], changed: "blue", new_pod: ("b3", 2) },
+    Step { command: &["pod-network", "isolate-projects", "blue"], changed: "blue", new_pod: ("b4", 0) },
+    Step { command: &["pod-network", "make-projects-global", "red"], changed: "red", new_pod: ("r3", 1) },
 ];
 
 /// Which projects share a VNID after `stage` steps: `None` = global (VNID 0).
@@ -54,12 +57,22 @@ pub fn allowed(stage: usize, a: &Pod, b: &Pod) -> bool {
     }
 }
 
-/// Adds a pod serving TCP echo.
-pub fn add_pod(node: &Node, pods: &mut Vec<Pod>, project: &str, name: &str) -> Result<()> {
-    let pod = node.add_pod(project, name)?;
+/// Adds a pod serving TCP echo on node `node` (modulo the number of nodes).
+pub fn add_pod(cluster: &TestCluster, pods: &mut Vec<Pod>, project: &str, name: &str, node: usize) -> Result<()> {
+    let pod = cluster.nodes[node % cluster.nodes.len()].add_pod(project, name)?;
     serve_echo(&pod.netns, ECHO_PORT)?;
     pods.push(pod);
     Ok(())
+}
+
+/// Waits until every node's dataplane has applied `project`'s VNID (see
+/// `wait_applied`); returns the longest time it took.
+pub fn wait_applied_everywhere(cluster: &TestCluster, pods: &[Pod], project: &str) -> Result<Duration> {
+    let start = Instant::now();
+    for node in &cluster.nodes {
+        wait_applied(cluster, node, pods, project)?;
+    }
+    Ok(start.elapsed())
 }
 
 /// Waits until the node's dataplane loads, for every pod of `project` on it, the VNID the
@@ -88,4 +101,36 @@ pub fn wait_applied(cluster: &TestCluster, node: &Node, pods: &[Pod], project: &
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Checks the reachability matrix of `pods` against the rules after `stage` steps.
+pub fn check_matrix(stage: usize, pods: &[Pod]) -> Result<()> {
+    let m = matrix::measure(pods);
+    let bad = matrix::mismatches(pods, &m, |a, b| allowed(stage, a, b));
+    if !bad.is_empty() {
+        bail!("after {stage} steps:\n{}\n{}", matrix::format(pods, &m), bad.join("\n"));
+    }
+    Ok(())
+}
+
+/// The whole story on `cluster`'s nodes: pods, then each step, checking the matrix
+/// every time (running pods switched, pods started after the change included) and that
+/// each change reached every node's dataplane within one second.
+pub fn run_story(cluster: &TestCluster) -> Result<()> {
+    let mut pods = Vec::new();
+    for (project, name, node) in INITIAL_PODS {
+        add_pod(cluster, &mut pods, project, name, node)?;
+    }
+    check_matrix(0, &pods)?;
+    for (i, step) in STEPS.iter().enumerate() {
+        cluster.oxsdnctl(step.command)?;
+        let took = wait_applied_everywhere(cluster, &pods, step.changed)?;
+        if took > Duration::from_secs(1) {
+            bail!("{:?} reached the dataplanes after {took:?}", step.command);
+        }
+        let (name, node) = step.new_pod;
+        add_pod(cluster, &mut pods, step.changed, name, node)?;
+        check_matrix(i + 1, &pods)?;
+    }
+    Ok(())
 }

@@ -2,21 +2,7 @@
 //! coming and going, hostile VXLAN, MTU.
 
 use anyhow::{bail, Result};
-use oxsdn_tests::{
-    matrix,
-    probe::{ping, serve_echo, ECHO_PORT},
-    scenario::{allowed, wait_applied, STEPS},
-    Pod, TestCluster,
-};
-
-fn check(stage: usize, pods: &[Pod]) -> Result<()> {
-    let m = matrix::measure(pods);
-    let bad = matrix::mismatches(pods, &m, |a, b| allowed(stage, a, b));
-    if !bad.is_empty() {
-        bail!("after {stage} steps:\n{}\n{}", matrix::format(pods, &m), bad.join("\n"));
-    }
-    Ok(())
-}
+use oxsdn_tests::{probe::ping, scenario::run_story, TestCluster};
 
 #[test]
 fn cross_node_isolation_matrix_follows_pod_network_commands() -> Result<()> {
@@ -24,22 +10,7 @@ fn cross_node_isolation_matrix_follows_pod_network_commands() -> Result<()> {
     for n in ["node1", "node2", "node3"] {
         cluster.add_node(n)?;
     }
-    let mut pods = Vec::new();
-    let placement = [("default", "d1", 0), ("red", "r1", 0), ("red", "r2", 1), ("blue", "b1", 1), ("blue", "b2", 2), ("red", "r3", 2)];
-    for (project, name, node) in placement {
-        let pod = cluster.nodes[node].add_pod(project, name)?;
-        serve_echo(&pod.netns, ECHO_PORT)?;
-        pods.push(pod);
-    }
-    check(0, &pods)?;
-    for (i, step) in STEPS.iter().enumerate() {
-        cluster.oxsdnctl(step.command)?;
-        for node in &cluster.nodes {
-            wait_applied(&cluster, node, &pods, step.changed)?;
-        }
-        check(i + 1, &pods)?;
-    }
-    Ok(())
+    run_story(&cluster)
 }
 
 #[test]

@@ -1,14 +1,15 @@
-//! `oxsdn-demo`: a sandboxed single-node cluster in network namespaces. Pods of the
-//! projects `default`, `red` and `blue` get isolated networks; the demo shows the
-//! reachability matrix before and after each `oxsdnctl pod-network` command, checks it
-//! against the isolation rules, shows `dump-flows`, and cleans everything up.
+//! `oxsdn-demo`: a sandboxed two-node cluster in network namespaces, joined by the
+//! VXLAN overlay. Pods of the projects `default`, `red` and `blue`, spread over both
+//! nodes, get isolated networks; the demo shows the reachability matrix before and
+//! after each `oxsdnctl pod-network` command, checks it against the isolation rules,
+//! shows `dump-flows`, and cleans everything up.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use oxsdn_tests::{
     matrix,
-    scenario::{add_pod, allowed, wait_applied, INITIAL_PODS, STEPS},
+    scenario::{add_pod, allowed, wait_applied_everywhere, INITIAL_PODS, STEPS},
     Pod, TestCluster,
 };
 
@@ -42,16 +43,18 @@ fn show_matrix(stage: usize, pods: &[Pod], tally: &mut Tally) {
 }
 
 fn run(tally: &mut Tally) -> Result<()> {
-    println!("== oxsdn demo: one node, projects default, red and blue ==\n");
+    println!("== oxsdn demo: two nodes, projects default, red and blue ==\n");
     let mut cluster = TestCluster::new(&[])?;
-    let node = cluster.add_node("node1")?;
-    println!("node1 up: agent ready, tun0 and the eBPF pipeline in place (namespace {})\n", node.netns.name);
-    let node = cluster.node("node1");
+    for name in ["node1", "node2"] {
+        let node = cluster.add_node(name)?;
+        println!("{name} up ({}): agent ready, tun0, vxlan0 and the eBPF pipeline in place", node.ip);
+    }
+    println!("\n$ oxsdnctl get hostsubnets\n{}", cluster.oxsdnctl(&["get", "hostsubnets"])?);
     let mut pods = Vec::new();
-    for (project, name) in INITIAL_PODS {
-        add_pod(node, &mut pods, project, name)?;
+    for (project, name, node) in INITIAL_PODS {
+        add_pod(&cluster, &mut pods, project, name, node)?;
         let pod = pods.last().expect("added");
-        println!("  CNI ADD {project}/{name}: {} ({})", pod.ip, pod.mac);
+        println!("  CNI ADD {project}/{name} on {}: {} ({})", pod.node, pod.ip, pod.mac);
     }
     println!("\n$ oxsdnctl get netnamespaces\n{}", cluster.oxsdnctl(&["get", "netnamespaces"])?);
     println!("Reachability (rows reach columns; ✓ ping and TCP pass, ✗ both blocked):");
@@ -61,21 +64,22 @@ fn run(tally: &mut Tally) -> Result<()> {
         println!("$ oxsdnctl {}", step.command.join(" "));
         let out = cluster.oxsdnctl(step.command);
         tally.record(out.is_ok(), &format!("{:?}: {out:?}", step.command));
-        let took = wait_applied(&cluster, node, &pods, step.changed)?;
-        println!("  applied to node1's dataplane after {} ms", took.as_millis());
-        tally.record(took.as_millis() <= 1000, "change reached the dataplane within 1 s");
-        add_pod(node, &mut pods, step.changed, step.new_pod)?;
-        println!("  new pod {}/{} started after the change", step.changed, step.new_pod);
+        let took = wait_applied_everywhere(&cluster, &pods, step.changed)?;
+        println!("  applied to both nodes' dataplanes after {} ms", took.as_millis());
+        tally.record(took.as_millis() <= 1000, "change reached the dataplanes within 1 s");
+        let (name, node) = step.new_pod;
+        add_pod(&cluster, &mut pods, step.changed, name, node)?;
+        println!("  new pod {}/{name} started on {} after the change", step.changed, pods.last().expect("added").node);
         println!("\n$ oxsdnctl get netnamespaces\n{}", cluster.oxsdnctl(&["get", "netnamespaces"])?);
         show_matrix(i + 1, &pods, tally);
     }
 
-    println!("$ oxsdnctl dump-flows (node1)");
-    let text = node.dump_flows_text()?;
+    println!("$ oxsdnctl dump-flows --node node1");
+    let text = cluster.node("node1").dump_flows_text()?;
     print!("{text}");
     let flows = oxsdn_tests::flows::parse(&text)?;
     let isolated = flows.iter().find(|f| f.table == 80 && f.priority == 0).map_or(0, |f| f.n_packets);
-    println!("\n  table 80 dropped {isolated} packets between isolated projects");
+    println!("\n  node1's table 80 dropped {isolated} packets between isolated projects");
     tally.record(isolated > 0, "table 80 counted the isolation drops");
     println!("\ncleaning up (agent, namespaces, pins)");
     Ok(())

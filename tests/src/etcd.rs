@@ -1,0 +1,241 @@
+//! A private single-member etcd server for tests: the real `/usr/bin/etcd`, on an address
+//! of the caller's choosing (in a network namespace or not), with its own directory;
+//! stopped, killed and restarted on demand, and stopped on drop.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+
+use crate::netns::Netns;
+
+const ETCD: &str = "/usr/bin/etcd";
+/// The member's name (in `--initial-cluster`).
+const MEMBER: &str = "oxsdn-test";
+/// How long a start may take until etcd reports itself healthy.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `stop` waits after SIGTERM before it sends SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Lines of etcd's log quoted when it fails to start.
+const LOG_TAIL_LINES: usize = 30;
+
+/// A running (or stopped) etcd. Its directory holds `etcd.log` (appended to across
+/// restarts) and `data`, etcd's data directory, which survives restarts.
+pub struct EtcdServer {
+    dir: PathBuf,
+    client_ip: Ipv4Addr,
+    client_port: u16,
+    peer_port: u16,
+    /// The network namespace etcd runs in, by name: only borrowed, never deleted here.
+    netns: Option<String>,
+    /// The process this started; the only one it ever signals.
+    child: Option<Child>,
+}
+
+impl EtcdServer {
+    /// Starts etcd in `data_dir` (created if missing; give each server its own),
+    /// serving clients on `client_ip:client_port` and its peer port on
+    /// `client_ip:peer_port`, inside `netns` if given, and waits until it reports itself
+    /// healthy.
+    pub fn start(
+        data_dir: &Path,
+        client_ip: Ipv4Addr,
+        client_port: u16,
+        peer_port: u16,
+        netns: Option<&Netns>,
+    ) -> Result<EtcdServer> {
+        fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let mut server = EtcdServer {
+            dir: data_dir.to_path_buf(),
+            client_ip,
+            client_port,
+            peer_port,
+            netns: netns.map(|ns| ns.name.clone()),
+            child: None,
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// Starts etcd on 127.0.0.1 with ports that are free, trying other ports if another
+    /// process takes the ones picked before etcd binds them.
+    pub fn start_on_loopback(data_dir: &Path) -> Result<EtcdServer> {
+        let mut tries = 3;
+        loop {
+            let (client_port, peer_port) = two_free_loopback_ports()?;
+            match EtcdServer::start(data_dir, Ipv4Addr::LOCALHOST, client_port, peer_port, None)
+            {
+                // etcd binds its ports before it writes any data, so retrying in the
+                // same directory is safe.
+                Err(e) if tries > 1 && format!("{e:#}").contains("address already in use") => {
+                    tries -= 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The client URL, for `--etcd-endpoints`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{}", self.client_ip, self.client_port)
+    }
+
+    /// SIGTERM, then SIGKILL if etcd has not exited within 5 s. Does nothing if it is
+    /// not running.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Our own child, not yet waited for: its PID cannot have been reused.
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// SIGKILL, as a crash would. Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops etcd if it is running and starts it again on the same data and ports.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.launch()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("etcd.log")
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .with_context(|| format!("opening {}", self.log_path().display()))?;
+        let client_url = self.endpoint();
+        let peer_url = format!("http://{}:{}", self.client_ip, self.peer_port);
+        let mut cmd = match &self.netns {
+            Some(name) => Netns::borrowed(name).command(ETCD),
+            None => Command::new(ETCD),
+        };
+        cmd.arg("--name")
+            .arg(MEMBER)
+            .arg("--data-dir")
+            // Not `dir` itself: etcd warns about files it does not know there (the log).
+            .arg(self.dir.join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("{MEMBER}={peer_url}")])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("duplicating the log file")?)
+            .stderr(log);
+        let child = cmd.spawn().with_context(|| format!("starting {ETCD}"))?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let addr = SocketAddr::from((self.client_ip, self.client_port));
+        loop {
+            let exited = match &mut self.child {
+                Some(child) => child.try_wait().context("waiting for etcd")?,
+                None => bail!("etcd is not running"),
+            };
+            if let Some(status) = exited {
+                self.child = None;
+                bail!(
+                    "etcd exited ({status}) before it was ready; {}",
+                    self.log_tail()
+                );
+            }
+            let healthy = match &self.netns {
+                Some(name) => Netns::borrowed(name).enter(move || healthy(addr))?,
+                None => healthy(addr),
+            };
+            if healthy {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                bail!(
+                    "etcd at {addr} not healthy after {READY_TIMEOUT:?}; {}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let path = self.log_path();
+        let mut text = String::new();
+        if let Err(e) = File::open(&path).and_then(|mut f| f.read_to_string(&mut text)) {
+            return format!("cannot read {}: {e}", path.display());
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+        format!("end of {}:\n{}", path.display(), tail.join("\n"))
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether etcd at `addr` answers its `/health` endpoint with `"health":"true"` (it
+/// does once it has a leader and serves requests).
+fn healthy(addr: SocketAddr) -> bool {
+    let timeout = Duration::from_secs(1);
+    let Ok(mut conn) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let mut response = String::new();
+    conn.set_read_timeout(Some(timeout))
+        .and_then(|()| conn.set_write_timeout(Some(timeout)))
+        .and_then(|()| {
+            write!(
+                conn,
+                "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+        })
+        .and_then(|()| conn.read_to_string(&mut response))
+        .is_ok()
+        && response.contains(r#""health":"true""#)
+}
+
+/// Two distinct ports that are free on 127.0.0.1 at the time of the call.
+fn two_free_loopback_ports() -> Result<(u16, u16)> {
+    let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
+    let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+}
