@@ -46,6 +46,8 @@ fn main() -> Result<()> {
         "ratios": {
             "oxsdn_same_node_vs_raw_veth": ratio("oxsdn-same-node", "raw-veth"),
             "oxsdn_same_node_vs_linux_bridge": ratio("oxsdn-same-node", "linux-bridge"),
+            "oxsdn_cross_node_vs_kernel_vxlan": ratio("oxsdn-cross-node", "kernel-vxlan"),
+            "oxsdn_cross_node_vs_underlay": ratio("oxsdn-cross-node", "underlay"),
         },
     });
     if let Some(dir) = args.out.parent() {

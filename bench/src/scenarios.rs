@@ -3,7 +3,10 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
-use oxsdn_tests::{netns::Netns, Pod, TestCluster};
+use oxsdn_tests::{
+    netns::{run, Netns},
+    Pod, TestCluster,
+};
 
 pub struct Scenario {
     pub name: &'static str,
@@ -49,6 +52,58 @@ fn linux_bridge() -> Result<Scenario> {
     Ok(Scenario { name: "linux-bridge", client, server, server_ip: "10.98.0.2".parse()?, _keep: vec![Box::new(br)] })
 }
 
+/// Two "node" namespaces on an underlay bridge (in a namespace of its own), each with
+/// `eth0` at 172.23.0.<n>/24: the base of the cross-node scenarios.
+fn underlay_nodes(tag: &str) -> Result<(Netns, Netns, Netns)> {
+    let underlay = Netns::create(&format!("{}-{tag}-u", prefix()))?;
+    underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
+    underlay.ip(&["link", "set", "br0", "up"])?;
+    let mut nodes = Vec::new();
+    for n in 1..=2 {
+        let ns = Netns::create(&format!("{}-{tag}-n{n}", prefix()))?;
+        let port = format!("p{n}");
+        underlay.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+        underlay.ip(&["link", "set", &port, "master", "br0", "up"])?;
+        ns.ip(&["addr", "add", &format!("172.23.0.{n}/24"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        nodes.push(ns);
+    }
+    let n2 = nodes.pop().expect("two nodes");
+    let n1 = nodes.pop().expect("two nodes");
+    Ok((underlay, n1, n2))
+}
+
+/// Node to node on the underlay, no encapsulation: the limit across nodes.
+fn underlay() -> Result<Scenario> {
+    let (u, n1, n2) = underlay_nodes("under")?;
+    Ok(Scenario { name: "underlay", client: n1, server: n2, server_ip: "172.23.0.2".parse()?, _keep: vec![Box::new(u)] })
+}
+
+/// Pods on two nodes joined the way flannel's VXLAN backend or a plain L2 overlay does
+/// it: per node a bridge with the pod's veth and a kernel VXLAN device whose FDB
+/// floods to the other node.
+fn kernel_vxlan() -> Result<Scenario> {
+    let (u, n1, n2) = underlay_nodes("kvx")?;
+    let mut pods = Vec::new();
+    for (n, node, remote) in [(1, &n1, "172.23.0.2"), (2, &n2, "172.23.0.1")] {
+        node.ip(&["link", "add", "cbr0", "type", "bridge"])?;
+        node.ip(&["link", "set", "cbr0", "up"])?;
+        node.ip(&["link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "4789", "local", &format!("172.23.0.{n}"), "nolearning"])?;
+        node.ip(&["link", "set", "vx0", "master", "cbr0", "up"])?;
+        run(node.command("bridge").args(["fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", remote]))?;
+        let pod = Netns::create(&format!("{}-kvx-pod{n}", prefix()))?;
+        node.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name])?;
+        node.ip(&["link", "set", "veth0", "master", "cbr0", "up"])?;
+        pod.ip(&["link", "set", "eth0", "mtu", "1450"])?;
+        pod.ip(&["addr", "add", &format!("10.97.0.{n}/24"), "dev", "eth0"])?;
+        pod.ip(&["link", "set", "eth0", "up"])?;
+        pods.push(pod);
+    }
+    let server = pods.pop().expect("two pods");
+    let client = pods.pop().expect("two pods");
+    Ok(Scenario { name: "kernel-vxlan", client, server, server_ip: "10.97.0.2".parse()?, _keep: vec![Box::new(n1), Box::new(n2), Box::new(u)] })
+}
+
 /// Two pods of one project on one oxsdn node.
 fn oxsdn_same_node() -> Result<Scenario> {
     let mut cluster = TestCluster::new(&[])?;
@@ -59,6 +114,16 @@ fn oxsdn_same_node() -> Result<Scenario> {
     Ok(Scenario { name: "oxsdn-same-node", client, server, server_ip, _keep: vec![Box::new(cluster)] })
 }
 
+/// Two pods of one project on two oxsdn nodes, across the VXLAN overlay.
+fn oxsdn_cross_node() -> Result<Scenario> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
+    let Pod { netns: server, ip: server_ip, .. } = cluster.nodes[1].add_pod("bench", "server")?;
+    Ok(Scenario { name: "oxsdn-cross-node", client, server, server_ip, _keep: vec![Box::new(cluster)] })
+}
+
 pub fn all() -> Result<Vec<Scenario>> {
-    Ok(vec![raw_veth()?, linux_bridge()?, oxsdn_same_node()?])
+    Ok(vec![raw_veth()?, linux_bridge()?, oxsdn_same_node()?, underlay()?, kernel_vxlan()?, oxsdn_cross_node()?])
 }
