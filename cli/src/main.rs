@@ -3,20 +3,17 @@
 mod output;
 
 use std::{
-    collections::BTreeMap,
-    io::Write,
-    net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::ExitCode,
-    sync::Arc,
+    collections::BTreeMap, io::Write, net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::Arc,
 };
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ipnetwork::Ipv4Network;
 use oxsdn_controller::{
-    debug::store_hammer, netnamespaces::DEFAULT_PROJECT, store::FileStore, Cluster, ClusterConfig,
-    Error,
+    debug::store_hammer,
+    netnamespaces::DEFAULT_PROJECT,
+    store::{self, Store, StoreBackend, ETCD_ENDPOINTS_ENV},
+    Cluster, ClusterConfig, Error,
 };
 
 use oxsdn_dataplane::{flows, maps::NodeMaps};
@@ -26,7 +23,7 @@ use crate::output::{print_hostsubnets, print_netnamespaces, Format};
 #[derive(Debug, Parser)]
 #[command(name = "oxsdnctl", version, about = "Manage an oxsdn pod network")]
 struct Cli {
-    /// Directory of the cluster store.
+    /// Directory of the embedded cluster store (unless etcd endpoints are given).
     #[arg(
         long,
         global = true,
@@ -34,6 +31,10 @@ struct Cli {
         default_value = "/var/lib/oxsdn/store"
     )]
     store: PathBuf,
+    /// etcd client URLs, comma-separated: the cluster store is then this etcd cluster
+    /// instead of --store.
+    #[arg(long, global = true, env = ETCD_ENDPOINTS_ENV, value_name = "URL[,URL...]")]
+    etcd_endpoints: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -205,20 +206,23 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not of the form key=value"))
 }
 
-fn open_store(dir: &Path) -> Result<FileStore> {
-    Ok(FileStore::open(dir)?)
+fn open_store(backend: &StoreBackend) -> Result<Arc<dyn Store>> {
+    store::open(backend).with_context(|| format!("opening the {backend}"))
 }
 
-/// Opens the cluster in an existing store: only `init` creates one, so a mistyped
-/// --store does not quietly start an empty cluster.
-fn open_cluster(dir: &Path) -> Result<Cluster> {
-    if !dir.is_dir() {
-        bail!(
-            "store {} does not exist; run `oxsdnctl init` first",
-            dir.display()
-        );
+/// Opens the cluster in an existing store: only `init` creates a file store, so a
+/// mistyped --store does not quietly start an empty cluster. (etcd has no such thing as
+/// a missing store: an uninitialised cluster there says so at the first read.)
+fn open_cluster(backend: &StoreBackend) -> Result<Cluster> {
+    if let StoreBackend::File(dir) = backend {
+        if !dir.is_dir() {
+            bail!(
+                "store {} does not exist; run `oxsdnctl init` first",
+                dir.display()
+            );
+        }
     }
-    Ok(Cluster::new(Arc::new(open_store(dir)?)))
+    Ok(Cluster::new(open_store(backend)?))
 }
 
 /// `oc adm pod-network isolate-projects` refuses `default` before asking the master.
@@ -243,7 +247,11 @@ fn resolve(cluster: &Cluster, selection: &ProjectSelection) -> Result<Vec<String
     }
 }
 
-fn pod_network(store: &Path, command: PodNetworkCommand, out: &mut dyn Write) -> Result<()> {
+fn pod_network(
+    store: &StoreBackend,
+    command: PodNetworkCommand,
+    out: &mut dyn Write,
+) -> Result<()> {
     let records = match command {
         PodNetworkCommand::JoinProjects { to, selection } => {
             let cluster = open_cluster(store)?;
@@ -274,10 +282,10 @@ fn pod_network(store: &Path, command: PodNetworkCommand, out: &mut dyn Write) ->
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
-    let store = cli.store.as_path();
+    let store = &StoreBackend::from_options(&cli.store, cli.etcd_endpoints.as_slice());
     match cli.command {
         Command::Init(args) => {
-            let cluster = Cluster::new(Arc::new(open_store(store)?));
+            let cluster = Cluster::new(open_store(store)?);
             let config = cluster.init_config(&args.config())?;
             serde_json::to_writer_pretty(&mut *out, &config)?;
             writeln!(out)?;
@@ -320,7 +328,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         }
         Command::Debug(DebugCommand::StoreHammer { key, count }) => {
             let store = open_store(store)?;
-            store_hammer(&store, &key, count, &mut |value, revision| {
+            store_hammer(&*store, &key, count, &mut |value, revision| {
                 writeln!(out, "committed value={value} revision={revision}")
                     .and_then(|()| out.flush())
                     .is_ok()

@@ -306,3 +306,45 @@ fn store_hammer_reports_each_commit() {
         "committed value=1 revision=1\ncommitted value=2 revision=2\ncommitted value=3 revision=3\n"
     );
 }
+
+#[test]
+fn etcd_endpoints_choose_etcd_over_the_store_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let etcd = oxsdn_tests::etcd::EtcdServer::start_on_loopback(&tmp.path().join("etcd")).unwrap();
+    let endpoint = etcd.endpoint();
+    // `--etcd-endpoints` is global: before or after the subcommand.
+    let with_etcd = |args: &[&str]| {
+        let mut full = args.to_vec();
+        full.extend(["--etcd-endpoints", &endpoint]);
+        oxsdnctl(&tmp, &full)
+    };
+    with_etcd(&["init"]).unwrap();
+    with_etcd(&["create", "project", "a"]).unwrap();
+    with_etcd(&["create", "project", "b"]).unwrap();
+    with_etcd(&["pod-network", "join-projects", "--to=a", "b"]).unwrap();
+    let table = with_etcd(&["get", "netnamespaces"]).unwrap();
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert_eq!(rows[0][1], rows[1][1], "b joined a: {table}");
+    // The file store was not touched.
+    assert!(!tmp.path().join("store").exists());
+    assert!(oxsdnctl(&tmp, &["get", "netnamespaces"]).is_err());
+}
+
+#[test]
+fn etcd_down_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut etcd =
+        oxsdn_tests::etcd::EtcdServer::start_on_loopback(&tmp.path().join("etcd")).unwrap();
+    let endpoint = etcd.endpoint();
+    etcd.stop();
+    let err = oxsdnctl(&tmp, &["--etcd-endpoints", &endpoint, "get", "hostsubnets"]).unwrap_err();
+    assert!(
+        err.starts_with(&format!("store unavailable: etcd at {endpoint}")),
+        "{err}"
+    );
+}

@@ -87,14 +87,13 @@ impl Attempt<'_> {
         Ok(kv)
     }
 
-    fn list(&mut self, prefix: &str) -> Result<Vec<KeyValue>> {
-        let snapshot = self.store.list(prefix)?;
-        self.compares
-            .extend(snapshot.kvs.iter().map(|kv| Compare::ModRevision {
-                key: kv.key.clone(),
-                mod_revision: kv.mod_revision,
-            }));
-        Ok(snapshot.kvs)
+    /// Lists a collection whose every change rewrites `guard`. The guard is read first
+    /// and compared at commit, which covers every record of the list: a change after the
+    /// guard read fails the transaction, a change before it is in the list. So one
+    /// compare does for thousands of records (etcd limits a transaction's compares).
+    fn list_guarded(&mut self, guard: &'static str, prefix: &str) -> Result<Vec<KeyValue>> {
+        self.read_guard(guard)?;
+        Ok(self.store.list(prefix)?.kvs)
     }
 
     fn read_guard(&mut self, guard: &'static str) -> Result<()> {
@@ -124,8 +123,7 @@ impl Attempt<'_> {
 
     /// All NetNamespaces by name, guarded against concurrent additions.
     fn netnamespaces(&mut self) -> Result<BTreeMap<String, NetNamespace>> {
-        self.read_guard(keys::NETNAMESPACES_GUARD)?;
-        self.list(keys::NETNAMESPACES)?
+        self.list_guarded(keys::NETNAMESPACES_GUARD, keys::NETNAMESPACES)?
             .iter()
             .map(|kv| decode_netnamespace(kv).map(|ns| (ns.name.clone(), ns)))
             .collect()
@@ -133,8 +131,7 @@ impl Attempt<'_> {
 
     /// All HostSubnets by node name, guarded against concurrent additions.
     fn hostsubnets(&mut self) -> Result<BTreeMap<String, HostSubnet>> {
-        self.read_guard(keys::HOSTSUBNETS_GUARD)?;
-        self.list(keys::HOSTSUBNETS)?
+        self.list_guarded(keys::HOSTSUBNETS_GUARD, keys::HOSTSUBNETS)?
             .iter()
             .map(|kv| decode_hostsubnet(kv).map(|hs| (hs.host.clone(), hs)))
             .collect()

@@ -54,8 +54,7 @@ impl EtcdServer {
         peer_port: u16,
         netns: Option<&Netns>,
     ) -> Result<EtcdServer> {
-        fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
+        fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let mut server = EtcdServer {
             dir: data_dir.to_path_buf(),
             client_ip,
@@ -74,8 +73,7 @@ impl EtcdServer {
         let mut tries = 3;
         loop {
             let (client_port, peer_port) = two_free_loopback_ports()?;
-            match EtcdServer::start(data_dir, Ipv4Addr::LOCALHOST, client_port, peer_port, None)
-            {
+            match EtcdServer::start(data_dir, Ipv4Addr::LOCALHOST, client_port, peer_port, None) {
                 // etcd binds its ports before it writes any data, so retrying in the
                 // same directory is safe.
                 Err(e) if tries > 1 && format!("{e:#}").contains("address already in use") => {
@@ -89,6 +87,20 @@ impl EtcdServer {
     /// The client URL, for `--etcd-endpoints`.
     pub fn endpoint(&self) -> String {
         format!("http://{}:{}", self.client_ip, self.client_port)
+    }
+
+    /// GET `path` from etcd's client port (from its namespace): the body. etcd serves
+    /// `/health`, `/version` and `/metrics` (Prometheus text) there.
+    pub fn http_get(&self, path: &str) -> Result<String> {
+        let addr = SocketAddr::from((self.client_ip, self.client_port));
+        let body = match &self.netns {
+            Some(name) => {
+                let path = path.to_owned();
+                Netns::borrowed(name).enter(move || http_get(addr, &path))?
+            }
+            None => http_get(addr, path),
+        };
+        body.with_context(|| format!("GET {path} from etcd at {addr}"))
     }
 
     /// SIGTERM, then SIGKILL if etcd has not exited within 5 s. Does nothing if it is
@@ -153,6 +165,9 @@ impl EtcdServer {
             .args(["--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &format!("{MEMBER}={peer_url}")])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
+            // A pod-network command over N projects is one transaction of N+1 writes;
+            // etcd's default limit (128) would cap commands at 127 projects.
+            .args(["--max-txn-ops", "65536"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the log file")?)
             .stderr(log);
@@ -163,7 +178,6 @@ impl EtcdServer {
 
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let addr = SocketAddr::from((self.client_ip, self.client_port));
         loop {
             let exited = match &mut self.child {
                 Some(child) => child.try_wait().context("waiting for etcd")?,
@@ -176,17 +190,18 @@ impl EtcdServer {
                     self.log_tail()
                 );
             }
-            let healthy = match &self.netns {
-                Some(name) => Netns::borrowed(name).enter(move || healthy(addr))?,
-                None => healthy(addr),
-            };
-            if healthy {
+            // Healthy once it has a leader and serves requests.
+            if self
+                .http_get("/health")
+                .is_ok_and(|body| body.contains(r#""health":"true""#))
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 self.kill();
                 bail!(
-                    "etcd at {addr} not healthy after {READY_TIMEOUT:?}; {}",
+                    "etcd at {} not healthy after {READY_TIMEOUT:?}; {}",
+                    self.endpoint(),
                     self.log_tail()
                 );
             }
@@ -212,25 +227,22 @@ impl Drop for EtcdServer {
     }
 }
 
-/// Whether etcd at `addr` answers its `/health` endpoint with `"health":"true"` (it
-/// does once it has a leader and serves requests).
-fn healthy(addr: SocketAddr) -> bool {
+/// GET `path` from `addr`: the body if the status is 200. HTTP/1.0, so that the body
+/// is not chunked but ends with the connection.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let timeout = Duration::from_secs(1);
-    let Ok(mut conn) = TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
+    let mut conn = TcpStream::connect_timeout(&addr, timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut response = String::new();
-    conn.set_read_timeout(Some(timeout))
-        .and_then(|()| conn.set_write_timeout(Some(timeout)))
-        .and_then(|()| {
-            write!(
-                conn,
-                "GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )
-        })
-        .and_then(|()| conn.read_to_string(&mut response))
-        .is_ok()
-        && response.contains(r#""health":"true""#)
+    conn.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(std::io::Error::other(format!("GET {path}: {status}")));
+    }
+    Ok(body.to_owned())
 }
 
 /// Two distinct ports that are free on 127.0.0.1 at the time of the call.

@@ -1,23 +1,49 @@
 use std::{sync::mpsc::RecvTimeoutError, time::Instant};
 
-use tempfile::TempDir;
-
 use super::*;
 use crate::{
-    store::{FileStore, Snapshot},
+    store::{
+        testing::{on_both_stores, Backing, Kind},
+        FileStore, Snapshot,
+    },
     vnid::{MAX_VNID, MIN_VNID},
 };
 
-fn cluster() -> (TempDir, Cluster) {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = FileStore::open(tmp.path()).unwrap();
-    (tmp, Cluster::new(Arc::new(store)))
+// The operations whose correctness rests on the store's transactions and watches, run on
+// etcd as well; the others only on the file store.
+on_both_stores!(
+    config_init_is_create_once,
+    ensure_assigns_vnids_and_ids,
+    join_takes_target_netid,
+    isolate_semantics,
+    make_global,
+    vnid_is_free_only_when_no_project_uses_it,
+    concurrent_creations_get_distinct_vnids_and_ids,
+    hundreds_of_projects_fit_one_transaction,
+    watch_netnamespaces_after_list,
+    nodes_get_subnets_in_openshift_order,
+    concurrent_registrations_get_distinct_subnets,
+    watch_hostsubnets_after_list,
+);
+
+fn cluster_on(kind: Kind) -> (Backing, Cluster) {
+    let backing = Backing::new(kind);
+    let c = Cluster::new(backing.open());
+    (backing, c)
 }
 
-fn initialised() -> (TempDir, Cluster) {
-    let (tmp, c) = cluster();
+fn initialised_on(kind: Kind) -> (Backing, Cluster) {
+    let (backing, c) = cluster_on(kind);
     c.init_config(&ClusterConfig::default()).unwrap();
-    (tmp, c)
+    (backing, c)
+}
+
+fn cluster() -> (Backing, Cluster) {
+    cluster_on(Kind::File)
+}
+
+fn initialised() -> (Backing, Cluster) {
+    initialised_on(Kind::File)
 }
 
 fn names(list: &[&str]) -> Vec<String> {
@@ -48,9 +74,8 @@ fn raw_put(c: &Cluster, key: &str, value: &[u8]) {
 
 // ---- configuration ----------------------------------------------------------------------
 
-#[test]
-fn config_init_is_create_once() {
-    let (_tmp, c) = cluster();
+fn config_init_is_create_once(kind: Kind) {
+    let (_backing, c) = cluster_on(kind);
     assert!(matches!(c.config(), Err(Error::NotInitialised)));
     let config = ClusterConfig::default();
     assert_eq!(c.init_config(&config).unwrap(), config);
@@ -69,7 +94,7 @@ fn config_init_is_create_once() {
 
 #[test]
 fn config_invalid_is_refused_and_bad_record_reported() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     let bad = ClusterConfig {
         host_subnet_length: 20,
         ..ClusterConfig::default()
@@ -93,9 +118,8 @@ fn config_invalid_is_refused_and_bad_record_reported() {
 
 // ---- NetNamespaces ----------------------------------------------------------------------
 
-#[test]
-fn ensure_assigns_vnids_and_ids() {
-    let (_tmp, c) = cluster();
+fn ensure_assigns_vnids_and_ids(kind: Kind) {
+    let (_backing, c) = cluster_on(kind);
     let a = c.ensure_netnamespace("a").unwrap();
     let d = c.ensure_netnamespace("default").unwrap();
     let b = c.ensure_netnamespace("b").unwrap();
@@ -126,7 +150,7 @@ fn ensure_assigns_vnids_and_ids() {
 
 #[test]
 fn project_ids_are_never_reused() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     assert_eq!(c.ensure_netnamespace("a").unwrap().id, 1);
     c.delete_netnamespace("a").unwrap();
     assert_eq!(c.ensure_netnamespace("a").unwrap().id, 2);
@@ -135,7 +159,7 @@ fn project_ids_are_never_reused() {
 
 #[test]
 fn create_merges_labels_and_label_edits() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -176,7 +200,7 @@ fn create_merges_labels_and_label_edits() {
 
 #[test]
 fn select_projects_by_labels() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     let l = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
     c.create_netnamespace("p1", l("team", "blue")).unwrap();
     c.create_netnamespace("p2", l("team", "red")).unwrap();
@@ -202,9 +226,8 @@ fn select_projects_by_labels() {
     ));
 }
 
-#[test]
-fn join_takes_target_netid() {
-    let (_tmp, c) = cluster();
+fn join_takes_target_netid(kind: Kind) {
+    let (_backing, c) = cluster_on(kind);
     for p in ["a", "b", "c", "default"] {
         c.ensure_netnamespace(p).unwrap();
     }
@@ -226,7 +249,7 @@ fn join_takes_target_netid() {
 
 #[test]
 fn join_to_global_target_makes_global() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     for p in ["default", "a", "b"] {
         c.ensure_netnamespace(p).unwrap();
     }
@@ -240,7 +263,7 @@ fn join_to_global_target_makes_global() {
 
 #[test]
 fn unknown_project_changes_nothing() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     for p in ["default", "a", "b", "c"] {
         c.ensure_netnamespace(p).unwrap();
     }
@@ -256,9 +279,8 @@ fn unknown_project_changes_nothing() {
     assert_eq!(everything(&c), before);
 }
 
-#[test]
-fn isolate_semantics() {
-    let (_tmp, c) = cluster();
+fn isolate_semantics(kind: Kind) {
+    let (_backing, c) = cluster_on(kind);
     for p in ["default", "a", "b", "c", "d", "g"] {
         c.ensure_netnamespace(p).unwrap();
     }
@@ -304,7 +326,7 @@ fn isolate_semantics() {
 
 #[test]
 fn isolate_default_is_refused_and_changes_nothing() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     for p in ["default", "a", "b"] {
         c.ensure_netnamespace(p).unwrap();
     }
@@ -317,9 +339,8 @@ fn isolate_default_is_refused_and_changes_nothing() {
     assert_eq!(netid(&c, "default"), GLOBAL_VNID);
 }
 
-#[test]
-fn make_global() {
-    let (_tmp, c) = cluster();
+fn make_global(kind: Kind) {
+    let (_backing, c) = cluster_on(kind);
     for p in ["a", "b"] {
         c.ensure_netnamespace(p).unwrap();
     }
@@ -328,11 +349,9 @@ fn make_global() {
     assert_eq!((netid(&c, "a"), netid(&c, "b")), (0, 0));
 }
 
-#[test]
-fn vnid_is_free_only_when_no_project_uses_it() {
-    let (tmp, _) = cluster();
-    let store = Arc::new(FileStore::open(tmp.path()).unwrap());
-    let c = Cluster::new(store).with_vnid_range(10, 11);
+fn vnid_is_free_only_when_no_project_uses_it(kind: Kind) {
+    let backing = Backing::new(kind);
+    let c = Cluster::new(backing.open()).with_vnid_range(10, 11);
     let x = c.ensure_netnamespace("a").unwrap().netid;
     let y = c.ensure_netnamespace("b").unwrap().netid;
     assert_eq!(HashSet::from([x, y]), HashSet::from([10, 11]));
@@ -375,7 +394,7 @@ fn vnid_is_free_only_when_no_project_uses_it() {
 
 #[test]
 fn record_named_differently_from_its_key_is_bad() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     let ns = NetNamespace {
         name: "other".into(),
         netid: 10,
@@ -401,17 +420,15 @@ fn record_named_differently_from_its_key_is_bad() {
     ));
 }
 
-#[test]
-fn concurrent_creations_get_distinct_vnids_and_ids() {
+fn concurrent_creations_get_distinct_vnids_and_ids(kind: Kind) {
     const THREADS: usize = 4;
     const EACH: usize = 5;
-    let (tmp, _) = cluster();
+    let backing = Backing::new(kind);
     // Exactly as many VNIDs as projects: any double allocation would exhaust the range.
     let max = MIN_VNID + (THREADS * EACH) as u32 - 1;
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
-            let store = Arc::new(FileStore::open(tmp.path()).unwrap());
-            let c = Cluster::new(store).with_vnid_range(MIN_VNID, max);
+            let c = Cluster::new(backing.open()).with_vnid_range(MIN_VNID, max);
             std::thread::spawn(move || {
                 (0..EACH)
                     .map(|i| c.ensure_netnamespace(&format!("p{t}-{i}")).unwrap())
@@ -427,6 +444,21 @@ fn concurrent_creations_get_distinct_vnids_and_ids() {
     let ids: HashSet<u32> = created.iter().map(|ns| ns.id).collect();
     assert_eq!(netids.len(), THREADS * EACH);
     assert_eq!(ids, (1..=(THREADS * EACH) as u32).collect());
+}
+
+/// A command over many projects is one transaction however many projects exist (etcd
+/// refuses transactions of more than 128 operations by default).
+fn hundreds_of_projects_fit_one_transaction(kind: Kind) {
+    let (_backing, c) = initialised_on(kind);
+    let all: Vec<String> = (0..300).map(|i| format!("p{i}")).collect();
+    for name in &all {
+        c.ensure_netnamespace(name).unwrap();
+    }
+    let joined = c.join_projects("p0", &all[1..100]).unwrap();
+    assert_eq!(joined.len(), 99);
+    assert!(joined.iter().all(|ns| ns.netid == netid(&c, "p0")));
+    c.make_projects_global(&all[100..200]).unwrap();
+    assert_eq!(netid(&c, "p150"), 0);
 }
 
 #[test]
@@ -460,9 +492,8 @@ fn recv<T>(rx: &Receiver<T>) -> T {
         .expect("watch event")
 }
 
-#[test]
-fn watch_netnamespaces_after_list() {
-    let (_tmp, c) = cluster();
+fn watch_netnamespaces_after_list(kind: Kind) {
+    let (_backing, c) = cluster_on(kind);
     c.ensure_netnamespace("a").unwrap();
     let (_, revision) = c.list_netnamespaces().unwrap();
     let rx = c.watch_netnamespaces(revision).unwrap();
@@ -496,9 +527,9 @@ fn watch_netnamespaces_after_list() {
 
 #[test]
 fn watch_closes_when_the_store_breaks() {
-    let (tmp, c) = cluster();
+    let (backing, c) = cluster();
     let rx = c.watch_hostsubnets(0).unwrap();
-    std::fs::write(tmp.path().join("state"), b"oxsdn-store 1 sha256=00\n{}").unwrap();
+    std::fs::write(backing.dir().join("state"), b"oxsdn-store 1 sha256=00\n{}").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -517,16 +548,15 @@ fn ip(s: &str) -> Ipv4Addr {
 
 #[test]
 fn nodes_need_a_configuration() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     assert!(matches!(
         c.register_node("n1", ip("192.168.1.1")),
         Err(Error::NotInitialised)
     ));
 }
 
-#[test]
-fn nodes_get_subnets_in_openshift_order() {
-    let (_tmp, c) = initialised();
+fn nodes_get_subnets_in_openshift_order(kind: Kind) {
+    let (_backing, c) = initialised_on(kind);
     let subnets: Vec<String> = (1..=6)
         .map(|i| {
             c.register_node(&format!("n{i}"), ip(&format!("192.168.1.{i}")))
@@ -568,7 +598,7 @@ fn nodes_get_subnets_in_openshift_order() {
 
 #[test]
 fn node_registration_is_idempotent_and_tracks_ip_changes() {
-    let (_tmp, c) = initialised();
+    let (_backing, c) = initialised();
     let n1 = c.register_node("n1", ip("192.168.1.1")).unwrap();
     let revision = everything(&c).revision;
     assert_eq!(c.register_node("n1", ip("192.168.1.1")).unwrap(), n1);
@@ -594,7 +624,7 @@ fn node_registration_is_idempotent_and_tracks_ip_changes() {
 
 #[test]
 fn node_ips_and_names_are_checked() {
-    let (_tmp, c) = initialised();
+    let (_backing, c) = initialised();
     let err = c.register_node("n1", ip("10.129.3.4")).unwrap_err();
     assert!(matches!(
         err,
@@ -633,7 +663,7 @@ fn node_ips_and_names_are_checked() {
 
 #[test]
 fn subnets_run_out() {
-    let (_tmp, c) = cluster();
+    let (_backing, c) = cluster();
     let config = ClusterConfig {
         cluster_network: "10.0.0.0/22".parse().unwrap(),
         ..ClusterConfig::default()
@@ -648,9 +678,8 @@ fn subnets_run_out() {
     );
 }
 
-#[test]
-fn concurrent_registrations_get_distinct_subnets() {
-    let (tmp, c) = cluster();
+fn concurrent_registrations_get_distinct_subnets(kind: Kind) {
+    let (backing, c) = cluster_on(kind);
     // 8 subnets for 8 nodes: a double allocation would run out.
     let config = ClusterConfig {
         cluster_network: "10.0.0.0/20".parse().unwrap(),
@@ -659,7 +688,7 @@ fn concurrent_registrations_get_distinct_subnets() {
     c.init_config(&config).unwrap();
     let handles: Vec<_> = (0..4)
         .map(|t| {
-            let c = Cluster::new(Arc::new(FileStore::open(tmp.path()).unwrap()));
+            let c = Cluster::new(backing.open());
             std::thread::spawn(move || {
                 (0..2)
                     .map(|i| {
@@ -678,9 +707,8 @@ fn concurrent_registrations_get_distinct_subnets() {
     assert_eq!(subnets.len(), 8);
 }
 
-#[test]
-fn watch_hostsubnets_after_list() {
-    let (_tmp, c) = initialised();
+fn watch_hostsubnets_after_list(kind: Kind) {
+    let (_backing, c) = initialised_on(kind);
     let n1 = c.register_node("n1", ip("192.168.1.1")).unwrap();
     let rx = c.watch_hostsubnets(0).unwrap();
     assert_eq!(recv(&rx), HostSubnetEvent::Upsert(n1));

@@ -1,6 +1,4 @@
-//! The storage trait, narrow and etcd-shaped (keys, values, revisions, compare-and-swap
-//! transactions, prefix watches) so a distributed backend fits behind it; and `FileStore`,
-//! the embedded, crash-safe default.
+//! `FileStore`: the embedded, crash-safe default store, a directory on the node.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,68 +18,7 @@ use nix::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyValue {
-    pub key: String,
-    pub value: Vec<u8>,
-    /// Store revision of the last change to this key (> 0).
-    pub mod_revision: u64,
-}
-
-/// Keys under a prefix at one revision of the store.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub revision: u64,
-    /// Sorted by key.
-    pub kvs: Vec<KeyValue>,
-}
-
-/// A transaction condition.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Compare {
-    /// The key's `mod_revision` equals this; 0 means the key must not exist.
-    ModRevision { key: String, mod_revision: u64 },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WatchEvent {
-    Put(KeyValue),
-    Delete { key: String, mod_revision: u64 },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    /// The store's data failed its integrity check. Never silently reset.
-    #[error("store {path} is corrupted: {reason}")]
-    Corrupted { path: String, reason: String },
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-}
-
-pub trait Store: Send + Sync {
-    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
-    fn list(&self, prefix: &str) -> Result<Snapshot, StoreError>;
-    /// Applies `ops` atomically iff every compare holds. Returns whether it applied.
-    fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<bool, StoreError>;
-    /// Changes under `prefix` with a revision greater than `after_revision`, in revision
-    /// order. The channel closes if the watch breaks; the watcher then lists again.
-    fn watch(&self, prefix: &str, after_revision: u64) -> Result<Receiver<WatchEvent>, StoreError>;
-}
-
-// ---------------------------------------------------------------------------------------
-// FileStore
-// ---------------------------------------------------------------------------------------
+use super::{Compare, KeyValue, Op, Snapshot, Store, StoreError, WatchEvent};
 
 /// Name of the data file inside the store directory.
 const STATE_FILE: &str = "state";
@@ -589,34 +526,10 @@ fn diff(prev: &Snapshot, next: &Snapshot) -> Vec<WatchEvent> {
 
 #[cfg(test)]
 mod tests {
-    use std::{os::unix::fs::PermissionsExt, sync::Arc, time::Instant};
+    use std::{os::unix::fs::PermissionsExt, time::Duration};
 
     use super::*;
-
-    fn put(key: &str, value: &str) -> Op {
-        Op::Put {
-            key: key.into(),
-            value: value.into(),
-        }
-    }
-
-    fn del(key: &str) -> Op {
-        Op::Delete { key: key.into() }
-    }
-
-    fn rev(key: &str, mod_revision: u64) -> Compare {
-        Compare::ModRevision {
-            key: key.into(),
-            mod_revision,
-        }
-    }
-
-    fn value(store: &FileStore, key: &str) -> Option<(String, u64)> {
-        store
-            .get(key)
-            .unwrap()
-            .map(|kv| (String::from_utf8(kv.value).unwrap(), kv.mod_revision))
-    }
+    use crate::store::testing::{del, delete_event, expect_closed, put, put_event, recv, value};
 
     fn expect_corrupted<T: std::fmt::Debug>(r: Result<T, StoreError>, reason_part: &str) {
         match r {
@@ -644,73 +557,6 @@ mod tests {
         assert_eq!(store.list("").unwrap(), Snapshot::default());
         // Nothing is written until the first change.
         assert!(!dir.join(STATE_FILE).exists());
-    }
-
-    #[test]
-    fn compare_and_swap_and_revisions() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = FileStore::open(tmp.path()).unwrap();
-        // Create-if-absent.
-        assert!(store.txn(&[rev("/a", 0)], &[put("/a", "1")]).unwrap());
-        assert!(!store.txn(&[rev("/a", 0)], &[put("/a", "2")]).unwrap());
-        assert_eq!(value(&store, "/a"), Some(("1".into(), 1)));
-        // All ops of a transaction share its revision.
-        assert!(store
-            .txn(&[rev("/a", 1)], &[put("/a", "2"), put("/b", "x")])
-            .unwrap());
-        assert_eq!(value(&store, "/a"), Some(("2".into(), 2)));
-        assert_eq!(value(&store, "/b"), Some(("x".into(), 2)));
-        // Stale compare: nothing applied, revision unchanged.
-        assert!(!store.txn(&[rev("/a", 1)], &[del("/b")]).unwrap());
-        assert_eq!(store.list("").unwrap().revision, 2);
-        // Every compare must hold.
-        assert!(!store
-            .txn(&[rev("/a", 2), rev("/b", 1)], &[del("/b")])
-            .unwrap());
-        assert!(store
-            .txn(&[rev("/a", 2), rev("/b", 2)], &[del("/b")])
-            .unwrap());
-        assert_eq!(store.get("/b").unwrap(), None);
-        assert_eq!(store.list("").unwrap().revision, 3);
-        // A transaction that changes nothing does not make a revision.
-        assert!(store.txn(&[rev("/b", 0)], &[del("/b")]).unwrap());
-        assert!(store.txn(&[], &[]).unwrap());
-        assert_eq!(store.list("").unwrap().revision, 3);
-        // Unconditional put.
-        assert!(store.txn(&[], &[put("/a", "3")]).unwrap());
-        assert_eq!(value(&store, "/a"), Some(("3".into(), 4)));
-        // Another handle on the same directory sees the same data.
-        let other = FileStore::open(tmp.path()).unwrap();
-        assert_eq!(value(&other, "/a"), Some(("3".into(), 4)));
-    }
-
-    #[test]
-    fn list_returns_sorted_keys_under_prefix() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = FileStore::open(tmp.path()).unwrap();
-        store
-            .txn(
-                &[],
-                &[
-                    put("/a/2", "2"),
-                    put("/a/1", "1"),
-                    put("/ab", "x"),
-                    put("/b", "y"),
-                ],
-            )
-            .unwrap();
-        store.txn(&[], &[put("/a/3", "3")]).unwrap();
-        let snap = store.list("/a/").unwrap();
-        assert_eq!(snap.revision, 2);
-        let keys: Vec<_> = snap
-            .kvs
-            .iter()
-            .map(|kv| (kv.key.as_str(), kv.mod_revision))
-            .collect();
-        assert_eq!(keys, vec![("/a/1", 1), ("/a/2", 1), ("/a/3", 2)]);
-        assert_eq!(store.list("/a").unwrap().kvs.len(), 4);
-        assert_eq!(store.list("").unwrap().kvs.len(), 5);
-        assert!(store.list("/c").unwrap().kvs.is_empty());
     }
 
     #[test]
@@ -834,65 +680,31 @@ mod tests {
         assert_eq!(value(&store, "/a"), Some(("1".into(), 1)));
     }
 
-    fn recv(rx: &Receiver<WatchEvent>) -> WatchEvent {
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("watch event")
-    }
-
-    fn put_event(key: &str, value: &str, mod_revision: u64) -> WatchEvent {
-        WatchEvent::Put(KeyValue {
-            key: key.into(),
-            value: value.into(),
-            mod_revision,
-        })
-    }
-
+    /// What a polling watch adds to the contract (see `contract`): changes between two
+    /// polls are coalesced, and a watch from revision 0 starts with the live keys.
     #[test]
-    fn watch_reports_puts_and_deletes_in_order() {
+    fn watch_between_polls_and_from_zero() {
         let tmp = tempfile::tempdir().unwrap();
         let store = FileStore::open(tmp.path()).unwrap();
-        store.txn(&[], &[put("/p/a", "1")]).unwrap(); // rev 1
-        store.txn(&[], &[put("/p/b", "1"), put("/q", "x")]).unwrap(); // rev 2
-        store.txn(&[], &[put("/p/a", "2")]).unwrap(); // rev 3
-
-        // Starting from revision 1: the later changes, in revision order.
+        store
+            .txn(&[], &[put("/p/b", "1"), put("/p/c", "1")])
+            .unwrap(); // rev 1
         let rx = store.watch("/p/", 1).unwrap();
-        assert_eq!(recv(&rx), put_event("/p/b", "1", 2));
-        assert_eq!(recv(&rx), put_event("/p/a", "2", 3));
-
-        store.txn(&[], &[del("/p/a")]).unwrap(); // rev 4
-        assert_eq!(
-            recv(&rx),
-            WatchEvent::Delete {
-                key: "/p/a".into(),
-                mod_revision: 4
-            }
-        );
-        store.txn(&[], &[put("/q", "y")]).unwrap(); // rev 5, outside the prefix
-        store.txn(&[], &[put("/p/c", "1")]).unwrap(); // rev 6
-        assert_eq!(recv(&rx), put_event("/p/c", "1", 6));
 
         // Several transactions between two polls (made deterministic by installing their
         // combined result in one write): still in revision order, the delete reported at
         // the revision where it was seen.
         let mut state = store.load().unwrap();
-        state.apply(&[put("/p/a", "3")]); // rev 7
-        state.apply(&[del("/p/b"), put("/p/d", "1")]); // rev 8
-        state.apply(&[put("/p/a", "4")]); // rev 9
+        state.apply(&[put("/p/a", "3")]); // rev 2
+        state.apply(&[del("/p/b"), put("/p/d", "1")]); // rev 3
+        state.apply(&[put("/p/a", "4")]); // rev 4
         store.write(&state).unwrap();
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            got.push(recv(&rx));
-        }
         assert_eq!(
-            got,
-            vec![
-                put_event("/p/d", "1", 8),
-                put_event("/p/a", "4", 9),
-                WatchEvent::Delete {
-                    key: "/p/b".into(),
-                    mod_revision: 9
-                },
+            [recv(&rx), recv(&rx), recv(&rx)],
+            [
+                put_event("/p/d", "1", 3),
+                put_event("/p/a", "4", 4),
+                delete_event("/p/b", 4),
             ]
         );
         assert!(rx.recv_timeout(WATCH_POLL * 4).is_err(), "no more events");
@@ -904,20 +716,11 @@ mod tests {
         assert_eq!(
             keys,
             vec![
-                put_event("/p/a", "4", 9),
-                put_event("/p/c", "1", 6),
-                put_event("/p/d", "1", 8)
+                put_event("/p/a", "4", 4),
+                put_event("/p/c", "1", 1),
+                put_event("/p/d", "1", 3)
             ]
         );
-    }
-
-    #[test]
-    fn watch_on_empty_store_sees_first_write() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = FileStore::open(tmp.path()).unwrap();
-        let rx = store.watch("/", 0).unwrap();
-        store.txn(&[], &[put("/a", "1")]).unwrap();
-        assert_eq!(recv(&rx), put_event("/a", "1", 1));
     }
 
     #[test]
@@ -927,60 +730,6 @@ mod tests {
         store.txn(&[], &[put("/a", "1")]).unwrap();
         let rx = store.watch("/", 1).unwrap();
         fs::write(tmp.path().join(STATE_FILE), b"garbage\n{}").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => continue,
-                other => panic!("expected the watch to close, got {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn concurrent_cas_increments_lose_no_update() {
-        const THREADS: usize = 8;
-        const INCREMENTS: usize = 25;
-        let tmp = tempfile::tempdir().unwrap();
-        // Half the threads share one handle, the others have their own: the lock must
-        // serialise both cases.
-        let shared = Arc::new(FileStore::open(tmp.path()).unwrap());
-        let handles: Vec<_> = (0..THREADS)
-            .map(|i| {
-                let store = if i % 2 == 0 {
-                    Arc::clone(&shared)
-                } else {
-                    Arc::new(FileStore::open(tmp.path()).unwrap())
-                };
-                std::thread::spawn(move || {
-                    let mut conflicts = 0;
-                    for _ in 0..INCREMENTS {
-                        loop {
-                            let current = store.get("/counter").unwrap();
-                            let (n, at) = current.map_or((0, 0), |kv| {
-                                (
-                                    String::from_utf8(kv.value).unwrap().parse::<u64>().unwrap(),
-                                    kv.mod_revision,
-                                )
-                            });
-                            let next = (n + 1).to_string();
-                            if store
-                                .txn(&[rev("/counter", at)], &[put("/counter", &next)])
-                                .unwrap()
-                            {
-                                break;
-                            }
-                            conflicts += 1;
-                        }
-                    }
-                    conflicts
-                })
-            })
-            .collect();
-        let conflicts: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        let total = (THREADS * INCREMENTS) as u64;
-        assert_eq!(value(&shared, "/counter"), Some((total.to_string(), total)));
-        assert_eq!(shared.list("").unwrap().revision, total);
-        eprintln!("{total} increments, {conflicts} CAS conflicts retried");
+        expect_closed(&rx, Duration::from_secs(5));
     }
 }

@@ -1,0 +1,200 @@
+//! The storage trait, narrow and etcd-shaped (keys, values, revisions, compare-and-swap
+//! transactions, prefix watches), and its backends: `FileStore`, the embedded, crash-safe
+//! default for a single node, and `EtcdStore`, an etcd v3 cluster that every node and
+//! the CLI share. `StoreBackend` and `open` choose between them from configuration.
+
+mod etcd;
+mod file;
+
+#[cfg(test)]
+mod contract;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::{mpsc::Receiver, Arc},
+};
+
+pub use etcd::EtcdStore;
+pub use file::FileStore;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Store revision of the last change to this key (> 0).
+    pub mod_revision: u64,
+}
+
+/// Keys under a prefix at one revision of the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub revision: u64,
+    /// Sorted by key.
+    pub kvs: Vec<KeyValue>,
+}
+
+/// A transaction condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// The key's `mod_revision` equals this; 0 means the key must not exist.
+    ModRevision { key: String, mod_revision: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put(KeyValue),
+    Delete { key: String, mod_revision: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The store's data failed its integrity check. Never silently reset.
+    #[error("store {path} is corrupted: {reason}")]
+    Corrupted { path: String, reason: String },
+    /// The store cannot be reached now (down, unreachable, too slow); trying again later
+    /// may succeed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused the request or the configuration (a malformed endpoint, a
+    /// transaction over the server's size limits): trying again will not help.
+    #[error("store refused the request: {0}")]
+    Refused(String),
+}
+
+pub trait Store: Send + Sync {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    fn list(&self, prefix: &str) -> Result<Snapshot, StoreError>;
+    /// Applies `ops` atomically iff every compare holds. Returns whether it applied.
+    fn txn(&self, compares: &[Compare], ops: &[Op]) -> Result<bool, StoreError>;
+    /// Changes under `prefix` with a revision greater than `after_revision`, in revision
+    /// order. The channel closes if the watch breaks; the watcher then lists again.
+    fn watch(&self, prefix: &str, after_revision: u64) -> Result<Receiver<WatchEvent>, StoreError>;
+}
+
+/// The environment variable the command-line tools read etcd endpoints from, like
+/// their `--etcd-endpoints` option.
+pub const ETCD_ENDPOINTS_ENV: &str = "OXSDN_ETCD_ENDPOINTS";
+
+/// Where the cluster state lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The embedded store in this directory.
+    File(PathBuf),
+    /// An etcd v3 cluster, by client URLs (`http://host:2379`).
+    Etcd(Vec<String>),
+}
+
+impl StoreBackend {
+    /// The backend that command-line options ask for: etcd if `etcd_endpoints` names any
+    /// endpoint, else the file store in `store_dir`. Each entry of `etcd_endpoints` may
+    /// itself be a comma-separated list (as an `--etcd-endpoints` or
+    /// `OXSDN_ETCD_ENDPOINTS` value is); blanks are ignored.
+    pub fn from_options(store_dir: &Path, etcd_endpoints: &[String]) -> StoreBackend {
+        let endpoints: Vec<String> = etcd_endpoints
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if endpoints.is_empty() {
+            StoreBackend::File(store_dir.to_path_buf())
+        } else {
+            StoreBackend::Etcd(endpoints)
+        }
+    }
+}
+
+impl fmt::Display for StoreBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreBackend::File(dir) => write!(f, "file store {}", dir.display()),
+            StoreBackend::Etcd(endpoints) => write!(f, "etcd at {}", endpoints.join(",")),
+        }
+    }
+}
+
+/// Opens the store `backend` names. The file store's directory is created if missing;
+/// etcd is connected to lazily, so this succeeds while etcd is down and the first call
+/// then reports `StoreError::Unavailable`.
+pub fn open(backend: &StoreBackend) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match backend {
+        StoreBackend::File(dir) => Arc::new(FileStore::open(dir)?),
+        StoreBackend::Etcd(endpoints) => Arc::new(EtcdStore::connect(endpoints)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_from_options() {
+        let dir = Path::new("/var/lib/oxsdn/store");
+        assert_eq!(
+            StoreBackend::from_options(dir, &[]),
+            StoreBackend::File(dir.into())
+        );
+        assert_eq!(
+            StoreBackend::from_options(dir, &[" ".into(), ",".into()]),
+            StoreBackend::File(dir.into())
+        );
+        let etcd = StoreBackend::from_options(
+            dir,
+            &[
+                "http://a:2379, http://b:2379,".into(),
+                "http://c:2379".into(),
+            ],
+        );
+        assert_eq!(
+            etcd,
+            StoreBackend::Etcd(vec![
+                "http://a:2379".into(),
+                "http://b:2379".into(),
+                "http://c:2379".into()
+            ])
+        );
+        assert_eq!(
+            etcd.to_string(),
+            "etcd at http://a:2379,http://b:2379,http://c:2379"
+        );
+        assert_eq!(
+            StoreBackend::File(dir.into()).to_string(),
+            "file store /var/lib/oxsdn/store"
+        );
+    }
+
+    #[test]
+    fn open_chooses_the_backend() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let store = open(&StoreBackend::File(dir.clone())).unwrap();
+        assert_eq!(store.list("").unwrap().revision, 0);
+        assert!(dir.is_dir());
+        // Nothing listens on port 1: connecting is lazy, the first call says so.
+        let store = open(&StoreBackend::Etcd(vec!["http://127.0.0.1:1".into()])).unwrap();
+        let err = store.get("/k").unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Unavailable(m) if m.contains("http://127.0.0.1:1")),
+            "{err}"
+        );
+        assert!(matches!(
+            open(&StoreBackend::Etcd(vec!["http://bad host".into()])),
+            Err(StoreError::Refused(_))
+        ));
+    }
+}
