@@ -495,12 +495,12 @@ mod tests {
     fn transactions_over_etcds_limits_are_refused() {
         let backing = Backing::new(Kind::Etcd);
         let store = backing.open();
-        // etcd's --max-txn-ops defaults to 128.
-        let compares: Vec<Compare> = (0..200).map(|i| rev(&format!("/k{i}"), 0)).collect();
+        // The test server runs with --max-txn-ops 65536 (etcd's default is 128).
+        let compares: Vec<Compare> = (0..66_000).map(|i| rev(&format!("/k{i}"), 0)).collect();
         match store.txn(&compares, &[put("/a", "1")]) {
             Err(StoreError::Refused(message)) => {
                 assert!(
-                    message.contains("too many operations in txn request (200 compares, 1 ops"),
+                    message.contains("too many operations in txn request (66000 compares, 1 ops"),
                     "{message}"
                 )
             }
