@@ -1,8 +1,7 @@
 //! The measurements: iperf3 throughput between a scenario's two ends.
 
-use std::{process::Stdio, time::Duration};
-
 use anyhow::{Context, Result};
+use oxsdn_tests::probe::Iperf3Server;
 use serde_json::{json, Value};
 
 use crate::scenarios::Scenario;
@@ -28,16 +27,14 @@ impl Stats {
 
 /// Gbit/s received by an iperf3 server at the scenario's server end, one TCP stream.
 pub fn tcp_gbps(s: &Scenario, seconds: u32) -> Result<f64> {
-    let mut server = s.server.command("iperf3").args(["-s", "-1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-    std::thread::sleep(Duration::from_millis(200));
+    let server = Iperf3Server::start(&s.server)?;
     let out = s
         .client
         .command("iperf3")
         .args(["-c", &s.server_ip.to_string(), "-t", &seconds.to_string(), "-J"])
         .output()
         .context("running iperf3")?;
-    let _ = server.kill();
-    let _ = server.wait();
+    server.wait();
     let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 output")?;
     v["end"]["sum_received"]["bits_per_second"]
         .as_f64()

@@ -16,7 +16,10 @@ use oxsdn_cni::{
     CniError,
 };
 use oxsdn_common::{pod_stat_index, LocalPod, NodeConfig, PodPort, LAYOUT_VERSION, POD_RULES};
-use oxsdn_controller::{store::FileStore, Cluster, ClusterConfig, Error as ControllerError};
+use oxsdn_controller::{
+    store::{self, StoreBackend, StoreError},
+    Cluster, ClusterConfig, Error as ControllerError,
+};
 
 use crate::{
     ipam::{Ipam, IpamError},
@@ -32,7 +35,7 @@ use crate::{
 pub struct AgentConfig {
     pub node_name: String,
     pub node_ip: Ipv4Addr,
-    pub store_dir: PathBuf,
+    pub store: StoreBackend,
     /// Where the agent keeps its pod table.
     pub state_dir: PathBuf,
     /// The CNI socket.
@@ -69,12 +72,10 @@ impl Agent {
     pub fn start(config: AgentConfig) -> Result<Arc<Agent>> {
         let conf_file = config.cni_conf_dir.join(CNI_CONF_FILE);
         remove_if_exists(&conf_file)?;
-        let store = FileStore::open(&config.store_dir)
-            .with_context(|| format!("opening the store {}", config.store_dir.display()))?;
-        let cluster = Arc::new(Cluster::new(Arc::new(store)));
-        let network = cluster.config().context("reading the cluster configuration")?;
-        let hostsubnet = cluster
-            .register_node(&config.node_name, config.node_ip)
+        let store = store::open(&config.store).with_context(|| format!("opening the {}", config.store))?;
+        let cluster = Arc::new(Cluster::new(store));
+        let network = until_store_answers(|| cluster.config()).context("reading the cluster configuration")?;
+        let hostsubnet = until_store_answers(|| cluster.register_node(&config.node_name, config.node_ip))
             .context("registering the node")?;
         let subnet = hostsubnet.subnet;
         let gateway = hostsubnet.gateway();
@@ -350,6 +351,20 @@ fn node_config(net: &ClusterConfig, node: &NodeAddresses) -> NodeConfig {
     }
 }
 
+/// Retries `f` while the store is unreachable (an agent may start before etcd does);
+/// any other outcome is returned.
+fn until_store_answers<T>(f: impl Fn() -> Result<T, ControllerError>) -> Result<T, ControllerError> {
+    loop {
+        match f() {
+            Err(ControllerError::Store(StoreError::Unavailable(why))) => {
+                tracing::warn!("cluster store unavailable, retrying: {why}");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn required<'a, T>(field: &'a Option<T>, name: &str) -> Result<&'a T, CniError> {
     field.as_ref().ok_or_else(|| CniError::new(code::INVALID_ENV, format!("{name} is required")))
 }
@@ -362,7 +377,7 @@ fn controller_error(e: ControllerError) -> CniError {
     let c = match &e {
         ControllerError::InvalidProjectName(_) => code::INVALID_ENV,
         ControllerError::VnidsExhausted { .. } => code::NO_FREE_VNID,
-        ControllerError::Contention(_) | ControllerError::Store(oxsdn_controller::store::StoreError::Unavailable(_)) => {
+        ControllerError::Contention(_) | ControllerError::Store(StoreError::Unavailable(_)) => {
             code::TRY_AGAIN_LATER
         }
         _ => code::INTERNAL,

@@ -5,6 +5,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use anyhow::Result;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
+use oxsdn_controller::store::StoreBackend;
 use oxsdn_dataplane::{
     agent::{Agent, AgentConfig},
     cni_server,
@@ -19,9 +20,12 @@ struct Args {
     /// This node's underlay IPv4 address.
     #[arg(long, env = "OXSDN_NODE_IP")]
     node_ip: Ipv4Addr,
-    /// The cluster store directory.
+    /// The cluster store directory (the embedded store, used without --etcd-endpoints).
     #[arg(long, env = "OXSDN_STORE", default_value = "/var/lib/oxsdn/store")]
     store: PathBuf,
+    /// etcd endpoints of the cluster store (comma-separated URLs); replaces --store.
+    #[arg(long, env = oxsdn_controller::store::ETCD_ENDPOINTS_ENV, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
     /// Where the agent keeps its pod table.
     #[arg(long, default_value = "/var/lib/oxsdn/node")]
     state_dir: PathBuf,
@@ -51,7 +55,7 @@ fn main() -> Result<()> {
     let agent = Agent::start(AgentConfig {
         node_name: args.node_name,
         node_ip: args.node_ip,
-        store_dir: args.store,
+        store: StoreBackend::from_options(&args.store, &args.etcd_endpoints),
         state_dir: args.state_dir,
         socket: args.socket,
         bpffs_dir: args.bpffs_dir,

@@ -4,7 +4,7 @@
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::{
     bins,
     cni::{CniCall, CniOutput},
+    etcd::EtcdServer,
     netns::{self, run, Netns},
 };
 
@@ -31,11 +32,34 @@ pub struct TestCluster {
     /// Prefix of everything this cluster creates: `oxt<pid>-<n>`.
     pub prefix: String,
     pub dir: PathBuf,
-    pub store: PathBuf,
+    /// How the agents and oxsdnctl reach the store.
+    pub store: StoreArgs,
     pub bpffs: PathBuf,
-    pub underlay: Netns,
     pub nodes: Vec<Node>,
+    /// The cluster's etcd, if it runs on etcd (listening on the underlay bridge).
+    pub etcd: Option<EtcdServer>,
+    /// Dropped last: the namespace etcd lives in.
+    pub underlay: Netns,
 }
+
+/// Store options of `oxsdn-agent` and `oxsdnctl`: a file store directory, or etcd.
+#[derive(Clone, Debug)]
+pub enum StoreArgs {
+    File(PathBuf),
+    Etcd(String),
+}
+
+impl StoreArgs {
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            StoreArgs::File(dir) => vec!["--store".into(), dir.into()],
+            StoreArgs::Etcd(endpoint) => vec!["--etcd-endpoints".into(), endpoint.into()],
+        }
+    }
+}
+
+const ETCD_CLIENT_PORT: u16 = 2379;
+const ETCD_PEER_PORT: u16 = 2380;
 
 pub struct Node {
     pub name: String,
@@ -45,7 +69,7 @@ pub struct Node {
     pub state_dir: PathBuf,
     pub conf_dir: PathBuf,
     pub log: PathBuf,
-    store: PathBuf,
+    store: StoreArgs,
     bpffs: PathBuf,
     prefix: String,
     agent: Option<Child>,
@@ -66,9 +90,20 @@ pub struct Pod {
 }
 
 impl TestCluster {
-    /// A cluster with an initialised store (`oxsdnctl init` with default settings plus
-    /// `init_args`) and an underlay bridge, but no nodes yet.
+    /// A cluster on the embedded file store with an initialised configuration
+    /// (`oxsdnctl init` with default settings plus `init_args`) and an underlay bridge,
+    /// but no nodes yet.
     pub fn new(init_args: &[&str]) -> Result<TestCluster> {
+        Self::create(init_args, false)
+    }
+
+    /// The same on a real etcd, started in the underlay namespace: agents and oxsdnctl
+    /// reach it over the underlay.
+    pub fn with_etcd(init_args: &[&str]) -> Result<TestCluster> {
+        Self::create(init_args, true)
+    }
+
+    fn create(init_args: &[&str], etcd: bool) -> Result<TestCluster> {
         netns::sweep_dead_runs();
         sweep_dead_dirs();
         let prefix = format!("oxt{}-{}", std::process::id(), NEXT_CLUSTER.fetch_add(1, Ordering::SeqCst));
@@ -79,14 +114,22 @@ impl TestCluster {
         underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
         underlay.ip(&["addr", "add", &format!("{UNDERLAY_HOST}/24"), "dev", "br0"])?;
         underlay.ip(&["link", "set", "br0", "up"])?;
-        let cluster = TestCluster { store: dir.join("store"), prefix, dir, bpffs, underlay, nodes: Vec::new() };
+        let (store, etcd) = if etcd {
+            let host: Ipv4Addr = UNDERLAY_HOST.parse()?;
+            let server = EtcdServer::start(&dir.join("etcd"), host, ETCD_CLIENT_PORT, ETCD_PEER_PORT, Some(&underlay))?;
+            (StoreArgs::Etcd(server.endpoint()), Some(server))
+        } else {
+            (StoreArgs::File(dir.join("store")), None)
+        };
+        let cluster = TestCluster { store, prefix, dir, bpffs, underlay, nodes: Vec::new(), etcd };
         cluster.oxsdnctl(&[&["init"], init_args].concat())?;
         Ok(cluster)
     }
 
-    /// `oxsdnctl --store <store> <args>`; stdout on success.
+    /// `oxsdnctl <store args> <args>`, run on the underlay (where etcd is); stdout on
+    /// success.
     pub fn oxsdnctl(&self, args: &[&str]) -> Result<String> {
-        run(Command::new(bins::oxsdnctl()).arg("--store").arg(&self.store).args(args))
+        run(self.underlay.command(bins::oxsdnctl()).args(self.store.args()).args(args))
     }
 
     /// Adds a node namespace wired to the underlay and starts its agent.
@@ -130,6 +173,9 @@ impl Drop for TestCluster {
             node.stop_agent();
         }
         self.nodes.clear();
+        if let Some(etcd) = &mut self.etcd {
+            etcd.stop();
+        }
         let _ = std::fs::remove_dir_all(&self.bpffs);
         if std::env::var_os("OXSDN_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -161,7 +207,7 @@ impl Node {
             .netns
             .command(bins::agent())
             .args(["--node-name", &self.name, "--node-ip", &self.ip.to_string()])
-            .arg("--store").arg(&self.store)
+            .args(self.store.args())
             .arg("--state-dir").arg(&self.state_dir)
             .arg("--socket").arg(&self.socket)
             .arg("--bpffs-dir").arg(&self.bpffs)
@@ -249,7 +295,6 @@ impl Node {
         run(self
             .netns
             .command(bins::oxsdnctl())
-            .arg("--store").arg(&self.store)
             .args(["dump-flows", "--node", &self.name])
             .arg("--bpffs-dir").arg(&self.bpffs))
     }

@@ -130,3 +130,48 @@ impl RawSocket {
         }
     }
 }
+
+/// A one-off iperf3 server (`iperf3 -s -1`) in a namespace, ready when returned.
+pub struct Iperf3Server {
+    child: std::process::Child,
+}
+
+impl Iperf3Server {
+    pub fn start(ns: &Netns) -> Result<Iperf3Server> {
+        let child = ns
+            .command("iperf3")
+            .args(["-s", "-1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting iperf3 -s")?;
+        let server = Iperf3Server { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Listening is checked with ss: a probe connection would be the one-off's client.
+        while !ns
+            .command("ss")
+            .args(["-Hltn", "sport = :5201"])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+        {
+            if Instant::now() > deadline {
+                bail!("iperf3 server in {} not listening after 10 s", ns.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    /// Waits for the server to finish its one test.
+    pub fn wait(mut self) {
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -44,7 +44,7 @@ fn show_matrix(stage: usize, pods: &[Pod], tally: &mut Tally) {
 
 fn run(tally: &mut Tally) -> Result<()> {
     println!("== oxsdn demo: two nodes, projects default, red and blue ==\n");
-    let mut cluster = TestCluster::new(&[])?;
+    let mut cluster = TestCluster::with_etcd(&[])?;
     for name in ["node1", "node2"] {
         let node = cluster.add_node(name)?;
         println!("{name} up ({}): agent ready, tun0, vxlan0 and the eBPF pipeline in place", node.ip);
