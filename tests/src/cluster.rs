@@ -132,6 +132,25 @@ impl TestCluster {
         run(self.underlay.command(bins::oxsdnctl()).args(self.store.args()).args(args))
     }
 
+    /// Every project's VNID (`oxsdnctl get netnamespaces -o json`), by name.
+    pub fn netids(&self) -> Result<Vec<(String, u32)>> {
+        let list: Value = serde_json::from_str(&self.oxsdnctl(&["get", "netnamespaces", "-o", "json"])?)?;
+        list.as_array()
+            .context("netnamespaces JSON is not a list")?
+            .iter()
+            .map(|ns| {
+                let name = ns["name"].as_str().context("netnamespace without name")?;
+                let netid = ns["netid"].as_u64().context("netnamespace without netid")?;
+                Ok((name.to_string(), u32::try_from(netid)?))
+            })
+            .collect()
+    }
+
+    /// The VNID of `project`.
+    pub fn netid(&self, project: &str) -> Result<u32> {
+        self.netids()?.into_iter().find(|(n, _)| n == project).map(|(_, v)| v).with_context(|| format!("no project {project}"))
+    }
+
     /// Adds a node namespace wired to the underlay and starts its agent.
     pub fn add_node(&mut self, name: &str) -> Result<&mut Node> {
         let index = self.nodes.len() + 1;

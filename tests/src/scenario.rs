@@ -80,12 +80,7 @@ pub fn wait_applied_everywhere(cluster: &TestCluster, pods: &[Pod], project: &st
 /// that took after the call.
 pub fn wait_applied(cluster: &TestCluster, node: &Node, pods: &[Pod], project: &str) -> Result<Duration> {
     let start = Instant::now();
-    let list: serde_json::Value = serde_json::from_str(&cluster.oxsdnctl(&["get", "netnamespaces", "-o", "json"])?)?;
-    let netid = list
-        .as_array()
-        .and_then(|a| a.iter().find(|ns| ns["name"] == project))
-        .and_then(|ns| ns["netid"].as_u64())
-        .ok_or_else(|| anyhow::anyhow!("no netid for {project} in {list}"))?;
+    let netid = cluster.netid(project)?;
     let want = format!("load:{netid:#x}->NXM_NX_REG0[],goto_table:21");
     let ips: Vec<String> = pods.iter().filter(|p| p.project == project && p.node == node.name).map(|p| format!("nw_src={}", p.ip)).collect();
     loop {

@@ -16,18 +16,6 @@ use oxsdn_tests::{
 };
 use serde_json::Value;
 
-fn netids(cluster: &TestCluster) -> Result<Vec<(String, u64)>> {
-    let list: Value = serde_json::from_str(&cluster.oxsdnctl(&["get", "netnamespaces", "-o", "json"])?)?;
-    Ok(list
-        .as_array()
-        .map(|a| a.iter().map(|ns| (ns["name"].as_str().unwrap_or_default().to_string(), ns["netid"].as_u64().unwrap_or(u64::MAX))).collect())
-        .unwrap_or_default())
-}
-
-fn netid(cluster: &TestCluster, project: &str) -> Result<u64> {
-    netids(cluster)?.into_iter().find(|(n, _)| n == project).map(|(_, v)| v).ok_or_else(|| anyhow::anyhow!("no {project}"))
-}
-
 /// Waits up to `limit` for `cond`.
 fn eventually(limit: Duration, what: &str, cond: impl Fn() -> bool) -> Result<()> {
     let start = Instant::now();
@@ -115,7 +103,7 @@ fn operators_racing_on_the_same_projects_lose_nothing() -> Result<()> {
     for p in ["red", "blue"] {
         cluster.oxsdnctl(&["create", "project", p])?;
     }
-    let red = netid(&cluster, "red")?;
+    let red = cluster.netid("red")?;
     let blue_pod = cluster.nodes[0].add_pod("blue", "b")?;
     // Two operators at once: one keeps joining blue to red and creating its projects,
     // the other keeps isolating blue and creating its own.
@@ -137,14 +125,14 @@ fn operators_racing_on_the_same_projects_lose_nothing() -> Result<()> {
         one.join().expect("operator one")?;
         two.join().expect("operator two")
     })?;
-    let all = netids(&cluster)?;
+    let all = cluster.netids()?;
     assert_eq!(all.len(), 2 + 20, "a project was lost: {all:?}");
-    let mut vnids: Vec<u64> = all.iter().filter(|(n, _)| n != "blue").map(|(_, v)| *v).collect();
+    let mut vnids: Vec<u32> = all.iter().filter(|(n, _)| n != "blue").map(|(_, v)| *v).collect();
     vnids.sort();
     vnids.dedup();
     assert_eq!(vnids.len(), 21, "two projects share a VNID nobody joined: {all:?}");
-    assert_eq!(netid(&cluster, "red")?, red, "red's VNID changed, but no command was about red");
-    let blue = netid(&cluster, "blue")?;
+    assert_eq!(cluster.netid("red")?, red, "red's VNID changed, but no command was about red");
+    let blue = cluster.netid("blue")?;
     assert!(blue == red || !vnids.contains(&blue), "blue is neither joined to red nor isolated: {blue}");
     // The node's dataplane ends in the store's final state.
     wait_applied_everywhere(&cluster, std::slice::from_ref(&blue_pod), "blue")?;

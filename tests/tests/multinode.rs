@@ -73,15 +73,6 @@ fn nodes_added_later_are_routed_and_deleted_nodes_disappear() -> Result<()> {
     Ok(())
 }
 
-fn netid(cluster: &TestCluster, project: &str) -> Result<u32> {
-    let list: serde_json::Value = serde_json::from_str(&cluster.oxsdnctl(&["get", "netnamespaces", "-o", "json"])?)?;
-    list.as_array()
-        .and_then(|a| a.iter().find(|ns| ns["name"] == project))
-        .and_then(|ns| ns["netid"].as_u64())
-        .map(|v| v as u32)
-        .ok_or_else(|| anyhow::anyhow!("no netid for {project}"))
-}
-
 /// A VXLAN datagram's payload: the 8-byte header with VNI `vni`, then `inner`.
 fn vxlan_payload(vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut p = vec![0x08, 0, 0, 0];
@@ -107,7 +98,7 @@ fn vxlan_from_unknown_sources_and_from_pods_cannot_inject_traffic() -> Result<()
     cluster.add_node("node2")?;
     let victim = cluster.nodes[0].add_pod("red", "victim")?;
     let attacker = cluster.nodes[1].add_pod("blue", "attacker")?;
-    let red = netid(&cluster, "red")?;
+    let red = cluster.netid("red")?;
     let inner = |marker: &[u8]| {
         frames::udp([2, 0, 0, 0, 0, 9], frames::pod_mac(victim.ip), "10.129.0.99".parse().unwrap(), victim.ip, 9, marker)
     };
@@ -164,5 +155,41 @@ fn full_size_packets_and_bulk_tcp_cross_nodes_without_fragmentation() -> Result<
     let (names, values) = (ip_lines[0].split_whitespace(), ip_lines[1].split_whitespace());
     let reasm = names.zip(values).find(|(n, _)| *n == "ReasmReqds").map(|(_, v)| v.parse::<u64>().unwrap_or(0));
     assert_eq!(reasm, Some(0), "the underlay fragmented");
+    Ok(())
+}
+
+/// What the overlay puts on the wire is RFC 7348 VXLAN as OpenShift's OVS sends it: UDP
+/// to the cluster's VXLAN port, the I flag, VNI = the sender's VNID, the pod's Ethernet
+/// frame unchanged inside, outer source = the sending node.
+#[test]
+fn overlay_packets_are_rfc7348_vxlan_with_the_source_vnid() -> Result<()> {
+    use oxsdn_tests::{frames, probe::RawSocket};
+    let mut cluster = TestCluster::with_etcd(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let a = cluster.nodes[0].add_pod("red", "a")?;
+    let b = cluster.nodes[1].add_pod("red", "b")?;
+    let red = cluster.netid("red")?;
+    assert!(ping(&a.netns, b.ip), "warm-up (ARP over the tunnel)");
+    let wire = RawSocket::open(&cluster.nodes[1].netns, "eth0")?;
+    let marker = b"oxsdn-wire-format";
+    let tx = RawSocket::open(&a.netns, "eth0")?;
+    tx.send(&frames::udp(frames::pod_mac(a.ip), frames::pod_mac(b.ip), a.ip, b.ip, 9, marker))?;
+    let seen = wire.capture(std::time::Duration::from_millis(500), |f| frames::contains(f, marker));
+    assert_eq!(seen.len(), 1, "one VXLAN packet on node2's underlay");
+    let f = &seen[0];
+    // Outer Ethernet (14) + IPv4 (20, no options) + UDP (8) + VXLAN (8), then the frame.
+    assert_eq!(&f[12..14], &[0x08, 0x00], "outer IPv4");
+    assert_eq!(f[14], 0x45, "outer IPv4 header without options");
+    assert_eq!(f[23], 17, "UDP");
+    assert_eq!(&f[26..30], &cluster.nodes[0].ip.octets(), "outer source = node1");
+    assert_eq!(&f[30..34], &cluster.nodes[1].ip.octets(), "outer destination = node2");
+    assert_eq!(u16::from_be_bytes([f[36], f[37]]), 4789, "VXLAN port");
+    let vxlan = &f[42..50];
+    assert_eq!(vxlan[0], 0x08, "only the I flag");
+    assert_eq!(u32::from_be_bytes([vxlan[4], vxlan[5], vxlan[6], vxlan[7]]) >> 8, red, "VNI = red's VNID");
+    let inner = &f[50..];
+    assert_eq!(&inner[0..6], &frames::pod_mac(b.ip), "inner destination MAC unchanged");
+    assert_eq!(&inner[6..12], &frames::pod_mac(a.ip), "inner source MAC unchanged");
     Ok(())
 }
