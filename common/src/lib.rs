@@ -12,7 +12,7 @@ pub mod rules;
 /// Bumped whenever a map's layout, a rule id or a program's meaning changes. The agent
 /// refuses to reuse pinned state that carries another version (the table 253 note of
 /// OpenShift SDN) and rebuilds it deliberately instead.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Largest number of addresses in a node subnet the per-pod counters can index
 /// (hostSubnetLength <= 12).

@@ -3,7 +3,8 @@
 //! prints `RULES` with those counters. Per-pod rules are counted separately (`pod_rule`).
 //!
 //! Placeholders in `matches` / `actions`, filled in by userspace: `{GW}` gateway, `{L}`
-//! node subnet, `{C}` cluster network, `{S}` service network.
+//! node subnet, `{C}` cluster network, `{S}` service network, `{NODEIP}` the node's
+//! address, `{VXP}` the VXLAN port.
 //!
 //! Ids are never reused or renumbered without bumping `LAYOUT_VERSION`.
 
@@ -57,13 +58,17 @@ rules! {
     T80_SAME_VNID = 26: table 80, priority 100, "reg0=reg1" => "output:NXM_NX_REG2[]";
     T80_ISOLATED = 27: table 80, priority 0, "" => "drop";
     T90_NO_NODE = 28: table 90, priority 0, "" => "drop";
-    T100_EXTERNAL = 29: table 100, priority 0, "" => "drop";
+    T100_EXTERNAL = 29: table 100, priority 0, "" => "goto_table:101";
     T110_MCAST = 30: table 110, priority 0, "" => "drop";
     T0_TUNNEL_ARP = 31: table 0, priority 200, "arp,in_port=vxlan0,arp_spa={C},arp_tpa={L}" => "move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
     T0_TUNNEL_IP_SRC = 32: table 0, priority 200, "ip,in_port=vxlan0,nw_src={C}" => "move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
     T0_TUNNEL_IP_DST = 33: table 0, priority 200, "ip,in_port=vxlan0,nw_dst={C}" => "move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
     T0_TUNNEL_OTHER = 34: table 0, priority 150, "in_port=vxlan0" => "drop";
     T10_UNKNOWN_NODE = 35: table 10, priority 0, "" => "drop";
+    T100_VXLAN = 36: table 100, priority 300, "udp,tp_dst={VXP}" => "drop";
+    T100_DNS_TCP = 37: table 100, priority 200, "tcp,nw_dst={NODEIP},tp_dst=53" => "output:tun0";
+    T100_DNS_UDP = 38: table 100, priority 200, "udp,nw_dst={NODEIP},tp_dst=53" => "output:tun0";
+    T101_ALLOW = 39: table 101, priority 0, "" => "output:tun0";
 }
 
 /// Size of `RULE_STATS`: room for the rules later tables add without resizing the map.

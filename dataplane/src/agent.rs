@@ -22,6 +22,7 @@ use oxsdn_controller::{
 };
 
 use crate::{
+    egress,
     ipam::{Ipam, IpamError},
     maps::{self, ip_key, NodeMaps},
     netdev,
@@ -88,6 +89,8 @@ impl Agent {
             routes: vec![network.cluster_network, network.service_network],
         })?;
         netdev::disable_ipv6(netdev::TUN0)?;
+        egress::enable_forwarding()?;
+        egress::install_masquerade(network.cluster_network, netdev::TUN0)?;
         let vxlan_ifindex = netdev::ensure_vxlan0(network.vxlan_port, network.mtu)?;
         netdev::disable_ipv6(netdev::VXLAN0)?;
 
@@ -139,10 +142,13 @@ impl Agent {
     }
 
     /// Clean shutdown: kubelet must see the network as not ready; the dataplane stays
-    /// (pinned) and keeps forwarding for running pods.
+    /// (pinned) and keeps forwarding for running pods. The masquerade rule goes (the
+    /// node keeps nothing of ours in its firewall); connections already translated
+    /// keep their conntrack entries, new ones to the outside wait for the next agent.
     pub fn shutdown(&self) -> Result<()> {
         remove_if_exists(&self.config.cni_conf_dir.join(CNI_CONF_FILE))?;
-        remove_if_exists(&self.config.socket)
+        remove_if_exists(&self.config.socket)?;
+        egress::remove_masquerade()
     }
 
     /// Takes the pods of the pod table back: their addresses, and their map entries and

@@ -42,6 +42,8 @@ fn expand(template: &str, cfg: &NodeConfig) -> String {
         .replace("{L}", &network(cfg.local_net, cfg.local_mask))
         .replace("{C}", &network(cfg.cluster_net, cfg.cluster_mask))
         .replace("{S}", &network(cfg.service_net, cfg.service_mask))
+        .replace("{NODEIP}", &ip_from_key(cfg.node_ip).to_string())
+        .replace("{VXP}", &cfg.vxlan_port.to_string())
 }
 
 /// Every rule of the node, sorted like `ovs-ofctl dump-flows` (table, then priority

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod cni_server;
+pub mod egress;
 pub mod flows;
 pub mod ipam;
 pub mod maps;

@@ -7,8 +7,9 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 const ARP_LEN: usize = 28;
 const IPV4_MIN_LEN: usize = 20;
-/// Bytes the parser reads: an Ethernet header plus an ARP body (the longer of the two).
-const PARSE_LEN: usize = ETH_HLEN + ARP_LEN;
+/// Bytes the parser may read: an Ethernet header, the longest IPv4 header and the L4
+/// ports.
+const PARSE_LEN: usize = ETH_HLEN + 60 + 4;
 
 #[derive(Clone, Copy)]
 pub struct Arp {
@@ -23,7 +24,17 @@ pub struct Arp {
 pub struct Ipv4 {
     pub src: u32,
     pub dst: u32,
+    pub proto: u8,
+    /// A fragment other than the first: it carries no L4 header.
+    pub later_fragment: bool,
+    /// TCP/UDP ports (host byte order); 0 when the packet has none (other protocols,
+    /// later fragments, truncated headers).
+    pub sport: u16,
+    pub dport: u16,
 }
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 
 #[derive(Clone, Copy)]
 pub enum L3 {
@@ -63,8 +74,9 @@ impl Frame {
     pub fn parse(ctx: &TcContext) -> Frame {
         let len = ctx.len();
         // Headers of skbs from veths are linear; pull only if a sender made them not so.
-        if ctx.data() + PARSE_LEN > ctx.data_end() {
-            let _ = ctx.pull_data(PARSE_LEN.min(len as usize) as u32);
+        let want = PARSE_LEN.min(len as usize);
+        if ctx.data() + want > ctx.data_end() {
+            let _ = ctx.pull_data(want as u32);
         }
         let (start, end) = (ctx.data(), ctx.data_end());
         if start + ETH_HLEN > end {
@@ -115,5 +127,14 @@ fn parse_ipv4(p: usize, end: usize) -> L3 {
     if version_ihl >> 4 != 4 || (version_ihl & 0x0f) < 5 {
         return L3::Other;
     }
-    L3::Ipv4(Ipv4 { src: read_u32(p + 12), dst: read_u32(p + 16) })
+    // SAFETY: bounds checked above.
+    let proto = unsafe { *((p + 9) as *const u8) };
+    let later_fragment = read_u16_be(p + 6) & 0x1fff != 0;
+    let l4 = p + ((version_ihl & 0x0f) as usize) * 4;
+    let (mut sport, mut dport) = (0, 0);
+    if !later_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && l4 + 4 <= end {
+        sport = read_u16_be(l4);
+        dport = read_u16_be(l4 + 2);
+    }
+    L3::Ipv4(Ipv4 { src: read_u32(p + 12), dst: read_u32(p + 16), proto, later_fragment, sport, dport })
 }

@@ -8,7 +8,7 @@ use oxsdn_common::{node_rule, pod_rule, rules::*, NodeConfig, RemoteNode};
 
 use crate::{
     maps::{NODE_IPS, PODS, POD_PORTS, PROJECT_VNID, REMOTE_SUBNETS},
-    packet::{Arp, Frame, Ipv4, L3},
+    packet::{Arp, Frame, Ipv4, IPPROTO_TCP, IPPROTO_UDP, L3},
     stats::{count, count_node, count_pod},
 };
 
@@ -139,7 +139,7 @@ fn table30_route_ip(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -> Ou
         table110_multicast(frame)
     } else {
         count(T30_IP_EXTERNAL, frame.len);
-        table100_egress(frame)
+        table100_egress(cfg, frame, ip)
     }
 }
 
@@ -229,10 +229,35 @@ fn table90_to_remote_pod(frame: &Frame, dst: u32, reg0: u32) -> Output {
     }
 }
 
-/// Table 100: traffic leaving the cluster (filled by egress).
+const DNS_PORT: u16 = 53;
+
+/// Table 100: traffic leaving the cluster network. Pods may not send VXLAN out (it
+/// could be taken for overlay traffic); DNS to the node itself always passes.
 #[inline(always)]
-fn table100_egress(frame: &Frame) -> Output {
-    drop(T100_EXTERNAL, frame)
+fn table100_egress(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4) -> Output {
+    if ip.proto == IPPROTO_UDP && ip.dport == cfg.vxlan_port {
+        return drop(T100_VXLAN, frame);
+    }
+    if ip.dst == cfg.node_ip && ip.dport == DNS_PORT {
+        if ip.proto == IPPROTO_TCP {
+            count(T100_DNS_TCP, frame.len);
+            return Output::Tun0;
+        }
+        if ip.proto == IPPROTO_UDP {
+            count(T100_DNS_UDP, frame.len);
+            return Output::Tun0;
+        }
+    }
+    count(T100_EXTERNAL, frame.len);
+    table101_egress_policy(frame)
+}
+
+/// Table 101: EgressNetworkPolicy (none yet): everything goes to the host, which
+/// routes it out with the node's address.
+#[inline(always)]
+fn table101_egress_policy(frame: &Frame) -> Output {
+    count(T101_ALLOW, frame.len);
+    Output::Tun0
 }
 
 /// Table 110: multicast from pods (not enabled for any project).

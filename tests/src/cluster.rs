@@ -22,8 +22,13 @@ use crate::{
 /// The underlay network between nodes (a documentation-style private range that no
 /// test traffic ever leaves: it exists only inside the run's namespaces).
 pub const UNDERLAY_PREFIX: &str = "172.22.122";
-/// The underlay bridge's own address (where cluster services such as etcd listen).
+/// The underlay bridge's own address (where cluster services such as etcd listen), and
+/// the nodes' default gateway: the underlay namespace routes to the "external" host.
 pub const UNDERLAY_HOST: &str = "172.22.122.1";
+/// A host outside the cluster (documentation range TEST-NET-2), reachable only through
+/// the underlay namespace of the run.
+pub const EXTERNAL_HOST: &str = "198.51.100.10";
+const EXTERNAL_GATEWAY: &str = "198.51.100.1";
 const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
@@ -38,6 +43,8 @@ pub struct TestCluster {
     pub nodes: Vec<Node>,
     /// The cluster's etcd, if it runs on etcd (listening on the underlay bridge).
     pub etcd: Option<EtcdServer>,
+    /// A host outside the cluster, at `EXTERNAL_HOST`.
+    pub external: Netns,
     /// Dropped last: the namespace etcd lives in.
     pub underlay: Netns,
 }
@@ -114,6 +121,14 @@ impl TestCluster {
         underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
         underlay.ip(&["addr", "add", &format!("{UNDERLAY_HOST}/24"), "dev", "br0"])?;
         underlay.ip(&["link", "set", "br0", "up"])?;
+        let external = Netns::create(&format!("{prefix}-external"))?;
+        underlay.ip(&["link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", &external.name])?;
+        underlay.ip(&["addr", "add", &format!("{EXTERNAL_GATEWAY}/24"), "dev", "ext0"])?;
+        underlay.ip(&["link", "set", "ext0", "up"])?;
+        run(underlay.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
+        external.ip(&["addr", "add", &format!("{EXTERNAL_HOST}/24"), "dev", "eth0"])?;
+        external.ip(&["link", "set", "eth0", "up"])?;
+        external.ip(&["route", "add", "default", "via", EXTERNAL_GATEWAY])?;
         let (store, etcd) = if etcd {
             let host: Ipv4Addr = UNDERLAY_HOST.parse()?;
             let server = EtcdServer::start(&dir.join("etcd"), host, ETCD_CLIENT_PORT, ETCD_PEER_PORT, Some(&underlay))?;
@@ -121,7 +136,7 @@ impl TestCluster {
         } else {
             (StoreArgs::File(dir.join("store")), None)
         };
-        let cluster = TestCluster { store, prefix, dir, bpffs, underlay, nodes: Vec::new(), etcd };
+        let cluster = TestCluster { store, prefix, dir, bpffs, underlay, external, nodes: Vec::new(), etcd };
         cluster.oxsdnctl(&[&["init"], init_args].concat())?;
         Ok(cluster)
     }
@@ -161,6 +176,7 @@ impl TestCluster {
         self.underlay.ip(&["link", "set", &port, "master", "br0", "up"])?;
         netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         netns.ip(&["link", "set", "eth0", "up"])?;
+        netns.ip(&["route", "add", "default", "via", UNDERLAY_HOST])?;
         let node_dir = self.dir.join(name);
         let mut node = Node {
             name: name.to_string(),

@@ -44,6 +44,53 @@ pub fn serve_echo(ns: &Netns, port: u16) -> Result<()> {
     Ok(())
 }
 
+/// Starts a TCP server on `0.0.0.0:port` in `ns` that answers every connection with
+/// the address it came from, and a UDP one on the same port that answers every
+/// datagram the same way: what a host outside the cluster sees.
+pub fn serve_whoami(ns: &Netns, port: u16) -> Result<()> {
+    let (tcp, udp) = ns.enter(move || -> Result<(TcpListener, std::net::UdpSocket)> {
+        Ok((TcpListener::bind(("0.0.0.0", port))?, std::net::UdpSocket::bind(("0.0.0.0", port))?))
+    })??;
+    std::thread::spawn(move || {
+        for conn in tcp.incoming() {
+            let Ok(mut conn) = conn else { return };
+            if let Ok(peer) = conn.peer_addr() {
+                let _ = conn.write_all(peer.ip().to_string().as_bytes());
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((_, peer)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(peer.ip().to_string().as_bytes(), peer);
+        }
+    });
+    Ok(())
+}
+
+/// What a `serve_whoami` server at `to:port` says about `from`, over TCP.
+pub fn whoami_tcp(from: &Netns, to: Ipv4Addr, port: u16) -> Result<String> {
+    from.enter(move || -> Result<String> {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((to, port)), Duration::from_millis(1500))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    })?
+}
+
+/// The same over UDP.
+pub fn whoami_udp(from: &Netns, to: Ipv4Addr, port: u16) -> Result<String> {
+    from.enter(move || -> Result<String> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send_to(b"who am i", (to, port))?;
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })?
+}
+
 /// Connects from `from` to `to:port`, sends a line and expects it echoed back.
 pub fn tcp_echo(from: &Netns, to: Ipv4Addr, port: u16) -> bool {
     from.enter(move || -> Result<()> {
