@@ -12,7 +12,7 @@ pub mod rules;
 /// Bumped whenever a map's layout, a rule id or a program's meaning changes. The agent
 /// refuses to reuse pinned state that carries another version (the table 253 note of
 /// OpenShift SDN) and rebuilds it deliberately instead.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Largest number of addresses in a node subnet the per-pod counters can index
 /// (hostSubnetLength <= 12).
@@ -23,6 +23,14 @@ pub const MAX_LOCAL_PODS: u32 = MAX_POD_SLOTS;
 pub const MAX_PROJECTS: u32 = 65536;
 /// Remote nodes a node can know (the size of the per-node counter slots).
 pub const MAX_NODES: u32 = 4096;
+/// Service ports plus service IPs a node can hold (their counter slots).
+pub const MAX_SERVICE_SLOTS: u32 = 32768;
+/// Endpoints of all services together.
+pub const MAX_BACKENDS: u32 = 65536;
+/// Service connections tracked at once (LRU: the oldest go first).
+pub const MAX_CONNECTIONS: u32 = 65536;
+/// IPv4 datagrams in fragments tracked at once (LRU).
+pub const MAX_FRAGMENTED: u32 = 8192;
 
 /// Node-wide settings, the single entry of the `CONFIG` array map.
 #[repr(C)]
@@ -63,12 +71,18 @@ pub struct LocalPod {
     pub project: u32,
 }
 
+/// `PodPort.flags`: the pod is an endpoint of some service, so its packets may be
+/// replies that need the service's address put back.
+pub const POD_IS_ENDPOINT: u32 = 1;
+
 /// Value of `POD_PORTS` (key: ifindex of the host-side veth): what table 20 checks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PodPort {
     pub ip: u32,
     pub project: u32,
+    /// `POD_IS_ENDPOINT` or 0.
+    pub flags: u32,
 }
 
 /// A remote node: value of `REMOTE_SUBNETS` (key: the node's subnet) and of
@@ -80,6 +94,116 @@ pub struct RemoteNode {
     pub node_ip: u32,
     /// Index of the node's counters in `NODE_STATS` (< `MAX_NODES`).
     pub slot: u32,
+}
+
+/// Key of `SERVICES`: a declared service port (table 60's per-port rules).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub ip: u32,
+    /// Host byte order.
+    pub port: u16,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServicePort {
+    /// The service's stable id: its backends are `BACKENDS[(service, 0..backends)]`.
+    pub service: u32,
+    /// The service's project: isolation is keyed on it (its VNID is `reg1`).
+    pub project: u32,
+    pub backends: u32,
+    /// Index of this port's counter in `SERVICE_STATS`.
+    pub slot: u32,
+    /// Host byte order.
+    pub target_port: u16,
+    pub _pad: u16,
+}
+
+/// Value of `SERVICE_IPS` (key: a ClusterIP): for fragments after the first, which are
+/// matched on the address alone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceIp {
+    pub project: u32,
+    pub slot: u32,
+}
+
+/// Key of `BACKENDS` (value: the endpoint's IPv4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    pub service: u32,
+    pub index: u32,
+}
+
+/// Key of `BACKEND_SET` (value: 1): whether an endpoint still serves a service, checked
+/// before a tracked connection is sent on to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BackendMember {
+    pub service: u32,
+    pub ip: u32,
+}
+
+/// A connection's addresses as one direction of it carries them (`CT_FORWARD` key: the
+/// client's packets to the service; `CT_REVERSE` key: the endpoint's packets back).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: u32,
+    pub dst: u32,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `CT_FORWARD`: where a client's connection to a service was sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceConnection {
+    pub service: u32,
+    pub backend_ip: u32,
+    /// Host byte order.
+    pub backend_port: u16,
+    /// The client is its own endpoint (hairpin): its source becomes the gateway.
+    pub hairpin: u16,
+}
+
+/// Value of `CT_REVERSE`: the addresses an endpoint's reply must carry to the client.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceReply {
+    pub service_ip: u32,
+    pub client_ip: u32,
+    /// Host byte order.
+    pub service_port: u16,
+    pub client_port: u16,
+}
+
+/// Key of `FRAGMENTS`: one fragmented IPv4 datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragmentKey {
+    pub src: u32,
+    pub dst: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `FRAGMENTS`: the L4 ports the first fragment carried (host byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragmentPorts {
+    pub sport: u16,
+    pub dport: u16,
 }
 
 /// A rule's counter (one per CPU in the per-CPU arrays; userspace sums them).
@@ -135,4 +259,14 @@ mod user {
     unsafe impl aya::Pod for super::PodPort {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::RemoteNode {}
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::ServicePort {}
+    unsafe impl aya::Pod for super::ServiceIp {}
+    unsafe impl aya::Pod for super::BackendKey {}
+    unsafe impl aya::Pod for super::BackendMember {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::ServiceConnection {}
+    unsafe impl aya::Pod for super::ServiceReply {}
+    unsafe impl aya::Pod for super::FragmentKey {}
+    unsafe impl aya::Pod for super::FragmentPorts {}
 }

@@ -69,6 +69,12 @@ rules! {
     T100_DNS_TCP = 37: table 100, priority 200, "tcp,nw_dst={NODEIP},tp_dst=53" => "output:tun0";
     T100_DNS_UDP = 38: table 100, priority 200, "udp,nw_dst={NODEIP},tp_dst=53" => "output:tun0";
     T101_ALLOW = 39: table 101, priority 0, "" => "output:tun0";
+    T60_SRC_GLOBAL = 40: table 60, priority 200, "reg0=0" => "goto_table:61";
+    T30_SERVICE_REPLY = 41: table 30, priority 400, "ip,ct_state=+rpl" => "ct(nat),goto_table:70";
+    T61_ESTABLISHED = 42: table 61, priority 200, "ct_state=+est" => "ct(nat),output:backend";
+    T61_NEW = 43: table 61, priority 100, "ct_state=+new" => "ct(commit,nat(dst=random_endpoint)),output:backend";
+    T61_UNKNOWN_FRAGMENT = 44: table 61, priority 50, "ip,nw_frag=later" => "drop";
+    T61_NO_ENDPOINT = 45: table 61, priority 0, "" => "drop";
 }
 
 /// Size of `RULE_STATS`: room for the rules later tables add without resizing the map.

@@ -292,7 +292,7 @@ impl Agent {
         for rule in 0..POD_RULES {
             maps::reset(&mut maps.pod_stats, pod_stat_index(ip, cfg.local_mask, rule))?;
         }
-        maps.pod_ports.insert(rec.ifindex, PodPort { ip, project: rec.project_id }, 0)?;
+        maps.pod_ports.insert(rec.ifindex, PodPort { ip, project: rec.project_id, flags: 0 }, 0)?;
         maps.pods.insert(ip, LocalPod { ifindex: rec.ifindex, project: rec.project_id }, 0)?;
         Ok(())
     }

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
-use oxsdn_common::{Counter, LocalPod, NodeConfig, PodPort, RemoteNode};
+use oxsdn_common::{
+    BackendKey, BackendMember, Counter, LocalPod, NodeConfig, PodPort, RemoteNode, ServiceIp, ServiceKey, ServicePort,
+};
 
 /// Names of the maps, as the eBPF object declares them and as they are pinned.
 pub mod names {
@@ -18,6 +20,11 @@ pub mod names {
     pub const REMOTE_SUBNETS: &str = "REMOTE_SUBNETS";
     pub const NODE_IPS: &str = "NODE_IPS";
     pub const NODE_STATS: &str = "NODE_STATS";
+    pub const SERVICES: &str = "SERVICES";
+    pub const SERVICE_IPS: &str = "SERVICE_IPS";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const BACKEND_SET: &str = "BACKEND_SET";
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
 }
 
 pub struct NodeMaps {
@@ -30,6 +37,11 @@ pub struct NodeMaps {
     pub remote_subnets: LpmTrie<MapData, u32, RemoteNode>,
     pub node_ips: HashMap<MapData, u32, RemoteNode>,
     pub node_stats: PerCpuArray<MapData, Counter>,
+    pub services: HashMap<MapData, ServiceKey, ServicePort>,
+    pub service_ips: HashMap<MapData, u32, ServiceIp>,
+    pub backends: HashMap<MapData, BackendKey, u32>,
+    pub backend_set: HashMap<MapData, BackendMember, u8>,
+    pub service_stats: PerCpuArray<MapData, Counter>,
 }
 
 fn pinned(dir: &Path, name: &str) -> Result<MapData> {
@@ -50,6 +62,11 @@ impl NodeMaps {
             remote_subnets: LpmTrie::try_from(Map::LpmTrie(pinned(dir, names::REMOTE_SUBNETS)?))?,
             node_ips: HashMap::try_from(Map::HashMap(pinned(dir, names::NODE_IPS)?))?,
             node_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::NODE_STATS)?))?,
+            services: HashMap::try_from(Map::HashMap(pinned(dir, names::SERVICES)?))?,
+            service_ips: HashMap::try_from(Map::HashMap(pinned(dir, names::SERVICE_IPS)?))?,
+            backends: HashMap::try_from(Map::HashMap(pinned(dir, names::BACKENDS)?))?,
+            backend_set: HashMap::try_from(Map::HashMap(pinned(dir, names::BACKEND_SET)?))?,
+            service_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::SERVICE_STATS)?))?,
         })
     }
 

@@ -7,31 +7,32 @@ use crate::{
     maps::CONFIG,
     output::{to_pod_peer, to_tun0, to_tunnel},
     packet::{Frame, L3},
-    pipeline::{drop, table20_antispoof, Output},
+    pipeline::{drop, table20_antispoof, Output, Rewrite},
     stats::count,
 };
 
 #[classifier]
-pub fn from_pod(ctx: TcContext) -> i32 {
+pub fn from_pod(mut ctx: TcContext) -> i32 {
     let Some(cfg) = CONFIG.get(0) else { return TC_ACT_SHOT };
     let frame = Frame::parse(&ctx);
     // SAFETY: reading the ingress ifindex from the skb.
     let in_port = unsafe { (*ctx.skb.skb).ifindex };
-    match table0_from_pod(cfg, &frame, in_port) {
+    let mut nat = Rewrite::default();
+    match table0_from_pod(cfg, &frame, in_port, &mut nat) {
         Output::Drop => TC_ACT_SHOT,
         Output::Tun0 => to_tun0(cfg),
-        Output::Pod { ifindex, ip } => to_pod_peer(&ctx, &frame, ifindex, ip),
-        Output::Tunnel { node_ip, vni } => to_tunnel(&ctx, cfg, node_ip, vni),
+        Output::Pod { ifindex, ip } => to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat),
+        Output::Tunnel { node_ip, vni } => to_tunnel(&mut ctx, cfg, &frame, node_ip, vni, &nat),
     }
 }
 
 /// Table 0, pod ports: only ARP and IPv4 go on to anti-spoofing.
 #[inline(always)]
-fn table0_from_pod(cfg: &NodeConfig, frame: &Frame, in_port: u32) -> Output {
+fn table0_from_pod(cfg: &NodeConfig, frame: &Frame, in_port: u32, nat: &mut Rewrite) -> Output {
     match frame.l3 {
         L3::Arp(_) => count(T0_POD_ARP, frame.len),
         L3::Ipv4(_) => count(T0_POD_IP, frame.len),
         L3::Other => return drop(T0_OTHER, frame),
     }
-    table20_antispoof(cfg, frame, in_port)
+    table20_antispoof(cfg, frame, in_port, nat)
 }

@@ -8,7 +8,7 @@ use crate::{
     maps::CONFIG,
     output::{to_pod_veth, to_tunnel},
     packet::{Frame, L3},
-    pipeline::{drop, in_cluster, is_multicast, table30_route, Output},
+    pipeline::{drop, in_cluster, is_multicast, table30_route, Output, Rewrite},
     stats::count,
 };
 
@@ -16,21 +16,22 @@ use crate::{
 const HOST_VNID: u32 = 0;
 
 #[classifier]
-pub fn from_tun0(ctx: TcContext) -> i32 {
+pub fn from_tun0(mut ctx: TcContext) -> i32 {
     let Some(cfg) = CONFIG.get(0) else { return TC_ACT_SHOT };
     let frame = Frame::parse(&ctx);
-    match table0_from_tun0(cfg, &frame) {
+    let mut nat = Rewrite::default();
+    match table0_from_tun0(cfg, &frame, &mut nat) {
         // OpenFlow never sends a packet back out of its ingress port.
         Output::Drop | Output::Tun0 => TC_ACT_SHOT,
         // redirect_peer works from TC ingress only; this is egress.
-        Output::Pod { ifindex, .. } => to_pod_veth(ifindex),
-        Output::Tunnel { node_ip, vni } => to_tunnel(&ctx, cfg, node_ip, vni),
+        Output::Pod { ifindex, .. } => to_pod_veth(&mut ctx, &frame, ifindex, &nat),
+        Output::Tunnel { node_ip, vni } => to_tunnel(&mut ctx, cfg, &frame, node_ip, vni, &nat),
     }
 }
 
 /// Table 0, port tun0: IPv4 except multicast, and the gateway's ARP into the cluster.
 #[inline(always)]
-fn table0_from_tun0(cfg: &NodeConfig, frame: &Frame) -> Output {
+fn table0_from_tun0(cfg: &NodeConfig, frame: &Frame, nat: &mut Rewrite) -> Output {
     match frame.l3 {
         L3::Ipv4(ip) if is_multicast(ip.dst) => return drop(T0_TUN0_IP_MCAST, frame),
         L3::Ipv4(_) => count(T0_TUN0_IP, frame.len),
@@ -39,5 +40,5 @@ fn table0_from_tun0(cfg: &NodeConfig, frame: &Frame) -> Output {
         }
         _ => return drop(T0_TUN0_OTHER, frame),
     }
-    table30_route(cfg, frame, HOST_VNID)
+    table30_route(cfg, frame, HOST_VNID, false, nat)
 }

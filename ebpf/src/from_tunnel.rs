@@ -14,12 +14,12 @@ use crate::{
     maps::CONFIG,
     output::{to_pod_peer, to_tun0},
     packet::{Frame, L3},
-    pipeline::{drop, in_cluster, table10_vxlan_source, Output},
+    pipeline::{drop, in_cluster, table10_vxlan_source, Output, Rewrite},
     stats::count,
 };
 
 #[classifier]
-pub fn from_tunnel(ctx: TcContext) -> i32 {
+pub fn from_tunnel(mut ctx: TcContext) -> i32 {
     let Some(cfg) = CONFIG.get(0) else { return TC_ACT_SHOT };
     // SAFETY: an all-zero bpf_tunnel_key is valid; the helper fills it.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
@@ -31,8 +31,9 @@ pub fn from_tunnel(ctx: TcContext) -> i32 {
     // SAFETY: an IPv4 tunnel fills remote_ipv4 (host byte order).
     let tun_src = unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be();
     let frame = Frame::parse(&ctx);
-    match table0_from_tunnel(cfg, &frame, tun_src, key.tunnel_id) {
-        Output::Pod { ifindex, ip } => to_pod_peer(&ctx, &frame, ifindex, ip),
+    let mut nat = Rewrite::default();
+    match table0_from_tunnel(cfg, &frame, tun_src, key.tunnel_id, &mut nat) {
+        Output::Pod { ifindex, ip } => to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat),
         Output::Tun0 => to_tun0(cfg),
         // OpenFlow never sends a packet back out of its ingress port.
         Output::Drop | Output::Tunnel { .. } => TC_ACT_SHOT,
@@ -42,7 +43,7 @@ pub fn from_tunnel(ctx: TcContext) -> i32 {
 /// Table 0, port vxlan0: ARP from a cluster address to this node's subnet, IPv4 from or
 /// to a cluster address; the VNI becomes reg0.
 #[inline(always)]
-fn table0_from_tunnel(cfg: &NodeConfig, frame: &Frame, tun_src: u32, vni: u32) -> Output {
+fn table0_from_tunnel(cfg: &NodeConfig, frame: &Frame, tun_src: u32, vni: u32, nat: &mut Rewrite) -> Output {
     match frame.l3 {
         L3::Arp(a) if in_cluster(cfg, a.spa) && a.tpa & cfg.local_mask == cfg.local_net => {
             count(T0_TUNNEL_ARP, frame.len)
@@ -51,5 +52,5 @@ fn table0_from_tunnel(cfg: &NodeConfig, frame: &Frame, tun_src: u32, vni: u32) -
         L3::Ipv4(ip) if in_cluster(cfg, ip.dst) => count(T0_TUNNEL_IP_DST, frame.len),
         _ => return drop(T0_TUNNEL_OTHER, frame),
     }
-    table10_vxlan_source(cfg, frame, tun_src, vni)
+    table10_vxlan_source(cfg, frame, tun_src, vni, nat)
 }

@@ -17,6 +17,7 @@ mod maps;
 mod output;
 mod packet;
 mod pipeline;
+mod services;
 mod stats;
 
 #[cfg(not(test))]

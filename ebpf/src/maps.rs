@@ -2,11 +2,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::LpmTrie, Array, HashMap, PerCpuArray},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, LruHashMap, PerCpuArray},
 };
 use oxsdn_common::{
-    rules::MAX_RULES, Counter, LocalPod, NodeConfig, PodPort, RemoteNode, MAX_LOCAL_PODS, MAX_NODES,
-    MAX_POD_SLOTS, MAX_PROJECTS, NODE_RULES, POD_RULES,
+    rules::MAX_RULES, BackendKey, BackendMember, Counter, FlowKey, FragmentKey, FragmentPorts, LocalPod,
+    NodeConfig, PodPort, RemoteNode, ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
+    MAX_BACKENDS, MAX_CONNECTIONS, MAX_FRAGMENTED, MAX_LOCAL_PODS, MAX_NODES, MAX_POD_SLOTS, MAX_PROJECTS,
+    MAX_SERVICE_SLOTS, NODE_RULES, POD_RULES,
 };
 
 /// Entry 0: the node's addresses and settings.
@@ -44,3 +46,35 @@ pub static POD_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_POD_SLOTS *
 /// Per-remote-node rule counters (`oxsdn_common::node_rule`).
 #[map]
 pub static NODE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_NODES * NODE_RULES, 0);
+
+/// Declared service ports (table 60's per-port rules).
+#[map]
+pub static SERVICES: HashMap<ServiceKey, ServicePort> = HashMap::pinned(MAX_SERVICE_SLOTS, 0);
+
+/// ClusterIPs (table 60's rules for fragments after the first).
+#[map]
+pub static SERVICE_IPS: HashMap<u32, ServiceIp> = HashMap::pinned(MAX_SERVICE_SLOTS, 0);
+
+/// A service's endpoints by index, for picking one.
+#[map]
+pub static BACKENDS: HashMap<BackendKey, u32> = HashMap::pinned(MAX_BACKENDS, 0);
+
+/// Whether an endpoint still belongs to a service.
+#[map]
+pub static BACKEND_SET: HashMap<BackendMember, u8> = HashMap::pinned(MAX_BACKENDS, 0);
+
+/// Client -> service connections and the endpoint each was given (stickiness).
+#[map]
+pub static CT_FORWARD: LruHashMap<FlowKey, ServiceConnection> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
+
+/// Endpoint -> client packets of those connections, and the addresses to restore.
+#[map]
+pub static CT_REVERSE: LruHashMap<FlowKey, ServiceReply> = LruHashMap::pinned(MAX_CONNECTIONS, 0);
+
+/// The ports of fragmented datagrams, for their later fragments.
+#[map]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentPorts> = LruHashMap::pinned(MAX_FRAGMENTED, 0);
+
+/// Per-service-port and per-ClusterIP rule counters (table 60).
+#[map]
+pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_SERVICE_SLOTS, 0);

@@ -2,17 +2,26 @@
 //! programs differ only in what their attach point allows (see each program).
 
 use aya_ebpf::{
-    bindings::{bpf_tunnel_key, BPF_F_DONT_FRAGMENT, BPF_F_ZERO_CSUM_TX, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    bindings::{
+        bpf_tunnel_key, BPF_F_DONT_FRAGMENT, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_ZERO_CSUM_TX,
+        TC_ACT_REDIRECT, TC_ACT_SHOT,
+    },
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_set_tunnel_key},
     programs::TcContext,
 };
 use oxsdn_common::NodeConfig;
 
-use crate::packet::Frame;
+use crate::{
+    packet::{Frame, IPPROTO_TCP, IPPROTO_UDP, L3},
+    pipeline::Rewrite,
+};
 
 const BPF_F_INGRESS: u64 = 1;
 const PACKET_HOST: u32 = 0;
 const TUNNEL_TTL: u8 = 64;
+const IP_SRC_OFF: usize = 14 + 12;
+const IP_DST_OFF: usize = 14 + 16;
+const IP_CSUM_OFF: usize = 14 + 10;
 
 /// Into the node's host stack, as if received on tun0.
 #[inline(always)]
@@ -26,8 +35,11 @@ pub fn to_tun0(cfg: &NodeConfig) -> i32 {
 /// pod's own MAC as PACKET_HOST; do it here (the veth it came in on, whose MAC it is
 /// not, classified it PACKET_OTHERHOST).
 #[inline(always)]
-pub fn to_pod_peer(ctx: &TcContext, frame: &Frame, ifindex: u32, ip: u32) -> i32 {
-    if frame.is_for_pod(ip) {
+pub fn to_pod_peer(ctx: &mut TcContext, frame: &Frame, ifindex: u32, ip: u32, rewrite: &Rewrite) -> i32 {
+    if !apply(ctx, frame, rewrite) {
+        return TC_ACT_SHOT;
+    }
+    if rewrite.active != 0 || frame.is_for_pod(ip) {
         let _ = ctx.change_type(PACKET_HOST);
     }
     // SAFETY: plain helper call.
@@ -39,7 +51,10 @@ pub fn to_pod_peer(ctx: &TcContext, frame: &Frame, ifindex: u32, ip: u32) -> i32
 
 /// Out of a local pod's host veth, towards the pod (works from any TC hook).
 #[inline(always)]
-pub fn to_pod_veth(ifindex: u32) -> i32 {
+pub fn to_pod_veth(ctx: &mut TcContext, frame: &Frame, ifindex: u32, rewrite: &Rewrite) -> i32 {
+    if !apply(ctx, frame, rewrite) {
+        return TC_ACT_SHOT;
+    }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(ifindex, 0) as i32 }
 }
@@ -48,7 +63,10 @@ pub fn to_pod_veth(ifindex: u32) -> i32 {
 /// the outer headers), then out of vxlan0. As OVS does by default: zero UDP checksum,
 /// don't-fragment set.
 #[inline(always)]
-pub fn to_tunnel(ctx: &TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32) -> i32 {
+pub fn to_tunnel(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame, node_ip: u32, vni: u32, rewrite: &Rewrite) -> i32 {
+    if !apply(ctx, frame, rewrite) {
+        return TC_ACT_SHOT;
+    }
     // SAFETY: an all-zero bpf_tunnel_key is valid.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     key.tunnel_id = vni;
@@ -64,4 +82,56 @@ pub fn to_tunnel(ctx: &TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32) -> i
     }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(cfg.vxlan_ifindex, 0) as i32 }
+}
+
+/// Writes a service translation into the packet: addresses and ports with their
+/// checksums (the L4 checksum covers the addresses through the pseudo-header; later
+/// fragments have neither ports nor L4 checksum), and the new destination pod's MAC.
+#[inline(always)]
+fn apply(ctx: &mut TcContext, frame: &Frame, rewrite: &Rewrite) -> bool {
+    let L3::Ipv4(ip) = frame.l3 else { return true };
+    if rewrite.active == 0 {
+        return true;
+    }
+    let rw = rewrite;
+    let l4 = ip.l4_offset as usize;
+    let l4_csum = match (ip.later_fragment, ip.proto) {
+        (false, IPPROTO_TCP) => Some((l4 + 16, 0)),
+        // A zero UDP checksum means none: it must stay zero.
+        (false, IPPROTO_UDP) => Some((l4 + 6, BPF_F_MARK_MANGLED_0 as u64)),
+        _ => None,
+    };
+    let ok = rewrite_addr(ctx, IP_DST_OFF, ip.dst, rw.dst, l4_csum)
+        && rewrite_addr(ctx, IP_SRC_OFF, ip.src, rw.src, l4_csum)
+        && (ip.later_fragment
+            || (rewrite_port(ctx, l4 + 2, ip.dport, rw.dport, l4_csum) && rewrite_port(ctx, l4, ip.sport, rw.sport, l4_csum)));
+    let o = rw.dst.to_ne_bytes();
+    ok && ctx.store(0, &[0x0a, 0x58, o[0], o[1], o[2], o[3]], 0).is_ok()
+}
+
+#[inline(always)]
+fn rewrite_addr(ctx: &mut TcContext, off: usize, old: u32, new: u32, l4_csum: Option<(usize, u64)>) -> bool {
+    if old == new {
+        return true;
+    }
+    if let Some((csum_off, flags)) = l4_csum {
+        if ctx.l4_csum_replace(csum_off, old as u64, new as u64, flags | BPF_F_PSEUDO_HDR as u64 | 4).is_err() {
+            return false;
+        }
+    }
+    ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 4).is_ok() && ctx.store(off, &new, 0).is_ok()
+}
+
+#[inline(always)]
+fn rewrite_port(ctx: &mut TcContext, off: usize, old: u16, new: u16, l4_csum: Option<(usize, u64)>) -> bool {
+    if old == new {
+        return true;
+    }
+    let (old, new) = (old.to_be(), new.to_be());
+    if let Some((csum_off, flags)) = l4_csum {
+        if ctx.l4_csum_replace(csum_off, old as u64, new as u64, flags | 2).is_err() {
+            return false;
+        }
+    }
+    ctx.store(off, &new, 0).is_ok()
 }

@@ -27,6 +27,12 @@ pub struct Ipv4 {
     pub proto: u8,
     /// A fragment other than the first: it carries no L4 header.
     pub later_fragment: bool,
+    /// More fragments follow (set on all but the last fragment).
+    pub more_fragments: bool,
+    /// Identification (host byte order), which ties the fragments of a datagram.
+    pub id: u16,
+    /// Offset of the L4 header from the start of the frame.
+    pub l4_offset: u16,
     /// TCP/UDP ports (host byte order); 0 when the packet has none (other protocols,
     /// later fragments, truncated headers).
     pub sport: u16,
@@ -129,12 +135,24 @@ fn parse_ipv4(p: usize, end: usize) -> L3 {
     }
     // SAFETY: bounds checked above.
     let proto = unsafe { *((p + 9) as *const u8) };
-    let later_fragment = read_u16_be(p + 6) & 0x1fff != 0;
-    let l4 = p + ((version_ihl & 0x0f) as usize) * 4;
+    let frag = read_u16_be(p + 6);
+    let later_fragment = frag & 0x1fff != 0;
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
+    let l4 = p + ihl;
     let (mut sport, mut dport) = (0, 0);
     if !later_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && l4 + 4 <= end {
         sport = read_u16_be(l4);
         dport = read_u16_be(l4 + 2);
     }
-    L3::Ipv4(Ipv4 { src: read_u32(p + 12), dst: read_u32(p + 16), proto, later_fragment, sport, dport })
+    L3::Ipv4(Ipv4 {
+        src: read_u32(p + 12),
+        dst: read_u32(p + 16),
+        proto,
+        later_fragment,
+        more_fragments: frag & 0x2000 != 0,
+        id: read_u16_be(p + 4),
+        l4_offset: (ETH_HLEN + ihl) as u16,
+        sport,
+        dport,
+    })
 }

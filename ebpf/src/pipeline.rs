@@ -4,11 +4,12 @@
 //! is its walk through `dump-flows`.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use oxsdn_common::{node_rule, pod_rule, rules::*, NodeConfig, RemoteNode};
+use oxsdn_common::{node_rule, pod_rule, rules::*, NodeConfig, RemoteNode, POD_IS_ENDPOINT};
 
 use crate::{
     maps::{NODE_IPS, PODS, POD_PORTS, PROJECT_VNID, REMOTE_SUBNETS},
     packet::{Arp, Frame, Ipv4, IPPROTO_TCP, IPPROTO_UDP, L3},
+    services::{table30_service_reply, table60_to_service},
     stats::{count, count_node, count_pod},
 };
 
@@ -22,6 +23,22 @@ pub enum Output {
     Pod { ifindex: u32, ip: u32 },
     /// OpenShift's port 1: VXLAN to another node (`tun_dst`), VNI `tun_id` (= reg0).
     Tunnel { node_ip: u32, vni: u32 },
+}
+
+/// New addresses for a service connection's packet (what kube-proxy's DNAT and its
+/// reverse did in OpenShift); the destination MAC becomes the new destination pod's.
+/// The tables fill it in place of returning it: a plain struct, every field always
+/// initialised, keeps the verifier from meeting undefined enum payloads.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Rewrite {
+    /// Non-zero when the packet is to be rewritten.
+    pub active: u32,
+    pub src: u32,
+    pub dst: u32,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
 }
 
 const MCAST_NET: u32 = u32::from_ne_bytes([224, 0, 0, 0]);
@@ -45,14 +62,14 @@ pub fn in_cluster(cfg: &NodeConfig, addr: u32) -> bool {
 /// A project's VNID. A project without one is not known to this node yet: its packets
 /// are dropped, never treated as global.
 #[inline(always)]
-fn vnid_of(project: u32) -> Option<u32> {
+pub fn vnid_of(project: u32) -> Option<u32> {
     // SAFETY: read-only access to a map value.
     unsafe { PROJECT_VNID.get(&project) }.copied()
 }
 
 /// Table 20: a pod may only send ARP and IPv4 as itself; loads its VNID into reg0.
 #[inline(always)]
-pub fn table20_antispoof(cfg: &NodeConfig, frame: &Frame, in_port: u32) -> Output {
+pub fn table20_antispoof(cfg: &NodeConfig, frame: &Frame, in_port: u32, nat: &mut Rewrite) -> Output {
     // SAFETY: read-only access to a map value.
     let port = match unsafe { POD_PORTS.get(&in_port) } {
         Some(p) => *p,
@@ -68,18 +85,19 @@ pub fn table20_antispoof(cfg: &NodeConfig, frame: &Frame, in_port: u32) -> Outpu
         None => return drop(T20_SPOOFED, frame),
     };
     count_pod(cfg, port.ip, rule, frame.len);
-    table21_post_source(cfg, frame, reg0)
+    table21_post_source(cfg, frame, reg0, port.flags & POD_IS_ENDPOINT != 0, nat)
 }
 
 /// Table 10: VXLAN is accepted only from the underlay IP of a known node; the VNI it
 /// carries (already in reg0) is trusted.
 #[inline(always)]
-pub fn table10_vxlan_source(cfg: &NodeConfig, frame: &Frame, tun_src: u32, reg0: u32) -> Output {
+pub fn table10_vxlan_source(cfg: &NodeConfig, frame: &Frame, tun_src: u32, reg0: u32, nat: &mut Rewrite) -> Output {
     // SAFETY: read-only access to a map value.
     match unsafe { NODE_IPS.get(&tun_src) } {
         Some(node) => {
             count_node(node.slot, node_rule::T10_FROM_NODE, frame.len);
-            table30_route(cfg, frame, reg0)
+            // Replies of service endpoints on other nodes arrive here.
+            table30_route(cfg, frame, reg0, true, nat)
         }
         None => drop(T10_UNKNOWN_NODE, frame),
     }
@@ -88,17 +106,26 @@ pub fn table10_vxlan_source(cfg: &NodeConfig, frame: &Frame, tun_src: u32, reg0:
 /// Table 21: the hook after source identification (NetworkPolicy mode commits to
 /// conntrack here); in multitenant mode it continues to routing.
 #[inline(always)]
-pub fn table21_post_source(cfg: &NodeConfig, frame: &Frame, reg0: u32) -> Output {
+pub fn table21_post_source(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_reply: bool, nat: &mut Rewrite) -> Output {
     count(T21_CONTINUE, frame.len);
-    table30_route(cfg, frame, reg0)
+    table30_route(cfg, frame, reg0, maybe_reply, nat)
 }
 
-/// Table 30: routing on the destination.
+/// Table 30: routing on the destination. `maybe_reply`: the sender may be a service
+/// endpoint answering a client of this node (a local endpoint, or anything from the
+/// tunnel), so the reply translation is looked up first.
 #[inline(always)]
-pub fn table30_route(cfg: &NodeConfig, frame: &Frame, reg0: u32) -> Output {
+pub fn table30_route(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_reply: bool, nat: &mut Rewrite) -> Output {
     match frame.l3 {
         L3::Arp(arp) => table30_route_arp(cfg, frame, &arp, reg0),
-        L3::Ipv4(ip) => table30_route_ip(cfg, frame, &ip, reg0),
+        L3::Ipv4(ip) => {
+            if maybe_reply {
+                if let Some(out) = table30_service_reply(cfg, frame, &ip, nat) {
+                    return out;
+                }
+            }
+            table30_route_ip(cfg, frame, &ip, reg0, nat)
+        }
         // Table 0 passes only ARP and IPv4 on.
         L3::Other => Output::Drop,
     }
@@ -121,7 +148,7 @@ fn table30_route_arp(cfg: &NodeConfig, frame: &Frame, arp: &Arp, reg0: u32) -> O
 }
 
 #[inline(always)]
-fn table30_route_ip(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -> Output {
+fn table30_route_ip(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, nat: &mut Rewrite) -> Output {
     if ip.dst == cfg.gateway {
         count(T30_IP_GW, frame.len);
         Output::Tun0
@@ -130,7 +157,7 @@ fn table30_route_ip(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -> Ou
         table70_to_local_pod(cfg, frame, ip, reg0)
     } else if in_net(ip.dst, cfg.service_net, cfg.service_mask) {
         count(T30_IP_SERVICE, frame.len);
-        table60_to_service(frame)
+        table60_to_service(cfg, frame, ip, reg0, nat)
     } else if in_cluster(cfg, ip.dst) {
         count(T30_IP_CLUSTER, frame.len);
         table90_to_remote_pod(frame, ip.dst, reg0)
@@ -158,7 +185,7 @@ fn table40_arp_to_local_pod(cfg: &NodeConfig, frame: &Frame, tpa: u32) -> Output
 
 /// The node whose subnet holds `addr`.
 #[inline(always)]
-fn remote_node(addr: u32) -> Option<RemoteNode> {
+pub fn remote_node(addr: u32) -> Option<RemoteNode> {
     REMOTE_SUBNETS.get(&Key::new(32, addr)).copied()
 }
 
@@ -175,12 +202,6 @@ fn table50_arp_to_remote_pod(frame: &Frame, tpa: u32, reg0: u32) -> Output {
     }
 }
 
-/// Table 60: service isolation (filled by services).
-#[inline(always)]
-fn table60_to_service(frame: &Frame) -> Output {
-    drop(T60_NO_SERVICE, frame)
-}
-
 /// Table 70: IPv4 to a local pod: reg1 = its VNID, reg2 = its port.
 #[inline(always)]
 fn table70_to_local_pod(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -> Output {
@@ -194,13 +215,17 @@ fn table70_to_local_pod(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -
         None => return drop(T70_NO_POD, frame),
     };
     count_pod(cfg, ip.dst, pod_rule::T70_IP, frame.len);
-    table80_isolation(cfg, frame, ip, reg0, reg1, pod.ifindex)
+    if table80_isolation(cfg, frame, ip, reg0, reg1) {
+        Output::Pod { ifindex: pod.ifindex, ip: ip.dst }
+    } else {
+        Output::Drop
+    }
 }
 
-/// Table 80: the multitenant isolation predicate: deliver iff the source is the
-/// gateway, either side is global (VNID 0), or both VNIDs are equal.
+/// Table 80: the multitenant isolation predicate: deliver (to `reg2`) iff the source
+/// is the gateway, either side is global (VNID 0), or both VNIDs are equal.
 #[inline(always)]
-fn table80_isolation(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, reg1: u32, reg2: u32) -> Output {
+pub fn table80_isolation(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, reg1: u32) -> bool {
     let rule = if ip.src == cfg.gateway {
         T80_FROM_GW
     } else if reg0 == 0 {
@@ -210,10 +235,11 @@ fn table80_isolation(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, reg1
     } else if reg0 == reg1 {
         T80_SAME_VNID
     } else {
-        return drop(T80_ISOLATED, frame);
+        count(T80_ISOLATED, frame.len);
+        return false;
     };
     count(rule, frame.len);
-    Output::Pod { ifindex: reg2, ip: ip.dst }
+    true
 }
 
 /// Table 90: IPv4 to a pod on another node, with the source VNID as VNI. No isolation

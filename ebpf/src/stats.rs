@@ -3,7 +3,7 @@
 
 use oxsdn_common::{node_stat_index, pod_stat_index, Counter, NodeConfig};
 
-use crate::maps::{NODE_STATS, POD_STATS, RULE_STATS};
+use crate::maps::{NODE_STATS, POD_STATS, RULE_STATS, SERVICE_STATS};
 
 #[inline(always)]
 fn bump(counter: Option<*mut Counter>, len: u32) {
@@ -32,4 +32,10 @@ pub fn count_pod(cfg: &NodeConfig, ip: u32, rule: u32, len: u32) {
 #[inline(always)]
 pub fn count_node(slot: u32, rule: u32, len: u32) {
     bump(NODE_STATS.get_ptr_mut(node_stat_index(slot, rule)), len);
+}
+
+/// Counts a service rule (a declared port, or a ClusterIP's fragment rule).
+#[inline(always)]
+pub fn count_service(slot: u32, len: u32) {
+    bump(SERVICE_STATS.get_ptr_mut(slot), len);
 }
