@@ -13,12 +13,12 @@ use oxsdn_controller::{
     debug::store_hammer,
     netnamespaces::DEFAULT_PROJECT,
     store::{self, Store, StoreBackend, ETCD_ENDPOINTS_ENV},
-    Cluster, ClusterConfig, Error,
+    Cluster, ClusterConfig, Error, Protocol, ServicePort,
 };
 
 use oxsdn_dataplane::{flows, maps::NodeMaps};
 
-use crate::output::{print_hostsubnets, print_netnamespaces, Format};
+use crate::output::{print_hostsubnets, print_netnamespaces, print_services, Format};
 
 #[derive(Debug, Parser)]
 #[command(name = "oxsdnctl", version, about = "Manage an oxsdn pod network")]
@@ -47,13 +47,16 @@ enum Command {
     /// Join, isolate or globalise project networks (oc adm pod-network).
     #[command(subcommand)]
     PodNetwork(PodNetworkCommand),
-    /// Create a project.
+    /// Create a project or a service.
     #[command(subcommand)]
     Create(CreateCommand),
-    /// Delete a project.
+    /// Delete a project or a service.
     #[command(subcommand)]
     Delete(DeleteCommand),
-    /// List NetNamespaces or HostSubnets (oc get).
+    /// Change a service's ports or endpoints (oc set).
+    #[command(subcommand)]
+    Set(SetCommand),
+    /// List NetNamespaces, HostSubnets or Services (oc get).
     #[command(subcommand)]
     Get(GetCommand),
     /// Register or remove nodes (their HostSubnets).
@@ -142,6 +145,61 @@ enum PodNetworkCommand {
     },
 }
 
+/// The project a service command acts in (oc's -n).
+#[derive(Debug, Args)]
+struct InProject {
+    /// The service's project.
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        visible_alias = "project",
+        value_name = "PROJECT"
+    )]
+    project: String,
+}
+
+/// A service's ports, as `oc create service clusterip` takes them: at least one.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+struct PortArgs {
+    /// A TCP port, PORT or PORT:TARGET_PORT (the target defaults to the port);
+    /// repeatable or comma-separated.
+    #[arg(long, value_name = "PORT[:TARGET]", value_parser = parse_port_pair, value_delimiter = ',')]
+    tcp: Vec<(u16, u16)>,
+    /// A UDP port, as --tcp.
+    #[arg(long, value_name = "PORT[:TARGET]", value_parser = parse_port_pair, value_delimiter = ',')]
+    udp: Vec<(u16, u16)>,
+}
+
+impl PortArgs {
+    /// The TCP ports, then the UDP ports, each in the order given.
+    fn ports(&self) -> Vec<ServicePort> {
+        let with = |protocol, pairs: &[(u16, u16)]| -> Vec<ServicePort> {
+            pairs
+                .iter()
+                .map(|&(port, target)| ServicePort::new(protocol, port, target))
+                .collect()
+        };
+        [
+            with(Protocol::Tcp, &self.tcp),
+            with(Protocol::Udp, &self.udp),
+        ]
+        .concat()
+    }
+}
+
+/// The endpoints `set endpoints` gives a service: IPs, or --none.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct EndpointArgs {
+    /// Pod IPs; each serves every port of the service at its target port.
+    #[arg(value_name = "IP")]
+    ips: Vec<Ipv4Addr>,
+    /// Remove every endpoint.
+    #[arg(long)]
+    none: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum CreateCommand {
     /// Create a project's NetNamespace (idempotent: labels are merged into an existing one).
@@ -151,12 +209,54 @@ enum CreateCommand {
         #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Create a ClusterIP service in an existing project, without endpoints.
+    #[command(alias = "svc")]
+    Service {
+        /// The service's name, a DNS-1035 label.
+        name: String,
+        #[command(flatten)]
+        project: InProject,
+        #[command(flatten)]
+        ports: PortArgs,
+        /// The ClusterIP to take (default: a free one of the service network).
+        #[arg(long, value_name = "IP")]
+        cluster_ip: Option<Ipv4Addr>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum DeleteCommand {
-    /// Delete a project's NetNamespace.
+    /// Delete a project's NetNamespace (refused while it has services).
     Project { name: String },
+    /// Delete a service, freeing its ClusterIP.
+    #[command(alias = "svc")]
+    Service {
+        name: String,
+        #[command(flatten)]
+        project: InProject,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SetCommand {
+    /// Replace a service's ports (its ClusterIP and endpoints are kept).
+    Ports {
+        /// The service.
+        name: String,
+        #[command(flatten)]
+        project: InProject,
+        #[command(flatten)]
+        ports: PortArgs,
+    },
+    /// Replace a service's endpoints.
+    Endpoints {
+        /// The service.
+        name: String,
+        #[command(flatten)]
+        project: InProject,
+        #[command(flatten)]
+        endpoints: EndpointArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +270,20 @@ enum GetCommand {
     /// List HostSubnets (nodes and their subnets).
     #[command(alias = "hostsubnet")]
     Hostsubnets {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// List services (oc get svc): of every project, or of one.
+    #[command(aliases = ["service", "svc"])]
+    Services {
+        /// Only this project's services.
+        #[arg(
+            short = 'n',
+            long = "namespace",
+            visible_alias = "project",
+            value_name = "PROJECT"
+        )]
+        project: Option<String>,
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
@@ -204,6 +318,19 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("{s:?} is not of the form key=value"))
+}
+
+/// `PORT` or `PORT:TARGET`: the port and its target port.
+fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
+    // clap's message quotes the whole value; this names the part that is wrong.
+    let number = |n: &str| {
+        n.parse::<u16>()
+            .map_err(|_| format!("{n:?} is not a port number (0-65535)"))
+    };
+    match s.split_once(':') {
+        None => number(s).map(|port| (port, port)),
+        Some((port, target)) => Ok((number(port)?, number(target)?)),
+    }
 }
 
 fn open_store(backend: &StoreBackend) -> Result<Arc<dyn Store>> {
@@ -296,9 +423,44 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let ns = open_cluster(store)?.create_netnamespace(&name, labels)?;
             print_netnamespaces(out, &[ns], Format::Table)?;
         }
+        Command::Create(CreateCommand::Service {
+            name,
+            project: InProject { project },
+            ports,
+            cluster_ip,
+        }) => {
+            let service =
+                open_cluster(store)?.create_service(&project, &name, &ports.ports(), cluster_ip)?;
+            print_services(out, &[service], Format::Table, false)?;
+        }
         Command::Delete(DeleteCommand::Project { name }) => {
             open_cluster(store)?.delete_netnamespace(&name)?;
             writeln!(out, "netnamespace {name:?} deleted")?;
+        }
+        Command::Delete(DeleteCommand::Service {
+            name,
+            project: InProject { project },
+        }) => {
+            open_cluster(store)?.delete_service(&project, &name)?;
+            writeln!(out, "service {name:?} deleted")?;
+        }
+        Command::Set(SetCommand::Ports {
+            name,
+            project: InProject { project },
+            ports,
+        }) => {
+            let service =
+                open_cluster(store)?.update_service_ports(&project, &name, &ports.ports())?;
+            print_services(out, &[service], Format::Table, false)?;
+        }
+        Command::Set(SetCommand::Endpoints {
+            name,
+            project: InProject { project },
+            endpoints,
+        }) => {
+            // `--none` and IPs exclude each other, so with --none `ips` is empty.
+            let service = open_cluster(store)?.set_endpoints(&project, &name, &endpoints.ips)?;
+            print_services(out, &[service], Format::Table, false)?;
         }
         Command::Get(GetCommand::Netnamespaces { output }) => {
             let (all, _) = open_cluster(store)?.list_netnamespaces()?;
@@ -308,6 +470,15 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let (all, _) = open_cluster(store)?.list_hostsubnets()?;
             print_hostsubnets(out, &all, output)?;
         }
+        Command::Get(GetCommand::Services { project, output }) => {
+            let cluster = open_cluster(store)?;
+            let (all, _) = match &project {
+                Some(project) => cluster.list_project_services(project)?,
+                None => cluster.list_services()?,
+            };
+            // Like `oc get svc`: a NAMESPACE column only when listing every project.
+            print_services(out, &all, output, project.is_none())?;
+        }
         Command::Node(NodeCommand::Add { name, ip }) => {
             let hs = open_cluster(store)?.register_node(&name, ip)?;
             print_hostsubnets(out, &[hs], Format::Table)?;
@@ -316,9 +487,14 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             open_cluster(store)?.delete_node(&name)?;
             writeln!(out, "hostsubnet {name:?} deleted")?;
         }
-        Command::DumpFlows { table, node, bpffs_dir } => {
-            let maps = NodeMaps::open(&bpffs_dir.join(&node))
-                .with_context(|| format!("node {node} has no dataplane here (is its agent started?)"))?;
+        Command::DumpFlows {
+            table,
+            node,
+            bpffs_dir,
+        } => {
+            let maps = NodeMaps::open(&bpffs_dir.join(&node)).with_context(|| {
+                format!("node {node} has no dataplane here (is its agent started?)")
+            })?;
             writeln!(out, "OXSDN_FLOW reply (node={node}):")?;
             for flow in flows::collect(&maps, flows::ifname_or_index)? {
                 if table.is_none_or(|t| t == flow.table) {

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use oxsdn_controller::{HostSubnet, NetNamespace};
+use oxsdn_controller::{HostSubnet, NetNamespace, Service};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -93,4 +93,52 @@ pub fn print_hostsubnets(
             ]
         },
     )
+}
+
+/// How many endpoints a table cell names before summing up the rest, as `oc get
+/// endpoints` does; `-o json` has them all.
+const ENDPOINTS_SHOWN: usize = 3;
+
+/// `oc get svc` columns, with the project (`NAMESPACE`) first if `with_project`, and the
+/// endpoints last: `PORT(S)` as `port/PROTO` or `port:target/PROTO`, `ENDPOINTS` as IPs
+/// or `<none>`.
+pub fn print_services(
+    out: &mut dyn Write,
+    records: &[Service],
+    format: Format,
+    with_project: bool,
+) -> Result<()> {
+    let headers = ["NAMESPACE", "NAME", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"];
+    let skip = usize::from(!with_project);
+    print(out, records, format, &headers[skip..], |s| {
+        let ports: Vec<String> = s.ports.iter().map(|p| p.to_string()).collect();
+        let row = [
+            s.project.clone(),
+            s.name.clone(),
+            s.cluster_ip.to_string(),
+            ports.join(","),
+            endpoints_cell(s),
+        ];
+        row[skip..].to_vec()
+    })
+}
+
+fn endpoints_cell(s: &Service) -> String {
+    if s.endpoints.is_empty() {
+        return "<none>".into();
+    }
+    let shown: Vec<String> = s
+        .endpoints
+        .iter()
+        .take(ENDPOINTS_SHOWN)
+        .map(|ip| ip.to_string())
+        .collect();
+    let mut cell = shown.join(",");
+    if s.endpoints.len() > ENDPOINTS_SHOWN {
+        cell.push_str(&format!(
+            " + {} more...",
+            s.endpoints.len() - ENDPOINTS_SHOWN
+        ));
+    }
+    cell
 }

@@ -1,5 +1,5 @@
 use clap::error::ErrorKind;
-use oxsdn_controller::NetNamespace;
+use oxsdn_controller::{NetNamespace, Service};
 use tempfile::TempDir;
 
 use super::*;
@@ -293,7 +293,19 @@ fn labels_must_be_key_value() {
 fn dump_flows_of_a_node_without_dataplane_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let bpffs = tmp.path().join("no-pins");
-    let err = oxsdnctl(&tmp, &["dump-flows", "--node", "n1", "--table", "80", "--bpffs-dir", bpffs.to_str().unwrap()]).unwrap_err();
+    let err = oxsdnctl(
+        &tmp,
+        &[
+            "dump-flows",
+            "--node",
+            "n1",
+            "--table",
+            "80",
+            "--bpffs-dir",
+            bpffs.to_str().unwrap(),
+        ],
+    )
+    .unwrap_err();
     assert!(err.starts_with("node n1 has no dataplane here"), "{err}");
 }
 
@@ -347,4 +359,285 @@ fn etcd_down_is_reported() {
         err.starts_with(&format!("store unavailable: etcd at {endpoint}")),
         "{err}"
     );
+}
+
+// ---- services ---------------------------------------------------------------------------
+
+fn services(tmp: &TempDir, project: &str) -> Vec<Service> {
+    let json = ok(tmp, &["get", "services", "-n", project, "-o", "json"]);
+    serde_json::from_str(&json).unwrap()
+}
+
+#[test]
+fn port_arguments() {
+    let ports = |args: &[&str]| -> Result<Vec<ServicePort>, ErrorKind> {
+        let full: Vec<&str> = ["create", "service", "web", "-n", "a"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        match parse(&full).map_err(|e| e.kind())?.command {
+            Command::Create(CreateCommand::Service { ports, .. }) => Ok(ports.ports()),
+            other => panic!("{other:?}"),
+        }
+    };
+    let tcp = |p, t| ServicePort::new(Protocol::Tcp, p, t);
+    let udp = |p, t| ServicePort::new(Protocol::Udp, p, t);
+    assert_eq!(ports(&["--tcp", "80"]).unwrap(), [tcp(80, 80)]);
+    // Repeated or comma-separated; TCP ports first, each protocol in the order given.
+    assert_eq!(
+        ports(&[
+            "--udp=53",
+            "--tcp",
+            "80:8080,443:8443",
+            "--tcp",
+            "22",
+            "--udp",
+            "5353:53"
+        ])
+        .unwrap(),
+        [
+            tcp(80, 8080),
+            tcp(443, 8443),
+            tcp(22, 22),
+            udp(53, 53),
+            udp(5353, 53)
+        ]
+    );
+    assert_eq!(ports(&[]), Err(ErrorKind::MissingRequiredArgument));
+    for bad in ["x", "80:", ":80", "65536", "80:8080:1", "-1", ""] {
+        let arg = format!("--tcp={bad}");
+        assert_eq!(ports(&[&arg]), Err(ErrorKind::ValueValidation), "{bad:?}");
+    }
+    let err = parse(&["create", "service", "web", "-n", "a", "--tcp", "80:http"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("invalid value '80:http' for '--tcp <PORT[:TARGET]>': \"http\" is not a port number (0-65535)"),
+        "{err}"
+    );
+    // The project is required; --project is the same option.
+    let err = parse(&["create", "service", "web", "--tcp", "80"]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+    parse(&["create", "svc", "web", "--project", "a", "--tcp", "80"]).unwrap();
+    assert_eq!(
+        parse(&[
+            "create",
+            "service",
+            "web",
+            "-n",
+            "a",
+            "--tcp",
+            "80",
+            "--cluster-ip",
+            "x"
+        ])
+        .unwrap_err()
+        .kind(),
+        ErrorKind::ValueValidation
+    );
+}
+
+#[test]
+fn endpoint_arguments() {
+    let endpoints = |args: &[&str]| -> Result<(Vec<Ipv4Addr>, bool), ErrorKind> {
+        let full: Vec<&str> = ["set", "endpoints", "web", "-n", "a"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        match parse(&full).map_err(|e| e.kind())?.command {
+            Command::Set(SetCommand::Endpoints { endpoints, .. }) => {
+                Ok((endpoints.ips, endpoints.none))
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    assert_eq!(
+        endpoints(&["10.128.0.5", "10.129.0.7"]).unwrap(),
+        (vec![ip("10.128.0.5"), ip("10.129.0.7")], false)
+    );
+    assert_eq!(endpoints(&["--none"]).unwrap(), (vec![], true));
+    // Clearing must be said: no IPs at all is a usage error, and so is mixing.
+    assert_eq!(endpoints(&[]), Err(ErrorKind::MissingRequiredArgument));
+    assert_eq!(
+        endpoints(&["--none", "10.128.0.5"]),
+        Err(ErrorKind::ArgumentConflict)
+    );
+    assert_eq!(endpoints(&["10.128.0"]), Err(ErrorKind::ValueValidation));
+}
+
+#[test]
+fn services_end_to_end() {
+    let tmp = cluster_with_projects();
+    ok(&tmp, &["create", "project", "a-b"]);
+    let out = ok(
+        &tmp,
+        &[
+            "create",
+            "service",
+            "web",
+            "-n",
+            "a",
+            "--tcp",
+            "80:8080",
+            "--udp",
+            "53",
+            "--cluster-ip",
+            "172.30.0.10",
+        ],
+    );
+    assert_eq!(
+        out,
+        "NAME      CLUSTER-IP    PORT(S)              ENDPOINTS\n\
+         web       172.30.0.10   80:8080/TCP,53/UDP   <none>\n"
+    );
+    // Without --cluster-ip, a free address of the service network.
+    let db = ok(&tmp, &["create", "svc", "db", "-n", "a-b", "--tcp", "5432"]);
+    let db_ip: Ipv4Addr = db
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        ClusterConfig::default().service_network.contains(db_ip),
+        "{db}"
+    );
+    ok(&tmp, &["delete", "service", "db", "-n", "a-b"]);
+    ok(
+        &tmp,
+        &[
+            "create",
+            "svc",
+            "db",
+            "-n",
+            "a-b",
+            "--tcp",
+            "5432",
+            "--cluster-ip",
+            "172.30.1.1",
+        ],
+    );
+
+    let out = ok(
+        &tmp,
+        &[
+            "set",
+            "endpoints",
+            "web",
+            "-n",
+            "a",
+            "10.129.0.7",
+            "10.128.0.5",
+            "10.129.0.7",
+        ],
+    );
+    assert_eq!(
+        out,
+        "NAME      CLUSTER-IP    PORT(S)              ENDPOINTS\n\
+         web       172.30.0.10   80:8080/TCP,53/UDP   10.128.0.5,10.129.0.7\n"
+    );
+    // Every project, sorted by project then name, with a NAMESPACE column.
+    assert_eq!(
+        ok(&tmp, &["get", "services"]),
+        "NAMESPACE   NAME      CLUSTER-IP    PORT(S)              ENDPOINTS\n\
+             a           web       172.30.0.10   80:8080/TCP,53/UDP   10.128.0.5,10.129.0.7\n\
+             a-b         db        172.30.1.1    5432/TCP             <none>\n"
+    );
+    assert_eq!(ok(&tmp, &["get", "svc", "-n", "b"]), "", "none there");
+
+    let out = ok(
+        &tmp,
+        &["set", "ports", "web", "-n", "a", "--tcp", "443:8443"],
+    );
+    assert!(
+        out.ends_with("web       172.30.0.10   443:8443/TCP   10.128.0.5,10.129.0.7\n"),
+        "{out}"
+    );
+    let web = &services(&tmp, "a")[0];
+    assert_eq!(web.ports, [ServicePort::new(Protocol::Tcp, 443, 8443)]);
+    let out = ok(&tmp, &["set", "endpoints", "web", "-n", "a", "--none"]);
+    assert!(out.ends_with("   <none>\n"), "{out}");
+    assert!(services(&tmp, "a")[0].endpoints.is_empty());
+
+    // Errors from the controller, verbatim.
+    let err = |args: &[&str]| oxsdnctl(&tmp, args).unwrap_err();
+    assert_eq!(
+        err(&[
+            "create",
+            "service",
+            "x",
+            "-n",
+            "b",
+            "--tcp",
+            "1",
+            "--cluster-ip",
+            "172.30.0.10"
+        ]),
+        "ClusterIP 172.30.0.10 is already allocated to service a/web"
+    );
+    assert_eq!(
+        err(&["create", "service", "x", "-n", "nope", "--tcp", "1"]),
+        "project \"nope\" not found"
+    );
+    assert_eq!(
+        err(&["create", "service", "x", "-n", "b", "--tcp", "0:80"]),
+        "invalid service: port 0:80/TCP: port 0 is not valid"
+    );
+    assert_eq!(
+        err(&["set", "endpoints", "web", "-n", "a", "192.168.1.1"]),
+        "invalid service: endpoint 192.168.1.1 is not in the cluster network 10.128.0.0/14"
+    );
+    assert_eq!(
+        err(&["delete", "project", "a"]),
+        "project \"a\" still has service \"web\": delete its services first"
+    );
+    assert_eq!(
+        ok(&tmp, &["delete", "service", "web", "-n", "a"]),
+        "service \"web\" deleted\n"
+    );
+    assert_eq!(
+        err(&["delete", "svc", "web", "-n", "a"]),
+        "service \"web\" not found in project \"a\""
+    );
+    assert_eq!(
+        ok(&tmp, &["delete", "project", "a"]),
+        "netnamespace \"a\" deleted\n"
+    );
+}
+
+#[test]
+fn many_endpoints_are_summed_up_in_the_table() {
+    let tmp = cluster_with_projects();
+    ok(
+        &tmp,
+        &["create", "service", "web", "-n", "a", "--tcp", "80"],
+    );
+    let ips = [
+        "10.128.0.2",
+        "10.128.0.3",
+        "10.128.0.4",
+        "10.128.0.5",
+        "10.128.0.6",
+    ];
+    let args: Vec<&str> = ["set", "endpoints", "web", "-n", "a"]
+        .iter()
+        .chain(&ips)
+        .copied()
+        .collect();
+    let out = ok(&tmp, &args);
+    assert!(
+        out.ends_with("   10.128.0.2,10.128.0.3,10.128.0.4 + 2 more...\n"),
+        "{out}"
+    );
+    let all: Vec<String> = services(&tmp, "a")[0]
+        .endpoints
+        .iter()
+        .map(|ip| ip.to_string())
+        .collect();
+    assert_eq!(all, ips, "JSON has them all");
 }

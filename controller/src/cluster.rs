@@ -26,21 +26,30 @@ use crate::{
     store::{Compare, KeyValue, Op, Store, StoreError, WatchEvent},
     subnets::SubnetAllocator,
     vnid::{VnidAllocator, GLOBAL_VNID, MAX_VNID, MIN_VNID},
-    ClusterConfig, Error, HostSubnet, NetNamespace, Result,
+    ClusterConfig, Error, HostSubnet, NetNamespace, Result, Service,
 };
+
+mod services;
+
+pub use services::ServiceEvent;
 
 /// Key layout in the store.
 pub mod keys {
     pub const CONFIG: &str = "/oxsdn/config";
     pub const NETNAMESPACES: &str = "/oxsdn/netnamespaces/";
     pub const HOSTSUBNETS: &str = "/oxsdn/hostsubnets/";
+    /// Services under `<project>/<name>`.
+    pub const SERVICES: &str = "/oxsdn/services/";
     pub const PROJECT_ID_COUNTER: &str = "/oxsdn/counters/project-id";
+    pub const SERVICE_ID_COUNTER: &str = "/oxsdn/counters/service-id";
     /// Rewritten by every change to a NetNamespace. Per-key compares cannot see a record
     /// that another writer adds meanwhile, so operations that depend on the whole set
     /// (which VNIDs are in use, who else shares a VNID) also compare this key.
     pub const NETNAMESPACES_GUARD: &str = "/oxsdn/guards/netnamespaces";
     /// The same for HostSubnets (which subnets and node IPs are taken).
     pub const HOSTSUBNETS_GUARD: &str = "/oxsdn/guards/hostsubnets";
+    /// The same for Services (which ClusterIPs are taken, which projects have services).
+    pub const SERVICES_GUARD: &str = "/oxsdn/guards/services";
 }
 
 /// How often an operation is tried before it fails with `Error::Contention`.
@@ -67,14 +76,56 @@ pub struct Cluster {
     vnid_range: (u32, u32),
 }
 
+/// A kind of record stored one per key under `PREFIX`, every change to which rewrites
+/// `GUARD` (see `Attempt::list_guarded`).
+pub(crate) trait Record: Serialize + DeserializeOwned + 'static {
+    const PREFIX: &'static str;
+    const GUARD: &'static str;
+    /// What it is called in messages and thread names.
+    const KIND: &'static str;
+    /// The record's key below `PREFIX`.
+    fn key_name(&self) -> String;
+}
+
+impl Record for NetNamespace {
+    const PREFIX: &'static str = keys::NETNAMESPACES;
+    const GUARD: &'static str = keys::NETNAMESPACES_GUARD;
+    const KIND: &'static str = "netnamespace";
+    fn key_name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl Record for HostSubnet {
+    const PREFIX: &'static str = keys::HOSTSUBNETS;
+    const GUARD: &'static str = keys::HOSTSUBNETS_GUARD;
+    const KIND: &'static str = "hostsubnet";
+    fn key_name(&self) -> String {
+        self.host.clone()
+    }
+}
+
+impl Record for Service {
+    const PREFIX: &'static str = keys::SERVICES;
+    const GUARD: &'static str = keys::SERVICES_GUARD;
+    const KIND: &'static str = "service";
+    fn key_name(&self) -> String {
+        format!("{}/{}", self.project, self.name)
+    }
+}
+
+fn record_key<R: Record>(name: &str) -> String {
+    format!("{}{name}", R::PREFIX)
+}
+
 /// One try of an operation: every read becomes a compare of the transaction, so its
 /// writes apply only if nothing it read has changed since.
 struct Attempt<'a> {
     store: &'a dyn Store,
     compares: Vec<Compare>,
     ops: Vec<Op>,
-    /// Guard keys read; rewritten if the attempt writes anything.
-    guards: Vec<&'static str>,
+    /// Guards of the collections the attempt changes; rewritten at commit.
+    changed: Vec<&'static str>,
 }
 
 impl Attempt<'_> {
@@ -92,24 +143,31 @@ impl Attempt<'_> {
     /// guard read fails the transaction, a change before it is in the list. So one
     /// compare does for thousands of records (etcd limits a transaction's compares).
     fn list_guarded(&mut self, guard: &'static str, prefix: &str) -> Result<Vec<KeyValue>> {
-        self.read_guard(guard)?;
+        self.get(guard)?;
         Ok(self.store.list(prefix)?.kvs)
     }
 
-    fn read_guard(&mut self, guard: &'static str) -> Result<()> {
-        self.get(guard)?;
-        if !self.guards.contains(&guard) {
-            self.guards.push(guard);
-        }
-        Ok(())
+    /// The records of kind `R` whose key names start with `below` ("" for all), guarded
+    /// against concurrent changes.
+    fn records<R: Record>(&mut self, below: &str) -> Result<Vec<R>> {
+        self.list_guarded(R::GUARD, &record_key::<R>(below))?
+            .iter()
+            .map(decode_record)
+            .collect()
+    }
+
+    fn record<R: Record>(&mut self, name: &str) -> Result<Option<R>> {
+        self.get(&record_key::<R>(name))?
+            .map(|kv| decode_record(&kv))
+            .transpose()
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) {
         self.ops.push(Op::Put { key, value });
     }
 
-    fn put_record<T: Serialize>(&mut self, key: String, record: &T) -> Result<()> {
-        let value = serde_json::to_vec(record).map_err(|e| Error::BadRecord {
+    fn put_json<T: Serialize>(&mut self, key: String, value: &T) -> Result<()> {
+        let value = serde_json::to_vec(value).map_err(|e| Error::BadRecord {
             key: key.clone(),
             reason: format!("cannot encode: {e}"),
         })?;
@@ -117,38 +175,64 @@ impl Attempt<'_> {
         Ok(())
     }
 
-    fn delete(&mut self, key: String) {
+    fn put_record<R: Record>(&mut self, record: &R) -> Result<()> {
+        self.changes::<R>();
+        self.put_json(record_key::<R>(&record.key_name()), record)
+    }
+
+    /// Deletes record `name` of kind `R`; false if there is none.
+    fn delete_record<R: Record>(&mut self, name: &str) -> Result<bool> {
+        let key = record_key::<R>(name);
+        if self.get(&key)?.is_none() {
+            return Ok(false);
+        }
+        self.changes::<R>();
         self.ops.push(Op::Delete { key });
+        Ok(true)
+    }
+
+    /// Notes that the attempt changes records of kind `R`, so that their guard is
+    /// rewritten. Writers need not compare the guard: it protects readers of the whole
+    /// collection, and any record they themselves depend on they compare by key.
+    fn changes<R: Record>(&mut self) {
+        if !self.changed.contains(&R::GUARD) {
+            self.changed.push(R::GUARD);
+        }
+    }
+
+    /// The next value of the counter at `key` (its first is 1), written back at commit.
+    fn next_id(&mut self, key: &str, what: &str) -> Result<u32> {
+        let counter = self.get(key)?;
+        let id = decode_counter(counter.as_ref())?
+            .checked_add(1)
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| Error::Invalid(format!("{what} ids are exhausted")))?;
+        self.put(key.to_owned(), id.to_string().into_bytes());
+        Ok(id)
     }
 
     /// All NetNamespaces by name, guarded against concurrent additions.
     fn netnamespaces(&mut self) -> Result<BTreeMap<String, NetNamespace>> {
-        self.list_guarded(keys::NETNAMESPACES_GUARD, keys::NETNAMESPACES)?
-            .iter()
-            .map(|kv| decode_netnamespace(kv).map(|ns| (ns.name.clone(), ns)))
-            .collect()
+        Ok(self
+            .records::<NetNamespace>("")?
+            .into_iter()
+            .map(|ns| (ns.name.clone(), ns))
+            .collect())
     }
 
     /// All HostSubnets by node name, guarded against concurrent additions.
     fn hostsubnets(&mut self) -> Result<BTreeMap<String, HostSubnet>> {
-        self.list_guarded(keys::HOSTSUBNETS_GUARD, keys::HOSTSUBNETS)?
-            .iter()
-            .map(|kv| decode_hostsubnet(kv).map(|hs| (hs.host.clone(), hs)))
-            .collect()
+        Ok(self
+            .records::<HostSubnet>("")?
+            .into_iter()
+            .map(|hs| (hs.host.clone(), hs))
+            .collect())
     }
 
     fn config(&mut self) -> Result<ClusterConfig> {
         let kv = self.get(keys::CONFIG)?.ok_or(Error::NotInitialised)?;
         decode_config(&kv)
     }
-}
-
-fn netnamespace_key(name: &str) -> String {
-    format!("{}{name}", keys::NETNAMESPACES)
-}
-
-fn hostsubnet_key(node: &str) -> String {
-    format!("{}{node}", keys::HOSTSUBNETS)
 }
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
@@ -158,29 +242,17 @@ fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
     })
 }
 
-/// Decodes a record stored under `prefix` + name, checking that it names itself the same.
-fn decode_named<T: DeserializeOwned>(
-    kv: &KeyValue,
-    prefix: &str,
-    name_of: impl Fn(&T) -> &str,
-) -> Result<T> {
-    let record: T = decode(kv)?;
-    let key_name = kv.key.strip_prefix(prefix).unwrap_or(&kv.key);
-    if name_of(&record) != key_name {
+/// Decodes a record, checking that it names itself as its key does.
+fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
+    let record: R = decode(kv)?;
+    let name = record.key_name();
+    if kv.key.strip_prefix(R::PREFIX) != Some(name.as_str()) {
         return Err(Error::BadRecord {
             key: kv.key.clone(),
-            reason: format!("record is named {:?}", name_of(&record)),
+            reason: format!("record is named {name:?}"),
         });
     }
     Ok(record)
-}
-
-fn decode_netnamespace(kv: &KeyValue) -> Result<NetNamespace> {
-    decode_named(kv, keys::NETNAMESPACES, |ns: &NetNamespace| &ns.name)
-}
-
-fn decode_hostsubnet(kv: &KeyValue) -> Result<HostSubnet> {
-    decode_named(kv, keys::HOSTSUBNETS, |hs: &HostSubnet| &hs.host)
 }
 
 fn decode_config(kv: &KeyValue) -> Result<ClusterConfig> {
@@ -311,13 +383,13 @@ impl Cluster {
                 store: self.store.as_ref(),
                 compares: Vec::new(),
                 ops: Vec::new(),
-                guards: Vec::new(),
+                changed: Vec::new(),
             };
             let out = body(&mut a)?;
             if a.ops.is_empty() {
                 return Ok(out);
             }
-            for guard in std::mem::take(&mut a.guards) {
+            for guard in std::mem::take(&mut a.changed) {
                 a.put(guard.to_owned(), Vec::new());
             }
             if self.store.txn(&a.compares, &a.ops)? {
@@ -330,6 +402,49 @@ impl Cluster {
             ));
         }
         Err(Error::Contention(what.to_owned()))
+    }
+
+    // ---- records of any kind -----------------------------------------------------------
+
+    fn get_record<R: Record>(&self, name: &str) -> Result<Option<R>> {
+        self.store
+            .get(&record_key::<R>(name))?
+            .map(|kv| decode_record(&kv))
+            .transpose()
+    }
+
+    /// The records of kind `R` whose key names start with `below` ("" for all), sorted
+    /// by key, and the store revision they were read at (to watch from).
+    fn list_records<R: Record>(&self, below: &str) -> Result<(Vec<R>, u64)> {
+        let snapshot = self.store.list(&record_key::<R>(below))?;
+        let all = snapshot
+            .kvs
+            .iter()
+            .map(decode_record)
+            .collect::<Result<_>>()?;
+        Ok((all, snapshot.revision))
+    }
+
+    /// Changes to records of kind `R` after `after_revision`, as events: `upsert` of the
+    /// record written, `deleted` of the key name deleted (`None`: not a key of an `R`,
+    /// skipped like an undecodable record).
+    fn watch_records<R: Record, E: Send + 'static>(
+        &self,
+        after_revision: u64,
+        upsert: fn(R) -> E,
+        deleted: fn(&str) -> Option<E>,
+    ) -> Result<Receiver<E>> {
+        let events = self.store.watch(R::PREFIX, after_revision)?;
+        relay(events, R::KIND, move |event| match event {
+            WatchEvent::Put(kv) => decode_record(&kv).map(upsert),
+            WatchEvent::Delete { key, .. } => key
+                .strip_prefix(R::PREFIX)
+                .and_then(deleted)
+                .ok_or_else(|| Error::BadRecord {
+                    reason: format!("not the key of a {}", R::KIND),
+                    key,
+                }),
+        })
     }
 
     // ---- configuration ----------------------------------------------------------------
@@ -345,7 +460,7 @@ impl Cluster {
         config.validate()?;
         self.transact(keys::CONFIG, |a| match a.get(keys::CONFIG)? {
             None => {
-                a.put_record(keys::CONFIG.to_owned(), config)?;
+                a.put_json(keys::CONFIG.to_owned(), config)?;
                 Ok(config.clone())
             }
             Some(kv) => {
@@ -379,22 +494,14 @@ impl Cluster {
         } else {
             self.vnid_allocator(all.values()).allocate()?
         };
-        let counter = a.get(keys::PROJECT_ID_COUNTER)?;
-        let id = decode_counter(counter.as_ref())?
-            .checked_add(1)
-            .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| Error::Invalid("project ids are exhausted".into()))?;
-        a.put(
-            keys::PROJECT_ID_COUNTER.to_owned(),
-            id.to_string().into_bytes(),
-        );
+        let id = a.next_id(keys::PROJECT_ID_COUNTER, "project")?;
         let ns = NetNamespace {
             name: name.to_owned(),
             netid,
             id,
             labels,
         };
-        a.put_record(netnamespace_key(name), &ns)?;
+        a.put_record(&ns)?;
         Ok(ns)
     }
 
@@ -402,11 +509,9 @@ impl Cluster {
     /// new namespace).
     pub fn ensure_netnamespace(&self, name: &str) -> Result<NetNamespace> {
         validate_project_name(name)?;
-        self.transact("netnamespaces", |a| {
-            match a.get(&netnamespace_key(name))? {
-                Some(kv) => decode_netnamespace(&kv),
-                None => self.create_netnamespace_in(a, name, BTreeMap::new()),
-            }
+        self.transact("netnamespaces", |a| match a.record(name)? {
+            Some(ns) => Ok(ns),
+            None => self.create_netnamespace_in(a, name, BTreeMap::new()),
         })
     }
 
@@ -419,15 +524,12 @@ impl Cluster {
     ) -> Result<NetNamespace> {
         validate_project_name(name)?;
         validate_labels(&labels)?;
-        self.transact("netnamespaces", |a| {
-            match a.get(&netnamespace_key(name))? {
-                Some(kv) => {
-                    let mut ns = decode_netnamespace(&kv)?;
-                    Self::relabel_in(a, &mut ns, &labels, &[])?;
-                    Ok(ns)
-                }
-                None => self.create_netnamespace_in(a, name, labels.clone()),
+        self.transact("netnamespaces", |a| match a.record(name)? {
+            Some(mut ns) => {
+                Self::relabel_in(a, &mut ns, &labels, &[])?;
+                Ok(ns)
             }
+            None => self.create_netnamespace_in(a, name, labels.clone()),
         })
     }
 
@@ -441,10 +543,9 @@ impl Cluster {
         validate_project_name(name)?;
         validate_labels(set)?;
         self.transact("netnamespaces", |a| {
-            let kv = a
-                .get(&netnamespace_key(name))?
+            let mut ns = a
+                .record(name)?
                 .ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
-            let mut ns = decode_netnamespace(&kv)?;
             Self::relabel_in(a, &mut ns, set, remove)?;
             Ok(ns)
         })
@@ -461,42 +562,41 @@ impl Cluster {
         labels.retain(|k, _| !remove.contains(k));
         if labels != ns.labels {
             ns.labels = labels;
-            a.read_guard(keys::NETNAMESPACES_GUARD)?;
-            a.put_record(netnamespace_key(&ns.name), ns)?;
+            a.put_record(ns)?;
         }
         Ok(())
     }
 
     pub fn get_netnamespace(&self, name: &str) -> Result<Option<NetNamespace>> {
         validate_project_name(name)?;
-        self.store
-            .get(&netnamespace_key(name))?
-            .map(|kv| decode_netnamespace(&kv))
-            .transpose()
+        self.get_record(name)
     }
 
     /// All NetNamespaces sorted by name, and the store revision they were read at (to
     /// watch from).
     pub fn list_netnamespaces(&self) -> Result<(Vec<NetNamespace>, u64)> {
-        let snapshot = self.store.list(keys::NETNAMESPACES)?;
-        let all = snapshot
-            .kvs
-            .iter()
-            .map(decode_netnamespace)
-            .collect::<Result<_>>()?;
-        Ok((all, snapshot.revision))
+        self.list_records("")
     }
 
     /// Deletes project `name`. Its VNID becomes free once no other project uses it; its
-    /// id is never reused.
+    /// id is never reused. A project that still has services is not deleted
+    /// (`Error::ProjectHasServices`): they would outlive it, isolated by a VNID that is
+    /// no longer its, so they go first, as Kubernetes deletes a namespace's contents
+    /// before the namespace.
     pub fn delete_netnamespace(&self, name: &str) -> Result<()> {
         validate_project_name(name)?;
         self.transact("netnamespaces", |a| {
-            a.read_guard(keys::NETNAMESPACES_GUARD)?;
-            let key = netnamespace_key(name);
-            a.get(&key)?
-                .ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
-            a.delete(key);
+            // Guarded: a service created meanwhile fails the transaction.
+            let services = a.records::<Service>(&format!("{name}/"))?;
+            if !a.delete_record::<NetNamespace>(name)? {
+                return Err(Error::UnknownProject(name.to_owned()));
+            }
+            if !services.is_empty() {
+                return Err(Error::ProjectHasServices {
+                    project: name.to_owned(),
+                    services: services.into_iter().map(|s| s.name).collect(),
+                });
+            }
             Ok(())
         })
     }
@@ -532,7 +632,7 @@ impl Cluster {
                     .ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
                 if ns.netid != target {
                     ns.netid = target;
-                    a.put_record(netnamespace_key(name), ns)?;
+                    a.put_record(&*ns)?;
                 }
                 out.push(ns.clone());
             }
@@ -570,7 +670,7 @@ impl Cluster {
                     users.entry(ns.netid).and_modify(|n| *n -= 1);
                     users.insert(fresh, 1);
                     ns.netid = fresh;
-                    a.put_record(netnamespace_key(name), ns)?;
+                    a.put_record(&*ns)?;
                 }
                 out.push(ns.clone());
             }
@@ -590,7 +690,7 @@ impl Cluster {
                     .ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
                 if ns.netid != GLOBAL_VNID {
                     ns.netid = GLOBAL_VNID;
-                    a.put_record(netnamespace_key(name), ns)?;
+                    a.put_record(&*ns)?;
                 }
                 out.push(ns.clone());
             }
@@ -600,14 +700,8 @@ impl Cluster {
 
     /// NetNamespace changes after `after_revision` (from `list_netnamespaces`).
     pub fn watch_netnamespaces(&self, after_revision: u64) -> Result<Receiver<NetNamespaceEvent>> {
-        let events = self.store.watch(keys::NETNAMESPACES, after_revision)?;
-        relay(events, "netnamespace", |event| match event {
-            WatchEvent::Put(kv) => decode_netnamespace(&kv).map(NetNamespaceEvent::Upsert),
-            WatchEvent::Delete { key, .. } => Ok(NetNamespaceEvent::Deleted(
-                key.strip_prefix(keys::NETNAMESPACES)
-                    .unwrap_or(&key)
-                    .to_owned(),
-            )),
+        self.watch_records(after_revision, NetNamespaceEvent::Upsert, |name| {
+            Some(NetNamespaceEvent::Deleted(name.to_owned()))
         })
     }
 
@@ -649,53 +743,37 @@ impl Cluster {
                     }
                 }
             };
-            a.put_record(hostsubnet_key(name), &hs)?;
+            a.put_record(&hs)?;
             Ok(hs)
         })
     }
 
     pub fn get_hostsubnet(&self, name: &str) -> Result<Option<HostSubnet>> {
         validate_node_name(name)?;
-        self.store
-            .get(&hostsubnet_key(name))?
-            .map(|kv| decode_hostsubnet(&kv))
-            .transpose()
+        self.get_record(name)
     }
 
     /// All HostSubnets sorted by node name, and the store revision they were read at.
     pub fn list_hostsubnets(&self) -> Result<(Vec<HostSubnet>, u64)> {
-        let snapshot = self.store.list(keys::HOSTSUBNETS)?;
-        let all = snapshot
-            .kvs
-            .iter()
-            .map(decode_hostsubnet)
-            .collect::<Result<_>>()?;
-        Ok((all, snapshot.revision))
+        self.list_records("")
     }
 
     /// Deletes node `name`'s HostSubnet, freeing its subnet.
     pub fn delete_node(&self, name: &str) -> Result<()> {
         validate_node_name(name)?;
         self.transact("hostsubnets", |a| {
-            a.read_guard(keys::HOSTSUBNETS_GUARD)?;
-            let key = hostsubnet_key(name);
-            a.get(&key)?
-                .ok_or_else(|| Error::UnknownNode(name.to_owned()))?;
-            a.delete(key);
-            Ok(())
+            if a.delete_record::<HostSubnet>(name)? {
+                Ok(())
+            } else {
+                Err(Error::UnknownNode(name.to_owned()))
+            }
         })
     }
 
     /// HostSubnet changes after `after_revision` (from `list_hostsubnets`).
     pub fn watch_hostsubnets(&self, after_revision: u64) -> Result<Receiver<HostSubnetEvent>> {
-        let events = self.store.watch(keys::HOSTSUBNETS, after_revision)?;
-        relay(events, "hostsubnet", |event| match event {
-            WatchEvent::Put(kv) => decode_hostsubnet(&kv).map(HostSubnetEvent::Upsert),
-            WatchEvent::Delete { key, .. } => Ok(HostSubnetEvent::Deleted(
-                key.strip_prefix(keys::HOSTSUBNETS)
-                    .unwrap_or(&key)
-                    .to_owned(),
-            )),
+        self.watch_records(after_revision, HostSubnetEvent::Upsert, |name| {
+            Some(HostSubnetEvent::Deleted(name.to_owned()))
         })
     }
 }

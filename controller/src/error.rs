@@ -30,6 +30,37 @@ pub enum Error {
         network_kind: &'static str,
         network: String,
     },
+    #[error(
+        "project {project:?} still has {}: delete its services first",
+        services_phrase(services)
+    )]
+    ProjectHasServices {
+        project: String,
+        /// Their names.
+        services: Vec<String>,
+    },
+    #[error("service {name:?} not found in project {project:?}")]
+    UnknownService { project: String, name: String },
+    #[error("service {name:?} already exists in project {project:?}")]
+    ServiceExists { project: String, name: String },
+    /// A malformed service: its name, ports or endpoints (the message says which).
+    #[error("invalid service: {0}")]
+    InvalidService(String),
+    #[error("ClusterIP {ip} is already allocated to service {service}")]
+    ClusterIpInUse {
+        ip: std::net::Ipv4Addr,
+        /// `project/name`.
+        service: String,
+    },
+    #[error("ClusterIP {ip} {why} the service network {network}")]
+    ClusterIpOutOfRange {
+        ip: std::net::Ipv4Addr,
+        /// "is outside", "is the network address of", "is the broadcast address of".
+        why: &'static str,
+        network: String,
+    },
+    #[error("no free ClusterIP in {0}: every address is allocated")]
+    ServiceIpsExhausted(String),
     /// The selector (quoted) and what is wrong with it.
     #[error("invalid label selector {0}")]
     InvalidSelector(String),
@@ -39,4 +70,17 @@ pub enum Error {
     Contention(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// "service \"a\"" or "3 services (\"a\", \"b\", \"c\")", naming at most a few.
+fn services_phrase(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut list: Vec<String> = names.iter().take(SHOWN).map(|n| format!("{n:?}")).collect();
+    if names.len() > SHOWN {
+        list.push(format!("and {} more", names.len() - SHOWN));
+    }
+    match names {
+        [one] => format!("service {one:?}"),
+        _ => format!("{} services ({})", names.len(), list.join(", ")),
+    }
 }

@@ -1,21 +1,24 @@
 //! The cluster's source of truth (OpenShift SDN's master): cluster configuration,
-//! NetNamespaces with their VNIDs, HostSubnets, all kept in a `Store`.
+//! NetNamespaces with their VNIDs, HostSubnets, Services, all kept in a `Store`.
 //!
 //! Every operation is a compare-and-swap transaction on the store, so the CLI, node
 //! agents and any number of concurrent writers never lose an update.
 
+mod allocator;
 pub mod cluster;
 pub mod config;
 pub mod debug;
 pub mod error;
 pub mod hostsubnets;
 pub mod netnamespaces;
+pub mod services;
 pub mod store;
 pub mod subnets;
 pub mod vnid;
 
-pub use cluster::{Cluster, HostSubnetEvent, NetNamespaceEvent};
+pub use cluster::{Cluster, HostSubnetEvent, NetNamespaceEvent, ServiceEvent};
 pub use config::ClusterConfig;
 pub use error::{Error, Result};
 pub use hostsubnets::HostSubnet;
 pub use netnamespaces::NetNamespace;
+pub use services::{Protocol, Service, ServicePort};

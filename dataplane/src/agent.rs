@@ -15,7 +15,7 @@ use oxsdn_cni::{
     protocol::{format_mac, pod_mac, Command, PodNetwork, Request, Response},
     CniError,
 };
-use oxsdn_common::{pod_stat_index, LocalPod, NodeConfig, PodPort, LAYOUT_VERSION, POD_RULES};
+use oxsdn_common::{pod_stat_index, LocalPod, NodeConfig, PodPort, LAYOUT_VERSION, POD_IS_ENDPOINT, POD_RULES};
 use oxsdn_controller::{
     store::{self, StoreBackend, StoreError},
     Cluster, ClusterConfig, Error as ControllerError,
@@ -30,6 +30,7 @@ use crate::{
     pipeline::Pipeline,
     pods::{PodRecord, PodTable},
     projects::Projects,
+    services::Services,
     sync::{self, Mirror},
 };
 
@@ -60,6 +61,7 @@ pub struct Agent {
     pipeline: Mutex<Pipeline>,
     maps: Arc<Mutex<NodeMaps>>,
     projects: Arc<Projects>,
+    services: Arc<Services>,
     pods: Mutex<PodState>,
 }
 
@@ -107,6 +109,8 @@ impl Agent {
         sync::follow(projects.clone(), projects.resync()?);
         let nodes = Arc::new(RemoteNodes::new(&config.node_name, cluster.clone(), maps.clone()));
         sync::follow(nodes.clone(), nodes.resync()?);
+        let services = Arc::new(Services::new(cluster.clone(), maps.clone(), projects.clone()));
+        sync::follow(services.clone(), services.resync()?);
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;
@@ -120,6 +124,7 @@ impl Agent {
             pipeline: Mutex::new(pipeline),
             maps,
             projects,
+            services,
             pods: Mutex::new(PodState { table, ipam }),
         });
         agent.restore_pods()?;
@@ -292,7 +297,8 @@ impl Agent {
         for rule in 0..POD_RULES {
             maps::reset(&mut maps.pod_stats, pod_stat_index(ip, cfg.local_mask, rule))?;
         }
-        maps.pod_ports.insert(rec.ifindex, PodPort { ip, project: rec.project_id, flags: 0 }, 0)?;
+        let flags = if self.services.is_endpoint(rec.ip) { POD_IS_ENDPOINT } else { 0 };
+        maps.pod_ports.insert(rec.ifindex, PodPort { ip, project: rec.project_id, flags }, 0)?;
         maps.pods.insert(ip, LocalPod { ifindex: rec.ifindex, project: rec.project_id }, 0)?;
         Ok(())
     }

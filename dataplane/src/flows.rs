@@ -105,6 +105,35 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
             });
         }
     }
+    let reg1 = |project: u32| match maps.project_vnid.get(&project, 0) {
+        Ok(v) => format!("load:{v:#x}->NXM_NX_REG1[],load:0x2->NXM_NX_REG2[],goto_table:80"),
+        Err(_) => "drop".to_string(),
+    };
+    for entry in maps.services.iter() {
+        let (key, port) = entry?;
+        let proto = match key.proto {
+            6 => "tcp",
+            17 => "udp",
+            _ => "ip",
+        };
+        flows.push(Flow {
+            table: 60,
+            priority: 100,
+            matches: format!("{proto},nw_dst={},tp_dst={}", ip_from_key(key.ip), key.port),
+            actions: reg1(port.project),
+            counter: total(&maps.service_stats, port.slot)?,
+        });
+    }
+    for entry in maps.service_ips.iter() {
+        let (ip, svc) = entry?;
+        flows.push(Flow {
+            table: 60,
+            priority: 100,
+            matches: format!("ip,nw_dst={},nw_frag=later", ip_from_key(ip)),
+            actions: reg1(svc.project),
+            counter: total(&maps.service_stats, svc.slot)?,
+        });
+    }
     flows.sort_by(|a, b| (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(b.table, std::cmp::Reverse(b.priority), &b.matches)));
     Ok(flows)
 }

@@ -11,4 +11,5 @@ pub mod nodes;
 pub mod pipeline;
 pub mod pods;
 pub mod projects;
+pub mod services;
 pub mod sync;

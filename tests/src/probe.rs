@@ -91,6 +91,85 @@ pub fn whoami_udp(from: &Netns, to: Ipv4Addr, port: u16) -> Result<String> {
     })?
 }
 
+/// Starts servers on `port` (TCP and UDP) in `ns` that answer with `identity`: on TCP,
+/// one line per line received; on UDP, `identity:` followed by the datagram received.
+/// Tells load-balanced endpoints apart.
+pub fn serve_identity(ns: &Netns, port: u16, identity: &str) -> Result<()> {
+    let (tcp, udp) = ns.enter(move || -> Result<(TcpListener, std::net::UdpSocket)> {
+        Ok((TcpListener::bind(("0.0.0.0", port))?, std::net::UdpSocket::bind(("0.0.0.0", port))?))
+    })??;
+    let line = format!("{identity}\n");
+    std::thread::spawn(move || {
+        for conn in tcp.incoming() {
+            let Ok(conn) = conn else { return };
+            let line = line.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn);
+                let mut buf = String::new();
+                while matches!(std::io::BufRead::read_line(&mut reader, &mut buf), Ok(n) if n > 0) {
+                    if reader.get_mut().write_all(line.as_bytes()).is_err() {
+                        return;
+                    }
+                    buf.clear();
+                }
+            });
+        }
+    });
+    let prefix = format!("{identity}:").into_bytes();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, peer)) = udp.recv_from(&mut buf) {
+            let reply = [prefix.as_slice(), &buf[..n]].concat();
+            let _ = udp.send_to(&reply, peer);
+        }
+    });
+    Ok(())
+}
+
+/// A TCP connection from a namespace, for asking a `serve_identity` server who it is,
+/// as often as wanted on the same connection.
+pub struct IdentityClient {
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl IdentityClient {
+    pub fn connect(from: &Netns, to: Ipv4Addr, port: u16) -> Result<IdentityClient> {
+        let stream = from.enter(move || TcpStream::connect_timeout(&SocketAddr::from((to, port)), Duration::from_millis(1500)))??;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        Ok(IdentityClient { reader: std::io::BufReader::new(stream) })
+    }
+
+    pub fn ask(&mut self) -> Result<String> {
+        self.reader.get_mut().write_all(b"who\n")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.reader, &mut line)?;
+        if line.is_empty() {
+            bail!("connection closed");
+        }
+        Ok(line.trim_end().to_string())
+    }
+
+    /// The address the server appears at (the service's, through a service).
+    pub fn peer(&self) -> Result<SocketAddr> {
+        Ok(self.reader.get_ref().peer_addr()?)
+    }
+}
+
+/// One UDP exchange with a `serve_identity` server: sends `payload`, returns who
+/// answered and the payload echoed back, and the address the answer came from.
+pub fn udp_identity(from: &Netns, to: Ipv4Addr, port: u16, payload: Vec<u8>) -> Result<(String, Vec<u8>, SocketAddr)> {
+    from.enter(move || -> Result<(String, Vec<u8>, SocketAddr)> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send_to(&payload, (to, port))?;
+        let mut buf = vec![0u8; 65536];
+        let (n, peer) = s.recv_from(&mut buf)?;
+        let reply = &buf[..n];
+        let colon = reply.iter().position(|&b| b == b':').context("no identity in the reply")?;
+        Ok((String::from_utf8_lossy(&reply[..colon]).into_owned(), reply[colon + 1..].to_vec(), peer))
+    })?
+}
+
 /// Connects from `from` to `to:port`, sends a line and expects it echoed back.
 pub fn tcp_echo(from: &Netns, to: Ipv4Addr, port: u16) -> bool {
     from.enter(move || -> Result<()> {

@@ -51,7 +51,13 @@ fn group(stage: usize, project: &str) -> Option<&'static str> {
 
 /// Whether pod `a` may reach pod `b` after `stage` steps (table 80's predicate).
 pub fn allowed(stage: usize, a: &Pod, b: &Pod) -> bool {
-    match (group(stage, &a.project), group(stage, &b.project)) {
+    allowed_between(stage, &a.project, &b.project)
+}
+
+/// Whether a pod of project `a` may reach a pod (or a service) of project `b` after
+/// `stage` steps.
+pub fn allowed_between(stage: usize, a: &str, b: &str) -> bool {
+    match (group(stage, a), group(stage, b)) {
         (None, _) | (_, None) => true,
         (x, y) => x == y,
     }

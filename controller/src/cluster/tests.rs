@@ -26,7 +26,7 @@ on_both_stores!(
     watch_hostsubnets_after_list,
 );
 
-fn cluster_on(kind: Kind) -> (Backing, Cluster) {
+pub(super) fn cluster_on(kind: Kind) -> (Backing, Cluster) {
     let backing = Backing::new(kind);
     let c = Cluster::new(backing.open());
     (backing, c)
@@ -55,11 +55,11 @@ fn netid(c: &Cluster, name: &str) -> u32 {
 }
 
 /// Everything in the store, to show an operation changed nothing.
-fn everything(c: &Cluster) -> Snapshot {
+pub(super) fn everything(c: &Cluster) -> Snapshot {
     c.store().list("").unwrap()
 }
 
-fn raw_put(c: &Cluster, key: &str, value: &[u8]) {
+pub(super) fn raw_put(c: &Cluster, key: &str, value: &[u8]) {
     assert!(c
         .store()
         .txn(
@@ -403,7 +403,7 @@ fn record_named_differently_from_its_key_is_bad() {
     };
     raw_put(
         &c,
-        &netnamespace_key("a"),
+        &record_key::<NetNamespace>("a"),
         &serde_json::to_vec(&ns).unwrap(),
     );
     assert!(matches!(
@@ -487,7 +487,7 @@ fn contention_gives_up() {
     assert!(matches!(err, Error::Contention(_)), "{err}");
 }
 
-fn recv<T>(rx: &Receiver<T>) -> T {
+pub(super) fn recv<T>(rx: &Receiver<T>) -> T {
     rx.recv_timeout(Duration::from_secs(5))
         .expect("watch event")
 }
@@ -500,7 +500,7 @@ fn watch_netnamespaces_after_list(kind: Kind) {
     let b = c.ensure_netnamespace("b").unwrap();
     assert_eq!(recv(&rx), NetNamespaceEvent::Upsert(b.clone()));
     // Undecodable records are skipped.
-    raw_put(&c, &netnamespace_key("junk"), b"{");
+    raw_put(&c, &record_key::<NetNamespace>("junk"), b"{");
     let labelled = c
         .label_netnamespace("b", &BTreeMap::from([("k".into(), "v".into())]), &[])
         .unwrap();
@@ -510,7 +510,7 @@ fn watch_netnamespaces_after_list(kind: Kind) {
         .txn(
             &[],
             &[Op::Delete {
-                key: netnamespace_key("junk")
+                key: record_key::<NetNamespace>("junk")
             }]
         )
         .unwrap());
@@ -542,7 +542,7 @@ fn watch_closes_when_the_store_breaks() {
 
 // ---- HostSubnets ------------------------------------------------------------------------
 
-fn ip(s: &str) -> Ipv4Addr {
+pub(super) fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 

@@ -1,0 +1,219 @@
+//! ClusterIP services, load-balanced in the dataplane: spread and stickiness, isolation
+//! through services for every pod-network command, undeclared ports, hairpin, endpoint
+//! changes under load, UDP and fragments.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr},
+};
+
+use anyhow::{Context, Result};
+use oxsdn_tests::{
+    flows::packets,
+    probe::{serve_identity, udp_identity, IdentityClient},
+    scenario::{allowed_between, wait_applied_everywhere, STEPS},
+    Pod, TestCluster,
+};
+use serde_json::Value;
+
+const PORT: u16 = 80;
+const TARGET: u16 = 8080;
+
+/// Pods of `project` named `name-<i>`, on the nodes in turn, each answering with its
+/// name on TARGET (TCP and UDP).
+fn backends(cluster: &TestCluster, project: &str, name: &str, count: usize) -> Result<Vec<Pod>> {
+    (0..count)
+        .map(|i| {
+            let pod = cluster.nodes[i % cluster.nodes.len()].add_pod(project, &format!("{name}-{i}"))?;
+            serve_identity(&pod.netns, TARGET, &pod.name)?;
+            Ok(pod)
+        })
+        .collect()
+}
+
+/// Creates service `name` in `project` on TCP and UDP PORT -> TARGET with `endpoints`;
+/// returns its ClusterIP.
+fn service(cluster: &TestCluster, project: &str, name: &str, endpoints: &[&Pod]) -> Result<Ipv4Addr> {
+    let ports = format!("{PORT}:{TARGET}");
+    cluster.oxsdnctl(&["create", "service", name, "-n", project, "--tcp", &ports, "--udp", &ports])?;
+    set_endpoints(cluster, project, name, endpoints)?;
+    let list: Value = serde_json::from_str(&cluster.oxsdnctl(&["get", "services", "-n", project, "-o", "json"])?)?;
+    let ip = list
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .and_then(|s| s["clusterIp"].as_str())
+        .with_context(|| format!("no ClusterIP for {name} in {list}"))?;
+    Ok(ip.parse()?)
+}
+
+fn set_endpoints(cluster: &TestCluster, project: &str, name: &str, endpoints: &[&Pod]) -> Result<()> {
+    let ips: Vec<String> = endpoints.iter().map(|p| p.ip.to_string()).collect();
+    let mut args = vec!["set", "endpoints", name, "-n", project];
+    args.extend(ips.iter().map(String::as_str));
+    if ips.is_empty() {
+        args.push("--none");
+    }
+    cluster.oxsdnctl(&args)?;
+    // Within a second every node has it; give the watchers that long.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    Ok(())
+}
+
+/// Who answers a new TCP connection from `client` to the service (None: no answer).
+fn ask_once(client: &Pod, ip: Ipv4Addr) -> Option<String> {
+    IdentityClient::connect(&client.netns, ip, PORT).and_then(|mut c| c.ask()).ok()
+}
+
+#[test]
+fn connections_spread_over_endpoints_on_two_nodes_and_stick() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let eps = backends(&cluster, "red", "web", 4)?;
+    let ip = service(&cluster, "red", "web", &eps.iter().collect::<Vec<_>>())?;
+    let client = cluster.nodes[0].add_pod("red", "client")?;
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..60 {
+        let mut conn = IdentityClient::connect(&client.netns, ip, PORT)?;
+        assert_eq!(conn.peer()?, SocketAddr::from((ip, PORT)), "the client must see the service's address");
+        let first = conn.ask()?;
+        for _ in 0..3 {
+            assert_eq!(conn.ask()?, first, "a connection moved to another endpoint");
+        }
+        *seen.entry(first).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 4, "not every endpoint was used: {seen:?}");
+    assert!(seen.values().all(|&n| n >= 5), "uneven spread over 60 connections: {seen:?}");
+    let flows = cluster.nodes[0].dump_flows()?;
+    assert_eq!(packets(&flows, 61, 100, "ct_state=+new"), 60, "one new connection each");
+    Ok(())
+}
+
+#[test]
+fn isolation_through_services_follows_pod_network_commands() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let red = backends(&cluster, "red", "red-web", 1)?;
+    let blue = backends(&cluster, "blue", "blue-web", 1)?;
+    let dflt = backends(&cluster, "default", "default-web", 1)?;
+    let services = [
+        ("red", service(&cluster, "red", "web", &[&red[0]])?),
+        ("blue", service(&cluster, "blue", "web", &[&blue[0]])?),
+        ("default", service(&cluster, "default", "web", &[&dflt[0]])?),
+    ];
+    let clients = [
+        cluster.nodes[1].add_pod("red", "client-red")?,
+        cluster.nodes[0].add_pod("blue", "client-blue")?,
+        cluster.nodes[1].add_pod("default", "client-default")?,
+    ];
+    let check = |stage: usize| -> Result<()> {
+        let mut bad = Vec::new();
+        for client in &clients {
+            for (project, ip) in &services {
+                let want = allowed_between(stage, &client.project, project);
+                let got = ask_once(client, *ip).is_some();
+                if got != want {
+                    bad.push(format!("{} -> service of {project}: expected {want}, got {got}", client.project));
+                }
+            }
+        }
+        anyhow::ensure!(bad.is_empty(), "after {stage} steps: {}", bad.join("; "));
+        Ok(())
+    };
+    check(0)?;
+    for (i, step) in STEPS.iter().enumerate() {
+        cluster.oxsdnctl(step.command)?;
+        wait_applied_everywhere(&cluster, &clients, step.changed)?;
+        check(i + 1)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn undeclared_ports_are_dropped_and_a_pod_reaches_itself_through_its_service() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let eps = backends(&cluster, "red", "solo", 1)?;
+    let ip = service(&cluster, "red", "solo", &[&eps[0]])?;
+    let client = cluster.nodes[0].add_pod("red", "client")?;
+    let before = packets(&cluster.nodes[0].dump_flows()?, 60, 0, "");
+    assert!(IdentityClient::connect(&client.netns, ip, PORT + 1).is_err(), "undeclared port answered");
+    assert!(packets(&cluster.nodes[0].dump_flows()?, 60, 0, "") > before, "not counted by table 60");
+    // Hairpin: the only endpoint asks its own service.
+    assert_eq!(ask_once(&eps[0], ip).as_deref(), Some("solo-0"));
+    Ok(())
+}
+
+#[test]
+fn endpoint_changes_keep_remaining_connections_and_new_ones_flowing() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let eps = backends(&cluster, "red", "web", 3)?;
+    let ip = service(&cluster, "red", "web", &eps.iter().collect::<Vec<_>>())?;
+    let client = cluster.nodes[0].add_pod("red", "client")?;
+    // Established connections, until one lands on each endpoint.
+    let mut open: HashMap<String, IdentityClient> = HashMap::new();
+    for _ in 0..100 {
+        let mut c = IdentityClient::connect(&client.netns, ip, PORT)?;
+        let who = c.ask()?;
+        open.entry(who).or_insert(c);
+        if open.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(open.len(), 3);
+    // A client keeps making connections while web-2 is taken out.
+    let (failures, after) = std::thread::scope(|s| -> Result<(usize, Vec<String>)> {
+        let load = s.spawn(|| {
+            let mut failures = 0;
+            let mut answers = Vec::new();
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_secs(3) {
+                match ask_once(&client, ip) {
+                    Some(who) => answers.push((start.elapsed(), who)),
+                    None => failures += 1,
+                }
+            }
+            (failures, answers)
+        });
+        set_endpoints(&cluster, "red", "web", &[&eps[0], &eps[1]])?;
+        let changed_at = std::time::Duration::from_millis(1100);
+        let (failures, answers) = load.join().expect("load thread");
+        Ok((failures, answers.into_iter().filter(|(t, _)| *t > changed_at).map(|(_, w)| w).collect()))
+    })?;
+    assert_eq!(failures, 0, "connections failed while an endpoint was removed");
+    assert!(!after.is_empty() && after.iter().all(|w| w != "web-2"), "the removed endpoint still got new connections: {after:?}");
+    for who in ["web-0", "web-1"] {
+        let conn = open.get_mut(who).expect("open");
+        assert_eq!(conn.ask()?, who, "an established connection to a remaining endpoint broke");
+    }
+    Ok(())
+}
+
+#[test]
+fn udp_services_and_fragmented_datagrams() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let eps = backends(&cluster, "red", "dns", 2)?;
+    let ip = service(&cluster, "red", "dns", &eps.iter().collect::<Vec<_>>())?;
+    let client = cluster.nodes[0].add_pod("red", "client")?;
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..30 {
+        let payload = format!("query-{i}").into_bytes();
+        let (who, echo, from) = udp_identity(&client.netns, ip, PORT, payload.clone())?;
+        assert_eq!(from, SocketAddr::from((ip, PORT)), "UDP answer not from the service address");
+        assert_eq!(echo, payload);
+        seen.insert(who);
+    }
+    assert_eq!(seen.len(), 2, "UDP not spread over both endpoints");
+    // A datagram larger than the MTU travels in fragments both ways.
+    let big: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    let (_, echo, from) = udp_identity(&client.netns, ip, PORT, big.clone())?;
+    assert_eq!(from, SocketAddr::from((ip, PORT)));
+    assert_eq!(echo, big, "fragmented datagram mangled");
+    Ok(())
+}
