@@ -48,6 +48,8 @@ fn main() -> Result<()> {
             "oxsdn_same_node_vs_linux_bridge": ratio("oxsdn-same-node", "linux-bridge"),
             "oxsdn_cross_node_vs_kernel_vxlan": ratio("oxsdn-cross-node", "kernel-vxlan"),
             "oxsdn_cross_node_vs_underlay": ratio("oxsdn-cross-node", "underlay"),
+            "oxsdn_service_vs_oxsdn_cross_node": ratio("oxsdn-service", "oxsdn-cross-node"),
+            "oxsdn_egress_vs_node_egress": ratio("oxsdn-egress", "node-egress"),
         },
     });
     if let Some(dir) = args.out.parent() {

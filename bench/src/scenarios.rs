@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use oxsdn_tests::{
+    cluster::EXTERNAL_HOST,
     netns::{run, Netns},
     Pod, TestCluster,
 };
@@ -124,6 +125,47 @@ fn oxsdn_cross_node() -> Result<Scenario> {
     Ok(Scenario { name: "oxsdn-cross-node", client, server, server_ip, _keep: vec![Box::new(cluster)] })
 }
 
+/// A pod of node1 to a ClusterIP whose only endpoint is on node2 (iperf3's port).
+fn oxsdn_service() -> Result<Scenario> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
+    let Pod { netns: server, ip: endpoint, .. } = cluster.nodes[1].add_pod("bench", "server")?;
+    cluster.oxsdnctl(&["create", "service", "iperf", "-n", "bench", "--tcp", "5201", "--cluster-ip", "172.30.0.10"])?;
+    cluster.oxsdnctl(&["set", "endpoints", "iperf", "-n", "bench", &endpoint.to_string()])?;
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    Ok(Scenario { name: "oxsdn-service", client, server, server_ip: "172.30.0.10".parse()?, _keep: vec![Box::new(cluster)] })
+}
+
+/// A pod to the external host, out through tun0 with the node's address.
+fn oxsdn_egress() -> Result<Scenario> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
+    let server = Netns::borrowed(&cluster.external.name);
+    Ok(Scenario { name: "oxsdn-egress", client, server, server_ip: EXTERNAL_HOST.parse()?, _keep: vec![Box::new(cluster)] })
+}
+
+/// The node itself to the same external host: the limit for egress.
+fn node_egress() -> Result<Scenario> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let client = Netns::borrowed(&cluster.nodes[0].netns.name);
+    let server = Netns::borrowed(&cluster.external.name);
+    Ok(Scenario { name: "node-egress", client, server, server_ip: EXTERNAL_HOST.parse()?, _keep: vec![Box::new(cluster)] })
+}
+
 pub fn all() -> Result<Vec<Scenario>> {
-    Ok(vec![raw_veth()?, linux_bridge()?, oxsdn_same_node()?, underlay()?, kernel_vxlan()?, oxsdn_cross_node()?])
+    Ok(vec![
+        raw_veth()?,
+        linux_bridge()?,
+        oxsdn_same_node()?,
+        underlay()?,
+        kernel_vxlan()?,
+        oxsdn_cross_node()?,
+        oxsdn_service()?,
+        oxsdn_egress()?,
+        node_egress()?,
+    ])
 }
