@@ -166,6 +166,17 @@ impl TestCluster {
         self.netids()?.into_iter().find(|(n, _)| n == project).map(|(_, v)| v).with_context(|| format!("no project {project}"))
     }
 
+    /// The ClusterIP of service `name` in `project`.
+    pub fn service_ip(&self, project: &str, name: &str) -> Result<Ipv4Addr> {
+        let list: Value = serde_json::from_str(&self.oxsdnctl(&["get", "services", "-n", project, "-o", "json"])?)?;
+        let ip = list
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .and_then(|s| s["clusterIp"].as_str())
+            .with_context(|| format!("no service {project}/{name}"))?;
+        Ok(ip.parse()?)
+    }
+
     /// Adds a node namespace wired to the underlay and starts its agent.
     pub fn add_node(&mut self, name: &str) -> Result<&mut Node> {
         let index = self.nodes.len() + 1;

@@ -7,14 +7,13 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use oxsdn_tests::{
     flows::packets,
     probe::{serve_identity, udp_identity, IdentityClient},
     scenario::{allowed_between, wait_applied_everywhere, STEPS},
     Pod, TestCluster,
 };
-use serde_json::Value;
 
 const PORT: u16 = 80;
 const TARGET: u16 = 8080;
@@ -37,13 +36,7 @@ fn service(cluster: &TestCluster, project: &str, name: &str, endpoints: &[&Pod])
     let ports = format!("{PORT}:{TARGET}");
     cluster.oxsdnctl(&["create", "service", name, "-n", project, "--tcp", &ports, "--udp", &ports])?;
     set_endpoints(cluster, project, name, endpoints)?;
-    let list: Value = serde_json::from_str(&cluster.oxsdnctl(&["get", "services", "-n", project, "-o", "json"])?)?;
-    let ip = list
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == name))
-        .and_then(|s| s["clusterIp"].as_str())
-        .with_context(|| format!("no ClusterIP for {name} in {list}"))?;
-    Ok(ip.parse()?)
+    cluster.service_ip(project, name)
 }
 
 fn set_endpoints(cluster: &TestCluster, project: &str, name: &str, endpoints: &[&Pod]) -> Result<()> {

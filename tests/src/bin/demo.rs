@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use oxsdn_tests::{
+    cluster::EXTERNAL_HOST,
     matrix,
+    probe::{serve_identity, serve_whoami, whoami_tcp, IdentityClient},
     scenario::{add_pod, allowed, wait_applied_everywhere, INITIAL_PODS, STEPS},
     Pod, TestCluster,
 };
@@ -74,6 +76,8 @@ fn run(tally: &mut Tally) -> Result<()> {
         show_matrix(i + 1, &pods, tally);
     }
 
+    egress_and_services(&cluster, &pods, tally)?;
+
     println!("$ oxsdnctl dump-flows --node node1");
     let text = cluster.node("node1").dump_flows_text()?;
     print!("{text}");
@@ -82,6 +86,44 @@ fn run(tally: &mut Tally) -> Result<()> {
     println!("\n  node1's table 80 dropped {isolated} packets between isolated projects");
     tally.record(isolated > 0, "table 80 counted the isolation drops");
     println!("\ncleaning up (agent, namespaces, pins)");
+    Ok(())
+}
+
+/// A pod reaching a host outside the cluster (which sees the node's address), and a
+/// service in `blue` spread over endpoints on both nodes, used by a pod of the (now
+/// global) `red` and refused to a pod of a new, isolated project.
+fn egress_and_services(cluster: &TestCluster, pods: &[Pod], tally: &mut Tally) -> Result<()> {
+    let external: std::net::Ipv4Addr = EXTERNAL_HOST.parse()?;
+    serve_whoami(&cluster.external, 7070)?;
+    let client = pods.iter().find(|p| p.name == "b1").expect("b1");
+    let node_ip = cluster.nodes.iter().find(|n| n.name == client.node).expect("node").ip;
+    let seen = whoami_tcp(&client.netns, external, 7070)?;
+    println!("blue/b1 on {} -> external host {external}: it sees the connection from {seen}", client.node);
+    tally.record(seen == node_ip.to_string(), "egress leaves with the node's address");
+
+    let endpoints: Vec<&Pod> = pods.iter().filter(|p| p.name == "b1" || p.name == "b2").collect();
+    for ep in &endpoints {
+        serve_identity(&ep.netns, 9090, &format!("{}@{}", ep.name, ep.node))?;
+    }
+    cluster.oxsdnctl(&["create", "service", "web", "-n", "blue", "--tcp", "80:9090"])?;
+    let ips: Vec<String> = endpoints.iter().map(|p| p.ip.to_string()).collect();
+    cluster.oxsdnctl(&[&["set", "endpoints", "web", "-n", "blue"][..], &ips.iter().map(String::as_str).collect::<Vec<_>>()].concat())?;
+    println!("\n$ oxsdnctl get services\n{}", cluster.oxsdnctl(&["get", "services"])?);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let ip = cluster.service_ip("blue", "web")?;
+    let client = pods.iter().find(|p| p.name == "r3").expect("r3");
+    let mut answers: std::collections::BTreeMap<String, usize> = Default::default();
+    for _ in 0..20 {
+        if let Ok(who) = IdentityClient::connect(&client.netns, ip, 80).and_then(|mut c| c.ask()) {
+            *answers.entry(who).or_default() += 1;
+        }
+    }
+    println!("red/r3 -> web ({ip}:80), 20 connections answered by: {answers:?}");
+    tally.record(answers.len() == 2 && answers.values().sum::<usize>() == 20, "the service spreads over both nodes' endpoints");
+    let green = cluster.nodes[1].add_pod("green", "g1")?;
+    let isolated = IdentityClient::connect(&green.netns, ip, 80).and_then(|mut c| c.ask()).is_err();
+    println!("green/g1 (a new project) -> web: {}\n", if isolated { "refused by tables 60/80 (green may not talk to blue)" } else { "ANSWERED" });
+    tally.record(isolated, "service isolation");
     Ok(())
 }
 
