@@ -119,7 +119,26 @@ fn isolation_through_services_follows_pod_network_commands() -> Result<()> {
     for (i, step) in STEPS.iter().enumerate() {
         cluster.oxsdnctl(step.command)?;
         wait_applied_everywhere(&cluster, &clients, step.changed)?;
+        for (project, ip) in &services {
+            wait_service_vnid(&cluster, project, *ip)?;
+        }
         check(i + 1)?;
+    }
+    Ok(())
+}
+
+/// Waits until every node's table 60 loads the VNID the store now gives `project` for
+/// the service at `ip` (the decision is the client node's, which may host no pod of
+/// the project to show it).
+fn wait_service_vnid(cluster: &TestCluster, project: &str, ip: Ipv4Addr) -> Result<()> {
+    let want = format!("load:{:#x}->NXM_NX_REG1[]", cluster.netid(project)?);
+    let rule = format!("tcp,nw_dst={ip},tp_dst={PORT}");
+    let start = std::time::Instant::now();
+    for node in &cluster.nodes {
+        while !node.dump_flows()?.iter().any(|f| f.table == 60 && f.matches == rule && f.actions.starts_with(&want)) {
+            anyhow::ensure!(start.elapsed() < std::time::Duration::from_secs(5), "{}: table 60 never loaded {want} for {rule}", node.name);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
     Ok(())
 }
