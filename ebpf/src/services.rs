@@ -54,18 +54,15 @@ pub fn table30_service_reply(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, nat: &m
 /// project they may talk to.
 #[inline(always)]
 pub fn table60_to_service(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, nat: &mut Rewrite) -> Output {
-    let Some((sport, dport)) = ports(ip) else {
-        return drop(T61_UNKNOWN_FRAGMENT, frame);
-    };
-    let key = ServiceKey { ip: ip.dst, port: dport, proto: ip.proto, _pad: 0 };
     if reg0 == 0 {
         count(T60_SRC_GLOBAL, frame.len);
-        return table61_load_balance(cfg, frame, ip, &key, sport, nat);
+        return table61_load_balance(cfg, frame, ip, nat);
     }
     let project = if ip.later_fragment {
         // SAFETY: read-only access to a map value.
         unsafe { SERVICE_IPS.get(&ip.dst) }.map(|s| (s.project, s.slot))
     } else {
+        let key = ServiceKey { ip: ip.dst, port: ip.dport, proto: ip.proto, _pad: 0 };
         // SAFETY: read-only access to a map value.
         unsafe { SERVICES.get(&key) }.map(|s| (s.project, s.slot))
     };
@@ -79,13 +76,17 @@ pub fn table60_to_service(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32,
     if !table80_isolation(cfg, frame, ip, reg0, reg1) {
         return Output::Drop;
     }
-    table61_load_balance(cfg, frame, ip, &key, sport, nat)
+    table61_load_balance(cfg, frame, ip, nat)
 }
 
 /// Table 61 (kube-proxy's part, in the dataplane): a tracked connection keeps its
 /// endpoint while the endpoint serves the service; a new one gets a random endpoint.
 #[inline(always)]
-fn table61_load_balance(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, svc: &ServiceKey, sport: u16, nat: &mut Rewrite) -> Output {
+fn table61_load_balance(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, nat: &mut Rewrite) -> Output {
+    let Some((sport, dport)) = ports(ip) else {
+        return drop(T61_UNKNOWN_FRAGMENT, frame);
+    };
+    let svc = &ServiceKey { ip: ip.dst, port: dport, proto: ip.proto, _pad: 0 };
     // SAFETY: read-only access to a map value.
     let Some(port) = (unsafe { SERVICES.get(svc) }).copied() else {
         return drop(T61_NO_ENDPOINT, frame);
