@@ -88,7 +88,8 @@ impl Agent {
             gateway,
             subnet,
             mtu: network.mtu,
-            routes: vec![network.cluster_network, network.service_network],
+            cluster_network: network.cluster_network,
+            service_network: network.service_network,
         })?;
         netdev::disable_ipv6(netdev::TUN0)?;
         egress::enable_forwarding()?;

@@ -4,10 +4,11 @@
 //! `from_tun0` on tun0's egress redirects or drops every frame the host sends, and
 //! `from_pod` hands frames to the host by redirecting them into tun0's ingress.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
+use netlink_packet_route::{neighbour::NeighbourState, route::RouteFlag};
 use oxsdn_cni::{netlink, netns::with_netlink};
 
 pub const TUN0: &str = "tun0";
@@ -32,9 +33,16 @@ pub struct Tun0 {
     pub gateway: Ipv4Addr,
     pub subnet: Ipv4Network,
     pub mtu: u32,
-    /// Networks the host reaches through tun0 (cluster and service networks).
-    pub routes: Vec<Ipv4Network>,
+    /// Reached on-link through tun0: the host ARPs for each address (pods answer).
+    pub cluster_network: Ipv4Network,
+    /// Reached through tun0 via `SERVICE_NEXT_HOP`: no ClusterIP answers ARP, so the
+    /// host sends to one fixed neighbour and table 61 translates.
+    pub service_network: Ipv4Network,
 }
+
+/// A link-local next hop for the service network, with a permanent neighbour entry on
+/// tun0 (tun0-peer's MAC; frames never get there, the egress program takes them).
+pub const SERVICE_NEXT_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 1);
 
 /// Creates tun0 or brings an existing one to the wanted state (address, MTU, up,
 /// routes); every setting is asserted each time, since drift (OpenShift's tun0 MTU
@@ -45,10 +53,14 @@ pub fn ensure_tun0(want: &Tun0) -> Result<u32> {
             netlink::create_veth(&h, TUN0, TUN0_PEER, want.mtu).await.context("creating tun0")?;
         }
         let mut tun0 = None;
+        let mut peer_mac = None;
         for name in [TUN0_PEER, TUN0] {
             let link = netlink::get_link(&h, name).await?.with_context(|| format!("{name} vanished"))?;
             netlink::set_mtu(&h, link.index, want.mtu).await?;
             netlink::set_up(&h, link.index).await?;
+            if name == TUN0_PEER {
+                peer_mac = link.mac.clone();
+            }
             tun0 = Some(link.index);
         }
         let index = tun0.context("tun0 vanished")?;
@@ -56,11 +68,29 @@ pub fn ensure_tun0(want: &Tun0) -> Result<u32> {
             Err(e) if netlink::errno(&e) == Some(libc::EEXIST) => {}
             r => r.context("adding the gateway address to tun0")?,
         }
-        for net in &want.routes {
-            netlink::add_onlink_route(&h, index, net.network(), net.prefix())
-                .await
-                .with_context(|| format!("routing {net} via tun0"))?;
-        }
+        let cluster = want.cluster_network;
+        netlink::add_onlink_route(&h, index, cluster.network(), cluster.prefix())
+            .await
+            .with_context(|| format!("routing {cluster} via tun0"))?;
+        h.neighbours()
+            .add(index, IpAddr::V4(SERVICE_NEXT_HOP))
+            .link_local_address(&peer_mac.context("tun0-peer has no MAC")?)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .context("adding the service next hop's neighbour entry")?;
+        let services = want.service_network;
+        let mut route = h
+            .route()
+            .add()
+            .v4()
+            .destination_prefix(services.network(), services.prefix())
+            .output_interface(index)
+            .gateway(SERVICE_NEXT_HOP)
+            .replace();
+        route.message_mut().header.flags.push(RouteFlag::Onlink);
+        route.execute().await.with_context(|| format!("routing {services} via tun0"))?;
         Ok(index)
     })?
 }

@@ -20,7 +20,7 @@ pub fn from_pod(mut ctx: TcContext) -> i32 {
     let mut nat = Rewrite::default();
     match table0_from_pod(cfg, &frame, in_port, &mut nat) {
         Output::Drop => TC_ACT_SHOT,
-        Output::Tun0 => to_tun0(cfg),
+        Output::Tun0 => to_tun0(&mut ctx, cfg, &frame, &nat),
         Output::Pod { ifindex, ip } => to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat),
         Output::Tunnel { node_ip, vni } => to_tunnel(&mut ctx, cfg, &frame, node_ip, vni, &nat),
     }

@@ -34,7 +34,7 @@ pub fn from_tunnel(mut ctx: TcContext) -> i32 {
     let mut nat = Rewrite::default();
     match table0_from_tunnel(cfg, &frame, tun_src, key.tunnel_id, &mut nat) {
         Output::Pod { ifindex, ip } => to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat),
-        Output::Tun0 => to_tun0(cfg),
+        Output::Tun0 => to_tun0(&mut ctx, cfg, &frame, &nat),
         // OpenFlow never sends a packet back out of its ingress port.
         Output::Drop | Output::Tunnel { .. } => TC_ACT_SHOT,
     }

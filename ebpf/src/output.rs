@@ -23,9 +23,13 @@ const IP_SRC_OFF: usize = 14 + 12;
 const IP_DST_OFF: usize = 14 + 16;
 const IP_CSUM_OFF: usize = 14 + 10;
 
-/// Into the node's host stack, as if received on tun0.
+/// Into the node's host stack, as if received on tun0 (a service's reply to a host
+/// client is translated first; its frame is already addressed to tun0).
 #[inline(always)]
-pub fn to_tun0(cfg: &NodeConfig) -> i32 {
+pub fn to_tun0(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame, rewrite: &Rewrite) -> i32 {
+    if !apply(ctx, frame, rewrite, false) {
+        return TC_ACT_SHOT;
+    }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(cfg.tun0_ifindex, BPF_F_INGRESS) as i32 }
 }
@@ -36,7 +40,7 @@ pub fn to_tun0(cfg: &NodeConfig) -> i32 {
 /// not, classified it PACKET_OTHERHOST).
 #[inline(always)]
 pub fn to_pod_peer(ctx: &mut TcContext, frame: &Frame, ifindex: u32, ip: u32, rewrite: &Rewrite) -> i32 {
-    if !apply(ctx, frame, rewrite) {
+    if !apply(ctx, frame, rewrite, true) {
         return TC_ACT_SHOT;
     }
     if rewrite.active != 0 || frame.is_for_pod(ip) {
@@ -52,7 +56,7 @@ pub fn to_pod_peer(ctx: &mut TcContext, frame: &Frame, ifindex: u32, ip: u32, re
 /// Out of a local pod's host veth, towards the pod (works from any TC hook).
 #[inline(always)]
 pub fn to_pod_veth(ctx: &mut TcContext, frame: &Frame, ifindex: u32, rewrite: &Rewrite) -> i32 {
-    if !apply(ctx, frame, rewrite) {
+    if !apply(ctx, frame, rewrite, true) {
         return TC_ACT_SHOT;
     }
     // SAFETY: plain helper call.
@@ -64,7 +68,7 @@ pub fn to_pod_veth(ctx: &mut TcContext, frame: &Frame, ifindex: u32, rewrite: &R
 /// don't-fragment set.
 #[inline(always)]
 pub fn to_tunnel(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame, node_ip: u32, vni: u32, rewrite: &Rewrite) -> i32 {
-    if !apply(ctx, frame, rewrite) {
+    if !apply(ctx, frame, rewrite, true) {
         return TC_ACT_SHOT;
     }
     // SAFETY: an all-zero bpf_tunnel_key is valid.
@@ -86,9 +90,10 @@ pub fn to_tunnel(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame, node_ip: 
 
 /// Writes a service translation into the packet: addresses and ports with their
 /// checksums (the L4 checksum covers the addresses through the pseudo-header; later
-/// fragments have neither ports nor L4 checksum), and the new destination pod's MAC.
+/// fragments have neither ports nor L4 checksum), and, when it goes to a pod, that
+/// pod's MAC.
 #[inline(always)]
-fn apply(ctx: &mut TcContext, frame: &Frame, rewrite: &Rewrite) -> bool {
+fn apply(ctx: &mut TcContext, frame: &Frame, rewrite: &Rewrite, to_pod: bool) -> bool {
     let L3::Ipv4(ip) = frame.l3 else { return true };
     if rewrite.active == 0 {
         return true;
@@ -106,7 +111,7 @@ fn apply(ctx: &mut TcContext, frame: &Frame, rewrite: &Rewrite) -> bool {
         && (ip.later_fragment
             || (rewrite_port(ctx, l4 + 2, ip.dport, rw.dport, l4_csum) && rewrite_port(ctx, l4, ip.sport, rw.sport, l4_csum)));
     let o = rw.dst.to_ne_bytes();
-    ok && ctx.store(0, &[0x0a, 0x58, o[0], o[1], o[2], o[3]], 0).is_ok()
+    ok && (!to_pod || ctx.store(0, &[0x0a, 0x58, o[0], o[1], o[2], o[3]], 0).is_ok())
 }
 
 #[inline(always)]

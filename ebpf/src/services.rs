@@ -131,10 +131,13 @@ fn table61_load_balance(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, nat: &mut Re
     deliver(cfg, frame, conn.backend_ip)
 }
 
-/// Sends a translated packet to the pod at `dst`: here, or over the tunnel as global
-/// (VNI 0) traffic.
+/// Sends a translated packet to `dst`: a pod here, a pod over the tunnel as global
+/// (VNI 0) traffic, or the node itself (a host process was the client).
 #[inline(always)]
 fn deliver(cfg: &NodeConfig, frame: &Frame, dst: u32) -> Output {
+    if dst == cfg.gateway {
+        return Output::Tun0;
+    }
     // SAFETY: read-only access to a map value.
     if let Some(pod) = unsafe { PODS.get(&dst) } {
         return Output::Pod { ifindex: pod.ifindex, ip: dst };

@@ -229,3 +229,22 @@ fn udp_services_and_fragmented_datagrams() -> Result<()> {
     assert_eq!(echo, big, "fragmented datagram mangled");
     Ok(())
 }
+
+#[test]
+fn the_node_itself_reaches_services_on_both_nodes() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let eps = backends(&cluster, "blue", "web", 2)?;
+    let ip = service(&cluster, "blue", "web", &eps.iter().collect::<Vec<_>>())?;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..30 {
+        let mut conn = IdentityClient::connect(&cluster.nodes[0].netns, ip, PORT)?;
+        assert_eq!(conn.peer()?, SocketAddr::from((ip, PORT)));
+        seen.insert(conn.ask()?);
+    }
+    assert_eq!(seen.len(), 2, "the node's connections did not reach both endpoints: {seen:?}");
+    let (_, echo, from) = udp_identity(&cluster.nodes[1].netns, ip, PORT, b"from node2".to_vec())?;
+    assert_eq!((echo.as_slice(), from), (&b"from node2"[..], SocketAddr::from((ip, PORT))));
+    Ok(())
+}
