@@ -51,14 +51,22 @@ pub fn contains(frame: &[u8], marker: &[u8]) -> bool {
     frame.windows(marker.len()).any(|w| w == marker)
 }
 
-/// An IPv4 fragment carrying `payload` at byte offset `offset * 8` of datagram `id`
-/// (`more`: more fragments follow). Fragments after the first carry no L4 header.
-pub fn ipv4_fragment(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, id: u16, offset: u16, more: bool, payload: &[u8]) -> Vec<u8> {
+/// Where a fragment sits in its datagram: identification, offset in 8-byte units, and
+/// whether more fragments follow.
+pub struct FragmentOf {
+    pub id: u16,
+    pub offset: u16,
+    pub more: bool,
+}
+
+/// An IPv4 fragment of protocol `proto` carrying `payload`. Fragments after the first
+/// carry no L4 header.
+pub fn ipv4_fragment(macs: (Mac, Mac), src: Ipv4Addr, dst: Ipv4Addr, proto: u8, frag: FragmentOf, payload: &[u8]) -> Vec<u8> {
     let total = 20 + payload.len() as u16;
-    let flags_offset = (if more { 0x2000 } else { 0 }) | (offset & 0x1fff);
+    let flags_offset = (if frag.more { 0x2000 } else { 0 }) | (frag.offset & 0x1fff);
     let mut h = vec![0x45, 0];
     h.extend_from_slice(&total.to_be_bytes());
-    h.extend_from_slice(&id.to_be_bytes());
+    h.extend_from_slice(&frag.id.to_be_bytes());
     h.extend_from_slice(&flags_offset.to_be_bytes());
     h.extend_from_slice(&[64, proto, 0, 0]);
     h.extend_from_slice(&src.octets());
@@ -67,5 +75,5 @@ pub fn ipv4_fragment(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, p
     let folded = (sum & 0xffff) + (sum >> 16);
     let checksum = !((folded & 0xffff) + (folded >> 16)) as u16;
     h[10..12].copy_from_slice(&checksum.to_be_bytes());
-    raw(src_mac, dst_mac, 0x0800, &[h.as_slice(), payload].concat())
+    raw(macs.0, macs.1, 0x0800, &[h.as_slice(), payload].concat())
 }

@@ -27,7 +27,8 @@ fn crafted_fragments_do_not_cross_projects() -> Result<()> {
     let service: Ipv4Addr = "172.30.0.53".parse()?;
     let watch = RawSocket::open(&victim.netns, "eth0")?;
     let later = |from: &oxsdn_tests::Pod, dst: Ipv4Addr, marker: &[u8]| {
-        frames::ipv4_fragment(pod_mac(from.ip), pod_mac(victim.ip), from.ip, dst, 17, 0x4242, 185, false, marker)
+        let frag = frames::FragmentOf { id: 0x4242, offset: 185, more: false };
+        frames::ipv4_fragment((pod_mac(from.ip), pod_mac(victim.ip)), from.ip, dst, 17, frag, marker)
     };
     let send = |from: &oxsdn_tests::Pod, frame: Vec<u8>| RawSocket::open(&from.netns, "eth0")?.send(&frame);
 
