@@ -37,12 +37,55 @@ struct Applied {
     ip_slot: u32,
 }
 
+/// What the node applied, kept with the indexes that make changes cheap at scale.
+struct State {
+    /// By (project, name).
+    by_name: HashMap<(String, String), Applied>,
+    /// Counter slots no service holds.
+    free_slots: BTreeSet<u32>,
+    /// How many services list each endpoint.
+    endpoints: HashMap<Ipv4Addr, usize>,
+}
+
+impl State {
+    fn take_slot(&mut self, maps: &mut NodeMaps) -> Result<u32> {
+        let slot = self.free_slots.pop_first().context("no free service counter slot")?;
+        maps::reset(&mut maps.service_stats, slot)?;
+        Ok(slot)
+    }
+
+    fn insert(&mut self, key: (String, String), applied: Applied) {
+        for ip in &applied.service.endpoints {
+            *self.endpoints.entry(*ip).or_default() += 1;
+        }
+        self.by_name.insert(key, applied);
+    }
+
+    /// Takes a service out, returning it; its slots are free again unless `keep`
+    /// holds them.
+    fn remove(&mut self, key: &(String, String), keep: &[u32]) -> Option<Applied> {
+        let old = self.by_name.remove(key)?;
+        for ip in &old.service.endpoints {
+            if let Some(n) = self.endpoints.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.endpoints.remove(ip);
+                }
+            }
+        }
+        for slot in old.port_slots.iter().chain([&old.ip_slot]).filter(|s| !keep.contains(s)) {
+            self.free_slots.insert(*slot);
+        }
+        Some(old)
+    }
+}
+
 pub struct Services {
     cluster: Arc<Cluster>,
     maps: Arc<Mutex<NodeMaps>>,
     projects: Arc<Projects>,
-    /// By (project, name). Locked after `maps` when both are needed.
-    applied: Mutex<HashMap<(String, String), Applied>>,
+    /// Locked after `maps` when both are needed.
+    state: Mutex<State>,
 }
 
 fn service_key(svc: &Service, port: &oxsdn_controller::services::ServicePort) -> ServiceKey {
@@ -62,12 +105,13 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
 
 impl Services {
     pub fn new(cluster: Arc<Cluster>, maps: Arc<Mutex<NodeMaps>>, projects: Arc<Projects>) -> Self {
-        Services { cluster, maps, projects, applied: Mutex::default() }
+        let state = State { by_name: HashMap::new(), free_slots: (0..MAX_SERVICE_SLOTS).collect(), endpoints: HashMap::new() };
+        Services { cluster, maps, projects, state: Mutex::new(state) }
     }
 
     /// Whether `ip` is an endpoint of some service (checked with the maps locked).
     pub fn is_endpoint(&self, ip: Ipv4Addr) -> bool {
-        self.applied.lock().unwrap().values().any(|a| a.service.endpoints.contains(&ip))
+        self.state.lock().unwrap().endpoints.contains_key(&ip)
     }
 
     fn project_id(&self, project: &str) -> Result<u32> {
@@ -84,32 +128,34 @@ impl Services {
     fn upsert(&self, svc: &Service) -> Result<()> {
         let project = self.project_id(&svc.project)?;
         let mut maps = self.maps.lock().unwrap();
-        let mut applied = self.applied.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
         let key = (svc.project.clone(), svc.name.clone());
-        let old = applied.remove(&key);
+        let old = state.by_name.get(&key).cloned();
         if old.as_ref().is_some_and(|o| &o.service == svc) {
-            applied.insert(key, old.expect("checked"));
             return Ok(());
         }
-        let mut free = free_slots(&applied);
-        let mut take_slot = |maps: &mut NodeMaps| -> Result<u32> {
-            let slot = free.pop_first().context("no free service counter slot")?;
-            maps::reset(&mut maps.service_stats, slot)?;
-            Ok(slot)
-        };
         // Ports and the ClusterIP keep their counters across changes.
-        let ip_slot = match &old {
-            Some(o) if o.service.cluster_ip == svc.cluster_ip => o.ip_slot,
-            _ => take_slot(&mut maps)?,
+        let kept_ip_slot = old.as_ref().filter(|o| o.service.cluster_ip == svc.cluster_ip).map(|o| o.ip_slot);
+        let kept_port_slots: Vec<Option<u32>> = svc
+            .ports
+            .iter()
+            .map(|port| {
+                old.as_ref().and_then(|o| {
+                    o.service.ports.iter().position(|p| service_key(&o.service, p) == service_key(svc, port)).map(|i| o.port_slots[i])
+                })
+            })
+            .collect();
+        let keep: Vec<u32> = kept_port_slots.iter().flatten().copied().chain(kept_ip_slot).collect();
+        state.remove(&key, &keep);
+        let ip_slot = match kept_ip_slot {
+            Some(slot) => slot,
+            None => state.take_slot(&mut maps)?,
         };
         let mut port_slots = Vec::with_capacity(svc.ports.len());
-        for port in &svc.ports {
-            let kept = old.as_ref().and_then(|o| {
-                o.service.ports.iter().position(|p| service_key(&o.service, p) == service_key(svc, port)).map(|i| o.port_slots[i])
-            });
+        for kept in kept_port_slots {
             port_slots.push(match kept {
                 Some(slot) => slot,
-                None => take_slot(&mut maps)?,
+                None => state.take_slot(&mut maps)?,
             });
         }
         let count = svc.endpoints.len() as u32;
@@ -132,32 +178,27 @@ impl Services {
             }
             remove_backends(&mut maps, &old.service, count, &svc.endpoints)?;
         }
-        applied.insert(key, Applied { service: svc.clone(), port_slots, ip_slot });
-        flag_endpoints(&mut maps, &applied)?;
+        state.insert(key, Applied { service: svc.clone(), port_slots, ip_slot });
+        let touched = old.iter().flat_map(|o| o.service.endpoints.iter()).chain(&svc.endpoints);
+        flag_endpoints(&mut maps, &state, touched)?;
         tracing::info!(service = %svc.name, project = %svc.project, ip = %svc.cluster_ip, endpoints = count, "service applied");
         Ok(())
     }
 
     fn remove(&self, project: &str, name: &str) -> Result<()> {
         let mut maps = self.maps.lock().unwrap();
-        let mut applied = self.applied.lock().unwrap();
-        if let Some(old) = applied.remove(&(project.to_string(), name.to_string())) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(old) = state.remove(&(project.to_string(), name.to_string()), &[]) {
             for port in &old.service.ports {
                 ignore_missing(maps.services.remove(&service_key(&old.service, port)))?;
             }
             ignore_missing(maps.service_ips.remove(&ip_key(old.service.cluster_ip)))?;
             remove_backends(&mut maps, &old.service, 0, &[])?;
-            flag_endpoints(&mut maps, &applied)?;
+            flag_endpoints(&mut maps, &state, &old.service.endpoints)?;
             tracing::info!(service = %name, project = %project, "service removed");
         }
         Ok(())
     }
-}
-
-/// Counter slots no applied service holds.
-fn free_slots(applied: &HashMap<(String, String), Applied>) -> BTreeSet<u32> {
-    let used: HashSet<u32> = applied.values().flat_map(|a| a.port_slots.iter().copied().chain([a.ip_slot])).collect();
-    (0..MAX_SERVICE_SLOTS).filter(|s| !used.contains(s)).collect()
 }
 
 /// Removes the endpoint entries of `old` beyond index `keep` and the memberships of
@@ -172,15 +213,16 @@ fn remove_backends(maps: &mut NodeMaps, old: &Service, keep: u32, still: &[Ipv4A
     Ok(())
 }
 
-/// Sets `POD_IS_ENDPOINT` on exactly the local pods that are some service's endpoint.
-fn flag_endpoints(maps: &mut NodeMaps, applied: &HashMap<(String, String), Applied>) -> Result<()> {
-    let endpoints: HashSet<u32> = applied.values().flat_map(|a| a.service.endpoints.iter().map(|ip| ip_key(*ip))).collect();
-    let ports: Vec<_> = maps.pod_ports.iter().filter_map(|e| e.ok()).collect();
-    for (ifindex, mut port) in ports {
-        let flags = if endpoints.contains(&port.ip) { POD_IS_ENDPOINT } else { 0 };
+/// Sets or clears `POD_IS_ENDPOINT` on the local pods among `ips` (endpoints a change
+/// touched), so each pod's flag says whether some service lists it.
+fn flag_endpoints<'a>(maps: &mut NodeMaps, state: &State, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> Result<()> {
+    for ip in ips {
+        let Ok(pod) = maps.pods.get(&ip_key(*ip), 0) else { continue };
+        let Ok(mut port) = maps.pod_ports.get(&pod.ifindex, 0) else { continue };
+        let flags = if state.endpoints.contains_key(ip) { POD_IS_ENDPOINT } else { 0 };
         if port.flags != flags {
             port.flags = flags;
-            maps.pod_ports.insert(ifindex, port, 0)?;
+            maps.pod_ports.insert(pod.ifindex, port, 0)?;
         }
     }
     Ok(())
@@ -193,7 +235,7 @@ impl Mirror for Services {
     fn resync(&self) -> Result<u64> {
         let (all, revision) = self.cluster.list_services()?;
         let wanted: HashSet<(String, String)> = all.iter().map(|s| (s.project.clone(), s.name.clone())).collect();
-        let gone: Vec<(String, String)> = self.applied.lock().unwrap().keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        let gone: Vec<(String, String)> = self.state.lock().unwrap().by_name.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
         for (project, name) in gone {
             self.remove(&project, &name)?;
         }
