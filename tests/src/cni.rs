@@ -74,7 +74,21 @@ impl CniCall {
 
     /// Runs the plugin in `node`'s network namespace.
     pub fn invoke(&self, node: &Netns) -> CniOutput {
-        let mut cmd = node.command(bins::cni_plugin());
+        self.invoke_via(node, &[])
+    }
+
+    /// Runs the plugin through `wrapper` (a command and its arguments, such as
+    /// `setpriv --reuid=…`, which then runs the plugin).
+    pub fn invoke_via(&self, node: &Netns, wrapper: &[&str]) -> CniOutput {
+        let plugin = bins::cni_plugin();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = node.command(program);
+                cmd.args(args).arg(&plugin);
+                cmd
+            }
+            None => node.command(&plugin),
+        };
         cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in &self.env {
             if let Some(v) = v {

@@ -5,7 +5,6 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::Result;
 use oxsdn_tests::{
-    bins,
     cni::CniCall,
     flows::packets,
     frames::{self, pod_mac},
@@ -56,22 +55,10 @@ fn only_root_may_use_the_agent_socket() -> Result<()> {
     conf["cniVersion"] = serde_json::json!("1.1.0");
     let call = CniCall::new("STATUS", &conf);
     node.cni(&call).success()?;
-    // setpriv drops to nobody after the namespace switch (which needs root).
-    let mut cmd = node.netns.command("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(bins::cni_plugin());
-    cmd.env_clear();
-    for (k, v) in &call.env {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    // 65534: nobody.
-    let mut child = cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn()?;
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &call.stdin)?;
-    let out = child.wait_with_output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "a non-root caller got through: {stdout}");
-    assert!(stdout.contains("ermission denied"), "not refused for lack of permission: {stdout}");
+    // setpriv drops to nobody (65534) after the namespace switch, which needs root.
+    let out = call.invoke_via(&node.netns, &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]);
+    assert_ne!(out.code, Some(0), "a non-root caller got through: {}", out.stdout);
+    assert!(out.stdout.contains("ermission denied"), "not refused for lack of permission: {}", out.stdout);
     let socket_mode = std::fs::metadata(&node.socket)?.permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&socket_mode) & 0o777, 0o600);
     Ok(())
