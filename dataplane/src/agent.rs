@@ -3,6 +3,7 @@
 //! so concurrent requests never hand out one address twice or half-remove a pod.
 
 use std::{
+    collections::HashSet,
     net::Ipv4Addr,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -175,6 +176,31 @@ impl Agent {
                 state.table.remove(&rec.attachment())?;
             }
         }
+        self.remove_unrecorded_pods(&state.table)
+    }
+
+    /// Removes dataplane entries and link pins of pods the table does not hold: an
+    /// agent that died between plugging a pod in and recording it leaves them.
+    fn remove_unrecorded_pods(&self, table: &PodTable) -> Result<()> {
+        let ips: HashSet<u32> = table.iter().map(|p| ip_key(p.ip)).collect();
+        let ifindexes: HashSet<u32> = table.iter().map(|p| p.ifindex).collect();
+        let veths: HashSet<&str> = table.iter().map(|p| p.host_veth.as_str()).collect();
+        let mut maps = self.maps.lock().unwrap();
+        let stale_ips: Vec<u32> = maps.pods.keys().filter_map(|k| k.ok()).filter(|k| !ips.contains(k)).collect();
+        for ip in stale_ips {
+            tracing::info!(ip = %maps::ip_from_key(ip), "removing the entry of an unrecorded pod");
+            maps.pods.remove(&ip)?;
+        }
+        let stale_ports: Vec<u32> = maps.pod_ports.keys().filter_map(|k| k.ok()).filter(|k| !ifindexes.contains(k)).collect();
+        for ifindex in stale_ports {
+            maps.pod_ports.remove(&ifindex)?;
+        }
+        drop(maps);
+        let pipeline = self.pipeline.lock().unwrap();
+        for veth in pipeline.pod_port_pins()?.iter().filter(|v| !veths.contains(v.as_str())) {
+            tracing::info!(%veth, "removing the link pin of an unrecorded pod");
+            pipeline.detach_pod_port(veth)?;
+        }
         Ok(())
     }
 
@@ -225,7 +251,10 @@ impl Agent {
             ip,
         };
         state.table.last_ip = state.ipam.last();
-        let plugged = self.plug(&record).and_then(|_| state.table.insert(record.clone()));
+        let plugged = self
+            .reset_pod_counters(ip)
+            .and_then(|_| self.plug(&record))
+            .and_then(|_| state.table.insert(record.clone()));
         if let Err(e) = plugged {
             self.unplug(&record);
             state.ipam.release(ip);
@@ -288,16 +317,23 @@ impl Agent {
         Ok(())
     }
 
+    /// Zeroes the counters of a new pod's slot (a previous pod of that address may have
+    /// left counts). Not on restore: a restarted agent keeps its pods' counters.
+    fn reset_pod_counters(&self, ip: Ipv4Addr) -> Result<()> {
+        let mut maps = self.maps.lock().unwrap();
+        let local_mask = maps.node_config()?.local_mask;
+        for rule in 0..POD_RULES {
+            maps::reset(&mut maps.pod_stats, pod_stat_index(ip_key(ip), local_mask, rule))?;
+        }
+        Ok(())
+    }
+
     /// Puts a pod into the dataplane: its port's program, then the maps (port before
     /// address, so the pod can send as soon as anything can reach it).
     fn plug(&self, rec: &PodRecord) -> Result<()> {
         self.pipeline.lock().unwrap().attach_pod_port(&rec.host_veth)?;
         let mut maps = self.maps.lock().unwrap();
-        let cfg = maps.node_config()?;
         let ip = ip_key(rec.ip);
-        for rule in 0..POD_RULES {
-            maps::reset(&mut maps.pod_stats, pod_stat_index(ip, cfg.local_mask, rule))?;
-        }
         let flags = if self.services.is_endpoint(rec.ip) { POD_IS_ENDPOINT } else { 0 };
         maps.pod_ports.insert(rec.ifindex, PodPort { ip, project: rec.project_id, flags }, 0)?;
         maps.pods.insert(ip, LocalPod { ifindex: rec.ifindex, project: rec.project_id }, 0)?;
@@ -404,3 +440,4 @@ fn remove_if_exists(path: &std::path::Path) -> Result<()> {
         _ => Ok(()),
     }
 }
+

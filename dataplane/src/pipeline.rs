@@ -16,7 +16,10 @@ use aya::{
 };
 use oxsdn_common::LAYOUT_VERSION;
 
-use crate::maps::{names, NodeMaps};
+use crate::{
+    maps::{names, NodeMaps},
+    netdev,
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxsdn-ebpf.o"));
 
@@ -82,6 +85,19 @@ impl Pipeline {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+
+    /// The interfaces with a pinned pod port link (every link pin but tun0's and
+    /// vxlan0's).
+    pub fn pod_port_pins(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(self.pin_dir.join("links"))? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name != netdev::TUN0 && name != netdev::VXLAN0 {
+                names.push(name);
+            }
+        }
+        Ok(names)
     }
 
     pub fn pod_port_attached(&self, host_veth: &str) -> bool {

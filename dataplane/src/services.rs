@@ -45,6 +45,9 @@ struct State {
     free_slots: BTreeSet<u32>,
     /// How many services list each endpoint.
     endpoints: HashMap<Ipv4Addr, usize>,
+    /// Slots a previous agent's map entries hold (found by a resync), kept for those
+    /// services with their counters.
+    adoptable: BTreeSet<u32>,
 }
 
 impl State {
@@ -52,6 +55,12 @@ impl State {
         let slot = self.free_slots.pop_first().context("no free service counter slot")?;
         maps::reset(&mut maps.service_stats, slot)?;
         Ok(slot)
+    }
+
+    /// The slot of a previous agent's map entry for a service this agent has not
+    /// applied yet, if a resync set it aside.
+    fn adopt(&mut self, slot: Option<u32>) -> Option<u32> {
+        slot.filter(|s| self.adoptable.remove(s))
     }
 
     fn insert(&mut self, key: (String, String), applied: Applied) {
@@ -105,7 +114,12 @@ fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
 
 impl Services {
     pub fn new(cluster: Arc<Cluster>, maps: Arc<Mutex<NodeMaps>>, projects: Arc<Projects>) -> Self {
-        let state = State { by_name: HashMap::new(), free_slots: (0..MAX_SERVICE_SLOTS).collect(), endpoints: HashMap::new() };
+        let state = State {
+            by_name: HashMap::new(),
+            free_slots: (0..MAX_SERVICE_SLOTS).collect(),
+            endpoints: HashMap::new(),
+            adoptable: BTreeSet::new(),
+        };
         Services { cluster, maps, projects, state: Mutex::new(state) }
     }
 
@@ -134,15 +148,21 @@ impl Services {
         if old.as_ref().is_some_and(|o| &o.service == svc) {
             return Ok(());
         }
-        // Ports and the ClusterIP keep their counters across changes.
-        let kept_ip_slot = old.as_ref().filter(|o| o.service.cluster_ip == svc.cluster_ip).map(|o| o.ip_slot);
+        // Ports and the ClusterIP keep their counters across changes, and across agent
+        // restarts (a previous agent's entries).
+        let kept_ip_slot = match &old {
+            Some(o) => Some(o.ip_slot).filter(|_| o.service.cluster_ip == svc.cluster_ip),
+            None => state.adopt(maps.service_ips.get(&ip_key(svc.cluster_ip), 0).ok().map(|v| v.slot)),
+        };
         let kept_port_slots: Vec<Option<u32>> = svc
             .ports
             .iter()
-            .map(|port| {
-                old.as_ref().and_then(|o| {
-                    o.service.ports.iter().position(|p| service_key(&o.service, p) == service_key(svc, port)).map(|i| o.port_slots[i])
-                })
+            .map(|port| match &old {
+                Some(o) => o.service.ports.iter().position(|p| service_key(&o.service, p) == service_key(svc, port)).map(|i| o.port_slots[i]),
+                None => {
+                    let entry = maps.services.get(&service_key(svc, port), 0).ok().filter(|v| v.service == svc.id);
+                    state.adopt(entry.map(|v| v.slot))
+                }
             })
             .collect();
         let keep: Vec<u32> = kept_port_slots.iter().flatten().copied().chain(kept_ip_slot).collect();
@@ -261,10 +281,28 @@ impl Mirror for Services {
             for k in stale_members {
                 ignore_missing(maps.backend_set.remove(&k))?;
             }
+            // The remaining entries' slots that no applied service holds are a previous
+            // agent's: set aside for their services, not handed to others.
+            let mut state = self.state.lock().unwrap();
+            let in_maps: Vec<u32> = maps
+                .services
+                .iter()
+                .filter_map(|e| e.ok().map(|(_, v)| v.slot))
+                .chain(maps.service_ips.iter().filter_map(|e| e.ok().map(|(_, v)| v.slot)))
+                .collect();
+            for slot in in_maps {
+                if state.free_slots.remove(&slot) {
+                    state.adoptable.insert(slot);
+                }
+            }
         }
         for svc in &all {
             self.upsert(svc)?;
         }
+        // Slots no service took back are free.
+        let mut state = self.state.lock().unwrap();
+        let unclaimed = std::mem::take(&mut state.adoptable);
+        state.free_slots.extend(unclaimed);
         Ok(revision)
     }
 
