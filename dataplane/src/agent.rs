@@ -148,14 +148,14 @@ impl Agent {
         Ok(())
     }
 
-    /// Clean shutdown: kubelet must see the network as not ready; the dataplane stays
-    /// (pinned) and keeps forwarding for running pods. The masquerade rule goes (the
-    /// node keeps nothing of ours in its firewall); connections already translated
-    /// keep their conntrack entries, new ones to the outside wait for the next agent.
+    /// Clean stop, for an upgrade or a restart: kubelet must see the network as not
+    /// ready, and nothing else changes. The dataplane stays (pinned programs and maps),
+    /// and so do tun0, vxlan0 and the masquerade rule, so running pods keep their
+    /// connections, egress included, until the next agent takes over. Uninstalling is
+    /// `teardown`.
     pub fn shutdown(&self) -> Result<()> {
         remove_if_exists(&self.config.cni_conf_dir.join(CNI_CONF_FILE))?;
-        remove_if_exists(&self.config.socket)?;
-        egress::remove_masquerade()
+        remove_if_exists(&self.config.socket)
     }
 
     /// Takes the pods of the pod table back: their addresses, and their map entries and
@@ -441,3 +441,19 @@ fn remove_if_exists(path: &std::path::Path) -> Result<()> {
     }
 }
 
+/// Uninstalls a node's dataplane (`oxsdn-agent --teardown`, with no agent running):
+/// the readiness config and the socket first (no new pods), then the nftables table,
+/// the pins (the links go with their pins, detaching the programs; the maps go with the
+/// last program), tun0 and vxlan0. The pod table and the store's records stay: a later
+/// agent plugs the pods that are still there back in.
+pub fn teardown(node_name: &str, bpffs_dir: &std::path::Path, cni_conf_dir: &std::path::Path, socket: &std::path::Path) -> Result<()> {
+    remove_if_exists(&cni_conf_dir.join(CNI_CONF_FILE))?;
+    remove_if_exists(socket)?;
+    egress::remove_masquerade()?;
+    crate::pipeline::remove_pins(&bpffs_dir.join(node_name))?;
+    for link in [netdev::TUN0, netdev::VXLAN0] {
+        netdev::delete_link(link)?;
+    }
+    tracing::info!(node = %node_name, "dataplane removed");
+    Ok(())
+}

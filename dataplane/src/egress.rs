@@ -85,7 +85,7 @@ pub fn install_masquerade(cluster_network: Ipv4Network, tun0: &str) -> Result<()
     apply_ruleset(&batch.to_nftables()).context("programming the masquerade rule with nft")
 }
 
-/// Removes our nftables table (on shutdown).
+/// Removes our nftables table (uninstall; a plain stop leaves it for the next agent).
 pub fn remove_masquerade() -> Result<()> {
     let mut batch = Batch::new();
     batch.add(table());

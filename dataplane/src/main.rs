@@ -7,7 +7,7 @@ use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use oxsdn_controller::store::StoreBackend;
 use oxsdn_dataplane::{
-    agent::{Agent, AgentConfig},
+    agent::{self, Agent, AgentConfig},
     cni_server,
 };
 
@@ -18,8 +18,8 @@ struct Args {
     #[arg(long, env = "OXSDN_NODE_NAME")]
     node_name: String,
     /// This node's underlay IPv4 address.
-    #[arg(long, env = "OXSDN_NODE_IP")]
-    node_ip: Ipv4Addr,
+    #[arg(long, env = "OXSDN_NODE_IP", required_unless_present = "teardown")]
+    node_ip: Option<Ipv4Addr>,
     /// The cluster store directory (the embedded store, used without --etcd-endpoints).
     #[arg(long, env = "OXSDN_STORE", default_value = "/var/lib/oxsdn/store")]
     store: PathBuf,
@@ -38,6 +38,11 @@ struct Args {
     /// Where the CNI config is written once the node is ready.
     #[arg(long, default_value = "/etc/cni/net.d")]
     cni_conf_dir: PathBuf,
+    /// Uninstall: remove this node's dataplane (programs, maps and their pins, tun0,
+    /// vxlan0, the nftables table), CNI config and socket, then exit. Pods lose their
+    /// network. A plain stop (SIGTERM) leaves the dataplane running for an upgrade.
+    #[arg(long)]
+    teardown: bool,
 }
 
 fn main() -> Result<()> {
@@ -46,6 +51,10 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.teardown {
+        return agent::teardown(&args.node_name, &args.bpffs_dir, &args.cni_conf_dir, &args.socket);
+    }
+    let node_ip = args.node_ip.expect("clap requires --node-ip without --teardown");
     // Block the stop signals in every thread, so the main thread alone takes them.
     let mut stop = SigSet::empty();
     stop.add(Signal::SIGTERM);
@@ -54,7 +63,7 @@ fn main() -> Result<()> {
 
     let agent = Agent::start(AgentConfig {
         node_name: args.node_name,
-        node_ip: args.node_ip,
+        node_ip,
         store: StoreBackend::from_options(&args.store, &args.etcd_endpoints),
         state_dir: args.state_dir,
         socket: args.socket,
@@ -70,6 +79,6 @@ fn main() -> Result<()> {
     tracing::info!("node ready");
 
     let signal = stop.wait()?;
-    tracing::info!(?signal, "shutting down; the dataplane keeps forwarding");
+    tracing::info!(?signal, "stopping; the dataplane keeps forwarding (upgrade-safe)");
     agent.shutdown()
 }

@@ -278,20 +278,44 @@ impl Node {
         Ok(())
     }
 
+    /// `oxsdn-agent --teardown` for this node (uninstall), with its output on success.
+    pub fn teardown(&self) -> Result<String> {
+        run(self
+            .netns
+            .command(bins::agent())
+            .args(["--teardown", "--node-name", &self.name])
+            .arg("--socket").arg(&self.socket)
+            .arg("--bpffs-dir").arg(&self.bpffs)
+            .arg("--cni-conf-dir").arg(&self.conf_dir))
+    }
+
     /// Stops the agent with SIGTERM (clean shutdown) and waits for it.
     pub fn stop_agent(&mut self) {
-        if let Some(mut child) = self.agent.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-            let _ = child.wait();
-        }
+        self.signal_agent(nix::sys::signal::Signal::SIGTERM);
     }
 
     /// Kills the agent with SIGKILL, as a crash would.
     pub fn kill_agent(&mut self) {
+        self.signal_agent(nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// The running agent's process id.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|c| c.id())
+    }
+
+    /// Sends `signal` to the agent and waits for it to exit (SIGKILL: a crash;
+    /// SIGTERM: the clean stop of an upgrade).
+    pub fn signal_agent(&mut self, signal: nix::sys::signal::Signal) {
         if let Some(mut child) = self.agent.take() {
-            let _ = child.kill();
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
             let _ = child.wait();
         }
+    }
+
+    /// The node's bpffs directory (its pinned maps, and its links under `links/`).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join(&self.name)
     }
 
     pub fn log_text(&self) -> String {

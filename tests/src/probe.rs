@@ -301,3 +301,37 @@ impl Drop for Iperf3Server {
         let _ = self.child.wait();
     }
 }
+
+/// An iperf3 client (`iperf3 -c TO -t SECS -J`) running in a namespace.
+pub struct Iperf3Client {
+    child: std::process::Child,
+    secs: u32,
+}
+
+impl Iperf3Client {
+    pub fn start(ns: &Netns, to: Ipv4Addr, secs: u32) -> Result<Iperf3Client> {
+        let child = ns
+            .command("iperf3")
+            .args(["-c", &to.to_string(), "-t", &secs.to_string(), "-J"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting iperf3 -c")?;
+        Ok(Iperf3Client { child, secs })
+    }
+
+    /// Waits for the test's end: an error if the stream broke or stopped early (the
+    /// receiver ran less than all but the last second).
+    pub fn finish(self) -> Result<()> {
+        let out = self.child.wait_with_output()?;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
+        if !report["error"].is_null() {
+            bail!("the TCP stream broke: {}", report["error"]);
+        }
+        let ran = report["end"]["sum_received"]["seconds"].as_f64().unwrap_or(0.0);
+        if ran < f64::from(self.secs) - 1.0 {
+            bail!("the stream ran {ran} s of {}", self.secs);
+        }
+        Ok(())
+    }
+}

@@ -4,19 +4,13 @@
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use anyhow::Result;
-use oxsdn_tests::{cni::CniCall, netns::Netns, Node, TestCluster};
+use oxsdn_tests::{
+    cni::CniCall,
+    inventory::{pod_records, pod_veths},
+    netns::Netns,
+    Node, TestCluster,
+};
 use serde_json::{json, Value};
-
-/// Host-side pod veths on the node (`ox…`).
-fn pod_veths(node: &Node) -> Result<BTreeSet<String>> {
-    let out = node.netns.ip(&["-o", "link", "show"])?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .filter(|n| n.starts_with("ox"))
-        .collect())
-}
 
 /// Pod IPs with a table 70 rule in the node's dataplane.
 fn plugged_ips(node: &Node) -> Result<BTreeSet<String>> {
@@ -29,8 +23,7 @@ fn plugged_ips(node: &Node) -> Result<BTreeSet<String>> {
 }
 
 fn recorded_pods(node: &Node) -> Result<usize> {
-    let v: Value = serde_json::from_slice(&std::fs::read(node.state_dir.join("pods.json"))?)?;
-    Ok(v["pods"].as_array().map_or(0, |a| a.len()))
+    Ok(pod_records(node)?.len())
 }
 
 /// What a failed call must not have changed: veths, dataplane entries, pod records.
