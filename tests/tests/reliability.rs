@@ -136,3 +136,208 @@ fn teardown_removes_the_dataplane_and_a_new_agent_rebuilds_it() -> Result<()> {
     ensure!(ping(&a.netns, b.ip), "the new agent did not restore the pods");
     Ok(())
 }
+
+/// How long after `oxsdnctl` returns a VNID change may still be missing from a node's
+/// dataplane: the README's bound ("reaches every node's dataplane within a second",
+/// checked by the isolation story tests), which is the etcd watch delivering the event
+/// plus one `PROJECT_VNID` update on each node.
+const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
+const PROBE_PORT: u16 = 9797;
+/// One round of probes (every pod to every other) per period.
+const PROBE_PERIOD: Duration = Duration::from_millis(25);
+
+/// A project network state as committed: project -> VNID.
+type NetState = std::collections::BTreeMap<String, u32>;
+
+/// The committed states, in order: `states[0]` from the start; `states[j]` (j > 0) was
+/// committed by a command that ran from `started[j]` to `returned[j]` (times since the
+/// hammer's start).
+struct History {
+    states: Vec<NetState>,
+    started: Vec<Duration>,
+    returned: Vec<Duration>,
+}
+
+impl History {
+    /// The states a node's dataplane may hold at `t`: state j from the moment its
+    /// command started (the transaction commits before the command returns, and an
+    /// agent may apply it at once) until `PROPAGATION_BOUND` after the next command
+    /// returned (the agent may not have applied that one yet).
+    fn possible_at(&self, t: Duration) -> Vec<&NetState> {
+        (0..self.states.len())
+            .filter(|&j| j == 0 || self.started[j] <= t)
+            .filter(|&j| j + 1 >= self.states.len() || t < self.returned[j + 1] + PROPAGATION_BOUND)
+            .map(|j| &self.states[j])
+            .collect()
+    }
+}
+
+/// Table 80's predicate on a committed state.
+fn allowed(state: &NetState, from: &str, to: &str) -> bool {
+    let (a, b) = (state[from], state[to]);
+    a == 0 || b == 0 || a == b
+}
+
+/// A probe: sender and receiver (pod indexes), sequence number, send time.
+#[derive(Clone, Copy)]
+struct Probe {
+    from: usize,
+    to: usize,
+    seq: u64,
+    sent: Duration,
+}
+
+fn encode(from: usize, seq: u64) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&(from as u64).to_be_bytes());
+    b[8..].copy_from_slice(&seq.to_be_bytes());
+    b
+}
+
+fn hammer_secs() -> u64 {
+    std::env::var("OXSDN_HAMMER_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30)
+}
+
+#[test]
+fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_forbids() -> Result<()> {
+    use rand::{seq::SliceRandom, Rng};
+    use std::{
+        collections::HashSet,
+        net::UdpSocket,
+        sync::{atomic::{AtomicBool, Ordering}, Arc, Mutex},
+        time::Instant,
+    };
+
+    let mut cluster = TestCluster::with_etcd(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let projects = ["p1", "p2", "p3"];
+    // Same-project pairs on one node and across nodes, for every project.
+    let placement = [("p1", 0), ("p1", 0), ("p1", 1), ("p2", 0), ("p2", 1), ("p2", 1), ("p3", 0), ("p3", 1)];
+    let mut pods = Vec::new();
+    for (i, (project, node)) in placement.iter().enumerate() {
+        pods.push(cluster.nodes[*node].add_pod(project, &format!("h{i}"))?);
+    }
+    let sockets: Vec<Arc<UdpSocket>> = pods
+        .iter()
+        .map(|p| -> Result<Arc<UdpSocket>> {
+            let s = p.netns.enter(|| UdpSocket::bind(("0.0.0.0", PROBE_PORT)))??;
+            s.set_read_timeout(Some(Duration::from_millis(200)))?;
+            Ok(Arc::new(s))
+        })
+        .collect::<Result<_>>()?;
+    let initial: NetState = cluster.netids()?.into_iter().filter(|(n, _)| projects.contains(&n.as_str())).collect();
+
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received: Arc<Mutex<HashSet<(usize, usize, u64)>>> = Arc::default();
+    let receivers: Vec<_> = sockets
+        .iter()
+        .enumerate()
+        .map(|(to, socket)| {
+            let (socket, stop, received) = (socket.clone(), stop.clone(), received.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((16, _)) = socket.recv_from(&mut buf) {
+                        let from = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
+                        let seq = u64::from_be_bytes(buf[8..16].try_into().unwrap());
+                        received.lock().unwrap().insert((from, to, seq));
+                    }
+                }
+            })
+        })
+        .collect();
+    let sender = {
+        let (sockets, stop) = (sockets.clone(), stop.clone());
+        let addrs: Vec<Ipv4Addr> = pods.iter().map(|p| p.ip).collect();
+        std::thread::spawn(move || {
+            let mut sent = Vec::new();
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let round = Instant::now();
+                for from in 0..addrs.len() {
+                    for to in (0..addrs.len()).filter(|&to| to != from) {
+                        seq += 1;
+                        let at = start.elapsed();
+                        if sockets[from].send_to(&encode(from, seq), (addrs[to], PROBE_PORT)).is_ok() {
+                            sent.push(Probe { from, to, seq, sent: at });
+                        }
+                    }
+                }
+                std::thread::sleep(PROBE_PERIOD.saturating_sub(round.elapsed()));
+            }
+            sent
+        })
+    };
+
+    // The operator: random join / isolate / global commands, each followed by the
+    // committed state it produced.
+    let mut history = History { states: vec![initial], started: vec![Duration::ZERO], returned: vec![Duration::ZERO] };
+    let run_for = Duration::from_secs(hammer_secs());
+    let mut rng = rand::thread_rng();
+    std::thread::sleep(Duration::from_secs(1));
+    while start.elapsed() < run_for {
+        let target = *projects.choose(&mut rng).expect("projects");
+        let other = *projects.iter().filter(|p| **p != target).collect::<Vec<_>>().choose(&mut rng).expect("projects");
+        let command: Vec<String> = match rng.gen_range(0..3) {
+            0 => vec!["join-projects".into(), format!("--to={target}"), other.to_string()],
+            1 => vec!["isolate-projects".into(), target.to_string()],
+            _ => vec!["make-projects-global".into(), target.to_string()],
+        };
+        let args: Vec<&str> = std::iter::once("pod-network").chain(command.iter().map(String::as_str)).collect();
+        let started = start.elapsed();
+        cluster.oxsdnctl(&args)?;
+        let returned = start.elapsed();
+        let state: NetState = cluster.netids()?.into_iter().filter(|(n, _)| projects.contains(&n.as_str())).collect();
+        history.states.push(state);
+        history.started.push(started);
+        history.returned.push(returned);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(100..1500)));
+    }
+    let end = start.elapsed();
+    // Probes of the last moments may still be in flight: let them land, then stop.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().expect("sender");
+    for r in receivers {
+        r.join().expect("receiver");
+    }
+    let received = received.lock().unwrap();
+
+    let (mut forbidden, mut lost, mut must, mut delivered) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    for probe in sent.iter().filter(|p| p.sent < end) {
+        let (from, to) = (&pods[probe.from], &pods[probe.to]);
+        let possible = history.possible_at(probe.sent);
+        let arrived = received.contains(&(probe.from, probe.to, probe.seq));
+        let describe = || format!("{} ({}) -> {} ({}) sent at {:?}, possible states {possible:?}", from.name, from.project, to.name, to.project, probe.sent);
+        if arrived {
+            delivered += 1;
+            if !possible.iter().any(|s| allowed(s, &from.project, &to.project)) {
+                forbidden.push(describe());
+            }
+        }
+        // Every state that may be in effect allows it: it must arrive. Across nodes only
+        // with a single possible state (during propagation the two nodes may hold
+        // different states, and a VNI from one with a VNID from the other is dropped).
+        let all_allow = possible.iter().all(|s| allowed(s, &from.project, &to.project));
+        if all_allow && (from.node == to.node || possible.len() == 1) && probe.sent > Duration::from_secs(1) {
+            must += 1;
+            if !arrived {
+                lost.push(describe());
+            }
+        }
+    }
+    println!(
+        "hammer: {:?}, {} commands, {} probes sent, {delivered} delivered, {must} required, {} forbidden delivered, {} required lost",
+        end,
+        history.states.len() - 1,
+        sent.len(),
+        forbidden.len(),
+        lost.len()
+    );
+    ensure!(history.states.len() > 5, "too few commands ran: {}", history.states.len() - 1);
+    ensure!(forbidden.is_empty(), "{} probes delivered against the committed state, e.g.:\n{}", forbidden.len(), forbidden[..forbidden.len().min(10)].join("\n"));
+    ensure!(lost.is_empty(), "{} probes every possible state allows were dropped (mixed state), e.g.:\n{}", lost.len(), lost[..lost.len().min(10)].join("\n"));
+    Ok(())
+}
