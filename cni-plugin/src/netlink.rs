@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::route::RouteScope;
 use netlink_packet_route::AddressFamily;
@@ -37,6 +37,9 @@ pub struct Link {
     pub mtu: Option<u32>,
     /// Administratively up (IFF_UP).
     pub up: bool,
+    /// Operationally up (IF_OPER_UP): set by the kernel's link watcher, which also
+    /// starts the link's transmit queue when its carrier comes on.
+    pub running: bool,
 }
 
 impl Link {
@@ -47,12 +50,14 @@ impl Link {
             mac: None,
             mtu: None,
             up: m.header.flags.contains(&LinkFlag::Up),
+            running: false,
         };
         for a in &m.attributes {
             match a {
                 LinkAttribute::IfName(n) => l.name = n.clone(),
                 LinkAttribute::Address(mac) => l.mac = Some(mac.clone()),
                 LinkAttribute::Mtu(mtu) => l.mtu = Some(*mtu),
+                LinkAttribute::OperState(state) => l.running = *state == State::Up,
                 _ => {}
             }
         }

@@ -407,7 +407,32 @@ fn add_steps(
             )))
     })?;
 
+    // The end of the pair that came up first gets its carrier when the other comes up,
+    // and its transmit queue from the kernel's link watcher, asynchronously: until then
+    // it drops what is sent through it (for the host end, everything the node sends the
+    // pod, the gateway's ARP replies first). The pod starts once both ends run.
+    in_node(|h| wait_running(h, host))?;
+    in_pod(netns, netns_path, |h| wait_running(h, ifname))?;
+
     Ok(add_result(conf.cni_version, ifname, netns_path, &pod))
+}
+
+/// How long a new veth end may take to become operationally up.
+const RUNNING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Waits until link `name` is operationally up.
+async fn wait_running(h: Handle, name: &str) -> Result<(), CniError> {
+    let start = std::time::Instant::now();
+    loop {
+        let link = netlink::get_link(&h, name).await.map_err(nl(format!("cannot look up {name}")))?;
+        if link.is_some_and(|l| l.running) {
+            return Ok(());
+        }
+        if start.elapsed() > RUNNING_TIMEOUT {
+            return Err(CniError::new(code::INTERNAL, format!("{name} is not running after {RUNNING_TIMEOUT:?}")));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Undo a failed ADD, best effort: delete the host veth (which destroys the pair wherever its

@@ -270,3 +270,19 @@ fn twenty_concurrent_adds_then_dels_get_distinct_addresses_and_leak_nothing() ->
     assert_eq!(recorded_pods(node)?, 0, "pod records leaked");
     Ok(())
 }
+
+#[test]
+fn a_new_pod_reaches_its_gateway_as_soon_as_add_returns() -> Result<()> {
+    // The host end of a fresh veth dropped what the node sent for a moment after ADD
+    // (its queue not started yet), so a pod's first ARP for the gateway went unanswered.
+    let mut cluster = TestCluster::with_etcd(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    for i in 0..12 {
+        let pod = cluster.nodes[i % 2].add_pod("red", &format!("fresh{i}"))?;
+        let gateway: Ipv4Addr = pod.result["ips"][0]["gateway"].as_str().unwrap_or_default().parse()?;
+        // One echo, half a second: no second ARP attempt fits.
+        assert!(oxsdn_tests::probe::ping(&pod.netns, gateway), "{} cannot reach its gateway right after ADD", pod.name);
+    }
+    Ok(())
+}
