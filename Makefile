@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Network tests are mostly waiting on the kernel; a few run at once.
 TEST_THREADS ?= 4
 
-.PHONY: setup build demo test bench clippy clean
+.PHONY: setup build demo test soak bench clippy clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,11 @@ demo: build
 
 test: build
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+
+# The long variants of the reliability tests: 10 minutes of pod and CLI churn under
+# traffic, 5 minutes of VNID changes under probes (make test runs 60 s and 30 s).
+soak: build
+	OXSDN_SOAK_SECS=600 OXSDN_HAMMER_SECS=300 $(CARGO) test --locked -p oxsdn-tests --test reliability -- --nocapture --test-threads=1 churn vnid
 
 # Side-by-side throughput of oxsdn and the alternatives (not part of the tests).
 bench: setup

@@ -302,17 +302,19 @@ impl Drop for Iperf3Server {
     }
 }
 
-/// An iperf3 client (`iperf3 -c TO -t SECS -J`) running in a namespace.
+/// An iperf3 client (`iperf3 -c TO -t SECS -J`, at most `-b BITRATE` if given) running
+/// in a namespace.
 pub struct Iperf3Client {
     child: std::process::Child,
     secs: u32,
 }
 
 impl Iperf3Client {
-    pub fn start(ns: &Netns, to: Ipv4Addr, secs: u32) -> Result<Iperf3Client> {
+    pub fn start(ns: &Netns, to: Ipv4Addr, secs: u32, bitrate: Option<&str>) -> Result<Iperf3Client> {
         let child = ns
             .command("iperf3")
             .args(["-c", &to.to_string(), "-t", &secs.to_string(), "-J"])
+            .args(bitrate.map(|b| ["-b", b]).iter().flatten())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -38,7 +38,7 @@ fn etcd_down_and_back_while_traffic_flows() -> Result<()> {
     let (a, b, c) = (&pods[0], &pods[1], &pods[2]);
     serve_echo(&c.netns, ECHO_PORT)?;
     let server = Iperf3Server::start(&b.netns)?;
-    let client = Iperf3Client::start(&a.netns, b.ip, 8)?;
+    let client = Iperf3Client::start(&a.netns, b.ip, 8, None)?;
 
     cluster.etcd.as_mut().expect("etcd").kill();
     std::thread::sleep(Duration::from_secs(1));

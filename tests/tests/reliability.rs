@@ -72,7 +72,7 @@ fn agent_restart_under_traffic(signal: Signal) -> Result<()> {
 
     const SECS: u32 = 10;
     let servers = [Iperf3Server::start(&b.netns)?, Iperf3Server::start(&c.netns)?];
-    let clients = [Iperf3Client::start(&a.netns, b.ip, SECS)?, Iperf3Client::start(&a.netns, c.ip, SECS)?];
+    let clients = [Iperf3Client::start(&a.netns, b.ip, SECS, None)?, Iperf3Client::start(&a.netns, c.ip, SECS, None)?];
     std::thread::sleep(Duration::from_secs(1));
     for index in [0, 1] {
         let node_ip = cluster.nodes[index].ip.to_string();
@@ -339,5 +339,212 @@ fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_fo
     ensure!(history.states.len() > 5, "too few commands ran: {}", history.states.len() - 1);
     ensure!(forbidden.is_empty(), "{} probes delivered against the committed state, e.g.:\n{}", forbidden.len(), forbidden[..forbidden.len().min(10)].join("\n"));
     ensure!(lost.is_empty(), "{} probes every possible state allows were dropped (mixed state), e.g.:\n{}", lost.len(), lost[..lost.len().min(10)].join("\n"));
+    Ok(())
+}
+
+fn soak_secs() -> u64 {
+    std::env::var("OXSDN_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60)
+}
+
+/// An agent's resident memory (KiB), open file descriptors and threads.
+#[derive(Clone, Copy, Debug)]
+struct Usage {
+    rss_kib: u64,
+    fds: usize,
+    threads: u64,
+}
+
+fn usage(node: &Node) -> Result<Usage> {
+    let pid = node.agent_pid().ok_or_else(|| anyhow::anyhow!("{}: no agent", node.name))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> u64 {
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    };
+    Ok(Usage { rss_kib: field("VmRSS:"), fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count(), threads: field("Threads:") })
+}
+
+/// Network namespaces of this cluster's run.
+fn netns_count(cluster: &TestCluster) -> Result<usize> {
+    let list = oxsdn_tests::netns::run(std::process::Command::new("ip").args(["netns", "list"]))?;
+    Ok(list.lines().filter(|l| l.starts_with(&format!("{}-", cluster.prefix))).count())
+}
+
+/// Pod addresses of a /27 node subnet (`--host-subnet-length 5`): all but the network,
+/// gateway and broadcast addresses. Small, so that a leaked address shows.
+const POD_ADDRESSES: usize = 29;
+/// Agent memory growth over a soak that counts as a leak.
+const RSS_GROWTH_LIMIT_KIB: u64 = 64 * 1024;
+
+#[test]
+fn pod_and_cli_churn_under_traffic_leaks_nothing() -> Result<()> {
+    use rand::{seq::SliceRandom, Rng};
+    use std::collections::BTreeMap;
+
+    let mut cluster = TestCluster::with_etcd(&["--host-subnet-length", "5"])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let pool = ["c1", "c2", "c3"];
+    for p in pool {
+        cluster.oxsdnctl(&["create", "project", p])?;
+    }
+    // Steady state that churn must not disturb: a pod on each node, a stream between
+    // them, a service.
+    let s1 = cluster.nodes[0].add_pod("c1", "steady1")?;
+    let s2 = cluster.nodes[1].add_pod("c1", "steady2")?;
+    serve_echo(&s2.netns, 8080)?;
+    cluster.oxsdnctl(&["create", "service", "steady", "-n", "c1", "--tcp", SERVICE_PORT])?;
+    cluster.oxsdnctl(&["set", "endpoints", "steady", "-n", "c1", &s2.ip.to_string()])?;
+    let steady = cluster.service_ip("c1", "steady")?;
+    std::thread::sleep(Duration::from_secs(1));
+    ensure!(tcp_echo(&s1.netns, steady, 80), "steady service not reachable");
+
+    let secs = soak_secs();
+    let baseline: Vec<Inventory> = cluster.nodes.iter().map(Inventory::take).collect::<Result<_>>()?;
+    let baseline_usage: Vec<Usage> = cluster.nodes.iter().map(usage).collect::<Result<_>>()?;
+    let baseline_netns = netns_count(&cluster)?;
+    let server = Iperf3Server::start(&s2.netns)?;
+    let stream = Iperf3Client::start(&s1.netns, s2.ip, secs as u32, Some("200M"))?;
+
+    let start = std::time::Instant::now();
+    let mut rng = rand::thread_rng();
+    let mut live: Vec<oxsdn_tests::Pod> = Vec::new();
+    let mut tmp_projects: Vec<String> = Vec::new();
+    let mut services: Vec<(String, String)> = Vec::new();
+    let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut peak_rss = baseline_usage.iter().map(|u| u.rss_kib).collect::<Vec<_>>();
+    let mut n = 0usize;
+    while start.elapsed() < Duration::from_secs(secs) {
+        n += 1;
+        let op = match rng.gen_range(0..10) {
+            0..=2 if live.len() < 16 => {
+                let node = &cluster.nodes[rng.gen_range(0..2)];
+                let pod = node.add_pod(pool.choose(&mut rng).expect("pool"), &format!("k{n}"))?;
+                let gateway: Ipv4Addr = pod.result["ips"][0]["gateway"].as_str().unwrap_or_default().parse()?;
+                ensure!(ping(&pod.netns, gateway), "churn pod {} ({}) has no network", pod.name, pod.ip);
+                live.push(pod);
+                "pod add"
+            }
+            0..=4 if !live.is_empty() => {
+                let pod = live.swap_remove(rng.gen_range(0..live.len()));
+                cluster.node(&pod.node).del_pod(&pod)?;
+                "pod delete"
+            }
+            5 => {
+                let name = format!("t{n}");
+                cluster.oxsdnctl(&["create", "project", &name])?;
+                tmp_projects.push(name);
+                "project create"
+            }
+            6 if !tmp_projects.is_empty() => {
+                let name = tmp_projects.swap_remove(rng.gen_range(0..tmp_projects.len()));
+                cluster.oxsdnctl(&["delete", "project", &name])?;
+                "project delete"
+            }
+            7 => {
+                let all: Vec<&str> = pool.iter().copied().chain(tmp_projects.iter().map(String::as_str)).collect();
+                let (a, b) = (*all.choose(&mut rng).expect("projects"), *all.choose(&mut rng).expect("projects"));
+                match rng.gen_range(0..3) {
+                    0 if a != b => cluster.oxsdnctl(&["pod-network", "join-projects", &format!("--to={a}"), b])?,
+                    1 => cluster.oxsdnctl(&["pod-network", "make-projects-global", a])?,
+                    _ => cluster.oxsdnctl(&["pod-network", "isolate-projects", a])?,
+                };
+                "pod-network"
+            }
+            8 if services.len() < 4 => {
+                let project = pool.choose(&mut rng).expect("pool").to_string();
+                let name = format!("svc{n}");
+                cluster.oxsdnctl(&["create", "service", &name, "-n", &project, "--tcp", SERVICE_PORT, "--udp", "53"])?;
+                services.push((project, name));
+                "service create"
+            }
+            8 | 9 if !services.is_empty() => {
+                let i = rng.gen_range(0..services.len());
+                if rng.gen_bool(0.3) {
+                    let (project, name) = services.swap_remove(i);
+                    cluster.oxsdnctl(&["delete", "service", &name, "-n", &project])?;
+                    "service delete"
+                } else {
+                    let (project, name) = &services[i];
+                    let mut ips: Vec<String> = live.iter().map(|p| p.ip.to_string()).collect();
+                    ips.shuffle(&mut rng);
+                    ips.truncate(rng.gen_range(0..4));
+                    let endpoints: Vec<&str> = if ips.is_empty() { vec!["--none"] } else { ips.iter().map(String::as_str).collect() };
+                    cluster.oxsdnctl(&[&["set", "endpoints", name.as_str(), "-n", project.as_str()], endpoints.as_slice()].concat())?;
+                    "endpoints set"
+                }
+            }
+            _ => continue,
+        };
+        *ops.entry(op).or_default() += 1;
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            peak_rss[i] = peak_rss[i].max(usage(node)?.rss_kib);
+        }
+    }
+    stream.finish()?;
+    server.wait();
+    // Undo the churn: the node must be back where it started.
+    for pod in live.drain(..) {
+        cluster.node(&pod.node).del_pod(&pod)?;
+    }
+    for (project, name) in services.drain(..) {
+        cluster.oxsdnctl(&["delete", "service", &name, "-n", &project])?;
+    }
+    for name in tmp_projects.drain(..) {
+        cluster.oxsdnctl(&["delete", "project", &name])?;
+    }
+    ensure!(tcp_echo(&s1.netns, steady, 80), "steady service lost during the churn");
+
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        // The agents apply deletions from the store's watch: wait for them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let diffs = loop {
+            let now = Inventory::take(node)?;
+            // VNIDs changed on purpose; the projects (entries) are the same.
+            let mut diffs = baseline[i].differences(&now);
+            diffs.retain(|d| !d.starts_with("PROJECT_VNID:"));
+            if baseline[i].maps["PROJECT_VNID"].len() != now.maps["PROJECT_VNID"].len() {
+                diffs.push(format!("PROJECT_VNID: {} -> {} entries", baseline[i].maps["PROJECT_VNID"].len(), now.maps["PROJECT_VNID"].len()));
+            }
+            if diffs.is_empty() || std::time::Instant::now() > deadline {
+                break diffs;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        ensure!(diffs.is_empty(), "{} leaked after the churn:\n{}", node.name, diffs.join("\n"));
+    }
+    ensure!(netns_count(&cluster)? == baseline_netns, "network namespaces leaked");
+
+    // No address leaked: every address but the steady pod's can be handed out again.
+    for node in &cluster.nodes {
+        let mut filled = Vec::new();
+        let error = loop {
+            match node.add_pod("c2", &format!("fill{}", filled.len())) {
+                Ok(pod) => filled.push(pod),
+                Err(e) => break e,
+            }
+            ensure!(filled.len() < POD_ADDRESSES, "{}: more addresses than the subnet has", node.name);
+        };
+        ensure!(filled.len() == POD_ADDRESSES - 1, "{}: only {} of {} free addresses left after the churn: {error:#}", node.name, filled.len(), POD_ADDRESSES - 1);
+        for pod in &filled {
+            node.del_pod(pod)?;
+        }
+    }
+
+    let end_usage: Vec<Usage> = cluster.nodes.iter().map(usage).collect::<Result<_>>()?;
+    println!("soak: {secs} s, {} operations {ops:?}", ops.values().sum::<usize>());
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let (b, e) = (baseline_usage[i], end_usage[i]);
+        let peak = peak_rss[i].max(e.rss_kib);
+        println!(
+            "soak: {} agent RSS {} KiB -> {} KiB (peak {} KiB, growth {:+} KiB), fds {} -> {}, threads {} -> {}; {}",
+            node.name, b.rss_kib, e.rss_kib, peak, e.rss_kib as i64 - b.rss_kib as i64, b.fds, e.fds, b.threads, e.threads,
+            Inventory::take(node)?.summary()
+        );
+        // Not a measurement: a bound far above the allocator's noise (a few hundred KiB
+        // per minute here) that a per-operation leak would cross.
+        ensure!(e.rss_kib < b.rss_kib + RSS_GROWTH_LIMIT_KIB, "{}: agent RSS grew from {} to {} KiB", node.name, b.rss_kib, e.rss_kib);
+        ensure!(e.fds <= b.fds + 4, "{}: file descriptors grew from {} to {}", node.name, b.fds, e.fds);
+        ensure!(e.threads <= b.threads + 2, "{}: threads grew from {} to {}", node.name, b.threads, e.threads);
+    }
     Ok(())
 }
