@@ -1,13 +1,14 @@
 //! What a malicious pod can try beyond spoofing (see docs/threat-model.md): crafted
-//! fragments into another project, and the agent's socket from a non-root process.
+//! fragments into another project, broadcast and multicast floods, and the agent's
+//! socket from a non-root process.
 
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::Result;
 use oxsdn_tests::{
     cni::CniCall,
-    flows::packets,
-    frames::{self, pod_mac},
+    flows::{packets, FlowLine},
+    frames::{self, pod_mac, BROADCAST},
     probe::RawSocket,
     TestCluster,
 };
@@ -61,5 +62,106 @@ fn only_root_may_use_the_agent_socket() -> Result<()> {
     assert!(out.stdout.contains("ermission denied"), "not refused for lack of permission: {}", out.stdout);
     let socket_mode = std::fs::metadata(&node.socket)?.permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&socket_mode) & 0o777, 0o600);
+    Ok(())
+}
+
+/// Multicast MAC of an IPv4 group (RFC 1112).
+fn multicast_mac(group: Ipv4Addr) -> frames::Mac {
+    let o = group.octets();
+    [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+}
+
+#[test]
+fn broadcast_and_multicast_floods_reach_no_pod_and_are_counted() -> Result<()> {
+    use oxsdn_tests::probe::{ping, serve_echo, tcp_echo, ECHO_PORT};
+
+    let mut cluster = TestCluster::with_etcd(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let attacker = cluster.nodes[0].add_pod("blue", "attacker")?;
+    // Victims: the attacker's own project and another one, on its node and the other.
+    let victims = [
+        cluster.nodes[0].add_pod("blue", "friend")?,
+        cluster.nodes[0].add_pod("red", "local")?,
+        cluster.nodes[1].add_pod("red", "remote")?,
+    ];
+    let (node1, node2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let a_mac = pod_mac(attacker.ip);
+    let ip = |s: &str| -> Ipv4Addr { s.parse().expect("address") };
+    let marker = b"oxsdn-flood";
+
+    // ARP for every address of both node subnets, of a cluster range no node owns, and
+    // outside the cluster: broadcast frames, each of which may reach only its target.
+    let mut arp_targets: Vec<Ipv4Addr> = Vec::new();
+    for (base, count) in [(ip("10.128.0.0"), 512u32), (ip("10.129.0.0"), 512), (ip("10.130.0.0"), 256), (ip("192.0.2.0"), 256)] {
+        arp_targets.extend((0..count).map(|i| Ipv4Addr::from(u32::from(base) + i)));
+    }
+    const COPIES: usize = 500;
+    let ip_floods: [(&str, Ipv4Addr, frames::Mac); 7] = [
+        ("limited broadcast", ip("255.255.255.255"), BROADCAST),
+        ("own subnet broadcast", ip("10.128.1.255"), BROADCAST),
+        ("other node's subnet broadcast", ip("10.129.1.255"), BROADCAST),
+        ("cluster network broadcast", ip("10.131.255.255"), BROADCAST),
+        ("all hosts", ip("224.0.0.1"), multicast_mac(ip("224.0.0.1"))),
+        ("SSDP", ip("239.255.255.250"), multicast_mac(ip("239.255.255.250"))),
+        ("site-local group", ip("239.1.2.3"), multicast_mac(ip("239.1.2.3"))),
+    ];
+    let flows1 = node1.dump_flows()?;
+    let flows2 = node2.dump_flows()?;
+
+    // Every victim captures while the attacker floods.
+    let captures: Vec<_> = victims
+        .iter()
+        .map(|v| -> Result<_> {
+            let rx = RawSocket::open(&v.netns, "eth0")?;
+            let attacker_ip = attacker.ip.octets();
+            Ok(std::thread::spawn(move || {
+                rx.capture(Duration::from_secs(4), move |f| frames::contains(f, b"oxsdn-flood") || (f[12..14] == [0x08, 0x06] && f[28..32] == attacker_ip))
+            }))
+        })
+        .collect::<Result<_>>()?;
+    std::thread::sleep(Duration::from_millis(200));
+    let tx = RawSocket::open(&attacker.netns, "eth0")?;
+    for target in &arp_targets {
+        tx.send(&frames::arp(a_mac, BROADCAST, 1, a_mac, attacker.ip, [0; 6], *target))?;
+    }
+    for (_, dst, dst_mac) in &ip_floods {
+        let frame = frames::udp(a_mac, *dst_mac, attacker.ip, *dst, 9, marker);
+        for _ in 0..COPIES {
+            tx.send(&frame)?;
+        }
+    }
+    for (victim, capture) in victims.iter().zip(captures) {
+        let got = capture.join().expect("capture thread");
+        let flood: Vec<_> = got.iter().filter(|f| frames::contains(f, marker)).collect();
+        assert!(flood.is_empty(), "{} received {} flood frames, e.g. {:02x?}", victim.name, flood.len(), flood[0]);
+        // ARP is not isolated but goes only to its target: the one request for the
+        // victim's own address.
+        let arp_targets: Vec<Ipv4Addr> = got.iter().map(|f| Ipv4Addr::new(f[38], f[39], f[40], f[41])).collect();
+        assert_eq!(arp_targets, [victim.ip], "{}: ARP requests received", victim.name);
+    }
+
+    // Counted where the spec (Profile A §8) puts them.
+    let (after1, after2) = (node1.dump_flows()?, node2.dump_flows()?);
+    let delta = |before: &[FlowLine], after: &[FlowLine], table, priority, matches: &str| {
+        packets(after, table, priority, matches) - packets(before, table, priority, matches)
+    };
+    let copies = COPIES as u64;
+    assert!(delta(&flows1, &after1, 110, 0, "") >= 3 * copies, "multicast: table 110");
+    assert!(delta(&flows1, &after1, 70, 0, "") >= copies, "own subnet broadcast (and ARP to no pod): table 70");
+    assert!(delta(&flows1, &after1, 90, 0, "") >= copies, "cluster network broadcast: table 90");
+    assert!(delta(&flows2, &after2, 70, 0, "") >= copies, "other node's subnet broadcast: its table 70");
+    assert!(delta(&flows1, &after1, 101, 0, "") >= copies, "limited broadcast: handed to the host by table 101");
+    assert!(delta(&flows1, &after1, 40, 0, "") >= 500, "ARP for local addresses without a pod: table 40");
+    assert!(delta(&flows2, &after2, 40, 0, "") >= 500, "ARP for remote addresses without a pod: node2's table 40");
+    assert!(delta(&flows1, &after1, 50, 0, "") >= 256, "ARP for addresses no node owns: table 50");
+    assert!(delta(&flows1, &after1, 30, 0, "arp") >= 256, "ARP outside the cluster: table 30");
+
+    // The node and its pods are still fine: pods talk, the gateway answers, CNI works.
+    serve_echo(&victims[0].netns, ECHO_PORT)?;
+    assert!(tcp_echo(&attacker.netns, victims[0].ip, ECHO_PORT), "pods of one project cannot talk after the flood");
+    assert!(ping(&victims[1].netns, Ipv4Addr::new(10, 128, 0, 1)), "the gateway does not answer after the flood");
+    let late = node1.add_pod("red", "late")?;
+    assert!(ping(&late.netns, victims[2].ip), "a pod added after the flood has no network");
     Ok(())
 }
