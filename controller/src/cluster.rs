@@ -85,6 +85,10 @@ pub(crate) trait Record: Serialize + DeserializeOwned + 'static {
     const KIND: &'static str;
     /// The record's key below `PREFIX`.
     fn key_name(&self) -> String;
+    /// What a record read from the store must satisfy beyond its shape.
+    fn check(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Record for NetNamespace {
@@ -93,6 +97,14 @@ impl Record for NetNamespace {
     const KIND: &'static str = "netnamespace";
     fn key_name(&self) -> String {
         self.name.clone()
+    }
+    /// A VNID outside the range would be truncated to another one in the 24-bit VXLAN
+    /// VNI (0x1000000 to 0, global) on the wire.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.netid == GLOBAL_VNID || (MIN_VNID..=MAX_VNID).contains(&self.netid) {
+            return Ok(());
+        }
+        Err(format!("netid {} is out of range (0 or {MIN_VNID}..={MAX_VNID})", self.netid))
     }
 }
 
@@ -242,7 +254,7 @@ fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
     })
 }
 
-/// Decodes a record, checking that it names itself as its key does.
+/// Decodes a record, checking that it names itself as its key does and its own rules.
 fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
     let record: R = decode(kv)?;
     let name = record.key_name();
@@ -252,6 +264,7 @@ fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
             reason: format!("record is named {name:?}"),
         });
     }
+    record.check().map_err(|reason| Error::BadRecord { key: kv.key.clone(), reason })?;
     Ok(record)
 }
 
