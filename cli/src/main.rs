@@ -82,13 +82,13 @@ enum Command {
 #[derive(Debug, Args)]
 struct InitArgs {
     /// Pod network of the whole cluster [default: 10.128.0.0/14].
-    #[arg(long, value_name = "CIDR")]
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     cluster_network: Option<Ipv4Network>,
     /// Host bits of each node's subnet [default: 9].
     #[arg(long, value_name = "N")]
     host_subnet_length: Option<u8>,
     /// ClusterIP range [default: 172.30.0.0/16].
-    #[arg(long, value_name = "CIDR")]
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
     service_network: Option<Ipv4Network>,
     /// VXLAN UDP port [default: 4789].
     #[arg(long, value_name = "PORT")]
@@ -320,6 +320,15 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not of the form key=value"))
 }
 
+/// `ADDRESS/PREFIX`. The prefix is required: a bare address would be a /32 network,
+/// certainly not what was meant.
+fn parse_cidr(s: &str) -> Result<Ipv4Network, String> {
+    if !s.contains('/') {
+        return Err(format!("{s:?} has no prefix length (a CIDR such as 10.128.0.0/14)"));
+    }
+    s.parse().map_err(|e| format!("{s:?} is not an IPv4 CIDR: {e}"))
+}
+
 /// `PORT` or `PORT:TARGET`: the port and its target port.
 fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
     // clap's message quotes the whole value; this names the part that is wrong.
@@ -412,6 +421,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
     let store = &StoreBackend::from_options(&cli.store, cli.etcd_endpoints.as_slice());
     match cli.command {
         Command::Init(args) => {
+            // Checked before the store is opened: a bad configuration creates nothing.
+            args.config().validate()?;
             let cluster = Cluster::new(open_store(store)?);
             let config = cluster.init_config(&args.config())?;
             serde_json::to_writer_pretty(&mut *out, &config)?;
