@@ -548,3 +548,31 @@ fn pod_and_cli_churn_under_traffic_leaks_nothing() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn an_agent_refuses_to_start_on_a_corrupted_pod_table_or_store_and_changes_neither() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let a = cluster.nodes[0].add_pod("red", "a")?;
+    let b = cluster.nodes[0].add_pod("red", "b")?;
+    cluster.nodes[0].stop_agent();
+    let pods = cluster.nodes[0].state_dir.join("pods.json");
+    let store = cluster.dir.join("store").join("state");
+    let (good_pods, good_store) = (std::fs::read(&pods)?, std::fs::read(&store)?);
+    let truncated = |bytes: &[u8]| bytes[..bytes.len() / 2].to_vec();
+    for (file, bad, message) in [(&pods, truncated(&good_pods), "is not a valid pod table"), (&store, truncated(&good_store), "is corrupted")] {
+        std::fs::write(file, &bad)?;
+        let err = match cluster.nodes[0].start_agent() {
+            Ok(()) => anyhow::bail!("the agent started on a corrupted {}", file.display()),
+            Err(e) => format!("{e:#}"),
+        };
+        ensure!(err.contains(message), "{}: {err}", file.display());
+        ensure!(std::fs::read(file)? == bad, "the agent rewrote {}", file.display());
+        // The dataplane it refused to take over still forwards.
+        ensure!(ping(&a.netns, b.ip), "pods lost their network");
+        std::fs::write(file, if file == &pods { &good_pods } else { &good_store })?;
+    }
+    cluster.nodes[0].start_agent()?;
+    ensure!(ping(&a.netns, b.ip));
+    Ok(())
+}
