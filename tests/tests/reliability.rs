@@ -256,11 +256,11 @@ fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_fo
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let round = Instant::now();
-                for from in 0..addrs.len() {
+                for (from, socket) in sockets.iter().enumerate() {
                     for to in (0..addrs.len()).filter(|&to| to != from) {
                         seq += 1;
                         let at = start.elapsed();
-                        if sockets[from].send_to(&encode(from, seq), (addrs[to], PROBE_PORT)).is_ok() {
+                        if socket.send_to(&encode(from, seq), (addrs[to], PROBE_PORT)).is_ok() {
                             sent.push(Probe { from, to, seq, sent: at });
                         }
                     }

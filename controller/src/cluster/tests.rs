@@ -423,7 +423,7 @@ fn record_named_differently_from_its_key_is_bad() {
 #[test]
 fn netid_out_of_range_in_the_store_is_a_bad_record() {
     let (_backing, c) = cluster();
-    for netid in [1, MIN_VNID - 1, MAX_VNID + 1, u32::MAX] {
+    let put_netid = |netid| {
         let ns = NetNamespace {
             name: "a".into(),
             netid,
@@ -435,6 +435,9 @@ fn netid_out_of_range_in_the_store_is_a_bad_record() {
             &record_key::<NetNamespace>("a"),
             &serde_json::to_vec(&ns).unwrap(),
         );
+    };
+    for netid in [1, MIN_VNID - 1, MAX_VNID + 1, u32::MAX] {
+        put_netid(netid);
         match c.get_netnamespace("a") {
             Err(Error::BadRecord { reason, .. }) => assert!(reason.contains("out of range"), "{reason}"),
             other => panic!("netid {netid}: {other:?}"),
@@ -445,17 +448,7 @@ fn netid_out_of_range_in_the_store_is_a_bad_record() {
         ));
     }
     for netid in [0, MIN_VNID, MAX_VNID] {
-        let ns = NetNamespace {
-            name: "a".into(),
-            netid,
-            id: 1,
-            labels: BTreeMap::new(),
-        };
-        raw_put(
-            &c,
-            &record_key::<NetNamespace>("a"),
-            &serde_json::to_vec(&ns).unwrap(),
-        );
+        put_netid(netid);
         assert_eq!(c.get_netnamespace("a").unwrap().unwrap().netid, netid);
     }
 }
