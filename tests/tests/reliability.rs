@@ -159,14 +159,15 @@ struct History {
 }
 
 impl History {
-    /// The states a node's dataplane may hold at `t`: state j from the moment its
-    /// command started (the transaction commits before the command returns, and an
-    /// agent may apply it at once) until `PROPAGATION_BOUND` after the next command
-    /// returned (the agent may not have applied that one yet).
-    fn possible_at(&self, t: Duration) -> Vec<&NetState> {
+    /// The states a node's dataplane may hold at some moment of `sent` (a probe's send
+    /// call): state j from the moment its command started (the transaction commits
+    /// before the command returns, and an agent may apply it at once) until
+    /// `PROPAGATION_BOUND` after the next command returned (the agent may not have
+    /// applied that one yet).
+    fn possible_during(&self, sent: &std::ops::Range<Duration>) -> Vec<&NetState> {
         (0..self.states.len())
-            .filter(|&j| j == 0 || self.started[j] <= t)
-            .filter(|&j| j + 1 >= self.states.len() || t < self.returned[j + 1] + PROPAGATION_BOUND)
+            .filter(|&j| j == 0 || self.started[j] <= sent.end)
+            .filter(|&j| j + 1 >= self.states.len() || sent.start < self.returned[j + 1] + PROPAGATION_BOUND)
             .map(|j| &self.states[j])
             .collect()
     }
@@ -178,13 +179,29 @@ fn allowed(state: &NetState, from: &str, to: &str) -> bool {
     a == 0 || b == 0 || a == b
 }
 
-/// A probe: sender and receiver (pod indexes), sequence number, send time.
-#[derive(Clone, Copy)]
+/// A probe: sender and receiver (pod indexes), sequence number, and when its send
+/// call ran (the thread may be descheduled around the actual send).
+#[derive(Clone)]
 struct Probe {
     from: usize,
     to: usize,
     seq: u64,
-    sent: Duration,
+    sent: std::ops::Range<Duration>,
+}
+
+/// Room for many seconds of probes, so a receiving thread starved of CPU on a busy
+/// machine does not drop any (the kernel would, and the oracle would count them).
+const PROBE_RECEIVE_BUFFER: i32 = 16 << 20;
+
+/// SO_RCVBUFFORCE (root: beyond net.core.rmem_max).
+fn force_receive_buffer(socket: &std::net::UdpSocket, bytes: i32) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with an int on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&bytes as *const i32).cast(), std::mem::size_of::<i32>() as u32)
+    };
+    ensure!(rc == 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    Ok(())
 }
 
 fn encode(from: usize, seq: u64) -> [u8; 16] {
@@ -223,6 +240,7 @@ fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_fo
         .map(|p| -> Result<Arc<UdpSocket>> {
             let s = p.netns.enter(|| UdpSocket::bind(("0.0.0.0", PROBE_PORT)))??;
             s.set_read_timeout(Some(Duration::from_millis(200)))?;
+            force_receive_buffer(&s, PROBE_RECEIVE_BUFFER)?;
             Ok(Arc::new(s))
         })
         .collect::<Result<_>>()?;
@@ -259,9 +277,9 @@ fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_fo
                 for (from, socket) in sockets.iter().enumerate() {
                     for to in (0..addrs.len()).filter(|&to| to != from) {
                         seq += 1;
-                        let at = start.elapsed();
+                        let before = start.elapsed();
                         if socket.send_to(&encode(from, seq), (addrs[to], PROBE_PORT)).is_ok() {
-                            sent.push(Probe { from, to, seq, sent: at });
+                            sent.push(Probe { from, to, seq, sent: before..start.elapsed() });
                         }
                     }
                 }
@@ -306,11 +324,11 @@ fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_fo
     let received = received.lock().unwrap();
 
     let (mut forbidden, mut lost, mut must, mut delivered) = (Vec::new(), Vec::new(), 0usize, 0usize);
-    for probe in sent.iter().filter(|p| p.sent < end) {
+    for probe in sent.iter().filter(|p| p.sent.end < end) {
         let (from, to) = (&pods[probe.from], &pods[probe.to]);
-        let possible = history.possible_at(probe.sent);
+        let possible = history.possible_during(&probe.sent);
         let arrived = received.contains(&(probe.from, probe.to, probe.seq));
-        let describe = || format!("{} ({}) -> {} ({}) sent at {:?}, possible states {possible:?}", from.name, from.project, to.name, to.project, probe.sent);
+        let describe = || format!("{} ({}) -> {} ({}) sent during {:?}, possible states {possible:?}", from.name, from.project, to.name, to.project, probe.sent);
         if arrived {
             delivered += 1;
             if !possible.iter().any(|s| allowed(s, &from.project, &to.project)) {
@@ -321,7 +339,7 @@ fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_fo
         // with a single possible state (during propagation the two nodes may hold
         // different states, and a VNI from one with a VNID from the other is dropped).
         let all_allow = possible.iter().all(|s| allowed(s, &from.project, &to.project));
-        if all_allow && (from.node == to.node || possible.len() == 1) && probe.sent > Duration::from_secs(1) {
+        if all_allow && (from.node == to.node || possible.len() == 1) && probe.sent.start > Duration::from_secs(1) {
             must += 1;
             if !arrived {
                 lost.push(describe());
