@@ -2,12 +2,13 @@
 #   make demo   installs what is missing, builds, runs the sandboxed single-node demo
 #   make test   installs what is missing, builds, runs every test (root needed: the
 #               tests create network namespaces, veths and eBPF programs)
+#   make differential   the eBPF programs against the reference model, long run
 SHELL := /bin/bash
 CARGO ?= cargo
 # Network tests are mostly waiting on the kernel; a few run at once.
 TEST_THREADS ?= 4
 
-.PHONY: setup build demo test bench clippy clean
+.PHONY: setup build demo test differential bench clippy clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +21,12 @@ demo: build
 
 test: build
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+
+# The eBPF programs against the reference model on many random states and frames
+# (docs/model.md); `make test` runs a short version.
+OXSDN_DIFF_CASES ?= 1000000
+differential: build
+	OXSDN_DIFF_CASES=$(OXSDN_DIFF_CASES) $(CARGO) test -p oxsdn-tests --locked --test differential -- --nocapture
 
 # Side-by-side throughput of oxsdn and the alternatives (not part of the tests).
 bench: setup
