@@ -1,7 +1,7 @@
 //! Entry for frames a pod sends: TC ingress of the pod's host-side veth.
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
-use oxsdn_common::{rules::*, NodeConfig};
+use oxsdn_common::{rules::*, trace::{output_kind, CB_IN_PORT}, NodeConfig};
 
 use crate::{
     maps::CONFIG,
@@ -9,20 +9,37 @@ use crate::{
     packet::{Frame, L3},
     pipeline::{drop, table20_antispoof, Output, Rewrite},
     stats::count,
+    trace::{self, tracing},
 };
 
 #[classifier]
 pub fn from_pod(mut ctx: TcContext) -> i32 {
     let Some(cfg) = CONFIG.get(0) else { return TC_ACT_SHOT };
     let frame = Frame::parse(&ctx);
-    // SAFETY: reading the ingress ifindex from the skb.
-    let in_port = unsafe { (*ctx.skb.skb).ifindex };
+    let in_port = if tracing() {
+        trace::cb(&ctx, CB_IN_PORT)
+    } else {
+        // SAFETY: reading the ingress ifindex from the skb.
+        unsafe { (*ctx.skb.skb).ifindex }
+    };
     let mut nat = Rewrite::default();
     match table0_from_pod(cfg, &frame, in_port, &mut nat) {
-        Output::Drop => TC_ACT_SHOT,
-        Output::Tun0 => to_tun0(&mut ctx, cfg, &frame, &nat),
-        Output::Pod { ifindex, ip } => to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat),
-        Output::Tunnel { node_ip, vni } => to_tunnel(&mut ctx, cfg, &frame, node_ip, vni, &nat),
+        Output::Drop => {
+            trace::decision(output_kind::DROP, 0, 0, 0, &nat);
+            TC_ACT_SHOT
+        }
+        Output::Tun0 => {
+            trace::decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &nat);
+            to_tun0(&mut ctx, cfg, &frame, &nat)
+        }
+        Output::Pod { ifindex, ip } => {
+            trace::decision(output_kind::POD, ifindex, ip, 0, &nat);
+            to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat)
+        }
+        Output::Tunnel { node_ip, vni } => {
+            trace::decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &nat);
+            to_tunnel(&mut ctx, cfg, &frame, node_ip, vni, &nat)
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! Nothing here goes out of tun0's peer; every frame is redirected or dropped.
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
-use oxsdn_common::{rules::*, NodeConfig};
+use oxsdn_common::{rules::*, trace::output_kind, NodeConfig};
 
 use crate::{
     maps::CONFIG,
@@ -10,6 +10,7 @@ use crate::{
     packet::{Frame, L3},
     pipeline::{drop, in_cluster, is_multicast, table30_route, Output, Rewrite},
     stats::count,
+    trace,
 };
 
 /// Everything the host injects is global: reg0 = 0.
@@ -21,11 +22,24 @@ pub fn from_tun0(mut ctx: TcContext) -> i32 {
     let frame = Frame::parse(&ctx);
     let mut nat = Rewrite::default();
     match table0_from_tun0(cfg, &frame, &mut nat) {
+        Output::Drop => {
+            trace::decision(output_kind::DROP, 0, 0, 0, &nat);
+            TC_ACT_SHOT
+        }
         // OpenFlow never sends a packet back out of its ingress port.
-        Output::Drop | Output::Tun0 => TC_ACT_SHOT,
+        Output::Tun0 => {
+            trace::decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &nat);
+            TC_ACT_SHOT
+        }
         // redirect_peer works from TC ingress only; this is egress.
-        Output::Pod { ifindex, .. } => to_pod_veth(&mut ctx, &frame, ifindex, &nat),
-        Output::Tunnel { node_ip, vni } => to_tunnel(&mut ctx, cfg, &frame, node_ip, vni, &nat),
+        Output::Pod { ifindex, ip } => {
+            trace::decision(output_kind::POD, ifindex, ip, 0, &nat);
+            to_pod_veth(&mut ctx, &frame, ifindex, &nat)
+        }
+        Output::Tunnel { node_ip, vni } => {
+            trace::decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &nat);
+            to_tunnel(&mut ctx, cfg, &frame, node_ip, vni, &nat)
+        }
     }
 }
 

@@ -8,7 +8,11 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use oxsdn_common::{rules::*, NodeConfig};
+use oxsdn_common::{
+    rules::*,
+    trace::{output_kind, CB_TUN_SRC, CB_VNI},
+    NodeConfig,
+};
 
 use crate::{
     maps::CONFIG,
@@ -16,6 +20,7 @@ use crate::{
     packet::{Frame, L3},
     pipeline::{drop, in_cluster, table10_vxlan_source, Output, Rewrite},
     stats::count,
+    trace::{self, test_input},
 };
 
 #[classifier]
@@ -25,18 +30,35 @@ pub fn from_tunnel(mut ctx: TcContext) -> i32 {
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     // SAFETY: the key lives on the stack for the call.
     let got = unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, core::mem::size_of::<bpf_tunnel_key>() as u32, 0) };
-    if got != 0 {
+    let (tun_src, vni) = if got == 0 {
+        // SAFETY: an IPv4 tunnel fills remote_ipv4 (host byte order).
+        (unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be(), key.tunnel_id)
+    } else if test_input() {
+        // A test run's skb has no tunnel metadata: the caller put the key in cb[].
+        (trace::cb(&ctx, CB_TUN_SRC), trace::cb(&ctx, CB_VNI))
+    } else {
         return TC_ACT_SHOT;
-    }
-    // SAFETY: an IPv4 tunnel fills remote_ipv4 (host byte order).
-    let tun_src = unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be();
+    };
     let frame = Frame::parse(&ctx);
     let mut nat = Rewrite::default();
-    match table0_from_tunnel(cfg, &frame, tun_src, key.tunnel_id, &mut nat) {
-        Output::Pod { ifindex, ip } => to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat),
-        Output::Tun0 => to_tun0(&mut ctx, cfg, &frame, &nat),
+    match table0_from_tunnel(cfg, &frame, tun_src, vni, &mut nat) {
+        Output::Pod { ifindex, ip } => {
+            trace::decision(output_kind::POD, ifindex, ip, 0, &nat);
+            to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat)
+        }
+        Output::Tun0 => {
+            trace::decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &nat);
+            to_tun0(&mut ctx, cfg, &frame, &nat)
+        }
+        Output::Drop => {
+            trace::decision(output_kind::DROP, 0, 0, 0, &nat);
+            TC_ACT_SHOT
+        }
         // OpenFlow never sends a packet back out of its ingress port.
-        Output::Drop | Output::Tunnel { .. } => TC_ACT_SHOT,
+        Output::Tunnel { node_ip, vni } => {
+            trace::decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &nat);
+            TC_ACT_SHOT
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::{
     packet::{Arp, Frame, Ipv4, IPPROTO_TCP, IPPROTO_UDP, L3},
     services::{table30_service_reply, table60_to_service},
     stats::{count, count_node, count_pod},
+    trace,
 };
 
 /// Where a packet goes when the pipeline is done with it.
@@ -116,6 +117,7 @@ pub fn table21_post_source(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_rep
 /// tunnel), so the reply translation is looked up first.
 #[inline(always)]
 pub fn table30_route(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_reply: bool, nat: &mut Rewrite) -> Output {
+    trace::reg0(reg0);
     match frame.l3 {
         L3::Arp(arp) => table30_route_arp(cfg, frame, &arp, reg0),
         L3::Ipv4(ip) => {
@@ -226,6 +228,7 @@ fn table70_to_local_pod(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -
 /// is the gateway, either side is global (VNID 0), or both VNIDs are equal.
 #[inline(always)]
 pub fn table80_isolation(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, reg1: u32) -> bool {
+    trace::reg1(reg1);
     let rule = if ip.src == cfg.gateway {
         T80_FROM_GW
     } else if reg0 == 0 {

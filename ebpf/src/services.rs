@@ -17,6 +17,7 @@ use crate::{
     packet::{Frame, Ipv4},
     pipeline::{drop, remote_node, table80_isolation, vnid_of, Output, Rewrite},
     stats::{count, count_service},
+    trace::tracing,
 };
 
 /// The L4 ports of `ip`, also for fragments: the first fragment's ports are recorded,
@@ -29,7 +30,7 @@ fn ports(ip: &Ipv4) -> Option<(u16, u16)> {
         // SAFETY: read-only access to a map value.
         return unsafe { FRAGMENTS.get(&key) }.map(|p| (p.sport, p.dport));
     }
-    if ip.more_fragments {
+    if ip.more_fragments && !tracing() {
         let _ = FRAGMENTS.insert(&key, &FragmentPorts { sport: ip.sport, dport: ip.dport }, 0);
     }
     Some((ip.sport, ip.dport))
@@ -119,7 +120,10 @@ fn table61_load_balance(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, nat: &mut Re
             let peer = if hairpin { cfg.gateway } else { ip.src };
             let reverse = FlowKey { src: backend_ip, dst: peer, sport: port.target_port, dport: sport, proto: ip.proto, _pad: [0; 3] };
             let reply = ServiceReply { service_ip: svc.ip, client_ip: ip.src, service_port: svc.port, client_port: sport };
-            if CT_REVERSE.insert(&reverse, &reply, 0).is_err() || CT_FORWARD.insert(&flow, &conn, 0).is_err() {
+            // A trace commits nothing.
+            let committed = tracing()
+                || (CT_REVERSE.insert(&reverse, &reply, 0).is_ok() && CT_FORWARD.insert(&flow, &conn, 0).is_ok());
+            if !committed {
                 return drop(T61_NO_ENDPOINT, frame);
             }
             count(T61_NEW, frame.len);

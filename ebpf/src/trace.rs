@@ -1,0 +1,111 @@
+//! Trace mode (`oxsdn_common::trace`): the `MODE` global and the `TRACE` record. Every
+//! function here is a no-op in the live programs, where `MODE` is a frozen 0 and the
+//! verifier drops the branches that test it.
+
+use aya_ebpf::{macros::map, maps::Array, programs::TcContext};
+use oxsdn_common::trace::{
+    output_kind, TraceHop, TraceRecord, MAX_HOPS, MODE_TEST_INPUT, MODE_TRACE, REG0_SET, REG1_SET,
+};
+
+use crate::pipeline::Rewrite;
+
+/// Set by the loader (`EbpfLoader::set_global`); read-only for the programs.
+#[no_mangle]
+static MODE: u32 = 0;
+
+/// Not pinned: each load has its own, so concurrent traces never mix.
+#[map]
+static TRACE: Array<TraceRecord> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn mode() -> u32 {
+    // SAFETY: reading a global the loader initialised.
+    unsafe { core::ptr::read_volatile(&MODE) }
+}
+
+/// Whether this copy traces instead of counting and writing state.
+#[inline(always)]
+pub fn tracing() -> bool {
+    mode() & MODE_TRACE != 0
+}
+
+/// Whether inputs a test run cannot carry come from `cb[]`.
+#[inline(always)]
+pub fn test_input() -> bool {
+    mode() & MODE_TEST_INPUT != 0
+}
+
+/// `cb[slot]` of the skb, read so the compiler cannot fold it with another context load
+/// into one at a computed offset (which the verifier refuses).
+#[inline(always)]
+pub fn cb(ctx: &TcContext, slot: usize) -> u32 {
+    // SAFETY: reading the skb's cb[] (slot < 5 is the callers' constant).
+    unsafe { core::ptr::read_volatile(&(*ctx.skb.skb).cb[slot]) }
+}
+
+#[inline(always)]
+fn record() -> Option<&'static mut TraceRecord> {
+    // SAFETY: the map is private to this load and a test run is single-threaded.
+    TRACE.get_ptr_mut(0).map(|r| unsafe { &mut *r })
+}
+
+/// Appends a matched rule (`kind`: `hop_kind`).
+#[inline(always)]
+pub fn hop(kind: u32, rule: u32, key: u32) {
+    let Some(r) = record() else { return };
+    let n = r.hops as usize;
+    if n < MAX_HOPS {
+        r.hop[n] = TraceHop { kind, rule, key };
+        r.hops = n as u32 + 1;
+    }
+}
+
+/// The source VNID, as table 30 receives it.
+#[inline(always)]
+pub fn reg0(vnid: u32) {
+    if !tracing() {
+        return;
+    }
+    if let Some(r) = record() {
+        r.reg0 = vnid;
+        r.regs_set |= REG0_SET;
+    }
+}
+
+/// The destination VNID, as table 80 receives it.
+#[inline(always)]
+pub fn reg1(vnid: u32) {
+    if !tracing() {
+        return;
+    }
+    if let Some(r) = record() {
+        r.reg1 = vnid;
+        r.regs_set |= REG1_SET;
+    }
+}
+
+/// The pipeline's decision (`kind`: `output_kind`): for a pod, its veth and IP; for the
+/// tunnel, vxlan0, the node's IP and the VNI; for tun0, its ifindex. Called in the
+/// entry programs' match arms with plain values: an `Output` kept around for this would
+/// be copied with undefined payload bytes, which the verifier refuses.
+#[inline(always)]
+pub fn decision(kind: u32, ifindex: u32, ip: u32, vni: u32, nat: &Rewrite) {
+    if !tracing() {
+        return;
+    }
+    let Some(r) = record() else { return };
+    r.decided = 1;
+    r.output = kind;
+    r.ifindex = ifindex;
+    if kind == output_kind::POD {
+        r.pod_ip = ip;
+    } else {
+        r.node_ip = ip;
+    }
+    r.vni = vni;
+    r.nat_active = nat.active;
+    r.nat_src = nat.src;
+    r.nat_dst = nat.dst;
+    r.nat_sport = nat.sport;
+    r.nat_dport = nat.dport;
+}
