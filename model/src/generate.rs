@@ -464,14 +464,15 @@ fn vxlan_inside(rng: &mut StdRng, state: &State, ingress: Ingress) -> Vec<u8> {
 fn other_ethertype(rng: &mut StdRng) -> Vec<u8> {
     let ether_type = *[0x86dd, 0x8100, 0x88cc, 0x88a8, rng.gen()].choose(rng).unwrap();
     let mut f = ethernet(rng.gen(), rng.gen(), ether_type);
-    f.extend((0..rng.gen_range(0..80)).map(|_| rng.gen::<u8>()));
+    f.extend((0..rng.gen_range(1..80)).map(|_| rng.gen::<u8>()));
     f
 }
 
-/// Sometimes cuts the frame short or breaks a header field.
+/// Sometimes cuts the frame short or breaks a header field. Frames keep at least one
+/// byte after the Ethernet header: BPF_PROG_TEST_RUN refuses anything shorter.
 fn mangle(rng: &mut StdRng, frame: &mut Vec<u8>) {
     match rng.gen_range(0..20) {
-        0 => frame.truncate(rng.gen_range(ETH_LEN..=frame.len())),
+        0 => frame.truncate(rng.gen_range(ETH_LEN + 1..=frame.len())),
         1 if frame.len() > ETH_LEN => {
             // version and IHL
             frame[ETH_LEN] = rng.gen();

@@ -1,7 +1,12 @@
-//! What the flow tables match on, read from a frame the way Open vSwitch's flow
-//! extraction reads it: an IPv4 header that fails the sanity checks leaves no addresses
-//! to match (so every table drops it), and L4 ports exist only when the first fragment
-//! holds the whole transport header within the IP total length.
+//! What the flow tables match on, read from a frame the way Open vSwitch's kernel
+//! datapath (which OpenShift 3.11 ran on) extracts a flow key: an IPv4 header needs
+//! IHL >= 5 and all IHL*4 bytes in the frame, else there are no addresses to match (so
+//! every table drops it); the total length is not checked; TCP/UDP ports exist only in
+//! a first fragment (or unfragmented packet) whose frame holds the whole transport
+//! header (20 bytes for TCP, 8 for UDP). Two deliberate differences: an 0x0800 frame
+//! whose version is not 4 is not IPv4 here (OVS would read it as IPv4; no IPv4 stack
+//! accepts it), and TCP's data offset is not checked (OVS also wants it >= 5 and within
+//! the frame; the ports are in the first four bytes either way).
 
 use std::net::Ipv4Addr;
 
@@ -71,19 +76,15 @@ fn parse_arp(payload: &[u8]) -> Option<Arp> {
 fn parse_ipv4(payload: &[u8]) -> Option<Ipv4> {
     let header = Ipv4HeaderSlice::from_slice(payload).ok()?;
     let header_len = usize::from(header.ihl()) * 4;
-    let total_len = usize::from(header.total_len());
-    if total_len < header_len || total_len > payload.len() {
-        return None;
-    }
     let protocol = header.protocol().0;
     let later_fragment = header.fragments_offset().value() != 0;
-    let l4 = &payload[header_len..total_len];
-    let min_l4 = match protocol {
-        IPPROTO_TCP => 20,
-        IPPROTO_UDP => 8,
-        _ => usize::MAX,
+    let l4 = &payload[header_len..];
+    let whole_header = match protocol {
+        IPPROTO_TCP => l4.len() >= 20,
+        IPPROTO_UDP => l4.len() >= 8,
+        _ => false,
     };
-    let ports = (!later_fragment && l4.len() >= min_l4)
+    let ports = (!later_fragment && whole_header)
         .then(|| (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]])));
     Some(Ipv4 {
         src: header.source_addr(),
@@ -121,9 +122,9 @@ pub struct Translation {
 pub fn translate(frame: &[u8], ip: &Ipv4, to: Translation, to_pod: bool) -> Vec<u8> {
     let mut out = frame.to_vec();
     let l4 = ip.l4_offset;
-    let l4_checksum = match (ip.later_fragment, ip.protocol) {
-        (false, IPPROTO_TCP) => Some(l4 + 16),
-        (false, IPPROTO_UDP) => Some(l4 + 6),
+    let l4_checksum = match (ip.ports.is_some(), ip.protocol) {
+        (true, IPPROTO_TCP) => Some(l4 + 16),
+        (true, IPPROTO_UDP) => Some(l4 + 6),
         _ => None,
     };
     let mut replace = |offset: usize, new: &[u8], in_pseudo_header: bool| {
@@ -207,13 +208,15 @@ mod tests {
         let mut bad = frame.clone();
         bad[ETH_LEN] = 0x44;
         assert!(matches!(parse(&bad), L3::Other));
-        // total length past the end of the frame
+        // the total length is not checked (OVS does not)
         let mut long = frame.clone();
         long[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&200u16.to_be_bytes());
-        assert!(matches!(parse(&long), L3::Other));
-        // total length cutting the UDP header: an IPv4 packet without ports
-        let mut short = frame.clone();
-        short[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&24u16.to_be_bytes());
-        assert!(matches!(parse(&short), L3::Ipv4(Ipv4 { ports: None, .. })));
+        assert!(matches!(parse(&long), L3::Ipv4(Ipv4 { ports: Some((1, 2)), .. })));
+        // options announced past the end of the frame
+        let mut options = frame.clone();
+        options[ETH_LEN] = 0x4f;
+        assert!(matches!(parse(&options), L3::Other));
+        // the UDP header cut short: an IPv4 packet without ports
+        assert!(matches!(parse(&frame[..ETH_LEN + 20 + 7]), L3::Ipv4(Ipv4 { ports: None, .. })));
     }
 }

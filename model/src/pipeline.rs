@@ -264,7 +264,7 @@ impl Pass<'_> {
     }
 
     /// A translated packet continues as the host's masqueraded packet did in OpenShift:
-    /// global, to its new destination.
+    /// global (VNI 0, no isolation check), to its new destination.
     fn deliver_translated(&self, ip: &Ipv4, to: Translation) -> Verdict {
         let node = &self.state.node;
         let dst = to.dst.0;
@@ -278,7 +278,11 @@ impl Pass<'_> {
             Ok(Out::Tun0)
         };
         match routed {
-            Ok(Out::Tun0) if self.ingress == Ingress::Tun0 => Verdict::Drop("output to the ingress port"),
+            // A hairpin goes back to the pod it came from; the tunnel and tun0 never
+            // get a packet back.
+            Ok(out) if self.is_ingress(out) && !matches!(out, Out::Pod(_)) => {
+                Verdict::Drop("output to the ingress port")
+            }
             Ok(out) => {
                 let to_pod = !matches!(out, Out::Tun0);
                 Verdict::Deliver(Delivery { out, frame: packet::translate(self.frame, ip, to, to_pod) })
