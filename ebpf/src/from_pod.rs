@@ -34,6 +34,11 @@ pub fn from_pod(mut ctx: TcContext) -> i32 {
         }
         Output::Pod { ifindex, ip } => {
             trace::decision(output_kind::POD, ifindex, ip, 0, &nat);
+            // OpenFlow never sends a packet back out of its ingress port (a pod's packet
+            // or ARP to its own address); a service hairpin, translated, goes back.
+            if ifindex == in_port && nat.active == 0 {
+                return TC_ACT_SHOT;
+            }
             to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat)
         }
         Output::Tunnel { node_ip, vni } => {
