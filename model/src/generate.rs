@@ -207,17 +207,41 @@ pub struct Case {
 
 /// A random frame at a random ingress.
 pub fn case(rng: &mut StdRng, state: &State, ports: &Ports) -> Case {
-    let ingress = ingress(rng, state, ports);
+    let mut ingress = ingress(rng, state, ports);
     let mut frame = match rng.gen_range(0..20) {
         0..=3 => arp(rng, state, ingress),
         4..=14 => ipv4(rng, state, ingress),
-        15 | 16 => reply(rng, state).unwrap_or_else(|| ipv4(rng, state, ingress)),
-        17 => later_fragment(rng, state).unwrap_or_else(|| ipv4(rng, state, ingress)),
         18 => vxlan_inside(rng, state, ingress),
-        _ => other_ethertype(rng),
+        19 => other_ethertype(rng),
+        kind => {
+            let tracked = if kind < 17 { reply(rng, state) } else { later_fragment(rng, state) };
+            match tracked {
+                Some((src, frame)) => {
+                    if rng.gen_bool(0.8) {
+                        ingress = arrives_on(rng, state, src).unwrap_or(ingress);
+                    }
+                    frame
+                }
+                None => ipv4(rng, state, ingress),
+            }
+        }
     };
     mangle(rng, &mut frame);
     Case { ingress, frame }
+}
+
+/// Where a packet from `src` honestly comes in: its pod's port, tun0 for the gateway,
+/// the tunnel from the node whose subnet holds it.
+fn arrives_on(rng: &mut StdRng, state: &State, src: Ipv4Addr) -> Option<Ingress> {
+    if let Some(pod) = state.pod_by_ip(src) {
+        return Some(Ingress::Pod(pod.ifindex));
+    }
+    if src == state.node.gateway() {
+        return Some(Ingress::Tun0);
+    }
+    let node = state.remote_node_for(src)?;
+    let vni = *state.projects.values().collect::<Vec<_>>().choose(rng)?;
+    Some(Ingress::Tunnel { src: node.node_ip, vni: *vni })
 }
 
 fn ingress(rng: &mut StdRng, state: &State, ports: &Ports) -> Ingress {
@@ -302,11 +326,17 @@ struct Ip {
 
 fn ipv4(rng: &mut StdRng, state: &State, ingress: Ingress) -> Vec<u8> {
     let src = source(rng, state, ingress);
-    let dst = address(rng, state);
-    let protocol = *[IPPROTO_TCP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDP, IPPROTO_ICMP, 47].choose(rng).unwrap();
-    let dport = match state.services.iter().find(|s| s.cluster_ip == dst) {
-        Some(s) if rng.gen_bool(0.8) => s.ports.choose(rng).unwrap().port,
-        _ => port(rng, state),
+    let dst = match state.services.choose(rng) {
+        Some(service) if rng.gen_bool(0.25) => service.cluster_ip,
+        _ => address(rng, state),
+    };
+    let any_protocol = *[IPPROTO_TCP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDP, IPPROTO_ICMP, 47].choose(rng).unwrap();
+    let (protocol, dport) = match state.services.iter().find(|s| s.cluster_ip == dst) {
+        Some(s) if rng.gen_bool(0.8) => {
+            let declared = s.ports.choose(rng).unwrap();
+            (if rng.gen_bool(0.9) { declared.protocol } else { any_protocol }, declared.port)
+        }
+        _ => (any_protocol, port(rng, state)),
     };
     let sport = if rng.gen_bool(0.5) { rng.gen_range(32768..32800) } else { port(rng, state) };
     let first_fragment = rng.gen_bool(0.1);
@@ -406,8 +436,8 @@ fn ip_frame(rng: &mut StdRng, ip: &Ip, l4: &[u8]) -> Vec<u8> {
     f
 }
 
-/// An endpoint's reply in a tracked connection (or a near miss).
-fn reply(rng: &mut StdRng, state: &State) -> Option<Vec<u8>> {
+/// An endpoint's reply in a tracked connection (or a near miss), and its source.
+fn reply(rng: &mut StdRng, state: &State) -> Option<(Ipv4Addr, Vec<u8>)> {
     let c = state.connections.choose(rng)?;
     let (to, to_port) = seen_client(state, c);
     let ip = Ip {
@@ -421,11 +451,12 @@ fn reply(rng: &mut StdRng, state: &State) -> Option<Vec<u8>> {
     };
     let sport = if rng.gen_bool(0.9) { c.endpoint.1 } else { rng.gen() };
     let l4 = transport(rng, &ip, sport, to_port, b"reply");
-    Some(ip_frame(rng, &ip, &l4))
+    Some((ip.src, ip_frame(rng, &ip, &l4)))
 }
 
-/// A fragment after the first, of a datagram whose first fragment was tracked (mostly).
-fn later_fragment(rng: &mut StdRng, state: &State) -> Option<Vec<u8>> {
+/// A fragment after the first, of a datagram whose first fragment was tracked (mostly),
+/// and its source.
+fn later_fragment(rng: &mut StdRng, state: &State) -> Option<(Ipv4Addr, Vec<u8>)> {
     let f = state.fragments.choose(rng)?;
     let ip = Ip {
         src: f.src,
@@ -437,7 +468,7 @@ fn later_fragment(rng: &mut StdRng, state: &State) -> Option<Vec<u8>> {
         options: 0,
     };
     let payload: Vec<u8> = (0..rng.gen_range(8..64)).map(|_| rng.gen()).collect();
-    Some(ip_frame(rng, &ip, &payload))
+    Some((ip.src, ip_frame(rng, &ip, &payload)))
 }
 
 /// UDP to the VXLAN port carrying a whole frame for another project.

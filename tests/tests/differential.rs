@@ -3,7 +3,7 @@
 //! and through the model of Profile A (`oxsdn-model`); verdict, output interface, tunnel
 //! node and VNI, and the rewritten frame must agree.
 //!
-//! `OXSDN_DIFF_CASES` (default 3000) sets how many frames run; `OXSDN_DIFF_SEED` the
+//! `OXSDN_DIFF_CASES` (default 5000) sets how many frames run; `OXSDN_DIFF_SEED` the
 //! first state's seed (default: random, printed). Each state's frames come from the
 //! state's own seed, so a failure is replayed with the seed it prints.
 
@@ -40,7 +40,7 @@ const MAX_REPORTED: usize = 20;
 fn ebpf_programs_agree_with_the_model() -> Result<()> {
     let cases: usize = match std::env::var("OXSDN_DIFF_CASES") {
         Ok(v) => v.parse().context("OXSDN_DIFF_CASES")?,
-        Err(_) => 3000,
+        Err(_) => 5000,
     };
     let seed: u64 = match std::env::var("OXSDN_DIFF_SEED") {
         Ok(v) => v.parse().context("OXSDN_DIFF_SEED")?,
@@ -54,6 +54,7 @@ fn ebpf_programs_agree_with_the_model() -> Result<()> {
         report.disagreements.len(),
         report.refused
     );
+    println!("differential: model verdicts {:?}", report.outcomes);
     assert!(
         report.disagreements.is_empty(),
         "the eBPF programs and the model disagree:\n{}",
@@ -135,6 +136,8 @@ impl Drop for PinDir {
 
 struct Report {
     cases: usize,
+    /// What the model said of the cases run: how many of each kind (`outcome`).
+    outcomes: std::collections::BTreeMap<&'static str, usize>,
     /// Frames BPF_PROG_TEST_RUN does not take (not run, not counted in `cases`).
     refused: usize,
     disagreements: Vec<String>,
@@ -166,7 +169,7 @@ impl Harness {
     /// `cases` random frames, `CASES_PER_STATE` per random state.
     fn random(&mut self, seed: u64, cases: usize) -> Result<Report> {
         let ports = Ports { ifindexes: &POD_PORTS };
-        let mut report = Report { cases: 0, refused: 0, disagreements: Vec::new() };
+        let mut report = Report { cases: 0, outcomes: Default::default(), refused: 0, disagreements: Vec::new() };
         let mut state_seed = seed;
         while report.cases < cases && report.disagreements.len() < MAX_REPORTED {
             let mut rng = StdRng::seed_from_u64(state_seed);
@@ -179,6 +182,7 @@ impl Harness {
                     continue;
                 }
                 report.cases += 1;
+                *report.outcomes.entry(outcome(&pipeline(&state, case.ingress, &case.frame), &case.frame)).or_default() += 1;
                 report.disagreements.extend(self.check(&state, &case, &format!("seed {state_seed} case {index}"))?);
             }
             state_seed = state_seed.wrapping_add(1);
@@ -256,6 +260,20 @@ fn agree(expected: &Verdict, actual: &Trace) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+/// The kind of a verdict, for the run's summary.
+fn outcome(v: &Verdict, frame: &[u8]) -> &'static str {
+    match v {
+        Verdict::Drop(_) => "dropped",
+        Verdict::AnyOf(_) => "new service connection",
+        Verdict::Deliver(d) if d.frame != frame => "translated",
+        Verdict::Deliver(d) => match d.out {
+            Out::Pod(_) => "to a pod",
+            Out::Tun0 => "to tun0",
+            Out::Tunnel { .. } => "to the tunnel",
+        },
     }
 }
 
