@@ -69,6 +69,11 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
         .map(|i| RemoteNode { subnet: subnet(subnet_ids[i]), node_ip: Ipv4Addr::new(192, 168, 101, i as u8) })
         .collect();
 
+    let mut projects = projects;
+    if rng.gen_bool(0.1) {
+        // A project deleted while its pods or services are still known (a race).
+        projects.remove(&project(rng));
+    }
     let mut state = State {
         node,
         pods,
@@ -94,7 +99,8 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
         }
         let mut endpoints = Vec::new();
         for _ in 0..rng.gen_range(0..=3) {
-            let endpoint = pod_address(rng, &state);
+            // Mostly pods; Endpoints written by hand may name any address.
+            let endpoint = if rng.gen_bool(0.9) { pod_address(rng, &state) } else { address(rng, &state) };
             if !endpoints.contains(&endpoint) {
                 endpoints.push(endpoint);
             }
@@ -142,9 +148,10 @@ fn connection(rng: &mut StdRng, state: &State) -> Option<Connection> {
         Some(e) if rng.gen_bool(0.8) => *e,
         _ => pod_address(rng, state),
     };
-    let client = match rng.gen_range(0..4) {
-        0 => state.node.gateway(),
-        1 => endpoint,
+    let client = match rng.gen_range(0..8) {
+        0 | 1 => state.node.gateway(),
+        2 | 3 => endpoint,
+        4 => address(rng, state),
         _ => pod_address(rng, state),
     };
     Some(Connection {
@@ -255,7 +262,10 @@ fn ingress(rng: &mut StdRng, state: &State, ports: &Ports) -> Ingress {
                 _ => address(rng, state),
             };
             let vnids: Vec<u32> = state.projects.values().copied().collect();
-            let vni = if rng.gen_bool(0.8) { *vnids.choose(rng).unwrap() } else { rng.gen_range(0..1 << 24) };
+            let vni = match vnids.choose(rng) {
+                Some(vnid) if rng.gen_bool(0.8) => *vnid,
+                _ => rng.gen_range(0..1 << 24),
+            };
             Ingress::Tunnel { src, vni }
         }
     }

@@ -244,7 +244,7 @@ impl Pass<'_> {
             .into_iter()
             .map(|endpoint| {
                 let source = if endpoint.0 == ip.src { (self.gateway(), sport) } else { client };
-                self.deliver_translated(ip, Translation { src: source, dst: endpoint })
+                self.deliver_translated(ip, Translation { src: source, dst: endpoint }, false)
             })
             .collect();
         choices.dedup();
@@ -260,12 +260,15 @@ impl Pass<'_> {
     fn service_reply(&self, ip: &Ipv4) -> Option<Verdict> {
         let (sport, dport) = self.ports(ip)?;
         let c: &Connection = self.state.connection_from_endpoint(ip.protocol, (ip.src, sport), (ip.dst, dport))?;
-        Some(self.deliver_translated(ip, Translation { src: c.service, dst: c.client }))
+        Some(self.deliver_translated(ip, Translation { src: c.service, dst: c.client }, true))
     }
 
     /// A translated packet continues as the host's masqueraded packet did in OpenShift:
-    /// global (VNI 0, no isolation check), to its new destination.
-    fn deliver_translated(&self, ip: &Ipv4, to: Translation) -> Verdict {
+    /// global (VNI 0, no isolation check), to its new destination. Endpoints are in the
+    /// cluster network (the controller refuses others); a reply may go to a client
+    /// outside it (routed to the node by an external router, spec §5 case 22): the host
+    /// sends it on.
+    fn deliver_translated(&self, ip: &Ipv4, to: Translation, reply: bool) -> Verdict {
         let node = &self.state.node;
         let dst = to.dst.0;
         let routed = if dst == self.gateway() {
@@ -274,8 +277,10 @@ impl Pass<'_> {
             self.state.pod_by_ip(dst).map(|p| Out::Pod(p.ifindex)).ok_or("T70 no pod")
         } else if self.in_cluster(dst) {
             self.state.remote_node_for(dst).map(|n| Out::Tunnel { node_ip: n.node_ip, vni: 0 }).ok_or("T90 no node")
-        } else {
+        } else if reply {
             Ok(Out::Tun0)
+        } else {
+            Err("T61 endpoint outside the cluster network")
         };
         match routed {
             // A hairpin goes back to the pod it came from; the tunnel and tun0 never
