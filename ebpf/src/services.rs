@@ -15,7 +15,7 @@ use oxsdn_common::{
 use crate::{
     maps::{BACKENDS, BACKEND_SET, CT_FORWARD, CT_REVERSE, FRAGMENTS, PODS, SERVICES, SERVICE_IPS},
     packet::{Frame, Ipv4},
-    pipeline::{drop, remote_node, table80_isolation, vnid_of, Output, Rewrite},
+    pipeline::{drop, in_cluster, remote_node, table80_isolation, vnid_of, Output, Rewrite},
     stats::{count, count_service},
     trace::tracing,
 };
@@ -47,6 +47,11 @@ pub fn table30_service_reply(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, nat: &m
     let reply = unsafe { CT_REVERSE.get(&key) }.copied()?;
     count(T30_SERVICE_REPLY, frame.len);
     *nat = Rewrite { active: 1, src: reply.service_ip, sport: reply.service_port, dst: reply.client_ip, dport: reply.client_port };
+    // A client outside the cluster network (its router sent it to the node, spec §5
+    // case 22) is the host's to reach.
+    if !in_cluster(cfg, reply.client_ip) {
+        return Some(Output::Tun0);
+    }
     Some(deliver(cfg, frame, reply.client_ip))
 }
 
