@@ -22,7 +22,7 @@ use oxsdn_dataplane::{
     trace::{self, Output, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
 };
 use oxsdn_model::generate::{self, Case, Ports};
-use oxsdn_model::state::{Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP};
+use oxsdn_model::state::{Connection, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP};
 use oxsdn_model::{pipeline, Delivery, Ingress, Out, State, Verdict};
 use oxsdn_tests::netns::Netns;
 use rand::{rngs::StdRng, SeedableRng};
@@ -65,7 +65,7 @@ fn ebpf_programs_agree_with_the_model() -> Result<()> {
 
 /// Cases the random test found, pinned: the programs must agree with the model on
 /// each, and the model's verdict is fixed too. The first three the programs got wrong
-/// (fixed since).
+/// (fixed since), and the last one.
 #[test]
 fn regressions() -> Result<()> {
     let disagreements = in_sandbox("diffreg", |harness| {
@@ -80,9 +80,16 @@ fn regressions() -> Result<()> {
             ports: vec![ModelServicePort { port: 80, protocol: IPPROTO_TCP, target_port: 8080 }],
             endpoints: vec![pod],
         }];
-        state.connections.clear();
+        // A client outside the cluster network (routed to the node) with a connection.
+        let outside = Ipv4Addr::new(192, 0, 2, 10);
+        state.connections = vec![Connection {
+            protocol: IPPROTO_TCP,
+            client: (outside, 40000),
+            service: (service, 80),
+            endpoint: (pod, 8080),
+        }];
         harness.load(&state)?;
-        let names = [("PPPPPPPP", pod), ("GGGGGGGG", gateway), ("SSSSSSSS", service)];
+        let names = [("PPPPPPPP", pod), ("GGGGGGGG", gateway), ("SSSSSSSS", service), ("XXXXXXXX", outside)];
         let own = |frame: &str| Case { ingress: Ingress::Pod(POD_PORTS[0]), frame: from_hex(frame, &names) };
         let cases = [
             // A pod's IPv4 to its own address: not sent back out of its port.
@@ -95,6 +102,9 @@ fn regressions() -> Result<()> {
             (own("0a58SSSSSSSS 0a58PPPPPPPP 0800 45000018 00000000 40060000 PPPPPPPP SSSSSSSS 9c400050"), false),
             // The same with the whole header: translated (hairpin, the pod is its endpoint).
             (own("0a58SSSSSSSS 0a58PPPPPPPP 0800 4500002c 00000000 40060000 PPPPPPPP SSSSSSSS 9c400050 00000001 00000000 50020200 00000000"), true),
+            // The endpoint's reply to the outside client: the service's address back on
+            // it, and to tun0 (was dropped).
+            (own("0a58GGGGGGGG 0a58PPPPPPPP 0800 45000028 00000000 40060000 PPPPPPPP XXXXXXXX 1f909c40 00000001 00000000 50120200 00000000"), true),
         ];
         let mut found = Vec::new();
         for (index, (case, delivered)) in cases.iter().enumerate() {
