@@ -4,7 +4,12 @@
 //! is its walk through `dump-flows`.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use oxsdn_common::{node_rule, pod_rule, rules::*, NodeConfig, RemoteNode, POD_IS_ENDPOINT};
+use oxsdn_common::{
+    node_rule, pod_rule,
+    rules::*,
+    trace::{REG0_SET, REG1_SET},
+    NodeConfig, RemoteNode, POD_IS_ENDPOINT,
+};
 
 use crate::{
     maps::{NODE_IPS, PODS, POD_PORTS, PROJECT_VNID, REMOTE_SUBNETS},
@@ -117,7 +122,7 @@ pub fn table21_post_source(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_rep
 /// tunnel), so the reply translation is looked up first.
 #[inline(always)]
 pub fn table30_route(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_reply: bool, nat: &mut Rewrite) -> Output {
-    trace::reg0(reg0);
+    trace::register(REG0_SET, reg0);
     match frame.l3 {
         L3::Arp(arp) => table30_route_arp(cfg, frame, &arp, reg0),
         L3::Ipv4(ip) => {
@@ -228,7 +233,7 @@ fn table70_to_local_pod(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -
 /// is the gateway, either side is global (VNID 0), or both VNIDs are equal.
 #[inline(always)]
 pub fn table80_isolation(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, reg1: u32) -> bool {
-    trace::reg1(reg1);
+    trace::register(REG1_SET, reg1);
     let rule = if ip.src == cfg.gateway {
         T80_FROM_GW
     } else if reg0 == 0 {

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{macros::map, maps::Array, programs::TcContext};
 use oxsdn_common::trace::{
-    output_kind, TraceHop, TraceRecord, MAX_HOPS, MODE_TEST_INPUT, MODE_TRACE, REG0_SET, REG1_SET,
+    output_kind, TraceHop, TraceRecord, MAX_HOPS, MODE_TEST_INPUT, MODE_TRACE, REG0_SET,
 };
 
 use crate::pipeline::Rewrite;
@@ -60,27 +60,20 @@ pub fn hop(kind: u32, rule: u32, key: u32) {
     }
 }
 
-/// The source VNID, as table 30 receives it.
+/// A register as the tables computed it: `REG0_SET` for reg0 (the source VNID, as
+/// table 30 receives it), `REG1_SET` for reg1 (the destination VNID, as table 80 does).
 #[inline(always)]
-pub fn reg0(vnid: u32) {
+pub fn register(which: u32, value: u32) {
     if !tracing() {
         return;
     }
     if let Some(r) = record() {
-        r.reg0 = vnid;
-        r.regs_set |= REG0_SET;
-    }
-}
-
-/// The destination VNID, as table 80 receives it.
-#[inline(always)]
-pub fn reg1(vnid: u32) {
-    if !tracing() {
-        return;
-    }
-    if let Some(r) = record() {
-        r.reg1 = vnid;
-        r.regs_set |= REG1_SET;
+        if which == REG0_SET {
+            r.reg0 = value;
+        } else {
+            r.reg1 = value;
+        }
+        r.regs_set |= which;
     }
 }
 
