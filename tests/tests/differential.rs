@@ -1,7 +1,9 @@
 //! Differential test: random node states and random frames (valid, truncated,
-//! malformed, hostile) through the loaded eBPF programs (BPF_PROG_TEST_RUN, trace mode)
-//! and through the model of Profile A (`oxsdn-model`); verdict, output interface, tunnel
-//! node and VNI, and the rewritten frame must agree.
+//! malformed, hostile) through the loaded eBPF programs (BPF_PROG_TEST_RUN) and through
+//! the model of Profile A (`oxsdn-model`). In trace mode, verdict, output interface,
+//! tunnel node and VNI, and the rewritten frame must agree; the programs as they run
+//! attached (which show no decision, only their TC verdict and the frame) must agree on
+//! those two.
 //!
 //! `OXSDN_DIFF_CASES` (default 5000) sets how many frames run; `OXSDN_DIFF_SEED` the
 //! first state's seed (default: random, printed). Each state's frames come from the
@@ -16,12 +18,15 @@ use oxsdn_common::{
     BackendKey, BackendMember, FlowKey, FragmentKey, FragmentPorts, LocalPod, NodeConfig, PodPort, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, LAYOUT_VERSION, POD_IS_ENDPOINT,
 };
+use oxsdn_common::trace::MODE_TEST_INPUT;
 use oxsdn_dataplane::{
     maps::{ip_key, NodeMaps},
     pipeline::Pipeline,
-    trace::{self, Output, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    test_run::TestRun,
+    trace::{self, Output, TestPrograms, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
 };
 use oxsdn_model::generate::{self, Case, Ports};
+use oxsdn_model::packet::{self, L3};
 use oxsdn_model::state::{Connection, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP};
 use oxsdn_model::{pipeline, Delivery, Ingress, Out, State, Verdict};
 use oxsdn_tests::netns::Netns;
@@ -29,9 +34,8 @@ use rand::{rngs::StdRng, SeedableRng};
 
 const TUN0_IFINDEX: u32 = 2;
 const VXLAN_IFINDEX: u32 = 3;
-/// Pod ports: trace mode takes the ingress port from the context, so no interface is
-/// needed behind these numbers.
-const POD_PORTS: [u32; 8] = [10, 11, 12, 13, 14, 15, 16, 17];
+/// Pod ports (veths in the test's namespace) a state can use.
+const POD_PORTS: usize = 8;
 const CASES_PER_STATE: usize = 100;
 /// Disagreements reported in full before the test gives up.
 const MAX_REPORTED: usize = 20;
@@ -70,9 +74,10 @@ fn ebpf_programs_agree_with_the_model() -> Result<()> {
 fn regressions() -> Result<()> {
     let disagreements = in_sandbox("diffreg", |harness| {
         let mut rng = StdRng::seed_from_u64(0);
-        let mut state = generate::state(&mut rng, &Ports { ifindexes: &POD_PORTS });
+        let port = harness.ports[0];
+        let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
         let (pod, gateway, service) = (state.node.local.nth(2), state.node.gateway(), state.node.service.nth(10));
-        state.pods = vec![Pod { ip: pod, ifindex: POD_PORTS[0], project: 1 }];
+        state.pods = vec![Pod { ip: pod, ifindex: port, project: 1 }];
         state.projects.insert(1, 10);
         state.services = vec![Service {
             cluster_ip: service,
@@ -90,7 +95,7 @@ fn regressions() -> Result<()> {
         }];
         harness.load(&state)?;
         let names = [("PPPPPPPP", pod), ("GGGGGGGG", gateway), ("SSSSSSSS", service), ("XXXXXXXX", outside)];
-        let own = |frame: &str| Case { ingress: Ingress::Pod(POD_PORTS[0]), frame: from_hex(frame, &names) };
+        let own = |frame: &str| Case { ingress: Ingress::Pod(port), frame: from_hex(frame, &names) };
         let cases = [
             // A pod's IPv4 to its own address: not sent back out of its port.
             (own("0a58PPPPPPPP 0a58PPPPPPPP 0800 4500001c 00000000 40110000 PPPPPPPP PPPPPPPP 1f900050 00080000"), false),
@@ -130,9 +135,16 @@ fn from_hex(frame: &str, names: &[(&str, Ipv4Addr)]) -> Vec<u8> {
 fn in_sandbox<T: Send + 'static>(name: &str, f: impl FnOnce(&mut Harness) -> Result<T> + Send + 'static) -> Result<T> {
     let prefix = format!("oxt{}-{name}", std::process::id());
     let netns = Netns::create(&prefix)?;
+    let names: Vec<String> = (0..POD_PORTS).map(|i| format!("port{i}")).collect();
+    for name in &names {
+        netns.ip(&["link", "add", name, "type", "veth", "peer", "name", &format!("{name}-peer")])?;
+    }
     let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(&prefix));
     let pin_dir = pins.0.clone();
-    netns.enter(move || f(&mut Harness::load_programs(&pin_dir)?))?
+    netns.enter(move || {
+        let ports = names.iter().map(|n| Ok(nix::net::if_::if_nametoindex(n.as_str())?)).collect::<Result<Vec<u32>>>()?;
+        f(&mut Harness::load_programs(&pin_dir, ports)?)
+    })?
 }
 
 /// Removes the test's bpffs directory, also when it fails.
@@ -154,19 +166,28 @@ struct Report {
 }
 
 /// The programs in trace mode and the maps they read.
+/// The programs twice: in trace mode, which reports its decision, and as they run
+/// attached (only the tunnel key comes from the context), which report their verdict
+/// and frame and write the connection and fragment tables as they go.
 struct Harness {
     maps: NodeMaps,
     tracking: Tracking,
     tracer: Tracer,
+    live: TestPrograms,
+    /// ifindexes of the namespace's pod-port veths: the live `from_pod` reads its
+    /// ingress port from the skb's device.
+    ports: Vec<u32>,
 }
 
 impl Harness {
-    fn load_programs(pin_dir: &Path) -> Result<Self> {
+    fn load_programs(pin_dir: &Path, ports: Vec<u32>) -> Result<Self> {
         Pipeline::load(pin_dir).context("loading the programs")?;
         Ok(Harness {
             maps: NodeMaps::open(pin_dir)?,
             tracking: Tracking::open(pin_dir)?,
             tracer: Tracer::load(pin_dir).context("loading the programs in trace mode")?,
+            live: TestPrograms::load(pin_dir, MODE_TEST_INPUT).context("loading the programs for test runs")?,
+            ports,
         })
     }
 
@@ -176,9 +197,17 @@ impl Harness {
         fill(&mut self.maps, &mut self.tracking, state)
     }
 
+    /// Puts the connection and fragment tables back as `state` has them, after a live
+    /// run that may have added to them.
+    fn reset_tracking(&mut self, state: &State) -> Result<()> {
+        clear_tracking(&mut self.tracking)?;
+        fill_tracking(&mut self.tracking, state)
+    }
+
     /// `cases` random frames, `CASES_PER_STATE` per random state.
     fn random(&mut self, seed: u64, cases: usize) -> Result<Report> {
-        let ports = Ports { ifindexes: &POD_PORTS };
+        let pod_ports = self.ports.clone();
+        let ports = Ports { ifindexes: &pod_ports };
         let mut report = Report { cases: 0, outcomes: Default::default(), refused: 0, disagreements: Vec::new() };
         let mut state_seed = seed;
         while report.cases < cases && report.disagreements.len() < MAX_REPORTED {
@@ -209,12 +238,27 @@ impl Harness {
             Ok(actual) => actual,
             Err(e) => return Ok(Some(format!("{name}: the test run failed: {e:#}\n{context}"))),
         };
-        Ok(agree(&expected, &actual).err().map(|why| {
-            format!(
+        if let Err(why) = agree(&expected, &actual) {
+            return Ok(Some(format!(
                 "{name}: {why}\n{context}\n  ebpf {} {:?} hops {:?}\n  state {state:?}",
                 trace::verdict_name(actual.verdict),
                 actual.output,
                 actual.hops,
+            )));
+        }
+        let live = self.live.run(ingress(case.ingress), &case.frame, 1);
+        if may_track(state, &case.frame) {
+            self.reset_tracking(state)?;
+        }
+        let live = match live {
+            Ok(live) => live,
+            Err(e) => return Ok(Some(format!("{name}: the live test run failed: {e:#}\n{context}"))),
+        };
+        Ok(agree_live(&expected, &live).err().map(|why| {
+            format!(
+                "{name}: live programs: {why}\n{context}\n  ebpf {} {}\n  state {state:?}",
+                trace::verdict_name(live.retval),
+                hex(&live.frame),
             )
         }))
     }
@@ -287,6 +331,30 @@ fn outcome(v: &Verdict, frame: &[u8]) -> &'static str {
     }
 }
 
+/// Whether the live programs may have recorded something for this frame: a new
+/// service connection, or the ports of a first fragment. (Emptying the tables after
+/// every frame would cost a walk over all their buckets.)
+fn may_track(state: &State, frame: &[u8]) -> bool {
+    const MORE_FRAGMENTS: u8 = 0x20;
+    match packet::parse(frame) {
+        L3::Ipv4(ip) => state.node.service.contains(ip.dst) || frame[packet::ETH_LEN + 6] & MORE_FRAGMENTS != 0,
+        _ => false,
+    }
+}
+
+/// The same for the live programs, which show only their verdict and the frame.
+fn agree_live(expected: &Verdict, actual: &TestRun) -> Result<(), String> {
+    match expected {
+        Verdict::AnyOf(choices) if choices.iter().any(|c| agree_live(c, actual).is_ok()) => Ok(()),
+        Verdict::AnyOf(_) => Err("none of the model's endpoint choices".into()),
+        Verdict::Drop(_) if actual.retval == TC_ACT_SHOT => Ok(()),
+        Verdict::Drop(why) => Err(format!("model drops ({why}), eBPF does not")),
+        Verdict::Deliver(d) if actual.retval != TC_ACT_REDIRECT => Err(format!("model delivers to {:?}", d.out)),
+        Verdict::Deliver(d) if actual.frame != d.frame => Err(format!("frames differ (model: {:?})", d.out)),
+        Verdict::Deliver(_) => Ok(()),
+    }
+}
+
 fn describe(v: &Verdict) -> String {
     match v {
         Verdict::Drop(why) => format!("drop ({why})"),
@@ -318,33 +386,28 @@ impl Tracking {
     }
 }
 
+/// Removes every entry of each hash map given.
+macro_rules! empty {
+    ($($map:expr),*) => {$(
+        let keys = $map.keys().collect::<Result<Vec<_>, _>>()?;
+        for key in keys {
+            $map.remove(&key)?;
+        }
+    )*};
+}
+
 /// Empties every map a state fills.
 fn clear(maps: &mut NodeMaps, tracking: &mut Tracking) -> Result<()> {
-    macro_rules! empty {
-        ($($map:expr),*) => {$(
-            let keys = $map.keys().collect::<Result<Vec<_>, _>>()?;
-            for key in keys {
-                $map.remove(&key)?;
-            }
-        )*};
-    }
-    empty!(
-        maps.pods,
-        maps.pod_ports,
-        maps.project_vnid,
-        maps.node_ips,
-        maps.services,
-        maps.service_ips,
-        maps.backends,
-        maps.backend_set,
-        tracking.forward,
-        tracking.reverse,
-        tracking.fragments
-    );
+    empty!(maps.pods, maps.pod_ports, maps.project_vnid, maps.node_ips, maps.services, maps.service_ips, maps.backends, maps.backend_set);
     let subnets = maps.remote_subnets.keys().collect::<Result<Vec<_>, _>>()?;
     for key in subnets {
         maps.remote_subnets.remove(&key)?;
     }
+    clear_tracking(tracking)
+}
+
+fn clear_tracking(tracking: &mut Tracking) -> Result<()> {
+    empty!(tracking.forward, tracking.reverse, tracking.fragments);
     Ok(())
 }
 
@@ -407,6 +470,12 @@ fn fill(maps: &mut NodeMaps, tracking: &mut Tracking, state: &State) -> Result<(
             maps.backend_set.insert(BackendMember { service: id, ip: ip_key(*endpoint) }, 1, 0)?;
         }
     }
+    fill_tracking(tracking, state)
+}
+
+/// The tracked connections and fragments of a state.
+fn fill_tracking(tracking: &mut Tracking, state: &State) -> Result<()> {
+    let node = &state.node;
     for c in &state.connections {
         let service = state.services.iter().position(|s| s.cluster_ip == c.service.0).context("connection to no service")?;
         let flow = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)| FlowKey {
