@@ -232,3 +232,21 @@ fn hairpin_and_reply_translation() {
 }
 
 const ETH_IP_SRC: usize = 14 + 12;
+
+#[test]
+fn a_reply_to_a_client_outside_the_cluster_goes_to_the_host_and_outside_endpoints_are_refused() {
+    let mut s = state();
+    s.connections.push(Connection {
+        protocol: IPPROTO_TCP,
+        client: (ip("192.0.2.10"), 40000),
+        service: (ip("172.30.0.10"), 80),
+        endpoint: (ip("10.128.0.3"), 8080),
+    });
+    let reply = tcp("10.128.0.3", "192.0.2.10", 8080, 40000);
+    let Verdict::Deliver(d) = pipeline(&s, Ingress::Pod(POD_B), &reply) else { panic!("not delivered") };
+    assert_eq!(d.out, Out::Tun0);
+    assert_eq!(&d.frame[ETH_IP_SRC..ETH_IP_SRC + 8], &[172, 30, 0, 10, 192, 0, 2, 10]);
+    s.services[0].endpoints = vec![ip("192.168.1.1")];
+    let f = tcp("10.128.0.2", "172.30.0.10", 40000, 80);
+    assert!(dropped(&pipeline(&s, Ingress::Pod(POD_A), &f)));
+}
