@@ -19,8 +19,11 @@ build: setup
 demo: build
 	target/debug/oxsdn-demo
 
+# The differential test runs on its own, with its output shown: it says how many cases
+# it ran and from which seed.
 test: build
-	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS) --skip ebpf_programs_agree_with_the_model
+	$(CARGO) test -p oxsdn-tests --locked --test differential ebpf_programs_agree_with_the_model -- --nocapture
 
 # The eBPF programs against the reference model on many random states and frames
 # (docs/model.md); `make test` runs a short version.
