@@ -116,6 +116,17 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
             }
         }
     }
+    // Fragmented datagrams of tracked connections, both ways, and others.
+    for c in state.connections.clone() {
+        if rng.gen_bool(0.5) {
+            continue;
+        }
+        let (from, to) = if rng.gen_bool(0.5) { (c.client, c.service) } else { (c.endpoint, seen_client(&state, &c)) };
+        let f = Fragmented { src: from.0, dst: to.0, id: rng.gen_range(0..4), protocol: c.protocol, ports: (from.1, to.1) };
+        if state.fragment_ports(f.src, f.dst, f.id, f.protocol).is_none() {
+            state.fragments.push(f);
+        }
+    }
     for _ in 0..rng.gen_range(0..=3) {
         let f = Fragmented {
             src: address(rng, &state),
