@@ -130,8 +130,9 @@ fn from_hex(frame: &str, names: &[(&str, Ipv4Addr)]) -> Vec<u8> {
 }
 
 /// Runs `f` with the programs loaded in a private pin directory, on a thread inside a
-/// network namespace of its own (the test runs' skbs live on its loopback device);
-/// both go away afterwards.
+/// network namespace of its own with veths for pod ports (a test run's skb lives on a
+/// device there: loopback, or the pod port the live `from_pod` reads); both go away
+/// afterwards.
 fn in_sandbox<T: Send + 'static>(name: &str, f: impl FnOnce(&mut Harness) -> Result<T> + Send + 'static) -> Result<T> {
     let prefix = format!("oxt{}-{name}", std::process::id());
     let netns = Netns::create(&prefix)?;
