@@ -3,10 +3,10 @@
 
 use std::{io::Write, net::Ipv4Addr, path::Path, str::FromStr};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use oxsdn_dataplane::{
     flows::{self, Flow, RuleRef},
-    maps::{ip_from_key, ip_key, NodeMaps},
+    maps::{ip_from_key, NodeMaps},
     trace::{verdict_name, Ingress, Output, Packet, Proto, Trace, Tracer},
 };
 use serde_json::json;
@@ -58,23 +58,12 @@ pub struct Request {
     pub src_port: u16,
 }
 
-/// The pod port (host veth ifindex) of the local pod with address `ip`.
-fn pod_port(maps: &NodeMaps, ip: Ipv4Addr) -> Result<u32> {
-    for entry in maps.pod_ports.iter() {
-        let (ifindex, port) = entry?;
-        if port.ip == ip_key(ip) {
-            return Ok(ifindex);
-        }
-    }
-    bail!("no pod with address {ip} on this node")
-}
-
 /// Runs the request through the node's programs pinned in `pin_dir` and prints it.
 pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out: &mut dyn Write) -> Result<()> {
     let maps = NodeMaps::open(pin_dir).with_context(|| format!("node {node} has no dataplane here (is its agent started?)"))?;
     let cfg = maps.node_config()?;
     let (ingress, default_src) = match request.from {
-        Source::Pod(ip) => (Ingress::Pod { in_port: pod_port(&maps, ip)? }, ip),
+        Source::Pod(ip) => (Ingress::Pod { in_port: maps.pod_port(ip)? }, ip),
         Source::Node => (Ingress::Tun0, ip_from_key(cfg.gateway)),
         Source::Tunnel(node_ip, vni) => {
             let src = request.src.context("--from tunnel needs --src: the sending pod's address")?;

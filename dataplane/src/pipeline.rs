@@ -18,7 +18,7 @@ use oxsdn_common::LAYOUT_VERSION;
 
 use crate::maps::{names, NodeMaps};
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxsdn-ebpf.o"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxsdn-ebpf.o"));
 
 pub(crate) const FROM_POD: &str = "from_pod";
 pub(crate) const FROM_TUN0: &str = "from_tun0";
@@ -45,7 +45,7 @@ impl Pipeline {
                 std::fs::create_dir_all(pin_dir.join("links"))?;
             }
         }
-        let ebpf = load_programs(pin_dir, 0)?;
+        let ebpf = load_programs(OBJECT, pin_dir, 0)?;
         Ok(Pipeline { ebpf, pin_dir: pin_dir.to_path_buf() })
     }
 
@@ -113,14 +113,17 @@ impl Pipeline {
     }
 }
 
-/// Loads the object with `MODE` = `mode` (0: the live programs), its maps pinned in or
-/// reused from `pin_dir`, and loads its programs into the kernel (attaching none).
-pub(crate) fn load_programs(pin_dir: &Path, mode: u32) -> Result<Ebpf> {
-    let mut ebpf = EbpfLoader::new()
-        .map_pin_path(pin_dir)
-        .set_global(MODE, &mode, true)
-        .load(OBJECT)
-        .context("loading the eBPF object")?;
+/// Loads `object` with `MODE` = `mode` (0: the live programs), its maps pinned in or
+/// reused from `pin_dir`, and loads its programs into the kernel (attaching none). In
+/// live mode `MODE` keeps the object's own 0, so an object built without trace mode
+/// loads too.
+pub(crate) fn load_programs(object: &[u8], pin_dir: &Path, mode: u32) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader.map_pin_path(pin_dir);
+    if mode != 0 {
+        loader.set_global(MODE, &mode, true);
+    }
+    let mut ebpf = loader.load(object).context("loading the eBPF object")?;
     for name in [FROM_POD, FROM_TUN0, FROM_TUNNEL] {
         classifier(&mut ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
     }

@@ -39,7 +39,7 @@ use serde::Serialize;
 use crate::{
     flows::RuleRef,
     maps::{ip_from_key, ip_key, names},
-    pipeline::{classifier, load_programs, pinned_layout_version, FROM_POD, FROM_TUN0, FROM_TUNNEL},
+    pipeline::{classifier, load_programs, pinned_layout_version, FROM_POD, FROM_TUN0, FROM_TUNNEL, OBJECT},
     test_run::{self, SkBuff, TestRun},
 };
 
@@ -72,6 +72,13 @@ impl TestPrograms {
     /// without a dataplane (loading would create an empty one there) or with pins of
     /// another layout version.
     pub fn load(pin_dir: &Path, mode: u32) -> Result<Self> {
+        Self::load_object(OBJECT, pin_dir, mode)
+    }
+
+    /// The same with another build of the eBPF object (e.g. an earlier one, to compare
+    /// costs); its maps must have this build's layout. An object without trace mode
+    /// loads in live mode (`mode` 0) only.
+    pub fn load_object(object: &[u8], pin_dir: &Path, mode: u32) -> Result<Self> {
         match pinned_layout_version(pin_dir) {
             None if !pin_dir.join(names::CONFIG).exists() => {
                 bail!("no dataplane is pinned in {}", pin_dir.display())
@@ -81,7 +88,7 @@ impl TestPrograms {
             }
             _ => {}
         }
-        Ok(TestPrograms { ebpf: load_programs(pin_dir, mode)?, mode })
+        Ok(TestPrograms { ebpf: load_programs(object, pin_dir, mode)?, mode })
     }
 
     /// Runs `frame` through the program of `ingress`, `repeat` times (see
@@ -108,6 +115,28 @@ impl TestPrograms {
         let fd = classifier(&mut self.ebpf, program)?.fd()?;
         test_run::run(fd, frame, &ctx, repeat).with_context(|| format!("running {program}"))
     }
+
+    /// Each program's size after the verifier (which removes the code `MODE` disables)
+    /// and after the JIT: equal sizes mean equal code.
+    pub fn sizes(&mut self) -> Result<Vec<ProgramSize>> {
+        [FROM_POD, FROM_TUN0, FROM_TUNNEL]
+            .into_iter()
+            .map(|name| {
+                let info = classifier(&mut self.ebpf, name)?.info()?;
+                Ok(ProgramSize { name, translated_bytes: info.size_translated().unwrap_or(0), jited_bytes: info.size_jitted() })
+            })
+            .collect()
+    }
+}
+
+/// A loaded program's size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ProgramSize {
+    pub name: &'static str,
+    /// eBPF instructions after verification (8 bytes each).
+    pub translated_bytes: u32,
+    /// Machine code.
+    pub jited_bytes: u32,
 }
 
 /// Where the pipeline sent the packet (reg2 and the tunnel fields of OpenFlow).

@@ -24,7 +24,14 @@ use crate::{
 };
 
 #[classifier]
-pub fn from_tunnel(mut ctx: TcContext) -> i32 {
+#[inline(always)]
+pub fn from_tunnel(ctx: TcContext) -> i32 {
+    trace::by_mode(ctx, run::<true>, run::<false>)
+}
+
+/// The program, once per mode (`trace::by_mode`).
+#[inline(never)]
+fn run<const T: bool>(mut ctx: TcContext) -> i32 {
     let Some(cfg) = CONFIG.get(0) else { return TC_ACT_SHOT };
     // SAFETY: an all-zero bpf_tunnel_key is valid; the helper fills it.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
@@ -39,24 +46,24 @@ pub fn from_tunnel(mut ctx: TcContext) -> i32 {
     } else {
         return TC_ACT_SHOT;
     };
-    let frame = Frame::parse(&ctx);
+    let frame = Frame::<T>::parse(&ctx);
     let mut nat = Rewrite::default();
     match table0_from_tunnel(cfg, &frame, tun_src, vni, &mut nat) {
         Output::Pod { ifindex, ip } => {
-            trace::decision(output_kind::POD, ifindex, ip, 0, &nat);
+            trace::decision(&frame, output_kind::POD, ifindex, ip, 0, &nat);
             to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat)
         }
         Output::Tun0 => {
-            trace::decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &nat);
+            trace::decision(&frame, output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &nat);
             to_tun0(&mut ctx, cfg, &frame, &nat)
         }
         Output::Drop => {
-            trace::decision(output_kind::DROP, 0, 0, 0, &nat);
+            trace::decision(&frame, output_kind::DROP, 0, 0, 0, &nat);
             TC_ACT_SHOT
         }
         // OpenFlow never sends a packet back out of its ingress port.
         Output::Tunnel { node_ip, vni } => {
-            trace::decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &nat);
+            trace::decision(&frame, output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &nat);
             TC_ACT_SHOT
         }
     }
@@ -65,13 +72,13 @@ pub fn from_tunnel(mut ctx: TcContext) -> i32 {
 /// Table 0, port vxlan0: ARP from a cluster address to this node's subnet, IPv4 from or
 /// to a cluster address; the VNI becomes reg0.
 #[inline(always)]
-fn table0_from_tunnel(cfg: &NodeConfig, frame: &Frame, tun_src: u32, vni: u32, nat: &mut Rewrite) -> Output {
+fn table0_from_tunnel<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, tun_src: u32, vni: u32, nat: &mut Rewrite) -> Output {
     match frame.l3 {
         L3::Arp(a) if in_cluster(cfg, a.spa) && a.tpa & cfg.local_mask == cfg.local_net => {
-            count(T0_TUNNEL_ARP, frame.len)
+            count(T0_TUNNEL_ARP, frame)
         }
-        L3::Ipv4(ip) if in_cluster(cfg, ip.src) => count(T0_TUNNEL_IP_SRC, frame.len),
-        L3::Ipv4(ip) if in_cluster(cfg, ip.dst) => count(T0_TUNNEL_IP_DST, frame.len),
+        L3::Ipv4(ip) if in_cluster(cfg, ip.src) => count(T0_TUNNEL_IP_SRC, frame),
+        L3::Ipv4(ip) if in_cluster(cfg, ip.dst) => count(T0_TUNNEL_IP_DST, frame),
         _ => return drop(T0_TUNNEL_OTHER, frame),
     }
     table10_vxlan_source(cfg, frame, tun_src, vni, nat)

@@ -54,7 +54,12 @@ pub enum L3 {
     Other,
 }
 
-pub struct Frame {
+/// A parsed frame. `TRACE`: whether the program runs in trace mode. It is a type
+/// parameter, not a field, so that the live programs are compiled without any trace
+/// code: the entry programs test the `MODE` global once and continue in one of two
+/// copies of the pipeline; the verifier, which knows the frozen global, removes the
+/// other copy.
+pub struct Frame<const TRACE: bool> {
     pub len: u32,
     /// Destination MAC as read from the wire: first two bytes and last four.
     pub dst_mac_hi: u16,
@@ -77,9 +82,9 @@ fn read_u16_be(p: usize) -> u16 {
     u16::from_be(unsafe { core::ptr::read_unaligned(p as *const u16) })
 }
 
-impl Frame {
+impl<const TRACE: bool> Frame<TRACE> {
     #[inline(always)]
-    pub fn parse(ctx: &TcContext) -> Frame {
+    pub fn parse(ctx: &TcContext) -> Self {
         let len = ctx.len();
         // Headers of skbs from veths are linear; pull only if a sender made them not so.
         let want = PARSE_LEN.min(len as usize);
@@ -99,6 +104,12 @@ impl Frame {
             _ => L3::Other,
         };
         Frame { len, dst_mac_hi, dst_mac_lo, l3 }
+    }
+
+    /// Whether the program runs in trace mode (a constant of this copy).
+    #[inline(always)]
+    pub fn tracing(&self) -> bool {
+        TRACE
     }
 
     /// Whether the frame is addressed to the pod with address `ip`.

@@ -1,13 +1,16 @@
-//! Trace mode (`oxsdn_common::trace`): the `MODE` global and the `TRACE` record. Every
-//! function here is a no-op in the live programs, where `MODE` is a frozen 0 and the
-//! verifier drops the branches that test it.
+//! Trace mode (`oxsdn_common::trace`): the `MODE` global and the `TRACE` record. Each
+//! entry program reads `MODE` once and runs one of two copies of the pipeline, compiled
+//! with and without trace code (`Frame<TRACE>`); `MODE` is a frozen 0 in the live
+//! programs, so the verifier drops the trace copy whole. (Testing `MODE` at every rule
+//! instead left a load per test and more register spills in the live code, as the
+//! verifier removes branches but not the loads that fed them.)
 
 use aya_ebpf::{macros::map, maps::Array, programs::TcContext};
 use oxsdn_common::trace::{
     output_kind, TraceHop, TraceRecord, MAX_HOPS, MODE_TEST_INPUT, MODE_TRACE, REG0_SET,
 };
 
-use crate::pipeline::Rewrite;
+use crate::{packet::Frame, pipeline::Rewrite};
 
 /// Set by the loader (`EbpfLoader::set_global`); read-only for the programs.
 #[no_mangle]
@@ -23,10 +26,24 @@ fn mode() -> u32 {
     unsafe { core::ptr::read_volatile(&MODE) }
 }
 
-/// Whether this copy traces instead of counting and writing state.
+/// Whether this load traces instead of counting and writing state; read once, at the
+/// entry (then `Frame::tracing`).
 #[inline(always)]
 pub fn tracing() -> bool {
     mode() & MODE_TRACE != 0
+}
+
+/// Runs the trace copy of a program or its live copy, by `MODE`. Each copy must be a
+/// function of its own (`#[inline(never)]`): inlined side by side, the compiler shares
+/// code between them and leaves the live copy with registers only the trace copy sets,
+/// which the verifier refuses.
+#[inline(always)]
+pub fn by_mode(ctx: TcContext, traced: impl FnOnce(TcContext) -> i32, live: impl FnOnce(TcContext) -> i32) -> i32 {
+    if tracing() {
+        traced(ctx)
+    } else {
+        live(ctx)
+    }
 }
 
 /// Whether inputs a test run cannot carry come from `cb[]`.
@@ -63,8 +80,8 @@ pub fn hop(kind: u32, rule: u32, key: u32) {
 /// A register as the tables computed it: `REG0_SET` for reg0 (the source VNID, as
 /// table 30 receives it), `REG1_SET` for reg1 (the destination VNID, as table 80 does).
 #[inline(always)]
-pub fn register(which: u32, value: u32) {
-    if !tracing() {
+pub fn register<const T: bool>(frame: &Frame<T>, which: u32, value: u32) {
+    if !frame.tracing() {
         return;
     }
     if let Some(r) = record() {
@@ -82,8 +99,8 @@ pub fn register(which: u32, value: u32) {
 /// entry programs' match arms with plain values: an `Output` kept around for this would
 /// be copied with undefined payload bytes, which the verifier refuses.
 #[inline(always)]
-pub fn decision(kind: u32, ifindex: u32, ip: u32, vni: u32, nat: &Rewrite) {
-    if !tracing() {
+pub fn decision<const T: bool>(frame: &Frame<T>, kind: u32, ifindex: u32, ip: u32, vni: u32, nat: &Rewrite) {
+    if !frame.tracing() {
         return;
     }
     let Some(r) = record() else { return };

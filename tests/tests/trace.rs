@@ -11,7 +11,7 @@ use oxsdn_tests::{
     netns::run,
     probe::{serve_identity, IdentityClient},
     scenario::wait_applied_everywhere,
-    Node, Pod, TestCluster,
+    Node, PathPods, Pod, TestCluster,
 };
 use serde_json::Value;
 
@@ -109,19 +109,14 @@ fn wait_service(node: &Node, ip: Ipv4Addr) -> Result<()> {
 
 #[test]
 fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
-    let mut cluster = TestCluster::new(&[])?;
-    cluster.add_node("node1")?;
-    cluster.add_node("node2")?;
+    let pods = PathPods::new()?;
+    let (cluster, a, b, c, d) = (&pods.cluster, &pods.a, &pods.b, &pods.c, &pods.d);
     let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let a = n1.add_pod("red", "a")?;
-    let b = n1.add_pod("red", "b")?;
-    let c = n1.add_pod("blue", "c")?;
-    let d = n2.add_pod("red", "d")?;
     let (red, blue) = (cluster.netid("red")?, cluster.netid("blue")?);
 
     // Same project, same node: table 80's reg0=reg1 rule, out of b's port.
-    let t = trace(&cluster, n1, &["--from", &from_pod(&a), "--to", &to_pod(&b, 5000), "--proto", "tcp"])?;
-    output_pod(&t, &b);
+    let t = trace(cluster, n1, &["--from", &from_pod(a), "--to", &to_pod(b, 5000), "--proto", "tcp"])?;
+    output_pod(&t, b);
     assert_eq!((t["reg0"].as_u64(), t["reg1"].as_u64()), (Some(red.into()), Some(red.into())), "{t:#}");
     let from_a = format!(",nw_src={}", a.ip);
     assert!(rules(&t).iter().any(|r| r["table"] == 20 && r["matches"].as_str().is_some_and(|m| m.ends_with(&from_a))), "{t:#}");
@@ -129,19 +124,19 @@ fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
     assert_eq!(last_rule(&t), (80, 100, "reg0=reg1".into(), "output:NXM_NX_REG2[]".into()), "{t:#}");
 
     // Another project: dropped by table 80's last rule.
-    let t = trace(&cluster, n1, &["--from", &from_pod(&a), "--to", &to_pod(&c, 5000), "--proto", "udp"])?;
+    let t = trace(cluster, n1, &["--from", &from_pod(a), "--to", &to_pod(c, 5000), "--proto", "udp"])?;
     dropped(&t);
     assert_eq!((t["reg0"].as_u64(), t["reg1"].as_u64()), (Some(red.into()), Some(blue.into())), "{t:#}");
     assert_eq!(last_rule(&t), (80, 0, String::new(), "drop".into()), "{t:#}");
 
     // A spoofed source: table 20's drop, before any VNID is known.
-    let t = trace(&cluster, n1, &["--from", &from_pod(&a), "--src", "10.128.0.250", "--to", &to_pod(&b, 5000), "--proto", "tcp"])?;
+    let t = trace(cluster, n1, &["--from", &from_pod(a), "--src", "10.128.0.250", "--to", &to_pod(b, 5000), "--proto", "tcp"])?;
     dropped(&t);
     assert_eq!(last_rule(&t), (20, 0, String::new(), "drop".into()), "{t:#}");
     assert!(t["reg0"].is_null(), "{t:#}");
 
     // To a pod on node2: VXLAN to node2 with red's VNID.
-    let t = trace(&cluster, n1, &["--from", &from_pod(&a), "--to", &to_pod(&d, 5000), "--proto", "icmp"])?;
+    let t = trace(cluster, n1, &["--from", &from_pod(a), "--to", &to_pod(d, 5000), "--proto", "icmp"])?;
     assert_eq!(t["output"]["to"], "tunnel", "{t:#}");
     assert_eq!(t["output"]["node_ip"], n2.ip.to_string(), "{t:#}");
     assert_eq!(t["output"]["vni"].as_u64(), Some(red.into()), "{t:#}");
@@ -150,25 +145,25 @@ fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
 
     // The same packet as node2 receives it from the tunnel.
     let from_tunnel = format!("tunnel:{}:{red}", n1.ip);
-    let t = trace(&cluster, n2, &["--from", &from_tunnel, "--src", &a.ip.to_string(), "--to", &to_pod(&d, 5000), "--proto", "tcp"])?;
-    output_pod(&t, &d);
+    let t = trace(cluster, n2, &["--from", &from_tunnel, "--src", &a.ip.to_string(), "--to", &to_pod(d, 5000), "--proto", "tcp"])?;
+    output_pod(&t, d);
     assert!(passed(&t, 10, &format!("tun_src={}", n1.ip)), "{t:#}");
     assert_eq!(t["reg0"].as_u64(), Some(red.into()), "{t:#}");
 
     // A pod's ARP for its neighbour.
-    let t = trace(&cluster, n1, &["--from", &from_pod(&a), "--to", &b.ip.to_string(), "--proto", "arp"])?;
-    output_pod(&t, &b);
+    let t = trace(cluster, n1, &["--from", &from_pod(a), "--to", &b.ip.to_string(), "--proto", "arp"])?;
+    output_pod(&t, b);
     assert!(passed(&t, 40, &format!("arp,arp_tpa={}", b.ip)), "{t:#}");
 
     // After joining blue to red, a reaches c.
     cluster.oxsdnctl(&["pod-network", "join-projects", "--to=red", "blue"])?;
-    wait_applied_everywhere(&cluster, std::slice::from_ref(&c), "blue")?;
-    let t = trace(&cluster, n1, &["--from", &from_pod(&a), "--to", &to_pod(&c, 5000), "--proto", "udp"])?;
-    output_pod(&t, &c);
+    wait_applied_everywhere(cluster, std::slice::from_ref(c), "blue")?;
+    let t = trace(cluster, n1, &["--from", &from_pod(a), "--to", &to_pod(c, 5000), "--proto", "udp"])?;
+    output_pod(&t, c);
     assert_eq!(t["reg1"].as_u64(), Some(red.into()), "{t:#}");
 
     // A service with an endpoint on each node, with a connection tracked already.
-    for pod in [&b, &d] {
+    for pod in [b, d] {
         serve_identity(&pod.netns, TARGET, &pod.name)?;
     }
     let ports = format!("{PORT}:{TARGET}");
@@ -182,7 +177,7 @@ fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let mut endpoints_seen = Vec::new();
     for _ in 0..20 {
-        let t = trace(&cluster, n1, &["--from", &from_pod(&a), "--to", &format!("{ip}:{PORT}"), "--proto", "tcp"])?;
+        let t = trace(cluster, n1, &["--from", &from_pod(a), "--to", &format!("{ip}:{PORT}"), "--proto", "tcp"])?;
         let rw = &t["rewrite"];
         assert_eq!((rw["src"].as_str(), rw["sport"].as_u64()), (Some(a.ip.to_string().as_str()), Some(40000)), "{t:#}");
         assert_eq!(rw["dport"].as_u64(), Some(TARGET.into()), "{t:#}");
@@ -190,7 +185,7 @@ fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
         assert!(passed(&t, 61, "ct_state=+new"), "a trace is a new connection: {t:#}");
         let dst = rw["dst"].as_str().unwrap_or_default();
         if dst == b.ip.to_string() {
-            output_pod(&t, &b);
+            output_pod(&t, b);
         } else {
             assert_eq!(dst, d.ip.to_string(), "DNAT to a non-endpoint: {t:#}");
             assert_eq!(t["output"]["to"], "tunnel", "{t:#}");
