@@ -2,12 +2,13 @@
 #   make demo   installs what is missing, builds, runs the sandboxed single-node demo
 #   make test   installs what is missing, builds, runs every test (root needed: the
 #               tests create network namespaces, veths and eBPF programs)
+#   make differential   the eBPF programs against the reference model, long run
 SHELL := /bin/bash
 CARGO ?= cargo
 # Network tests are mostly waiting on the kernel; a few run at once.
 TEST_THREADS ?= 4
 
-.PHONY: setup build demo test soak bench clippy clean
+.PHONY: setup build demo test differential soak bench clippy clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,8 +19,17 @@ build: setup
 demo: build
 	target/debug/oxsdn-demo
 
+# The differential test runs on its own, with its output shown: it says how many cases
+# it ran and from which seed.
 test: build
-	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS) --skip ebpf_programs_agree_with_the_model
+	$(CARGO) test -p oxsdn-tests --locked --test differential ebpf_programs_agree_with_the_model -- --nocapture
+
+# The eBPF programs against the reference model on many random states and frames
+# (docs/model.md); `make test` runs a short version.
+OXSDN_DIFF_CASES ?= 1000000
+differential: build
+	OXSDN_DIFF_CASES=$(OXSDN_DIFF_CASES) $(CARGO) test -p oxsdn-tests --locked --test differential -- --nocapture
 
 # The long variants of the reliability tests: 10 minutes of pod and CLI churn under
 # traffic, 5 minutes of VNID changes under probes (make test runs 60 s and 30 s).

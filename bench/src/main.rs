@@ -1,6 +1,7 @@
 //! `oxsdn-bench`: sets up every scenario in namespaces of its own, measures them
 //! interleaved (A B C A B C …) so drift hits all alike, and writes the medians.
 
+mod cost;
 mod measure;
 mod scenarios;
 
@@ -24,10 +25,26 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench/results/latest.json")]
     out: PathBuf,
+    /// Only the per-path cost of the programs (BPF_PROG_TEST_RUN, --rounds rounds),
+    /// printed as JSON.
+    #[arg(long)]
+    cost_only: bool,
+    /// Packets per timing of --cost-only.
+    #[arg(long, default_value_t = 1_000_000)]
+    cost_repeat: u32,
+    /// With --cost-only: also time this build of the eBPF object (live mode), e.g. an
+    /// earlier one.
+    #[arg(long, value_name = "FILE")]
+    cost_object: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.cost_only {
+        let cost = cost::measure(args.cost_repeat, args.rounds, args.cost_object)?;
+        println!("{}", serde_json::to_string_pretty(&cost)?);
+        return Ok(());
+    }
     let scenarios = scenarios::all()?;
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for round in 1..=args.rounds {

@@ -1,6 +1,7 @@
 //! `oxsdnctl`: the operator's command line, after `oc adm pod-network` and `oc get`.
 
 mod output;
+mod trace;
 
 use std::{
     collections::BTreeMap, io::Write, net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::Arc,
@@ -75,8 +76,41 @@ enum Command {
         #[arg(long, default_value = "/sys/fs/bpf/oxsdn")]
         bpffs_dir: PathBuf,
     },
+    /// Run a packet through a node's programs, like `ovs-appctl ofproto/trace`: each
+    /// rule it matches, the registers, any service translation and the verdict. Uses
+    /// the node's live maps and changes no counter and no map. Run it in the node's
+    /// network namespace (for interface names).
+    Trace(TraceArgs),
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
+}
+
+#[derive(Debug, Args)]
+struct TraceArgs {
+    /// The node whose programs run the packet.
+    #[arg(long, env = "OXSDN_NODE_NAME")]
+    node: String,
+    /// bpffs directory of the pins, as given to the node's agent.
+    #[arg(long, default_value = "/sys/fs/bpf/oxsdn")]
+    bpffs_dir: PathBuf,
+    /// Where the packet enters: pod:IP (a local pod), node (the host, into tun0) or
+    /// tunnel:NODE_IP:VNI (VXLAN from another node).
+    #[arg(long, value_name = "pod:IP|node|tunnel:NODE_IP:VNI")]
+    from: trace::Source,
+    /// Destination address, and port for TCP and UDP.
+    #[arg(long, value_name = "IP[:PORT]", value_parser = trace::parse_destination)]
+    to: (Ipv4Addr, u16),
+    #[arg(long, value_enum)]
+    proto: oxsdn_dataplane::trace::Proto,
+    /// Source address [default: the pod's, the gateway's from the node; required from a
+    /// tunnel]. Another address than the pod's traces a spoofed packet.
+    #[arg(long, value_name = "IP")]
+    src: Option<Ipv4Addr>,
+    /// Source port for TCP and UDP.
+    #[arg(long, value_name = "N", default_value_t = 40000)]
+    src_port: u16,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: Format,
 }
 
 #[derive(Debug, Args)]
@@ -512,6 +546,10 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                     writeln!(out, "{flow}")?;
                 }
             }
+        }
+        Command::Trace(args) => {
+            let request = trace::Request { from: args.from, to: args.to, proto: args.proto, src: args.src, src_port: args.src_port };
+            trace::trace(&args.bpffs_dir.join(&args.node), &args.node, &request, args.output, out)?;
         }
         Command::Debug(DebugCommand::StoreHammer { key, count }) => {
             let store = open_store(store)?;

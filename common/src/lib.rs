@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod rules;
+pub mod trace;
 
 /// Bumped whenever a map's layout, a rule id or a program's meaning changes. The agent
 /// refuses to reuse pinned state that carries another version (the table 253 note of
@@ -269,4 +270,5 @@ mod user {
     unsafe impl aya::Pod for super::ServiceReply {}
     unsafe impl aya::Pod for super::FragmentKey {}
     unsafe impl aya::Pod for super::FragmentPorts {}
+    unsafe impl aya::Pod for super::trace::TraceRecord {}
 }

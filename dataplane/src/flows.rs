@@ -10,8 +10,24 @@ use oxsdn_common::{node_rule, node_stat_index, pod_rule, pod_stat_index, rules::
 
 use crate::maps::{ip_from_key, total, NodeMaps};
 
+/// Which rule a flow is, as the eBPF programs count it (and record it in trace mode:
+/// `oxsdn_common::trace::hop_kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RuleRef {
+    /// A rule of `oxsdn_common::rules::RULES`.
+    NodeWide { rule: u32 },
+    /// A per-pod rule (`oxsdn_common::pod_rule`) of the pod with this IP (map form).
+    Pod { ip: u32, rule: u32 },
+    /// A per-remote-node rule (`oxsdn_common::node_rule`) of the node in counter `slot`.
+    RemoteNode { slot: u32, rule: u32 },
+    /// Table 60's rule of the service port or ClusterIP in counter `slot`.
+    Service { slot: u32 },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Flow {
+    pub id: RuleRef,
     pub table: u8,
     pub priority: u16,
     pub matches: String,
@@ -53,6 +69,7 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
     let mut flows = Vec::new();
     for rule in RULES {
         flows.push(Flow {
+            id: RuleRef::NodeWide { rule: rule.id },
             table: rule.table,
             priority: rule.priority,
             matches: expand(rule.matches, &cfg),
@@ -70,20 +87,23 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
         };
         let counter = |rule| total(&maps.pod_stats, pod_stat_index(ip_key, cfg.local_mask, rule));
         let o = ip.octets();
+        let pod_flow = |table, rule, matches, actions| -> Result<Flow> {
+            Ok(Flow { id: RuleRef::Pod { ip: ip_key, rule }, table, priority: 100, matches, actions, counter: counter(rule)? })
+        };
         flows.extend([
-            pod_flow(20, format!("arp,in_port={port},arp_spa={ip},arp_sha=00:00:{:02x}:{:02x}:{:02x}:{:02x}/00:00:ff:ff:ff:ff", o[0], o[1], o[2], o[3]),
-                format!("load:{vnid}->NXM_NX_REG0[],goto_table:21"), counter(pod_rule::T20_ARP)?),
-            pod_flow(20, format!("ip,in_port={port},nw_src={ip}"),
-                format!("load:{vnid}->NXM_NX_REG0[],goto_table:21"), counter(pod_rule::T20_IP)?),
-            pod_flow(40, format!("arp,arp_tpa={ip}"), format!("output:{port}"), counter(pod_rule::T40_ARP)?),
-            pod_flow(70, format!("ip,nw_dst={ip}"),
-                format!("load:{vnid}->NXM_NX_REG1[],load:{:#x}->NXM_NX_REG2[],goto_table:80", pod.ifindex),
-                counter(pod_rule::T70_IP)?),
+            pod_flow(20, pod_rule::T20_ARP, format!("arp,in_port={port},arp_spa={ip},arp_sha=00:00:{:02x}:{:02x}:{:02x}:{:02x}/00:00:ff:ff:ff:ff", o[0], o[1], o[2], o[3]),
+                format!("load:{vnid}->NXM_NX_REG0[],goto_table:21"))?,
+            pod_flow(20, pod_rule::T20_IP, format!("ip,in_port={port},nw_src={ip}"),
+                format!("load:{vnid}->NXM_NX_REG0[],goto_table:21"))?,
+            pod_flow(40, pod_rule::T40_ARP, format!("arp,arp_tpa={ip}"), format!("output:{port}"))?,
+            pod_flow(70, pod_rule::T70_IP, format!("ip,nw_dst={ip}"),
+                format!("load:{vnid}->NXM_NX_REG1[],load:{:#x}->NXM_NX_REG2[],goto_table:80", pod.ifindex))?,
         ]);
     }
     for entry in maps.node_ips.iter() {
         let (ip, node) = entry?;
         flows.push(Flow {
+            id: RuleRef::RemoteNode { slot: node.slot, rule: node_rule::T10_FROM_NODE },
             table: 10,
             priority: 100,
             matches: format!("tun_src={}", ip_from_key(ip)),
@@ -97,6 +117,7 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
         let actions = format!("move:NXM_NX_REG0[]->NXM_NX_TUN_ID[0..31],set_field:{}->tun_dst,output:vxlan0", ip_from_key(node.node_ip));
         for (table, proto, field, rule) in [(50, "arp", "arp_tpa", node_rule::T50_ARP), (90, "ip", "nw_dst", node_rule::T90_IP)] {
             flows.push(Flow {
+                id: RuleRef::RemoteNode { slot: node.slot, rule },
                 table,
                 priority: 100,
                 matches: format!("{proto},{field}={subnet}"),
@@ -117,6 +138,7 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
             _ => "ip",
         };
         flows.push(Flow {
+            id: RuleRef::Service { slot: port.slot },
             table: 60,
             priority: 100,
             matches: format!("{proto},nw_dst={},tp_dst={}", ip_from_key(key.ip), key.port),
@@ -127,6 +149,7 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
     for entry in maps.service_ips.iter() {
         let (ip, svc) = entry?;
         flows.push(Flow {
+            id: RuleRef::Service { slot: svc.slot },
             table: 60,
             priority: 100,
             matches: format!("ip,nw_dst={},nw_frag=later", ip_from_key(ip)),
@@ -136,10 +159,6 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
     }
     flows.sort_by(|a, b| (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(b.table, std::cmp::Reverse(b.priority), &b.matches)));
     Ok(flows)
-}
-
-fn pod_flow(table: u8, matches: String, actions: String, counter: Counter) -> Flow {
-    Flow { table, priority: 100, matches, actions, counter }
 }
 
 /// The name of an interface of this network namespace, or its ifindex.
@@ -182,6 +201,7 @@ mod tests {
     #[test]
     fn prints_like_ovs_ofctl() {
         let flow = Flow {
+            id: RuleRef::NodeWide { rule: oxsdn_common::rules::T80_ISOLATED },
             table: 80,
             priority: 0,
             matches: String::new(),

@@ -13,3 +13,5 @@ pub mod pods;
 pub mod projects;
 pub mod services;
 pub mod sync;
+pub mod test_run;
+pub mod trace;

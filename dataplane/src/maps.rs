@@ -73,6 +73,18 @@ impl NodeMaps {
     pub fn node_config(&self) -> Result<NodeConfig> {
         Ok(self.config.get(&0, 0)?)
     }
+
+    /// The pod port (host veth ifindex, the key of `POD_PORTS`) of the local pod with
+    /// address `ip`.
+    pub fn pod_port(&self, ip: std::net::Ipv4Addr) -> Result<u32> {
+        for entry in self.pod_ports.iter() {
+            let (ifindex, port) = entry?;
+            if port.ip == ip_key(ip) {
+                return Ok(ifindex);
+            }
+        }
+        anyhow::bail!("no pod with address {ip} on this node")
+    }
 }
 
 /// Sum of a per-CPU counter over all CPUs.

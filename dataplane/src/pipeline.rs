@@ -21,11 +21,13 @@ use crate::{
     netdev,
 };
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxsdn-ebpf.o"));
+pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxsdn-ebpf.o"));
 
-const FROM_POD: &str = "from_pod";
-const FROM_TUN0: &str = "from_tun0";
-const FROM_TUNNEL: &str = "from_tunnel";
+pub(crate) const FROM_POD: &str = "from_pod";
+pub(crate) const FROM_TUN0: &str = "from_tun0";
+pub(crate) const FROM_TUNNEL: &str = "from_tunnel";
+/// The global selecting trace mode (`oxsdn_common::trace`).
+const MODE: &str = "MODE";
 
 pub struct Pipeline {
     ebpf: Ebpf,
@@ -46,13 +48,7 @@ impl Pipeline {
                 std::fs::create_dir_all(pin_dir.join("links"))?;
             }
         }
-        let mut ebpf = EbpfLoader::new()
-            .map_pin_path(pin_dir)
-            .load(OBJECT)
-            .context("loading the eBPF object")?;
-        for name in [FROM_POD, FROM_TUN0, FROM_TUNNEL] {
-            classifier(&mut ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
-        }
+        let ebpf = load_programs(OBJECT, pin_dir, 0)?;
         Ok(Pipeline { ebpf, pin_dir: pin_dir.to_path_buf() })
     }
 
@@ -133,13 +129,30 @@ impl Pipeline {
     }
 }
 
-fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+/// Loads `object` with `MODE` = `mode` (0: the live programs), its maps pinned in or
+/// reused from `pin_dir`, and loads its programs into the kernel (attaching none). In
+/// live mode `MODE` keeps the object's own 0, so an object built without trace mode
+/// loads too.
+pub(crate) fn load_programs(object: &[u8], pin_dir: &Path, mode: u32) -> Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader.map_pin_path(pin_dir);
+    if mode != 0 {
+        loader.set_global(MODE, &mode, true);
+    }
+    let mut ebpf = loader.load(object).context("loading the eBPF object")?;
+    for name in [FROM_POD, FROM_TUN0, FROM_TUNNEL] {
+        classifier(&mut ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
+    }
+    Ok(ebpf)
+}
+
+pub(crate) fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
     let Some(program) = ebpf.program_mut(name) else { bail!("program {name} missing from the eBPF object") };
     Ok(program.try_into()?)
 }
 
 /// The layout version stamped in pinned maps of an earlier agent, if any.
-fn pinned_layout_version(pin_dir: &Path) -> Option<u32> {
+pub(crate) fn pinned_layout_version(pin_dir: &Path) -> Option<u32> {
     if !pin_dir.join(names::CONFIG).exists() {
         return None;
     }

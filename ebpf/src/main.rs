@@ -19,6 +19,7 @@ mod packet;
 mod pipeline;
 mod services;
 mod stats;
+mod trace;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -26,7 +26,7 @@ const IP_CSUM_OFF: usize = 14 + 10;
 /// Into the node's host stack, as if received on tun0 (a service's reply to a host
 /// client is translated first; its frame is already addressed to tun0).
 #[inline(always)]
-pub fn to_tun0(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame, rewrite: &Rewrite) -> i32 {
+pub fn to_tun0<const T: bool>(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame<T>, rewrite: &Rewrite) -> i32 {
     if !apply(ctx, frame, rewrite, false) {
         return TC_ACT_SHOT;
     }
@@ -39,7 +39,7 @@ pub fn to_tun0(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame, rewrite: &R
 /// pod's own MAC as PACKET_HOST; do it here (the veth it came in on, whose MAC it is
 /// not, classified it PACKET_OTHERHOST).
 #[inline(always)]
-pub fn to_pod_peer(ctx: &mut TcContext, frame: &Frame, ifindex: u32, ip: u32, rewrite: &Rewrite) -> i32 {
+pub fn to_pod_peer<const T: bool>(ctx: &mut TcContext, frame: &Frame<T>, ifindex: u32, ip: u32, rewrite: &Rewrite) -> i32 {
     if !apply(ctx, frame, rewrite, true) {
         return TC_ACT_SHOT;
     }
@@ -55,7 +55,7 @@ pub fn to_pod_peer(ctx: &mut TcContext, frame: &Frame, ifindex: u32, ip: u32, re
 
 /// Out of a local pod's host veth, towards the pod (works from any TC hook).
 #[inline(always)]
-pub fn to_pod_veth(ctx: &mut TcContext, frame: &Frame, ifindex: u32, rewrite: &Rewrite) -> i32 {
+pub fn to_pod_veth<const T: bool>(ctx: &mut TcContext, frame: &Frame<T>, ifindex: u32, rewrite: &Rewrite) -> i32 {
     if !apply(ctx, frame, rewrite, true) {
         return TC_ACT_SHOT;
     }
@@ -67,7 +67,7 @@ pub fn to_pod_veth(ctx: &mut TcContext, frame: &Frame, ifindex: u32, rewrite: &R
 /// the outer headers), then out of vxlan0. As OVS does by default: zero UDP checksum,
 /// don't-fragment set.
 #[inline(always)]
-pub fn to_tunnel(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame, node_ip: u32, vni: u32, rewrite: &Rewrite) -> i32 {
+pub fn to_tunnel<const T: bool>(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame<T>, node_ip: u32, vni: u32, rewrite: &Rewrite) -> i32 {
     if !apply(ctx, frame, rewrite, true) {
         return TC_ACT_SHOT;
     }
@@ -93,7 +93,7 @@ pub fn to_tunnel(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame, node_ip: 
 /// fragments have neither ports nor L4 checksum), and, when it goes to a pod, that
 /// pod's MAC.
 #[inline(always)]
-fn apply(ctx: &mut TcContext, frame: &Frame, rewrite: &Rewrite, to_pod: bool) -> bool {
+fn apply<const T: bool>(ctx: &mut TcContext, frame: &Frame<T>, rewrite: &Rewrite, to_pod: bool) -> bool {
     let L3::Ipv4(ip) = frame.l3 else { return true };
     if rewrite.active == 0 {
         return true;

@@ -7,6 +7,8 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 const ARP_LEN: usize = 28;
 const IPV4_MIN_LEN: usize = 20;
+const TCP_MIN_LEN: usize = 20;
+const UDP_LEN: usize = 8;
 /// Bytes the parser may read: an Ethernet header, the longest IPv4 header and the L4
 /// ports.
 const PARSE_LEN: usize = ETH_HLEN + 60 + 4;
@@ -52,7 +54,12 @@ pub enum L3 {
     Other,
 }
 
-pub struct Frame {
+/// A parsed frame. `TRACE`: whether the program runs in trace mode. It is a type
+/// parameter, not a field, so that the live programs are compiled without any trace
+/// code: the entry programs test the `MODE` global once and continue in one of two
+/// copies of the pipeline; the verifier, which knows the frozen global, removes the
+/// other copy.
+pub struct Frame<const TRACE: bool> {
     pub len: u32,
     /// Destination MAC as read from the wire: first two bytes and last four.
     pub dst_mac_hi: u16,
@@ -75,9 +82,9 @@ fn read_u16_be(p: usize) -> u16 {
     u16::from_be(unsafe { core::ptr::read_unaligned(p as *const u16) })
 }
 
-impl Frame {
+impl<const TRACE: bool> Frame<TRACE> {
     #[inline(always)]
-    pub fn parse(ctx: &TcContext) -> Frame {
+    pub fn parse(ctx: &TcContext) -> Self {
         let len = ctx.len();
         // Headers of skbs from veths are linear; pull only if a sender made them not so.
         let want = PARSE_LEN.min(len as usize);
@@ -93,10 +100,16 @@ impl Frame {
         let dst_mac_lo = read_u32(start + 2);
         let l3 = match read_u16_be(start + 12) {
             ETH_P_ARP => L3::Arp(parse_arp(start + ETH_HLEN, end)),
-            ETH_P_IP => parse_ipv4(start + ETH_HLEN, end),
+            ETH_P_IP => parse_ipv4(start + ETH_HLEN, end, len as usize),
             _ => L3::Other,
         };
         Frame { len, dst_mac_hi, dst_mac_lo, l3 }
+    }
+
+    /// Whether the program runs in trace mode (a constant of this copy).
+    #[inline(always)]
+    pub fn tracing(&self) -> bool {
+        TRACE
     }
 
     /// Whether the frame is addressed to the pod with address `ip`.
@@ -123,24 +136,33 @@ fn parse_arp(p: usize, end: usize) -> Arp {
     Arp { sha_low: read_u32(p + 10), spa: read_u32(p + 14), tpa: read_u32(p + 24) }
 }
 
+/// `frame_len`: the whole frame's length (past `end` when the skb is not linear).
 #[inline(always)]
-fn parse_ipv4(p: usize, end: usize) -> L3 {
+fn parse_ipv4(p: usize, end: usize, frame_len: usize) -> L3 {
     if p + IPV4_MIN_LEN > end {
         return L3::Other;
     }
     // SAFETY: bounds checked above.
     let version_ihl = unsafe { *(p as *const u8) };
-    if version_ihl >> 4 != 4 || (version_ihl & 0x0f) < 5 {
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
+    // As Open vSwitch's flow extraction: no addresses from a header the frame does not
+    // hold (nor from another IP version).
+    if version_ihl >> 4 != 4 || ihl < IPV4_MIN_LEN || ETH_HLEN + ihl > frame_len {
         return L3::Other;
     }
     // SAFETY: bounds checked above.
     let proto = unsafe { *((p + 9) as *const u8) };
     let frag = read_u16_be(p + 6);
     let later_fragment = frag & 0x1fff != 0;
-    let ihl = ((version_ihl & 0x0f) as usize) * 4;
     let l4 = p + ihl;
+    // ... and ports only from a whole TCP or UDP header.
+    let l4_len = match proto {
+        IPPROTO_TCP => TCP_MIN_LEN,
+        IPPROTO_UDP => UDP_LEN,
+        _ => 0,
+    };
     let (mut sport, mut dport) = (0, 0);
-    if !later_fragment && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && l4 + 4 <= end {
+    if !later_fragment && l4_len != 0 && ETH_HLEN + ihl + l4_len <= frame_len && l4 + 4 <= end {
         sport = read_u16_be(l4);
         dport = read_u16_be(l4 + 2);
     }

@@ -4,13 +4,19 @@
 //! is its walk through `dump-flows`.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use oxsdn_common::{node_rule, pod_rule, rules::*, NodeConfig, RemoteNode, POD_IS_ENDPOINT};
+use oxsdn_common::{
+    node_rule, pod_rule,
+    rules::*,
+    trace::{REG0_SET, REG1_SET},
+    NodeConfig, RemoteNode, POD_IS_ENDPOINT,
+};
 
 use crate::{
     maps::{NODE_IPS, PODS, POD_PORTS, PROJECT_VNID, REMOTE_SUBNETS},
     packet::{Arp, Frame, Ipv4, IPPROTO_TCP, IPPROTO_UDP, L3},
     services::{table30_service_reply, table60_to_service},
     stats::{count, count_node, count_pod},
+    trace,
 };
 
 /// Where a packet goes when the pipeline is done with it.
@@ -69,7 +75,7 @@ pub fn vnid_of(project: u32) -> Option<u32> {
 
 /// Table 20: a pod may only send ARP and IPv4 as itself; loads its VNID into reg0.
 #[inline(always)]
-pub fn table20_antispoof(cfg: &NodeConfig, frame: &Frame, in_port: u32, nat: &mut Rewrite) -> Output {
+pub fn table20_antispoof<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, in_port: u32, nat: &mut Rewrite) -> Output {
     // SAFETY: read-only access to a map value.
     let port = match unsafe { POD_PORTS.get(&in_port) } {
         Some(p) => *p,
@@ -84,18 +90,18 @@ pub fn table20_antispoof(cfg: &NodeConfig, frame: &Frame, in_port: u32, nat: &mu
         Some(v) => v,
         None => return drop(T20_SPOOFED, frame),
     };
-    count_pod(cfg, port.ip, rule, frame.len);
+    count_pod(cfg, port.ip, rule, frame);
     table21_post_source(cfg, frame, reg0, port.flags & POD_IS_ENDPOINT != 0, nat)
 }
 
 /// Table 10: VXLAN is accepted only from the underlay IP of a known node; the VNI it
 /// carries (already in reg0) is trusted.
 #[inline(always)]
-pub fn table10_vxlan_source(cfg: &NodeConfig, frame: &Frame, tun_src: u32, reg0: u32, nat: &mut Rewrite) -> Output {
+pub fn table10_vxlan_source<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, tun_src: u32, reg0: u32, nat: &mut Rewrite) -> Output {
     // SAFETY: read-only access to a map value.
     match unsafe { NODE_IPS.get(&tun_src) } {
         Some(node) => {
-            count_node(node.slot, node_rule::T10_FROM_NODE, frame.len);
+            count_node(node.slot, node_rule::T10_FROM_NODE, frame);
             // Replies of service endpoints on other nodes arrive here.
             table30_route(cfg, frame, reg0, true, nat)
         }
@@ -106,8 +112,8 @@ pub fn table10_vxlan_source(cfg: &NodeConfig, frame: &Frame, tun_src: u32, reg0:
 /// Table 21: the hook after source identification (NetworkPolicy mode commits to
 /// conntrack here); in multitenant mode it continues to routing.
 #[inline(always)]
-pub fn table21_post_source(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_reply: bool, nat: &mut Rewrite) -> Output {
-    count(T21_CONTINUE, frame.len);
+pub fn table21_post_source<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, reg0: u32, maybe_reply: bool, nat: &mut Rewrite) -> Output {
+    count(T21_CONTINUE, frame);
     table30_route(cfg, frame, reg0, maybe_reply, nat)
 }
 
@@ -115,7 +121,8 @@ pub fn table21_post_source(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_rep
 /// endpoint answering a client of this node (a local endpoint, or anything from the
 /// tunnel), so the reply translation is looked up first.
 #[inline(always)]
-pub fn table30_route(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_reply: bool, nat: &mut Rewrite) -> Output {
+pub fn table30_route<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, reg0: u32, maybe_reply: bool, nat: &mut Rewrite) -> Output {
+    trace::register(frame, REG0_SET, reg0);
     match frame.l3 {
         L3::Arp(arp) => table30_route_arp(cfg, frame, &arp, reg0),
         L3::Ipv4(ip) => {
@@ -132,15 +139,15 @@ pub fn table30_route(cfg: &NodeConfig, frame: &Frame, reg0: u32, maybe_reply: bo
 }
 
 #[inline(always)]
-fn table30_route_arp(cfg: &NodeConfig, frame: &Frame, arp: &Arp, reg0: u32) -> Output {
+fn table30_route_arp<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, arp: &Arp, reg0: u32) -> Output {
     if arp.tpa == cfg.gateway {
-        count(T30_ARP_GW, frame.len);
+        count(T30_ARP_GW, frame);
         Output::Tun0
     } else if in_net(arp.tpa, cfg.local_net, cfg.local_mask) {
-        count(T30_ARP_LOCAL, frame.len);
+        count(T30_ARP_LOCAL, frame);
         table40_arp_to_local_pod(cfg, frame, arp.tpa)
     } else if in_cluster(cfg, arp.tpa) {
-        count(T30_ARP_CLUSTER, frame.len);
+        count(T30_ARP_CLUSTER, frame);
         table50_arp_to_remote_pod(frame, arp.tpa, reg0)
     } else {
         drop(T30_ARP_OTHER, frame)
@@ -148,35 +155,35 @@ fn table30_route_arp(cfg: &NodeConfig, frame: &Frame, arp: &Arp, reg0: u32) -> O
 }
 
 #[inline(always)]
-fn table30_route_ip(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, nat: &mut Rewrite) -> Output {
+fn table30_route_ip<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, reg0: u32, nat: &mut Rewrite) -> Output {
     if ip.dst == cfg.gateway {
-        count(T30_IP_GW, frame.len);
+        count(T30_IP_GW, frame);
         Output::Tun0
     } else if in_net(ip.dst, cfg.local_net, cfg.local_mask) {
-        count(T30_IP_LOCAL, frame.len);
+        count(T30_IP_LOCAL, frame);
         table70_to_local_pod(cfg, frame, ip, reg0)
     } else if in_net(ip.dst, cfg.service_net, cfg.service_mask) {
-        count(T30_IP_SERVICE, frame.len);
+        count(T30_IP_SERVICE, frame);
         table60_to_service(cfg, frame, ip, reg0, nat)
     } else if in_cluster(cfg, ip.dst) {
-        count(T30_IP_CLUSTER, frame.len);
+        count(T30_IP_CLUSTER, frame);
         table90_to_remote_pod(frame, ip.dst, reg0)
     } else if is_multicast(ip.dst) {
-        count(T30_IP_MCAST, frame.len);
+        count(T30_IP_MCAST, frame);
         table110_multicast(frame)
     } else {
-        count(T30_IP_EXTERNAL, frame.len);
+        count(T30_IP_EXTERNAL, frame);
         table100_egress(cfg, frame, ip)
     }
 }
 
 /// Table 40: ARP to a local pod. ARP is never VNID-isolated.
 #[inline(always)]
-fn table40_arp_to_local_pod(cfg: &NodeConfig, frame: &Frame, tpa: u32) -> Output {
+fn table40_arp_to_local_pod<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, tpa: u32) -> Output {
     // SAFETY: read-only access to a map value.
     match unsafe { PODS.get(&tpa) } {
         Some(pod) => {
-            count_pod(cfg, tpa, pod_rule::T40_ARP, frame.len);
+            count_pod(cfg, tpa, pod_rule::T40_ARP, frame);
             Output::Pod { ifindex: pod.ifindex, ip: tpa }
         }
         None => drop(T40_NO_POD, frame),
@@ -192,10 +199,10 @@ pub fn remote_node(addr: u32) -> Option<RemoteNode> {
 /// Table 50: ARP for a pod on another node travels to that node (pods resolve remote
 /// pods directly; ARP is not isolated).
 #[inline(always)]
-fn table50_arp_to_remote_pod(frame: &Frame, tpa: u32, reg0: u32) -> Output {
+fn table50_arp_to_remote_pod<const T: bool>(frame: &Frame<T>, tpa: u32, reg0: u32) -> Output {
     match remote_node(tpa) {
         Some(node) => {
-            count_node(node.slot, node_rule::T50_ARP, frame.len);
+            count_node(node.slot, node_rule::T50_ARP, frame);
             Output::Tunnel { node_ip: node.node_ip, vni: reg0 }
         }
         None => drop(T50_NO_NODE, frame),
@@ -204,7 +211,7 @@ fn table50_arp_to_remote_pod(frame: &Frame, tpa: u32, reg0: u32) -> Output {
 
 /// Table 70: IPv4 to a local pod: reg1 = its VNID, reg2 = its port.
 #[inline(always)]
-fn table70_to_local_pod(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -> Output {
+fn table70_to_local_pod<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, reg0: u32) -> Output {
     // SAFETY: read-only access to a map value.
     let pod = match unsafe { PODS.get(&ip.dst) } {
         Some(p) => *p,
@@ -214,7 +221,7 @@ fn table70_to_local_pod(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -
         Some(v) => v,
         None => return drop(T70_NO_POD, frame),
     };
-    count_pod(cfg, ip.dst, pod_rule::T70_IP, frame.len);
+    count_pod(cfg, ip.dst, pod_rule::T70_IP, frame);
     if table80_isolation(cfg, frame, ip, reg0, reg1) {
         Output::Pod { ifindex: pod.ifindex, ip: ip.dst }
     } else {
@@ -225,7 +232,8 @@ fn table70_to_local_pod(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32) -
 /// Table 80: the multitenant isolation predicate: deliver (to `reg2`) iff the source
 /// is the gateway, either side is global (VNID 0), or both VNIDs are equal.
 #[inline(always)]
-pub fn table80_isolation(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, reg1: u32) -> bool {
+pub fn table80_isolation<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, reg0: u32, reg1: u32) -> bool {
+    trace::register(frame, REG1_SET, reg1);
     let rule = if ip.src == cfg.gateway {
         T80_FROM_GW
     } else if reg0 == 0 {
@@ -235,20 +243,20 @@ pub fn table80_isolation(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, 
     } else if reg0 == reg1 {
         T80_SAME_VNID
     } else {
-        count(T80_ISOLATED, frame.len);
+        count(T80_ISOLATED, frame);
         return false;
     };
-    count(rule, frame.len);
+    count(rule, frame);
     true
 }
 
 /// Table 90: IPv4 to a pod on another node, with the source VNID as VNI. No isolation
 /// check here: the receiving node's table 80 decides.
 #[inline(always)]
-fn table90_to_remote_pod(frame: &Frame, dst: u32, reg0: u32) -> Output {
+fn table90_to_remote_pod<const T: bool>(frame: &Frame<T>, dst: u32, reg0: u32) -> Output {
     match remote_node(dst) {
         Some(node) => {
-            count_node(node.slot, node_rule::T90_IP, frame.len);
+            count_node(node.slot, node_rule::T90_IP, frame);
             Output::Tunnel { node_ip: node.node_ip, vni: reg0 }
         }
         None => drop(T90_NO_NODE, frame),
@@ -260,41 +268,41 @@ const DNS_PORT: u16 = 53;
 /// Table 100: traffic leaving the cluster network. Pods may not send VXLAN out (it
 /// could be taken for overlay traffic); DNS to the node itself always passes.
 #[inline(always)]
-fn table100_egress(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4) -> Output {
+fn table100_egress<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4) -> Output {
     if ip.proto == IPPROTO_UDP && ip.dport == cfg.vxlan_port {
         return drop(T100_VXLAN, frame);
     }
     if ip.dst == cfg.node_ip && ip.dport == DNS_PORT {
         if ip.proto == IPPROTO_TCP {
-            count(T100_DNS_TCP, frame.len);
+            count(T100_DNS_TCP, frame);
             return Output::Tun0;
         }
         if ip.proto == IPPROTO_UDP {
-            count(T100_DNS_UDP, frame.len);
+            count(T100_DNS_UDP, frame);
             return Output::Tun0;
         }
     }
-    count(T100_EXTERNAL, frame.len);
+    count(T100_EXTERNAL, frame);
     table101_egress_policy(frame)
 }
 
 /// Table 101: EgressNetworkPolicy (none yet): everything goes to the host, which
 /// routes it out with the node's address.
 #[inline(always)]
-fn table101_egress_policy(frame: &Frame) -> Output {
-    count(T101_ALLOW, frame.len);
+fn table101_egress_policy<const T: bool>(frame: &Frame<T>) -> Output {
+    count(T101_ALLOW, frame);
     Output::Tun0
 }
 
 /// Table 110: multicast from pods (not enabled for any project).
 #[inline(always)]
-fn table110_multicast(frame: &Frame) -> Output {
+fn table110_multicast<const T: bool>(frame: &Frame<T>) -> Output {
     drop(T110_MCAST, frame)
 }
 
 /// Counts `rule`, a drop rule, and drops.
 #[inline(always)]
-pub fn drop(rule: u32, frame: &Frame) -> Output {
-    count(rule, frame.len);
+pub fn drop<const T: bool>(rule: u32, frame: &Frame<T>) -> Output {
+    count(rule, frame);
     Output::Drop
 }

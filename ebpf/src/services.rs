@@ -15,7 +15,7 @@ use oxsdn_common::{
 use crate::{
     maps::{BACKENDS, BACKEND_SET, CT_FORWARD, CT_REVERSE, FRAGMENTS, PODS, SERVICES, SERVICE_IPS},
     packet::{Frame, Ipv4},
-    pipeline::{drop, remote_node, table80_isolation, vnid_of, Output, Rewrite},
+    pipeline::{drop, in_cluster, remote_node, table80_isolation, vnid_of, Output, Rewrite},
     stats::{count, count_service},
 };
 
@@ -23,13 +23,13 @@ use crate::{
 /// later fragments take them from there. `None`: a later fragment whose first fragment
 /// was not seen.
 #[inline(always)]
-fn ports(ip: &Ipv4) -> Option<(u16, u16)> {
+fn ports<const T: bool>(frame: &Frame<T>, ip: &Ipv4) -> Option<(u16, u16)> {
     let key = FragmentKey { src: ip.src, dst: ip.dst, id: ip.id, proto: ip.proto, _pad: 0 };
     if ip.later_fragment {
         // SAFETY: read-only access to a map value.
         return unsafe { FRAGMENTS.get(&key) }.map(|p| (p.sport, p.dport));
     }
-    if ip.more_fragments {
+    if ip.more_fragments && !frame.tracing() {
         let _ = FRAGMENTS.insert(&key, &FragmentPorts { sport: ip.sport, dport: ip.dport }, 0);
     }
     Some((ip.sport, ip.dport))
@@ -39,23 +39,23 @@ fn ports(ip: &Ipv4) -> Option<(u16, u16)> {
 /// the service's address back and goes to the client (table 80 was passed when the
 /// connection was made).
 #[inline(always)]
-pub fn table30_service_reply(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, nat: &mut Rewrite) -> Option<Output> {
-    let (sport, dport) = ports(ip)?;
+pub fn table30_service_reply<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, nat: &mut Rewrite) -> Option<Output> {
+    let (sport, dport) = ports(frame, ip)?;
     let key = FlowKey { src: ip.src, dst: ip.dst, sport, dport, proto: ip.proto, _pad: [0; 3] };
     // SAFETY: read-only access to a map value.
     let reply = unsafe { CT_REVERSE.get(&key) }.copied()?;
-    count(T30_SERVICE_REPLY, frame.len);
+    count(T30_SERVICE_REPLY, frame);
     *nat = Rewrite { active: 1, src: reply.service_ip, sport: reply.service_port, dst: reply.client_ip, dport: reply.client_port };
-    Some(deliver(cfg, frame, reply.client_ip))
+    Some(deliver(cfg, frame, reply.client_ip, true))
 }
 
 /// Table 60: service isolation. Global sources reach every service; others only the
 /// declared ports (fragments after the first: the ClusterIP alone) of services whose
 /// project they may talk to.
 #[inline(always)]
-pub fn table60_to_service(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32, nat: &mut Rewrite) -> Output {
+pub fn table60_to_service<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, reg0: u32, nat: &mut Rewrite) -> Output {
     if reg0 == 0 {
-        count(T60_SRC_GLOBAL, frame.len);
+        count(T60_SRC_GLOBAL, frame);
         return table61_load_balance(cfg, frame, ip, nat);
     }
     let project = if ip.later_fragment {
@@ -72,7 +72,7 @@ pub fn table60_to_service(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32,
     let Some(reg1) = vnid_of(project) else {
         return drop(T60_NO_SERVICE, frame);
     };
-    count_service(slot, frame.len);
+    count_service(slot, frame);
     if !table80_isolation(cfg, frame, ip, reg0, reg1) {
         return Output::Drop;
     }
@@ -82,8 +82,8 @@ pub fn table60_to_service(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, reg0: u32,
 /// Table 61 (kube-proxy's part, in the dataplane): a tracked connection keeps its
 /// endpoint while the endpoint serves the service; a new one gets a random endpoint.
 #[inline(always)]
-fn table61_load_balance(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, nat: &mut Rewrite) -> Output {
-    let Some((sport, dport)) = ports(ip) else {
+fn table61_load_balance<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, nat: &mut Rewrite) -> Output {
+    let Some((sport, dport)) = ports(frame, ip) else {
         return drop(T61_UNKNOWN_FRAGMENT, frame);
     };
     let svc = &ServiceKey { ip: ip.dst, port: dport, proto: ip.proto, _pad: 0 };
@@ -99,7 +99,7 @@ fn table61_load_balance(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, nat: &mut Re
     });
     let conn = match tracked {
         Some(c) => {
-            count(T61_ESTABLISHED, frame.len);
+            count(T61_ESTABLISHED, frame);
             c
         }
         None => {
@@ -119,23 +119,29 @@ fn table61_load_balance(cfg: &NodeConfig, frame: &Frame, ip: &Ipv4, nat: &mut Re
             let peer = if hairpin { cfg.gateway } else { ip.src };
             let reverse = FlowKey { src: backend_ip, dst: peer, sport: port.target_port, dport: sport, proto: ip.proto, _pad: [0; 3] };
             let reply = ServiceReply { service_ip: svc.ip, client_ip: ip.src, service_port: svc.port, client_port: sport };
-            if CT_REVERSE.insert(&reverse, &reply, 0).is_err() || CT_FORWARD.insert(&flow, &conn, 0).is_err() {
+            // A trace commits nothing.
+            let committed = frame.tracing()
+                || (CT_REVERSE.insert(&reverse, &reply, 0).is_ok() && CT_FORWARD.insert(&flow, &conn, 0).is_ok());
+            if !committed {
                 return drop(T61_NO_ENDPOINT, frame);
             }
-            count(T61_NEW, frame.len);
+            count(T61_NEW, frame);
             conn
         }
     };
     let src = if conn.hairpin != 0 { cfg.gateway } else { ip.src };
     *nat = Rewrite { active: 1, src, sport, dst: conn.backend_ip, dport: conn.backend_port };
-    deliver(cfg, frame, conn.backend_ip)
+    deliver(cfg, frame, conn.backend_ip, false)
 }
 
-/// Sends a translated packet to `dst`: a pod here, a pod over the tunnel as global
-/// (VNI 0) traffic, or the node itself (a host process was the client).
+/// Sends a translated packet (`reply`: back to a service's client) to `dst`: a pod here,
+/// a pod over the tunnel as global (VNI 0) traffic, or the node's host stack.
 #[inline(always)]
-fn deliver(cfg: &NodeConfig, frame: &Frame, dst: u32) -> Output {
-    if dst == cfg.gateway {
+fn deliver<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, dst: u32, reply: bool) -> Output {
+    // The gateway: a host process was the client. Outside the cluster network: a
+    // client whose router sent it to the node (spec §5 case 22), the host's to reach;
+    // endpoints are never there (the controller refuses them).
+    if dst == cfg.gateway || (reply && !in_cluster(cfg, dst)) {
         return Output::Tun0;
     }
     // SAFETY: read-only access to a map value.

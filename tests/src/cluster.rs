@@ -229,6 +229,27 @@ impl Drop for TestCluster {
     }
 }
 
+/// A pod for every kind of path from pod `a`: on two nodes, `a` and `b` of project
+/// red and `c` of blue on node1, `d` of red on node2. The pods go before the cluster.
+pub struct PathPods {
+    pub a: Pod,
+    pub b: Pod,
+    pub c: Pod,
+    pub d: Pod,
+    pub cluster: TestCluster,
+}
+
+impl PathPods {
+    pub fn new() -> Result<PathPods> {
+        let mut cluster = TestCluster::new(&[])?;
+        cluster.add_node("node1")?;
+        cluster.add_node("node2")?;
+        let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+        let (a, b, c, d) = (n1.add_pod("red", "a")?, n1.add_pod("red", "b")?, n1.add_pod("blue", "c")?, n2.add_pod("red", "d")?);
+        Ok(PathPods { a, b, c, d, cluster })
+    }
+}
+
 /// Removes temporary and bpffs directories of runs whose process is gone.
 fn sweep_dead_dirs() {
     for base in [std::env::temp_dir(), PathBuf::from("/sys/fs/bpf")] {

@@ -17,4 +17,4 @@ pub mod matrix;
 pub mod probe;
 pub mod scenario;
 
-pub use cluster::{Node, Pod, TestCluster};
+pub use cluster::{Node, PathPods, Pod, TestCluster};

@@ -1,0 +1,232 @@
+//! Per-packet cost of each pipeline path: the live programs run with BPF_PROG_TEST_RUN
+//! against the maps of a two-node cluster in namespaces (a fresh load of the object
+//! the agents run, sharing their pinned maps; its counters and connection tracking
+//! move as the attached programs' would).
+//!
+//! The kernel runs every repetition of a test run on the same skb. Paths that leave the
+//! frame as they found it are timed over one call of `repeat` repetitions. The service
+//! path rewrites the frame (DNAT), so the next repetition would be another path: it is
+//! timed over `repeat` calls of one repetition, minus the extra cost of timing one
+//! repetition at a time, measured on the same-node path both ways.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use oxsdn_dataplane::{
+    maps::NodeMaps,
+    trace::{pod_mac, verdict_name, Ingress, Output, Packet, Proto, TestPrograms, Tracer},
+};
+use oxsdn_common::trace::MODE_TEST_INPUT;
+use oxsdn_tests::{PathPods, Pod};
+use serde_json::{json, Value};
+
+use crate::measure::Stats;
+
+/// The goal for the longest path without encapsulation (issue 5).
+const GOAL_NS: f64 = 100.0;
+const SERVICE_PORT: u16 = 80;
+const TARGET_PORT: u16 = 8080;
+
+/// How a path is timed (see the module documentation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    /// One test run of `repeat` repetitions.
+    Repeated,
+    /// `repeat` test runs of one repetition each.
+    OneByOne,
+}
+
+/// Which kind of output the path must reach, checked with a trace before timing it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Expect {
+    Pod,
+    Tunnel,
+    Drop,
+}
+
+struct Path {
+    name: &'static str,
+    ingress: Ingress,
+    frame: Vec<u8>,
+    expect: Expect,
+    timing: Timing,
+    /// Encapsulates (excluded from the goal).
+    encap: bool,
+}
+
+fn tcp(from: &Pod, to: Ipv4Addr, dport: u16) -> Vec<u8> {
+    Packet::new(Proto::Tcp, from.ip, to).ports(40000, dport).frame()
+}
+
+/// An IPv6 frame from `from` (a bare header): table 0 drops it at once, the shortest
+/// path, which shows what every path costs before the tables (test run, parsing).
+fn ipv6(from: &Pod) -> Vec<u8> {
+    let mut frame = [pod_mac(from.ip), [0x33, 0x33, 0, 0, 0, 2]].concat();
+    frame.extend_from_slice(&0x86ddu16.to_be_bytes());
+    frame.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 59, 255]);
+    frame.extend_from_slice(&[0; 32]);
+    frame
+}
+
+/// Measures every path `rounds` times (interleaved), each time over `repeat` packets.
+/// `object`: another build of the eBPF object to time alongside this one, e.g. an
+/// earlier build (live mode; without `from_tunnel`, whose tunnel key an earlier build
+/// cannot take from a test run).
+pub fn measure(repeat: u32, rounds: usize, object: Option<PathBuf>) -> Result<Value> {
+    let pods = PathPods::new()?;
+    let (cluster, a, b, c, d) = (&pods.cluster, &pods.a, &pods.b, &pods.c, &pods.d);
+    let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let ports = format!("{SERVICE_PORT}:{TARGET_PORT}");
+    cluster.oxsdnctl(&["create", "service", "web", "-n", "red", "--tcp", &ports])?;
+    cluster.oxsdnctl(&["set", "endpoints", "web", "-n", "red", &b.ip.to_string()])?;
+    let service = cluster.service_ip("red", "web")?;
+    let pin_dir = cluster.bpffs.join(&n1.name);
+    wait_for_service(&pin_dir, service)?;
+    let in_port = NodeMaps::open(&pin_dir)?.pod_port(a.ip)?;
+    let from_pod = Ingress::Pod { in_port };
+    let paths = vec![
+        Path { name: "same_node", ingress: from_pod, frame: tcp(a, b.ip, TARGET_PORT), expect: Expect::Pod, timing: Timing::Repeated, encap: false },
+        Path { name: "to_remote_pod", ingress: from_pod, frame: tcp(a, d.ip, TARGET_PORT), expect: Expect::Tunnel, timing: Timing::Repeated, encap: true },
+        Path { name: "from_tunnel", ingress: Ingress::Tunnel { src: n2.ip, vni: cluster.netid("red")? }, frame: tcp(d, a.ip, TARGET_PORT), expect: Expect::Pod, timing: Timing::Repeated, encap: false },
+        Path { name: "to_service", ingress: from_pod, frame: tcp(a, service, SERVICE_PORT), expect: Expect::Pod, timing: Timing::OneByOne, encap: false },
+        Path { name: "dropped_cross_project", ingress: from_pod, frame: tcp(a, c.ip, TARGET_PORT), expect: Expect::Drop, timing: Timing::Repeated, encap: false },
+        Path { name: "shortest_ipv6_dropped_at_table0", ingress: from_pod, frame: ipv6(a), expect: Expect::Drop, timing: Timing::Repeated, encap: false },
+    ];
+    let other = match &object {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    // The test-run skb of a pod's frame is on the pod's veth: run in node1's namespace.
+    let mut result = n1.netns.enter(move || time_paths(&pin_dir, other, &paths, repeat, rounds))??;
+    result["cluster"] = json!({"nodes": 2, "pods": ["a red node1", "b red node1 (the service's endpoint)", "c blue node1", "d red node2"]});
+    if let (Some(p), Some(compared)) = (object, result.get_mut("compared")) {
+        compared["object"] = json!(p);
+    }
+    Ok(result)
+}
+
+/// Waits until node1's maps have the service's port (the agent applies it within a
+/// second).
+fn wait_for_service(pin_dir: &std::path::Path, service: Ipv4Addr) -> Result<()> {
+    let start = std::time::Instant::now();
+    let key = oxsdn_common::ServiceKey { ip: oxsdn_dataplane::maps::ip_key(service), port: SERVICE_PORT, proto: 6, _pad: 0 };
+    while NodeMaps::open(pin_dir)?.services.get(&key, 0).is_err() {
+        ensure!(start.elapsed().as_secs() < 5, "service {service} never reached node1's maps");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// One build of the programs being timed, with what was measured of it.
+struct Subject<'p> {
+    programs: TestPrograms,
+    paths: Vec<&'p Path>,
+    samples: Vec<Vec<f64>>,
+    verdicts: Vec<i32>,
+    one_by_one_overhead: Vec<f64>,
+}
+
+impl<'p> Subject<'p> {
+    fn new(programs: TestPrograms, paths: Vec<&'p Path>) -> Self {
+        let n = paths.len();
+        Subject { programs, paths, samples: vec![Vec::new(); n], verdicts: vec![0; n], one_by_one_overhead: Vec::new() }
+    }
+
+    /// One round: every path, then the same-node path timed both ways.
+    fn round(&mut self, repeat: u32) -> Result<()> {
+        for (i, p) in self.paths.iter().enumerate() {
+            let (ns, verdict) = time(&mut self.programs, p.ingress, &p.frame, p.timing, repeat)?;
+            self.samples[i].push(ns);
+            self.verdicts[i] = verdict;
+        }
+        let same_node = self.paths[0];
+        let repeated = time(&mut self.programs, same_node.ingress, &same_node.frame, Timing::Repeated, repeat)?.0;
+        let one_by_one = time(&mut self.programs, same_node.ingress, &same_node.frame, Timing::OneByOne, repeat)?.0;
+        self.one_by_one_overhead.push(one_by_one - repeated);
+        Ok(())
+    }
+
+    fn summary(&mut self) -> Result<Value> {
+        let overhead = Stats::of(&self.one_by_one_overhead).median;
+        let mut results = serde_json::Map::new();
+        let mut longest: Option<(&str, f64)> = None;
+        for (i, p) in self.paths.iter().enumerate() {
+            let raw = Stats::of(&self.samples[i]);
+            let ns = if p.timing == Timing::OneByOne { raw.median - overhead } else { raw.median };
+            if !p.encap && longest.is_none_or(|(_, l)| ns > l) {
+                longest = Some((p.name, ns));
+            }
+            results.insert(
+                p.name.into(),
+                json!({
+                    "ns_per_packet": ns,
+                    "timed": if p.timing == Timing::Repeated { "one test run of `repeat` repetitions" } else { "`repeat` test runs of one repetition, minus one_by_one_overhead_ns" },
+                    "raw_ns": raw.to_json(),
+                    "verdict": verdict_name(self.verdicts[i]),
+                    "encapsulates": p.encap,
+                }),
+            );
+        }
+        let (path, ns) = longest.context("no path without encapsulation")?;
+        Ok(json!({
+            "paths": results,
+            "one_by_one_overhead_ns": overhead,
+            "program_sizes": self.programs.sizes()?,
+            "longest_without_encapsulation": { "path": path, "ns_per_packet": ns, "goal_ns": GOAL_NS, "met": ns <= GOAL_NS },
+        }))
+    }
+}
+
+/// Checks each path's decision with a trace, then times this build's programs and, if
+/// given, `other`'s (live mode, without `from_tunnel`), interleaved round by round so
+/// that drift hits both alike.
+fn time_paths(pin_dir: &std::path::Path, other: Option<Vec<u8>>, paths: &[Path], repeat: u32, rounds: usize) -> Result<Value> {
+    let mut tracer = Tracer::load(pin_dir)?;
+    for p in paths {
+        let t = tracer.trace(p.ingress, &p.frame)?;
+        let reached = match t.output {
+            Some(Output::Pod { .. }) => Some(Expect::Pod),
+            Some(Output::Tunnel { .. }) => Some(Expect::Tunnel),
+            Some(Output::Drop) => Some(Expect::Drop),
+            _ => None,
+        };
+        ensure!(reached == Some(p.expect), "path {} goes to {:?}, not {:?}", p.name, t.output, p.expect);
+    }
+    let mut subjects = vec![Subject::new(TestPrograms::load(pin_dir, MODE_TEST_INPUT)?, paths.iter().collect())];
+    if let Some(object) = &other {
+        let live_paths = paths.iter().filter(|p| !matches!(p.ingress, Ingress::Tunnel { .. })).collect();
+        subjects.push(Subject::new(TestPrograms::load_object(object, pin_dir, 0)?, live_paths));
+    }
+    for _ in 0..rounds {
+        for s in &mut subjects {
+            s.round(repeat)?;
+        }
+    }
+    let mut result = subjects[0].summary()?;
+    result["repeat"] = json!(repeat);
+    result["rounds"] = json!(rounds);
+    if let Some(compared) = subjects.get_mut(1) {
+        result["compared"] = compared.summary()?;
+    }
+    Ok(result)
+}
+
+/// Average ns per packet and the last verdict.
+fn time(programs: &mut TestPrograms, ingress: Ingress, frame: &[u8], timing: Timing, repeat: u32) -> Result<(f64, i32)> {
+    match timing {
+        Timing::Repeated => {
+            let run = programs.run(ingress, frame, repeat)?;
+            Ok((f64::from(run.duration_ns), run.retval))
+        }
+        Timing::OneByOne => {
+            let mut total = 0u64;
+            let mut verdict = 0;
+            for _ in 0..repeat {
+                let run = programs.run(ingress, frame, 1)?;
+                total += u64::from(run.duration_ns);
+                verdict = run.retval;
+            }
+            Ok((total as f64 / f64::from(repeat), verdict))
+        }
+    }
+}

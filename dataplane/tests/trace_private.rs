@@ -1,0 +1,119 @@
+//! The tracer on a private pin directory whose maps the test fills itself (no agent,
+//! no interfaces): how a test drives the real programs table by table. Needs root and
+//! bpffs at /sys/fs/bpf.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::lpm_trie::Key;
+use oxsdn_common::{rules::*, LocalPod, NodeConfig, PodPort, RemoteNode, LAYOUT_VERSION};
+use oxsdn_dataplane::{
+    flows::RuleRef,
+    maps::{ip_key, total, NodeMaps},
+    pipeline::{remove_pins, Pipeline},
+    trace::{Ingress, Output, Packet, Proto, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
+};
+
+/// Removes the pins on drop, also when the test fails.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = remove_pins(&self.0);
+    }
+}
+
+const TUN0: u32 = 100;
+const VXLAN0: u32 = 101;
+const PORT_A: u32 = 11;
+const PORT_B: u32 = 12;
+const PROJECT_A: u32 = 1;
+const PROJECT_B: u32 = 2;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn mask(prefix: u32) -> u32 {
+    ip_key(Ipv4Addr::from(u32::MAX << (32 - prefix)))
+}
+
+/// Node 10.128.0.0/23 of cluster 10.128.0.0/14; pods A (.2) and B (.3) in projects
+/// with VNIDs 10 and 20; a remote node 192.168.0.2 with 10.128.2.0/23.
+fn fill(dir: &Path) -> NodeMaps {
+    let mut maps = NodeMaps::open(dir).unwrap();
+    let cfg = NodeConfig {
+        layout_version: LAYOUT_VERSION,
+        gateway: ip_key(ip("10.128.0.1")),
+        local_net: ip_key(ip("10.128.0.0")),
+        local_mask: mask(23),
+        cluster_net: ip_key(ip("10.128.0.0")),
+        cluster_mask: mask(14),
+        service_net: ip_key(ip("172.30.0.0")),
+        service_mask: mask(16),
+        node_ip: ip_key(ip("192.168.0.1")),
+        tun0_ifindex: TUN0,
+        vxlan_ifindex: VXLAN0,
+        vxlan_port: 4789,
+        _pad: 0,
+    };
+    maps.config.set(0, cfg, 0).unwrap();
+    for (addr, port, project) in [("10.128.0.2", PORT_A, PROJECT_A), ("10.128.0.3", PORT_B, PROJECT_B)] {
+        let addr = ip_key(ip(addr));
+        maps.pods.insert(addr, LocalPod { ifindex: port, project }, 0).unwrap();
+        maps.pod_ports.insert(port, PodPort { ip: addr, project, flags: 0 }, 0).unwrap();
+    }
+    maps.project_vnid.insert(PROJECT_A, 10, 0).unwrap();
+    maps.project_vnid.insert(PROJECT_B, 20, 0).unwrap();
+    let remote = RemoteNode { node_ip: ip_key(ip("192.168.0.2")), slot: 3 };
+    maps.remote_subnets.insert(&Key::new(23, ip_key(ip("10.128.2.0"))), remote, 0).unwrap();
+    maps.node_ips.insert(remote.node_ip, remote, 0).unwrap();
+    maps
+}
+
+#[test]
+fn traces_the_real_programs_on_maps_a_test_fills() {
+    let dir = PinDir(PathBuf::from(format!("/sys/fs/bpf/oxsdn-trace-test-{}", std::process::id())));
+    // Creates and pins the maps (the live programs are loaded, never attached).
+    let _pipeline = Pipeline::load(&dir.0).unwrap();
+    let mut maps = fill(&dir.0);
+    let mut tracer = Tracer::load(&dir.0).unwrap();
+    let (a, b) = (ip("10.128.0.2"), ip("10.128.0.3"));
+
+    let isolated = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Tcp, a, b).ports(40000, 80).frame()).unwrap();
+    assert_eq!(isolated.output, Some(Output::Drop));
+    assert_eq!(isolated.verdict, TC_ACT_SHOT);
+    assert_eq!((isolated.reg0, isolated.reg1), (Some(10), Some(20)));
+    assert_eq!(isolated.hops.last(), Some(&RuleRef::NodeWide { rule: T80_ISOLATED }));
+    assert_eq!(isolated.hops[..2], [RuleRef::NodeWide { rule: T0_POD_IP }, RuleRef::Pod { ip: ip_key(a), rule: oxsdn_common::pod_rule::T20_IP }]);
+
+    maps.project_vnid.insert(PROJECT_B, 10, 0).unwrap();
+    let joined = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Udp, a, b).ports(40000, 53).frame()).unwrap();
+    assert_eq!(joined.output, Some(Output::Pod { ifindex: PORT_B, ip: b }));
+    assert_eq!(joined.verdict, TC_ACT_REDIRECT);
+    assert_eq!(joined.hops.last(), Some(&RuleRef::NodeWide { rule: T80_SAME_VNID }));
+
+    let remote = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Icmp, a, ip("10.128.2.5")).frame()).unwrap();
+    assert_eq!(remote.output, Some(Output::Tunnel { ifindex: VXLAN0, node_ip: ip("192.168.0.2"), vni: 10 }));
+    assert!(remote.hops.contains(&RuleRef::RemoteNode { slot: 3, rule: oxsdn_common::node_rule::T90_IP }));
+
+    let spoofed = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Udp, ip("10.128.0.9"), b).frame()).unwrap();
+    assert_eq!(spoofed.output, Some(Output::Drop));
+    assert_eq!(spoofed.hops.last(), Some(&RuleRef::NodeWide { rule: T20_SPOOFED }));
+
+    let tunneled = Ingress::Tunnel { src: ip("192.168.0.2"), vni: 10 };
+    let from_tunnel = tracer.trace(tunneled, &Packet::new(Proto::Tcp, ip("10.128.2.5"), b).ports(1, 2).frame()).unwrap();
+    assert_eq!(from_tunnel.output, Some(Output::Pod { ifindex: PORT_B, ip: b }));
+    assert_eq!(from_tunnel.reg0, Some(10));
+
+    let unknown_node = Ingress::Tunnel { src: ip("192.168.0.9"), vni: 10 };
+    let refused = tracer.trace(unknown_node, &Packet::new(Proto::Tcp, ip("10.128.2.5"), b).frame()).unwrap();
+    assert_eq!(refused.hops.last(), Some(&RuleRef::NodeWide { rule: T10_UNKNOWN_NODE }));
+
+    // No counter moved.
+    for rule in RULES {
+        assert_eq!(total(&maps.rule_stats, rule.id).unwrap().packets, 0, "rule {} counted", rule.id);
+    }
+}

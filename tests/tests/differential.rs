@@ -1,0 +1,512 @@
+//! Differential test: random node states and random frames (valid, truncated,
+//! malformed, hostile) through the loaded eBPF programs (BPF_PROG_TEST_RUN) and through
+//! the model of Profile A (`oxsdn-model`). In trace mode, verdict, output interface,
+//! tunnel node and VNI, and the rewritten frame must agree; the programs as they run
+//! attached (which show no decision, only their TC verdict and the frame) must agree on
+//! those two.
+//!
+//! `OXSDN_DIFF_CASES` (default 5000) sets how many frames run; `OXSDN_DIFF_SEED` the
+//! first state's seed (default: random, printed). Each state's frames come from the
+//! state's own seed, so a failure is replayed with the seed it prints.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use aya::maps::{lpm_trie::Key, HashMap, Map, MapData};
+use oxsdn_common::{
+    BackendKey, BackendMember, FlowKey, FragmentKey, FragmentPorts, LocalPod, NodeConfig, PodPort, RemoteNode,
+    ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, LAYOUT_VERSION, POD_IS_ENDPOINT,
+};
+use oxsdn_common::trace::MODE_TEST_INPUT;
+use oxsdn_dataplane::{
+    maps::{ip_key, NodeMaps},
+    pipeline::Pipeline,
+    test_run::TestRun,
+    trace::{self, Output, TestPrograms, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
+};
+use oxsdn_model::generate::{self, Case, Ports};
+use oxsdn_model::packet::{self, L3};
+use oxsdn_model::state::{Connection, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP};
+use oxsdn_model::{pipeline, Delivery, Ingress, Out, State, Verdict};
+use oxsdn_tests::netns::Netns;
+use rand::{rngs::StdRng, SeedableRng};
+
+const TUN0_IFINDEX: u32 = 2;
+const VXLAN_IFINDEX: u32 = 3;
+/// Pod ports (veths in the test's namespace) a state can use.
+const POD_PORTS: usize = 8;
+const CASES_PER_STATE: usize = 100;
+/// Disagreements reported in full before the test gives up.
+const MAX_REPORTED: usize = 20;
+
+#[test]
+fn ebpf_programs_agree_with_the_model() -> Result<()> {
+    let cases: usize = match std::env::var("OXSDN_DIFF_CASES") {
+        Ok(v) => v.parse().context("OXSDN_DIFF_CASES")?,
+        Err(_) => 5000,
+    };
+    let seed: u64 = match std::env::var("OXSDN_DIFF_SEED") {
+        Ok(v) => v.parse().context("OXSDN_DIFF_SEED")?,
+        Err(_) => rand::random(),
+    };
+    println!("differential: {cases} cases from seed {seed}");
+    let report = in_sandbox("diff", move |harness| harness.random(seed, cases))?;
+    println!(
+        "differential: {} cases run, {} disagreements ({} frames with a truncated IPv4/IPv6 header skipped: the test run refuses them)",
+        report.cases,
+        report.disagreements.len(),
+        report.refused
+    );
+    println!("differential: model verdicts {:?}", report.outcomes);
+    assert!(
+        report.disagreements.is_empty(),
+        "the eBPF programs and the model disagree:\n{}",
+        report.disagreements.join("\n")
+    );
+    Ok(())
+}
+
+/// Cases the random test found, pinned: the programs must agree with the model on
+/// each, and the model's verdict is fixed too. The first three the programs got wrong
+/// (fixed since), and the last one.
+#[test]
+fn regressions() -> Result<()> {
+    let disagreements = in_sandbox("diffreg", |harness| {
+        let mut rng = StdRng::seed_from_u64(0);
+        let port = harness.ports[0];
+        let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
+        let (pod, gateway, service) = (state.node.local.nth(2), state.node.gateway(), state.node.service.nth(10));
+        state.pods = vec![Pod { ip: pod, ifindex: port, project: 1 }];
+        state.projects.insert(1, 10);
+        state.services = vec![Service {
+            cluster_ip: service,
+            project: 1,
+            ports: vec![ModelServicePort { port: 80, protocol: IPPROTO_TCP, target_port: 8080 }],
+            endpoints: vec![pod],
+        }];
+        // A client outside the cluster network (routed to the node) with a connection.
+        let outside = Ipv4Addr::new(192, 0, 2, 10);
+        state.connections = vec![Connection {
+            protocol: IPPROTO_TCP,
+            client: (outside, 40000),
+            service: (service, 80),
+            endpoint: (pod, 8080),
+        }];
+        harness.load(&state)?;
+        let names = [("PPPPPPPP", pod), ("GGGGGGGG", gateway), ("SSSSSSSS", service), ("XXXXXXXX", outside)];
+        let own = |frame: &str| Case { ingress: Ingress::Pod(port), frame: from_hex(frame, &names) };
+        let cases = [
+            // A pod's IPv4 to its own address: not sent back out of its port.
+            (own("0a58PPPPPPPP 0a58PPPPPPPP 0800 4500001c 00000000 40110000 PPPPPPPP PPPPPPPP 1f900050 00080000"), false),
+            // Its gratuitous ARP: the same.
+            (own("ffffffffffff 0a58PPPPPPPP 0806 0001080006040001 0a58PPPPPPPP PPPPPPPP 000000000000 PPPPPPPP"), false),
+            // IHL 15 in a frame that holds 28 bytes of IPv4: no addresses to route on.
+            (own("0a58GGGGGGGG 0a58PPPPPPPP 0800 4f00001c 00000000 40110000 PPPPPPPP GGGGGGGG 1f900050 00080000"), false),
+            // To a service port, with only the ports of the TCP header: no ports.
+            (own("0a58SSSSSSSS 0a58PPPPPPPP 0800 45000018 00000000 40060000 PPPPPPPP SSSSSSSS 9c400050"), false),
+            // The same with the whole header: translated (hairpin, the pod is its endpoint).
+            (own("0a58SSSSSSSS 0a58PPPPPPPP 0800 4500002c 00000000 40060000 PPPPPPPP SSSSSSSS 9c400050 00000001 00000000 50020200 00000000"), true),
+            // The endpoint's reply to the outside client: the service's address back on
+            // it, and to tun0 (was dropped).
+            (own("0a58GGGGGGGG 0a58PPPPPPPP 0800 45000028 00000000 40060000 PPPPPPPP XXXXXXXX 1f909c40 00000001 00000000 50120200 00000000"), true),
+        ];
+        let mut found = Vec::new();
+        for (index, (case, delivered)) in cases.iter().enumerate() {
+            let expected = pipeline(&state, case.ingress, &case.frame);
+            assert_eq!(!matches!(expected, Verdict::Drop(_)), *delivered, "regression {index}: the model's verdict {expected:?}");
+            found.extend(harness.check(&state, case, &format!("regression {index}"))?);
+        }
+        Ok(found)
+    })?;
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    Ok(())
+}
+
+/// A frame written in hex with spaces, with placeholders for addresses.
+fn from_hex(frame: &str, names: &[(&str, Ipv4Addr)]) -> Vec<u8> {
+    let text = names.iter().fold(frame.replace(' ', ""), |text, (name, ip)| text.replace(name, &hex(&ip.octets())));
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+}
+
+/// Runs `f` with the programs loaded in a private pin directory, on a thread inside a
+/// network namespace of its own with veths for pod ports (a test run's skb lives on a
+/// device there: loopback, or the pod port the live `from_pod` reads); both go away
+/// afterwards.
+fn in_sandbox<T: Send + 'static>(name: &str, f: impl FnOnce(&mut Harness) -> Result<T> + Send + 'static) -> Result<T> {
+    let prefix = format!("oxt{}-{name}", std::process::id());
+    let netns = Netns::create(&prefix)?;
+    let names: Vec<String> = (0..POD_PORTS).map(|i| format!("port{i}")).collect();
+    for name in &names {
+        netns.ip(&["link", "add", name, "type", "veth", "peer", "name", &format!("{name}-peer")])?;
+    }
+    let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(&prefix));
+    let pin_dir = pins.0.clone();
+    netns.enter(move || {
+        let ports = names.iter().map(|n| Ok(nix::net::if_::if_nametoindex(n.as_str())?)).collect::<Result<Vec<u32>>>()?;
+        f(&mut Harness::load_programs(&pin_dir, ports)?)
+    })?
+}
+
+/// Removes the test's bpffs directory, also when it fails.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Report {
+    cases: usize,
+    /// What the model said of the cases run: how many of each kind (`outcome`).
+    outcomes: std::collections::BTreeMap<&'static str, usize>,
+    /// Frames BPF_PROG_TEST_RUN does not take (not run, not counted in `cases`).
+    refused: usize,
+    disagreements: Vec<String>,
+}
+
+/// The programs in trace mode and the maps they read.
+/// The programs twice: in trace mode, which reports its decision, and as they run
+/// attached (only the tunnel key comes from the context), which report their verdict
+/// and frame and write the connection and fragment tables as they go.
+struct Harness {
+    maps: NodeMaps,
+    tracking: Tracking,
+    tracer: Tracer,
+    live: TestPrograms,
+    /// ifindexes of the namespace's pod-port veths: the live `from_pod` reads its
+    /// ingress port from the skb's device.
+    ports: Vec<u32>,
+}
+
+impl Harness {
+    fn load_programs(pin_dir: &Path, ports: Vec<u32>) -> Result<Self> {
+        Pipeline::load(pin_dir).context("loading the programs")?;
+        Ok(Harness {
+            maps: NodeMaps::open(pin_dir)?,
+            tracking: Tracking::open(pin_dir)?,
+            tracer: Tracer::load(pin_dir).context("loading the programs in trace mode")?,
+            live: TestPrograms::load(pin_dir, MODE_TEST_INPUT).context("loading the programs for test runs")?,
+            ports,
+        })
+    }
+
+    /// Replaces what the maps hold with `state`.
+    fn load(&mut self, state: &State) -> Result<()> {
+        clear(&mut self.maps, &mut self.tracking)?;
+        fill(&mut self.maps, &mut self.tracking, state)
+    }
+
+    /// Puts the connection and fragment tables back as `state` has them, after a live
+    /// run that may have added to them.
+    fn reset_tracking(&mut self, state: &State) -> Result<()> {
+        clear_tracking(&mut self.tracking)?;
+        fill_tracking(&mut self.tracking, state)
+    }
+
+    /// `cases` random frames, `CASES_PER_STATE` per random state.
+    fn random(&mut self, seed: u64, cases: usize) -> Result<Report> {
+        let pod_ports = self.ports.clone();
+        let ports = Ports { ifindexes: &pod_ports };
+        let mut report = Report { cases: 0, outcomes: Default::default(), refused: 0, disagreements: Vec::new() };
+        let mut state_seed = seed;
+        while report.cases < cases && report.disagreements.len() < MAX_REPORTED {
+            let mut rng = StdRng::seed_from_u64(state_seed);
+            let state = generate::state(&mut rng, &ports);
+            self.load(&state)?;
+            for index in 0..CASES_PER_STATE.min(cases - report.cases) {
+                let case = generate::case(&mut rng, &state, &ports);
+                if refused_by_test_run(&case.frame) {
+                    report.refused += 1;
+                    continue;
+                }
+                report.cases += 1;
+                *report.outcomes.entry(outcome(&pipeline(&state, case.ingress, &case.frame), &case.frame)).or_default() += 1;
+                report.disagreements.extend(self.check(&state, &case, &format!("seed {state_seed} case {index}"))?);
+            }
+            state_seed = state_seed.wrapping_add(1);
+        }
+        Ok(report)
+    }
+
+    /// One frame through the model and the programs: a description of how they
+    /// disagree, if they do.
+    fn check(&mut self, state: &State, case: &Case, name: &str) -> Result<Option<String>> {
+        let expected = pipeline(state, case.ingress, &case.frame);
+        let context = format!("  ingress {:?}\n  frame {}\n  model {}", case.ingress, hex(&case.frame), describe(&expected));
+        let actual = match self.tracer.trace(ingress(case.ingress), &case.frame) {
+            Ok(actual) => actual,
+            Err(e) => return Ok(Some(format!("{name}: the test run failed: {e:#}\n{context}"))),
+        };
+        if let Err(why) = agree(&expected, &actual) {
+            return Ok(Some(format!(
+                "{name}: {why}\n{context}\n  ebpf {} {:?} hops {:?}\n  state {state:?}",
+                trace::verdict_name(actual.verdict),
+                actual.output,
+                actual.hops,
+            )));
+        }
+        let live = self.live.run(ingress(case.ingress), &case.frame, 1);
+        if may_track(state, &case.frame) {
+            self.reset_tracking(state)?;
+        }
+        let live = match live {
+            Ok(live) => live,
+            Err(e) => return Ok(Some(format!("{name}: the live test run failed: {e:#}\n{context}"))),
+        };
+        Ok(agree_live(&expected, &live).err().map(|why| {
+            format!(
+                "{name}: live programs: {why}\n{context}\n  ebpf {} {}\n  state {state:?}",
+                trace::verdict_name(live.retval),
+                hex(&live.frame),
+            )
+        }))
+    }
+}
+
+/// BPF_PROG_TEST_RUN refuses (EINVAL) an IPv4 or IPv6 frame too short for the network
+/// header its EtherType announces.
+fn refused_by_test_run(frame: &[u8]) -> bool {
+    let network_header = match u16::from_be_bytes([frame[12], frame[13]]) {
+        0x0800 => 20,
+        0x86dd => 40,
+        _ => 0,
+    };
+    frame.len() < 14 + network_header
+}
+
+fn ingress(ingress: Ingress) -> trace::Ingress {
+    match ingress {
+        Ingress::Pod(in_port) => trace::Ingress::Pod { in_port },
+        Ingress::Tun0 => trace::Ingress::Tun0,
+        Ingress::Tunnel { src, vni } => trace::Ingress::Tunnel { src, vni },
+    }
+}
+
+/// Whether what the programs did is what the model says (one of, for a new service
+/// connection).
+fn agree(expected: &Verdict, actual: &Trace) -> Result<(), String> {
+    match expected {
+        Verdict::AnyOf(choices) => {
+            if choices.iter().any(|c| agree(c, actual).is_ok()) {
+                Ok(())
+            } else {
+                Err("none of the model's endpoint choices".into())
+            }
+        }
+        Verdict::Drop(_) if actual.verdict == TC_ACT_SHOT => Ok(()),
+        Verdict::Drop(why) => Err(format!("model drops ({why}), eBPF does not")),
+        Verdict::Deliver(d) => {
+            if actual.verdict != TC_ACT_REDIRECT {
+                return Err(format!("model delivers, eBPF returns {}", trace::verdict_name(actual.verdict)));
+            }
+            let out = match actual.output {
+                Some(Output::Pod { ifindex, .. }) => Out::Pod(ifindex),
+                Some(Output::Tun0 { ifindex }) if ifindex == TUN0_IFINDEX => Out::Tun0,
+                Some(Output::Tunnel { ifindex, node_ip, vni }) if ifindex == VXLAN_IFINDEX => Out::Tunnel { node_ip, vni },
+                other => return Err(format!("eBPF redirects with output {other:?}")),
+            };
+            if out != d.out {
+                return Err(format!("output: model {:?}, eBPF {out:?}", d.out));
+            }
+            if actual.frame != d.frame {
+                return Err(format!("frames differ: eBPF {}", hex(&actual.frame)));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The kind of a verdict, for the run's summary.
+fn outcome(v: &Verdict, frame: &[u8]) -> &'static str {
+    match v {
+        Verdict::Drop(_) => "dropped",
+        Verdict::AnyOf(_) => "new service connection",
+        Verdict::Deliver(d) if d.frame != frame => "translated",
+        Verdict::Deliver(d) => match d.out {
+            Out::Pod(_) => "to a pod",
+            Out::Tun0 => "to tun0",
+            Out::Tunnel { .. } => "to the tunnel",
+        },
+    }
+}
+
+/// Whether the live programs may have recorded something for this frame: a new
+/// service connection, or the ports of a first fragment. (Emptying the tables after
+/// every frame would cost a walk over all their buckets.)
+fn may_track(state: &State, frame: &[u8]) -> bool {
+    const MORE_FRAGMENTS: u8 = 0x20;
+    match packet::parse(frame) {
+        L3::Ipv4(ip) => state.node.service.contains(ip.dst) || frame[packet::ETH_LEN + 6] & MORE_FRAGMENTS != 0,
+        _ => false,
+    }
+}
+
+/// The same for the live programs, which show only their verdict and the frame.
+fn agree_live(expected: &Verdict, actual: &TestRun) -> Result<(), String> {
+    match expected {
+        Verdict::AnyOf(choices) if choices.iter().any(|c| agree_live(c, actual).is_ok()) => Ok(()),
+        Verdict::AnyOf(_) => Err("none of the model's endpoint choices".into()),
+        Verdict::Drop(_) if actual.retval == TC_ACT_SHOT => Ok(()),
+        Verdict::Drop(why) => Err(format!("model drops ({why}), eBPF does not")),
+        Verdict::Deliver(d) if actual.retval != TC_ACT_REDIRECT => Err(format!("model delivers to {:?}", d.out)),
+        Verdict::Deliver(d) if actual.frame != d.frame => Err(format!("frames differ (model: {:?})", d.out)),
+        Verdict::Deliver(_) => Ok(()),
+    }
+}
+
+fn describe(v: &Verdict) -> String {
+    match v {
+        Verdict::Drop(why) => format!("drop ({why})"),
+        Verdict::Deliver(Delivery { out, frame }) => format!("{out:?} {}", hex(frame)),
+        Verdict::AnyOf(choices) => format!("any of [{}]", choices.iter().map(describe).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The service connection and fragment tables, which the agent never writes (the
+/// programs do) and `NodeMaps` therefore does not hold.
+struct Tracking {
+    forward: HashMap<MapData, FlowKey, ServiceConnection>,
+    reverse: HashMap<MapData, FlowKey, ServiceReply>,
+    fragments: HashMap<MapData, FragmentKey, FragmentPorts>,
+}
+
+impl Tracking {
+    fn open(dir: &Path) -> Result<Self> {
+        let lru = |name: &str| -> Result<Map> { Ok(Map::LruHashMap(MapData::from_pin(dir.join(name))?)) };
+        Ok(Tracking {
+            forward: HashMap::try_from(lru("CT_FORWARD")?)?,
+            reverse: HashMap::try_from(lru("CT_REVERSE")?)?,
+            fragments: HashMap::try_from(lru("FRAGMENTS")?)?,
+        })
+    }
+}
+
+/// Removes every entry of each hash map given.
+macro_rules! empty {
+    ($($map:expr),*) => {$(
+        let keys = $map.keys().collect::<Result<Vec<_>, _>>()?;
+        for key in keys {
+            $map.remove(&key)?;
+        }
+    )*};
+}
+
+/// Empties every map a state fills.
+fn clear(maps: &mut NodeMaps, tracking: &mut Tracking) -> Result<()> {
+    empty!(maps.pods, maps.pod_ports, maps.project_vnid, maps.node_ips, maps.services, maps.service_ips, maps.backends, maps.backend_set);
+    let subnets = maps.remote_subnets.keys().collect::<Result<Vec<_>, _>>()?;
+    for key in subnets {
+        maps.remote_subnets.remove(&key)?;
+    }
+    clear_tracking(tracking)
+}
+
+fn clear_tracking(tracking: &mut Tracking) -> Result<()> {
+    empty!(tracking.forward, tracking.reverse, tracking.fragments);
+    Ok(())
+}
+
+/// Writes a model state into the maps, as the agent would.
+fn fill(maps: &mut NodeMaps, tracking: &mut Tracking, state: &State) -> Result<()> {
+    let node = &state.node;
+    let mask = |prefix: u8| ip_key(Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)));
+    maps.config.set(
+        0,
+        NodeConfig {
+            layout_version: LAYOUT_VERSION,
+            gateway: ip_key(node.gateway()),
+            local_net: ip_key(node.local.addr),
+            local_mask: mask(node.local.prefix),
+            cluster_net: ip_key(node.cluster.addr),
+            cluster_mask: mask(node.cluster.prefix),
+            service_net: ip_key(node.service.addr),
+            service_mask: mask(node.service.prefix),
+            node_ip: ip_key(node.node_ip),
+            tun0_ifindex: TUN0_IFINDEX,
+            vxlan_ifindex: VXLAN_IFINDEX,
+            vxlan_port: node.vxlan_port,
+            _pad: 0,
+        },
+        0,
+    )?;
+    for (project, vnid) in &state.projects {
+        maps.project_vnid.insert(project, vnid, 0)?;
+    }
+    for pod in &state.pods {
+        let flags = if state.is_endpoint(pod.ip) { POD_IS_ENDPOINT } else { 0 };
+        maps.pod_ports.insert(pod.ifindex, PodPort { ip: ip_key(pod.ip), project: pod.project, flags }, 0)?;
+        maps.pods.insert(ip_key(pod.ip), LocalPod { ifindex: pod.ifindex, project: pod.project }, 0)?;
+    }
+    for (slot, remote) in state.remote_nodes.iter().enumerate() {
+        let value = RemoteNode { node_ip: ip_key(remote.node_ip), slot: slot as u32 };
+        maps.node_ips.insert(value.node_ip, value, 0)?;
+        maps.remote_subnets.insert(&Key::new(u32::from(remote.subnet.prefix), ip_key(remote.subnet.addr)), value, 0)?;
+    }
+    let mut slot = 0;
+    for (index, service) in state.services.iter().enumerate() {
+        let id = index as u32 + 1;
+        maps.service_ips.insert(ip_key(service.cluster_ip), ServiceIp { project: service.project, slot }, 0)?;
+        slot += 1;
+        for port in &service.ports {
+            let key = ServiceKey { ip: ip_key(service.cluster_ip), port: port.port, proto: port.protocol, _pad: 0 };
+            let value = ServicePort {
+                service: id,
+                project: service.project,
+                backends: service.endpoints.len() as u32,
+                slot,
+                target_port: port.target_port,
+                _pad: 0,
+            };
+            maps.services.insert(key, value, 0)?;
+            slot += 1;
+        }
+        for (i, endpoint) in service.endpoints.iter().enumerate() {
+            maps.backends.insert(BackendKey { service: id, index: i as u32 }, ip_key(*endpoint), 0)?;
+            maps.backend_set.insert(BackendMember { service: id, ip: ip_key(*endpoint) }, 1, 0)?;
+        }
+    }
+    fill_tracking(tracking, state)
+}
+
+/// The tracked connections and fragments of a state.
+fn fill_tracking(tracking: &mut Tracking, state: &State) -> Result<()> {
+    let node = &state.node;
+    for c in &state.connections {
+        let service = state.services.iter().position(|s| s.cluster_ip == c.service.0).context("connection to no service")?;
+        let flow = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)| FlowKey {
+            src: ip_key(src.0),
+            dst: ip_key(dst.0),
+            sport: src.1,
+            dport: dst.1,
+            proto: c.protocol,
+            _pad: [0; 3],
+        };
+        let connection = ServiceConnection {
+            service: service as u32 + 1,
+            backend_ip: ip_key(c.endpoint.0),
+            backend_port: c.endpoint.1,
+            hairpin: u16::from(c.hairpin()),
+        };
+        tracking.forward.insert(flow(c.client, c.service), connection, 0)?;
+        let seen_client = if c.hairpin() { (node.gateway(), c.client.1) } else { c.client };
+        let reply = ServiceReply {
+            service_ip: ip_key(c.service.0),
+            client_ip: ip_key(c.client.0),
+            service_port: c.service.1,
+            client_port: c.client.1,
+        };
+        tracking.reverse.insert(flow(c.endpoint, seen_client), reply, 0)?;
+    }
+    for f in &state.fragments {
+        let key = FragmentKey { src: ip_key(f.src), dst: ip_key(f.dst), id: f.id, proto: f.protocol, _pad: 0 };
+        tracking.fragments.insert(key, FragmentPorts { sport: f.ports.0, dport: f.ports.1 }, 0)?;
+    }
+    Ok(())
+}
+
