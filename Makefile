@@ -7,7 +7,7 @@ CARGO ?= cargo
 # Network tests are mostly waiting on the kernel; a few run at once.
 TEST_THREADS ?= 4
 
-.PHONY: setup build demo test bench clippy clean
+.PHONY: setup build demo test bench clippy fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,17 @@ test: build
 bench: setup
 	$(CARGO) build --release --workspace --locked
 	target/release/oxsdn-bench
+
+# Fuzzes each parser for FUZZ_SECONDS (cargo-fuzz, nightly; installed if missing). New
+# inputs land in fuzz/corpus/<target>/, which `make test` replays; crashes in
+# fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= netconf cni_env agent_protocol prev_result store_file store_record
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  $(CARGO) +nightly fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clippy: setup
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

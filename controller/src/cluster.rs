@@ -243,7 +243,7 @@ fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
 }
 
 /// Decodes a record, checking that it names itself as its key does.
-fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
+pub(crate) fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
     let record: R = decode(kv)?;
     let name = record.key_name();
     if kv.key.strip_prefix(R::PREFIX) != Some(name.as_str()) {
@@ -255,7 +255,7 @@ fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
     Ok(record)
 }
 
-fn decode_config(kv: &KeyValue) -> Result<ClusterConfig> {
+pub(crate) fn decode_config(kv: &KeyValue) -> Result<ClusterConfig> {
     let config: ClusterConfig = decode(kv)?;
     config.validate().map_err(|e| Error::BadRecord {
         key: kv.key.clone(),

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod debug;
 pub mod error;
+pub mod fuzzing;
 pub mod hostsubnets;
 pub mod netnamespaces;
 pub mod services;
