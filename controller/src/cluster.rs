@@ -31,7 +31,7 @@ use crate::{
 
 mod services;
 
-pub use services::ServiceEvent;
+pub use services::{NewService, ServiceEvent};
 
 /// Key layout in the store.
 pub mod keys {
@@ -200,15 +200,19 @@ impl Attempt<'_> {
         }
     }
 
-    /// The next value of the counter at `key` (its first is 1), written back at commit.
-    fn next_id(&mut self, key: &str, what: &str) -> Result<u32> {
+    /// The next `count` values of the counter at `key` (its first is 1), written back at
+    /// commit.
+    fn next_ids(&mut self, key: &str, what: &str, count: usize) -> Result<impl Iterator<Item = u32>> {
         let counter = self.get(key)?;
-        let id = decode_counter(counter.as_ref())?
-            .checked_add(1)
-            .and_then(|id| u32::try_from(id).ok())
+        let last = decode_counter(counter.as_ref())?;
+        let end = u64::try_from(count)
+            .ok()
+            .and_then(|count| last.checked_add(count))
+            .filter(|&end| end <= u64::from(u32::MAX))
             .ok_or_else(|| Error::Invalid(format!("{what} ids are exhausted")))?;
-        self.put(key.to_owned(), id.to_string().into_bytes());
-        Ok(id)
+        self.put(key.to_owned(), end.to_string().into_bytes());
+        // Every id is at most `end`, which fits a u32.
+        Ok((last + 1..=end).map(|id| id as u32))
     }
 
     /// All NetNamespaces by name, guarded against concurrent additions.
@@ -489,20 +493,58 @@ impl Cluster {
         labels: BTreeMap<String, String>,
     ) -> Result<NetNamespace> {
         let all = a.netnamespaces()?;
-        let netid = if name == DEFAULT_PROJECT {
-            GLOBAL_VNID
-        } else {
-            self.vnid_allocator(all.values()).allocate()?
-        };
-        let id = a.next_id(keys::PROJECT_ID_COUNTER, "project")?;
-        let ns = NetNamespace {
-            name: name.to_owned(),
-            netid,
-            id,
-            labels,
-        };
-        a.put_record(&ns)?;
-        Ok(ns)
+        let mut created = self.create_netnamespaces_in(a, &all, vec![(name, labels)])?;
+        Ok(created.remove(0))
+    }
+
+    /// Creates the projects `new` (none of which is in `all`, every project) within the
+    /// attempt, each with a fresh VNID (0 for `default`) and the next project id.
+    fn create_netnamespaces_in(
+        &self,
+        a: &mut Attempt,
+        all: &BTreeMap<String, NetNamespace>,
+        new: Vec<(&str, BTreeMap<String, String>)>,
+    ) -> Result<Vec<NetNamespace>> {
+        let mut vnids = self.vnid_allocator(all.values());
+        let ids = a.next_ids(keys::PROJECT_ID_COUNTER, "project", new.len())?;
+        let mut created = Vec::with_capacity(new.len());
+        for ((name, labels), id) in new.into_iter().zip(ids) {
+            let netid = if name == DEFAULT_PROJECT {
+                GLOBAL_VNID
+            } else {
+                vnids.allocate()?
+            };
+            let ns = NetNamespace {
+                name: name.to_owned(),
+                netid,
+                id,
+                labels,
+            };
+            a.put_record(&ns)?;
+            created.push(ns);
+        }
+        Ok(created)
+    }
+
+    /// Creates, in one transaction, every project of `names` that does not exist yet, and
+    /// returns them all. Created one by one, each project lists every other to find a
+    /// free VNID, so loading thousands is quadratic; a batch lists once. A transaction
+    /// writes one key per new project: keep batches within etcd's `--max-txn-ops`.
+    pub fn create_netnamespaces(&self, names: &[String]) -> Result<Vec<NetNamespace>> {
+        validate_project_names(names)?;
+        self.transact("netnamespaces", |a| {
+            let mut all = a.netnamespaces()?;
+            let mut seen = HashSet::new();
+            let new = names
+                .iter()
+                .filter(|name| !all.contains_key(*name) && seen.insert(name.as_str()))
+                .map(|name| (name.as_str(), BTreeMap::new()))
+                .collect();
+            for ns in self.create_netnamespaces_in(a, &all, new)? {
+                all.insert(ns.name.clone(), ns);
+            }
+            Ok(names.iter().map(|name| all[name].clone()).collect())
+        })
     }
 
     /// The NetNamespace of project `name`, created if missing (the master's reaction to a

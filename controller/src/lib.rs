@@ -17,7 +17,7 @@ pub mod store;
 pub mod subnets;
 pub mod vnid;
 
-pub use cluster::{Cluster, HostSubnetEvent, NetNamespaceEvent, ServiceEvent};
+pub use cluster::{Cluster, HostSubnetEvent, NetNamespaceEvent, NewService, ServiceEvent};
 pub use config::ClusterConfig;
 pub use error::{Error, Result};
 pub use hostsubnets::HostSubnet;

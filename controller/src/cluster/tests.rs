@@ -717,3 +717,24 @@ fn watch_hostsubnets_after_list(kind: Kind) {
     c.delete_node("n1").unwrap();
     assert_eq!(recv(&rx), HostSubnetEvent::Deleted("n1".into()));
 }
+
+#[test]
+fn batch_creation_allocates_like_one_by_one() {
+    let (_backing, c) = cluster();
+    let a = c.ensure_netnamespace("a").unwrap();
+    let batch = c
+        .create_netnamespaces(&names(&["b", "a", "default", "c", "b"]))
+        .unwrap();
+    assert_eq!(batch.iter().map(|ns| ns.name.as_str()).collect::<Vec<_>>(), ["b", "a", "default", "c", "b"]);
+    assert_eq!(batch[1], a, "an existing project is left as it is");
+    assert_eq!((batch[0].id, batch[2].id, batch[3].id), (2, 3, 4));
+    assert_eq!(batch[2].netid, GLOBAL_VNID);
+    let netids: HashSet<u32> = [&a, &batch[0], &batch[3]].iter().map(|ns| ns.netid).collect();
+    assert_eq!(netids.len(), 3, "distinct VNIDs: {batch:?}");
+    assert_eq!(c.ensure_netnamespace("d").unwrap().id, 5, "the counter moved past the batch");
+    assert!(matches!(
+        c.create_netnamespaces(&names(&["e", "Bad"])),
+        Err(Error::InvalidProjectName(n)) if n == "Bad"
+    ));
+    assert_eq!(c.get_netnamespace("e").unwrap(), None, "all or nothing");
+}
