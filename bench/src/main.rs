@@ -2,6 +2,7 @@
 //! interleaved (A B C A B C …) so drift hits all alike, and writes the medians.
 
 mod measure;
+mod scale;
 mod scenarios;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -24,10 +25,19 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench/results/latest.json")]
     out: PathBuf,
+    /// Only the scale figures (agent and map memory with a large cluster loaded, time to
+    /// enforce a join), written as `{"scale": ...}`.
+    #[arg(long)]
+    scale_only: bool,
+    #[command(flatten)]
+    scale: scale::Load,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.scale_only {
+        return write_results(&args.out, &json!({ "scale": scale::measure(&args.scale)? }));
+    }
     let scenarios = scenarios::all()?;
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for round in 1..=args.rounds {
@@ -52,10 +62,14 @@ fn main() -> Result<()> {
             "oxsdn_egress_vs_node_egress": ratio("oxsdn-egress", "node-egress"),
         },
     });
-    if let Some(dir) = args.out.parent() {
+    write_results(&args.out, &results)
+}
+
+fn write_results(out: &std::path::Path, results: &Value) -> Result<()> {
+    if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
-    println!("{}", serde_json::to_string_pretty(&results)?);
+    std::fs::write(out, serde_json::to_string_pretty(results)?)?;
+    println!("{}", serde_json::to_string_pretty(results)?);
     Ok(())
 }
