@@ -23,6 +23,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{
     hostsubnets::validate_node_name,
     netnamespaces::{validate_labels, validate_project_name, LabelSelector, DEFAULT_PROJECT},
+    services::{validate_ports, validate_service_name},
     store::{Compare, KeyValue, Op, Store, StoreError, WatchEvent},
     subnets::SubnetAllocator,
     vnid::{VnidAllocator, GLOBAL_VNID, MAX_VNID, MIN_VNID},
@@ -85,6 +86,10 @@ pub(crate) trait Record: Serialize + DeserializeOwned + 'static {
     const KIND: &'static str;
     /// The record's key below `PREFIX`.
     fn key_name(&self) -> String;
+    /// Checks the fields as the operations that write the record do, so that a record
+    /// no operation could have written (a corrupted store, a hand edit) is refused on
+    /// reading instead of reaching a dataplane.
+    fn validate(&self) -> Result<()>;
 }
 
 impl Record for NetNamespace {
@@ -93,6 +98,18 @@ impl Record for NetNamespace {
     const KIND: &'static str = "netnamespace";
     fn key_name(&self) -> String {
         self.name.clone()
+    }
+    fn validate(&self) -> Result<()> {
+        validate_project_name(&self.name)?;
+        validate_labels(&self.labels)?;
+        if self.netid != GLOBAL_VNID && !(MIN_VNID..=MAX_VNID).contains(&self.netid) {
+            // A VXLAN VNI has 24 bits: a larger VNID would alias a smaller one.
+            return Err(Error::Invalid(format!(
+                "VNID {} is neither {GLOBAL_VNID} nor in [{MIN_VNID}, {MAX_VNID}]",
+                self.netid
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -103,6 +120,17 @@ impl Record for HostSubnet {
     fn key_name(&self) -> String {
         self.host.clone()
     }
+    fn validate(&self) -> Result<()> {
+        validate_node_name(&self.host)?;
+        // The gateway is the subnet's first address after the network address.
+        if self.subnet.prefix() > 30 {
+            return Err(Error::Invalid(format!(
+                "node subnet {} has fewer than 2 host bits",
+                self.subnet
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Record for Service {
@@ -111,6 +139,11 @@ impl Record for Service {
     const KIND: &'static str = "service";
     fn key_name(&self) -> String {
         format!("{}/{}", self.project, self.name)
+    }
+    fn validate(&self) -> Result<()> {
+        validate_project_name(&self.project)?;
+        validate_service_name(&self.name)?;
+        validate_ports(&self.ports)
     }
 }
 
@@ -256,6 +289,10 @@ pub(crate) fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
             reason: format!("record is named {name:?}"),
         });
     }
+    record.validate().map_err(|e| Error::BadRecord {
+        key: kv.key.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(record)
 }
 

@@ -738,3 +738,30 @@ fn batch_creation_allocates_like_one_by_one() {
     ));
     assert_eq!(c.get_netnamespace("e").unwrap(), None, "all or nothing");
 }
+
+/// A record no operation could write is refused on reading: a VNID above 24 bits would
+/// reach the dataplane as a VNI aliasing another project's (found while writing the record
+/// decoder's fuzz target; fuzz/corpus/store_record/netnamespace-vnid-over-24-bits).
+#[test]
+fn records_no_operation_could_write_are_bad() {
+    let (_backing, c) = initialised();
+    let aliasing = NetNamespace {
+        name: "a".into(),
+        netid: MAX_VNID + 11,
+        id: 1,
+        labels: BTreeMap::new(),
+    };
+    raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&aliasing).unwrap());
+    let err = c.get_netnamespace("a").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "record /oxsdn/netnamespaces/a is not valid: VNID 16777226 is neither 0 nor in [10, 16777215]"
+    );
+    let point = HostSubnet {
+        host: "n1".into(),
+        host_ip: ip("192.0.2.1"),
+        subnet: "10.128.0.0/31".parse().unwrap(),
+    };
+    raw_put(&c, &record_key::<HostSubnet>("n1"), &serde_json::to_vec(&point).unwrap());
+    assert!(matches!(c.list_hostsubnets(), Err(Error::BadRecord { key, .. }) if key.ends_with("/n1")));
+}
