@@ -18,8 +18,11 @@ use crate::{
     version::CniVersion,
 };
 
+/// What a target runs on one input.
+pub type Check = fn(&[u8]);
+
 /// Names of the targets, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("netconf", netconf),
     ("cni_env", cni_env),
     ("agent_protocol", agent_protocol),

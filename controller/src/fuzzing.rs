@@ -12,8 +12,11 @@ use crate::{
     HostSubnet, NetNamespace, Service,
 };
 
+/// What a target runs on one input.
+pub type Check = fn(&[u8]);
+
 /// Names of the targets, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("store_file", store_file), ("store_record", store_record)];
+pub const TARGETS: &[(&str, Check)] = &[("store_file", store_file), ("store_record", store_record)];
 
 /// A `FileStore` state file: as given (the checksum must hold), and the input as the body
 /// of a file with a correct header, so that the fuzzer gets past the checksum. Whatever

@@ -4,9 +4,12 @@
 
 use std::path::Path;
 
+/// What a fuzz target runs on one input; it panics on a bug.
+pub type Check = fn(&[u8]);
+
 /// Runs every file of `fuzz/corpus/<name>/` through `check` for each target; a target
 /// without corpus files fails.
-pub fn replay(targets: &[(&str, fn(&[u8]))]) {
+pub fn replay(targets: &[(&str, Check)]) {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     for (target, check) in targets {
         let dir = corpus.join(target);
