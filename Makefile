@@ -8,7 +8,7 @@ CARGO ?= cargo
 # Network tests are mostly waiting on the kernel; a few run at once.
 TEST_THREADS ?= 4
 
-.PHONY: setup build demo test differential soak bench clippy clean
+.PHONY: setup build demo test differential soak bench clippy fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -40,6 +40,19 @@ soak: build
 bench: setup
 	$(CARGO) build --release --workspace --locked
 	target/release/oxsdn-bench
+
+# Fuzzes each parser for FUZZ_SECONDS (cargo-fuzz, nightly; installed if missing),
+# starting from the seeds in fuzz/corpus/<target>/ (which `make test` replays). New inputs
+# land in fuzz/work/<target>/ and crashes in fuzz/artifacts/<target>/ (both untracked):
+# a crash, once fixed, goes into fuzz/corpus/<target>/ as a regression input.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= netconf cni_env agent_protocol prev_result store_file store_record
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p work/$$t && \
+	  $(CARGO) +nightly fuzz run $$t work/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 clippy: setup
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

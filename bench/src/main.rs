@@ -3,6 +3,7 @@
 
 mod cost;
 mod measure;
+mod scale;
 mod scenarios;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -36,6 +37,12 @@ struct Args {
     /// earlier one.
     #[arg(long, value_name = "FILE")]
     cost_object: Option<PathBuf>,
+    /// Only the scale figures (agent and map memory with a large cluster loaded, time to
+    /// enforce a join), written as `{"scale": ...}`.
+    #[arg(long)]
+    scale_only: bool,
+    #[command(flatten)]
+    scale: scale::Load,
 }
 
 fn main() -> Result<()> {
@@ -44,6 +51,9 @@ fn main() -> Result<()> {
         let cost = cost::measure(args.cost_repeat, args.rounds, args.cost_object)?;
         println!("{}", serde_json::to_string_pretty(&cost)?);
         return Ok(());
+    }
+    if args.scale_only {
+        return write_results(&args.out, &json!({ "scale": scale::measure(&args.scale)? }));
     }
     let scenarios = scenarios::all()?;
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -69,10 +79,14 @@ fn main() -> Result<()> {
             "oxsdn_egress_vs_node_egress": ratio("oxsdn-egress", "node-egress"),
         },
     });
-    if let Some(dir) = args.out.parent() {
+    write_results(&args.out, &results)
+}
+
+fn write_results(out: &std::path::Path, results: &Value) -> Result<()> {
+    if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
-    println!("{}", serde_json::to_string_pretty(&results)?);
+    std::fs::write(out, serde_json::to_string_pretty(results)?)?;
+    println!("{}", serde_json::to_string_pretty(results)?);
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod fuzzing;
 pub mod naming;
 pub mod netlink;
 pub mod netns;

@@ -23,6 +23,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{
     hostsubnets::validate_node_name,
     netnamespaces::{validate_labels, validate_project_name, LabelSelector, DEFAULT_PROJECT},
+    services::{validate_ports, validate_service_name},
     store::{Compare, KeyValue, Op, Store, StoreError, WatchEvent},
     subnets::SubnetAllocator,
     vnid::{VnidAllocator, GLOBAL_VNID, MAX_VNID, MIN_VNID},
@@ -31,7 +32,7 @@ use crate::{
 
 mod services;
 
-pub use services::ServiceEvent;
+pub use services::{NewService, ServiceEvent};
 
 /// Key layout in the store.
 pub mod keys {
@@ -85,10 +86,10 @@ pub(crate) trait Record: Serialize + DeserializeOwned + 'static {
     const KIND: &'static str;
     /// The record's key below `PREFIX`.
     fn key_name(&self) -> String;
-    /// What a record read from the store must satisfy beyond its shape.
-    fn check(&self) -> std::result::Result<(), String> {
-        Ok(())
-    }
+    /// Checks the fields as the operations that write the record do, so that a record
+    /// no operation could have written (a corrupted store, a hand edit) is refused on
+    /// reading instead of reaching a dataplane.
+    fn validate(&self) -> Result<()>;
 }
 
 impl Record for NetNamespace {
@@ -98,13 +99,17 @@ impl Record for NetNamespace {
     fn key_name(&self) -> String {
         self.name.clone()
     }
-    /// A VNID outside the range would be truncated to another one in the 24-bit VXLAN
-    /// VNI (0x1000000 to 0, global) on the wire.
-    fn check(&self) -> std::result::Result<(), String> {
-        if self.netid == GLOBAL_VNID || (MIN_VNID..=MAX_VNID).contains(&self.netid) {
-            return Ok(());
+    fn validate(&self) -> Result<()> {
+        validate_project_name(&self.name)?;
+        validate_labels(&self.labels)?;
+        if self.netid != GLOBAL_VNID && !(MIN_VNID..=MAX_VNID).contains(&self.netid) {
+            // A VXLAN VNI has 24 bits: a larger VNID would alias a smaller one.
+            return Err(Error::Invalid(format!(
+                "VNID {} is neither {GLOBAL_VNID} nor in [{MIN_VNID}, {MAX_VNID}]",
+                self.netid
+            )));
         }
-        Err(format!("netid {} is out of range (0 or {MIN_VNID}..={MAX_VNID})", self.netid))
+        Ok(())
     }
 }
 
@@ -115,6 +120,17 @@ impl Record for HostSubnet {
     fn key_name(&self) -> String {
         self.host.clone()
     }
+    fn validate(&self) -> Result<()> {
+        validate_node_name(&self.host)?;
+        // The gateway is the subnet's first address after the network address.
+        if self.subnet.prefix() > 30 {
+            return Err(Error::Invalid(format!(
+                "node subnet {} has fewer than 2 host bits",
+                self.subnet
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Record for Service {
@@ -123,6 +139,11 @@ impl Record for Service {
     const KIND: &'static str = "service";
     fn key_name(&self) -> String {
         format!("{}/{}", self.project, self.name)
+    }
+    fn validate(&self) -> Result<()> {
+        validate_project_name(&self.project)?;
+        validate_service_name(&self.name)?;
+        validate_ports(&self.ports)
     }
 }
 
@@ -212,15 +233,19 @@ impl Attempt<'_> {
         }
     }
 
-    /// The next value of the counter at `key` (its first is 1), written back at commit.
-    fn next_id(&mut self, key: &str, what: &str) -> Result<u32> {
+    /// The next `count` values of the counter at `key` (its first is 1), written back at
+    /// commit.
+    fn next_ids(&mut self, key: &str, what: &str, count: usize) -> Result<impl Iterator<Item = u32>> {
         let counter = self.get(key)?;
-        let id = decode_counter(counter.as_ref())?
-            .checked_add(1)
-            .and_then(|id| u32::try_from(id).ok())
+        let last = decode_counter(counter.as_ref())?;
+        let end = u64::try_from(count)
+            .ok()
+            .and_then(|count| last.checked_add(count))
+            .filter(|&end| end <= u64::from(u32::MAX))
             .ok_or_else(|| Error::Invalid(format!("{what} ids are exhausted")))?;
-        self.put(key.to_owned(), id.to_string().into_bytes());
-        Ok(id)
+        self.put(key.to_owned(), end.to_string().into_bytes());
+        // Every id is at most `end`, which fits a u32.
+        Ok((last + 1..=end).map(|id| id as u32))
     }
 
     /// All NetNamespaces by name, guarded against concurrent additions.
@@ -254,8 +279,8 @@ fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
     })
 }
 
-/// Decodes a record, checking that it names itself as its key does and its own rules.
-fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
+/// Decodes a record, checking that it names itself as its key does.
+pub(crate) fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
     let record: R = decode(kv)?;
     let name = record.key_name();
     if kv.key.strip_prefix(R::PREFIX) != Some(name.as_str()) {
@@ -264,11 +289,14 @@ fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
             reason: format!("record is named {name:?}"),
         });
     }
-    record.check().map_err(|reason| Error::BadRecord { key: kv.key.clone(), reason })?;
+    record.validate().map_err(|e| Error::BadRecord {
+        key: kv.key.clone(),
+        reason: e.to_string(),
+    })?;
     Ok(record)
 }
 
-fn decode_config(kv: &KeyValue) -> Result<ClusterConfig> {
+pub(crate) fn decode_config(kv: &KeyValue) -> Result<ClusterConfig> {
     let config: ClusterConfig = decode(kv)?;
     config.validate().map_err(|e| Error::BadRecord {
         key: kv.key.clone(),
@@ -502,20 +530,58 @@ impl Cluster {
         labels: BTreeMap<String, String>,
     ) -> Result<NetNamespace> {
         let all = a.netnamespaces()?;
-        let netid = if name == DEFAULT_PROJECT {
-            GLOBAL_VNID
-        } else {
-            self.vnid_allocator(all.values()).allocate()?
-        };
-        let id = a.next_id(keys::PROJECT_ID_COUNTER, "project")?;
-        let ns = NetNamespace {
-            name: name.to_owned(),
-            netid,
-            id,
-            labels,
-        };
-        a.put_record(&ns)?;
-        Ok(ns)
+        let mut created = self.create_netnamespaces_in(a, &all, vec![(name, labels)])?;
+        Ok(created.remove(0))
+    }
+
+    /// Creates the projects `new` (none of which is in `all`, every project) within the
+    /// attempt, each with a fresh VNID (0 for `default`) and the next project id.
+    fn create_netnamespaces_in(
+        &self,
+        a: &mut Attempt,
+        all: &BTreeMap<String, NetNamespace>,
+        new: Vec<(&str, BTreeMap<String, String>)>,
+    ) -> Result<Vec<NetNamespace>> {
+        let mut vnids = self.vnid_allocator(all.values());
+        let ids = a.next_ids(keys::PROJECT_ID_COUNTER, "project", new.len())?;
+        let mut created = Vec::with_capacity(new.len());
+        for ((name, labels), id) in new.into_iter().zip(ids) {
+            let netid = if name == DEFAULT_PROJECT {
+                GLOBAL_VNID
+            } else {
+                vnids.allocate()?
+            };
+            let ns = NetNamespace {
+                name: name.to_owned(),
+                netid,
+                id,
+                labels,
+            };
+            a.put_record(&ns)?;
+            created.push(ns);
+        }
+        Ok(created)
+    }
+
+    /// Creates, in one transaction, every project of `names` that does not exist yet, and
+    /// returns them all. Created one by one, each project lists every other to find a
+    /// free VNID, so loading thousands is quadratic; a batch lists once. A transaction
+    /// writes one key per new project: keep batches within etcd's `--max-txn-ops`.
+    pub fn create_netnamespaces(&self, names: &[String]) -> Result<Vec<NetNamespace>> {
+        validate_project_names(names)?;
+        self.transact("netnamespaces", |a| {
+            let mut all = a.netnamespaces()?;
+            let mut seen = HashSet::new();
+            let new = names
+                .iter()
+                .filter(|name| !all.contains_key(*name) && seen.insert(name.as_str()))
+                .map(|name| (name.as_str(), BTreeMap::new()))
+                .collect();
+            for ns in self.create_netnamespaces_in(a, &all, new)? {
+                all.insert(ns.name.clone(), ns);
+            }
+            Ok(names.iter().map(|name| all[name].clone()).collect())
+        })
     }
 
     /// The NetNamespace of project `name`, created if missing (the master's reaction to a

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod debug;
 pub mod error;
+pub mod fuzzing;
 pub mod hostsubnets;
 pub mod netnamespaces;
 pub mod services;
@@ -16,7 +17,7 @@ pub mod store;
 pub mod subnets;
 pub mod vnid;
 
-pub use cluster::{Cluster, HostSubnetEvent, NetNamespaceEvent, ServiceEvent};
+pub use cluster::{Cluster, HostSubnetEvent, NetNamespaceEvent, NewService, ServiceEvent};
 pub use config::ClusterConfig;
 pub use error::{Error, Result};
 pub use hostsubnets::HostSubnet;

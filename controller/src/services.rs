@@ -167,17 +167,41 @@ pub(crate) fn check_cluster_ip(ip: Ipv4Addr, network: Ipv4Network) -> Result<()>
     })
 }
 
+/// Free ClusterIPs of a service network.
+pub(crate) struct ClusterIpAllocator {
+    network: Ipv4Network,
+    /// `None` when the network has no address a ClusterIP may take.
+    free: Option<RangeAllocator>,
+}
+
+impl ClusterIpAllocator {
+    /// A free ClusterIP, counted as used from now on.
+    pub(crate) fn allocate(&mut self) -> Result<Ipv4Addr> {
+        self.free
+            .as_mut()
+            .and_then(RangeAllocator::allocate)
+            .map(Ipv4Addr::from)
+            .ok_or_else(|| Error::ServiceIpsExhausted(self.network.to_string()))
+    }
+}
+
+/// The free ClusterIPs of `network`, given those `used`.
+pub(crate) fn cluster_ip_allocator(
+    network: Ipv4Network,
+    used: impl IntoIterator<Item = Ipv4Addr>,
+) -> ClusterIpAllocator {
+    let free = cluster_ip_range(network)
+        .map(|(first, last)| RangeAllocator::new(first, last, used.into_iter().map(u32::from)));
+    ClusterIpAllocator { network, free }
+}
+
 /// A free ClusterIP of `network`, given those `used`.
+#[cfg(test)]
 pub(crate) fn allocate_cluster_ip(
     network: Ipv4Network,
     used: impl IntoIterator<Item = Ipv4Addr>,
 ) -> Result<Ipv4Addr> {
-    cluster_ip_range(network)
-        .and_then(|(first, last)| {
-            RangeAllocator::new(first, last, used.into_iter().map(u32::from)).allocate()
-        })
-        .map(Ipv4Addr::from)
-        .ok_or_else(|| Error::ServiceIpsExhausted(network.to_string()))
+    cluster_ip_allocator(network, used).allocate()
 }
 
 /// `endpoints` sorted and without repetitions, each checked to be in the cluster network.

@@ -11,6 +11,7 @@ pub mod cni;
 pub mod etcd;
 pub mod flows;
 pub mod frames;
+pub mod fuzz_corpus;
 pub mod inventory;
 pub mod netns;
 pub mod matrix;

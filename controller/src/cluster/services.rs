@@ -5,17 +5,32 @@
 //! (`oxsdnctl create project` or a pod's first CNI ADD does), and a project with
 //! services cannot be deleted (`Cluster::delete_netnamespace`).
 
-use std::{net::Ipv4Addr, sync::mpsc::Receiver};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    sync::mpsc::Receiver,
+};
 
 use super::{keys, Attempt, Cluster};
 use crate::{
     netnamespaces::validate_project_name,
     services::{
-        allocate_cluster_ip, check_cluster_ip, normalize_endpoints, validate_ports,
+        check_cluster_ip, cluster_ip_allocator, normalize_endpoints, validate_ports,
         validate_service_name, ServicePort,
     },
     Error, NetNamespace, Result, Service,
 };
+
+/// A service to create (`Cluster::create_services`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewService {
+    pub project: String,
+    pub name: String,
+    pub ports: Vec<ServicePort>,
+    /// `None`: a free one is allocated.
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub endpoints: Vec<Ipv4Addr>,
+}
 
 /// A change to a Service, seen through `Cluster::watch_services`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,50 +62,85 @@ impl Cluster {
         ports: &[ServicePort],
         cluster_ip: Option<Ipv4Addr>,
     ) -> Result<Service> {
-        validate_names(project, name)?;
-        validate_ports(ports)?;
-        self.transact("services", |a| {
-            let config = a.config()?;
-            if let Some(ip) = cluster_ip {
-                check_cluster_ip(ip, config.service_network)?;
-            }
-            if a.record::<NetNamespace>(project)?.is_none() {
-                return Err(Error::UnknownProject(project.to_owned()));
-            }
-            if a.record::<Service>(&service_key_name(project, name))?
-                .is_some()
-            {
+        let new = NewService {
+            project: project.to_owned(),
+            name: name.to_owned(),
+            ports: ports.to_vec(),
+            cluster_ip,
+            endpoints: Vec::new(),
+        };
+        Ok(self.create_services(std::slice::from_ref(&new))?.remove(0))
+    }
+
+    /// Creates the services `new` in one transaction, all or none, each as
+    /// `create_service` does, with its endpoints set. Created one by one, each service
+    /// lists every other to find a free ClusterIP, so loading thousands is quadratic; a
+    /// batch lists once. A transaction compares one key per project and writes one per
+    /// service: keep batches within etcd's `--max-txn-ops`.
+    pub fn create_services(&self, new: &[NewService]) -> Result<Vec<Service>> {
+        let mut names = HashSet::new();
+        for s in new {
+            validate_names(&s.project, &s.name)?;
+            validate_ports(&s.ports)?;
+            if !names.insert(service_key_name(&s.project, &s.name)) {
                 return Err(Error::ServiceExists {
-                    project: project.to_owned(),
-                    name: name.to_owned(),
+                    project: s.project.clone(),
+                    name: s.name.clone(),
                 });
             }
+        }
+        self.transact("services", |a| {
+            let config = a.config()?;
             // Guarded: two creations at once cannot both take the same address.
             let all = a.records::<Service>("")?;
-            let cluster_ip = match cluster_ip {
-                Some(ip) => match all.iter().find(|s| s.cluster_ip == ip) {
-                    Some(other) => {
-                        return Err(Error::ClusterIpInUse {
-                            ip,
-                            service: service_key_name(&other.project, &other.name),
-                        })
-                    }
-                    None => ip,
-                },
-                None => {
-                    allocate_cluster_ip(config.service_network, all.iter().map(|s| s.cluster_ip))?
+            let mut taken: HashMap<Ipv4Addr, String> = all
+                .iter()
+                .map(|s| (s.cluster_ip, service_key_name(&s.project, &s.name)))
+                .collect();
+            let existing: HashSet<String> = taken.values().cloned().collect();
+            let mut projects = HashSet::new();
+            for s in new {
+                if let Some(ip) = s.cluster_ip {
+                    check_cluster_ip(ip, config.service_network)?;
                 }
-            };
-            let service = Service {
-                project: project.to_owned(),
-                name: name.to_owned(),
-                cluster_ip,
-                ports: ports.to_vec(),
-                endpoints: Vec::new(),
-                id: a.next_id(keys::SERVICE_ID_COUNTER, "service")?,
-            };
-            a.put_record(&service)?;
-            Ok(service)
+                if projects.insert(s.project.as_str())
+                    && a.record::<NetNamespace>(&s.project)?.is_none()
+                {
+                    return Err(Error::UnknownProject(s.project.clone()));
+                }
+                let key_name = service_key_name(&s.project, &s.name);
+                if existing.contains(&key_name) {
+                    return Err(Error::ServiceExists {
+                        project: s.project.clone(),
+                        name: s.name.clone(),
+                    });
+                }
+                if let Some(ip) = s.cluster_ip {
+                    if let Some(other) = taken.insert(ip, key_name) {
+                        return Err(Error::ClusterIpInUse { ip, service: other });
+                    }
+                }
+            }
+            let mut free_ips = cluster_ip_allocator(config.service_network, taken.keys().copied());
+            let ids = a.next_ids(keys::SERVICE_ID_COUNTER, "service", new.len())?;
+            let mut created = Vec::with_capacity(new.len());
+            for (s, id) in new.iter().zip(ids) {
+                let cluster_ip = match s.cluster_ip {
+                    Some(ip) => ip,
+                    None => free_ips.allocate()?,
+                };
+                let service = Service {
+                    project: s.project.clone(),
+                    name: s.name.clone(),
+                    cluster_ip,
+                    ports: s.ports.clone(),
+                    endpoints: normalize_endpoints(s.endpoints.iter().copied(), config.cluster_network)?,
+                    id,
+                };
+                a.put_record(&service)?;
+                created.push(service);
+            }
+            Ok(created)
         })
     }
 

@@ -57,7 +57,7 @@ pub struct FileStore {
 
 /// The decoded contents of `state`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct State {
+pub(crate) struct State {
     revision: u64,
     kvs: BTreeMap<String, Entry>,
 }
@@ -111,7 +111,7 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
 
 impl State {
     /// Encodes the whole file: header line and body.
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let disk = DiskState {
             revision: self.revision,
             kvs: self
@@ -136,14 +136,19 @@ impl State {
         // Serialising plain maps, strings and integers cannot fail.
         let mut body = serde_json::to_vec_pretty(&disk).expect("store state serialises");
         body.push(b'\n');
-        let digest = hex_encode(&Sha256::digest(&body));
+        Self::with_header(&body)
+    }
+
+    /// The file of `body`: the header line with its checksum, then the body.
+    pub(crate) fn with_header(body: &[u8]) -> Vec<u8> {
+        let digest = hex_encode(&Sha256::digest(body));
         let mut out = format!("{HEADER_PREFIX}{FORMAT_VERSION} sha256={digest}\n").into_bytes();
-        out.extend_from_slice(&body);
+        out.extend_from_slice(body);
         out
     }
 
     /// Decodes and verifies a whole file; the error is the reason it is not valid.
-    fn decode(bytes: &[u8]) -> Result<State, String> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<State, String> {
         let newline = bytes
             .iter()
             .position(|&b| b == b'\n')

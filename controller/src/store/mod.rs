@@ -4,7 +4,7 @@
 //! the CLI share. `StoreBackend` and `open` choose between them from configuration.
 
 mod etcd;
-mod file;
+pub(crate) mod file;
 
 #[cfg(test)]
 mod contract;

@@ -597,3 +597,34 @@ fn many_services_name_a_few() {
         "project \"a\" still has 7 services (\"s0\", \"s1\", \"s2\", \"s3\", \"s4\", and 2 more): delete its services first"
     );
 }
+
+#[test]
+fn batch_creation_is_all_or_nothing() {
+    let (_backing, c) = with_projects(Kind::File, "172.30.0.0/16");
+    let existing = c.create_service("a", "web", &[tcp(80, 8080)], None).unwrap();
+    let new = |project: &str, name: &str, cluster_ip: Option<&str>| NewService {
+        project: project.into(),
+        name: name.into(),
+        ports: vec![tcp(80, 8080)],
+        cluster_ip: cluster_ip.map(ip),
+        endpoints: vec![ip("10.128.0.9"), ip("10.128.0.5"), ip("10.128.0.9")],
+    };
+    let created = c
+        .create_services(&[new("a", "db", Some("172.30.0.10")), new("b", "web", None)])
+        .unwrap();
+    assert_eq!(created.iter().map(|s| s.id).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(created[0].cluster_ip, ip("172.30.0.10"));
+    assert_eq!(created[1].endpoints, [ip("10.128.0.5"), ip("10.128.0.9")]);
+    let ips: HashSet<Ipv4Addr> = [&existing, &created[0], &created[1]].iter().map(|s| s.cluster_ip).collect();
+    assert_eq!(ips.len(), 3);
+    for (batch, expected) in [
+        (vec![new("a", "x", None), new("a", "x", None)], "ServiceExists"),
+        (vec![new("b", "x", None), new("a", "web", None)], "ServiceExists"),
+        (vec![new("b", "x", None), new("nope", "y", None)], "UnknownProject"),
+        (vec![new("b", "x", Some("172.30.0.7")), new("b", "y", Some("172.30.0.7"))], "ClusterIpInUse"),
+    ] {
+        let err = c.create_services(&batch).unwrap_err();
+        assert!(format!("{err:?}").starts_with(expected), "{err:?}");
+        assert_eq!(c.get_service("b", "x").unwrap(), None, "nothing of a refused batch is written");
+    }
+}
