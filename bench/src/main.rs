@@ -43,6 +43,10 @@ struct Args {
     /// traffic. For CI.
     #[arg(long)]
     smoke: bool,
+    /// Measure only these scenarios (comma-separated names; `cni` for the CNI latency),
+    /// to look into one figure. Results go where they would go otherwise.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Only render the markdown table from an existing results JSON.
     #[arg(long, value_name = "JSON")]
     render: Option<PathBuf>,
@@ -69,9 +73,10 @@ fn main() -> Result<()> {
     let durations = Durations { iperf_seconds: args.seconds, pings: args.pings };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
 
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let mut setup_errors = BTreeMap::new();
     let mut ready = Vec::new();
-    for name in scenarios::NAMES {
+    for name in scenarios::NAMES.into_iter().filter(|n| wanted(n)) {
         eprintln!("setting up {name}");
         match scenarios::setup(name) {
             Ok(s) => ready.push(s),
@@ -85,10 +90,16 @@ fn main() -> Result<()> {
     let no_ping: BTreeMap<&str, &str> = ready.iter().filter_map(|s| Some((s.name, s.no_ping?))).collect();
     drop(ready);
 
-    eprintln!("CNI latency");
-    let cni = cni_latency::measure(&cni_plan).unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+    let cni = if wanted("cni") {
+        eprintln!("CNI latency");
+        let cni = cni_latency::measure(&cni_plan).unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+        eprintln!("CNI latency: {cni}");
+        cni
+    } else {
+        json!({ "not_measured": "left out with --only" })
+    };
 
-    let scenarios = report::object(scenarios::NAMES.iter().map(|name| {
+    let scenarios = report::object(scenarios::NAMES.iter().filter(|n| wanted(n)).map(|name| {
         let value = match setup_errors.get(name) {
             Some(error) => json!({ "error": error }),
             None => report::object(FIGURES.iter().map(|(figure, _, _)| {
