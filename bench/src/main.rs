@@ -72,6 +72,7 @@ fn main() -> Result<()> {
     };
     let durations = Durations { iperf_seconds: args.seconds, pings: args.pings };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let load_before = load_average();
 
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let mut setup_errors = BTreeMap::new();
@@ -119,7 +120,7 @@ fn main() -> Result<()> {
         "meta": {
             "date": date,
             "command": command,
-            "json": args.results_dir.join("latest.json").display().to_string(),
+            "json": relative_to_repo(&args.results_dir.join("latest.json")),
             "git_commit": run_text(Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"])).unwrap_or_default(),
             "kernel": run_text(Command::new("uname").arg("-r"))?,
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -128,6 +129,8 @@ fn main() -> Result<()> {
             "iperf_seconds": args.seconds,
             "pings": args.pings,
             "smoke": args.smoke,
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
         },
         "method": method(),
         "scenarios": scenarios,
@@ -276,4 +279,17 @@ fn cpu_model() -> String {
         .unwrap_or("unknown")
         .trim()
         .to_string()
+}
+
+/// The 1, 5 and 15 minute load averages: how busy the machine was around the run.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// `path` relative to the repository when it lies inside it (the results name the
+/// file the way the README does), else as it is.
+fn relative_to_repo(path: &Path) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("/"));
+    path.strip_prefix(repo).unwrap_or(path).display().to_string()
 }

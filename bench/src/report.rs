@@ -21,14 +21,18 @@ enum Cmp {
 
 /// One target: `value` compared with `target`.
 fn entry(what: &str, value: Option<f64>, cmp: Cmp, target: f64) -> Value {
+    let comparison = match cmp {
+        Cmp::AtLeast => ">=",
+        Cmp::AtMost => "<=",
+    };
     let Some(value) = value else {
-        return json!({ "what": what, "value": null, "target": target, "met": false, "note": "a figure it needs is missing" });
+        return json!({ "what": what, "value": null, "comparison": comparison, "target": target, "met": false, "note": "a figure it needs is missing" });
     };
-    let (comparison, met, margin) = match cmp {
-        Cmp::AtLeast => (">=", value >= target, value - target),
-        Cmp::AtMost => ("<=", value <= target, target - value),
+    let margin = match cmp {
+        Cmp::AtLeast => value - target,
+        Cmp::AtMost => target - value,
     };
-    json!({ "what": what, "value": value, "comparison": comparison, "target": target, "met": met, "margin": margin })
+    json!({ "what": what, "value": value, "comparison": comparison, "target": target, "met": margin >= 0.0, "margin": margin })
 }
 
 /// The targets of the benchmark issue, from the medians in `scenarios` and the CNI
@@ -55,6 +59,7 @@ pub fn ratios(scenarios: &Value, cni: &Value) -> Value {
 /// A number for a table: three significant digits or so, no exponent.
 fn num(v: &Value) -> String {
     match v.as_f64() {
+        None if v.is_null() => "–".into(),
         None => v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
         Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{x:.0}"),
         Some(x) if x.abs() >= 1000.0 => format!("{x:.0}"),
@@ -84,8 +89,12 @@ pub fn markdown(results: &Value) -> String {
         ("rounds", "rounds (interleaved)"),
         ("iperf_seconds", "seconds per iperf3 run"),
         ("pings", "pings per round (5 ms apart)"),
+        ("load_average_before", "load average before (1, 5, 15 min)"),
+        ("load_average_after", "load average after"),
     ] {
-        let _ = writeln!(md, "| {label} | {} |", num(&meta[key]).replace('|', "\\|"));
+        if !meta[key].is_null() {
+            let _ = writeln!(md, "| {label} | {} |", num(&meta[key]).replace('|', "\\|"));
+        }
     }
     if let Some(method) = results["method"].as_object() {
         let _ = writeln!(md, "\nMethod:\n");
