@@ -7,7 +7,7 @@ log() { printf 'setup: %s\n' "$*"; }
 
 # Debian packages: the test tools and the real servers/daemons the suite drives.
 PACKAGES=(iperf3 iputils-ping iproute2 bpftool tcpdump ethtool nftables iptables
-          protobuf-compiler etcd-server etcd-client)
+          protobuf-compiler etcd-server etcd-client openvswitch-switch)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,7 +15,16 @@ done
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   apt-get update -qq
+  # Packaged daemons (openvswitch-switch, etcd-server) must not start in the root
+  # namespace: the benchmark and tests run their own in namespaces they create. A
+  # policy-rc.d that refuses every start does that during the install only.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [[ -n $own_policy ]]; then rm -f "$policy"; fi
 fi
 
 # Rust: the eBPF crate needs nightly with rust-src (-Z build-std=core).

@@ -161,7 +161,7 @@ impl<'p> Subject<'p> {
                 json!({
                     "ns_per_packet": ns,
                     "timed": if p.timing == Timing::Repeated { "one test run of `repeat` repetitions" } else { "`repeat` test runs of one repetition, minus one_by_one_overhead_ns" },
-                    "raw_ns": raw.to_json(),
+                    "raw_ns": crate::report::figure(&self.samples[i]),
                     "verdict": verdict_name(self.verdicts[i]),
                     "encapsulates": p.encap,
                 }),

@@ -1,18 +1,26 @@
 //! `oxsdn-bench`: sets up every scenario in namespaces of its own, measures them
-//! interleaved (A B C A B C …) so drift hits all alike, and writes the medians.
+//! interleaved (A B C A B C …) so drift hits all alike, and writes the medians, the
+//! targets as checkable ratios, and `RESULTS.md`.
 
+mod cni_latency;
 mod cost;
 mod measure;
+mod ovs;
+mod report;
 mod scale;
 mod scenarios;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 
-use crate::measure::Stats;
+use crate::{measure::Durations, report::FIGURES, scenarios::Scenario};
 
 #[derive(Parser)]
 #[command(about = "Side-by-side benchmark of oxsdn and the alternatives")]
@@ -21,72 +29,313 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Seconds per iperf3 run.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 4)]
     seconds: u32,
-    /// Where to write the JSON results.
-    #[arg(long, default_value = "bench/results/latest.json")]
-    out: PathBuf,
-    /// Only the per-path cost of the programs (BPF_PROG_TEST_RUN, --rounds rounds),
-    /// printed as JSON.
+    /// Pings per round trip sample (5 ms apart).
+    #[arg(long, default_value_t = 200)]
+    pings: u32,
+    /// Directory of the results JSON (`latest.json` and a dated copy).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    results_dir: PathBuf,
+    /// Where to write the markdown table.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md"))]
+    markdown: PathBuf,
+    /// One short round of everything (1 s per figure, 50 pings, few CNI calls), written to a
+    /// temporary directory; fails if any scenario cannot be set up or carries no
+    /// traffic. For CI.
     #[arg(long)]
-    cost_only: bool,
-    /// Packets per timing of --cost-only.
+    smoke: bool,
+    /// Measure only these scenarios (comma-separated names; `cni` for the CNI latency,
+    /// `cost` for the per-path cost, `scale` for the scale figures), to look into one
+    /// figure. Results go where they would go otherwise.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Packets per timing of the per-path cost (BPF_PROG_TEST_RUN, --rounds rounds).
     #[arg(long, default_value_t = 1_000_000)]
     cost_repeat: u32,
+    /// Only the per-path cost of the programs, printed as JSON (nothing written).
+    #[arg(long)]
+    cost_only: bool,
     /// With --cost-only: also time this build of the eBPF object (live mode), e.g. an
     /// earlier one.
     #[arg(long, value_name = "FILE")]
     cost_object: Option<PathBuf>,
     /// Only the scale figures (agent and map memory with a large cluster loaded, time to
-    /// enforce a join), written as `{"scale": ...}`.
+    /// enforce a join), printed as JSON (nothing written).
     #[arg(long)]
     scale_only: bool,
     #[command(flatten)]
     scale: scale::Load,
+    /// Only render the markdown table from an existing results JSON.
+    #[arg(long, value_name = "JSON")]
+    render: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
-    if args.cost_only {
-        let cost = cost::measure(args.cost_repeat, args.rounds, args.cost_object)?;
-        println!("{}", serde_json::to_string_pretty(&cost)?);
+    let mut args = Args::parse();
+    if let Some(json) = &args.render {
+        let results: Value = serde_json::from_slice(&std::fs::read(json).with_context(|| format!("reading {}", json.display()))?)?;
+        std::fs::write(&args.markdown, report::markdown(&results))?;
         return Ok(());
     }
-    if args.scale_only {
-        return write_results(&args.out, &json!({ "scale": scale::measure(&args.scale)? }));
+    if args.cost_only {
+        return print_json(&cost::measure(args.cost_repeat, args.rounds, args.cost_object)?);
     }
-    let scenarios = scenarios::all()?;
-    let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for round in 1..=args.rounds {
-        for s in &scenarios {
-            let gbps = measure::tcp_gbps(s, args.seconds)?;
-            eprintln!("round {round}: {:<16} TCP 1 stream {gbps:6.2} Gbit/s", s.name);
-            samples.entry(s.name).or_default().push(gbps);
+    if args.scale_only {
+        return print_json(&scale::measure(&args.scale)?);
+    }
+    let cni_plan = if args.smoke {
+        let dir = std::env::temp_dir().join(format!("oxsdn-bench-smoke-{}", std::process::id()));
+        args.rounds = 1;
+        args.seconds = 1;
+        args.pings = 50;
+        args.results_dir = dir.clone();
+        args.markdown = dir.join("RESULTS.md");
+        args.cost_repeat = 10_000;
+        args.scale = scale::Load::smoke();
+        cni_latency::Plan { sequential: 3, concurrent: 4, batches: 1 }
+    } else {
+        cni_latency::Plan { sequential: 50, concurrent: 20, batches: 3 }
+    };
+    let durations = Durations { iperf_seconds: args.seconds, pings: args.pings };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let load_before = load_average();
+
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let mut setup_errors = BTreeMap::new();
+    let mut ready = Vec::new();
+    for name in scenarios::NAMES.into_iter().filter(|n| wanted(n)) {
+        eprintln!("setting up {name}");
+        match scenarios::setup(name) {
+            Ok(s) => ready.push(s),
+            Err(e) => {
+                eprintln!("{name}: set-up failed: {e:#}");
+                setup_errors.insert(name, format!("set-up failed: {e:#}"));
+            }
         }
     }
-    let stats: BTreeMap<&str, Stats> = samples.iter().map(|(k, v)| (*k, Stats::of(v))).collect();
-    let ratio = |a: &str, b: &str| stats[a].median / stats[b].median;
+    let samples = measure_rounds(&ready, args.rounds, durations);
+    let no_ping: BTreeMap<&str, &str> = ready.iter().filter_map(|s| Some((s.name, s.no_ping?))).collect();
+    drop(ready);
+
+    let cni = extra(wanted("cni"), "CNI latency", || cni_latency::measure(&cni_plan));
+    let cost = extra(wanted("cost"), "per-path cost", || cost::measure(args.cost_repeat, args.rounds, None));
+    let scale = extra(wanted("scale"), "scale", || scale::measure(&args.scale));
+
+    let scenarios = report::object(scenarios::NAMES.iter().filter(|n| wanted(n)).map(|name| {
+        let value = match setup_errors.get(name) {
+            Some(error) => json!({ "error": error }),
+            None => report::object(FIGURES.iter().map(|(figure, _, _)| {
+                let v = match samples.get(&(*name, *figure)) {
+                    Some(Ok(values)) => report::figure(values),
+                    Some(Err(error)) => json!({ "error": error }),
+                    None => json!({ "not_measured": no_ping.get(name).copied().unwrap_or("not measured") }),
+                };
+                (figure.to_string(), v)
+            })),
+        };
+        (name.to_string(), value)
+    }));
+    let ratios = report::ratios(&scenarios, &cni);
+    let date = run_text(Command::new("date").args(["-u", "+%Y-%m-%d-%H%M"]))?;
     let results = json!({
-        "rounds": args.rounds,
-        "seconds": args.seconds,
-        "tcp_1_stream_gbps": stats.iter().map(|(k, s)| (k.to_string(), s.to_json())).collect::<serde_json::Map<String, Value>>(),
-        "ratios": {
-            "oxsdn_same_node_vs_raw_veth": ratio("oxsdn-same-node", "raw-veth"),
-            "oxsdn_same_node_vs_linux_bridge": ratio("oxsdn-same-node", "linux-bridge"),
-            "oxsdn_cross_node_vs_kernel_vxlan": ratio("oxsdn-cross-node", "kernel-vxlan"),
-            "oxsdn_cross_node_vs_underlay": ratio("oxsdn-cross-node", "underlay"),
-            "oxsdn_service_vs_oxsdn_cross_node": ratio("oxsdn-service", "oxsdn-cross-node"),
-            "oxsdn_egress_vs_node_egress": ratio("oxsdn-egress", "node-egress"),
+        "meta": {
+            "date": date,
+            "command": command,
+            "json": relative_to_repo(&args.results_dir.join("latest.json")),
+            "git_commit": run_text(Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"])).unwrap_or_default(),
+            "kernel": run_text(Command::new("uname").arg("-r"))?,
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "cpu_model": cpu_model(),
+            "rounds": args.rounds,
+            "iperf_seconds": args.seconds,
+            "pings": args.pings,
+            "smoke": args.smoke,
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
         },
+        "method": method(),
+        "scenarios": scenarios,
+        "ratios": ratios,
+        "cni": cni,
+        "cost": cost,
+        "scale": scale,
     });
-    write_results(&args.out, &results)
+    write(&args, &date, &results)?;
+    if args.smoke {
+        check_smoke(&results).with_context(|| format!("results in {}", args.results_dir.display()))?;
+        let _ = std::fs::remove_dir_all(&args.results_dir);
+    }
+    Ok(())
 }
 
-fn write_results(out: &std::path::Path, results: &Value) -> Result<()> {
-    if let Some(dir) = out.parent() {
+/// Every figure of every scenario, `rounds` times, interleaved: the samples (or the
+/// error) per (scenario, figure).
+type Samples = BTreeMap<(&'static str, &'static str), Result<Vec<f64>, String>>;
+
+fn measure_rounds(ready: &[Scenario], rounds: usize, d: Durations) -> Samples {
+    let mut samples: Samples = BTreeMap::new();
+    let mut record = |name, figure, value: Result<f64>| {
+        let slot = samples.entry((name, figure)).or_insert_with(|| Ok(Vec::new()));
+        match (value, slot.as_mut()) {
+            (Ok(v), Ok(values)) => values.push(v),
+            (Err(e), Ok(_)) => *slot = Err(format!("{e:#}")),
+            (_, Err(_)) => {}
+        }
+    };
+    for round in 1..=rounds {
+        for s in ready {
+            let tcp1 = measure::tcp_gbps(s, d.iperf_seconds, 1);
+            let tcp4 = measure::tcp_gbps(s, d.iperf_seconds, 4);
+            let udp = measure::udp_pps(s, d.iperf_seconds);
+            eprintln!(
+                "round {round}: {:<26} TCP {:>6} / {:>6} Gbit/s (1/4 streams), UDP 64 B {:>8} packets/s",
+                s.name,
+                show(&tcp1),
+                show(&tcp4),
+                show(&udp)
+            );
+            record(s.name, "tcp_1_stream_gbps", tcp1);
+            record(s.name, "tcp_4_streams_gbps", tcp4);
+            record(s.name, "udp_64b_pps", udp);
+            if s.no_ping.is_none() {
+                match measure::ping_rtts_us(&s.client, s.server_ip, d.pings) {
+                    Ok(rtts) => {
+                        let (p50, p99) = (measure::percentile(&rtts, 0.5), measure::percentile(&rtts, 0.99));
+                        eprintln!("round {round}: {:<26} RTT p50 {p50:.0} µs, p99 {p99:.0} µs", s.name);
+                        record(s.name, "rtt_p50_us", Ok(p50));
+                        record(s.name, "rtt_p99_us", Ok(p99));
+                    }
+                    Err(e) => {
+                        eprintln!("round {round}: {:<26} ping failed: {e:#}", s.name);
+                        record(s.name, "rtt_p50_us", Err(anyhow::anyhow!("{e:#}")));
+                        record(s.name, "rtt_p99_us", Err(e));
+                    }
+                }
+            }
+        }
+    }
+    samples
+}
+
+fn show(v: &Result<f64>) -> String {
+    match v {
+        Ok(x) if *x >= 1000.0 => format!("{x:.0}"),
+        Ok(x) => format!("{x:.2}"),
+        Err(_) => "failed".into(),
+    }
+}
+
+/// How each figure is measured, recorded with the results.
+fn method() -> Value {
+    json!({
+        "tcp": "iperf3 -c <server> -t <seconds> -A 0,1 [-P 4]: client and server pinned to different CPUs; Gbit/s received by the server",
+        "rtt": "ping -i 0.005 -c <pings>: p50 and p99 of the per-packet round trips of each round, then median/min/max over rounds",
+        "udp": format!("iperf3 -u -l {} -b 0 -A 0,1: datagrams the server received (highest sequence minus lost) per second of its receive interval, sender unthrottled", measure::UDP_PAYLOAD),
+        "ovs": "Debian's Open vSwitch 3.1 with the userspace datapath (netdev, AF_PACKET on the veths; no kernel module on this machine), own ovsdb-server/ovs-vswitchd per node in the node's namespace, OpenShift SDN Profile A flows (tables 0/10/20/21/30/40/50/70/80/90, VNID in reg0/reg1, tun_id on output); userspace TSO off (OVS 3.1 cannot segment into a VXLAN tunnel), pods' TX checksum offload off (the userspace datapath would forward partial checksums)",
+        "ratios": "ratios of the medians over the rounds; margin is how far on the good side of the target (negative: missed by that much)",
+    })
+}
+
+/// Writes `latest.json`, its dated copy (not for smoke runs) and the markdown table.
+fn write(args: &Args, date: &str, results: &Value) -> Result<()> {
+    std::fs::create_dir_all(&args.results_dir)?;
+    let text = serde_json::to_string_pretty(results)? + "\n";
+    let latest = args.results_dir.join("latest.json");
+    std::fs::write(&latest, &text)?;
+    if !args.smoke {
+        std::fs::write(args.results_dir.join(format!("{date}.json")), &text)?;
+    }
+    if let Some(dir) = args.markdown.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(out, serde_json::to_string_pretty(results)?)?;
-    println!("{}", serde_json::to_string_pretty(results)?);
+    std::fs::write(&args.markdown, report::markdown(results))?;
+    eprintln!("wrote {} and {}", latest.display(), args.markdown.display());
+    print_ratios(&results["ratios"]);
     Ok(())
+}
+
+fn print_ratios(ratios: &Value) {
+    for (key, r) in ratios.as_object().into_iter().flatten() {
+        let met = match r["met"].as_bool() {
+            _ if r["value"].is_null() => "n/a",
+            Some(true) => "met",
+            _ => "MISSED",
+        };
+        eprintln!("{met:>6} {key}: {} (target {} {})", r["value"], r["comparison"].as_str().unwrap_or(""), r["target"]);
+    }
+}
+
+/// A smoke run passes when every scenario was set up and carried traffic on every
+/// figure it measures, and the CNI calls succeeded.
+fn check_smoke(results: &Value) -> Result<()> {
+    let mut problems = Vec::new();
+    for (name, s) in results["scenarios"].as_object().into_iter().flatten() {
+        if let Some(e) = s["error"].as_str() {
+            problems.push(format!("{name}: {e}"));
+            continue;
+        }
+        for (figure, _, _) in FIGURES {
+            let f = &s[figure];
+            if f["not_measured"].is_string() {
+                continue;
+            }
+            match f["median"].as_f64() {
+                Some(v) if v > 0.0 => {}
+                _ => problems.push(format!("{name} {figure}: {}", f["error"].as_str().unwrap_or("no traffic"))),
+            }
+        }
+    }
+    for part in ["cni", "cost", "scale"] {
+        if let Some(e) = results[part]["error"].as_str() {
+            problems.push(format!("{part}: {e}"));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("smoke run failed:\n{}", problems.join("\n"));
+    }
+    eprintln!("smoke run ok: every scenario set up and carried traffic");
+    Ok(())
+}
+
+/// A measurement beside the scenarios: its figures, its error, or why it was left out.
+fn extra(wanted: bool, what: &str, measure: impl FnOnce() -> Result<Value>) -> Value {
+    if !wanted {
+        return json!({ "not_measured": "left out with --only" });
+    }
+    eprintln!("{what}");
+    let value = measure().unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+    eprintln!("{what}: {value}");
+    value
+}
+
+fn print_json(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn run_text(cmd: &mut Command) -> Result<String> {
+    Ok(oxsdn_tests::netns::run(cmd)?.trim().to_string())
+}
+
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string(Path::new("/proc/cpuinfo")).unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string()
+}
+
+/// The 1, 5 and 15 minute load averages: how busy the machine was around the run.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// `path` relative to the repository when it lies inside it (the results name the
+/// file the way the README does), else as it is.
+fn relative_to_repo(path: &Path) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("/"));
+    path.strip_prefix(repo).unwrap_or(path).display().to_string()
 }

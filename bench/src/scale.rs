@@ -22,7 +22,7 @@ use oxsdn_controller::{
 use oxsdn_tests::{netns::run, probe, Node, Pod, TestCluster};
 use serde_json::{json, Value};
 
-/// What is loaded (the `--scale-only` run's options).
+/// What is loaded (options of the scale figures).
 #[derive(Clone, Debug, clap::Args)]
 pub struct Load {
     /// Projects besides the two the join uses.
@@ -37,6 +37,13 @@ pub struct Load {
     /// Running pods of the project that is joined, on the first node.
     #[arg(long = "scale-pods", default_value_t = 500)]
     pub pods: usize,
+}
+
+impl Load {
+    /// A small load for the smoke run: the same steps, in seconds.
+    pub fn smoke() -> Self {
+        Load { projects: 20, remote_nodes: 5, services: 20, pods: 4 }
+    }
 }
 
 /// The cluster network must hold the remote nodes' subnets: a /8 with /23 per node.

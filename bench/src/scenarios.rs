@@ -2,20 +2,30 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use oxsdn_tests::{
     cluster::EXTERNAL_HOST,
     netns::{run, Netns},
     Pod, TestCluster,
 };
 
+use crate::ovs;
+
 pub struct Scenario {
     pub name: &'static str,
     pub client: Netns,
     pub server: Netns,
     pub server_ip: Ipv4Addr,
+    /// Why ping cannot measure this path's round trip, if it cannot.
+    pub no_ping: Option<&'static str>,
     /// What must live as long as the scenario (a cluster, a bridge namespace…).
     _keep: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Scenario {
+    fn new(name: &'static str, client: Netns, server: Netns, server_ip: Ipv4Addr, keep: Vec<Box<dyn std::any::Any>>) -> Scenario {
+        Scenario { name, client, server, server_ip, no_ping: None, _keep: keep }
+    }
 }
 
 fn prefix() -> String {
@@ -30,7 +40,7 @@ fn raw_veth() -> Result<Scenario> {
     b.ip(&["addr", "add", "10.99.0.2/24", "dev", "eth0"])?;
     a.ip(&["link", "set", "eth0", "up"])?;
     b.ip(&["link", "set", "eth0", "up"])?;
-    Ok(Scenario { name: "raw-veth", client: a, server: b, server_ip: "10.99.0.2".parse()?, _keep: vec![] })
+    Ok(Scenario::new("raw-veth", a, b, "10.99.0.2".parse()?, vec![]))
 }
 
 /// Two pods on a Linux bridge, as the reference `bridge` CNI plugs them.
@@ -50,7 +60,7 @@ fn linux_bridge() -> Result<Scenario> {
     }
     let server = pods.pop().expect("two pods");
     let client = pods.pop().expect("two pods");
-    Ok(Scenario { name: "linux-bridge", client, server, server_ip: "10.98.0.2".parse()?, _keep: vec![Box::new(br)] })
+    Ok(Scenario::new("linux-bridge", client, server, "10.98.0.2".parse()?, vec![Box::new(br)]))
 }
 
 /// Two "node" namespaces on an underlay bridge (in a namespace of its own), each with
@@ -77,7 +87,7 @@ fn underlay_nodes(tag: &str) -> Result<(Netns, Netns, Netns)> {
 /// Node to node on the underlay, no encapsulation: the limit across nodes.
 fn underlay() -> Result<Scenario> {
     let (u, n1, n2) = underlay_nodes("under")?;
-    Ok(Scenario { name: "underlay", client: n1, server: n2, server_ip: "172.23.0.2".parse()?, _keep: vec![Box::new(u)] })
+    Ok(Scenario::new("underlay", n1, n2, "172.23.0.2".parse()?, vec![Box::new(u)]))
 }
 
 /// Pods on two nodes joined the way flannel's VXLAN backend or a plain L2 overlay does
@@ -102,7 +112,7 @@ fn kernel_vxlan() -> Result<Scenario> {
     }
     let server = pods.pop().expect("two pods");
     let client = pods.pop().expect("two pods");
-    Ok(Scenario { name: "kernel-vxlan", client, server, server_ip: "10.97.0.2".parse()?, _keep: vec![Box::new(n1), Box::new(n2), Box::new(u)] })
+    Ok(Scenario::new("kernel-vxlan", client, server, "10.97.0.2".parse()?, vec![Box::new(n1), Box::new(n2), Box::new(u)]))
 }
 
 /// Two pods of one project on one oxsdn node.
@@ -112,7 +122,7 @@ fn oxsdn_same_node() -> Result<Scenario> {
     let node = cluster.node("node1");
     let Pod { netns: client, .. } = node.add_pod("bench", "client")?;
     let Pod { netns: server, ip: server_ip, .. } = node.add_pod("bench", "server")?;
-    Ok(Scenario { name: "oxsdn-same-node", client, server, server_ip, _keep: vec![Box::new(cluster)] })
+    Ok(Scenario::new("oxsdn-same-node", client, server, server_ip, vec![Box::new(cluster)]))
 }
 
 /// Two pods of one project on two oxsdn nodes, across the VXLAN overlay.
@@ -122,7 +132,7 @@ fn oxsdn_cross_node() -> Result<Scenario> {
     cluster.add_node("node2")?;
     let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
     let Pod { netns: server, ip: server_ip, .. } = cluster.nodes[1].add_pod("bench", "server")?;
-    Ok(Scenario { name: "oxsdn-cross-node", client, server, server_ip, _keep: vec![Box::new(cluster)] })
+    Ok(Scenario::new("oxsdn-cross-node", client, server, server_ip, vec![Box::new(cluster)]))
 }
 
 /// A pod of node1 to a ClusterIP whose only endpoint is on node2 (iperf3's port).
@@ -132,10 +142,12 @@ fn oxsdn_service() -> Result<Scenario> {
     cluster.add_node("node2")?;
     let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
     let Pod { netns: server, ip: endpoint, .. } = cluster.nodes[1].add_pod("bench", "server")?;
-    cluster.oxsdnctl(&["create", "service", "iperf", "-n", "bench", "--tcp", "5201", "--cluster-ip", "172.30.0.10"])?;
+    cluster.oxsdnctl(&["create", "service", "iperf", "-n", "bench", "--tcp", "5201", "--udp", "5201", "--cluster-ip", "172.30.0.10"])?;
     cluster.oxsdnctl(&["set", "endpoints", "iperf", "-n", "bench", &endpoint.to_string()])?;
     std::thread::sleep(std::time::Duration::from_secs(1));
-    Ok(Scenario { name: "oxsdn-service", client, server, server_ip: "172.30.0.10".parse()?, _keep: vec![Box::new(cluster)] })
+    let mut scenario = Scenario::new("oxsdn-service", client, server, "172.30.0.10".parse()?, vec![Box::new(cluster)]);
+    scenario.no_ping = Some("a ClusterIP answers only its declared ports (table 60 drops ICMP), as with kube-proxy");
+    Ok(scenario)
 }
 
 /// A pod to the external host, out through tun0 with the node's address.
@@ -144,7 +156,7 @@ fn oxsdn_egress() -> Result<Scenario> {
     cluster.add_node("node1")?;
     let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
     let server = Netns::borrowed(&cluster.external.name);
-    Ok(Scenario { name: "oxsdn-egress", client, server, server_ip: EXTERNAL_HOST.parse()?, _keep: vec![Box::new(cluster)] })
+    Ok(Scenario::new("oxsdn-egress", client, server, EXTERNAL_HOST.parse()?, vec![Box::new(cluster)]))
 }
 
 /// The node itself to the same external host: the limit for egress.
@@ -153,19 +165,72 @@ fn node_egress() -> Result<Scenario> {
     cluster.add_node("node1")?;
     let client = Netns::borrowed(&cluster.nodes[0].netns.name);
     let server = Netns::borrowed(&cluster.external.name);
-    Ok(Scenario { name: "node-egress", client, server, server_ip: EXTERNAL_HOST.parse()?, _keep: vec![Box::new(cluster)] })
+    Ok(Scenario::new("node-egress", client, server, EXTERNAL_HOST.parse()?, vec![Box::new(cluster)]))
 }
 
-pub fn all() -> Result<Vec<Scenario>> {
-    Ok(vec![
-        raw_veth()?,
-        linux_bridge()?,
-        oxsdn_same_node()?,
-        underlay()?,
-        kernel_vxlan()?,
-        oxsdn_cross_node()?,
-        oxsdn_service()?,
-        oxsdn_egress()?,
-        node_egress()?,
-    ])
+/// The OVS switches' private directories live under the run's temporary directory.
+fn ovs_dir(node: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{}-ovs-{node}", prefix()))
+}
+
+/// Two pods of one project on one Open vSwitch node with the userspace datapath and
+/// OpenShift SDN's flows.
+fn ovs_same_node() -> Result<Scenario> {
+    let node = Netns::create(&format!("{}-ovs1", prefix()))?;
+    let mut ovs = ovs::node(&node, &format!("{}-ovs1p", prefix()), &ovs_dir("same"), 1, 2, None)?;
+    let server = ovs.pods.pop().expect("two pods");
+    let client = ovs.pods.pop().expect("two pods");
+    // The switch stops before its node namespace goes.
+    Ok(Scenario::new("ovs-userspace-same-node", client.netns, server.netns, server.ip, vec![Box::new(ovs), Box::new(node)]))
+}
+
+/// Pods on two Open vSwitch nodes (userspace datapath) joined by VXLAN with the VNID as
+/// the key, as OpenShift SDN does.
+fn ovs_cross_node() -> Result<Scenario> {
+    let (u, n1, n2) = underlay_nodes("ovsx")?;
+    let ip = |n: u8| Ipv4Addr::new(172, 23, 0, n);
+    let mut one = ovs::node(&n1, &format!("{}-ovsxp", prefix()), &ovs_dir("n1"), 1, 1, Some((ip(1), ovs::Peer { ip: ip(2), index: 2 })))?;
+    let mut two = ovs::node(&n2, &format!("{}-ovsxp", prefix()), &ovs_dir("n2"), 2, 1, Some((ip(2), ovs::Peer { ip: ip(1), index: 1 })))?;
+    let client = one.pods.pop().context("a pod on node 1")?;
+    let server = two.pods.pop().context("a pod on node 2")?;
+    Ok(Scenario::new(
+        "ovs-userspace-cross-node",
+        client.netns,
+        server.netns,
+        server.ip,
+        vec![Box::new(one), Box::new(two), Box::new(n1), Box::new(n2), Box::new(u)],
+    ))
+}
+
+/// Every scenario's name, in the order they are measured.
+pub const NAMES: [&str; 11] = [
+    "raw-veth",
+    "linux-bridge",
+    "oxsdn-same-node",
+    "ovs-userspace-same-node",
+    "underlay",
+    "kernel-vxlan",
+    "oxsdn-cross-node",
+    "ovs-userspace-cross-node",
+    "oxsdn-service",
+    "oxsdn-egress",
+    "node-egress",
+];
+
+/// Sets up the scenario called `name`.
+pub fn setup(name: &str) -> Result<Scenario> {
+    match name {
+        "raw-veth" => raw_veth(),
+        "linux-bridge" => linux_bridge(),
+        "oxsdn-same-node" => oxsdn_same_node(),
+        "ovs-userspace-same-node" => ovs_same_node(),
+        "underlay" => underlay(),
+        "kernel-vxlan" => kernel_vxlan(),
+        "oxsdn-cross-node" => oxsdn_cross_node(),
+        "ovs-userspace-cross-node" => ovs_cross_node(),
+        "oxsdn-service" => oxsdn_service(),
+        "oxsdn-egress" => oxsdn_egress(),
+        "node-egress" => node_egress(),
+        other => anyhow::bail!("no scenario {other}"),
+    }
 }
