@@ -24,11 +24,15 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench/results/latest.json")]
     out: PathBuf,
+    /// Measure only these scenarios (comma-separated names); ratios whose two sides
+    /// were not both measured are null.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let scenarios = scenarios::all()?;
+    let scenarios = scenarios::all(&args.only)?;
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for round in 1..=args.rounds {
         for s in &scenarios {
@@ -38,7 +42,7 @@ fn main() -> Result<()> {
         }
     }
     let stats: BTreeMap<&str, Stats> = samples.iter().map(|(k, v)| (*k, Stats::of(v))).collect();
-    let ratio = |a: &str, b: &str| stats[a].median / stats[b].median;
+    let ratio = |a: &str, b: &str| Some(stats.get(a)?.median / stats.get(b)?.median);
     let results = json!({
         "rounds": args.rounds,
         "seconds": args.seconds,

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use oxsdn_tests::{
     cluster::EXTERNAL_HOST,
     netns::{run, Netns},
@@ -156,16 +156,24 @@ fn node_egress() -> Result<Scenario> {
     Ok(Scenario { name: "node-egress", client, server, server_ip: EXTERNAL_HOST.parse()?, _keep: vec![Box::new(cluster)] })
 }
 
-pub fn all() -> Result<Vec<Scenario>> {
-    Ok(vec![
-        raw_veth()?,
-        linux_bridge()?,
-        oxsdn_same_node()?,
-        underlay()?,
-        kernel_vxlan()?,
-        oxsdn_cross_node()?,
-        oxsdn_service()?,
-        oxsdn_egress()?,
-        node_egress()?,
-    ])
+type Setup = fn() -> Result<Scenario>;
+
+const ALL: [(&str, Setup); 9] = [
+    ("raw-veth", raw_veth),
+    ("linux-bridge", linux_bridge),
+    ("oxsdn-same-node", oxsdn_same_node),
+    ("underlay", underlay),
+    ("kernel-vxlan", kernel_vxlan),
+    ("oxsdn-cross-node", oxsdn_cross_node),
+    ("oxsdn-service", oxsdn_service),
+    ("oxsdn-egress", oxsdn_egress),
+    ("node-egress", node_egress),
+];
+
+/// Sets up the scenarios named in `only` (all of them if it is empty).
+pub fn all(only: &[String]) -> Result<Vec<Scenario>> {
+    if let Some(unknown) = only.iter().find(|n| !ALL.iter().any(|(name, _)| name == n)) {
+        bail!("unknown scenario {unknown}; known: {}", ALL.map(|(name, _)| name).join(", "));
+    }
+    ALL.iter().filter(|(name, _)| only.is_empty() || only.iter().any(|n| n == name)).map(|(_, setup)| setup()).collect()
 }
