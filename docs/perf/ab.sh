@@ -12,7 +12,7 @@ for p in $(seq 1 "$pairs"); do
     n=$(basename "$d")
     PERF_TAG=$tag-$n PATH=$here:$PATH OXSDN_BIN_DIR=$d "$d/oxsdn-bench" --only "$only" \
       --rounds "${ROUNDS:-3}" --seconds 5 --out "$PERF_JSON_DIR/bench-$tag-$n-$p.json" >/dev/null
-    echo "$n run $p: $(grep -o '"oxsdn_[a-z_]*": [0-9.]*' "$PERF_JSON_DIR/bench-$tag-$n-$p.json" | tr '\n' ' ')"
+    echo "$n run $p: $(grep -o '"oxsdn_[a-z_]*": [0-9.][0-9.]*' "$PERF_JSON_DIR/bench-$tag-$n-$p.json" | tr '\n' ' ')"
   done
 done
 python3 "$here/cost.py" "$PERF_JSON_DIR" "$tag-"
