@@ -101,6 +101,10 @@ fn main() -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let load_before = load_average();
 
+    const EXTRAS: [&str; 3] = ["cni", "cost", "scale"];
+    if let Some(unknown) = args.only.iter().find(|o| !scenarios::NAMES.contains(&o.as_str()) && !EXTRAS.contains(&o.as_str())) {
+        bail!("unknown --only name {unknown}; known: {}, {}", scenarios::NAMES.join(", "), EXTRAS.join(", "));
+    }
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let mut setup_errors = BTreeMap::new();
     let mut ready = Vec::new();
