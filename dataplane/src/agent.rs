@@ -19,7 +19,7 @@ use oxsdn_cni::{
 use oxsdn_common::{pod_stat_index, LocalPod, NodeConfig, PodPort, LAYOUT_VERSION, POD_IS_ENDPOINT, POD_RULES};
 use oxsdn_controller::{
     store::{self, StoreBackend, StoreError},
-    Cluster, ClusterConfig, Error as ControllerError,
+    Cluster, ClusterConfig, Error as ControllerError, NetNamespace,
 };
 
 use crate::{
@@ -64,6 +64,10 @@ pub struct Agent {
     projects: Arc<Projects>,
     services: Arc<Services>,
     pods: Mutex<PodState>,
+    /// The pod table generation known to be on disk. Held while saving, so requests
+    /// that changed the table meanwhile find their change saved by that one write
+    /// (group commit) instead of each waiting for an fsync of its own.
+    saved: Mutex<u64>,
 }
 
 /// Name of the CNI config file the agent writes when ready.
@@ -128,6 +132,7 @@ impl Agent {
             projects,
             services,
             pods: Mutex::new(PodState { table, ipam }),
+            saved: Mutex::new(0),
         });
         agent.restore_pods()?;
         Ok(agent)
@@ -173,10 +178,13 @@ impl Agent {
             } else {
                 tracing::info!(pod = %rec.container_id, "pod's veth is gone; releasing it");
                 self.unplug(&rec);
-                state.table.remove(&rec.attachment())?;
+                state.table.remove(&rec.attachment());
             }
         }
-        self.remove_unrecorded_pods(&state.table)
+        self.remove_unrecorded_pods(&state.table)?;
+        let generation = state.table.generation();
+        drop(state);
+        self.persist(generation)
     }
 
     /// Removes dataplane entries and link pins of pods the table does not hold: an
@@ -218,27 +226,44 @@ impl Agent {
         })
     }
 
+    /// Adds a pod. What is slow and concerns only this pod (the project lookup, the
+    /// port's program, saving the table) happens outside the pod lock, so concurrent
+    /// ADDs overlap; the lock covers the address and the maps.
     fn add(&self, req: &Request) -> Result<PodNetwork, CniError> {
         let attachment = required(&req.attachment, "attachment")?;
         let host_veth = required(&req.host_veth, "host_veth")?;
         let project = required(&req.pod_namespace, "K8S_POD_NAMESPACE")?;
         let netns = required(&req.netns, "CNI_NETNS")?;
-        let mut state = self.pods.lock().unwrap();
-        if let Some(existing) = state.table.get(attachment).cloned() {
-            if &existing.host_veth == host_veth {
-                return self.pod_network(&existing);
-            }
-            self.release(&mut state, &existing)?;
-        }
-        let ns = self.cluster.ensure_netnamespace(project).map_err(controller_error)?;
-        self.projects.learn(&ns).map_err(internal)?;
+        let ns = self.project_of_new_pod(project)?;
         let ifindex = netdev::ifindex(host_veth).ok_or_else(|| {
             CniError::new(code::INVALID_ENV, format!("host veth {host_veth} does not exist on this node"))
         })?;
-        let ip = state.ipam.allocate().map_err(|e| match e {
-            IpamError::Exhausted(_) => CniError::new(code::NO_FREE_ADDRESS, e.to_string()),
-            IpamError::OutOfRange(..) => internal(e),
-        })?;
+        // The port's program before anything can reach the pod (and idempotent: a
+        // repeated ADD re-attaches the same program atomically).
+        self.pipeline.lock().unwrap().attach_pod_port(host_veth).map_err(internal)?;
+        let mut state = self.pods.lock().unwrap();
+        if let Some(existing) = state.table.get(attachment).cloned() {
+            if &existing.host_veth == host_veth {
+                drop(state);
+                return self.pod_network(&existing);
+            }
+            if let Err(e) = self.release(&mut state, &existing) {
+                drop(state);
+                self.detach(host_veth);
+                return Err(e);
+            }
+        }
+        let ip = match state.ipam.allocate() {
+            Ok(ip) => ip,
+            Err(e) => {
+                drop(state);
+                self.detach(host_veth);
+                return Err(match e {
+                    IpamError::Exhausted(_) => CniError::new(code::NO_FREE_ADDRESS, e.to_string()),
+                    IpamError::OutOfRange(..) => internal(e),
+                });
+            }
+        };
         let record = PodRecord {
             container_id: attachment.container_id.clone(),
             ifname: attachment.ifname.clone(),
@@ -251,26 +276,57 @@ impl Agent {
             ip,
         };
         state.table.last_ip = state.ipam.last();
-        let plugged = self
-            .reset_pod_counters(ip)
-            .and_then(|_| self.plug(&record))
-            .and_then(|_| state.table.insert(record.clone()));
-        if let Err(e) = plugged {
+        if let Err(e) = self.reset_pod_counters(ip).and_then(|_| self.enter_maps(&record)) {
             self.unplug(&record);
             state.ipam.release(ip);
+            return Err(internal(e));
+        }
+        let generation = state.table.insert(record.clone());
+        drop(state);
+        if let Err(e) = self.persist(generation) {
+            let mut state = self.pods.lock().unwrap();
+            if state.table.get(attachment) == Some(&record) {
+                self.forget(&mut state, &record);
+            }
             return Err(internal(e));
         }
         tracing::info!(pod = %record.container_id, project = %record.project, %ip, "pod added");
         self.pod_network(&record)
     }
 
+    /// The project a new pod joins: as this node knows it, else from the store
+    /// (created if needed, as OpenShift's master does for a new namespace).
+    fn project_of_new_pod(&self, name: &str) -> Result<NetNamespace, CniError> {
+        if let Some(ns) = self.projects.get(name) {
+            return Ok(ns);
+        }
+        let ns = self.cluster.ensure_netnamespace(name).map_err(controller_error)?;
+        self.projects.learn(&ns).map_err(internal)?;
+        Ok(ns)
+    }
+
+    /// Deletes a pod. Its veth goes first and outside the pod lock (netlink waits for
+    /// the machine-wide RTNL lock): the pod is cut off before its entries go.
     fn del(&self, req: &Request) -> Result<(), CniError> {
         let attachment = required(&req.attachment, "attachment")?;
+        let recorded = {
+            let state = self.pods.lock().unwrap();
+            state.table.get(attachment).cloned().ok_or(state.table.generation())
+        };
+        let rec = match recorded {
+            Ok(rec) => rec,
+            // Gone already; a retry after a failed save still saves the table.
+            Err(generation) => return self.persist(generation).map_err(internal),
+        };
+        netdev::delete_link(&rec.host_veth).map_err(internal)?;
         let mut state = self.pods.lock().unwrap();
-        match state.table.get(attachment).cloned() {
-            Some(rec) => self.release(&mut state, &rec),
-            None => Ok(()),
+        if state.table.get(attachment) != Some(&rec) {
+            // Another request released or replaced it meanwhile.
+            return Ok(());
         }
+        let generation = self.forget(&mut state, &rec);
+        drop(state);
+        self.persist(generation).map_err(internal)
     }
 
     fn check(&self, req: &Request) -> Result<PodNetwork, CniError> {
@@ -304,16 +360,37 @@ impl Agent {
             tracing::info!(pod = %rec.container_id, "garbage-collecting pod");
             self.release(&mut state, &rec)?;
         }
+        let generation = state.table.generation();
+        drop(state);
+        self.persist(generation).map_err(internal)
+    }
+
+    /// Removes a pod completely: its veth, then what `forget` removes. The caller
+    /// saves the table.
+    fn release(&self, state: &mut PodState, rec: &PodRecord) -> Result<(), CniError> {
+        netdev::delete_link(&rec.host_veth).map_err(internal)?;
+        self.forget(state, rec);
         Ok(())
     }
 
-    /// Removes a pod completely: dataplane entries, its veth, its address, its record.
-    fn release(&self, state: &mut PodState, rec: &PodRecord) -> Result<(), CniError> {
+    /// Takes a pod out of the dataplane, frees its address and drops its record;
+    /// returns the table generation to save.
+    fn forget(&self, state: &mut PodState, rec: &PodRecord) -> u64 {
         self.unplug(rec);
-        netdev::delete_link(&rec.host_veth).map_err(internal)?;
         state.ipam.release(rec.ip);
-        state.table.remove(&rec.attachment()).map_err(internal)?;
         tracing::info!(pod = %rec.container_id, ip = %rec.ip, "pod deleted");
+        state.table.remove(&rec.attachment())
+    }
+
+    /// Saves the pod table up to `generation` (see `saved`).
+    fn persist(&self, generation: u64) -> Result<()> {
+        let mut saved = self.saved.lock().unwrap();
+        if *saved >= generation {
+            return Ok(());
+        }
+        let snapshot = self.pods.lock().unwrap().table.snapshot()?;
+        snapshot.save()?;
+        *saved = snapshot.generation;
         Ok(())
     }
 
@@ -332,6 +409,11 @@ impl Agent {
     /// address, so the pod can send as soon as anything can reach it).
     fn plug(&self, rec: &PodRecord) -> Result<()> {
         self.pipeline.lock().unwrap().attach_pod_port(&rec.host_veth)?;
+        self.enter_maps(rec)
+    }
+
+    /// A pod's port and address entries (port first: see `plug`).
+    fn enter_maps(&self, rec: &PodRecord) -> Result<()> {
         let mut maps = self.maps.lock().unwrap();
         let ip = ip_key(rec.ip);
         let flags = if self.services.is_endpoint(rec.ip) { POD_IS_ENDPOINT } else { 0 };
@@ -351,8 +433,13 @@ impl Agent {
             let _ = maps.pod_ports.remove(&rec.ifindex);
         }
         drop(maps);
-        if let Err(e) = self.pipeline.lock().unwrap().detach_pod_port(&rec.host_veth) {
-            tracing::warn!(veth = %rec.host_veth, "removing link pin: {e:#}");
+        self.detach(&rec.host_veth);
+    }
+
+    /// Removes the link pin of a pod port. Best effort, as `unplug`.
+    fn detach(&self, host_veth: &str) {
+        if let Err(e) = self.pipeline.lock().unwrap().detach_pod_port(host_veth) {
+            tracing::warn!(veth = %host_veth, "removing link pin: {e:#}");
         }
     }
 

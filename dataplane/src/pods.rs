@@ -42,11 +42,21 @@ struct PodFile {
     pods: Vec<PodRecord>,
 }
 
-/// Pod records keyed by attachment, saved atomically (write, fsync, rename) on change.
+/// Pod records keyed by attachment. Changes happen in memory and count up a generation;
+/// `snapshot` then `Snapshot::save` put a generation on disk atomically (write, fsync,
+/// rename), so one save can carry the changes of several requests.
 pub struct PodTable {
     path: PathBuf,
     pods: BTreeMap<(String, String), PodRecord>,
     pub last_ip: Option<Ipv4Addr>,
+    generation: u64,
+}
+
+/// The table's content at one generation, ready to be written.
+pub struct Snapshot {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    pub generation: u64,
 }
 
 fn key(a: &Attachment) -> (String, String) {
@@ -62,35 +72,51 @@ impl PodTable {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let pods = file.pods.into_iter().map(|p| (key(&p.attachment()), p)).collect();
-        Ok(PodTable { path: path.to_path_buf(), pods, last_ip: file.last_ip })
+        Ok(PodTable { path: path.to_path_buf(), pods, last_ip: file.last_ip, generation: 0 })
     }
 
     pub fn get(&self, a: &Attachment) -> Option<&PodRecord> {
         self.pods.get(&key(a))
     }
 
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &PodRecord> {
         self.pods.values()
     }
 
-    pub fn insert(&mut self, record: PodRecord) -> Result<()> {
+    /// Records a pod; returns the generation that holds it.
+    pub fn insert(&mut self, record: PodRecord) -> u64 {
         self.pods.insert(key(&record.attachment()), record);
-        self.save()
+        self.changed()
     }
 
-    pub fn remove(&mut self, a: &Attachment) -> Result<Option<PodRecord>> {
-        let removed = self.pods.remove(&key(a));
-        if removed.is_some() {
-            self.save()?;
+    /// Forgets a pod; returns the generation without it.
+    pub fn remove(&mut self, a: &Attachment) -> u64 {
+        if self.pods.remove(&key(a)).is_some() {
+            self.changed();
         }
-        Ok(removed)
+        self.generation
     }
 
-    fn save(&self) -> Result<()> {
+    fn changed(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    pub fn snapshot(&self) -> Result<Snapshot> {
         let file = PodFile { last_ip: self.last_ip, pods: self.pods.values().cloned().collect() };
+        Ok(Snapshot { path: self.path.clone(), bytes: serde_json::to_vec_pretty(&file)?, generation: self.generation })
+    }
+}
+
+impl Snapshot {
+    pub fn save(&self) -> Result<()> {
         let tmp = self.path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&serde_json::to_vec_pretty(&file)?)?;
+        f.write_all(&self.bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))?;
         Ok(())

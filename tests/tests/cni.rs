@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 use anyhow::Result;
 use oxsdn_tests::{
     cni::CniCall,
-    inventory::{pod_records, pod_veths},
+    inventory::{pod_records, pod_veths, Inventory},
     netns::Netns,
     Node, TestCluster,
 };
@@ -191,6 +191,37 @@ fn every_bad_input_gets_its_error_code_and_changes_nothing() -> Result<()> {
     before.assert_same(node, "ADD into the node's namespace")?;
     // Finally the good call works.
     node.cni(&good).success()?;
+    Ok(())
+}
+
+/// The agent answers only once the pod table holding the change is on disk. When it
+/// cannot be saved (here its temporary file's path is taken by a directory), ADD fails
+/// and leaves nothing behind; DEL fails, and its retry once the disk is back saves the
+/// table without the pod.
+#[test]
+fn a_pod_table_that_cannot_be_saved_fails_the_call_and_leaves_nothing() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let (kept_ns, new_ns) = (Netns::create(&format!("{}-kept", node.prefix()))?, Netns::create(&format!("{}-new", node.prefix()))?);
+    let kept = add_call(node, "kept", &kept_ns, "red")?;
+    node.cni(&kept).success()?;
+    let before = Inventory::take(node)?;
+    let blocker = node.state_dir.join("pods.tmp");
+    std::fs::create_dir(&blocker)?;
+    let add = add_call(node, "new", &new_ns, "red")?;
+    assert_eq!(node.cni(&add).error_code()?, 100, "ADD with an unsavable pod table");
+    let after = Inventory::take(node)?;
+    assert!(before.differences(&after).is_empty(), "a failed ADD left: {:?}", before.differences(&after));
+
+    let del = CniCall::del(&node.network_config()?, "kept", Some(&kept_ns.path()));
+    assert_eq!(node.cni(&del).error_code()?, 100, "DEL with an unsavable pod table");
+    std::fs::remove_dir(&blocker)?;
+    node.cni(&del).success()?;
+    assert_eq!(recorded_pods(node)?, 0, "the retried DEL left the pod recorded");
+    assert!(plugged_ips(node)?.is_empty() && pod_veths(node)?.is_empty());
+    node.cni(&add).success()?;
+    assert_eq!(recorded_pods(node)?, 1);
     Ok(())
 }
 
