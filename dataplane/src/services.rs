@@ -479,3 +479,39 @@ impl Mirror for Services {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State {
+            by_name: HashMap::new(),
+            free_slots: BTreeSet::new(),
+            endpoints: HashMap::new(),
+            draining: BTreeMap::new(),
+            adoptable: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_draining_endpoint_counts_until_its_last_record_goes() {
+        let (a, b) = (Ipv4Addr::new(10, 128, 0, 2), Ipv4Addr::new(10, 128, 0, 3));
+        let mut s = state();
+        s.add_drain(1, a, 100);
+        s.add_drain(2, a, 200);
+        s.add_drain(1, b, 300);
+        // Known already: the first window stays, the endpoint is not counted twice.
+        s.add_drain(1, a, 999);
+        assert_eq!(s.draining[&(1, a)], 100);
+        assert_eq!(s.drained_by(1), vec![a, b]);
+        assert_eq!(s.drained_by(2), vec![a]);
+        assert_eq!(s.drained_by(3), Vec::<Ipv4Addr>::new());
+        assert!(s.remove_drain(1, a));
+        assert!(!s.remove_drain(1, a));
+        assert!(s.endpoints.contains_key(&a), "service 2 still drains it");
+        assert!(s.remove_drain(2, a));
+        assert!(!s.endpoints.contains_key(&a));
+        assert_eq!(s.endpoints[&b], 1);
+    }
+}
