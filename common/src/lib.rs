@@ -12,7 +12,8 @@ pub mod trace;
 
 /// Bumped whenever a map's layout, a rule id or a program's meaning changes. The agent
 /// refuses to reuse pinned state that carries another version (the table 253 note of
-/// OpenShift SDN) and rebuilds it deliberately instead.
+/// OpenShift SDN) and rebuilds it deliberately instead. A new map or a rule appended
+/// with a new id changes nothing older pins hold: the agent creates the map beside them.
 pub const LAYOUT_VERSION: u32 = 4;
 
 /// Largest number of addresses in a node subnet the per-pod counters can index
@@ -143,7 +144,8 @@ pub struct BackendKey {
 }
 
 /// Key of `BACKEND_SET` (value: 1): whether an endpoint still serves a service, checked
-/// before a tracked connection is sent on to it.
+/// before a tracked connection is sent on to it; and of `DRAINING` (value: the end of
+/// the drain window of an endpoint that left, `bpf_ktime_get_ns` time).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BackendMember {

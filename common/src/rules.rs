@@ -75,6 +75,7 @@ rules! {
     T61_NEW = 43: table 61, priority 100, "ct_state=+new" => "ct(commit,nat(dst=random_endpoint)),output:backend";
     T61_UNKNOWN_FRAGMENT = 44: table 61, priority 50, "ip,nw_frag=later" => "drop";
     T61_NO_ENDPOINT = 45: table 61, priority 0, "" => "drop";
+    T61_DRAINING = 46: table 61, priority 150, "tcp,ct_state=+est,endpoint=draining" => "ct(nat),output:backend";
 }
 
 /// Size of `RULE_STATS`: room for the rules later tables add without resizing the map.

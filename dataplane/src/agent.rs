@@ -31,7 +31,7 @@ use crate::{
     pipeline::Pipeline,
     pods::{PodRecord, PodTable},
     projects::Projects,
-    services::Services,
+    services::{self, Services},
     sync::{self, Mirror},
 };
 
@@ -117,6 +117,7 @@ impl Agent {
         sync::follow(nodes.clone(), nodes.resync()?);
         let services = Arc::new(Services::new(cluster.clone(), maps.clone(), projects.clone()));
         sync::follow(services.clone(), services.resync()?);
+        services::sweep_drained_periodically(services.clone());
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;

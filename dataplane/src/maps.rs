@@ -24,6 +24,7 @@ pub mod names {
     pub const SERVICE_IPS: &str = "SERVICE_IPS";
     pub const BACKENDS: &str = "BACKENDS";
     pub const BACKEND_SET: &str = "BACKEND_SET";
+    pub const DRAINING: &str = "DRAINING";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
 }
 
@@ -41,6 +42,8 @@ pub struct NodeMaps {
     pub service_ips: HashMap<MapData, u32, ServiceIp>,
     pub backends: HashMap<MapData, BackendKey, u32>,
     pub backend_set: HashMap<MapData, BackendMember, u8>,
+    /// Endpoints that left a service -> end of their drain window (CLOCK_MONOTONIC ns).
+    pub draining: HashMap<MapData, BackendMember, u64>,
     pub service_stats: PerCpuArray<MapData, Counter>,
 }
 
@@ -66,12 +69,20 @@ impl NodeMaps {
             service_ips: HashMap::try_from(Map::HashMap(pinned(dir, names::SERVICE_IPS)?))?,
             backends: HashMap::try_from(Map::HashMap(pinned(dir, names::BACKENDS)?))?,
             backend_set: HashMap::try_from(Map::HashMap(pinned(dir, names::BACKEND_SET)?))?,
+            draining: HashMap::try_from(Map::HashMap(pinned(dir, names::DRAINING)?))?,
             service_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::SERVICE_STATS)?))?,
         })
     }
 
     pub fn node_config(&self) -> Result<NodeConfig> {
         Ok(self.config.get(&0, 0)?)
+    }
+
+    /// The node config alone, from the pins of any agent with this `NodeConfig` layout
+    /// (one from before a map was added lacks that map).
+    pub fn pinned_node_config(dir: &Path) -> Result<NodeConfig> {
+        let config: Array<MapData, NodeConfig> = Array::try_from(Map::Array(pinned(dir, names::CONFIG)?))?;
+        Ok(config.get(&0, 0)?)
     }
 
     /// The pod port (host veth ifindex, the key of `POD_PORTS`) of the local pod with

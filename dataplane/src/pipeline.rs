@@ -156,10 +156,10 @@ pub(crate) fn pinned_layout_version(pin_dir: &Path) -> Option<u32> {
     if !pin_dir.join(names::CONFIG).exists() {
         return None;
     }
-    match NodeMaps::open(pin_dir).and_then(|m| m.node_config()) {
+    match NodeMaps::pinned_node_config(pin_dir) {
         Ok(cfg) if cfg.layout_version == 0 => None,
         Ok(cfg) => Some(cfg.layout_version),
-        // Pins we cannot even open as our maps are from another layout.
+        // A config we cannot even open as ours is from another layout.
         Err(_) => Some(0),
     }
 }

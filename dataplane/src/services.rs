@@ -1,17 +1,25 @@
 //! Keeps the service maps equal to the store's Services: `SERVICES` (a declared port:
 //! the service, its project, endpoint count, target port), `SERVICE_IPS` (ClusterIPs,
 //! for fragments), `BACKENDS` (endpoints by index), `BACKEND_SET` (endpoint membership,
-//! so tracked connections to an endpoint that left are re-balanced), and the
-//! `POD_IS_ENDPOINT` flag of local pods (their packets may be replies to translate).
+//! so tracked connections to an endpoint that left are re-balanced), `DRAINING`
+//! (endpoints that left, until their drain window ends), and the `POD_IS_ENDPOINT` flag
+//! of local pods (their packets may be replies to translate).
+//!
+//! Removing an endpoint works as with kube-proxy: new connections never pick it, tracked
+//! TCP connections keep it for `ENDPOINT_DRAIN_WINDOW` (a terminating pod finishes its
+//! connections), UDP flows choose again at once. An endpoint listed again serves again.
 //!
 //! Endpoint lists change in an order that never lets the dataplane pick an index that
-//! is not there: new endpoints are written before the count grows, the count shrinks
-//! before old ones go.
+//! is not there, nor lose a connection it should keep: memberships are written first,
+//! then the endpoints by index, then the count; entries beyond the new count go after
+//! it, and an endpoint's membership goes only once its drain record is there and no
+//! index holds it.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::Ipv4Addr,
     sync::{mpsc::Receiver, Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
@@ -28,6 +36,30 @@ use crate::{
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
+/// How long tracked TCP connections keep an endpoint that left their service:
+/// Kubernetes' default `terminationGracePeriodSeconds`, the time a terminating pod is
+/// given to finish its connections (kube-proxy's conntrack keeps them meanwhile).
+pub const ENDPOINT_DRAIN_WINDOW: Duration = Duration::from_secs(30);
+
+/// How often drain records whose window ended are removed (the programs ignore them
+/// from then on; the sweep frees their entries and the endpoints' reply flags).
+pub const DRAIN_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the programs' `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always readable");
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
+}
+
+/// A previous agent's endpoint entries of one service, found in the pinned maps.
+#[derive(Default)]
+struct PinnedEndpoints {
+    /// Endpoints with a `BACKEND_SET` entry.
+    members: Vec<Ipv4Addr>,
+    /// One past the highest `BACKENDS` index.
+    indexes: u32,
+}
+
 /// What this node applied for one service, to undo or change it later.
 #[derive(Clone)]
 struct Applied {
@@ -43,8 +75,10 @@ struct State {
     by_name: HashMap<(String, String), Applied>,
     /// Counter slots no service holds.
     free_slots: BTreeSet<u32>,
-    /// How many services list each endpoint.
+    /// How many services list or drain each endpoint (its packets may be replies).
     endpoints: HashMap<Ipv4Addr, usize>,
+    /// Drain records, as in `DRAINING`: (service id, endpoint) -> end of the window.
+    draining: BTreeMap<(u32, Ipv4Addr), u64>,
     /// Slots a previous agent's map entries hold (found by a resync), kept for those
     /// services with their counters.
     adoptable: BTreeSet<u32>,
@@ -65,7 +99,7 @@ impl State {
 
     fn insert(&mut self, key: (String, String), applied: Applied) {
         for ip in &applied.service.endpoints {
-            *self.endpoints.entry(*ip).or_default() += 1;
+            self.count_endpoint(*ip);
         }
         self.by_name.insert(key, applied);
     }
@@ -75,17 +109,47 @@ impl State {
     fn remove(&mut self, key: &(String, String), keep: &[u32]) -> Option<Applied> {
         let old = self.by_name.remove(key)?;
         for ip in &old.service.endpoints {
-            if let Some(n) = self.endpoints.get_mut(ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.endpoints.remove(ip);
-                }
-            }
+            self.uncount_endpoint(*ip);
         }
         for slot in old.port_slots.iter().chain([&old.ip_slot]).filter(|s| !keep.contains(s)) {
             self.free_slots.insert(*slot);
         }
         Some(old)
+    }
+
+    fn count_endpoint(&mut self, ip: Ipv4Addr) {
+        *self.endpoints.entry(ip).or_default() += 1;
+    }
+
+    fn uncount_endpoint(&mut self, ip: Ipv4Addr) {
+        if let Some(n) = self.endpoints.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.endpoints.remove(&ip);
+            }
+        }
+    }
+
+    /// Records a drain record the maps hold; one already known keeps its window.
+    fn add_drain(&mut self, service: u32, ip: Ipv4Addr, until: u64) {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.draining.entry((service, ip)) {
+            e.insert(until);
+            self.count_endpoint(ip);
+        }
+    }
+
+    /// Forgets a drain record; whether there was one.
+    fn remove_drain(&mut self, service: u32, ip: Ipv4Addr) -> bool {
+        let known = self.draining.remove(&(service, ip)).is_some();
+        if known {
+            self.uncount_endpoint(ip);
+        }
+        known
+    }
+
+    /// The endpoints a service drains.
+    fn drained_by(&self, service: u32) -> Vec<Ipv4Addr> {
+        self.draining.range((service, Ipv4Addr::UNSPECIFIED)..=(service, Ipv4Addr::BROADCAST)).map(|((_, ip), _)| *ip).collect()
     }
 }
 
@@ -118,6 +182,7 @@ impl Services {
             by_name: HashMap::new(),
             free_slots: (0..MAX_SERVICE_SLOTS).collect(),
             endpoints: HashMap::new(),
+            draining: BTreeMap::new(),
             adoptable: BTreeSet::new(),
         };
         Services { cluster, maps, projects, state: Mutex::new(state) }
@@ -139,7 +204,9 @@ impl Services {
         }
     }
 
-    fn upsert(&self, svc: &Service) -> Result<()> {
+    /// Applies a service. `pinned`: a previous agent's endpoint entries of it, for a
+    /// service this agent has not applied yet.
+    fn upsert(&self, svc: &Service, pinned: Option<PinnedEndpoints>) -> Result<()> {
         let project = self.project_id(&svc.project)?;
         let mut maps = self.maps.lock().unwrap();
         let mut state = self.state.lock().unwrap();
@@ -178,10 +245,29 @@ impl Services {
                 None => state.take_slot(&mut maps)?,
             });
         }
+        // The endpoints the dataplane had for this service, to drain those that left.
+        // Another id is another service: the old one's entries just go.
+        let previous = match &old {
+            Some(o) if o.service.id == svc.id => {
+                PinnedEndpoints { members: o.service.endpoints.clone(), indexes: o.service.endpoints.len() as u32 }
+            }
+            Some(o) => {
+                forget(&mut maps, &mut state, &o.service, o.service.endpoints.len() as u32)?;
+                PinnedEndpoints::default()
+            }
+            None => pinned.unwrap_or_default(),
+        };
         let count = svc.endpoints.len() as u32;
+        for ip in &svc.endpoints {
+            let member = BackendMember { service: svc.id, ip: ip_key(*ip) };
+            maps.backend_set.insert(member, 1, 0)?;
+            // Listed again: it serves, no drain.
+            if state.remove_drain(svc.id, *ip) {
+                ignore_missing(maps.draining.remove(&member))?;
+            }
+        }
         for (index, ip) in svc.endpoints.iter().enumerate() {
             maps.backends.insert(BackendKey { service: svc.id, index: index as u32 }, ip_key(*ip), 0)?;
-            maps.backend_set.insert(BackendMember { service: svc.id, ip: ip_key(*ip) }, 1, 0)?;
         }
         maps.service_ips.insert(ip_key(svc.cluster_ip), ServiceIp { project, slot: ip_slot }, 0)?;
         for (port, slot) in svc.ports.iter().zip(&port_slots) {
@@ -196,10 +282,16 @@ impl Services {
             if old.service.cluster_ip != svc.cluster_ip {
                 ignore_missing(maps.service_ips.remove(&ip_key(old.service.cluster_ip)))?;
             }
-            remove_backends(&mut maps, &old.service, count, &svc.endpoints)?;
+        }
+        for index in count..previous.indexes {
+            ignore_missing(maps.backends.remove(&BackendKey { service: svc.id, index }))?;
+        }
+        let until = monotonic_ns() + ENDPOINT_DRAIN_WINDOW.as_nanos() as u64;
+        for ip in previous.members.iter().filter(|ip| !svc.endpoints.contains(ip)) {
+            drain(&mut maps, &mut state, svc.id, *ip, until)?;
         }
         state.insert(key, Applied { service: svc.clone(), port_slots, ip_slot });
-        let touched = old.iter().flat_map(|o| o.service.endpoints.iter()).chain(&svc.endpoints);
+        let touched = old.iter().flat_map(|o| o.service.endpoints.iter()).chain(&previous.members).chain(&svc.endpoints);
         flag_endpoints(&mut maps, &state, touched)?;
         tracing::info!(service = %svc.name, project = %svc.project, ip = %svc.cluster_ip, endpoints = count, "service applied");
         Ok(())
@@ -213,28 +305,73 @@ impl Services {
                 ignore_missing(maps.services.remove(&service_key(&old.service, port)))?;
             }
             ignore_missing(maps.service_ips.remove(&ip_key(old.service.cluster_ip)))?;
-            remove_backends(&mut maps, &old.service, 0, &[])?;
-            flag_endpoints(&mut maps, &state, &old.service.endpoints)?;
+            forget(&mut maps, &mut state, &old.service, old.service.endpoints.len() as u32)?;
             tracing::info!(service = %name, project = %project, "service removed");
         }
         Ok(())
     }
+
+    /// Removes the drain records whose window has ended.
+    pub fn sweep_drained(&self) -> Result<()> {
+        let now = monotonic_ns();
+        let mut maps = self.maps.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
+        let ended: Vec<(u32, Ipv4Addr)> = state.draining.iter().filter(|(_, until)| **until <= now).map(|(k, _)| *k).collect();
+        for (service, ip) in &ended {
+            ignore_missing(maps.draining.remove(&BackendMember { service: *service, ip: ip_key(*ip) }))?;
+            state.remove_drain(*service, *ip);
+        }
+        flag_endpoints(&mut maps, &state, ended.iter().map(|(_, ip)| ip))
+    }
 }
 
-/// Removes the endpoint entries of `old` beyond index `keep` and the memberships of
-/// endpoints not in `still`.
-fn remove_backends(maps: &mut NodeMaps, old: &Service, keep: u32, still: &[Ipv4Addr]) -> Result<()> {
-    for index in keep..old.endpoints.len() as u32 {
+/// Sweeps drain records every `DRAIN_SWEEP_INTERVAL`, on its own thread.
+pub fn sweep_drained_periodically(services: Arc<Services>) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(DRAIN_SWEEP_INTERVAL);
+        if let Err(e) = services.sweep_drained() {
+            tracing::warn!("removing ended drain records: {e:#}");
+        }
+    });
+}
+
+/// Takes endpoint `ip` out of service `id`: a drain record first (if it cannot be
+/// written, its connections choose again), then its membership.
+fn drain(maps: &mut NodeMaps, state: &mut State, id: u32, ip: Ipv4Addr, until: u64) -> Result<()> {
+    let member = BackendMember { service: id, ip: ip_key(ip) };
+    let recorded = state.draining.contains_key(&(id, ip)) || match maps.draining.insert(member, until, 0) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(service = id, endpoint = %ip, "cannot record the endpoint as draining; its connections choose again: {e}");
+            false
+        }
+    };
+    if recorded {
+        state.add_drain(id, ip, until);
+    }
+    ignore_missing(maps.backend_set.remove(&member))
+}
+
+/// Removes every endpoint entry of a service that is gone (`indexes`: how many
+/// `BACKENDS` entries it has), its drain records included, and fixes the endpoints'
+/// reply flags.
+fn forget(maps: &mut NodeMaps, state: &mut State, old: &Service, indexes: u32) -> Result<()> {
+    for index in 0..indexes {
         ignore_missing(maps.backends.remove(&BackendKey { service: old.id, index }))?;
     }
-    for ip in old.endpoints.iter().filter(|ip| !still.contains(ip)) {
+    for ip in &old.endpoints {
         ignore_missing(maps.backend_set.remove(&BackendMember { service: old.id, ip: ip_key(*ip) }))?;
     }
-    Ok(())
+    let drained = state.drained_by(old.id);
+    for ip in &drained {
+        ignore_missing(maps.draining.remove(&BackendMember { service: old.id, ip: ip_key(*ip) }))?;
+        state.remove_drain(old.id, *ip);
+    }
+    flag_endpoints(maps, state, old.endpoints.iter().chain(&drained))
 }
 
 /// Sets or clears `POD_IS_ENDPOINT` on the local pods among `ips` (endpoints a change
-/// touched), so each pod's flag says whether some service lists it.
+/// touched), so each pod's flag says whether some service lists or drains it.
 fn flag_endpoints<'a>(maps: &mut NodeMaps, state: &State, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> Result<()> {
     for ip in ips {
         let Ok(pod) = maps.pods.get(&ip_key(*ip), 0) else { continue };
@@ -259,6 +396,7 @@ impl Mirror for Services {
         for (project, name) in gone {
             self.remove(&project, &name)?;
         }
+        let mut pinned: HashMap<u32, PinnedEndpoints> = HashMap::new();
         {
             // Entries of a previous agent that no current service explains.
             let mut maps = self.maps.lock().unwrap();
@@ -281,9 +419,33 @@ impl Mirror for Services {
             for k in stale_members {
                 ignore_missing(maps.backend_set.remove(&k))?;
             }
+            let stale_drains: Vec<BackendMember> = maps.draining.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
+            for k in stale_drains {
+                ignore_missing(maps.draining.remove(&k))?;
+            }
+            let mut state = self.state.lock().unwrap();
+            // A previous agent's drain records go on; its endpoint entries of services
+            // not applied yet tell which endpoints left while no agent ran.
+            for entry in maps.draining.iter() {
+                let (member, until) = entry?;
+                state.add_drain(member.service, maps::ip_from_key(member.ip), until);
+            }
+            let applied: HashSet<u32> = state.by_name.values().map(|a| a.service.id).collect();
+            for entry in maps.backend_set.keys() {
+                let member = entry?;
+                if !applied.contains(&member.service) {
+                    pinned.entry(member.service).or_default().members.push(maps::ip_from_key(member.ip));
+                }
+            }
+            for entry in maps.backends.keys() {
+                let key = entry?;
+                if !applied.contains(&key.service) {
+                    let found = pinned.entry(key.service).or_default();
+                    found.indexes = found.indexes.max(key.index + 1);
+                }
+            }
             // The remaining entries' slots that no applied service holds are a previous
             // agent's: set aside for their services, not handed to others.
-            let mut state = self.state.lock().unwrap();
             let in_maps: Vec<u32> = maps
                 .services
                 .iter()
@@ -297,7 +459,7 @@ impl Mirror for Services {
             }
         }
         for svc in &all {
-            self.upsert(svc)?;
+            self.upsert(svc, pinned.remove(&svc.id))?;
         }
         // Slots no service took back are free.
         let mut state = self.state.lock().unwrap();
@@ -312,8 +474,44 @@ impl Mirror for Services {
 
     fn apply(&self, event: ServiceEvent) -> Result<()> {
         match event {
-            ServiceEvent::Upsert(svc) => self.upsert(&svc),
+            ServiceEvent::Upsert(svc) => self.upsert(&svc, None),
             ServiceEvent::Deleted { project, name } => self.remove(&project, &name),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State {
+            by_name: HashMap::new(),
+            free_slots: BTreeSet::new(),
+            endpoints: HashMap::new(),
+            draining: BTreeMap::new(),
+            adoptable: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_draining_endpoint_counts_until_its_last_record_goes() {
+        let (a, b) = (Ipv4Addr::new(10, 128, 0, 2), Ipv4Addr::new(10, 128, 0, 3));
+        let mut s = state();
+        s.add_drain(1, a, 100);
+        s.add_drain(2, a, 200);
+        s.add_drain(1, b, 300);
+        // Known already: the first window stays, the endpoint is not counted twice.
+        s.add_drain(1, a, 999);
+        assert_eq!(s.draining[&(1, a)], 100);
+        assert_eq!(s.drained_by(1), vec![a, b]);
+        assert_eq!(s.drained_by(2), vec![a]);
+        assert_eq!(s.drained_by(3), Vec::<Ipv4Addr>::new());
+        assert!(s.remove_drain(1, a));
+        assert!(!s.remove_drain(1, a));
+        assert!(s.endpoints.contains_key(&a), "service 2 still drains it");
+        assert!(s.remove_drain(2, a));
+        assert!(!s.endpoints.contains_key(&a));
+        assert_eq!(s.endpoints[&b], 1);
     }
 }

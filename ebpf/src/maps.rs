@@ -63,6 +63,11 @@ pub static BACKENDS: HashMap<BackendKey, u32> = HashMap::pinned(MAX_BACKENDS, 0)
 #[map]
 pub static BACKEND_SET: HashMap<BackendMember, u8> = HashMap::pinned(MAX_BACKENDS, 0);
 
+/// Endpoints that left a service -> the end of their drain window (`bpf_ktime_get_ns`
+/// time): until then, tracked TCP connections to them keep them.
+#[map]
+pub static DRAINING: HashMap<BackendMember, u64> = HashMap::pinned(MAX_BACKENDS, 0);
+
 /// Client -> service connections and the endpoint each was given (stickiness).
 #[map]
 pub static CT_FORWARD: LruHashMap<FlowKey, ServiceConnection> = LruHashMap::pinned(MAX_CONNECTIONS, 0);

@@ -6,15 +6,15 @@
 //! delivered as OpenShift's masqueraded traffic was: local endpoints directly, remote
 //! ones over the tunnel with VNI 0.
 
-use aya_ebpf::helpers::bpf_get_prandom_u32;
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use oxsdn_common::{
     rules::*, BackendKey, BackendMember, FlowKey, FragmentKey, FragmentPorts, NodeConfig, ServiceConnection,
     ServiceKey, ServiceReply,
 };
 
 use crate::{
-    maps::{BACKENDS, BACKEND_SET, CT_FORWARD, CT_REVERSE, FRAGMENTS, PODS, SERVICES, SERVICE_IPS},
-    packet::{Frame, Ipv4},
+    maps::{BACKENDS, BACKEND_SET, CT_FORWARD, CT_REVERSE, DRAINING, FRAGMENTS, PODS, SERVICES, SERVICE_IPS},
+    packet::{Frame, Ipv4, IPPROTO_TCP},
     pipeline::{drop, in_cluster, remote_node, table80_isolation, vnid_of, Output, Rewrite},
     stats::{count, count_service},
 };
@@ -79,8 +79,22 @@ pub fn table60_to_service<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip:
     table61_load_balance(cfg, frame, ip, nat)
 }
 
+/// Whether a tracked connection to an endpoint that left its service keeps it: TCP
+/// connections do until the endpoint's drain window ends (as kube-proxy's conntrack
+/// entries keep a terminating pod's established connections); other protocols choose
+/// again at once (as kube-proxy flushes UDP entries of removed endpoints).
+#[inline(always)]
+fn drains(ip: &Ipv4, member: &BackendMember) -> bool {
+    if ip.proto != IPPROTO_TCP {
+        return false;
+    }
+    // SAFETY: read-only access to a map value; plain helper call.
+    unsafe { DRAINING.get(member) }.is_some_and(|until| unsafe { bpf_ktime_get_ns() } < *until)
+}
+
 /// Table 61 (kube-proxy's part, in the dataplane): a tracked connection keeps its
-/// endpoint while the endpoint serves the service; a new one gets a random endpoint.
+/// endpoint while the endpoint serves the service (or, for TCP, drains); a new one gets
+/// a random endpoint among those serving.
 #[inline(always)]
 fn table61_load_balance<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, nat: &mut Rewrite) -> Output {
     let Some((sport, dport)) = ports(frame, ip) else {
@@ -93,13 +107,19 @@ fn table61_load_balance<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &
     };
     let flow = FlowKey { src: ip.src, dst: ip.dst, sport, dport: svc.port, proto: ip.proto, _pad: [0; 3] };
     // SAFETY: read-only access to a map value.
-    let tracked = unsafe { CT_FORWARD.get(&flow) }.copied().filter(|c| {
+    let tracked = unsafe { CT_FORWARD.get(&flow) }.copied().filter(|c| c.service == port.service).and_then(|c| {
         let member = BackendMember { service: c.service, ip: c.backend_ip };
-        c.service == port.service && BACKEND_SET.get_ptr(&member).is_some()
+        if BACKEND_SET.get_ptr(&member).is_some() {
+            Some((c, T61_ESTABLISHED))
+        } else if drains(ip, &member) {
+            Some((c, T61_DRAINING))
+        } else {
+            None
+        }
     });
     let conn = match tracked {
-        Some(c) => {
-            count(T61_ESTABLISHED, frame);
+        Some((c, rule)) => {
+            count(rule, frame);
             c
         }
         None => {

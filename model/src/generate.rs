@@ -3,7 +3,8 @@
 //!
 //! Frames are biased towards what matters: addresses the state knows (pods, gateway,
 //! services and their declared ports, remote subnets, tracked connections and
-//! fragments), next to spoofed, truncated, malformed and hostile ones.
+//! fragments), next to spoofed, truncated, malformed and hostile ones. Services have
+//! draining endpoints (window open or ended) with tracked connections to them.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -15,6 +16,10 @@ use rand::Rng;
 use crate::packet::{pod_mac, ETH_LEN};
 use crate::pipeline::Ingress;
 use crate::state::*;
+
+const SECOND: u64 = 1_000_000_000;
+/// The drain window the agent gives (`ENDPOINT_DRAIN_WINDOW`).
+const DRAIN_WINDOW: u64 = 30 * SECOND;
 
 /// Interfaces a generated state may use as pod ports: the test creates them, since the
 /// kernel needs a real ifindex for each. A state uses some of them for pods; the others
@@ -82,6 +87,8 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
         services: Vec::new(),
         connections: Vec::new(),
         fragments: Vec::new(),
+        // Far enough from 0 that every window generated here ended after boot.
+        now: rng.gen_range(1 << 40..1 << 50),
     };
     let mut cluster_ips: Vec<u32> = (1..200).collect();
     cluster_ips.shuffle(rng);
@@ -105,7 +112,20 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
                 endpoints.push(endpoint);
             }
         }
-        state.services.push(Service { cluster_ip: state.node.service.nth(*cluster_ip), project: project(rng), ports, endpoints });
+        let mut draining: Vec<Draining> = Vec::new();
+        for _ in 0..rng.gen_range(0..=2) {
+            let ip = pod_address(rng, &state);
+            if !endpoints.contains(&ip) && !draining.iter().any(|d| d.ip == ip) {
+                draining.push(Draining { ip, until: drain_end(rng, state.now) });
+            }
+        }
+        state.services.push(Service {
+            cluster_ip: state.node.service.nth(*cluster_ip),
+            project: project(rng),
+            ports,
+            endpoints,
+            draining,
+        });
     }
     for _ in 0..rng.gen_range(0..=6) {
         if let Some(c) = connection(rng, &state) {
@@ -142,6 +162,16 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
     state
 }
 
+/// When a drain window ends: mostly still open (at least 10 s ahead, so it stays open
+/// while a test runs the state's frames), or ended (up to the window's length ago).
+fn drain_end(rng: &mut StdRng, now: u64) -> u64 {
+    if rng.gen_bool(0.6) {
+        now + rng.gen_range(10 * SECOND..=DRAIN_WINDOW)
+    } else {
+        now - rng.gen_range(0..=DRAIN_WINDOW)
+    }
+}
+
 /// The address an endpoint sees as the client's.
 fn seen_client(state: &State, c: &Connection) -> (Ipv4Addr, u16) {
     if c.hairpin() {
@@ -151,12 +181,14 @@ fn seen_client(state: &State, c: &Connection) -> (Ipv4Addr, u16) {
     }
 }
 
-/// A tracked connection to a declared service port, usually to one of its endpoints.
+/// A tracked connection to a declared service port, usually to one of its endpoints or
+/// to one that drains.
 fn connection(rng: &mut StdRng, state: &State) -> Option<Connection> {
     let service = state.services.choose(rng)?;
     let port = service.ports.choose(rng)?;
-    let endpoint = match service.endpoints.choose(rng) {
-        Some(e) if rng.gen_bool(0.8) => *e,
+    let endpoint = match rng.gen_range(0..10) {
+        0..=5 if !service.endpoints.is_empty() => *service.endpoints.choose(rng).unwrap(),
+        6..=8 if !service.draining.is_empty() => service.draining.choose(rng).unwrap().ip,
         _ => pod_address(rng, state),
     };
     let client = match rng.gen_range(0..8) {
@@ -226,13 +258,17 @@ pub struct Case {
 /// A random frame at a random ingress.
 pub fn case(rng: &mut StdRng, state: &State, ports: &Ports) -> Case {
     let mut ingress = ingress(rng, state, ports);
-    let mut frame = match rng.gen_range(0..20) {
+    let mut frame = match rng.gen_range(0..22) {
         0..=3 => arp(rng, state, ingress),
         4..=14 => ipv4(rng, state, ingress),
         18 => vxlan_inside(rng, state, ingress),
         19 => other_ethertype(rng),
         kind => {
-            let tracked = if kind < 17 { reply(rng, state) } else { later_fragment(rng, state) };
+            let tracked = match kind {
+                15 | 16 => reply(rng, state),
+                17 => later_fragment(rng, state),
+                _ => client_packet(rng, state),
+            };
             match tracked {
                 Some((src, frame)) => {
                     if rng.gen_bool(0.8) {
@@ -455,6 +491,23 @@ fn ip_frame(rng: &mut StdRng, ip: &Ip, l4: &[u8]) -> Vec<u8> {
         f.extend(std::iter::repeat_n(0u8, rng.gen_range(1..20))); // Ethernet padding
     }
     f
+}
+
+/// A client's packet in a tracked connection (or a near miss), and its source.
+fn client_packet(rng: &mut StdRng, state: &State) -> Option<(Ipv4Addr, Vec<u8>)> {
+    let c = state.connections.choose(rng)?;
+    let ip = Ip {
+        src: c.client.0,
+        dst: c.service.0,
+        protocol: c.protocol,
+        id: rng.gen_range(0..4),
+        more_fragments: rng.gen_bool(0.1),
+        offset_units: 0,
+        options: 0,
+    };
+    let sport = if rng.gen_bool(0.9) { c.client.1 } else { rng.gen() };
+    let l4 = transport(rng, &ip, sport, c.service.1, b"request");
+    Some((ip.src, ip_frame(rng, &ip, &l4)))
 }
 
 /// An endpoint's reply in a tracked connection (or a near miss), and its source.

@@ -224,8 +224,8 @@ impl Pass<'_> {
     }
 
     /// Table 61: the service translation (kube-proxy's DNAT, done here). A tracked
-    /// connection keeps its endpoint while the service still lists it; otherwise any
-    /// endpoint may be chosen.
+    /// connection keeps its endpoint while the service still lists it, or while a TCP
+    /// connection's endpoint drains; otherwise any listed endpoint may be chosen.
     fn table61(&self, ip: &Ipv4) -> Verdict {
         let Some((sport, dport)) = self.ports(ip) else { return Verdict::Drop("T61 no ports") };
         let Some((service, port)) = self.state.service_port(ip.dst, ip.protocol, dport) else {
@@ -235,7 +235,7 @@ impl Pass<'_> {
         let tracked = self
             .state
             .connection_from_client(ip.protocol, client, (ip.dst, dport))
-            .filter(|c| service.endpoints.contains(&c.endpoint.0));
+            .filter(|c| service.keeps(c.protocol, c.endpoint.0, self.state.now));
         let endpoints: Vec<(Ipv4Addr, u16)> = match tracked {
             Some(c) => vec![c.endpoint],
             None => service.endpoints.iter().map(|e| (*e, port.target_port)).collect(),

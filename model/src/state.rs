@@ -88,10 +88,29 @@ pub struct Service {
     pub project: u32,
     pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Ipv4Addr>,
+    /// Endpoints that left the service, still draining (none is in `endpoints`).
+    pub draining: Vec<Draining>,
+}
+
+/// An endpoint that left its service, and when its drain window ends (design.md: until
+/// then tracked TCP connections keep it; nothing else picks it).
+#[derive(Clone, Debug)]
+pub struct Draining {
+    pub ip: Ipv4Addr,
+    /// CLOCK_MONOTONIC, ns: the window is open while `State::now` is earlier.
+    pub until: u64,
+}
+
+impl Service {
+    /// Whether a tracked connection of `protocol` to `endpoint` keeps it at `now`.
+    pub fn keeps(&self, protocol: u8, endpoint: Ipv4Addr, now: u64) -> bool {
+        self.endpoints.contains(&endpoint)
+            || (protocol == IPPROTO_TCP && self.draining.iter().any(|d| d.ip == endpoint && now < d.until))
+    }
 }
 
 /// A service connection the dataplane has already sent to an endpoint (design.md:
-/// later packets keep their endpoint while it still serves the service).
+/// later packets keep their endpoint while it still serves the service, or drains).
 #[derive(Clone, Debug)]
 pub struct Connection {
     pub protocol: u8,
@@ -128,6 +147,8 @@ pub struct State {
     pub services: Vec<Service>,
     pub connections: Vec<Connection>,
     pub fragments: Vec<Fragmented>,
+    /// When the frames are seen (CLOCK_MONOTONIC, ns), for drain windows.
+    pub now: u64,
 }
 
 impl State {
@@ -166,8 +187,9 @@ impl State {
             .find_map(|s| s.ports.iter().find(|p| p.port == port && p.protocol == protocol).map(|p| (s, p)))
     }
 
+    /// Whether some service lists or drains `ip` (its packets may be replies).
     pub fn is_endpoint(&self, ip: Ipv4Addr) -> bool {
-        self.services.iter().any(|s| s.endpoints.contains(&ip))
+        self.services.iter().any(|s| s.endpoints.contains(&ip) || s.draining.iter().any(|d| d.ip == ip))
     }
 
     pub fn fragment_ports(&self, src: Ipv4Addr, dst: Ipv4Addr, id: u16, protocol: u8) -> Option<(u16, u16)> {

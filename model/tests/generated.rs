@@ -2,6 +2,7 @@
 //! verdict (so the differential test exercises more than drops).
 
 use oxsdn_model::generate::{case, state, Ports};
+use oxsdn_model::state::{IPPROTO_TCP, IPPROTO_UDP};
 use oxsdn_model::{pipeline, Out, Verdict};
 use rand::{rngs::StdRng, SeedableRng};
 
@@ -31,3 +32,29 @@ fn generated_cases_reach_every_kind_of_verdict() {
     }
 }
 
+
+/// The generated states hold tracked connections to draining endpoints of each kind:
+/// TCP with the window open (kept), TCP with it ended and UDP (both choose again).
+#[test]
+fn generated_states_have_connections_to_draining_endpoints() {
+    let ports = Ports { ifindexes: &[11, 12, 13, 14, 15, 16] };
+    let (mut tcp_open, mut tcp_ended, mut udp) = (0, 0, 0);
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..500 {
+        let s = state(&mut rng, &ports);
+        for c in &s.connections {
+            let Some(service) = s.service_by_ip(c.service.0) else { continue };
+            let Some(d) = service.draining.iter().find(|d| d.ip == c.endpoint.0) else { continue };
+            match c.protocol {
+                IPPROTO_TCP if s.now < d.until => tcp_open += 1,
+                IPPROTO_TCP => tcp_ended += 1,
+                IPPROTO_UDP => udp += 1,
+                _ => {}
+            }
+        }
+    }
+    println!("connections to draining endpoints: TCP open {tcp_open}, TCP ended {tcp_ended}, UDP {udp}");
+    for count in [tcp_open, tcp_ended, udp] {
+        assert!(count > 20, "a kind of draining connection is rare: {count}");
+    }
+}

@@ -43,16 +43,19 @@ fn state() -> State {
                 project: 1,
                 ports: vec![ServicePort { port: 80, protocol: IPPROTO_TCP, target_port: 8080 }],
                 endpoints: vec![ip("10.128.0.3")],
+                draining: vec![],
             },
             Service {
                 cluster_ip: ip("172.30.0.11"),
                 project: 2,
                 ports: vec![ServicePort { port: 80, protocol: IPPROTO_TCP, target_port: 8080 }],
                 endpoints: vec![ip("10.128.0.4")],
+                draining: vec![],
             },
         ],
         connections: vec![],
         fragments: vec![],
+        now: 1 << 40,
     }
 }
 
@@ -249,4 +252,41 @@ fn a_reply_to_a_client_outside_the_cluster_goes_to_the_host_and_outside_endpoint
     s.services[0].endpoints = vec![ip("192.168.1.1")];
     let f = tcp("10.128.0.2", "172.30.0.10", 40000, 80);
     assert!(dropped(&pipeline(&s, Ingress::Pod(POD_A), &f)));
+}
+
+/// docs/design.md, "Services": an endpoint that left its service (here pod C, local)
+/// keeps its tracked TCP connections until its drain window ends; UDP flows and new
+/// connections go to the endpoints listed; its replies still get the service address.
+#[test]
+fn a_draining_endpoint_keeps_tcp_connections_until_its_window_ends() {
+    let mut s = state();
+    s.services[0].ports.push(ServicePort { port: 80, protocol: IPPROTO_UDP, target_port: 8080 });
+    s.services[0].draining = vec![Draining { ip: ip("10.128.0.4"), until: s.now + 1 }];
+    for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
+        s.connections.push(Connection {
+            protocol,
+            client: (ip("10.128.0.2"), 40000),
+            service: (ip("172.30.0.10"), 80),
+            endpoint: (ip("10.128.0.4"), 8080),
+        });
+    }
+    let endpoint_of = |s: &State, frame: &[u8]| match pipeline(s, Ingress::Pod(POD_A), frame) {
+        Verdict::Deliver(d) => d.out,
+        other => panic!("not delivered to one endpoint: {other:?}"),
+    };
+    let tcp_packet = tcp("10.128.0.2", "172.30.0.10", 40000, 80);
+    let udp_packet = udp("10.128.0.2", "172.30.0.10", 40000, 80);
+    assert_eq!(endpoint_of(&s, &tcp_packet), Out::Pod(POD_C), "a TCP connection left its draining endpoint");
+    assert_eq!(endpoint_of(&s, &udp_packet), Out::Pod(POD_B), "a UDP flow stayed on a removed endpoint");
+    assert_eq!(endpoint_of(&s, &tcp("10.128.0.2", "172.30.0.10", 40001, 80)), Out::Pod(POD_B), "a new connection went to a removed endpoint");
+    let reply = tcp("10.128.0.4", "10.128.0.2", 8080, 40000);
+    let Verdict::Deliver(d) = pipeline(&s, Ingress::Pod(POD_C), &reply) else { panic!("reply not delivered") };
+    assert_eq!((d.out, &d.frame[ETH_IP_SRC..ETH_IP_SRC + 8]), (Out::Pod(POD_A), &[172, 30, 0, 10, 10, 128, 0, 2][..]));
+    // The window ends: the connection chooses again, like any.
+    s.now += 1;
+    assert_eq!(endpoint_of(&s, &tcp_packet), Out::Pod(POD_B), "a TCP connection kept an endpoint whose window ended");
+    // Listed again, it serves again.
+    s.services[0].draining.clear();
+    s.services[0].endpoints.push(ip("10.128.0.4"));
+    assert_eq!(endpoint_of(&s, &tcp_packet), Out::Pod(POD_C));
 }

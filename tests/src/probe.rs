@@ -158,16 +158,40 @@ impl IdentityClient {
 /// One UDP exchange with a `serve_identity` server: sends `payload`, returns who
 /// answered and the payload echoed back, and the address the answer came from.
 pub fn udp_identity(from: &Netns, to: Ipv4Addr, port: u16, payload: Vec<u8>) -> Result<(String, Vec<u8>, SocketAddr)> {
-    from.enter(move || -> Result<(String, Vec<u8>, SocketAddr)> {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.send_to(&payload, (to, port))?;
+    IdentityFlow::open(from, to, port)?.exchange(&payload)
+}
+
+/// A UDP flow from a namespace (one socket: one source port) to a `serve_identity`
+/// server, for asking who answers as often as wanted.
+pub struct IdentityFlow {
+    socket: std::net::UdpSocket,
+    to: SocketAddr,
+}
+
+impl IdentityFlow {
+    pub fn open(from: &Netns, to: Ipv4Addr, port: u16) -> Result<IdentityFlow> {
+        let socket = from.enter(|| std::net::UdpSocket::bind("0.0.0.0:0"))??;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        Ok(IdentityFlow { socket, to: SocketAddr::from((to, port)) })
+    }
+
+    /// Who answers a datagram; the answer must come from the address asked.
+    pub fn ask(&self) -> Result<String> {
+        let (who, _, from) = self.exchange(b"who")?;
+        anyhow::ensure!(from == self.to, "answer from {from}, not from {}", self.to);
+        Ok(who)
+    }
+
+    /// Sends `payload`; returns who answered, the payload echoed back, and the address
+    /// the answer came from.
+    pub fn exchange(&self, payload: &[u8]) -> Result<(String, Vec<u8>, SocketAddr)> {
+        self.socket.send_to(payload, self.to)?;
         let mut buf = vec![0u8; 65536];
-        let (n, peer) = s.recv_from(&mut buf)?;
+        let (n, peer) = self.socket.recv_from(&mut buf)?;
         let reply = &buf[..n];
         let colon = reply.iter().position(|&b| b == b':').context("no identity in the reply")?;
         Ok((String::from_utf8_lossy(&reply[..colon]).into_owned(), reply[colon + 1..].to_vec(), peer))
-    })?
+    }
 }
 
 /// Connects from `from` to `to:port`, sends a line and expects it echoed back.

@@ -22,12 +22,13 @@ use oxsdn_common::trace::MODE_TEST_INPUT;
 use oxsdn_dataplane::{
     maps::{ip_key, NodeMaps},
     pipeline::Pipeline,
+    services::monotonic_ns,
     test_run::TestRun,
-    trace::{self, Output, TestPrograms, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    trace::{self, Output, Packet, Proto, TestPrograms, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
 };
 use oxsdn_model::generate::{self, Case, Ports};
 use oxsdn_model::packet::{self, L3};
-use oxsdn_model::state::{Connection, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP};
+use oxsdn_model::state::{Connection, Draining, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP, IPPROTO_UDP};
 use oxsdn_model::{pipeline, Delivery, Ingress, Out, State, Verdict};
 use oxsdn_tests::netns::Netns;
 use rand::{rngs::StdRng, SeedableRng};
@@ -84,6 +85,7 @@ fn regressions() -> Result<()> {
             project: 1,
             ports: vec![ModelServicePort { port: 80, protocol: IPPROTO_TCP, target_port: 8080 }],
             endpoints: vec![pod],
+            draining: vec![],
         }];
         // A client outside the cluster network (routed to the node) with a connection.
         let outside = Ipv4Addr::new(192, 0, 2, 10);
@@ -116,6 +118,57 @@ fn regressions() -> Result<()> {
             let expected = pipeline(&state, case.ingress, &case.frame);
             assert_eq!(!matches!(expected, Verdict::Drop(_)), *delivered, "regression {index}: the model's verdict {expected:?}");
             found.extend(harness.check(&state, case, &format!("regression {index}"))?);
+        }
+        Ok(found)
+    })?;
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    Ok(())
+}
+
+/// Tracked connections to an endpoint that left its service, each kind, with drain
+/// windows on the kernel's clock: TCP keeps the endpoint while the window is open and
+/// chooses again once it ended; UDP chooses again at once; new connections never pick
+/// it; its replies get the service address back. The model says so, and the programs
+/// agree.
+#[test]
+fn draining_endpoints() -> Result<()> {
+    const SECOND: u64 = 1_000_000_000;
+    let disagreements = in_sandbox("diffdrain", |harness| {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
+        let local = state.node.local;
+        let (client, serving, leaving, service) = (local.nth(2), local.nth(3), local.nth(4), state.node.service.nth(10));
+        let [client_port, serving_port, leaving_port] = [harness.ports[0], harness.ports[1], harness.ports[2]];
+        state.pods = [(client, client_port), (serving, serving_port), (leaving, leaving_port)]
+            .map(|(ip, ifindex)| Pod { ip, ifindex, project: 1 })
+            .to_vec();
+        state.projects.insert(1, 10);
+        let ports = [IPPROTO_TCP, IPPROTO_UDP].map(|protocol| ModelServicePort { port: 80, protocol, target_port: 8080 });
+        state.services = vec![Service { cluster_ip: service, project: 1, ports: ports.to_vec(), endpoints: vec![serving], draining: vec![] }];
+        state.fragments.clear();
+        let mut found = Vec::new();
+        for (protocol, proto) in [(IPPROTO_TCP, Proto::Tcp), (IPPROTO_UDP, Proto::Udp)] {
+            for (window, until) in [("open", state.now + 20 * SECOND), ("ended", state.now - SECOND)] {
+                state.services[0].draining = vec![Draining { ip: leaving, until }];
+                state.connections = vec![Connection { protocol, client: (client, 40000), service: (service, 80), endpoint: (leaving, 8080) }];
+                harness.load(&state)?;
+                let kept = protocol == IPPROTO_TCP && window == "open";
+                let name = format!("{proto:?} connection, window {window}");
+                let cases = [
+                    (Ingress::Pod(client_port), Packet::new(proto, client, service).ports(40000, 80), if kept { leaving_port } else { serving_port }),
+                    (Ingress::Pod(client_port), Packet::new(proto, client, service).ports(40001, 80), serving_port),
+                    (Ingress::Pod(leaving_port), Packet::new(proto, leaving, client).ports(8080, 40000), client_port),
+                ];
+                for (index, (ingress, packet, to)) in cases.into_iter().enumerate() {
+                    let case = Case { ingress, frame: packet.frame() };
+                    let expected = pipeline(&state, case.ingress, &case.frame);
+                    assert!(
+                        matches!(&expected, Verdict::Deliver(d) if d.out == Out::Pod(to)),
+                        "{name}, packet {index}: the model's verdict {expected:?}"
+                    );
+                    found.extend(harness.check(&state, &case, &format!("{name}, packet {index}"))?);
+                }
+            }
         }
         Ok(found)
     })?;
@@ -399,7 +452,7 @@ macro_rules! empty {
 
 /// Empties every map a state fills.
 fn clear(maps: &mut NodeMaps, tracking: &mut Tracking) -> Result<()> {
-    empty!(maps.pods, maps.pod_ports, maps.project_vnid, maps.node_ips, maps.services, maps.service_ips, maps.backends, maps.backend_set);
+    empty!(maps.pods, maps.pod_ports, maps.project_vnid, maps.node_ips, maps.services, maps.service_ips, maps.backends, maps.backend_set, maps.draining);
     let subnets = maps.remote_subnets.keys().collect::<Result<Vec<_>, _>>()?;
     for key in subnets {
         maps.remote_subnets.remove(&key)?;
@@ -412,9 +465,11 @@ fn clear_tracking(tracking: &mut Tracking) -> Result<()> {
     Ok(())
 }
 
-/// Writes a model state into the maps, as the agent would.
+/// Writes a model state into the maps, as the agent would. Drain windows end as long
+/// after the kernel's clock now as the model's end after `state.now`.
 fn fill(maps: &mut NodeMaps, tracking: &mut Tracking, state: &State) -> Result<()> {
     let node = &state.node;
+    let clock_now = monotonic_ns();
     let mask = |prefix: u8| ip_key(Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)));
     maps.config.set(
         0,
@@ -469,6 +524,10 @@ fn fill(maps: &mut NodeMaps, tracking: &mut Tracking, state: &State) -> Result<(
         for (i, endpoint) in service.endpoints.iter().enumerate() {
             maps.backends.insert(BackendKey { service: id, index: i as u32 }, ip_key(*endpoint), 0)?;
             maps.backend_set.insert(BackendMember { service: id, ip: ip_key(*endpoint) }, 1, 0)?;
+        }
+        for d in &service.draining {
+            let until = (clock_now + d.until).saturating_sub(state.now);
+            maps.draining.insert(BackendMember { service: id, ip: ip_key(d.ip) }, until, 0)?;
         }
     }
     fill_tracking(tracking, state)

@@ -1,6 +1,7 @@
 //! ClusterIP services, load-balanced in the dataplane: spread and stickiness, isolation
 //! through services for every pod-network command, undeclared ports, hairpin, endpoint
-//! changes under load, UDP and fragments.
+//! changes under load (removed endpoints drain: TCP connections stay, UDP flows move),
+//! also across agent restarts, UDP and fragments.
 
 use std::{
     collections::HashMap,
@@ -10,7 +11,8 @@ use std::{
 use anyhow::Result;
 use oxsdn_tests::{
     flows::packets,
-    probe::{serve_identity, udp_identity, IdentityClient},
+    inventory::pinned_entries,
+    probe::{serve_identity, udp_identity, IdentityClient, IdentityFlow},
     scenario::{allowed_between, wait_applied_everywhere, STEPS},
     Pod, TestCluster,
 };
@@ -55,6 +57,32 @@ fn set_endpoints(cluster: &TestCluster, project: &str, name: &str, endpoints: &[
 /// Who answers a new TCP connection from `client` to the service (None: no answer).
 fn ask_once(client: &Pod, ip: Ipv4Addr) -> Option<String> {
     IdentityClient::connect(&client.netns, ip, PORT).and_then(|mut c| c.ask()).ok()
+}
+
+/// Established TCP connections from `client` to the service, one answered by each of
+/// `count` endpoints, by name.
+fn one_connection_per_endpoint(client: &Pod, ip: Ipv4Addr, count: usize) -> Result<HashMap<String, IdentityClient>> {
+    let mut open: HashMap<String, IdentityClient> = HashMap::new();
+    for _ in 0..100 {
+        let mut c = IdentityClient::connect(&client.netns, ip, PORT)?;
+        let who = c.ask()?;
+        open.entry(who).or_insert(c);
+        if open.len() == count {
+            return Ok(open);
+        }
+    }
+    anyhow::bail!("100 connections reached only {:?}", open.keys().collect::<Vec<_>>())
+}
+
+/// A UDP flow from `client` to the service that endpoint `who` answers.
+fn udp_flow_to(client: &Pod, ip: Ipv4Addr, who: &str) -> Result<IdentityFlow> {
+    for _ in 0..100 {
+        let flow = IdentityFlow::open(&client.netns, ip, PORT)?;
+        if flow.ask()? == who {
+            return Ok(flow);
+        }
+    }
+    anyhow::bail!("100 UDP flows and none reached {who}")
 }
 
 #[test]
@@ -166,17 +194,9 @@ fn endpoint_changes_keep_remaining_connections_and_new_ones_flowing() -> Result<
     let eps = backends(&cluster, "red", "web", 3)?;
     let ip = service(&cluster, "red", "web", &eps.iter().collect::<Vec<_>>())?;
     let client = cluster.nodes[0].add_pod("red", "client")?;
-    // Established connections, until one lands on each endpoint.
-    let mut open: HashMap<String, IdentityClient> = HashMap::new();
-    for _ in 0..100 {
-        let mut c = IdentityClient::connect(&client.netns, ip, PORT)?;
-        let who = c.ask()?;
-        open.entry(who).or_insert(c);
-        if open.len() == 3 {
-            break;
-        }
-    }
-    assert_eq!(open.len(), 3);
+    // Established connections, one on each endpoint, and a UDP flow on web-2.
+    let mut open = one_connection_per_endpoint(&client, ip, 3)?;
+    let udp = udp_flow_to(&client, ip, "web-2")?;
     // A client keeps making connections while web-2 is taken out.
     let (failures, after) = std::thread::scope(|s| -> Result<(usize, Vec<String>)> {
         let load = s.spawn(|| {
@@ -201,6 +221,52 @@ fn endpoint_changes_keep_remaining_connections_and_new_ones_flowing() -> Result<
     for who in ["web-0", "web-1"] {
         let conn = open.get_mut(who).expect("open");
         assert_eq!(conn.ask()?, who, "an established connection to a remaining endpoint broke");
+    }
+    // web-2 drains: its established connection goes on; its UDP flow moved at once.
+    let conn = open.get_mut("web-2").expect("open");
+    assert_eq!(conn.ask()?, "web-2", "the established connection to the removed endpoint broke");
+    let moved = udp.ask()?;
+    assert!(moved == "web-0" || moved == "web-1", "the UDP flow of the removed endpoint went to {moved}");
+    let flows = cluster.nodes[0].dump_flows()?;
+    assert!(packets(&flows, 61, 150, "tcp,ct_state=+est,endpoint=draining") > 0, "table 61's draining rule counted nothing");
+    // Listed again, it serves new connections again.
+    set_endpoints(&cluster, "red", "web", &eps.iter().collect::<Vec<_>>())?;
+    let mut again = (0..60).filter_map(|_| ask_once(&client, ip));
+    assert!(again.any(|w| w == "web-2"), "web-2 listed again got no new connection");
+    Ok(())
+}
+
+/// Drain records outlive the agent, and an endpoint removed while no agent ran drains
+/// once the next one starts: their established connections go on, new connections and
+/// UDP flows avoid them.
+#[test]
+fn removed_endpoints_drain_across_agent_restarts() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let eps = backends(&cluster, "red", "web", 3)?;
+    let ip = service(&cluster, "red", "web", &eps.iter().collect::<Vec<_>>())?;
+    let client = cluster.nodes[0].add_pod("red", "client")?;
+    let mut open = one_connection_per_endpoint(&client, ip, 3)?;
+    let udp = udp_flow_to(&client, ip, "web-1")?;
+    set_endpoints(&cluster, "red", "web", &[&eps[0], &eps[1]])?;
+    cluster.nodes[0].kill_agent();
+    set_endpoints(&cluster, "red", "web", &[&eps[0]])?;
+    cluster.nodes[0].start_agent()?;
+    let draining = pinned_entries(&cluster.nodes[0], "DRAINING")?;
+    assert_eq!(draining.len(), 2, "drain records after the restart: {draining:?}");
+    for who in ["web-0", "web-1", "web-2"] {
+        assert_eq!(open.get_mut(who).expect("open").ask()?, who, "the established connection to {who} broke");
+    }
+    assert_eq!(udp.ask()?, "web-0", "the UDP flow of the endpoint removed while no agent ran did not move");
+    for _ in 0..20 {
+        assert_eq!(ask_once(&client, ip).as_deref(), Some("web-0"), "a new connection went elsewhere");
+    }
+    // Deleting the service takes its drain records along.
+    cluster.oxsdnctl(&["delete", "service", "web", "-n", "red"])?;
+    let start = std::time::Instant::now();
+    while !pinned_entries(&cluster.nodes[0], "DRAINING")?.is_empty() {
+        anyhow::ensure!(start.elapsed() < std::time::Duration::from_secs(5), "drain records left after the service was deleted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(())
 }
