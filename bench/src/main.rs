@@ -140,7 +140,7 @@ fn main() -> Result<()> {
         };
         (name.to_string(), value)
     }));
-    let ratios = report::ratios(&scenarios, &cni);
+    let ratios = report::ratios(&scenarios, &cni, &cost, &scale);
     let date = run_text(Command::new("date").args(["-u", "+%Y-%m-%d-%H%M"]))?;
     let results = json!({
         "meta": {

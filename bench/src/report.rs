@@ -35,9 +35,12 @@ fn entry(what: &str, value: Option<f64>, cmp: Cmp, target: f64) -> Value {
     json!({ "what": what, "value": value, "comparison": comparison, "target": target, "met": margin >= 0.0, "margin": margin })
 }
 
-/// The targets of the benchmark issue, from the medians in `scenarios` and the CNI
-/// figures.
-pub fn ratios(scenarios: &Value, cni: &Value) -> Value {
+/// The targets of the benchmark issue, from the medians in `scenarios`, the CNI
+/// figures, the per-path costs and the scale figures.
+pub fn ratios(scenarios: &Value, cni: &Value, cost: &Value, scale: &Value) -> Value {
+    let largest_agent_rss = scale["memory"].as_object().and_then(|nodes| {
+        nodes.values().filter_map(|n| n["agent"]["vm_rss_mib"].as_f64()).reduce(f64::max)
+    });
     let median = |s: &str, f: &str| scenarios[s][f]["median"].as_f64();
     let ratio = |a: &str, b: &str, f: &str| Some(median(a, f)? / median(b, f)?);
     let minus = |a: &str, b: &str, f: &str| Some(median(a, f)? - median(b, f)?);
@@ -53,6 +56,8 @@ pub fn ratios(scenarios: &Value, cni: &Value) -> Value {
         "service_tcp1_vs_cross_node": entry("oxsdn-service / oxsdn-cross-node, TCP 1 stream", ratio("oxsdn-service", "oxsdn-cross-node", tcp), Cmp::AtLeast, 0.9),
         "egress_tcp1_vs_node_egress": entry("oxsdn-egress / node-egress, TCP 1 stream", ratio("oxsdn-egress", "node-egress", tcp), Cmp::AtLeast, 0.9),
         "cni_add_p99_concurrent_ms": entry("CNI ADD p99 with concurrent pods (ms)", cni["add_concurrent_ms"]["p99"].as_f64(), Cmp::AtMost, 50.0),
+        "longest_path_without_encapsulation_ns": entry("per-packet cost of the longest path without encapsulation (ns)", cost["longest_without_encapsulation"]["ns_per_packet"].as_f64(), Cmp::AtMost, 100.0),
+        "scale_agent_rss_mib": entry("agent resident memory with the scale load (MiB)", largest_agent_rss, Cmp::AtMost, 64.0),
     })
 }
 
@@ -179,7 +184,9 @@ mod tests {
             "raw-veth": { "tcp_1_stream_gbps": fig(20.0), "rtt_p50_us": fig(40.0), "udp_64b_pps": fig(1000.0) },
             "oxsdn-same-node": { "tcp_1_stream_gbps": fig(19.0), "rtt_p50_us": fig(44.0), "udp_64b_pps": fig(950.0) },
         });
-        let r = ratios(&scenarios, &json!({ "add_concurrent_ms": { "p99": 60.0 } }));
+        let cost = json!({ "longest_without_encapsulation": { "ns_per_packet": 120.0 } });
+        let scale = json!({ "memory": { "node1": { "agent": { "vm_rss_mib": 20.0 } }, "node2": { "agent": { "vm_rss_mib": 70.0 } } } });
+        let r = ratios(&scenarios, &json!({ "add_concurrent_ms": { "p99": 60.0 } }), &cost, &scale);
         assert_eq!(r["same_node_tcp1_vs_raw_veth"]["met"], true);
         assert_eq!(r["same_node_tcp1_vs_raw_veth"]["value"], 0.95);
         assert_eq!(r["same_node_rtt_p50_minus_raw_veth_us"]["met"], false);
@@ -188,6 +195,10 @@ mod tests {
         assert_eq!(r["cni_add_p99_concurrent_ms"]["met"], false);
         assert_eq!(r["cross_node_tcp1_vs_kernel_vxlan"]["met"], false);
         assert!(r["cross_node_tcp1_vs_kernel_vxlan"]["value"].is_null());
+        assert_eq!(r["longest_path_without_encapsulation_ns"]["margin"], -20.0);
+        // The largest agent counts.
+        assert_eq!(r["scale_agent_rss_mib"]["value"], 70.0);
+        assert_eq!(r["scale_agent_rss_mib"]["met"], false);
     }
 
     #[test]

@@ -85,13 +85,25 @@ pub async fn get_link_by_index(h: &Handle, index: u32) -> NlResult<Option<Link>>
     }
 }
 
-/// Create the veth pair `name` <-> `peer`, both with `mtu`, both down, in the handle's namespace.
-pub async fn create_veth(h: &Handle, name: &str, peer: &str, mtu: u32) -> NlResult<()> {
+/// Create the veth pair `name` <-> `peer`, both with `mtu`, both down: `name` in the
+/// handle's namespace, `peer` there too or, given `peer_netns`, directly in that one
+/// (one netlink request instead of create, move and rename: each takes the kernel's
+/// machine-wide RTNL lock, which concurrent pod set-ups queue on).
+pub async fn create_veth(
+    h: &Handle,
+    name: &str,
+    peer: &str,
+    mtu: u32,
+    peer_netns: Option<BorrowedFd<'_>>,
+) -> NlResult<()> {
     let mut peer_msg = LinkMessage::default();
     peer_msg
         .attributes
         .push(LinkAttribute::IfName(peer.to_string()));
     peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
+    if let Some(ns) = peer_netns {
+        peer_msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+    }
     let mut req = h.link().add();
     let msg = req.message_mut();
     msg.attributes.push(LinkAttribute::IfName(name.to_string()));
@@ -103,26 +115,15 @@ pub async fn create_veth(h: &Handle, name: &str, peer: &str, mtu: u32) -> NlResu
     req.execute().await
 }
 
-/// Move link `index` into the network namespace `netns` (it arrives down, same name).
-pub async fn move_to_netns(h: &Handle, index: u32, netns: BorrowedFd<'_>) -> NlResult<()> {
-    h.link()
-        .set(index)
-        .setns_by_fd(netns.as_raw_fd())
-        .execute()
-        .await
-}
-
-/// Rename link `index` (it must be down).
-pub async fn rename_link(h: &Handle, index: u32, name: &str) -> NlResult<()> {
-    h.link().set(index).name(name.to_string()).execute().await
-}
-
-pub async fn set_mac(h: &Handle, index: u32, mac: [u8; 6]) -> NlResult<()> {
-    h.link().set(index).address(mac.to_vec()).execute().await
-}
-
-pub async fn set_mtu(h: &Handle, index: u32, mtu: u32) -> NlResult<()> {
-    h.link().set(index).mtu(mtu).execute().await
+/// Sets link `index`'s MAC (if given) and MTU and brings it up, in one request.
+pub async fn configure_up(h: &Handle, index: u32, mac: Option<[u8; 6]>, mtu: u32) -> NlResult<()> {
+    let req = h.link().set(index).mtu(mtu).up();
+    match mac {
+        Some(mac) => req.address(mac.to_vec()),
+        None => req,
+    }
+    .execute()
+    .await
 }
 
 pub async fn set_up(h: &Handle, index: u32) -> NlResult<()> {

@@ -16,7 +16,7 @@ use crate::client;
 use crate::config::{self, NetConf};
 use crate::env::{invalid_env, CniCommand, CniEnv};
 use crate::error::{code, CniError};
-use crate::naming::{host_veth_name, temp_peer_name};
+use crate::naming::host_veth_name;
 use crate::netlink::{self, Handle};
 use crate::netns::{is_current_netns, open_netns, with_netlink, with_netlink_in};
 use crate::protocol::{Attachment, Command, PodNetwork, Request, Response, MAX_MESSAGE_BYTES};
@@ -27,6 +27,8 @@ use crate::version::{command_needs, error_tag, CniVersion};
 
 /// MTU of a new veth pair until the agent tells the real one.
 pub const INITIAL_MTU: u32 = 1450;
+/// The loopback device's index in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
 /// How long the best-effort DEL sent after a failed ADD may wait for the agent.
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -261,7 +263,6 @@ fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let result = add_steps(
         conf,
         &req,
-        container_id,
         ifname,
         netns.as_fd(),
         netns_path,
@@ -278,60 +279,26 @@ fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
 fn add_steps(
     conf: &NetConf,
     req: &Request,
-    container_id: &str,
     ifname: &str,
     netns: BorrowedFd<'_>,
     netns_path: &str,
     host: &str,
     progress: &mut AddProgress,
 ) -> Result<Value, CniError> {
-    let temp = temp_peer_name(container_id, ifname);
-
-    // The pair, in the node's namespace; then the pod end goes into the pod's namespace.
+    // The pair: the host end in the node's namespace, the pod end created directly in
+    // the pod's under its final name. A host veth of that name is left over from an
+    // earlier, interrupted ADD of this same attachment (deleting it deletes its pair).
     in_node(|h| {
-        let (temp, progress) = (&temp, &mut *progress);
+        let progress = &mut *progress;
         async move {
-            // Names are derived from the attachment: anything already called so is left over
-            // from an earlier, interrupted ADD of this same attachment.
             netlink::delete_link_by_name(&h, host)
                 .await
                 .map_err(nl(format!("cannot delete stale {host}")))?;
-            netlink::delete_link_by_name(&h, temp)
+            netlink::create_veth(&h, host, ifname, INITIAL_MTU, Some(netns))
                 .await
-                .map_err(nl(format!("cannot delete stale {temp}")))?;
-            netlink::create_veth(&h, host, temp, INITIAL_MTU)
-                .await
-                .map_err(nl(format!("cannot create veth pair {host}/{temp}")))?;
+                .map_err(nl(format!("cannot create veth pair {host}/{ifname} in {netns_path}")))?;
             progress.veth_created = true;
-            let peer = netlink::get_link(&h, temp)
-                .await
-                .map_err(nl(format!("cannot look up {temp}")))?
-                .ok_or_else(|| {
-                    CniError::new(
-                        code::INTERNAL,
-                        format!("veth {temp} vanished after its creation"),
-                    )
-                })?;
-            netlink::move_to_netns(&h, peer.index, netns)
-                .await
-                .map_err(nl(format!("cannot move {temp} into {netns_path}")))
-        }
-    })?;
-    in_pod(netns, netns_path, |h| {
-        let temp = &temp;
-        async move {
-            let peer = netlink::get_link(&h, temp)
-                .await
-                .map_err(nl(format!("cannot look up {temp} in {netns_path}")))?
-                .ok_or_else(|| {
-                    CniError::new(
-                        code::INTERNAL,
-                        format!("veth {temp} did not arrive in {netns_path}"),
-                    )
-                })?;
-            netlink::rename_link(&h, peer.index, ifname)
-                .await
-                .map_err(nl(format!("cannot rename {temp} to {ifname}")))
+            Ok(())
         }
     })?;
 
@@ -346,15 +313,12 @@ fn add_steps(
             .await
             .map_err(nl(format!("cannot look up {host}")))?
             .ok_or_else(|| CniError::new(code::INTERNAL, format!("host veth {host} vanished")))?;
-        netlink::set_mtu(&h, link.index, pod.mtu)
-            .await
-            .map_err(nl(format!("cannot set the MTU of {host}")))?;
-        netlink::set_up(&h, link.index)
+        netlink::configure_up(&h, link.index, None, pod.mtu)
             .await
             .map_err(nl(format!("cannot bring {host} up")))
     })?;
 
-    // Pod end: MAC, MTU, address, up; lo up; routes.
+    // Pod end: MAC, MTU, up; address; lo up; routes.
     let pod_ref = &pod;
     let applied_ref = &applied;
     in_pod(netns, netns_path, |h| async move {
@@ -369,29 +333,18 @@ fn add_steps(
                 )
             })?;
         let i = link.index;
-        netlink::set_mac(&h, i, applied_ref.mac)
+        netlink::configure_up(&h, i, Some(applied_ref.mac), pod.mtu)
             .await
-            .map_err(nl(format!("cannot set the MAC of {ifname}")))?;
-        netlink::set_mtu(&h, i, pod.mtu)
-            .await
-            .map_err(nl(format!("cannot set the MTU of {ifname}")))?;
+            .map_err(nl(format!("cannot set up {ifname}")))?;
         netlink::add_address(&h, i, pod.ip, pod.prefix_len)
             .await
             .map_err(nl(format!(
                 "cannot add {}/{} to {ifname}",
                 pod.ip, pod.prefix_len
             )))?;
-        netlink::set_up(&h, i)
+        netlink::set_up(&h, LOOPBACK_IFINDEX)
             .await
-            .map_err(nl(format!("cannot bring {ifname} up")))?;
-        if let Some(lo) = netlink::get_link(&h, "lo")
-            .await
-            .map_err(nl("cannot look up lo"))?
-        {
-            netlink::set_up(&h, lo.index)
-                .await
-                .map_err(nl("cannot bring lo up"))?;
-        }
+            .map_err(nl("cannot bring lo up"))?;
         let (net, len) = applied_ref.cluster;
         netlink::add_onlink_route(&h, i, net, len)
             .await
@@ -438,18 +391,10 @@ async fn wait_running(h: Handle, name: &str) -> Result<(), CniError> {
 /// Undo a failed ADD, best effort: delete the host veth (which destroys the pair wherever its
 /// other end is) and tell the agent to forget the attachment (DEL is idempotent).
 fn rollback_add(conf: &NetConf, req_add: &Request, host: &str, progress: &AddProgress) {
-    let Some(attachment) = &req_add.attachment else {
-        return;
-    };
     if progress.veth_created {
-        let temp = temp_peer_name(&attachment.container_id, &attachment.ifname);
-        let _ = in_node(|h| {
-            let temp = &temp;
-            async move {
-                let _ = netlink::delete_link_by_name(&h, host).await;
-                let _ = netlink::delete_link_by_name(&h, temp).await;
-                Ok(())
-            }
+        let _ = in_node(|h| async move {
+            let _ = netlink::delete_link_by_name(&h, host).await;
+            Ok(())
         });
     }
     if progress.agent_called {
@@ -486,16 +431,12 @@ fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 
     // The host veth goes in any case (kubelet retries DEL until the agent has answered).
     let host = host_veth_name(container_id, ifname);
-    let temp = temp_peer_name(container_id, ifname);
     let veth = in_node(|h| {
-        let (host, temp) = (&host, &temp);
+        let host = &host;
         async move {
             netlink::delete_link_by_name(&h, host)
                 .await
                 .map_err(nl(format!("cannot delete host veth {host}")))?;
-            netlink::delete_link_by_name(&h, temp)
-                .await
-                .map_err(nl(format!("cannot delete veth {temp}")))?;
             Ok(())
         }
     });

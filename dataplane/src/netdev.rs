@@ -50,14 +50,13 @@ pub const SERVICE_NEXT_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 1);
 pub fn ensure_tun0(want: &Tun0) -> Result<u32> {
     with_netlink(|h| async move {
         if netlink::get_link(&h, TUN0).await?.is_none() {
-            netlink::create_veth(&h, TUN0, TUN0_PEER, want.mtu).await.context("creating tun0")?;
+            netlink::create_veth(&h, TUN0, TUN0_PEER, want.mtu, None).await.context("creating tun0")?;
         }
         let mut tun0 = None;
         let mut peer_mac = None;
         for name in [TUN0_PEER, TUN0] {
             let link = netlink::get_link(&h, name).await?.with_context(|| format!("{name} vanished"))?;
-            netlink::set_mtu(&h, link.index, want.mtu).await?;
-            netlink::set_up(&h, link.index).await?;
+            netlink::configure_up(&h, link.index, None, want.mtu).await?;
             if name == TUN0_PEER {
                 peer_mac = link.mac.clone();
             }
@@ -111,8 +110,7 @@ pub fn ensure_vxlan0(port: u16, mtu: u32) -> Result<u32> {
                 .context("creating vxlan0")?;
         }
         let link = netlink::get_link(&h, VXLAN0).await?.context("vxlan0 vanished")?;
-        netlink::set_mtu(&h, link.index, mtu).await?;
-        netlink::set_up(&h, link.index).await?;
+        netlink::configure_up(&h, link.index, None, mtu).await?;
         Ok(link.index)
     })?
 }
