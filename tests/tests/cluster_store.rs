@@ -55,6 +55,13 @@ fn etcd_down_and_back_while_traffic_flows() -> Result<()> {
     let half_state = before.differences(&Inventory::take(&cluster.nodes[0])?);
     assert!(half_state.is_empty(), "a failed ADD left state behind: {half_state:#?}");
     assert_eq!(ns.ip(&["-o", "link"])?.lines().count(), 1, "the pod's namespace was changed");
+    // A pod of a project the node knows is added from the node's cached state, with the
+    // VNID its dataplane enforces.
+    let known = Netns::create(&format!("{}-known", cluster.prefix))?;
+    let result = cluster.nodes[0].cni(&CniCall::add(&conf, "known", &known.path(), "red", "known")).success()?;
+    assert_eq!(result["ips"][0]["address"].as_str().map(|a| a.starts_with("10.")), Some(true), "{result}");
+    assert!(ping(&known, b.ip), "a pod added with etcd down cannot reach its project");
+    assert!(!ping(&known, c.ip), "a pod added with etcd down reaches an isolated project");
 
     cluster.etcd.as_mut().expect("etcd").restart()?;
     // The agents resync; a change made now reaches both.
