@@ -12,14 +12,13 @@ use aya_ebpf::{
 use oxsdn_common::NodeConfig;
 
 use crate::{
-    packet::{Frame, IPPROTO_TCP, IPPROTO_UDP, L3},
+    packet::{Frame, Ipv4, IPPROTO_TCP, IPPROTO_UDP, L3},
     pipeline::Rewrite,
 };
 
 const BPF_F_INGRESS: u64 = 1;
 const PACKET_HOST: u32 = 0;
 const TUNNEL_TTL: u8 = 64;
-const IP_SRC_OFF: usize = 14 + 12;
 const IP_DST_OFF: usize = 14 + 16;
 const IP_CSUM_OFF: usize = 14 + 10;
 
@@ -91,52 +90,103 @@ pub fn to_tunnel<const T: bool>(ctx: &mut TcContext, cfg: &NodeConfig, frame: &F
 /// Writes a service translation into the packet: addresses and ports with their
 /// checksums (the L4 checksum covers the addresses through the pseudo-header; later
 /// fragments have neither ports nor L4 checksum), and, when it goes to a pod, that
-/// pod's MAC.
+/// pod's MAC. Helper calls are most of what a translation costs, so there are few: the
+/// L4 checksum takes the addresses' change and the ports' change as one difference each
+/// (the kernel must apply them, as only it knows the skb's checksum state), and the IP
+/// header's checksum, computed here, is stored with the addresses.
 #[inline(always)]
 fn apply<const T: bool>(ctx: &mut TcContext, frame: &Frame<T>, rewrite: &Rewrite, to_pod: bool) -> bool {
     let L3::Ipv4(ip) = frame.l3 else { return true };
     if rewrite.active == 0 {
         return true;
     }
-    let rw = rewrite;
     let l4 = ip.l4_offset as usize;
+    // Size 0 in the flags: the helper is given a checksum difference.
     let l4_csum = match (ip.later_fragment, ip.proto) {
         (false, IPPROTO_TCP) => Some((l4 + 16, 0)),
         // A zero UDP checksum means none: it must stay zero.
         (false, IPPROTO_UDP) => Some((l4 + 6, BPF_F_MARK_MANGLED_0 as u64)),
         _ => None,
     };
-    let ok = rewrite_addr(ctx, IP_DST_OFF, ip.dst, rw.dst, l4_csum)
-        && rewrite_addr(ctx, IP_SRC_OFF, ip.src, rw.src, l4_csum)
-        && (ip.later_fragment
-            || (rewrite_port(ctx, l4 + 2, ip.dport, rw.dport, l4_csum) && rewrite_port(ctx, l4, ip.sport, rw.sport, l4_csum)));
-    let o = rw.dst.to_ne_bytes();
-    ok && (!to_pod || ctx.store(0, &[0x0a, 0x58, o[0], o[1], o[2], o[3]], 0).is_ok())
+    let o = rewrite.dst.to_ne_bytes();
+    rewrite_addrs(ctx, &ip, rewrite, l4_csum)
+        && (ip.later_fragment || rewrite_ports(ctx, &ip, rewrite, l4_csum))
+        && (!to_pod || ctx.store(0, &[0x0a, 0x58, o[0], o[1], o[2], o[3]], 0).is_ok())
+}
+
+/// The IP header from its checksum to the destination address.
+#[repr(C, packed)]
+struct AddrsWithChecksum {
+    csum: u16,
+    src: u32,
+    dst: u32,
 }
 
 #[inline(always)]
-fn rewrite_addr(ctx: &mut TcContext, off: usize, old: u32, new: u32, l4_csum: Option<(usize, u64)>) -> bool {
-    if old == new {
+fn rewrite_addrs(ctx: &mut TcContext, ip: &Ipv4, rw: &Rewrite, l4_csum: Option<(usize, u64)>) -> bool {
+    if ip.src == rw.src && ip.dst == rw.dst {
         return true;
     }
+    let diff = csum_add(csum_change(ip.src, rw.src), csum_change(ip.dst, rw.dst));
     if let Some((csum_off, flags)) = l4_csum {
-        if ctx.l4_csum_replace(csum_off, old as u64, new as u64, flags | BPF_F_PSEUDO_HDR as u64 | 4).is_err() {
+        if ctx.l4_csum_replace(csum_off, 0, diff as u64, flags | BPF_F_PSEUDO_HDR as u64).is_err() {
             return false;
         }
     }
-    ctx.l3_csum_replace(IP_CSUM_OFF, old as u64, new as u64, 4).is_ok() && ctx.store(off, &new, 0).is_ok()
+    // Parsing an IPv4 packet made its header linear.
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + IP_DST_OFF + 4 > end {
+        return false;
+    }
+    // SAFETY: bounds checked above.
+    let old_csum = unsafe { core::ptr::read_unaligned((start + IP_CSUM_OFF) as *const u16) };
+    // As the kernel's csum_replace_by_diff.
+    let csum = csum_fold(csum_add(diff, !u32::from(old_csum)));
+    ctx.store(IP_CSUM_OFF, &AddrsWithChecksum { csum, src: rw.src, dst: rw.dst }, 0).is_ok()
+}
+
+/// Source and destination port as on the wire.
+#[repr(C)]
+struct Ports {
+    sport: u16,
+    dport: u16,
 }
 
 #[inline(always)]
-fn rewrite_port(ctx: &mut TcContext, off: usize, old: u16, new: u16, l4_csum: Option<(usize, u64)>) -> bool {
-    if old == new {
+fn rewrite_ports(ctx: &mut TcContext, ip: &Ipv4, rw: &Rewrite, l4_csum: Option<(usize, u64)>) -> bool {
+    if ip.sport == rw.sport && ip.dport == rw.dport {
         return true;
     }
-    let (old, new) = (old.to_be(), new.to_be());
+    let new = Ports { sport: rw.sport.to_be(), dport: rw.dport.to_be() };
+    let diff = csum_add(
+        csum_change(u32::from(ip.sport.to_be()), u32::from(new.sport)),
+        csum_change(u32::from(ip.dport.to_be()), u32::from(new.dport)),
+    );
     if let Some((csum_off, flags)) = l4_csum {
-        if ctx.l4_csum_replace(csum_off, old as u64, new as u64, flags | 2).is_err() {
+        if ctx.l4_csum_replace(csum_off, 0, diff as u64, flags).is_err() {
             return false;
         }
     }
-    ctx.store(off, &new, 0).is_ok()
+    ctx.store(ip.l4_offset as usize, &new, 0).is_ok()
+}
+
+/// One's complement addition (the kernel's csum_add).
+#[inline(always)]
+fn csum_add(a: u32, b: u32) -> u32 {
+    let (sum, carry) = a.overflowing_add(b);
+    sum + carry as u32
+}
+
+/// The checksum difference of replacing `old` by `new` (values as in memory).
+#[inline(always)]
+fn csum_change(old: u32, new: u32) -> u32 {
+    csum_add(!old, new)
+}
+
+/// Folds a 32-bit sum into a 16-bit checksum (the kernel's csum_fold).
+#[inline(always)]
+fn csum_fold(sum: u32) -> u16 {
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
 }

@@ -9,7 +9,7 @@
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use oxsdn_common::{
     rules::*, BackendKey, BackendMember, FlowKey, FragmentKey, FragmentPorts, NodeConfig, ServiceConnection,
-    ServiceKey, ServiceReply,
+    ServiceKey, ServicePort, ServiceReply,
 };
 
 use crate::{
@@ -56,15 +56,19 @@ pub fn table30_service_reply<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, 
 pub fn table60_to_service<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, reg0: u32, nat: &mut Rewrite) -> Output {
     if reg0 == 0 {
         count(T60_SRC_GLOBAL, frame);
-        return table61_load_balance(cfg, frame, ip, nat);
+        return table61_load_balance(cfg, frame, ip, None, nat);
     }
+    // The declared port found here is table 61's too (a later fragment's port is not
+    // in its header: table 61 finds it by the recorded ports).
+    let mut port = None;
     let project = if ip.later_fragment {
         // SAFETY: read-only access to a map value.
         unsafe { SERVICE_IPS.get(&ip.dst) }.map(|s| (s.project, s.slot))
     } else {
         let key = ServiceKey { ip: ip.dst, port: ip.dport, proto: ip.proto, _pad: 0 };
         // SAFETY: read-only access to a map value.
-        unsafe { SERVICES.get(&key) }.map(|s| (s.project, s.slot))
+        port = unsafe { SERVICES.get(&key) }.copied();
+        port.map(|s| (s.project, s.slot))
     };
     let Some((project, slot)) = project else {
         return drop(T60_NO_SERVICE, frame);
@@ -76,7 +80,7 @@ pub fn table60_to_service<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip:
     if !table80_isolation(cfg, frame, ip, reg0, reg1) {
         return Output::Drop;
     }
-    table61_load_balance(cfg, frame, ip, nat)
+    table61_load_balance(cfg, frame, ip, port, nat)
 }
 
 /// Whether a tracked connection to an endpoint that left its service keeps it: TCP
@@ -94,15 +98,16 @@ fn drains(ip: &Ipv4, member: &BackendMember) -> bool {
 
 /// Table 61 (kube-proxy's part, in the dataplane): a tracked connection keeps its
 /// endpoint while the endpoint serves the service (or, for TCP, drains); a new one gets
-/// a random endpoint among those serving.
+/// a random endpoint among those serving. `found`: the declared port, if table 60
+/// looked it up.
 #[inline(always)]
-fn table61_load_balance<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, nat: &mut Rewrite) -> Output {
+fn table61_load_balance<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, ip: &Ipv4, found: Option<ServicePort>, nat: &mut Rewrite) -> Output {
     let Some((sport, dport)) = ports(frame, ip) else {
         return drop(T61_UNKNOWN_FRAGMENT, frame);
     };
     let svc = &ServiceKey { ip: ip.dst, port: dport, proto: ip.proto, _pad: 0 };
     // SAFETY: read-only access to a map value.
-    let Some(port) = (unsafe { SERVICES.get(svc) }).copied() else {
+    let Some(port) = found.or_else(|| unsafe { SERVICES.get(svc) }.copied()) else {
         return drop(T61_NO_ENDPOINT, frame);
     };
     let flow = FlowKey { src: ip.src, dst: ip.dst, sport, dport: svc.port, proto: ip.proto, _pad: [0; 3] };
