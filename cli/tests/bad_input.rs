@@ -114,7 +114,7 @@ fn a_vnid_out_of_range_in_the_store_is_reported_and_left_alone() {
     for netid in [1u64 << 24, 5] {
         set_netid_on_disk(&store, "a", netid);
         let before = state(&store);
-        let message = format!("netid {netid} is out of range");
+        let message = format!("VNID {netid} is neither 0 nor in [10, 16777215]");
         for args in [&["get", "netnamespaces"][..], &["pod-network", "join-projects", "--to=b", "a"], &["pod-network", "isolate-projects", "a"]] {
             let err = fails(&store, args);
             assert!(err.contains("/oxsdn/netnamespaces/a") && err.contains(&message), "{args:?}: {err}");
