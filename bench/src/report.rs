@@ -108,7 +108,14 @@ pub fn markdown(results: &Value) -> String {
         }
     }
 
-    let _ = writeln!(md, "\n## Targets\n\n| target | value | needed | met | margin |\n|---|---|---|---|---|");
+    let _ = writeln!(md, "\n## Targets\n");
+    let _ = writeln!(
+        md,
+        "Where a target is missed, what was measured about why: CNI latency in \
+         [bench/README.md](README.md#cni-add-with-20-pods-at-once-where-the-time-goes), the per-path \
+         cost and the egress and cross-node paths in [docs/design.md](../docs/design.md).\n"
+    );
+    let _ = writeln!(md, "| target | value | needed | met | margin |\n|---|---|---|---|---|");
     if let Some(ratios) = results["ratios"].as_object() {
         for r in ratios.values() {
             let met = if r["met"].as_bool() == Some(true) { "yes" } else { "**no**" };
