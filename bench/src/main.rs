@@ -236,6 +236,7 @@ fn method() -> Value {
         "tcp": "iperf3 -c <server> -t <seconds> -A 0,1 [-P 4]: client and server pinned to different CPUs; Gbit/s received by the server",
         "rtt": "ping -i 0.005 -c <pings>: p50 and p99 of the per-packet round trips of each round, then median/min/max over rounds",
         "udp": format!("iperf3 -u -l {} -b 0 -A 0,1: datagrams the server received (highest sequence minus lost) per second of its receive interval, sender unthrottled", measure::UDP_PAYLOAD),
+        "kernel_vxlan": "per node a Linux bridge and a VXLAN device (VNI 1, port 4789, no learning, a static all-zero FDB entry to the other node), plus flannel's --ip-masq masquerade rule in nftables, which turns connection tracking on in the node's namespace as oxsdn's egress masquerade does",
         "ovs": "Debian's Open vSwitch 3.1 with the userspace datapath (netdev, AF_PACKET on the veths; no kernel module on this machine), own ovsdb-server/ovs-vswitchd per node in the node's namespace, OpenShift SDN Profile A flows (tables 0/10/20/21/30/40/50/70/80/90, VNID in reg0/reg1, tun_id on output); userspace TSO off (OVS 3.1 cannot segment into a VXLAN tunnel), pods' TX checksum offload off (the userspace datapath would forward partial checksums)",
         "ratios": "ratios of the medians over the rounds; margin is how far on the good side of the target (negative: missed by that much)",
     })

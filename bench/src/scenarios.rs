@@ -102,6 +102,16 @@ fn kernel_vxlan() -> Result<Scenario> {
         node.ip(&["link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "4789", "local", &format!("172.23.0.{n}"), "nolearning"])?;
         node.ip(&["link", "set", "vx0", "master", "cbr0", "up"])?;
         run(node.command("bridge").args(["fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", remote]))?;
+        // flannel's --ip-masq rule: it turns connection tracking on in the node's
+        // namespace, as oxsdn's egress masquerade does (without it the baseline has no
+        // netfilter at all and skips conntrack's per-packet cost, docs/design.md).
+        for command in [
+            "add table ip flannel",
+            "add chain ip flannel postrouting { type nat hook postrouting priority 100 ; }",
+            "add rule ip flannel postrouting ip saddr 10.97.0.0/16 ip daddr != 10.97.0.0/16 masquerade",
+        ] {
+            run(node.command("nft").arg(command))?;
+        }
         let pod = Netns::create(&format!("{}-kvx-pod{n}", prefix()))?;
         node.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name])?;
         node.ip(&["link", "set", "veth0", "master", "cbr0", "up"])?;
