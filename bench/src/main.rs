@@ -66,6 +66,11 @@ struct Args {
     scale_only: bool,
     #[command(flatten)]
     scale: scale::Load,
+    /// Set up the scenarios (all, or those of --only), print where each one's ends are,
+    /// and keep them until standard input closes: to run iperf3 or perf by hand on a
+    /// path, as when looking into why a target is missed. Measures nothing.
+    #[arg(long)]
+    hold: bool,
     /// Only render the markdown table from an existing results JSON.
     #[arg(long, value_name = "JSON")]
     render: Option<PathBuf>,
@@ -117,6 +122,9 @@ fn main() -> Result<()> {
                 setup_errors.insert(name, format!("set-up failed: {e:#}"));
             }
         }
+    }
+    if args.hold {
+        return hold(&ready);
     }
     let samples = measure_rounds(&ready, args.rounds, durations);
     let no_ping: BTreeMap<&str, &str> = ready.iter().filter_map(|s| Some((s.name, s.no_ping?))).collect();
@@ -174,52 +182,72 @@ fn main() -> Result<()> {
 }
 
 /// Every figure of every scenario, `rounds` times, interleaved: the samples (or the
-/// error) per (scenario, figure).
+/// error) per (scenario, figure), sample `i` from round `i`.
 type Samples = BTreeMap<(&'static str, &'static str), Result<Vec<f64>, String>>;
 
+/// The figures one measurement takes.
+#[derive(Clone, Copy)]
+enum Measurement {
+    Tcp(u32),
+    Udp,
+    Ping,
+}
+
+/// Each round measures one figure on every scenario before the next figure, so the
+/// samples a ratio pairs are taken a few seconds apart; odd rounds go through the
+/// scenarios in reverse, so no scenario always follows the same one (on a 2-CPU VM a
+/// figure drifts by more than most targets' margins within minutes).
 fn measure_rounds(ready: &[Scenario], rounds: usize, d: Durations) -> Samples {
     let mut samples: Samples = BTreeMap::new();
-    let mut record = |name, figure, value: Result<f64>| {
+    let mut record = |name, figure, value: &Result<f64>| {
         let slot = samples.entry((name, figure)).or_insert_with(|| Ok(Vec::new()));
         match (value, slot.as_mut()) {
-            (Ok(v), Ok(values)) => values.push(v),
+            (Ok(v), Ok(values)) => values.push(*v),
             (Err(e), Ok(_)) => *slot = Err(format!("{e:#}")),
             (_, Err(_)) => {}
         }
     };
     for round in 1..=rounds {
-        for s in ready {
-            let tcp1 = measure::tcp_gbps(s, d.iperf_seconds, 1);
-            let tcp4 = measure::tcp_gbps(s, d.iperf_seconds, 4);
-            let udp = measure::udp_pps(s, d.iperf_seconds);
-            eprintln!(
-                "round {round}: {:<26} TCP {:>6} / {:>6} Gbit/s (1/4 streams), UDP 64 B {:>8} packets/s",
-                s.name,
-                show(&tcp1),
-                show(&tcp4),
-                show(&udp)
-            );
-            record(s.name, "tcp_1_stream_gbps", tcp1);
-            record(s.name, "tcp_4_streams_gbps", tcp4);
-            record(s.name, "udp_64b_pps", udp);
-            if s.no_ping.is_none() {
-                match measure::ping_rtts_us(&s.client, s.server_ip, d.pings) {
-                    Ok(rtts) => {
-                        let (p50, p99) = (measure::percentile(&rtts, 0.5), measure::percentile(&rtts, 0.99));
-                        eprintln!("round {round}: {:<26} RTT p50 {p50:.0} µs, p99 {p99:.0} µs", s.name);
-                        record(s.name, "rtt_p50_us", Ok(p50));
-                        record(s.name, "rtt_p99_us", Ok(p99));
+        let mut order: Vec<&Scenario> = ready.iter().collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for m in [Measurement::Tcp(1), Measurement::Tcp(4), Measurement::Udp, Measurement::Ping] {
+            for s in &order {
+                match m {
+                    Measurement::Tcp(streams) => {
+                        let v = measure::tcp_gbps(s, d.iperf_seconds, streams);
+                        eprintln!("round {round}: {:<26} TCP {streams} stream(s) {:>6} Gbit/s", s.name, show(&v));
+                        record(s.name, if streams == 1 { "tcp_1_stream_gbps" } else { "tcp_4_streams_gbps" }, &v);
                     }
-                    Err(e) => {
-                        eprintln!("round {round}: {:<26} ping failed: {e:#}", s.name);
-                        record(s.name, "rtt_p50_us", Err(anyhow::anyhow!("{e:#}")));
-                        record(s.name, "rtt_p99_us", Err(e));
+                    Measurement::Udp => {
+                        let v = measure::udp_pps(s, d.iperf_seconds);
+                        eprintln!("round {round}: {:<26} UDP 64 B {:>8} packets/s", s.name, show(&v));
+                        record(s.name, "udp_64b_pps", &v);
+                    }
+                    Measurement::Ping if s.no_ping.is_some() => {}
+                    Measurement::Ping => {
+                        let rtts = measure::ping_rtts_us(&s.client, s.server_ip, d.pings);
+                        let p50 = rtts.as_ref().map(|r| measure::percentile(r, 0.5)).map_err(|e| anyhow::anyhow!("{e:#}"));
+                        let p99 = rtts.as_ref().map(|r| measure::percentile(r, 0.99)).map_err(|e| anyhow::anyhow!("{e:#}"));
+                        eprintln!("round {round}: {:<26} RTT p50 {} µs, p99 {} µs", s.name, show(&p50), show(&p99));
+                        record(s.name, "rtt_p50_us", &p50);
+                        record(s.name, "rtt_p99_us", &p99);
                     }
                 }
             }
         }
     }
     samples
+}
+
+fn hold(ready: &[Scenario]) -> Result<()> {
+    for s in ready {
+        println!("{}: client netns {}, server netns {}, server {}", s.name, s.client.name, s.server.name, s.server_ip);
+    }
+    eprintln!("holding the scenarios until standard input closes");
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
+    Ok(())
 }
 
 fn show(v: &Result<f64>) -> String {
@@ -238,7 +266,8 @@ fn method() -> Value {
         "udp": format!("iperf3 -u -l {} -b 0 -A 0,1: datagrams the server received (highest sequence minus lost) per second of its receive interval, sender unthrottled", measure::UDP_PAYLOAD),
         "kernel_vxlan": "per node a Linux bridge and a VXLAN device (VNI 1, port 4789, no learning, a static all-zero FDB entry to the other node), plus flannel's --ip-masq masquerade rule in nftables, which turns connection tracking on in the node's namespace as oxsdn's egress masquerade does",
         "ovs": "Debian's Open vSwitch 3.1 with the userspace datapath (netdev, AF_PACKET on the veths; no kernel module on this machine), own ovsdb-server/ovs-vswitchd per node in the node's namespace, OpenShift SDN Profile A flows (tables 0/10/20/21/30/40/50/70/80/90, VNID in reg0/reg1, tun_id on output); userspace TSO off (OVS 3.1 cannot segment into a VXLAN tunnel), pods' TX checksum offload off (the userspace datapath would forward partial checksums)",
-        "ratios": "ratios of the medians over the rounds; margin is how far on the good side of the target (negative: missed by that much)",
+        "rounds": "each round measures one figure on every scenario before the next figure, odd rounds in reverse scenario order, so the two samples a target compares are taken seconds apart",
+        "ratios": "per round from the two scenarios' samples of that round (per_round), then the median over the rounds; margin is how far on the good side of the target (negative: missed by that much)",
     })
 }
 

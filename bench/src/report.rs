@@ -21,40 +21,63 @@ enum Cmp {
 
 /// One target: `value` compared with `target`.
 fn entry(what: &str, value: Option<f64>, cmp: Cmp, target: f64) -> Value {
+    paired_entry(what, value.map(|v| (v, Vec::new())), cmp, target)
+}
+
+/// One target on a comparison of two scenarios: the median of the per-round values,
+/// which are recorded too.
+fn paired_entry(what: &str, value: Option<(f64, Vec<f64>)>, cmp: Cmp, target: f64) -> Value {
     let comparison = match cmp {
         Cmp::AtLeast => ">=",
         Cmp::AtMost => "<=",
     };
-    let Some(value) = value else {
+    let Some((value, per_round)) = value else {
         return json!({ "what": what, "value": null, "comparison": comparison, "target": target, "met": false, "note": "a figure it needs is missing" });
     };
     let margin = match cmp {
         Cmp::AtLeast => value - target,
         Cmp::AtMost => target - value,
     };
-    json!({ "what": what, "value": value, "comparison": comparison, "target": target, "met": margin >= 0.0, "margin": margin })
+    let mut e = json!({ "what": what, "value": value, "comparison": comparison, "target": target, "met": margin >= 0.0, "margin": margin });
+    if !per_round.is_empty() {
+        e["per_round"] = json!(per_round);
+    }
+    e
 }
 
-/// The targets of the benchmark issue, from the medians in `scenarios`, the CNI
+/// `a` against `b` on `figure` by `op` (a ratio, a difference): per round, from the
+/// samples the two took in the same round, and the median of those; the medians' `op`
+/// when the rounds cannot be paired.
+fn paired(scenarios: &Value, a: &str, b: &str, figure: &str, op: fn(f64, f64) -> f64) -> Option<(f64, Vec<f64>)> {
+    let samples = |s: &str| -> Option<Vec<f64>> { scenarios[s][figure]["samples"].as_array()?.iter().map(Value::as_f64).collect() };
+    match (samples(a), samples(b)) {
+        (Some(x), Some(y)) if x.len() == y.len() && !x.is_empty() => {
+            let per_round: Vec<f64> = x.iter().zip(&y).map(|(x, y)| op(*x, *y)).collect();
+            Some((crate::measure::Stats::of(&per_round).median, per_round))
+        }
+        _ => Some((op(scenarios[a][figure]["median"].as_f64()?, scenarios[b][figure]["median"].as_f64()?), Vec::new())),
+    }
+}
+
+/// The targets of the benchmark issue, from the paired rounds in `scenarios`, the CNI
 /// figures, the per-path costs and the scale figures.
 pub fn ratios(scenarios: &Value, cni: &Value, cost: &Value, scale: &Value) -> Value {
     let largest_agent_rss = scale["memory"].as_object().and_then(|nodes| {
         nodes.values().filter_map(|n| n["agent"]["vm_rss_mib"].as_f64()).reduce(f64::max)
     });
-    let median = |s: &str, f: &str| scenarios[s][f]["median"].as_f64();
-    let ratio = |a: &str, b: &str, f: &str| Some(median(a, f)? / median(b, f)?);
-    let minus = |a: &str, b: &str, f: &str| Some(median(a, f)? - median(b, f)?);
+    let ratio = |a: &str, b: &str, f: &str| paired(scenarios, a, b, f, |x, y| x / y);
+    let minus = |a: &str, b: &str, f: &str| paired(scenarios, a, b, f, |x, y| x - y);
     let tcp = "tcp_1_stream_gbps";
     json!({
-        "same_node_tcp1_vs_raw_veth": entry("oxsdn-same-node / raw-veth, TCP 1 stream", ratio("oxsdn-same-node", "raw-veth", tcp), Cmp::AtLeast, 0.95),
-        "same_node_tcp1_vs_linux_bridge": entry("oxsdn-same-node / linux-bridge, TCP 1 stream", ratio("oxsdn-same-node", "linux-bridge", tcp), Cmp::AtLeast, 1.0),
-        "same_node_rtt_p50_minus_raw_veth_us": entry("oxsdn-same-node − raw-veth, RTT p50 (µs)", minus("oxsdn-same-node", "raw-veth", "rtt_p50_us"), Cmp::AtMost, 3.0),
-        "same_node_udp_pps_vs_raw_veth": entry("oxsdn-same-node / raw-veth, UDP 64 B packets/s", ratio("oxsdn-same-node", "raw-veth", "udp_64b_pps"), Cmp::AtLeast, 0.9),
-        "cross_node_tcp1_vs_kernel_vxlan": entry("oxsdn-cross-node / kernel-vxlan, TCP 1 stream", ratio("oxsdn-cross-node", "kernel-vxlan", tcp), Cmp::AtLeast, 1.15),
-        "cross_node_tcp1_vs_ovs_userspace": entry("oxsdn-cross-node / ovs-userspace-cross-node, TCP 1 stream", ratio("oxsdn-cross-node", "ovs-userspace-cross-node", tcp), Cmp::AtLeast, 10.0),
-        "cross_node_rtt_p50_minus_kernel_vxlan_us": entry("oxsdn-cross-node − kernel-vxlan, RTT p50 (µs)", minus("oxsdn-cross-node", "kernel-vxlan", "rtt_p50_us"), Cmp::AtMost, 0.0),
-        "service_tcp1_vs_cross_node": entry("oxsdn-service / oxsdn-cross-node, TCP 1 stream", ratio("oxsdn-service", "oxsdn-cross-node", tcp), Cmp::AtLeast, 0.9),
-        "egress_tcp1_vs_node_egress": entry("oxsdn-egress / node-egress, TCP 1 stream", ratio("oxsdn-egress", "node-egress", tcp), Cmp::AtLeast, 0.9),
+        "same_node_tcp1_vs_raw_veth": paired_entry("oxsdn-same-node / raw-veth, TCP 1 stream", ratio("oxsdn-same-node", "raw-veth", tcp), Cmp::AtLeast, 0.95),
+        "same_node_tcp1_vs_linux_bridge": paired_entry("oxsdn-same-node / linux-bridge, TCP 1 stream", ratio("oxsdn-same-node", "linux-bridge", tcp), Cmp::AtLeast, 1.0),
+        "same_node_rtt_p50_minus_raw_veth_us": paired_entry("oxsdn-same-node − raw-veth, RTT p50 (µs)", minus("oxsdn-same-node", "raw-veth", "rtt_p50_us"), Cmp::AtMost, 3.0),
+        "same_node_udp_pps_vs_raw_veth": paired_entry("oxsdn-same-node / raw-veth, UDP 64 B packets/s", ratio("oxsdn-same-node", "raw-veth", "udp_64b_pps"), Cmp::AtLeast, 0.9),
+        "cross_node_tcp1_vs_kernel_vxlan": paired_entry("oxsdn-cross-node / kernel-vxlan, TCP 1 stream", ratio("oxsdn-cross-node", "kernel-vxlan", tcp), Cmp::AtLeast, 1.15),
+        "cross_node_tcp1_vs_ovs_userspace": paired_entry("oxsdn-cross-node / ovs-userspace-cross-node, TCP 1 stream", ratio("oxsdn-cross-node", "ovs-userspace-cross-node", tcp), Cmp::AtLeast, 10.0),
+        "cross_node_rtt_p50_minus_kernel_vxlan_us": paired_entry("oxsdn-cross-node − kernel-vxlan, RTT p50 (µs)", minus("oxsdn-cross-node", "kernel-vxlan", "rtt_p50_us"), Cmp::AtMost, 0.0),
+        "service_tcp1_vs_cross_node": paired_entry("oxsdn-service / oxsdn-cross-node, TCP 1 stream", ratio("oxsdn-service", "oxsdn-cross-node", tcp), Cmp::AtLeast, 0.9),
+        "egress_tcp1_vs_node_egress": paired_entry("oxsdn-egress / node-egress, TCP 1 stream", ratio("oxsdn-egress", "node-egress", tcp), Cmp::AtLeast, 0.9),
         "cni_add_p99_concurrent_ms": entry("CNI ADD p99 with concurrent pods (ms)", cni["add_concurrent_ms"]["p99"].as_f64(), Cmp::AtMost, 50.0),
         "longest_path_without_encapsulation_ns": entry("per-packet cost of the longest path without encapsulation (ns)", cost["longest_without_encapsulation"]["ns_per_packet"].as_f64(), Cmp::AtMost, 100.0),
         "scale_agent_rss_mib": entry("agent resident memory with the scale load (MiB)", largest_agent_rss, Cmp::AtMost, 64.0),
@@ -115,7 +138,7 @@ pub fn markdown(results: &Value) -> String {
          [bench/README.md](README.md#cni-add-with-20-pods-at-once-where-the-time-goes), the per-path \
          cost and the egress and cross-node paths in [docs/design.md](../docs/design.md).\n"
     );
-    let _ = writeln!(md, "| target | value | needed | met | margin |\n|---|---|---|---|---|");
+    let _ = writeln!(md, "| target | value | needed | met | margin | per round |\n|---|---|---|---|---|---|");
     if let Some(ratios) = results["ratios"].as_object() {
         for r in ratios.values() {
             let met = if r["met"].as_bool() == Some(true) { "yes" } else { "**no**" };
@@ -125,7 +148,8 @@ pub fn markdown(results: &Value) -> String {
                 None => r["note"].as_str().unwrap_or_default().to_string(),
             };
             let needed = format!("{} {}", r["comparison"].as_str().unwrap_or(""), num(&r["target"]));
-            let _ = writeln!(md, "| {} | {} | {} | {met} | {margin} |", r["what"].as_str().unwrap_or_default(), num(&r["value"]), needed.trim());
+            let per_round = r["per_round"].as_array().map(|v| v.iter().map(num).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            let _ = writeln!(md, "| {} | {} | {} | {met} | {margin} | {per_round} |", r["what"].as_str().unwrap_or_default(), num(&r["value"]), needed.trim());
         }
     }
 
@@ -206,6 +230,23 @@ mod tests {
         // The largest agent counts.
         assert_eq!(r["scale_agent_rss_mib"]["value"], 70.0);
         assert_eq!(r["scale_agent_rss_mib"]["met"], false);
+    }
+
+    #[test]
+    fn comparisons_pair_the_samples_of_each_round() {
+        let fig = |samples: &[f64]| json!({ "samples": samples, "median": crate::measure::Stats::of(samples).median });
+        let scenarios = json!({
+            "raw-veth": { "tcp_1_stream_gbps": fig(&[10.0, 25.0, 10.0]), "rtt_p50_us": fig(&[40.0, 20.0, 30.0]) },
+            "oxsdn-same-node": { "tcp_1_stream_gbps": fig(&[10.0, 20.0, 12.0]), "rtt_p50_us": fig(&[45.0, 21.0, 31.0]) },
+        });
+        let r = ratios(&scenarios, &json!({}), &json!({}), &json!({}));
+        // Per round 1.0, 0.8, 1.2: median 1.0 (the medians' ratio would read 1.2).
+        assert_eq!(r["same_node_tcp1_vs_raw_veth"]["value"], 1.0);
+        assert_eq!(r["same_node_tcp1_vs_raw_veth"]["per_round"], json!([1.0, 0.8, 1.2]));
+        assert_eq!(r["same_node_rtt_p50_minus_raw_veth_us"]["value"], 1.0);
+        assert_eq!(r["same_node_rtt_p50_minus_raw_veth_us"]["met"], true);
+        let md = markdown(&json!({ "ratios": r }));
+        assert!(md.contains("| 1, 0.800, 1.200 |"), "{md}");
     }
 
     #[test]
