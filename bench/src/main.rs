@@ -25,11 +25,12 @@ use crate::{measure::Durations, report::FIGURES, scenarios::Scenario};
 #[derive(Parser)]
 #[command(about = "Side-by-side benchmark of oxsdn and the alternatives")]
 struct Args {
-    /// Rounds over all scenarios.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds over all scenarios (more short rounds beat fewer long ones: the machine's
+    /// drift, not a run's length, is what spreads the samples).
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Seconds per iperf3 run.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     seconds: u32,
     /// Pings per round trip sample (5 ms apart).
     #[arg(long, default_value_t = 200)]
