@@ -14,7 +14,7 @@ pub mod trace;
 /// refuses to reuse pinned state that carries another version (the table 253 note of
 /// OpenShift SDN) and rebuilds it deliberately instead. A new map or a rule appended
 /// with a new id changes nothing older pins hold: the agent creates the map beside them.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Largest number of addresses in a node subnet the per-pod counters can index
 /// (hostSubnetLength <= 12).
@@ -60,6 +60,10 @@ pub struct NodeConfig {
     /// VXLAN UDP port, host byte order.
     pub vxlan_port: u16,
     pub _pad: u16,
+    /// ifindex of the underlay device holding `node_ip`, on which the programs put VXLAN
+    /// headers on and take them off themselves (0: unknown, everything goes through
+    /// vxlan0).
+    pub underlay_ifindex: u32,
 }
 
 /// Value of `PODS` (key: pod IPv4): what tables 40 and 70 need to deliver to a local pod.

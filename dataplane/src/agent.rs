@@ -28,7 +28,7 @@ use crate::{
     maps::{self, ip_key, NodeMaps},
     netdev,
     nodes::RemoteNodes,
-    pipeline::Pipeline,
+    pipeline::{remove_if_exists, Pipeline},
     pods::{PodRecord, PodTable},
     projects::Projects,
     services::{self, Services},
@@ -105,10 +105,16 @@ impl Agent {
         let pin_dir = config.bpffs_dir.join(&config.node_name);
         let mut pipeline = Pipeline::load(&pin_dir)?;
         let mut maps = pipeline.maps()?;
-        let node = NodeAddresses { subnet, gateway, node_ip: config.node_ip, tun0_ifindex, vxlan_ifindex };
+        let underlay = netdev::device_with_address(config.node_ip)?;
+        if underlay.is_none() {
+            tracing::warn!(node_ip = %config.node_ip, "no device holds the node's address: all overlay traffic goes through vxlan0");
+        }
+        let underlay_ifindex = underlay.as_ref().map_or(0, |(_, index)| *index);
+        let node = NodeAddresses { subnet, gateway, node_ip: config.node_ip, tun0_ifindex, vxlan_ifindex, underlay_ifindex };
         maps.config.set(0, node_config(&network, &node), 0)?;
         pipeline.attach_tun0(netdev::TUN0)?;
         pipeline.attach_vxlan0(netdev::VXLAN0)?;
+        pipeline.attach_underlay(underlay.as_ref().map(|(name, _)| name.as_str()))?;
         let maps = Arc::new(Mutex::new(maps));
 
         let projects = Arc::new(Projects::new(cluster.clone(), maps.clone()));
@@ -468,6 +474,8 @@ struct NodeAddresses {
     node_ip: Ipv4Addr,
     tun0_ifindex: u32,
     vxlan_ifindex: u32,
+    /// 0: no device holds `node_ip`.
+    underlay_ifindex: u32,
 }
 
 fn node_config(net: &ClusterConfig, node: &NodeAddresses) -> NodeConfig {
@@ -485,6 +493,7 @@ fn node_config(net: &ClusterConfig, node: &NodeAddresses) -> NodeConfig {
         vxlan_ifindex: node.vxlan_ifindex,
         vxlan_port: net.vxlan_port,
         _pad: 0,
+        underlay_ifindex: node.underlay_ifindex,
     }
 }
 
@@ -520,13 +529,6 @@ fn controller_error(e: ControllerError) -> CniError {
         _ => code::INTERNAL,
     };
     CniError::new(c, e.to_string())
-}
-
-fn remove_if_exists(path: &std::path::Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
-        _ => Ok(()),
-    }
 }
 
 /// Uninstalls a node's dataplane (`oxsdn-agent --teardown`, with no agent running):

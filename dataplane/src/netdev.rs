@@ -21,6 +21,19 @@ pub fn ifindex(name: &str) -> Option<u32> {
     nix::net::if_::if_nametoindex(name).ok()
 }
 
+/// The name and ifindex of the device that holds `ip`, if one does.
+pub fn device_with_address(ip: Ipv4Addr) -> Result<Option<(String, u32)>> {
+    for entry in nix::ifaddrs::getifaddrs().context("listing the node's addresses")? {
+        let holds = entry.address.as_ref().and_then(|a| a.as_sockaddr_in()).is_some_and(|a| a.ip() == ip);
+        if holds {
+            if let Some(index) = ifindex(&entry.interface_name) {
+                return Ok(Some((entry.interface_name, index)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Deletes a link if it exists (deleting either end of a veth removes both).
 pub fn delete_link(name: &str) -> Result<()> {
     with_netlink(|h| async move { netlink::delete_link_by_name(&h, name).await })?

@@ -1,7 +1,8 @@
 //! Loading the eBPF programs, with their maps pinned in the node's bpffs directory, and
 //! attaching them: `from_tun0` on tun0's TC egress, `from_tunnel` on vxlan0's TC
-//! ingress, `from_pod` on the TC ingress of every pod's host-side veth. Attachments are tcx links pinned under `links/`, so the
-//! dataplane keeps forwarding while no agent runs.
+//! ingress, `from_underlay` on the underlay device's TC ingress, `from_pod` on the TC
+//! ingress of every pod's host-side veth. Attachments are tcx links pinned under
+//! `links/`, so the dataplane keeps forwarding while no agent runs.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,10 @@ pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 pub(crate) const FROM_POD: &str = "from_pod";
 pub(crate) const FROM_TUN0: &str = "from_tun0";
 pub(crate) const FROM_TUNNEL: &str = "from_tunnel";
+const FROM_UNDERLAY: &str = "from_underlay";
+/// The link pin of the underlay device's program (named for its role: the device is
+/// whichever holds the node's address).
+const UNDERLAY_PIN: &str = "underlay";
 /// The global selecting trace mode (`oxsdn_common::trace`).
 const MODE: &str = "MODE";
 
@@ -48,7 +53,8 @@ impl Pipeline {
                 std::fs::create_dir_all(pin_dir.join("links"))?;
             }
         }
-        let ebpf = load_programs(OBJECT, pin_dir, 0)?;
+        let mut ebpf = load_programs(OBJECT, pin_dir, 0)?;
+        classifier(&mut ebpf, FROM_UNDERLAY)?.load().with_context(|| format!("loading program {FROM_UNDERLAY}"))?;
         Ok(Pipeline { ebpf, pin_dir: pin_dir.to_path_buf() })
     }
 
@@ -62,34 +68,43 @@ impl Pipeline {
 
     /// Attaches `from_tun0` to tun0's egress.
     pub fn attach_tun0(&mut self, ifname: &str) -> Result<()> {
-        self.attach(FROM_TUN0, ifname, TcAttachType::Egress)
+        self.attach(FROM_TUN0, ifname, ifname, TcAttachType::Egress)
     }
 
     /// Attaches `from_tunnel` to vxlan0's ingress.
     pub fn attach_vxlan0(&mut self, ifname: &str) -> Result<()> {
-        self.attach(FROM_TUNNEL, ifname, TcAttachType::Ingress)
+        self.attach(FROM_TUNNEL, ifname, ifname, TcAttachType::Ingress)
+    }
+
+    /// Attaches `from_underlay` to the ingress of the underlay device `ifname`, or, with
+    /// None, only removes it from where an earlier agent put it. Always a fresh link:
+    /// the device holding the node's address may have changed since, and while there is
+    /// no program there, overlay frames take vxlan0, which is only slower.
+    pub fn attach_underlay(&mut self, ifname: Option<&str>) -> Result<()> {
+        remove_if_exists(&self.link_pin(UNDERLAY_PIN))?;
+        match ifname {
+            Some(ifname) => self.attach(FROM_UNDERLAY, ifname, UNDERLAY_PIN, TcAttachType::Ingress),
+            None => Ok(()),
+        }
     }
 
     /// Attaches `from_pod` to the ingress of a pod's host-side veth.
     pub fn attach_pod_port(&mut self, host_veth: &str) -> Result<()> {
-        self.attach(FROM_POD, host_veth, TcAttachType::Ingress)
+        self.attach(FROM_POD, host_veth, host_veth, TcAttachType::Ingress)
     }
 
     /// Removes a pod port's link pin; the link goes with the veth (or now, if it remains).
     pub fn detach_pod_port(&self, host_veth: &str) -> Result<()> {
-        match std::fs::remove_file(self.link_pin(host_veth)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
+        remove_if_exists(&self.link_pin(host_veth))
     }
 
-    /// The interfaces with a pinned pod port link (every link pin but tun0's and
-    /// vxlan0's).
+    /// The interfaces with a pinned pod port link (every link pin but tun0's, vxlan0's
+    /// and the underlay's).
     pub fn pod_port_pins(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(self.pin_dir.join("links"))? {
             let name = entry?.file_name().to_string_lossy().into_owned();
-            if name != netdev::TUN0 && name != netdev::VXLAN0 {
+            if name != netdev::TUN0 && name != netdev::VXLAN0 && name != UNDERLAY_PIN {
                 names.push(name);
             }
         }
@@ -104,11 +119,11 @@ impl Pipeline {
         self.pin_dir.join("links").join(ifname)
     }
 
-    /// Attaches program `name` to `ifname`. An existing pinned link of that interface
-    /// (left by a previous agent) gets the new program atomically instead, so traffic
-    /// never sees a moment without a program.
-    fn attach(&mut self, name: &str, ifname: &str, direction: TcAttachType) -> Result<()> {
-        let pin = self.link_pin(ifname);
+    /// Attaches program `name` to `ifname`, its link pinned as `pin_name`. An existing
+    /// pinned link (left by a previous agent) gets the new program atomically instead,
+    /// so traffic never sees a moment without a program.
+    fn attach(&mut self, name: &str, ifname: &str, pin_name: &str, direction: TcAttachType) -> Result<()> {
+        let pin = self.link_pin(pin_name);
         let program = classifier(&mut self.ebpf, name)?;
         if pin.exists() {
             if let Ok(existing) = PinnedLink::from_pin(&pin) {
@@ -161,6 +176,13 @@ pub(crate) fn pinned_layout_version(pin_dir: &Path) -> Option<u32> {
         Ok(cfg) => Some(cfg.layout_version),
         // A config we cannot even open as ours is from another layout.
         Err(_) => Some(0),
+    }
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
+        _ => Ok(()),
     }
 }
 

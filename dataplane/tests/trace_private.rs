@@ -58,6 +58,8 @@ fn fill(dir: &Path) -> NodeMaps {
         vxlan_ifindex: VXLAN0,
         vxlan_port: 4789,
         _pad: 0,
+        // Test runs have no underlay device: frames to other nodes take vxlan0.
+        underlay_ifindex: 0,
     };
     maps.config.set(0, cfg, 0).unwrap();
     for (addr, port, project) in [("10.128.0.2", PORT_A, PROJECT_A), ("10.128.0.3", PORT_B, PROJECT_B)] {

@@ -1,6 +1,7 @@
 //! Entry for frames other nodes send: TC ingress of vxlan0, the collect_md VXLAN device
 //! that has already taken the outer headers off (their source IP and the VNI are in the
-//! skb's tunnel metadata).
+//! skb's tunnel metadata). `from_underlay` takes most of them off itself and continues
+//! with the same tables (`deliver`).
 
 use aya_ebpf::{
     bindings::{bpf_tunnel_key, TC_ACT_SHOT},
@@ -46,6 +47,13 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
     } else {
         return TC_ACT_SHOT;
     };
+    deliver::<T>(ctx, cfg, tun_src, vni)
+}
+
+/// Table 0 of the tunnel port onwards, for a frame without its outer headers that
+/// node `tun_src` sent with VNI `vni`.
+#[inline(always)]
+pub fn deliver<const T: bool>(mut ctx: TcContext, cfg: &NodeConfig, tun_src: u32, vni: u32) -> i32 {
     let frame = Frame::<T>::parse(&ctx);
     let mut nat = Rewrite::default();
     match table0_from_tunnel(cfg, &frame, tun_src, vni, &mut nat) {

@@ -3,9 +3,11 @@
 //! One program per attach point, like Cilium's `bpf/bpf_*.c`:
 //! - `from_pod`: TC ingress of every pod's host-side veth (OpenShift's pod ports);
 //! - `from_tun0`: TC egress of tun0 (what the node's host stack sends into the network);
-//! - `from_tunnel`: TC ingress of vxlan0 (what other nodes send over the overlay).
+//! - `from_tunnel`: TC ingress of vxlan0 (what other nodes send over the overlay);
+//! - `from_underlay`: TC ingress of the node's underlay device, where most overlay
+//!   frames are decapsulated before the host stack sees them (then as `from_tunnel`).
 //!
-//! Both run table 0 for their ingress and then the shared pipeline in `pipeline`, whose
+//! Each runs table 0 for their ingress and then the shared pipeline in `pipeline`, whose
 //! functions are named after the Profile A table they implement.
 #![no_std]
 #![no_main]
@@ -13,6 +15,7 @@
 mod from_pod;
 mod from_tun0;
 mod from_tunnel;
+mod from_underlay;
 mod maps;
 mod output;
 mod packet;

@@ -3,10 +3,11 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_tunnel_key, BPF_F_DONT_FRAGMENT, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_ZERO_CSUM_TX,
-        TC_ACT_REDIRECT, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_tunnel_key, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_DONT_FRAGMENT,
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_ZERO_CSUM_TX, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
-    helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_set_tunnel_key},
+    helpers::{bpf_check_mtu, bpf_get_hash_recalc, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer, bpf_skb_set_tunnel_key},
     programs::TcContext,
 };
 use oxsdn_common::NodeConfig;
@@ -62,13 +63,22 @@ pub fn to_pod_veth<const T: bool>(ctx: &mut TcContext, frame: &Frame<T>, ifindex
     unsafe { bpf_redirect(ifindex, 0) as i32 }
 }
 
-/// VXLAN to another node: the tunnel key for vxlan0 (a collect_md device, which adds
-/// the outer headers), then out of vxlan0. As OVS does by default: zero UDP checksum,
-/// don't-fragment set.
+/// VXLAN to another node, as OVS sends it by default: zero UDP checksum, don't-fragment
+/// set. The program puts the outer headers on itself and hands the frame to the
+/// underlay device's neighbour output, skipping vxlan0's transmit path (a route lookup,
+/// netfilter's OUTPUT and POSTROUTING, the UDP tunnel socket); frames it cannot
+/// encapsulate so (ARP, a frame too big for the underlay, an unknown underlay) take
+/// vxlan0 with a tunnel key, which is the same wire format.
 #[inline(always)]
 pub fn to_tunnel<const T: bool>(ctx: &mut TcContext, cfg: &NodeConfig, frame: &Frame<T>, node_ip: u32, vni: u32, rewrite: &Rewrite) -> i32 {
     if !apply(ctx, frame, rewrite, true) {
         return TC_ACT_SHOT;
+    }
+    // A trace shows the decision (port vxlan0), not the outer headers.
+    if !frame.tracing() {
+        if let Some(verdict) = encapsulate(ctx, cfg, node_ip, vni) {
+            return verdict;
+        }
     }
     // SAFETY: an all-zero bpf_tunnel_key is valid.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
@@ -85,6 +95,117 @@ pub fn to_tunnel<const T: bool>(ctx: &mut TcContext, cfg: &NodeConfig, frame: &F
     }
     // SAFETY: plain helper call.
     unsafe { bpf_redirect(cfg.vxlan_ifindex, 0) as i32 }
+}
+
+/// What native encapsulation inserts between the frame's Ethernet header (which becomes
+/// the outer one) and its IPv4 header: outer IPv4, UDP and VXLAN headers and a copy of
+/// the frame's Ethernet header. Multi-byte fields in network byte order.
+#[repr(C, packed)]
+struct VxlanEncap {
+    version_ihl: u8,
+    tos: u8,
+    total_len: u16,
+    id: u16,
+    frag: u16,
+    ttl: u8,
+    proto: u8,
+    csum: u16,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    udp_len: u16,
+    udp_csum: u16,
+    vxlan_flags: u32,
+    vxlan_vni: u32,
+    inner_eth: [u8; ETH_HLEN],
+}
+
+const ETH_HLEN: usize = 14;
+const ENCAP_LEN: usize = core::mem::size_of::<VxlanEncap>();
+const IPV4_DF: u16 = 0x4000;
+/// VXLAN flags word with the I flag (a valid VNI follows).
+const VXLAN_I_FLAG: u32 = 0x0800_0000;
+/// The kernel's default local port range, from which it picks VXLAN source ports by
+/// flow hash (so the underlay can spread flows over paths).
+const SPORT_MIN: u32 = 32768;
+const SPORT_MAX: u32 = 61000;
+
+/// Puts the VXLAN headers on the frame and sends it out of the underlay device: the
+/// verdict, or None when the frame is left as it was for vxlan0 to carry.
+#[inline(always)]
+fn encapsulate(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32) -> Option<i32> {
+    if cfg.underlay_ifindex == 0 {
+        return None;
+    }
+    // The outer packet must fit the underlay (for GSO frames, each segment) and its
+    // 16-bit length fields.
+    let mut mtu_len = 0u32;
+    // SAFETY: plain helper call; mtu_len lives on the stack for it.
+    let fits = unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, cfg.underlay_ifindex, &mut mtu_len, ENCAP_LEN as i32, 0) } == 0;
+    let outer_len = ctx.len() as usize + ENCAP_LEN - ETH_HLEN;
+    if !fits || outer_len > u16::MAX as usize {
+        return None;
+    }
+    let inner_eth: [u8; ETH_HLEN] = ctx.load(0).ok()?;
+    let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
+        // The pod MTU already leaves room for the headers: segment sizes stay.
+        | BPF_F_ADJ_ROOM_FIXED_GSO as u64
+        | (ETH_HLEN as u64) << 56;
+    // Only IPv4 frames can be grown so (ARP goes through vxlan0); a failure leaves the
+    // frame as it was.
+    ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).ok()?;
+    // SAFETY: plain helper call.
+    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+    let sport = ((u64::from(hash) * u64::from(SPORT_MAX - SPORT_MIN)) >> 32) as u32 + SPORT_MIN;
+    let mut encap = VxlanEncap {
+        version_ihl: 0x45,
+        tos: 0,
+        total_len: (outer_len as u16).to_be(),
+        id: 0,
+        frag: IPV4_DF.to_be(),
+        ttl: TUNNEL_TTL,
+        proto: IPPROTO_UDP,
+        csum: 0,
+        src: cfg.node_ip,
+        dst: node_ip,
+        sport: (sport as u16).to_be(),
+        dport: cfg.vxlan_port.to_be(),
+        udp_len: ((outer_len - 20) as u16).to_be(),
+        udp_csum: 0,
+        vxlan_flags: VXLAN_I_FLAG.to_be(),
+        vxlan_vni: (vni << 8).to_be(),
+        inner_eth,
+    };
+    encap.csum = ipv4_header_csum(&encap);
+    // From here on the frame is changed: a failure drops it. The outer destination MAC
+    // is cleared, as the helper refuses a multicast one (the frame's own, when it is a
+    // broadcast to another node's pods); it fills in both MACs anyway.
+    if ctx.store(ETH_HLEN, &encap, 0).is_err() || ctx.store(0, &[0u8; 6], 0).is_err() {
+        return Some(TC_ACT_SHOT);
+    }
+    // The kernel looks the outer destination up and fills in both MACs.
+    // SAFETY: plain helper call; no parameters.
+    Some(unsafe { bpf_redirect_neigh(cfg.underlay_ifindex, core::ptr::null_mut(), 0, 0) } as i32)
+}
+
+/// The outer IPv4 header's checksum: the one's complement sum of its 16-bit words as
+/// they lie in memory (the sum is the same in either byte order), stored as it is.
+#[inline(always)]
+fn ipv4_header_csum(h: &VxlanEncap) -> u16 {
+    let words = [
+        u16::from_ne_bytes([h.version_ihl, h.tos]),
+        h.total_len,
+        h.id,
+        h.frag,
+        u16::from_ne_bytes([h.ttl, h.proto]),
+        h.src as u16,
+        (h.src >> 16) as u16,
+        h.dst as u16,
+        (h.dst >> 16) as u16,
+    ];
+    let sum = words.iter().fold(0u32, |sum, w| sum + u32::from(*w));
+    csum_fold(sum)
 }
 
 /// Writes a service translation into the packet: addresses and ports with their

@@ -487,6 +487,8 @@ fn fill(maps: &mut NodeMaps, tracking: &mut Tracking, state: &State) -> Result<(
             vxlan_ifindex: VXLAN_IFINDEX,
             vxlan_port: node.vxlan_port,
             _pad: 0,
+            // Test runs have no underlay device: frames to other nodes take vxlan0.
+            underlay_ifindex: 0,
         },
         0,
     )?;

@@ -81,13 +81,60 @@ fn vxlan_payload(vni: u32, inner: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Sends one UDP datagram from namespace `from` to `to`:4789.
-fn send_udp(from: &oxsdn_tests::netns::Netns, to: std::net::Ipv4Addr, payload: Vec<u8>) -> Result<()> {
+/// Sends one UDP datagram from namespace `from` to `to`:4789, with a UDP checksum or
+/// with none (0, as the nodes send VXLAN: the receiving node's program decapsulates it
+/// itself; a checksummed one goes through the kernel's vxlan0).
+fn send_udp(from: &oxsdn_tests::netns::Netns, to: std::net::Ipv4Addr, payload: Vec<u8>, checksum: bool) -> Result<()> {
+    use std::os::fd::AsRawFd;
     from.enter(move || -> Result<()> {
         let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        if !checksum {
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt with a c_int option on a socket this closure owns.
+            let rc = unsafe {
+                libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, &on as *const _ as *const libc::c_void, 4)
+            };
+            anyhow::ensure!(rc == 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
+        }
         s.send_to(&payload, (to, 4789))?;
         Ok(())
     })?
+}
+
+/// vxlan0's packet counters in a node's namespace: (received, sent).
+fn vxlan0_packets(node: &oxsdn_tests::netns::Netns) -> Result<(u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(&node.ip(&["-s", "-j", "link", "show", "vxlan0"])?)?;
+    let stats = &v[0]["stats64"];
+    match (stats["rx"]["packets"].as_u64(), stats["tx"]["packets"].as_u64()) {
+        (Some(rx), Some(tx)) => Ok((rx, tx)),
+        _ => bail!("no vxlan0 counters in {v}"),
+    }
+}
+
+/// The programs put the VXLAN headers on and take them off themselves, so pod traffic
+/// between nodes does not pass vxlan0 (nor the host stack's tunnel path); ARP, which
+/// they leave to vxlan0, still resolves across the tunnel.
+#[test]
+fn overlay_frames_skip_vxlan0_and_arp_still_takes_it() -> Result<()> {
+    let mut cluster = TestCluster::with_etcd(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let a = cluster.nodes[0].add_pod("red", "a")?;
+    let b = cluster.nodes[1].add_pod("red", "b")?;
+    assert!(ping(&a.netns, b.ip), "warm-up (ARP over the tunnel)");
+    let (n1, n2) = (&cluster.nodes[0].netns, &cluster.nodes[1].netns);
+    let (before1, before2) = (vxlan0_packets(n1)?, vxlan0_packets(n2)?);
+    let pings = a.netns.command("ping").args(["-c", "20", "-i", "0.01", "-W", "1", &b.ip.to_string()]).output()?;
+    assert!(pings.status.success(), "20 pings across nodes: {}", String::from_utf8_lossy(&pings.stdout));
+    assert_eq!(vxlan0_packets(n1)?, before1, "node1's vxlan0 carried some of the pings (received, sent)");
+    assert_eq!(vxlan0_packets(n2)?, before2, "node2's vxlan0 carried some of the pings (received, sent)");
+
+    a.netns.ip(&["neigh", "flush", "dev", "eth0"])?;
+    assert!(ping(&a.netns, b.ip), "ping after forgetting b's MAC");
+    assert!(a.netns.ip(&["neigh", "show", &b.ip.to_string()])?.contains(&b.mac), "b's MAC resolved again");
+    assert!(vxlan0_packets(n1)?.1 > before1.1, "the ARP request did not take node1's vxlan0");
+    assert!(vxlan0_packets(n2)?.0 > before2.0, "the ARP request did not arrive through node2's vxlan0");
+    Ok(())
 }
 
 #[test]
@@ -105,20 +152,27 @@ fn vxlan_from_unknown_sources_and_from_pods_cannot_inject_traffic() -> Result<()
     let watch = RawSocket::open(&victim.netns, "eth0")?;
     let node1_ip = cluster.nodes[0].ip;
 
-    // Control: VXLAN with red's VNI from a known node (node2's address) is delivered.
-    send_udp(&cluster.nodes[1].netns, node1_ip, vxlan_payload(red, &inner(b"oxsdn-known-node")))?;
-    assert_eq!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-known-node")).len(), 1);
+    // Both ways a frame can arrive: decapsulated by node1's program (no UDP checksum,
+    // as nodes send VXLAN) and by vxlan0 (a checksum to verify).
+    for (checksum, known, unknown) in [
+        (false, b"oxsdn-known-node-a", b"oxsdn-unknown-src-a"),
+        (true, b"oxsdn-known-node-b", b"oxsdn-unknown-src-b"),
+    ] {
+        // Control: VXLAN with red's VNI from a known node (node2's address) is delivered.
+        send_udp(&cluster.nodes[1].netns, node1_ip, vxlan_payload(red, &inner(known)), checksum)?;
+        assert_eq!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, known)).len(), 1, "checksum {checksum}");
 
-    // From an address that is no node's: dropped by table 10 and counted.
-    let before = packets(&t(&cluster, 0)?, 10, 0, "");
-    send_udp(&cluster.underlay, node1_ip, vxlan_payload(red, &inner(b"oxsdn-unknown-src")))?;
-    assert!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-unknown-src")).is_empty());
-    assert_eq!(packets(&t(&cluster, 0)?, 10, 0, "") - before, 1);
+        // From an address that is no node's: dropped by table 10 and counted.
+        let before = packets(&t(&cluster, 0)?, 10, 0, "");
+        send_udp(&cluster.underlay, node1_ip, vxlan_payload(red, &inner(unknown)), checksum)?;
+        assert!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, unknown)).is_empty(), "checksum {checksum}");
+        assert_eq!(packets(&t(&cluster, 0)?, 10, 0, "") - before, 1, "checksum {checksum}");
+    }
 
     // From a pod of another project, aimed at node1's VXLAN port with red's VNI: pods
     // may not send VXLAN out of the cluster network (table 100).
     let before = packets(&t(&cluster, 1)?, 100, 300, "udp,tp_dst=4789");
-    send_udp(&attacker.netns, node1_ip, vxlan_payload(red, &inner(b"oxsdn-pod-vxlan")))?;
+    send_udp(&attacker.netns, node1_ip, vxlan_payload(red, &inner(b"oxsdn-pod-vxlan")), false)?;
     assert!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-pod-vxlan")).is_empty());
     assert!(packets(&t(&cluster, 1)?, 100, 300, "udp,tp_dst=4789") > before, "not counted on the attacker's node");
     Ok(())
