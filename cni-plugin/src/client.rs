@@ -212,14 +212,38 @@ fn wait_writable(fd: &OwnedFd, deadline: Instant) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::protocol::{Attachment, Command, PodNetwork};
     use std::os::unix::net::UnixListener;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    pub(crate) fn temp_socket(tag: &str) -> PathBuf {
+    /// A socket path in a directory of its own, which goes when this does.
+    pub(crate) struct TempSocket(PathBuf);
+
+    impl std::ops::Deref for TempSocket {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for TempSocket {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempSocket {
+        fn drop(&mut self) {
+            if let Some(dir) = self.0.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+
+    pub(crate) fn temp_socket(tag: &str) -> TempSocket {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "oxsdn-cni-test-{}-{}-{}",
@@ -228,11 +252,11 @@ mod tests {
             N.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        dir.join("s.sock")
+        TempSocket(dir.join("s.sock"))
     }
 
     /// A one-shot fake agent: accept one connection, read the request to EOF, answer `reply`.
-    fn fake_agent(reply: Vec<u8>) -> (PathBuf, std::thread::JoinHandle<Vec<u8>>) {
+    fn fake_agent(reply: Vec<u8>) -> (TempSocket, std::thread::JoinHandle<Vec<u8>>) {
         let path = temp_socket("client");
         let l = UnixListener::bind(&path).unwrap();
         let h = std::thread::spawn(move || {

@@ -590,23 +590,16 @@ mod tests {
     use std::collections::HashMap;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixListener;
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::thread::JoinHandle;
 
-    fn temp_socket() -> PathBuf {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "oxsdn-plugin-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("agent.sock")
+    use crate::client::tests::TempSocket;
+
+    fn temp_socket() -> TempSocket {
+        crate::client::tests::temp_socket("plugin")
     }
 
     /// A fake agent answering `replies` in order, one per connection; returns the requests.
-    fn fake_agent(replies: Vec<Response>) -> (PathBuf, JoinHandle<Vec<Request>>) {
+    fn fake_agent(replies: Vec<Response>) -> (TempSocket, JoinHandle<Vec<Request>>) {
         let path = temp_socket();
         let l = UnixListener::bind(&path).unwrap();
         let h = std::thread::spawn(move || {
@@ -770,7 +763,8 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("/nonexistent/netns/x"));
-        let file = temp_socket().with_file_name("plain-file");
+        let dir = temp_socket();
+        let file = dir.with_file_name("plain-file");
         std::fs::write(&file, b"x").unwrap();
         assert_eq!(
             err_code(&run(
@@ -847,7 +841,7 @@ mod tests {
     #[test]
     fn gc() {
         let (s, h) = fake_agent(vec![Response::Done]);
-        let c = json!({"cniVersion": "1.1.0", "name": "oxsdn", "type": "oxsdn", "agentSocket": s,
+        let c = json!({"cniVersion": "1.1.0", "name": "oxsdn", "type": "oxsdn", "agentSocket": &*s,
             "cni.dev/valid-attachments": [{"containerID": "aaa", "ifname": "eth0"}, {"containerID": "bbb", "ifname": "eth0"}]});
         let o = run(
             &env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]),
@@ -881,7 +875,7 @@ mod tests {
             7
         );
         // Agent down: try again later.
-        let c = json!({"cniVersion": "1.1.0", "name": "oxsdn", "type": "oxsdn", "agentSocket": temp_socket(), "cni.dev/valid-attachments": []});
+        let c = json!({"cniVersion": "1.1.0", "name": "oxsdn", "type": "oxsdn", "agentSocket": &*temp_socket(), "cni.dev/valid-attachments": []});
         assert_eq!(
             err_code(&run(
                 &env(&[("CNI_COMMAND", "GC")]),
