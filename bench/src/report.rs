@@ -19,6 +19,22 @@ enum Cmp {
     AtMost,
 }
 
+/// Where what was measured about a target lies (repository paths): why it is missed or
+/// what bounds it.
+fn account(key: &str) -> Option<&'static str> {
+    Some(match key {
+        k if k.starts_with("same_node") || k == "cross_node_tcp1_vs_kernel_vxlan" => {
+            "docs/design.md#what-bounds-the-same-node-and-cross-node-figures"
+        }
+        "cross_node_rtt_p50_minus_kernel_vxlan_us" => "docs/design.md#native-vxlan-the-programs-put-the-headers-on-and-take-them-off",
+        "cross_node_tcp1_vs_ovs_userspace" => "bench/README.md#open-vswitch-userspace-datapath",
+        "egress_tcp1_vs_node_egress" => "docs/design.md#egress-path-what-was-measured-2026-11-25-issue-5",
+        "cni_add_p99_concurrent_ms" => "bench/README.md#cni-add-with-20-pods-at-once-where-the-time-goes",
+        "longest_path_without_encapsulation_ns" => "docs/design.md#per-packet-cost-of-each-path-issue-5",
+        _ => return None,
+    })
+}
+
 /// One target: `value` compared with `target`.
 fn entry(what: &str, value: Option<f64>, cmp: Cmp, target: f64) -> Value {
     paired_entry(what, value.map(|v| (v, Vec::new())), cmp, target)
@@ -68,7 +84,7 @@ pub fn ratios(scenarios: &Value, cni: &Value, cost: &Value, scale: &Value) -> Va
     let ratio = |a: &str, b: &str, f: &str| paired(scenarios, a, b, f, |x, y| x / y);
     let minus = |a: &str, b: &str, f: &str| paired(scenarios, a, b, f, |x, y| x - y);
     let tcp = "tcp_1_stream_gbps";
-    json!({
+    let mut targets = json!({
         "same_node_tcp1_vs_raw_veth": paired_entry("oxsdn-same-node / raw-veth, TCP 1 stream", ratio("oxsdn-same-node", "raw-veth", tcp), Cmp::AtLeast, 0.95),
         "same_node_tcp1_vs_linux_bridge": paired_entry("oxsdn-same-node / linux-bridge, TCP 1 stream", ratio("oxsdn-same-node", "linux-bridge", tcp), Cmp::AtLeast, 1.0),
         "same_node_rtt_p50_minus_raw_veth_us": paired_entry("oxsdn-same-node − raw-veth, RTT p50 (µs)", minus("oxsdn-same-node", "raw-veth", "rtt_p50_us"), Cmp::AtMost, 3.0),
@@ -81,7 +97,13 @@ pub fn ratios(scenarios: &Value, cni: &Value, cost: &Value, scale: &Value) -> Va
         "cni_add_p99_concurrent_ms": entry("CNI ADD p99 with concurrent pods (ms)", cni["add_concurrent_ms"]["p99"].as_f64(), Cmp::AtMost, 50.0),
         "longest_path_without_encapsulation_ns": entry("per-packet cost of the longest path without encapsulation (ns)", cost["longest_without_encapsulation"]["ns_per_packet"].as_f64(), Cmp::AtMost, 100.0),
         "scale_agent_rss_mib": entry("agent resident memory with the scale load (MiB)", largest_agent_rss, Cmp::AtMost, 64.0),
-    })
+    });
+    for (key, target) in targets.as_object_mut().into_iter().flatten() {
+        if let Some(doc) = account(key) {
+            target["account"] = json!(doc);
+        }
+    }
+    targets
 }
 
 /// A number for a table: three significant digits or so, no exponent.
@@ -134,13 +156,13 @@ pub fn markdown(results: &Value) -> String {
     let _ = writeln!(md, "\n## Targets\n");
     let _ = writeln!(
         md,
-        "Where a target is missed, what was measured about why: CNI latency in \
-         [bench/README.md](README.md#cni-add-with-20-pods-at-once-where-the-time-goes), the per-path \
-         cost and the egress and cross-node paths in [docs/design.md](../docs/design.md).\n"
+        "Each comparison is the median of its per-round values (the two scenarios measured \
+         seconds apart in each round). Where a target is missed, the last column links what was \
+         measured about why.\n"
     );
-    let _ = writeln!(md, "| target | value | needed | met | margin | per round |\n|---|---|---|---|---|---|");
+    let _ = writeln!(md, "| target | value | needed | met | margin | per round | measured account |\n|---|---|---|---|---|---|---|");
     if let Some(ratios) = results["ratios"].as_object() {
-        for r in ratios.values() {
+        for (key, r) in ratios {
             let met = if r["met"].as_bool() == Some(true) { "yes" } else { "**no**" };
             let margin = match r["margin"].as_f64() {
                 Some(m) if m >= 0.0 => format!("by {}", num(&json!(m))),
@@ -149,7 +171,20 @@ pub fn markdown(results: &Value) -> String {
             };
             let needed = format!("{} {}", r["comparison"].as_str().unwrap_or(""), num(&r["target"]));
             let per_round = r["per_round"].as_array().map(|v| v.iter().map(num).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-            let _ = writeln!(md, "| {} | {} | {} | {met} | {margin} | {per_round} |", r["what"].as_str().unwrap_or_default(), num(&r["value"]), needed.trim());
+            // RESULTS.md lives in bench/: links are relative to it.
+            // Also for results recorded before the JSON carried it.
+            let account = r["account"].as_str().or(account(key)).map(|doc| {
+                let link = doc.strip_prefix("bench/").map(str::to_string).unwrap_or_else(|| format!("../{doc}"));
+                format!("[{}]({link})", doc.split('#').next().unwrap_or(doc))
+            });
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {met} | {margin} | {per_round} | {} |",
+                r["what"].as_str().unwrap_or_default(),
+                num(&r["value"]),
+                needed.trim(),
+                account.unwrap_or_default()
+            );
         }
     }
 
@@ -246,7 +281,7 @@ mod tests {
         assert_eq!(r["same_node_rtt_p50_minus_raw_veth_us"]["value"], 1.0);
         assert_eq!(r["same_node_rtt_p50_minus_raw_veth_us"]["met"], true);
         let md = markdown(&json!({ "ratios": r }));
-        assert!(md.contains("| 1, 0.800, 1.200 |"), "{md}");
+        assert!(md.contains("| 1, 0.800, 1.200 | [docs/design.md](../docs/design.md#what-bounds-the-same-node-and-cross-node-figures) |"), "{md}");
     }
 
     #[test]
