@@ -186,18 +186,18 @@ fn main() -> Result<()> {
 /// error) per (scenario, figure), sample `i` from round `i`.
 type Samples = BTreeMap<(&'static str, &'static str), Result<Vec<f64>, String>>;
 
-/// The figures one measurement takes.
+/// The iperf3 figures.
 #[derive(Clone, Copy)]
 enum Measurement {
     Tcp(u32),
     Udp,
-    Ping,
 }
 
 /// Each round measures one figure on every scenario before the next figure, so the
 /// samples a ratio pairs are taken a few seconds apart; odd rounds go through the
 /// scenarios in reverse, so no scenario always follows the same one (on a 2-CPU VM a
-/// figure drifts by more than most targets' margins within minutes).
+/// figure drifts by more than most targets' margins within minutes). Round trips are
+/// finer still: see `ping_interleaved`.
 fn measure_rounds(ready: &[Scenario], rounds: usize, d: Durations) -> Samples {
     let mut samples: Samples = BTreeMap::new();
     let mut record = |name, figure, value: &Result<f64>| {
@@ -213,7 +213,7 @@ fn measure_rounds(ready: &[Scenario], rounds: usize, d: Durations) -> Samples {
         if round % 2 == 0 {
             order.reverse();
         }
-        for m in [Measurement::Tcp(1), Measurement::Tcp(4), Measurement::Udp, Measurement::Ping] {
+        for m in [Measurement::Tcp(1), Measurement::Tcp(4), Measurement::Udp] {
             for s in &order {
                 match m {
                     Measurement::Tcp(streams) => {
@@ -226,20 +226,44 @@ fn measure_rounds(ready: &[Scenario], rounds: usize, d: Durations) -> Samples {
                         eprintln!("round {round}: {:<26} UDP 64 B {:>8} packets/s", s.name, show(&v));
                         record(s.name, "udp_64b_pps", &v);
                     }
-                    Measurement::Ping if s.no_ping.is_some() => {}
-                    Measurement::Ping => {
-                        let rtts = measure::ping_rtts_us(&s.client, s.server_ip, d.pings);
-                        let p50 = rtts.as_ref().map(|r| measure::percentile(r, 0.5)).map_err(|e| anyhow::anyhow!("{e:#}"));
-                        let p99 = rtts.as_ref().map(|r| measure::percentile(r, 0.99)).map_err(|e| anyhow::anyhow!("{e:#}"));
-                        eprintln!("round {round}: {:<26} RTT p50 {} µs, p99 {} µs", s.name, show(&p50), show(&p99));
-                        record(s.name, "rtt_p50_us", &p50);
-                        record(s.name, "rtt_p99_us", &p99);
-                    }
                 }
             }
         }
+        for (s, rtts) in order.iter().zip(ping_interleaved(&order, d.pings)) {
+            let Some(rtts) = rtts else { continue };
+            let p50 = rtts.as_ref().map(|r| measure::percentile(r, 0.5)).map_err(|e| anyhow::anyhow!("{e:#}"));
+            let p99 = rtts.as_ref().map(|r| measure::percentile(r, 0.99)).map_err(|e| anyhow::anyhow!("{e:#}"));
+            eprintln!("round {round}: {:<26} RTT p50 {} µs, p99 {} µs", s.name, show(&p50), show(&p99));
+            record(s.name, "rtt_p50_us", &p50);
+            record(s.name, "rtt_p99_us", &p99);
+        }
     }
     samples
+}
+
+/// Pings per batch of `ping_interleaved`.
+const PING_BATCH: u32 = 20;
+
+/// `pings` round trips of every scenario that can be pinged (None for the others), sent
+/// in batches of `PING_BATCH` that take turns across the scenarios, so that each
+/// scenario's round trips spread over the same seconds as the others': pings 5 ms apart
+/// find the caches cold, and how cold moves by tens of µs within seconds.
+fn ping_interleaved(order: &[&Scenario], pings: u32) -> Vec<Option<Result<Vec<f64>>>> {
+    let mut all: Vec<Option<Result<Vec<f64>>>> = order.iter().map(|s| s.no_ping.is_none().then(|| Ok(Vec::new()))).collect();
+    let mut left = pings;
+    while left > 0 {
+        let batch = left.min(PING_BATCH);
+        for (s, rtts) in order.iter().zip(all.iter_mut()) {
+            if let Some(Ok(so_far)) = rtts {
+                match measure::ping_rtts_us(&s.client, s.server_ip, batch) {
+                    Ok(more) => so_far.extend(more),
+                    Err(e) => *rtts = Some(Err(e)),
+                }
+            }
+        }
+        left -= batch;
+    }
+    all
 }
 
 fn hold(ready: &[Scenario]) -> Result<()> {
@@ -263,7 +287,7 @@ fn show(v: &Result<f64>) -> String {
 fn method() -> Value {
     json!({
         "tcp": "iperf3 -c <server> -t <seconds> -A 0,1 [-P 4]: client and server pinned to different CPUs; Gbit/s received by the server",
-        "rtt": "ping -i 0.005 -c <pings>: p50 and p99 of the per-packet round trips of each round, then median/min/max over rounds",
+        "rtt": "ping -i 0.005 in batches of 20 that take turns across the scenarios until each has <pings>: p50 and p99 of each scenario's round trips in each round, then median/min/max over rounds",
         "udp": format!("iperf3 -u -l {} -b 0 -A 0,1: datagrams the server received (highest sequence minus lost) per second of its receive interval, sender unthrottled", measure::UDP_PAYLOAD),
         "kernel_vxlan": "per node a Linux bridge and a VXLAN device (VNI 1, port 4789, no learning, a static all-zero FDB entry to the other node), plus flannel's --ip-masq masquerade rule in nftables, which turns connection tracking on in the node's namespace as oxsdn's egress masquerade does",
         "ovs": "Debian's Open vSwitch 3.1 with the userspace datapath (netdev, AF_PACKET on the veths; no kernel module on this machine), own ovsdb-server/ovs-vswitchd per node in the node's namespace, OpenShift SDN Profile A flows (tables 0/10/20/21/30/40/50/70/80/90, VNID in reg0/reg1, tun_id on output); userspace TSO off (OVS 3.1 cannot segment into a VXLAN tunnel), pods' TX checksum offload off (the userspace datapath would forward partial checksums)",
