@@ -77,8 +77,15 @@ fn vxlan_to_this_node(ctx: &TcContext, cfg: &NodeConfig) -> Option<(u32, u32, [u
     // SAFETY: every read below lies within [p, p + READ_LEN), checked above.
     unsafe {
         let be16 = |at: usize| u16::from_be(core::ptr::read_unaligned(at as *const u16));
+        // What the host's ip_rcv and udp_rcv would check before vxlan0 saw the frame:
+        // the header checksum, and lengths that match the frame (anything odd goes to
+        // them, which drop or trim it).
+        let ip_len = ctx.len() as usize - ETH_HLEN;
         let ours = be16(p + 12) == ETH_P_IP
             && *(ip as *const u8) == 0x45
+            && ipv4_header_valid(ip)
+            && usize::from(be16(ip + 2)) == ip_len
+            && usize::from(be16(udp + 4)) == ip_len - IPV4_LEN
             // Neither more fragments nor a fragment offset.
             && be16(ip + 6) & 0x3fff == 0
             && *((ip + 9) as *const u8) == IPPROTO_UDP
@@ -94,4 +101,19 @@ fn vxlan_to_this_node(ctx: &TcContext, cfg: &NodeConfig) -> Option<(u32, u32, [u
         let vni = u32::from_be(core::ptr::read_unaligned((vxlan + 4) as *const u32)) >> 8;
         Some((tun_src, vni, core::ptr::read_unaligned(inner_eth as *const [u8; ETH_HLEN])))
     }
+}
+
+/// Whether the 20-byte IPv4 header at `ip` has a valid checksum: its 16-bit words sum to
+/// 0xffff in one's complement.
+///
+/// # Safety
+/// `ip + 20` must lie within the packet, checked by the caller.
+#[inline(always)]
+unsafe fn ipv4_header_valid(ip: usize) -> bool {
+    let mut sum = 0u32;
+    for i in 0..IPV4_LEN / 2 {
+        sum += u32::from(core::ptr::read_unaligned((ip + 2 * i) as *const u16));
+    }
+    let sum = (sum & 0xffff) + (sum >> 16);
+    (sum & 0xffff) + (sum >> 16) == 0xffff
 }

@@ -178,6 +178,50 @@ fn vxlan_from_unknown_sources_and_from_pods_cannot_inject_traffic() -> Result<()
     Ok(())
 }
 
+/// The MAC of `ifname` in namespace `ns`.
+fn mac_of(ns: &oxsdn_tests::netns::Netns, ifname: &str) -> Result<oxsdn_tests::frames::Mac> {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show", ifname])?)?;
+    let text = v[0]["address"].as_str().unwrap_or_default().to_string();
+    let bytes: Vec<u8> = text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    bytes.try_into().map_err(|_| anyhow::anyhow!("no MAC for {ifname}: {text}"))
+}
+
+/// Where the receiving node's program takes the outer headers off itself, it checks what
+/// the host's IP layer would have: an outer IPv4 header with a bad checksum is not
+/// delivered either way.
+#[test]
+fn vxlan_with_a_corrupt_outer_header_is_not_delivered() -> Result<()> {
+    use oxsdn_tests::{frames, probe::RawSocket};
+    let mut cluster = TestCluster::with_etcd(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let victim = cluster.nodes[0].add_pod("red", "victim")?;
+    let red = cluster.netid("red")?;
+    let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (n1_mac, n2_mac) = (mac_of(&n1.netns, "eth0")?, mac_of(&n2.netns, "eth0")?);
+    let watch = RawSocket::open(&victim.netns, "eth0")?;
+    // Sent out of node1's port on the underlay bridge, not through the bridge, whose
+    // br_netfilter would drop a bad IPv4 header before node1 saw it.
+    let tx = RawSocket::open(&cluster.underlay, "p1")?;
+    let outer = |marker: &[u8], corrupt: bool| {
+        let inner = frames::udp([2, 0, 0, 0, 0, 9], frames::pod_mac(victim.ip), "10.129.0.99".parse().unwrap(), victim.ip, 9, marker);
+        let mut f = frames::udp(n2_mac, n1_mac, n2.ip, n1.ip, 4789, &vxlan_payload(red, &inner));
+        // No UDP checksum, as nodes send VXLAN (the receiving program's case).
+        f[40..42].copy_from_slice(&[0, 0]);
+        if corrupt {
+            f[24] ^= 0x55;
+        }
+        f
+    };
+    let before = vxlan0_packets(&n1.netns)?;
+    tx.send(&outer(b"oxsdn-sound-outer", false))?;
+    assert_eq!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-sound-outer")).len(), 1, "control");
+    assert_eq!(vxlan0_packets(&n1.netns)?.0, before.0, "the control arrived through vxlan0, not the program");
+    tx.send(&outer(b"oxsdn-corrupt-outer", true))?;
+    assert!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-corrupt-outer")).is_empty());
+    Ok(())
+}
+
 #[test]
 fn full_size_packets_and_bulk_tcp_cross_nodes_without_fragmentation() -> Result<()> {
     let mut cluster = TestCluster::with_etcd(&[])?;
