@@ -18,19 +18,17 @@ use aya_ebpf::{
 };
 use oxsdn_common::NodeConfig;
 
-use crate::{from_tunnel::deliver, maps::CONFIG, packet::IPPROTO_UDP};
+use crate::{
+    from_tunnel::deliver,
+    maps::CONFIG,
+    output::csum_fold,
+    packet::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_MIN_LEN, UDP_LEN, VXLAN_I_FLAG, VXLAN_LEN},
+};
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const IPV4_LEN: usize = 20;
-const UDP_LEN: usize = 8;
-const VXLAN_LEN: usize = 8;
 /// Outer IPv4, UDP and VXLAN headers and the inner Ethernet header: what comes off.
-const OUTER_LEN: usize = IPV4_LEN + UDP_LEN + VXLAN_LEN + ETH_HLEN;
+const OUTER_LEN: usize = IPV4_MIN_LEN + UDP_LEN + VXLAN_LEN + ETH_HLEN;
 /// The frame up to the inner IPv4 header, read before deciding.
 const READ_LEN: usize = ETH_HLEN + OUTER_LEN;
-/// The I flag in the VXLAN flags byte: a valid VNI follows.
-const VXLAN_I_FLAG: u8 = 0x08;
 
 #[classifier]
 pub fn from_underlay(ctx: TcContext) -> i32 {
@@ -71,7 +69,7 @@ fn vxlan_to_this_node(ctx: &TcContext, cfg: &NodeConfig) -> Option<(u32, u32, [u
         return None;
     }
     let ip = p + ETH_HLEN;
-    let udp = ip + IPV4_LEN;
+    let udp = ip + IPV4_MIN_LEN;
     let vxlan = udp + UDP_LEN;
     let inner_eth = vxlan + VXLAN_LEN;
     // SAFETY: every read below lies within [p, p + READ_LEN), checked above.
@@ -85,7 +83,7 @@ fn vxlan_to_this_node(ctx: &TcContext, cfg: &NodeConfig) -> Option<(u32, u32, [u
             && *(ip as *const u8) == 0x45
             && ipv4_header_valid(ip)
             && usize::from(be16(ip + 2)) == ip_len
-            && usize::from(be16(udp + 4)) == ip_len - IPV4_LEN
+            && usize::from(be16(udp + 4)) == ip_len - IPV4_MIN_LEN
             // Neither more fragments nor a fragment offset.
             && be16(ip + 6) & 0x3fff == 0
             && *((ip + 9) as *const u8) == IPPROTO_UDP
@@ -103,17 +101,16 @@ fn vxlan_to_this_node(ctx: &TcContext, cfg: &NodeConfig) -> Option<(u32, u32, [u
     }
 }
 
-/// Whether the 20-byte IPv4 header at `ip` has a valid checksum: its 16-bit words sum to
-/// 0xffff in one's complement.
+/// Whether the 20-byte IPv4 header at `ip` has a valid checksum: its 16-bit words,
+/// checksum included, fold to zero.
 ///
 /// # Safety
 /// `ip + 20` must lie within the packet, checked by the caller.
 #[inline(always)]
 unsafe fn ipv4_header_valid(ip: usize) -> bool {
     let mut sum = 0u32;
-    for i in 0..IPV4_LEN / 2 {
+    for i in 0..IPV4_MIN_LEN / 2 {
         sum += u32::from(core::ptr::read_unaligned((ip + 2 * i) as *const u16));
     }
-    let sum = (sum & 0xffff) + (sum >> 16);
-    (sum & 0xffff) + (sum >> 16) == 0xffff
+    csum_fold(sum) == 0
 }

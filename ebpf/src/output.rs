@@ -13,7 +13,7 @@ use aya_ebpf::{
 use oxsdn_common::NodeConfig;
 
 use crate::{
-    packet::{Frame, Ipv4, IPPROTO_TCP, IPPROTO_UDP, L3},
+    packet::{Frame, Ipv4, ETH_HLEN, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_LEN, L3, VXLAN_I_FLAG},
     pipeline::Rewrite,
 };
 
@@ -97,11 +97,16 @@ pub fn to_tunnel<const T: bool>(ctx: &mut TcContext, cfg: &NodeConfig, frame: &F
     unsafe { bpf_redirect(cfg.vxlan_ifindex, 0) as i32 }
 }
 
-/// What native encapsulation inserts between the frame's Ethernet header (which becomes
-/// the outer one) and its IPv4 header: outer IPv4, UDP and VXLAN headers and a copy of
-/// the frame's Ethernet header. Multi-byte fields in network byte order.
+/// The headers of a natively encapsulated frame, written in one store over the
+/// frame's Ethernet header and the room made after it: the outer Ethernet header
+/// (MACs zero: the neighbour output fills them in, and refuses a multicast destination,
+/// which the frame's own is when it is a broadcast to another node's pods), the outer
+/// IPv4, UDP and VXLAN headers, and the frame's own Ethernet header. Multi-byte fields
+/// in network byte order.
 #[repr(C, packed)]
-struct VxlanEncap {
+struct VxlanHeaders {
+    outer_macs: [u8; 12],
+    outer_ethertype: u16,
     version_ihl: u8,
     tos: u8,
     total_len: u16,
@@ -121,11 +126,9 @@ struct VxlanEncap {
     inner_eth: [u8; ETH_HLEN],
 }
 
-const ETH_HLEN: usize = 14;
-const ENCAP_LEN: usize = core::mem::size_of::<VxlanEncap>();
+/// What encapsulation adds to the frame.
+const ENCAP_LEN: usize = core::mem::size_of::<VxlanHeaders>() - ETH_HLEN;
 const IPV4_DF: u16 = 0x4000;
-/// VXLAN flags word with the I flag (a valid VNI follows).
-const VXLAN_I_FLAG: u32 = 0x0800_0000;
 /// The kernel's default local port range, from which it picks VXLAN source ports by
 /// flow hash (so the underlay can spread flows over paths).
 const SPORT_MIN: u32 = 32768;
@@ -158,7 +161,9 @@ fn encapsulate(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32) ->
     // SAFETY: plain helper call.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
     let sport = ((u64::from(hash) * u64::from(SPORT_MAX - SPORT_MIN)) >> 32) as u32 + SPORT_MIN;
-    let mut encap = VxlanEncap {
+    let mut headers = VxlanHeaders {
+        outer_macs: [0; 12],
+        outer_ethertype: ETH_P_IP.to_be(),
         version_ihl: 0x45,
         tos: 0,
         total_len: (outer_len as u16).to_be(),
@@ -171,17 +176,15 @@ fn encapsulate(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32) ->
         dst: node_ip,
         sport: (sport as u16).to_be(),
         dport: cfg.vxlan_port.to_be(),
-        udp_len: ((outer_len - 20) as u16).to_be(),
+        udp_len: ((outer_len - IPV4_MIN_LEN) as u16).to_be(),
         udp_csum: 0,
-        vxlan_flags: VXLAN_I_FLAG.to_be(),
+        vxlan_flags: (u32::from(VXLAN_I_FLAG) << 24).to_be(),
         vxlan_vni: (vni << 8).to_be(),
         inner_eth,
     };
-    encap.csum = ipv4_header_csum(&encap);
-    // From here on the frame is changed: a failure drops it. The outer destination MAC
-    // is cleared, as the helper refuses a multicast one (the frame's own, when it is a
-    // broadcast to another node's pods); it fills in both MACs anyway.
-    if ctx.store(ETH_HLEN, &encap, 0).is_err() || ctx.store(0, &[0u8; 6], 0).is_err() {
+    headers.csum = ipv4_header_csum(&headers);
+    // From here on the frame is changed: a failure drops it.
+    if ctx.store(0, &headers, 0).is_err() {
         return Some(TC_ACT_SHOT);
     }
     // The kernel looks the outer destination up and fills in both MACs.
@@ -192,7 +195,7 @@ fn encapsulate(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32) ->
 /// The outer IPv4 header's checksum: the one's complement sum of its 16-bit words as
 /// they lie in memory (the sum is the same in either byte order), stored as it is.
 #[inline(always)]
-fn ipv4_header_csum(h: &VxlanEncap) -> u16 {
+fn ipv4_header_csum(h: &VxlanHeaders) -> u16 {
     let words = [
         u16::from_ne_bytes([h.version_ihl, h.tos]),
         h.total_len,
@@ -306,7 +309,7 @@ fn csum_change(old: u32, new: u32) -> u32 {
 
 /// Folds a 32-bit sum into a 16-bit checksum (the kernel's csum_fold).
 #[inline(always)]
-fn csum_fold(sum: u32) -> u16 {
+pub fn csum_fold(sum: u32) -> u16 {
     let sum = (sum & 0xffff) + (sum >> 16);
     let sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)

@@ -2,13 +2,17 @@
 
 use aya_ebpf::programs::TcContext;
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 const ARP_LEN: usize = 28;
-const IPV4_MIN_LEN: usize = 20;
+pub const IPV4_MIN_LEN: usize = 20;
 const TCP_MIN_LEN: usize = 20;
-const UDP_LEN: usize = 8;
+pub const UDP_LEN: usize = 8;
+/// The VXLAN header (RFC 7348): a flags byte, reserved bytes, the VNI.
+pub const VXLAN_LEN: usize = 8;
+/// The I flag in the VXLAN flags byte: a valid VNI follows.
+pub const VXLAN_I_FLAG: u8 = 0x08;
 /// Bytes the parser may read: an Ethernet header, the longest IPv4 header and the L4
 /// ports.
 const PARSE_LEN: usize = ETH_HLEN + 60 + 4;
