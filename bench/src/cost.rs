@@ -15,8 +15,8 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use oxsdn_dataplane::{
-    maps::NodeMaps,
-    trace::{pod_mac, verdict_name, Ingress, Output, Packet, Proto, TestPrograms, Tracer},
+    maps::{LocalPods, NodeMaps},
+    tracer::{pod_mac, verdict_name, Ingress, Output, Packet, Proto, TestPrograms, Tracer},
 };
 use oxsdn_common::trace::MODE_TEST_INPUT;
 use oxsdn_tests::{PathPods, Pod};

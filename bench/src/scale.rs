@@ -19,6 +19,8 @@ use oxsdn_controller::{
     store::{self, StoreBackend},
     Cluster, NewService, Protocol, ServicePort,
 };
+use oxsdn_common::MAX_PROJECT_SLOTS;
+use oxsdn_dataplane::maps::NodeMaps;
 use oxsdn_tests::{netns::run, probe, Node, Pod, TestCluster};
 use serde_json::{json, Value};
 
@@ -86,9 +88,10 @@ pub fn measure(load: &Load) -> Result<Value> {
     let big_id = project_id(&cluster, BIG)?;
     // Every record reached both agents' maps: projects, the other nodes, service ports.
     for node in &cluster.nodes {
-        let pins = node_pins(&cluster, node);
-        for (map, count) in [("PROJECT_VNID", load.projects + 2), ("NODE_IPS", load.remote_nodes + 1), ("SERVICES", load.services)] {
-            wait_for(&format!("{} mirroring {map}", node.name), || Ok(map_entries(&pins.join(map))? >= count))?;
+        let maps = NodeMaps::open(&node_pins(&cluster, node))?;
+        let wanted = [("PROJECTS", load.projects + 2), ("NODE_IPS", load.remote_nodes + 1), ("SERVICES", load.services)];
+        for (map, count) in wanted {
+            wait_for(&format!("{} mirroring {map}", node.name), || Ok(map_entries(&maps, map)? >= count))?;
         }
     }
     let memory: BTreeMap<String, Value> = cluster
@@ -189,18 +192,25 @@ fn project_id(cluster: &TestCluster, project: &str) -> Result<u32> {
 }
 
 /// Runs the join and times, from the moment the command starts: the command itself, each
-/// node's `PROJECT_VNID` entry of the project taking the new VNID (polled through bpftool
-/// every 10 ms), and every probe (a ping across the isolation boundary) passing.
+/// node's `PROJECTS` entry of the project taking the new VNID (polled every 10 ms), and every probe (a ping across the isolation boundary) passing.
 fn measure_join(cluster: &TestCluster, big_id: u32, probes: &[(&Pod, &Pod)]) -> Result<Value> {
     // Read before the timer starts: listing every project takes a while at this scale.
     let vnid = cluster.netid(PEER)?;
+    let slots = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let maps = NodeMaps::open(&node_pins(cluster, node))?;
+            let slot = project_slot(&maps, big_id)?;
+            Ok((maps, slot))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let start = Instant::now();
     cluster.oxsdnctl(&["pod-network", "join-projects", &format!("--to={PEER}"), BIG])?;
     let command_s = seconds(start);
     let mut maps_s = BTreeMap::new();
-    for node in &cluster.nodes {
-        let map = node_pins(cluster, node).join("PROJECT_VNID");
-        wait_for(&format!("{}'s map", node.name), || Ok(project_vnid(&map, big_id)? == Some(vnid)))?;
+    for (node, (maps, slot)) in cluster.nodes.iter().zip(slots) {
+        wait_for(&format!("{}'s map", node.name), || Ok(maps.projects.get(&slot, 0)?.vnid == vnid))?;
         maps_s.insert(node.name.clone(), seconds(start));
     }
     for (from, to) in probes {
@@ -211,7 +221,7 @@ fn measure_join(cluster: &TestCluster, big_id: u32, probes: &[(&Pod, &Pod)]) -> 
         bail!("{BIG} did not take {PEER}'s VNID");
     }
     Ok(json!({
-        "method": "timer starts before `oxsdnctl pod-network join-projects --to=peer big` (big: the pods on node1 plus one on node2); maps: each node's PROJECT_VNID entry of big holds peer's VNID (bpftool, 10 ms polls); traffic: pings peer(node2)->big(node1), peer(node1)->big(node2), peer(node1)->big(node1) all answered (each try up to 0.5 s)",
+        "method": "timer starts before `oxsdnctl pod-network join-projects --to=peer big` (big: the pods on node1 plus one on node2); maps: each node's PROJECTS entry of big holds peer's VNID (10 ms polls); traffic: pings peer(node2)->big(node1), peer(node1)->big(node2), peer(node1)->big(node1) all answered (each try up to 0.5 s)",
         "command_s": command_s,
         "maps_enforced_s": maps_s,
         "traffic_enforced_s": traffic_s,
@@ -237,28 +247,21 @@ fn bpftool(args: &[&str]) -> Result<Value> {
     Ok(serde_json::from_str(&run(Command::new("bpftool").arg("-j").args(args))?)?)
 }
 
-/// The VNID in a node's `PROJECT_VNID` for project `id`.
-fn project_vnid(map: &Path, id: u32) -> Result<Option<u32>> {
-    let path = map.to_str().context("map path")?;
-    let key: Vec<String> = id.to_ne_bytes().iter().map(|b| b.to_string()).collect();
-    let mut args = vec!["map", "lookup", "pinned", path, "key"];
-    args.extend(key.iter().map(String::as_str));
-    let Ok(entry) = bpftool(&args) else { return Ok(None) };
-    if let Some(vnid) = entry["formatted"]["value"].as_u64() {
-        return Ok(Some(u32::try_from(vnid)?));
-    }
-    let bytes: Vec<u8> = entry["value"]
-        .as_array()
-        .context("no value")?
-        .iter()
-        .map(|b| b.as_str().and_then(|s| u8::from_str_radix(s.trim_start_matches("0x"), 16).ok()).context("value byte"))
-        .collect::<Result<_>>()?;
-    Ok(Some(u32::from_ne_bytes(bytes.try_into().map_err(|_| anyhow::anyhow!("value is not 4 bytes"))?)))
+/// The slot of project `id` in a node's `PROJECTS`.
+fn project_slot(maps: &NodeMaps, id: u32) -> Result<u32> {
+    (0..MAX_PROJECT_SLOTS)
+        .find(|slot| maps.projects.get(slot, 0).is_ok_and(|p| p.id == id))
+        .with_context(|| format!("project {id} is not in PROJECTS"))
 }
 
-fn map_entries(map: &Path) -> Result<usize> {
-    let entries = bpftool(&["map", "dump", "pinned", map.to_str().context("map path")?])?;
-    Ok(entries.as_array().map_or(0, Vec::len))
+/// Entries of one of the maps the scale load fills.
+fn map_entries(maps: &NodeMaps, map: &str) -> Result<usize> {
+    Ok(match map {
+        "PROJECTS" => (0..MAX_PROJECT_SLOTS).filter(|slot| maps.projects.get(slot, 0).is_ok_and(|p| p.id != 0)).count(),
+        "NODE_IPS" => maps.node_ips.keys().count(),
+        "SERVICES" => maps.services.keys().count(),
+        other => bail!("no count of {other}"),
+    })
 }
 
 /// `VmRSS` and `VmHWM` of the node's agent, in MiB.

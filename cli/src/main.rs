@@ -1,7 +1,7 @@
 //! `oxsdnctl`: the operator's command line, after `oc adm pod-network` and `oc get`.
 
 mod output;
-mod trace;
+mod packet_trace;
 
 use std::{
     collections::BTreeMap, io::Write, net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::Arc,
@@ -96,12 +96,12 @@ struct TraceArgs {
     /// Where the packet enters: pod:IP (a local pod), node (the host, into tun0) or
     /// tunnel:NODE_IP:VNI (VXLAN from another node).
     #[arg(long, value_name = "pod:IP|node|tunnel:NODE_IP:VNI")]
-    from: trace::Source,
+    from: packet_trace::Source,
     /// Destination address, and port for TCP and UDP.
-    #[arg(long, value_name = "IP[:PORT]", value_parser = trace::parse_destination)]
+    #[arg(long, value_name = "IP[:PORT]", value_parser = packet_trace::parse_destination)]
     to: (Ipv4Addr, u16),
     #[arg(long, value_enum)]
-    proto: oxsdn_dataplane::trace::Proto,
+    proto: oxsdn_dataplane::tracer::Proto,
     /// Source address [default: the pod's, the gateway's from the node; required from a
     /// tunnel]. Another address than the pod's traces a spoofed packet.
     #[arg(long, value_name = "IP")]
@@ -548,8 +548,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }
         }
         Command::Trace(args) => {
-            let request = trace::Request { from: args.from, to: args.to, proto: args.proto, src: args.src, src_port: args.src_port };
-            trace::trace(&args.bpffs_dir.join(&args.node), &args.node, &request, args.output, out)?;
+            let request = packet_trace::Request { from: args.from, to: args.to, proto: args.proto, src: args.src, src_port: args.src_port };
+            packet_trace::trace(&args.bpffs_dir.join(&args.node), &args.node, &request, args.output, out)?;
         }
         Command::Debug(DebugCommand::StoreHammer { key, count }) => {
             let store = open_store(store)?;

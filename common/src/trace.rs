@@ -44,44 +44,41 @@ pub mod output_kind {
     pub const TUNNEL: u32 = 3;
 }
 
-/// One rule the packet matched, in the order it matched them.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TraceHop {
-    pub kind: u32,
-    pub rule: u32,
-    pub key: u32,
-}
+crate::wire! {
+    /// One rule the packet matched, in the order it matched them.
+    pub struct TraceHop {
+        pub kind: u32,
+        pub rule: u32,
+        pub key: u32,
+    }
 
-/// The single entry of the `TRACE` map after a trace-mode run (userspace zeroes it
-/// before each run).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TraceRecord {
-    /// Number of valid entries of `hop`.
-    pub hops: u32,
-    /// Non-zero once the pipeline chose an output (`output` and what follows are set).
-    pub decided: u32,
-    pub output: u32,
-    /// `Pod`: the pod's host veth (reg2); `Tun0`: tun0's ifindex; `Tunnel`: vxlan0's.
-    pub ifindex: u32,
-    /// `Pod`: the pod's IP.
-    pub pod_ip: u32,
-    /// `Tunnel`: the remote node's underlay IP and the VNI.
-    pub node_ip: u32,
-    pub vni: u32,
-    /// Bit 0: reg0 was set (source VNID); bit 1: reg1 was set (destination VNID).
-    pub regs_set: u32,
-    pub reg0: u32,
-    pub reg1: u32,
-    /// The service translation (`Rewrite`): non-zero `nat_active` when there is one.
-    pub nat_active: u32,
-    pub nat_src: u32,
-    pub nat_dst: u32,
-    /// Host byte order.
-    pub nat_sport: u16,
-    pub nat_dport: u16,
-    pub hop: [TraceHop; MAX_HOPS],
+    /// The single entry of the `TRACE` map after a trace-mode run (userspace zeroes it
+    /// before each run).
+    pub struct TraceRecord {
+        /// Number of valid entries of `hop`.
+        pub hops: u32,
+        /// Non-zero once the pipeline chose an output (`output` and what follows are set).
+        pub decided: u32,
+        pub output: u32,
+        /// `Pod`: the pod's host veth (reg2); `Tun0`: tun0's ifindex; `Tunnel`: vxlan0's.
+        pub ifindex: u32,
+        /// `Pod`: the pod's IP.
+        pub pod_ip: u32,
+        /// `Tunnel`: the remote node's underlay IP and the VNI.
+        pub node_ip: u32,
+        pub vni: u32,
+        /// Bit 0: reg0 was set (source VNID); bit 1: reg1 was set (destination VNID).
+        pub regs_set: u32,
+        pub reg0: u32,
+        pub reg1: u32,
+        /// The service translation: non-zero `xlate_active` when there is one.
+        pub xlate_active: u32,
+        pub xlate_src: u32,
+        pub xlate_dst: u32,
+        pub xlate_sport: u16,
+        pub xlate_dport: u16,
+        pub hop: [TraceHop; MAX_HOPS],
+    }
 }
 
 pub const REG0_SET: u32 = 1;

@@ -16,7 +16,7 @@ use oxsdn_cni::{
     protocol::{format_mac, pod_mac, Command, PodNetwork, Request, Response},
     CniError,
 };
-use oxsdn_common::{pod_stat_index, LocalPod, NodeConfig, PodPort, LAYOUT_VERSION, POD_IS_ENDPOINT, POD_RULES};
+use oxsdn_common::{mode, stats, PodEntry, POD_RULES};
 use oxsdn_controller::{
     store::{self, StoreBackend, StoreError},
     Cluster, ClusterConfig, Error as ControllerError, NetNamespace,
@@ -24,15 +24,13 @@ use oxsdn_controller::{
 
 use crate::{
     egress,
+    entries::{self, NodeAddresses, ProjectRef},
     ipam::{Ipam, IpamError},
-    maps::{self, ip_key, NodeMaps},
+    loader::{remove_if_exists, Programs},
+    maps::{self, ip_key, LocalPods, NodeMaps},
+    mirror::{self, projects::Projects, remote_nodes::RemoteNodes, services::Services, Mirror},
     netdev,
-    nodes::RemoteNodes,
-    pipeline::{remove_if_exists, Pipeline},
     pods::{PodRecord, PodTable},
-    projects::Projects,
-    services::{self, Services},
-    sync::{self, Mirror},
 };
 
 pub struct AgentConfig {
@@ -59,10 +57,9 @@ pub struct Agent {
     network: ClusterConfig,
     subnet: Ipv4Network,
     gateway: Ipv4Addr,
-    pipeline: Mutex<Pipeline>,
+    pipeline: Mutex<Programs>,
     maps: Arc<Mutex<NodeMaps>>,
     projects: Arc<Projects>,
-    services: Arc<Services>,
     pods: Mutex<PodState>,
     /// The pod table generation known to be on disk. Held while saving, so requests
     /// that changed the table meanwhile find their change saved by that one write
@@ -103,7 +100,7 @@ impl Agent {
         netdev::disable_ipv6(netdev::VXLAN0)?;
 
         let pin_dir = config.bpffs_dir.join(&config.node_name);
-        let mut pipeline = Pipeline::load(&pin_dir)?;
+        let mut pipeline = Programs::load(&pin_dir)?;
         let mut maps = pipeline.maps()?;
         let underlay = netdev::device_with_address(config.node_ip)?;
         if underlay.is_none() {
@@ -111,19 +108,24 @@ impl Agent {
         }
         let underlay_ifindex = underlay.as_ref().map_or(0, |(_, index)| *index);
         let node = NodeAddresses { subnet, gateway, node_ip: config.node_ip, tun0_ifindex, vxlan_ifindex, underlay_ifindex };
-        maps.config.set(0, node_config(&network, &node), 0)?;
+        let networks = entries::Networks {
+            cluster: network.cluster_network,
+            service: network.service_network,
+            vxlan_port: network.vxlan_port,
+        };
+        maps.config.set(0, entries::node_config(&networks, &node, mode::MULTITENANT), 0)?;
         pipeline.attach_tun0(netdev::TUN0)?;
         pipeline.attach_vxlan0(netdev::VXLAN0)?;
         pipeline.attach_underlay(underlay.as_ref().map(|(name, _)| name.as_str()))?;
         let maps = Arc::new(Mutex::new(maps));
 
         let projects = Arc::new(Projects::new(cluster.clone(), maps.clone()));
-        sync::follow(projects.clone(), projects.resync()?);
+        mirror::follow(projects.clone(), projects.resync()?);
         let nodes = Arc::new(RemoteNodes::new(&config.node_name, cluster.clone(), maps.clone()));
-        sync::follow(nodes.clone(), nodes.resync()?);
-        let services = Arc::new(Services::new(cluster.clone(), maps.clone(), projects.clone()));
-        sync::follow(services.clone(), services.resync()?);
-        services::sweep_drained_periodically(services.clone());
+        mirror::follow(nodes.clone(), nodes.resync()?);
+        let services = Arc::new(Services::new(cluster.clone(), maps.clone(), projects.clone(), subnet));
+        mirror::follow(services.clone(), services.resync()?);
+        mirror::services::sweep_drained_periodically(services);
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;
@@ -137,7 +139,6 @@ impl Agent {
             pipeline: Mutex::new(pipeline),
             maps,
             projects,
-            services,
             pods: Mutex::new(PodState { table, ipam }),
             saved: Mutex::new(0),
         });
@@ -197,18 +198,14 @@ impl Agent {
     /// Removes dataplane entries and link pins of pods the table does not hold: an
     /// agent that died between plugging a pod in and recording it leaves them.
     fn remove_unrecorded_pods(&self, table: &PodTable) -> Result<()> {
-        let ips: HashSet<u32> = table.iter().map(|p| ip_key(p.ip)).collect();
-        let ifindexes: HashSet<u32> = table.iter().map(|p| p.ifindex).collect();
+        let recorded: HashSet<(u32, u32)> = table.iter().map(|p| (ip_key(p.ip), p.ifindex)).collect();
         let veths: HashSet<&str> = table.iter().map(|p| p.host_veth.as_str()).collect();
         let mut maps = self.maps.lock().unwrap();
-        let stale_ips: Vec<u32> = maps.pods.keys().filter_map(|k| k.ok()).filter(|k| !ips.contains(k)).collect();
-        for ip in stale_ips {
-            tracing::info!(ip = %maps::ip_from_key(ip), "removing the entry of an unrecorded pod");
-            maps.pods.remove(&ip)?;
-        }
-        let stale_ports: Vec<u32> = maps.pod_ports.keys().filter_map(|k| k.ok()).filter(|k| !ifindexes.contains(k)).collect();
-        for ifindex in stale_ports {
-            maps.pod_ports.remove(&ifindex)?;
+        for (slot, pod) in maps.local_pods()? {
+            if !recorded.contains(&(pod.ip, pod.ifindex)) {
+                tracing::info!(ip = %maps::ip_from_key(pod.ip), "removing the entry of an unrecorded pod");
+                maps.pods.set(slot, PodEntry::default(), 0)?;
+            }
         }
         drop(maps);
         let pipeline = self.pipeline.lock().unwrap();
@@ -241,7 +238,7 @@ impl Agent {
         let host_veth = required(&req.host_veth, "host_veth")?;
         let project = required(&req.pod_namespace, "K8S_POD_NAMESPACE")?;
         let netns = required(&req.netns, "CNI_NETNS")?;
-        let ns = self.project_of_new_pod(project)?;
+        let (ns, project_ref) = self.project_of_new_pod(project)?;
         let ifindex = netdev::ifindex(host_veth).ok_or_else(|| {
             CniError::new(code::INVALID_ENV, format!("host veth {host_veth} does not exist on this node"))
         })?;
@@ -283,7 +280,7 @@ impl Agent {
             ip,
         };
         state.table.last_ip = state.ipam.last();
-        if let Err(e) = self.reset_pod_counters(ip).and_then(|_| self.enter_maps(&record)) {
+        if let Err(e) = self.reset_pod_counters(ip).and_then(|_| self.enter_maps(&record, project_ref)) {
             self.unplug(&record);
             state.ipam.release(ip);
             return Err(internal(e));
@@ -303,13 +300,13 @@ impl Agent {
 
     /// The project a new pod joins: as this node knows it, else from the store
     /// (created if needed, as OpenShift's master does for a new namespace).
-    fn project_of_new_pod(&self, name: &str) -> Result<NetNamespace, CniError> {
-        if let Some(ns) = self.projects.get(name) {
-            return Ok(ns);
+    fn project_of_new_pod(&self, name: &str) -> Result<(NetNamespace, ProjectRef), CniError> {
+        if let Some(known) = self.projects.get(name) {
+            return Ok(known);
         }
         let ns = self.cluster.ensure_netnamespace(name).map_err(controller_error)?;
-        self.projects.learn(&ns).map_err(internal)?;
-        Ok(ns)
+        let project = self.projects.learn(&ns).map_err(internal)?;
+        Ok((ns, project))
     }
 
     /// Deletes a pod. Its veth goes first and outside the pod lock (netlink waits for
@@ -345,7 +342,7 @@ impl Agent {
             ))
         })?;
         let maps = self.maps.lock().unwrap();
-        let plugged = maps.pods.get(&ip_key(rec.ip), 0).ok() == Some(LocalPod { ifindex: rec.ifindex, project: rec.project_id })
+        let plugged = maps.local_pod(rec.ip).ok().flatten().is_some_and(|p| p.ifindex == rec.ifindex && p.project_id == rec.project_id)
             && netdev::ifindex(&rec.host_veth) == Some(rec.ifindex)
             && self.pipeline.lock().unwrap().pod_port_attached(&rec.host_veth);
         drop(maps);
@@ -405,39 +402,39 @@ impl Agent {
     /// left counts). Not on restore: a restarted agent keeps its pods' counters.
     fn reset_pod_counters(&self, ip: Ipv4Addr) -> Result<()> {
         let mut maps = self.maps.lock().unwrap();
-        let local_mask = maps.node_config()?.local_mask;
+        let (slot, _) = entries::pod_entry(self.subnet, ip, 0, ProjectRef { slot: 0, id: 0 });
         for rule in 0..POD_RULES {
-            maps::reset(&mut maps.pod_stats, pod_stat_index(ip_key(ip), local_mask, rule))?;
+            maps::reset(&mut maps.pod_stats, stats::pod_index(slot, rule))?;
         }
         Ok(())
     }
 
-    /// Puts a pod into the dataplane: its port's program, then the maps (port before
-    /// address, so the pod can send as soon as anything can reach it).
+    /// Puts a pod into the dataplane: its port's program, then its `PODS` entry (so the
+    /// pod can send as soon as anything can reach it).
     fn plug(&self, rec: &PodRecord) -> Result<()> {
+        let project = self
+            .projects
+            .by_id(rec.project_id)
+            .with_context(|| format!("project {} (id {}) is not known to this node", rec.project, rec.project_id))?;
         self.pipeline.lock().unwrap().attach_pod_port(&rec.host_veth)?;
-        self.enter_maps(rec)
+        self.enter_maps(rec, project)
     }
 
-    /// A pod's port and address entries (port first: see `plug`).
-    fn enter_maps(&self, rec: &PodRecord) -> Result<()> {
-        let mut maps = self.maps.lock().unwrap();
-        let ip = ip_key(rec.ip);
-        let flags = if self.services.is_endpoint(rec.ip) { POD_IS_ENDPOINT } else { 0 };
-        maps.pod_ports.insert(rec.ifindex, PodPort { ip, project: rec.project_id, flags }, 0)?;
-        maps.pods.insert(ip, LocalPod { ifindex: rec.ifindex, project: rec.project_id }, 0)?;
+    /// A pod's `PODS` entry: the one writer of it.
+    fn enter_maps(&self, rec: &PodRecord, project: ProjectRef) -> Result<()> {
+        let (slot, entry) = entries::pod_entry(self.subnet, rec.ip, rec.ifindex, project);
+        self.maps.lock().unwrap().pods.set(slot, entry, 0)?;
         Ok(())
     }
 
     /// Takes a pod out of the dataplane. Best effort: entries already gone are fine.
     fn unplug(&self, rec: &PodRecord) {
         let mut maps = self.maps.lock().unwrap();
-        let ip = ip_key(rec.ip);
-        if maps.pods.get(&ip, 0).map(|p| p.ifindex == rec.ifindex).unwrap_or(false) {
-            let _ = maps.pods.remove(&ip);
-        }
-        if maps.pod_ports.get(&rec.ifindex, 0).map(|p| p.ip == ip).unwrap_or(false) {
-            let _ = maps.pod_ports.remove(&rec.ifindex);
+        if let Ok(Some(pod)) = maps.local_pod(rec.ip) {
+            if pod.ifindex == rec.ifindex {
+                let (slot, _) = entries::pod_entry(self.subnet, rec.ip, 0, ProjectRef { slot: 0, id: 0 });
+                let _ = maps.pods.set(slot, PodEntry::default(), 0);
+            }
         }
         drop(maps);
         self.detach(&rec.host_veth);
@@ -451,7 +448,7 @@ impl Agent {
     }
 
     fn pod_network(&self, rec: &PodRecord) -> Result<PodNetwork, CniError> {
-        let vnid = self.projects.get(&rec.project).map(|ns| ns.netid).ok_or_else(|| {
+        let vnid = self.projects.get(&rec.project).map(|(ns, _)| ns.netid).ok_or_else(|| {
             CniError::new(code::TRY_AGAIN_LATER, format!("project {} is not known to this node yet", rec.project))
         })?;
         Ok(PodNetwork {
@@ -464,36 +461,6 @@ impl Agent {
             project: rec.project.clone(),
             vnid,
         })
-    }
-}
-
-/// This node's own addresses and devices.
-struct NodeAddresses {
-    subnet: Ipv4Network,
-    gateway: Ipv4Addr,
-    node_ip: Ipv4Addr,
-    tun0_ifindex: u32,
-    vxlan_ifindex: u32,
-    /// 0: no device holds `node_ip`.
-    underlay_ifindex: u32,
-}
-
-fn node_config(net: &ClusterConfig, node: &NodeAddresses) -> NodeConfig {
-    NodeConfig {
-        layout_version: LAYOUT_VERSION,
-        gateway: ip_key(node.gateway),
-        local_net: ip_key(node.subnet.network()),
-        local_mask: ip_key(node.subnet.mask()),
-        cluster_net: ip_key(net.cluster_network.network()),
-        cluster_mask: ip_key(net.cluster_network.mask()),
-        service_net: ip_key(net.service_network.network()),
-        service_mask: ip_key(net.service_network.mask()),
-        node_ip: ip_key(node.node_ip),
-        tun0_ifindex: node.tun0_ifindex,
-        vxlan_ifindex: node.vxlan_ifindex,
-        vxlan_port: net.vxlan_port,
-        _pad: 0,
-        underlay_ifindex: node.underlay_ifindex,
     }
 }
 
@@ -540,7 +507,7 @@ pub fn teardown(node_name: &str, bpffs_dir: &std::path::Path, cni_conf_dir: &std
     remove_if_exists(&cni_conf_dir.join(CNI_CONF_FILE))?;
     remove_if_exists(socket)?;
     egress::remove_masquerade()?;
-    crate::pipeline::remove_pins(&bpffs_dir.join(node_name))?;
+    crate::loader::remove_pins(&bpffs_dir.join(node_name))?;
     for link in [netdev::TUN0, netdev::VXLAN0] {
         netdev::delete_link(link)?;
     }

@@ -1,28 +1,30 @@
 //! `dump-flows`: the pipeline's rules with their counters, in `ovs-ofctl dump-flows`
-//! style, read from a node's pinned maps. Node-wide rules come from
-//! `oxsdn_common::rules::RULES`; per-pod rules from the pod maps.
+//! style, read from a node's pinned maps. Every rule's text is its table's declaration
+//! (`oxsdn_tables`): node-wide rules once, per-pod, per-remote-node and per-service rules
+//! once per pod, node or service entry, with their placeholders filled in.
 
 use std::fmt;
 
 use anyhow::Result;
 use ipnetwork::Ipv4Network;
-use oxsdn_common::{node_rule, node_stat_index, pod_rule, pod_stat_index, rules::RULES, Counter, NodeConfig};
+use oxsdn_common::{stats, Counter, NodeConfig};
+use oxsdn_tables::rule::{Rule, Scope};
 
-use crate::maps::{ip_from_key, total, NodeMaps};
+use crate::maps::{ip_from_key, total, LocalPods, NodeMaps};
 
 /// Which rule a flow is, as the eBPF programs count it (and record it in trace mode:
 /// `oxsdn_common::trace::hop_kind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum RuleRef {
-    /// A rule of `oxsdn_common::rules::RULES`.
+    /// A node-wide rule.
     NodeWide { rule: u32 },
-    /// A per-pod rule (`oxsdn_common::pod_rule`) of the pod with this IP (map form).
+    /// A per-pod rule of the pod with this IP (map form).
     Pod { ip: u32, rule: u32 },
-    /// A per-remote-node rule (`oxsdn_common::node_rule`) of the node in counter `slot`.
+    /// A per-remote-node rule of the node in counter `slot`.
     RemoteNode { slot: u32, rule: u32 },
     /// Table 60's rule of the service port or ClusterIP in counter `slot`.
-    Service { slot: u32 },
+    Service { slot: u32, rule: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,85 +53,85 @@ fn network(addr: u32, mask: u32) -> String {
     Ipv4Network::new(ip_from_key(addr), prefix).map(|n| n.to_string()).unwrap_or_default()
 }
 
-/// Fills in a rule template's placeholders with this node's addresses.
-fn expand(template: &str, cfg: &NodeConfig) -> String {
-    template
-        .replace("{GW}", &ip_from_key(cfg.gateway).to_string())
-        .replace("{L}", &network(cfg.local_net, cfg.local_mask))
-        .replace("{C}", &network(cfg.cluster_net, cfg.cluster_mask))
-        .replace("{S}", &network(cfg.service_net, cfg.service_mask))
-        .replace("{NODEIP}", &ip_from_key(cfg.node_ip).to_string())
-        .replace("{VXP}", &cfg.vxlan_port.to_string())
+/// Fills in a rule's placeholders: this node's addresses, then `values` (name, value).
+/// A rule whose `{VNID}` is unknown (`None`) drops: so do the programs.
+fn expand(template: &str, cfg: &NodeConfig, values: &[(&str, &str)]) -> String {
+    let node = [
+        ("{GW}", ip_from_key(cfg.gateway).to_string()),
+        ("{L}", network(cfg.local_net, cfg.local_mask)),
+        ("{C}", network(cfg.cluster_net, cfg.cluster_mask)),
+        ("{S}", network(cfg.service_net, cfg.service_mask)),
+        ("{NODEIP}", ip_from_key(cfg.node_ip).to_string()),
+        ("{VXP}", cfg.vxlan_port.to_string()),
+    ];
+    let text = node.iter().fold(template.to_string(), |t, (k, v)| t.replace(k, v));
+    values.iter().fold(text, |t, (k, v)| t.replace(k, v))
+}
+
+/// One flow of `rule` with its placeholders filled in.
+fn flow(rule: &Rule, id: RuleRef, cfg: &NodeConfig, values: &[(&str, &str)], counter: Counter) -> Flow {
+    let vnid_unknown = values.iter().any(|(k, v)| *k == "{VNID}" && v.is_empty());
+    Flow {
+        id,
+        table: rule.table,
+        priority: rule.priority,
+        matches: expand(rule.matches, cfg, values),
+        actions: if vnid_unknown { "drop".into() } else { expand(rule.actions, cfg, values) },
+        counter,
+    }
+}
+
+fn rules_of(scope: Scope) -> impl Iterator<Item = &'static Rule> {
+    oxsdn_tables::rules().filter(move |r| r.scope == scope)
 }
 
 /// Every rule of the node, sorted like `ovs-ofctl dump-flows` (table, then priority
 /// from high to low). `port_name` turns a pod port's ifindex into what to print.
 pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec<Flow>> {
-    let cfg = maps.node_config()?;
+    let cfg = maps.config.get(&0, 0)?;
     let mut flows = Vec::new();
-    for rule in RULES {
-        flows.push(Flow {
-            id: RuleRef::NodeWide { rule: rule.id },
-            table: rule.table,
-            priority: rule.priority,
-            matches: expand(rule.matches, &cfg),
-            actions: expand(rule.actions, &cfg),
-            counter: total(&maps.rule_stats, rule.id)?,
-        });
+    let vnid = |slot: u32, id: u32| match maps.projects.get(&slot, 0) {
+        Ok(p) if p.id == id && id != 0 => format!("{:#x}", p.vnid),
+        _ => String::new(),
+    };
+    for rule in rules_of(Scope::Node) {
+        flows.push(flow(rule, RuleRef::NodeWide { rule: rule.id }, &cfg, &[], total(&maps.rule_stats, rule.id)?));
     }
-    for entry in maps.pods.iter() {
-        let (ip_key, pod) = entry?;
-        let ip = ip_from_key(ip_key);
-        let port = port_name(pod.ifindex);
-        let vnid = match maps.project_vnid.get(&pod.project, 0) {
-            Ok(v) => format!("{v:#x}"),
-            Err(_) => "unknown".to_string(),
-        };
-        let counter = |rule| total(&maps.pod_stats, pod_stat_index(ip_key, cfg.local_mask, rule));
-        let o = ip.octets();
-        let pod_flow = |table, rule, matches, actions| -> Result<Flow> {
-            Ok(Flow { id: RuleRef::Pod { ip: ip_key, rule }, table, priority: 100, matches, actions, counter: counter(rule)? })
-        };
-        flows.extend([
-            pod_flow(20, pod_rule::T20_ARP, format!("arp,in_port={port},arp_spa={ip},arp_sha=00:00:{:02x}:{:02x}:{:02x}:{:02x}/00:00:ff:ff:ff:ff", o[0], o[1], o[2], o[3]),
-                format!("load:{vnid}->NXM_NX_REG0[],goto_table:21"))?,
-            pod_flow(20, pod_rule::T20_IP, format!("ip,in_port={port},nw_src={ip}"),
-                format!("load:{vnid}->NXM_NX_REG0[],goto_table:21"))?,
-            pod_flow(40, pod_rule::T40_ARP, format!("arp,arp_tpa={ip}"), format!("output:{port}"))?,
-            pod_flow(70, pod_rule::T70_IP, format!("ip,nw_dst={ip}"),
-                format!("load:{vnid}->NXM_NX_REG1[],load:{:#x}->NXM_NX_REG2[],goto_table:80", pod.ifindex))?,
-        ]);
+    for (slot, pod) in maps.local_pods()? {
+        let o = ip_from_key(pod.ip).octets();
+        let values = [
+            ("{PORT}", port_name(pod.ifindex)),
+            ("{IP}", ip_from_key(pod.ip).to_string()),
+            ("{MAC}", format!("00:00:{:02x}:{:02x}:{:02x}:{:02x}/00:00:ff:ff:ff:ff", o[0], o[1], o[2], o[3])),
+            ("{VNID}", vnid(pod.project_slot, pod.project_id)),
+            ("{IFINDEX}", format!("{:#x}", pod.ifindex)),
+        ];
+        let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for rule in rules_of(Scope::Pod) {
+            let counter = total(&maps.pod_stats, stats::pod_index(slot, rule.id))?;
+            flows.push(flow(rule, RuleRef::Pod { ip: pod.ip, rule: rule.id }, &cfg, &values, counter));
+        }
     }
+    let remote_rules = |slot: u32, node_ip: u32, subnet: Option<String>, tables: &[u8], flows: &mut Vec<Flow>| -> Result<()> {
+        let node_ip = ip_from_key(node_ip).to_string();
+        let subnet = subnet.unwrap_or_default();
+        let values = [("{NODE_IP}", node_ip.as_str()), ("{SUBNET}", subnet.as_str())];
+        for rule in rules_of(Scope::RemoteNode).filter(|r| tables.contains(&r.table)) {
+            let counter = total(&maps.node_stats, stats::node_index(slot, rule.id))?;
+            flows.push(flow(rule, RuleRef::RemoteNode { slot, rule: rule.id }, &cfg, &values, counter));
+        }
+        Ok(())
+    };
     for entry in maps.node_ips.iter() {
-        let (ip, node) = entry?;
-        flows.push(Flow {
-            id: RuleRef::RemoteNode { slot: node.slot, rule: node_rule::T10_FROM_NODE },
-            table: 10,
-            priority: 100,
-            matches: format!("tun_src={}", ip_from_key(ip)),
-            actions: "goto_table:30".into(),
-            counter: total(&maps.node_stats, node_stat_index(node.slot, node_rule::T10_FROM_NODE))?,
-        });
+        let (_, node) = entry?;
+        remote_rules(node.slot, node.node_ip, None, &[10], &mut flows)?;
     }
     for entry in maps.remote_subnets.iter() {
         let (key, node) = entry?;
         let subnet = network(key.data(), u32::MAX.checked_shl(32 - key.prefix_len()).unwrap_or(0).to_be());
-        let actions = format!("move:NXM_NX_REG0[]->NXM_NX_TUN_ID[0..31],set_field:{}->tun_dst,output:vxlan0", ip_from_key(node.node_ip));
-        for (table, proto, field, rule) in [(50, "arp", "arp_tpa", node_rule::T50_ARP), (90, "ip", "nw_dst", node_rule::T90_IP)] {
-            flows.push(Flow {
-                id: RuleRef::RemoteNode { slot: node.slot, rule },
-                table,
-                priority: 100,
-                matches: format!("{proto},{field}={subnet}"),
-                actions: actions.clone(),
-                counter: total(&maps.node_stats, node_stat_index(node.slot, rule))?,
-            });
-        }
+        remote_rules(node.slot, node.node_ip, Some(subnet), &[50, 90], &mut flows)?;
     }
-    let reg1 = |project: u32| match maps.project_vnid.get(&project, 0) {
-        Ok(v) => format!("load:{v:#x}->NXM_NX_REG1[],load:0x2->NXM_NX_REG2[],goto_table:80"),
-        Err(_) => "drop".to_string(),
-    };
+    let service_rule = |rule: u32| rules_of(Scope::Service).find(|r| r.id == rule).expect("table 60 declares its service rules");
     for entry in maps.services.iter() {
         let (key, port) = entry?;
         let proto = match key.proto {
@@ -137,25 +139,19 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
             17 => "udp",
             _ => "ip",
         };
-        flows.push(Flow {
-            id: RuleRef::Service { slot: port.slot },
-            table: 60,
-            priority: 100,
-            matches: format!("{proto},nw_dst={},tp_dst={}", ip_from_key(key.ip), key.port),
-            actions: reg1(port.project),
-            counter: total(&maps.service_stats, port.slot)?,
-        });
+        let (ip, vnid, port_number) = (ip_from_key(key.ip).to_string(), vnid(port.project_slot, port.project_id), key.port.to_string());
+        let values = [("{PROTO}", proto), ("{IP}", ip.as_str()), ("{PORT}", port_number.as_str()), ("{VNID}", vnid.as_str())];
+        let rule = service_rule(oxsdn_tables::t60_service::PORT);
+        let counter = total(&maps.service_stats, port.slot)?;
+        flows.push(flow(rule, RuleRef::Service { slot: port.slot, rule: rule.id }, &cfg, &values, counter));
     }
     for entry in maps.service_ips.iter() {
         let (ip, svc) = entry?;
-        flows.push(Flow {
-            id: RuleRef::Service { slot: svc.slot },
-            table: 60,
-            priority: 100,
-            matches: format!("ip,nw_dst={},nw_frag=later", ip_from_key(ip)),
-            actions: reg1(svc.project),
-            counter: total(&maps.service_stats, svc.slot)?,
-        });
+        let (ip, vnid) = (ip_from_key(ip).to_string(), vnid(svc.project_slot, svc.project_id));
+        let values = [("{IP}", ip.as_str()), ("{VNID}", vnid.as_str())];
+        let rule = service_rule(oxsdn_tables::t60_service::LATER_FRAGMENTS);
+        let counter = total(&maps.service_stats, svc.slot)?;
+        flows.push(flow(rule, RuleRef::Service { slot: svc.slot, rule: rule.id }, &cfg, &values, counter));
     }
     flows.sort_by(|a, b| (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(b.table, std::cmp::Reverse(b.priority), &b.matches)));
     Ok(flows)
@@ -193,15 +189,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            expand("arp,arp_spa={GW},arp_tpa={C},{L},{S}", &cfg),
-            "arp,arp_spa=10.128.2.1,arp_tpa=10.128.0.0/14,10.128.2.0/23,172.30.0.0/16"
+            expand("arp,arp_spa={GW},arp_tpa={C},{L},{S},in_port={PORT}", &cfg, &[("{PORT}", "veth1")]),
+            "arp,arp_spa=10.128.2.1,arp_tpa=10.128.0.0/14,10.128.2.0/23,172.30.0.0/16,in_port=veth1"
         );
     }
 
     #[test]
     fn prints_like_ovs_ofctl() {
         let flow = Flow {
-            id: RuleRef::NodeWide { rule: oxsdn_common::rules::T80_ISOLATED },
+            id: RuleRef::NodeWide { rule: oxsdn_tables::t80_isolation::ISOLATED },
             table: 80,
             priority: 0,
             matches: String::new(),

@@ -1,17 +1,16 @@
 //! The oxsdn node agent and dataplane control: everything that runs on a node.
+//! `docs/architecture.md` maps the modules.
 
 pub mod agent;
 pub mod cni_server;
 pub mod egress;
+pub mod entries;
 pub mod flows;
 pub mod ipam;
+pub mod loader;
 pub mod maps;
+pub mod mirror;
 pub mod netdev;
-pub mod nodes;
-pub mod pipeline;
 pub mod pods;
-pub mod projects;
-pub mod services;
-pub mod sync;
 pub mod test_run;
-pub mod trace;
+pub mod tracer;

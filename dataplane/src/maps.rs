@@ -1,101 +1,27 @@
-//! Typed handles on a node's pinned maps. The agent writes them; `oxsdnctl dump-flows`
-//! reads them. Both open the pins, so neither depends on the other being alive.
+//! The node's pinned maps from userspace: the typed handles of the contract
+//! (`oxsdn_common::maps::NodeMaps`), and what the agent, `dump-flows` and the tests do
+//! with them beyond single entries.
 
-use std::path::Path;
+use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result};
-use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
-use oxsdn_common::{
-    BackendKey, BackendMember, Counter, LocalPod, NodeConfig, PodPort, RemoteNode, ServiceIp, ServiceKey, ServicePort,
+use aya::maps::{Array, Map, MapData, MapError, PerCpuArray};
+pub use oxsdn_common::{
+    addr::{ip_from_key, ip_key},
+    maps::NodeMaps,
 };
+use oxsdn_common::{addr::pod_slot, Counter, NodeConfig, PodEntry};
 
-/// Names of the maps, as the eBPF object declares them and as they are pinned.
-pub mod names {
-    pub const CONFIG: &str = "CONFIG";
-    pub const PODS: &str = "PODS";
-    pub const POD_PORTS: &str = "POD_PORTS";
-    pub const PROJECT_VNID: &str = "PROJECT_VNID";
-    pub const RULE_STATS: &str = "RULE_STATS";
-    pub const POD_STATS: &str = "POD_STATS";
-    pub const REMOTE_SUBNETS: &str = "REMOTE_SUBNETS";
-    pub const NODE_IPS: &str = "NODE_IPS";
-    pub const NODE_STATS: &str = "NODE_STATS";
-    pub const SERVICES: &str = "SERVICES";
-    pub const SERVICE_IPS: &str = "SERVICE_IPS";
-    pub const BACKENDS: &str = "BACKENDS";
-    pub const BACKEND_SET: &str = "BACKEND_SET";
-    pub const DRAINING: &str = "DRAINING";
-    pub const SERVICE_STATS: &str = "SERVICE_STATS";
-}
+/// The name the contract gives the node's `CONFIG` map (and its pin).
+pub const CONFIG: &str = "CONFIG";
 
-pub struct NodeMaps {
-    pub config: Array<MapData, NodeConfig>,
-    pub pods: HashMap<MapData, u32, LocalPod>,
-    pub pod_ports: HashMap<MapData, u32, PodPort>,
-    pub project_vnid: HashMap<MapData, u32, u32>,
-    pub rule_stats: PerCpuArray<MapData, Counter>,
-    pub pod_stats: PerCpuArray<MapData, Counter>,
-    pub remote_subnets: LpmTrie<MapData, u32, RemoteNode>,
-    pub node_ips: HashMap<MapData, u32, RemoteNode>,
-    pub node_stats: PerCpuArray<MapData, Counter>,
-    pub services: HashMap<MapData, ServiceKey, ServicePort>,
-    pub service_ips: HashMap<MapData, u32, ServiceIp>,
-    pub backends: HashMap<MapData, BackendKey, u32>,
-    pub backend_set: HashMap<MapData, BackendMember, u8>,
-    /// Endpoints that left a service -> end of their drain window (CLOCK_MONOTONIC ns).
-    pub draining: HashMap<MapData, BackendMember, u64>,
-    pub service_stats: PerCpuArray<MapData, Counter>,
-}
-
-fn pinned(dir: &Path, name: &str) -> Result<MapData> {
-    let path = dir.join(name);
-    MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))
-}
-
-impl NodeMaps {
-    /// Opens the maps pinned in a node's bpffs directory.
-    pub fn open(dir: &Path) -> Result<Self> {
-        Ok(NodeMaps {
-            config: Array::try_from(Map::Array(pinned(dir, names::CONFIG)?))?,
-            pods: HashMap::try_from(Map::HashMap(pinned(dir, names::PODS)?))?,
-            pod_ports: HashMap::try_from(Map::HashMap(pinned(dir, names::POD_PORTS)?))?,
-            project_vnid: HashMap::try_from(Map::HashMap(pinned(dir, names::PROJECT_VNID)?))?,
-            rule_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::RULE_STATS)?))?,
-            pod_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::POD_STATS)?))?,
-            remote_subnets: LpmTrie::try_from(Map::LpmTrie(pinned(dir, names::REMOTE_SUBNETS)?))?,
-            node_ips: HashMap::try_from(Map::HashMap(pinned(dir, names::NODE_IPS)?))?,
-            node_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::NODE_STATS)?))?,
-            services: HashMap::try_from(Map::HashMap(pinned(dir, names::SERVICES)?))?,
-            service_ips: HashMap::try_from(Map::HashMap(pinned(dir, names::SERVICE_IPS)?))?,
-            backends: HashMap::try_from(Map::HashMap(pinned(dir, names::BACKENDS)?))?,
-            backend_set: HashMap::try_from(Map::HashMap(pinned(dir, names::BACKEND_SET)?))?,
-            draining: HashMap::try_from(Map::HashMap(pinned(dir, names::DRAINING)?))?,
-            service_stats: PerCpuArray::try_from(Map::PerCpuArray(pinned(dir, names::SERVICE_STATS)?))?,
-        })
-    }
-
-    pub fn node_config(&self) -> Result<NodeConfig> {
-        Ok(self.config.get(&0, 0)?)
-    }
-
-    /// The node config alone, from the pins of any agent with this `NodeConfig` layout
-    /// (one from before a map was added lacks that map).
-    pub fn pinned_node_config(dir: &Path) -> Result<NodeConfig> {
-        let config: Array<MapData, NodeConfig> = Array::try_from(Map::Array(pinned(dir, names::CONFIG)?))?;
-        Ok(config.get(&0, 0)?)
-    }
-
-    /// The pod port (host veth ifindex, the key of `POD_PORTS`) of the local pod with
-    /// address `ip`.
-    pub fn pod_port(&self, ip: std::net::Ipv4Addr) -> Result<u32> {
-        for entry in self.pod_ports.iter() {
-            let (ifindex, port) = entry?;
-            if port.ip == ip_key(ip) {
-                return Ok(ifindex);
-            }
-        }
-        anyhow::bail!("no pod with address {ip} on this node")
-    }
+/// The node config alone, from the pins of any agent with this `NodeConfig` layout (one
+/// of another layout may lack other maps).
+pub fn pinned_node_config(dir: &Path) -> Result<NodeConfig> {
+    let path = dir.join(CONFIG);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))?;
+    let config: Array<MapData, NodeConfig> = Array::try_from(Map::Array(data))?;
+    Ok(config.get(&0, 0)?)
 }
 
 /// Sum of a per-CPU counter over all CPUs.
@@ -114,11 +40,43 @@ pub fn reset(stats: &mut PerCpuArray<MapData, Counter>, index: u32) -> Result<()
     Ok(())
 }
 
-/// An IPv4 address as the maps hold it (wire byte order in a `u32`).
-pub fn ip_key(ip: std::net::Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
+/// A removal that finds the entry gone already is done.
+pub fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
+    match r {
+        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
-pub fn ip_from_key(key: u32) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::from(key.to_ne_bytes())
+/// Reading the local pods of `PODS`.
+pub trait LocalPods {
+    /// Every occupied slot with its pod.
+    fn local_pods(&self) -> Result<Vec<(u32, PodEntry)>>;
+    /// The local pod with address `ip`.
+    fn local_pod(&self, ip: Ipv4Addr) -> Result<Option<PodEntry>>;
+    /// The pod port (host veth ifindex) of the local pod with address `ip`.
+    fn pod_port(&self, ip: Ipv4Addr) -> Result<u32>;
+}
+
+impl LocalPods for NodeMaps {
+    fn local_pods(&self) -> Result<Vec<(u32, PodEntry)>> {
+        let mut pods = Vec::new();
+        for slot in 0..oxsdn_common::MAX_POD_SLOTS {
+            let pod = self.pods.get(&slot, 0)?;
+            if pod.ifindex != 0 {
+                pods.push((slot, pod));
+            }
+        }
+        Ok(pods)
+    }
+
+    fn local_pod(&self, ip: Ipv4Addr) -> Result<Option<PodEntry>> {
+        let mask = self.config.get(&0, 0)?.local_mask;
+        let pod = self.pods.get(&pod_slot(ip_key(ip), mask), 0)?;
+        Ok(Some(pod).filter(|p| p.ifindex != 0 && p.ip == ip_key(ip)))
+    }
+
+    fn pod_port(&self, ip: Ipv4Addr) -> Result<u32> {
+        self.local_pod(ip)?.map(|p| p.ifindex).with_context(|| format!("no pod with address {ip} on this node"))
+    }
 }

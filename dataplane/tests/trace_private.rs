@@ -7,14 +7,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::lpm_trie::Key;
-use oxsdn_common::{rules::*, LocalPod, NodeConfig, PodPort, RemoteNode, LAYOUT_VERSION};
+use ipnetwork::Ipv4Network;
+use oxsdn_common::mode;
 use oxsdn_dataplane::{
+    entries::{self, NodeAddresses, Networks, ProjectRef},
     flows::RuleRef,
+    loader::{remove_pins, Programs},
     maps::{ip_key, total, NodeMaps},
-    pipeline::{remove_pins, Pipeline},
-    trace::{Ingress, Output, Packet, Proto, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    tracer::{Ingress, Output, Packet, Proto, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
 };
+use oxsdn_tables::{t0_classify, t10_vxlan_source, t20_antispoof, t80_isolation, t90_to_remote_pod};
 
 /// Removes the pins on drop, also when the test fails.
 struct PinDir(PathBuf);
@@ -29,49 +31,41 @@ const TUN0: u32 = 100;
 const VXLAN0: u32 = 101;
 const PORT_A: u32 = 11;
 const PORT_B: u32 = 12;
-const PROJECT_A: u32 = 1;
-const PROJECT_B: u32 = 2;
+const PROJECT_A: ProjectRef = ProjectRef { slot: 0, id: 1 };
+const PROJECT_B: ProjectRef = ProjectRef { slot: 1, id: 2 };
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-fn mask(prefix: u32) -> u32 {
-    ip_key(Ipv4Addr::from(u32::MAX << (32 - prefix)))
+fn net(s: &str) -> Ipv4Network {
+    s.parse().unwrap()
 }
 
 /// Node 10.128.0.0/23 of cluster 10.128.0.0/14; pods A (.2) and B (.3) in projects
 /// with VNIDs 10 and 20; a remote node 192.168.0.2 with 10.128.2.0/23.
 fn fill(dir: &Path) -> NodeMaps {
     let mut maps = NodeMaps::open(dir).unwrap();
-    let cfg = NodeConfig {
-        layout_version: LAYOUT_VERSION,
-        gateway: ip_key(ip("10.128.0.1")),
-        local_net: ip_key(ip("10.128.0.0")),
-        local_mask: mask(23),
-        cluster_net: ip_key(ip("10.128.0.0")),
-        cluster_mask: mask(14),
-        service_net: ip_key(ip("172.30.0.0")),
-        service_mask: mask(16),
-        node_ip: ip_key(ip("192.168.0.1")),
+    let networks = Networks { cluster: net("10.128.0.0/14"), service: net("172.30.0.0/16"), vxlan_port: 4789 };
+    let node = NodeAddresses {
+        subnet: net("10.128.0.0/23"),
+        gateway: ip("10.128.0.1"),
+        node_ip: ip("192.168.0.1"),
         tun0_ifindex: TUN0,
         vxlan_ifindex: VXLAN0,
-        vxlan_port: 4789,
-        _pad: 0,
         // Test runs have no underlay device: frames to other nodes take vxlan0.
         underlay_ifindex: 0,
     };
-    maps.config.set(0, cfg, 0).unwrap();
+    maps.config.set(0, entries::node_config(&networks, &node, mode::MULTITENANT), 0).unwrap();
     for (addr, port, project) in [("10.128.0.2", PORT_A, PROJECT_A), ("10.128.0.3", PORT_B, PROJECT_B)] {
-        let addr = ip_key(ip(addr));
-        maps.pods.insert(addr, LocalPod { ifindex: port, project }, 0).unwrap();
-        maps.pod_ports.insert(port, PodPort { ip: addr, project, flags: 0 }, 0).unwrap();
+        let (slot, entry) = entries::pod_entry(node.subnet, ip(addr), port, project);
+        maps.pods.set(slot, entry, 0).unwrap();
     }
-    maps.project_vnid.insert(PROJECT_A, 10, 0).unwrap();
-    maps.project_vnid.insert(PROJECT_B, 20, 0).unwrap();
-    let remote = RemoteNode { node_ip: ip_key(ip("192.168.0.2")), slot: 3 };
-    maps.remote_subnets.insert(&Key::new(23, ip_key(ip("10.128.2.0"))), remote, 0).unwrap();
-    maps.node_ips.insert(remote.node_ip, remote, 0).unwrap();
+    maps.projects.set(PROJECT_A.slot, entries::project_entry(PROJECT_A.id, 10), 0).unwrap();
+    maps.projects.set(PROJECT_B.slot, entries::project_entry(PROJECT_B.id, 20), 0).unwrap();
+    let (subnet, node_ip, remote) = entries::remote_node_entries(net("10.128.2.0/23"), ip("192.168.0.2"), 3);
+    maps.remote_subnets.insert(&subnet, remote, 0).unwrap();
+    maps.node_ips.insert(node_ip, remote, 0).unwrap();
     maps
 }
 
@@ -79,7 +73,7 @@ fn fill(dir: &Path) -> NodeMaps {
 fn traces_the_real_programs_on_maps_a_test_fills() {
     let dir = PinDir(PathBuf::from(format!("/sys/fs/bpf/oxsdn-trace-test-{}", std::process::id())));
     // Creates and pins the maps (the live programs are loaded, never attached).
-    let _pipeline = Pipeline::load(&dir.0).unwrap();
+    let _programs = Programs::load(&dir.0).unwrap();
     let mut maps = fill(&dir.0);
     let mut tracer = Tracer::load(&dir.0).unwrap();
     let (a, b) = (ip("10.128.0.2"), ip("10.128.0.3"));
@@ -88,22 +82,22 @@ fn traces_the_real_programs_on_maps_a_test_fills() {
     assert_eq!(isolated.output, Some(Output::Drop));
     assert_eq!(isolated.verdict, TC_ACT_SHOT);
     assert_eq!((isolated.reg0, isolated.reg1), (Some(10), Some(20)));
-    assert_eq!(isolated.hops.last(), Some(&RuleRef::NodeWide { rule: T80_ISOLATED }));
-    assert_eq!(isolated.hops[..2], [RuleRef::NodeWide { rule: T0_POD_IP }, RuleRef::Pod { ip: ip_key(a), rule: oxsdn_common::pod_rule::T20_IP }]);
+    assert_eq!(isolated.hops.last(), Some(&RuleRef::NodeWide { rule: t80_isolation::ISOLATED }));
+    assert_eq!(isolated.hops[..2], [RuleRef::NodeWide { rule: t0_classify::POD_IP }, RuleRef::Pod { ip: ip_key(a), rule: t20_antispoof::IP }]);
 
-    maps.project_vnid.insert(PROJECT_B, 10, 0).unwrap();
+    maps.projects.set(PROJECT_B.slot, entries::project_entry(PROJECT_B.id, 10), 0).unwrap();
     let joined = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Udp, a, b).ports(40000, 53).frame()).unwrap();
     assert_eq!(joined.output, Some(Output::Pod { ifindex: PORT_B, ip: b }));
     assert_eq!(joined.verdict, TC_ACT_REDIRECT);
-    assert_eq!(joined.hops.last(), Some(&RuleRef::NodeWide { rule: T80_SAME_VNID }));
+    assert_eq!(joined.hops.last(), Some(&RuleRef::NodeWide { rule: t80_isolation::SAME_VNID }));
 
     let remote = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Icmp, a, ip("10.128.2.5")).frame()).unwrap();
     assert_eq!(remote.output, Some(Output::Tunnel { ifindex: VXLAN0, node_ip: ip("192.168.0.2"), vni: 10 }));
-    assert!(remote.hops.contains(&RuleRef::RemoteNode { slot: 3, rule: oxsdn_common::node_rule::T90_IP }));
+    assert!(remote.hops.contains(&RuleRef::RemoteNode { slot: 3, rule: t90_to_remote_pod::IP }));
 
     let spoofed = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Udp, ip("10.128.0.9"), b).frame()).unwrap();
     assert_eq!(spoofed.output, Some(Output::Drop));
-    assert_eq!(spoofed.hops.last(), Some(&RuleRef::NodeWide { rule: T20_SPOOFED }));
+    assert_eq!(spoofed.hops.last(), Some(&RuleRef::NodeWide { rule: t20_antispoof::SPOOFED }));
 
     let tunneled = Ingress::Tunnel { src: ip("192.168.0.2"), vni: 10 };
     let from_tunnel = tracer.trace(tunneled, &Packet::new(Proto::Tcp, ip("10.128.2.5"), b).ports(1, 2).frame()).unwrap();
@@ -112,10 +106,10 @@ fn traces_the_real_programs_on_maps_a_test_fills() {
 
     let unknown_node = Ingress::Tunnel { src: ip("192.168.0.9"), vni: 10 };
     let refused = tracer.trace(unknown_node, &Packet::new(Proto::Tcp, ip("10.128.2.5"), b).frame()).unwrap();
-    assert_eq!(refused.hops.last(), Some(&RuleRef::NodeWide { rule: T10_UNKNOWN_NODE }));
+    assert_eq!(refused.hops.last(), Some(&RuleRef::NodeWide { rule: t10_vxlan_source::UNKNOWN_NODE }));
 
     // No counter moved.
-    for rule in RULES {
+    for rule in oxsdn_tables::rules().filter(|r| r.scope == oxsdn_tables::rule::Scope::Node) {
         assert_eq!(total(&maps.rule_stats, rule.id).unwrap().packets, 0, "rule {} counted", rule.id);
     }
 }

@@ -2,64 +2,51 @@
 //! Nothing here goes out of tun0's peer; every frame is redirected or dropped.
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
-use oxsdn_common::{rules::*, trace::output_kind, NodeConfig};
+use oxsdn_common::trace::output_kind;
+use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Output, Packet};
 
-use crate::{
+use crate::shared::{
+    env::Maps,
     maps::CONFIG,
-    output::{to_pod_veth, to_tunnel},
-    packet::{Frame, L3},
-    pipeline::{drop, in_cluster, is_multicast, table30_route, Output, Rewrite},
-    stats::count,
-    trace,
+    output::{drop_at_output, to_pod_veth, to_tunnel},
+    parse::parse,
+    trace_mode,
 };
-
-/// Everything the host injects is global: reg0 = 0.
-const HOST_VNID: u32 = 0;
 
 #[classifier]
 #[inline(always)]
 pub fn from_tun0(ctx: TcContext) -> i32 {
-    trace::by_mode(ctx, run::<true>, run::<false>)
+    trace_mode::by_mode(ctx, run::<true>, run::<false>)
 }
 
-/// The program, once per mode (`trace::by_mode`).
+/// The program, once per mode (`trace_mode::by_mode`).
 #[inline(never)]
 fn run<const T: bool>(mut ctx: TcContext) -> i32 {
-    let Some(cfg) = CONFIG.get(0) else { return TC_ACT_SHOT };
-    let frame = Frame::<T>::parse(&ctx);
-    let mut nat = Rewrite::default();
-    match table0_from_tun0(cfg, &frame, &mut nat) {
+    let env = Maps::<T>;
+    let Some(cfg) = CONFIG.get(0) else {
+        env.count(t0_classify::UNCONFIGURED, ctx.len());
+        return TC_ACT_SHOT;
+    };
+    let frame = parse(&ctx);
+    let mut p = Packet::new(env, cfg, &frame);
+    match t0_classify::from_tun0(&mut p) {
         Output::Drop => {
-            trace::decision(&frame, output_kind::DROP, 0, 0, 0, &nat);
+            env.dropped(&p.xlate);
             TC_ACT_SHOT
         }
         // OpenFlow never sends a packet back out of its ingress port.
         Output::Tun0 => {
-            trace::decision(&frame, output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &nat);
-            TC_ACT_SHOT
+            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
+            drop_at_output(&p, TO_INGRESS_PORT)
         }
         // redirect_peer works from TC ingress only; this is egress.
         Output::Pod { ifindex, ip } => {
-            trace::decision(&frame, output_kind::POD, ifindex, ip, 0, &nat);
-            to_pod_veth(&mut ctx, &frame, ifindex, &nat)
+            env.decision(output_kind::POD, ifindex, ip, 0, &p.xlate);
+            to_pod_veth(&mut ctx, &p, ifindex)
         }
         Output::Tunnel { node_ip, vni } => {
-            trace::decision(&frame, output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &nat);
-            to_tunnel(&mut ctx, cfg, &frame, node_ip, vni, &nat)
+            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p.xlate);
+            to_tunnel(&mut ctx, &p, node_ip, vni)
         }
     }
-}
-
-/// Table 0, port tun0: IPv4 except multicast, and the gateway's ARP into the cluster.
-#[inline(always)]
-fn table0_from_tun0<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, nat: &mut Rewrite) -> Output {
-    match frame.l3 {
-        L3::Ipv4(ip) if is_multicast(ip.dst) => return drop(T0_TUN0_IP_MCAST, frame),
-        L3::Ipv4(_) => count(T0_TUN0_IP, frame),
-        L3::Arp(arp) if arp.spa == cfg.gateway && in_cluster(cfg, arp.tpa) => {
-            count(T0_TUN0_ARP, frame)
-        }
-        _ => return drop(T0_TUN0_OTHER, frame),
-    }
-    table30_route(cfg, frame, HOST_VNID, false, nat)
 }

@@ -10,30 +10,33 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use oxsdn_common::{
-    rules::*,
     trace::{output_kind, CB_TUN_SRC, CB_VNI},
     NodeConfig,
 };
+use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Output, Packet};
 
-use crate::{
+use crate::shared::{
+    env::Maps,
     maps::CONFIG,
-    output::{to_pod_peer, to_tun0},
-    packet::{Frame, L3},
-    pipeline::{drop, in_cluster, table10_vxlan_source, Output, Rewrite},
-    stats::count,
-    trace::{self, test_input},
+    output::{drop_at_output, to_pod_peer, to_tun0},
+    parse::parse,
+    trace_mode::{self, test_input},
 };
 
 #[classifier]
 #[inline(always)]
 pub fn from_tunnel(ctx: TcContext) -> i32 {
-    trace::by_mode(ctx, run::<true>, run::<false>)
+    trace_mode::by_mode(ctx, run::<true>, run::<false>)
 }
 
-/// The program, once per mode (`trace::by_mode`).
+/// The program, once per mode (`trace_mode::by_mode`).
 #[inline(never)]
-fn run<const T: bool>(mut ctx: TcContext) -> i32 {
-    let Some(cfg) = CONFIG.get(0) else { return TC_ACT_SHOT };
+fn run<const T: bool>(ctx: TcContext) -> i32 {
+    let env = Maps::<T>;
+    let Some(cfg) = CONFIG.get(0) else {
+        env.count(t0_classify::UNCONFIGURED, ctx.len());
+        return TC_ACT_SHOT;
+    };
     // SAFETY: an all-zero bpf_tunnel_key is valid; the helper fills it.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     // SAFETY: the key lives on the stack for the call.
@@ -43,8 +46,9 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
         (unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be(), key.tunnel_id)
     } else if test_input() {
         // A test run's skb has no tunnel metadata: the caller put the key in cb[].
-        (trace::cb(&ctx, CB_TUN_SRC), trace::cb(&ctx, CB_VNI))
+        (trace_mode::cb(&ctx, CB_TUN_SRC), trace_mode::cb(&ctx, CB_VNI))
     } else {
+        env.count(t0_classify::TUNNEL_NO_KEY, ctx.len());
         return TC_ACT_SHOT;
     };
     deliver::<T>(ctx, cfg, tun_src, vni)
@@ -54,40 +58,26 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
 /// node `tun_src` sent with VNI `vni`.
 #[inline(always)]
 pub fn deliver<const T: bool>(mut ctx: TcContext, cfg: &NodeConfig, tun_src: u32, vni: u32) -> i32 {
-    let frame = Frame::<T>::parse(&ctx);
-    let mut nat = Rewrite::default();
-    match table0_from_tunnel(cfg, &frame, tun_src, vni, &mut nat) {
+    let env = Maps::<T>;
+    let frame = parse(&ctx);
+    let mut p = Packet::new(env, cfg, &frame);
+    match t0_classify::from_tunnel(&mut p, tun_src, vni) {
         Output::Pod { ifindex, ip } => {
-            trace::decision(&frame, output_kind::POD, ifindex, ip, 0, &nat);
-            to_pod_peer(&mut ctx, &frame, ifindex, ip, &nat)
+            env.decision(output_kind::POD, ifindex, ip, 0, &p.xlate);
+            to_pod_peer(&mut ctx, &p, ifindex, ip)
         }
         Output::Tun0 => {
-            trace::decision(&frame, output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &nat);
-            to_tun0(&mut ctx, cfg, &frame, &nat)
+            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
+            to_tun0(&mut ctx, &p)
         }
         Output::Drop => {
-            trace::decision(&frame, output_kind::DROP, 0, 0, 0, &nat);
+            env.dropped(&p.xlate);
             TC_ACT_SHOT
         }
         // OpenFlow never sends a packet back out of its ingress port.
         Output::Tunnel { node_ip, vni } => {
-            trace::decision(&frame, output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &nat);
-            TC_ACT_SHOT
+            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p.xlate);
+            drop_at_output(&p, TO_INGRESS_PORT)
         }
     }
-}
-
-/// Table 0, port vxlan0: ARP from a cluster address to this node's subnet, IPv4 from or
-/// to a cluster address; the VNI becomes reg0.
-#[inline(always)]
-fn table0_from_tunnel<const T: bool>(cfg: &NodeConfig, frame: &Frame<T>, tun_src: u32, vni: u32, nat: &mut Rewrite) -> Output {
-    match frame.l3 {
-        L3::Arp(a) if in_cluster(cfg, a.spa) && a.tpa & cfg.local_mask == cfg.local_net => {
-            count(T0_TUNNEL_ARP, frame)
-        }
-        L3::Ipv4(ip) if in_cluster(cfg, ip.src) => count(T0_TUNNEL_IP_SRC, frame),
-        L3::Ipv4(ip) if in_cluster(cfg, ip.dst) => count(T0_TUNNEL_IP_DST, frame),
-        _ => return drop(T0_TUNNEL_OTHER, frame),
-    }
-    table10_vxlan_source(cfg, frame, tun_src, vni, nat)
 }

@@ -11,22 +11,27 @@
 //! other than IPv4 (ARP). Anything not VXLAN to this node goes on untouched.
 
 use aya_ebpf::{
-    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_CSUM_LEVEL_DEC, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_CSUM_LEVEL_DEC, TC_ACT_UNSPEC},
     helpers::bpf_csum_level,
     macros::classifier,
     programs::TcContext,
 };
 use oxsdn_common::NodeConfig;
+use oxsdn_tables::{
+    frame::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP},
+    t254_output::NOT_SENT,
+    Env,
+};
 
 use crate::{
     from_tunnel::deliver,
-    maps::CONFIG,
-    output::csum_fold,
-    packet::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP, IPV4_MIN_LEN, UDP_LEN, VXLAN_I_FLAG, VXLAN_LEN},
+    shared::{
+        encap::{ipv4_header_valid, OUTER_LEN, VXLAN_I_FLAG, VXLAN_LEN},
+        env::Live,
+        maps::CONFIG,
+        parse::{IPV4_MIN_LEN, UDP_LEN},
+    },
 };
-
-/// Outer IPv4, UDP and VXLAN headers and the inner Ethernet header: what comes off.
-const OUTER_LEN: usize = IPV4_MIN_LEN + UDP_LEN + VXLAN_LEN + ETH_HLEN;
 /// The frame up to the inner IPv4 header, read before deciding.
 const READ_LEN: usize = ETH_HLEN + OUTER_LEN;
 
@@ -43,7 +48,8 @@ pub fn from_underlay(ctx: TcContext) -> i32 {
     }
     let mut ctx = ctx;
     if ctx.store(0, &inner_eth, 0).is_err() {
-        return TC_ACT_SHOT;
+        Live::default().count(NOT_SENT, ctx.len());
+        return aya_ebpf::bindings::TC_ACT_SHOT;
     }
     // A NIC that verified the inner checksum under the outer header counted one level
     // more than the frame now has (an error only means there was nothing to count).
@@ -99,18 +105,4 @@ fn vxlan_to_this_node(ctx: &TcContext, cfg: &NodeConfig) -> Option<(u32, u32, [u
         let vni = u32::from_be(core::ptr::read_unaligned((vxlan + 4) as *const u32)) >> 8;
         Some((tun_src, vni, core::ptr::read_unaligned(inner_eth as *const [u8; ETH_HLEN])))
     }
-}
-
-/// Whether the 20-byte IPv4 header at `ip` has a valid checksum: its 16-bit words,
-/// checksum included, fold to zero.
-///
-/// # Safety
-/// `ip + 20` must lie within the packet, checked by the caller.
-#[inline(always)]
-unsafe fn ipv4_header_valid(ip: usize) -> bool {
-    let mut sum = 0u32;
-    for i in 0..IPV4_MIN_LEN / 2 {
-        sum += u32::from(core::ptr::read_unaligned((ip + 2 * i) as *const u16));
-    }
-    csum_fold(sum) == 0
 }

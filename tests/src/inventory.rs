@@ -1,29 +1,65 @@
 //! What a node holds for its pods, projects, nodes and services, read from outside the
-//! agent (pinned maps through bpftool, link pins, veths, the pod table): compared
-//! before and after an agent restart, or at the start and end of a soak, it shows
-//! stale, duplicated or leaked state.
+//! agent (pinned maps, link pins, veths, the pod table): compared before and after an
+//! agent restart, or at the start and end of a soak, it shows stale, duplicated or
+//! leaked state.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
+use oxsdn_common::{maps::NodeMaps, MAX_POD_SLOTS, MAX_PROJECT_SLOTS};
 use serde_json::Value;
 
-use crate::{netns::run, Node};
+use crate::Node;
 
-/// The hash and LPM maps whose entries follow pods, projects, nodes and services (the
-/// per-CPU counter arrays have fixed sizes).
+/// The maps whose entries follow pods, projects, nodes and services (the per-CPU counter
+/// arrays have fixed sizes; the tracking tables follow traffic).
 pub const ENTRY_MAPS: [&str; 9] =
-    ["PODS", "POD_PORTS", "PROJECT_VNID", "SERVICES", "SERVICE_IPS", "BACKENDS", "BACKEND_SET", "REMOTE_SUBNETS", "NODE_IPS"];
+    ["PODS", "ENDPOINT_PODS", "PROJECTS", "SERVICES", "SERVICE_IPS", "ENDPOINTS", "ENDPOINT_SET", "REMOTE_SUBNETS", "NODE_IPS"];
 
-/// The entries of a node's pinned map, as bpftool prints them (one JSON text each,
-/// sorted).
+/// The entries of one of the `ENTRY_MAPS` (or `DRAINING`) of a node (array slots only
+/// when in use), one text each, sorted.
 pub fn pinned_entries(node: &Node, map: &str) -> Result<Vec<String>> {
-    let path = node.pin_dir().join(map);
-    let out = run(std::process::Command::new("bpftool").arg("-j").args(["map", "dump", "pinned"]).arg(&path))?;
-    let entries: Vec<Value> = serde_json::from_str(&out).with_context(|| format!("bpftool output for {}", path.display()))?;
-    let mut texts: Vec<String> = entries.iter().map(Value::to_string).collect();
+    let maps = NodeMaps::open(&node.pin_dir())?;
+    let mut texts: Vec<String> = match map {
+        "PODS" => used_slots(&maps.pods, MAX_POD_SLOTS, |pod| pod.ifindex != 0)?,
+        "ENDPOINT_PODS" => used_slots(&maps.endpoint_pods, MAX_POD_SLOTS, |ip| *ip != 0)?,
+        "PROJECTS" => used_slots(&maps.projects, MAX_PROJECT_SLOTS, |p| p.id != 0)?,
+        "SERVICES" => entries(maps.services.iter())?,
+        "SERVICE_IPS" => entries(maps.service_ips.iter())?,
+        "ENDPOINTS" => entries(maps.endpoints.iter())?,
+        "ENDPOINT_SET" => entries(maps.endpoint_set.iter())?,
+        "REMOTE_SUBNETS" => {
+            entries(maps.remote_subnets.iter().map(|e| e.map(|(k, v)| (format!("{}/{}", k.data(), k.prefix_len()), v))))?
+        }
+        "NODE_IPS" => entries(maps.node_ips.iter())?,
+        "DRAINING" => entries(maps.draining.iter())?,
+        other => anyhow::bail!("no entries of {other} here"),
+    };
     texts.sort();
     Ok(texts)
+}
+
+/// `slot=value` of an array map's slots that `used` says hold something.
+fn used_slots<V: aya::Pod + std::fmt::Debug>(
+    array: &aya::maps::Array<aya::maps::MapData, V>,
+    slots: u32,
+    used: impl Fn(&V) -> bool,
+) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for slot in 0..slots {
+        let value = array.get(&slot, 0)?;
+        if used(&value) {
+            texts.push(format!("{slot}={value:?}"));
+        }
+    }
+    Ok(texts)
+}
+
+/// `key=value` of a hash map's entries.
+fn entries<K: std::fmt::Debug, V: std::fmt::Debug>(
+    iter: impl Iterator<Item = Result<(K, V), aya::maps::MapError>>,
+) -> Result<Vec<String>> {
+    iter.map(|e| Ok(e.map(|(k, v)| format!("{k:?}={v:?}"))?)).collect()
 }
 
 /// Host-side pod veths on the node (`ox…`).
@@ -69,7 +105,7 @@ impl Inventory {
         Ok(Inventory { maps, link_pins, pod_veths: pod_veths(node)?, pod_records: pod_records(node)? })
     }
 
-    /// Entry counts, for reports: `PODS=3 POD_PORTS=3 … pins=5 veths=3 records=3`.
+    /// Entry counts, for reports: `PODS=3 PROJECTS=2 … pins=5 veths=3 records=3`.
     pub fn summary(&self) -> String {
         let maps = self.maps.iter().map(|(m, e)| format!("{m}={}", e.len()));
         let rest = [

@@ -13,18 +13,15 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use aya::maps::{lpm_trie::Key, HashMap, Map, MapData};
-use oxsdn_common::{
-    BackendKey, BackendMember, FlowKey, FragmentKey, FragmentPorts, LocalPod, NodeConfig, PodPort, RemoteNode,
-    ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, LAYOUT_VERSION, POD_IS_ENDPOINT,
-};
-use oxsdn_common::trace::MODE_TEST_INPUT;
+use ipnetwork::Ipv4Network;
+use oxsdn_common::{mode, trace::MODE_TEST_INPUT, PodEntry, ProjectEntry, MAX_POD_SLOTS, MAX_PROJECT_SLOTS};
 use oxsdn_dataplane::{
+    entries::{self, NodeAddresses, Networks, ProjectRef},
+    loader::Programs,
     maps::{ip_key, NodeMaps},
-    pipeline::Pipeline,
-    services::monotonic_ns,
+    mirror::services::monotonic_ns,
     test_run::TestRun,
-    trace::{self, Output, Packet, Proto, TestPrograms, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    tracer::{self as trace, Output, Packet, Proto, TestPrograms, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
 };
 use oxsdn_model::generate::{self, Case, Ports};
 use oxsdn_model::packet::{self, L3};
@@ -219,13 +216,11 @@ struct Report {
     disagreements: Vec<String>,
 }
 
-/// The programs in trace mode and the maps they read.
 /// The programs twice: in trace mode, which reports its decision, and as they run
 /// attached (only the tunnel key comes from the context), which report their verdict
 /// and frame and write the connection and fragment tables as they go.
 struct Harness {
     maps: NodeMaps,
-    tracking: Tracking,
     tracer: Tracer,
     live: TestPrograms,
     /// ifindexes of the namespace's pod-port veths: the live `from_pod` reads its
@@ -235,10 +230,9 @@ struct Harness {
 
 impl Harness {
     fn load_programs(pin_dir: &Path, ports: Vec<u32>) -> Result<Self> {
-        Pipeline::load(pin_dir).context("loading the programs")?;
+        Programs::load(pin_dir).context("loading the programs")?;
         Ok(Harness {
             maps: NodeMaps::open(pin_dir)?,
-            tracking: Tracking::open(pin_dir)?,
             tracer: Tracer::load(pin_dir).context("loading the programs in trace mode")?,
             live: TestPrograms::load(pin_dir, MODE_TEST_INPUT).context("loading the programs for test runs")?,
             ports,
@@ -247,15 +241,15 @@ impl Harness {
 
     /// Replaces what the maps hold with `state`.
     fn load(&mut self, state: &State) -> Result<()> {
-        clear(&mut self.maps, &mut self.tracking)?;
-        fill(&mut self.maps, &mut self.tracking, state)
+        clear(&mut self.maps)?;
+        fill(&mut self.maps, state)
     }
 
     /// Puts the connection and fragment tables back as `state` has them, after a live
     /// run that may have added to them.
     fn reset_tracking(&mut self, state: &State) -> Result<()> {
-        clear_tracking(&mut self.tracking)?;
-        fill_tracking(&mut self.tracking, state)
+        clear_tracking(&mut self.maps)?;
+        fill_tracking(&mut self.maps, state)
     }
 
     /// `cases` random frames, `CASES_PER_STATE` per random state.
@@ -421,25 +415,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The service connection and fragment tables, which the agent never writes (the
-/// programs do) and `NodeMaps` therefore does not hold.
-struct Tracking {
-    forward: HashMap<MapData, FlowKey, ServiceConnection>,
-    reverse: HashMap<MapData, FlowKey, ServiceReply>,
-    fragments: HashMap<MapData, FragmentKey, FragmentPorts>,
-}
-
-impl Tracking {
-    fn open(dir: &Path) -> Result<Self> {
-        let lru = |name: &str| -> Result<Map> { Ok(Map::LruHashMap(MapData::from_pin(dir.join(name))?)) };
-        Ok(Tracking {
-            forward: HashMap::try_from(lru("CT_FORWARD")?)?,
-            reverse: HashMap::try_from(lru("CT_REVERSE")?)?,
-            fragments: HashMap::try_from(lru("FRAGMENTS")?)?,
-        })
-    }
-}
-
 /// Removes every entry of each hash map given.
 macro_rules! empty {
     ($($map:expr),*) => {$(
@@ -451,123 +426,115 @@ macro_rules! empty {
 }
 
 /// Empties every map a state fills.
-fn clear(maps: &mut NodeMaps, tracking: &mut Tracking) -> Result<()> {
-    empty!(maps.pods, maps.pod_ports, maps.project_vnid, maps.node_ips, maps.services, maps.service_ips, maps.backends, maps.backend_set, maps.draining);
+fn clear(maps: &mut NodeMaps) -> Result<()> {
+    for slot in 0..MAX_POD_SLOTS {
+        maps.pods.set(slot, PodEntry::default(), 0)?;
+        maps.endpoint_pods.set(slot, 0, 0)?;
+    }
+    for slot in 0..PROJECT_SLOTS_USED {
+        maps.projects.set(slot, ProjectEntry::default(), 0)?;
+    }
+    empty!(maps.node_ips, maps.services, maps.service_ips, maps.endpoints, maps.endpoint_set, maps.draining);
     let subnets = maps.remote_subnets.keys().collect::<Result<Vec<_>, _>>()?;
     for key in subnets {
         maps.remote_subnets.remove(&key)?;
     }
-    clear_tracking(tracking)
+    clear_tracking(maps)
 }
 
-fn clear_tracking(tracking: &mut Tracking) -> Result<()> {
-    empty!(tracking.forward, tracking.reverse, tracking.fragments);
+fn clear_tracking(maps: &mut NodeMaps) -> Result<()> {
+    empty!(maps.ct_forward, maps.ct_reverse, maps.fragments);
     Ok(())
 }
 
-/// Writes a model state into the maps, as the agent would. Drain windows end as long
-/// after the kernel's clock now as the model's end after `state.now`.
-fn fill(maps: &mut NodeMaps, tracking: &mut Tracking, state: &State) -> Result<()> {
+/// Project slots the states use: a project's slot is its id (ids are small here).
+const PROJECT_SLOTS_USED: u32 = 16;
+
+fn project_ref(id: u32) -> ProjectRef {
+    assert!(id < PROJECT_SLOTS_USED && PROJECT_SLOTS_USED <= MAX_PROJECT_SLOTS, "project id {id}");
+    ProjectRef { slot: id, id }
+}
+
+fn network(net: oxsdn_model::state::Net) -> Ipv4Network {
+    Ipv4Network::new(net.addr, net.prefix).expect("a model network is valid")
+}
+
+/// Writes a model state into the maps, with the entries the agent writes
+/// (`oxsdn_dataplane::entries`). Drain windows end as long after the kernel's clock now
+/// as the model's end after `state.now`.
+fn fill(maps: &mut NodeMaps, state: &State) -> Result<()> {
     let node = &state.node;
     let clock_now = monotonic_ns();
-    let mask = |prefix: u8| ip_key(Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)));
-    maps.config.set(
-        0,
-        NodeConfig {
-            layout_version: LAYOUT_VERSION,
-            gateway: ip_key(node.gateway()),
-            local_net: ip_key(node.local.addr),
-            local_mask: mask(node.local.prefix),
-            cluster_net: ip_key(node.cluster.addr),
-            cluster_mask: mask(node.cluster.prefix),
-            service_net: ip_key(node.service.addr),
-            service_mask: mask(node.service.prefix),
-            node_ip: ip_key(node.node_ip),
-            tun0_ifindex: TUN0_IFINDEX,
-            vxlan_ifindex: VXLAN_IFINDEX,
-            vxlan_port: node.vxlan_port,
-            _pad: 0,
-            // Test runs have no underlay device: frames to other nodes take vxlan0.
-            underlay_ifindex: 0,
-        },
-        0,
-    )?;
+    let networks = Networks { cluster: network(node.cluster), service: network(node.service), vxlan_port: node.vxlan_port };
+    let addresses = NodeAddresses {
+        subnet: network(node.local),
+        gateway: node.gateway(),
+        node_ip: node.node_ip,
+        tun0_ifindex: TUN0_IFINDEX,
+        vxlan_ifindex: VXLAN_IFINDEX,
+        // Test runs have no underlay device: frames to other nodes take vxlan0.
+        underlay_ifindex: 0,
+    };
+    maps.config.set(0, entries::node_config(&networks, &addresses, mode::MULTITENANT), 0)?;
     for (project, vnid) in &state.projects {
-        maps.project_vnid.insert(project, vnid, 0)?;
+        maps.projects.set(project_ref(*project).slot, entries::project_entry(*project, *vnid), 0)?;
     }
     for pod in &state.pods {
-        let flags = if state.is_endpoint(pod.ip) { POD_IS_ENDPOINT } else { 0 };
-        maps.pod_ports.insert(pod.ifindex, PodPort { ip: ip_key(pod.ip), project: pod.project, flags }, 0)?;
-        maps.pods.insert(ip_key(pod.ip), LocalPod { ifindex: pod.ifindex, project: pod.project }, 0)?;
+        let (slot, entry) = entries::pod_entry(addresses.subnet, pod.ip, pod.ifindex, project_ref(pod.project));
+        maps.pods.set(slot, entry, 0)?;
+        if state.is_endpoint(pod.ip) {
+            if let Some((slot, value)) = entries::endpoint_pod_entry(addresses.subnet, pod.ip) {
+                maps.endpoint_pods.set(slot, value, 0)?;
+            }
+        }
     }
     for (slot, remote) in state.remote_nodes.iter().enumerate() {
-        let value = RemoteNode { node_ip: ip_key(remote.node_ip), slot: slot as u32 };
-        maps.node_ips.insert(value.node_ip, value, 0)?;
-        maps.remote_subnets.insert(&Key::new(u32::from(remote.subnet.prefix), ip_key(remote.subnet.addr)), value, 0)?;
+        let (subnet, node_ip, value) = entries::remote_node_entries(network(remote.subnet), remote.node_ip, slot as u32);
+        maps.node_ips.insert(node_ip, value, 0)?;
+        maps.remote_subnets.insert(&subnet, value, 0)?;
     }
     let mut slot = 0;
     for (index, service) in state.services.iter().enumerate() {
         let id = index as u32 + 1;
-        maps.service_ips.insert(ip_key(service.cluster_ip), ServiceIp { project: service.project, slot }, 0)?;
+        let project = project_ref(service.project);
+        maps.service_ips.insert(ip_key(service.cluster_ip), entries::service_ip(project, slot), 0)?;
         slot += 1;
         for port in &service.ports {
-            let key = ServiceKey { ip: ip_key(service.cluster_ip), port: port.port, proto: port.protocol, _pad: 0 };
-            let value = ServicePort {
-                service: id,
-                project: service.project,
-                backends: service.endpoints.len() as u32,
-                slot,
-                target_port: port.target_port,
-                _pad: 0,
-            };
+            let key = entries::service_key(service.cluster_ip, port.port, port.protocol);
+            let value = entries::service_port(id, project, service.endpoints.len() as u32, slot, port.target_port);
             maps.services.insert(key, value, 0)?;
             slot += 1;
         }
         for (i, endpoint) in service.endpoints.iter().enumerate() {
-            maps.backends.insert(BackendKey { service: id, index: i as u32 }, ip_key(*endpoint), 0)?;
-            maps.backend_set.insert(BackendMember { service: id, ip: ip_key(*endpoint) }, 1, 0)?;
+            maps.endpoints.insert(entries::endpoint_key(id, i as u32), ip_key(*endpoint), 0)?;
+            maps.endpoint_set.insert(entries::endpoint_member(id, *endpoint), 1, 0)?;
         }
         for d in &service.draining {
             let until = (clock_now + d.until).saturating_sub(state.now);
-            maps.draining.insert(BackendMember { service: id, ip: ip_key(d.ip) }, until, 0)?;
+            maps.draining.insert(entries::endpoint_member(id, d.ip), until, 0)?;
         }
     }
-    fill_tracking(tracking, state)
+    fill_tracking(maps, state)
 }
 
 /// The tracked connections and fragments of a state.
-fn fill_tracking(tracking: &mut Tracking, state: &State) -> Result<()> {
-    let node = &state.node;
+fn fill_tracking(maps: &mut NodeMaps, state: &State) -> Result<()> {
     for c in &state.connections {
         let service = state.services.iter().position(|s| s.cluster_ip == c.service.0).context("connection to no service")?;
-        let flow = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)| FlowKey {
-            src: ip_key(src.0),
-            dst: ip_key(dst.0),
-            sport: src.1,
-            dport: dst.1,
-            proto: c.protocol,
-            _pad: [0; 3],
+        let connection = entries::Connection {
+            protocol: c.protocol,
+            client: c.client,
+            service: c.service,
+            endpoint: c.endpoint,
+            service_id: service as u32 + 1,
         };
-        let connection = ServiceConnection {
-            service: service as u32 + 1,
-            backend_ip: ip_key(c.endpoint.0),
-            backend_port: c.endpoint.1,
-            hairpin: u16::from(c.hairpin()),
-        };
-        tracking.forward.insert(flow(c.client, c.service), connection, 0)?;
-        let seen_client = if c.hairpin() { (node.gateway(), c.client.1) } else { c.client };
-        let reply = ServiceReply {
-            service_ip: ip_key(c.service.0),
-            client_ip: ip_key(c.client.0),
-            service_port: c.service.1,
-            client_port: c.client.1,
-        };
-        tracking.reverse.insert(flow(c.endpoint, seen_client), reply, 0)?;
+        let ((flow, forward), (reverse, reply)) = entries::connection_entries(&connection, state.node.gateway());
+        maps.ct_forward.insert(flow, forward, 0)?;
+        maps.ct_reverse.insert(reverse, reply, 0)?;
     }
     for f in &state.fragments {
-        let key = FragmentKey { src: ip_key(f.src), dst: ip_key(f.dst), id: f.id, proto: f.protocol, _pad: 0 };
-        tracking.fragments.insert(key, FragmentPorts { sport: f.ports.0, dport: f.ports.1 }, 0)?;
+        let (key, ports) = entries::fragment_entry(f.src, f.dst, f.id, f.protocol, f.ports);
+        maps.fragments.insert(key, ports, 0)?;
     }
     Ok(())
 }
-

@@ -140,7 +140,7 @@ fn teardown_removes_the_dataplane_and_a_new_agent_rebuilds_it() -> Result<()> {
 /// How long after `oxsdnctl` returns a VNID change may still be missing from a node's
 /// dataplane: the README's bound ("reaches every node's dataplane within a second",
 /// checked by the isolation story tests), which is the etcd watch delivering the event
-/// plus one `PROJECT_VNID` update on each node.
+/// plus one `PROJECTS` update on each node.
 const PROPAGATION_BOUND: Duration = Duration::from_secs(1);
 const PROBE_PORT: u16 = 9797;
 /// One round of probes (every pod to every other) per period.
@@ -519,9 +519,9 @@ fn pod_and_cli_churn_under_traffic_leaks_nothing() -> Result<()> {
             let now = Inventory::take(node)?;
             // VNIDs changed on purpose; the projects (entries) are the same.
             let mut diffs = baseline[i].differences(&now);
-            diffs.retain(|d| !d.starts_with("PROJECT_VNID:"));
-            if baseline[i].maps["PROJECT_VNID"].len() != now.maps["PROJECT_VNID"].len() {
-                diffs.push(format!("PROJECT_VNID: {} -> {} entries", baseline[i].maps["PROJECT_VNID"].len(), now.maps["PROJECT_VNID"].len()));
+            diffs.retain(|d| !d.starts_with("PROJECTS:"));
+            if baseline[i].maps["PROJECTS"].len() != now.maps["PROJECTS"].len() {
+                diffs.push(format!("PROJECTS: {} -> {} entries", baseline[i].maps["PROJECTS"].len(), now.maps["PROJECTS"].len()));
             }
             if diffs.is_empty() || std::time::Instant::now() > deadline {
                 break diffs;

@@ -9,38 +9,29 @@ use std::{
 };
 
 use anyhow::{bail, Result};
-use aya::maps::{lpm_trie::Key, MapError};
-use ipnetwork::Ipv4Network;
-use oxsdn_common::{node_stat_index, RemoteNode, MAX_NODES, NODE_RULES};
-use oxsdn_controller::{cluster::HostSubnetEvent, Cluster, HostSubnet};
+use aya::maps::lpm_trie::Key;
+use oxsdn_common::{stats, RemoteNode, MAX_NODES, NODE_RULES};
+use oxsdn_controller::{cluster::HostSubnetEvent, HostSubnet};
 
+use super::{Feed, Mirror};
 use crate::{
-    maps::{self, ip_key, NodeMaps},
-    sync::Mirror,
+    entries::{remote_node_entries, subnet_key},
+    maps::{self, ignore_missing, ip_key, NodeMaps},
 };
+
+type Source = dyn Feed<HostSubnet, Event = HostSubnetEvent>;
 
 pub struct RemoteNodes {
     own_name: String,
-    cluster: Arc<Cluster>,
+    source: Arc<Source>,
     maps: Arc<Mutex<NodeMaps>>,
     /// Remote nodes by name, as applied to the maps.
     known: Mutex<HashMap<String, (HostSubnet, u32)>>,
 }
 
-fn subnet_key(net: Ipv4Network) -> Key<u32> {
-    Key::new(net.prefix() as u32, ip_key(net.network()))
-}
-
-fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
-    match r {
-        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 impl RemoteNodes {
-    pub fn new(own_name: &str, cluster: Arc<Cluster>, maps: Arc<Mutex<NodeMaps>>) -> Self {
-        RemoteNodes { own_name: own_name.to_string(), cluster, maps, known: Mutex::default() }
+    pub fn new(own_name: &str, source: Arc<Source>, maps: Arc<Mutex<NodeMaps>>) -> Self {
+        RemoteNodes { own_name: own_name.to_string(), source, maps, known: Mutex::default() }
     }
 
     fn upsert(&self, hs: &HostSubnet) -> Result<()> {
@@ -62,7 +53,7 @@ impl RemoteNodes {
                 let slot = (0..MAX_NODES).find(|s| !used.contains(s));
                 let Some(slot) = slot else { bail!("more than {MAX_NODES} remote nodes") };
                 for rule in 0..NODE_RULES {
-                    maps::reset(&mut maps.node_stats, node_stat_index(slot, rule))?;
+                    maps::reset(&mut maps.node_stats, stats::node_index(slot, rule))?;
                 }
                 slot
             }
@@ -85,9 +76,9 @@ impl RemoteNodes {
 /// Adds a node's entries: its IP first, so its replies are accepted before anything
 /// is sent to its subnet.
 fn map(maps: &mut NodeMaps, hs: &HostSubnet, slot: u32) -> Result<()> {
-    let node = RemoteNode { node_ip: ip_key(hs.host_ip), slot };
-    maps.node_ips.insert(node.node_ip, node, 0)?;
-    maps.remote_subnets.insert(&subnet_key(hs.subnet), node, 0)?;
+    let (subnet, node_ip, node) = remote_node_entries(hs.subnet, hs.host_ip, slot);
+    maps.node_ips.insert(node_ip, node, 0)?;
+    maps.remote_subnets.insert(&subnet, node, 0)?;
     Ok(())
 }
 
@@ -101,7 +92,7 @@ impl Mirror for RemoteNodes {
     const WHAT: &'static str = "node";
 
     fn resync(&self) -> Result<u64> {
-        let (all, revision) = self.cluster.list_hostsubnets()?;
+        let (all, revision) = self.source.list()?;
         let remote: Vec<&HostSubnet> = all.iter().filter(|hs| hs.host != self.own_name).collect();
         {
             let mut known = self.known.lock().unwrap();
@@ -140,7 +131,7 @@ impl Mirror for RemoteNodes {
     }
 
     fn watch(&self, after_revision: u64) -> Result<Receiver<HostSubnetEvent>> {
-        Ok(self.cluster.watch_hostsubnets(after_revision)?)
+        self.source.watch(after_revision)
     }
 
     fn apply(&self, event: HostSubnetEvent) -> Result<()> {

@@ -1,6 +1,6 @@
 //! Trace mode (`oxsdn_common::trace`): the `MODE` global and the `TRACE` record. Each
 //! entry program reads `MODE` once and runs one of two copies of the pipeline, compiled
-//! with and without trace code (`Frame<TRACE>`); `MODE` is a frozen 0 in the live
+//! with and without trace code (`env::Maps<TRACE>`); `MODE` is a frozen 0 in the live
 //! programs, so the verifier drops the trace copy whole. (Testing `MODE` at every rule
 //! instead left a load per test and more register spills in the live code, as the
 //! verifier removes branches but not the loads that fed them.)
@@ -10,7 +10,7 @@ use oxsdn_common::trace::{
     output_kind, TraceHop, TraceRecord, MAX_HOPS, MODE_TEST_INPUT, MODE_TRACE, REG0_SET,
 };
 
-use crate::{packet::Frame, pipeline::Rewrite};
+use oxsdn_tables::Translation;
 
 /// Set by the loader (`EbpfLoader::set_global`); read-only for the programs.
 #[no_mangle]
@@ -80,10 +80,7 @@ pub fn hop(kind: u32, rule: u32, key: u32) {
 /// A register as the tables computed it: `REG0_SET` for reg0 (the source VNID, as
 /// table 30 receives it), `REG1_SET` for reg1 (the destination VNID, as table 80 does).
 #[inline(always)]
-pub fn register<const T: bool>(frame: &Frame<T>, which: u32, value: u32) {
-    if !frame.tracing() {
-        return;
-    }
+pub fn register(which: u32, value: u32) {
     if let Some(r) = record() {
         if which == REG0_SET {
             r.reg0 = value;
@@ -97,12 +94,10 @@ pub fn register<const T: bool>(frame: &Frame<T>, which: u32, value: u32) {
 /// The pipeline's decision (`kind`: `output_kind`): for a pod, its veth and IP; for the
 /// tunnel, vxlan0, the node's IP and the VNI; for tun0, its ifindex. Called in the
 /// entry programs' match arms with plain values: an `Output` kept around for this would
-/// be copied with undefined payload bytes, which the verifier refuses.
+/// be copied with undefined payload bytes, which the verifier refuses. Trace mode only
+/// (`env::Maps::decision`).
 #[inline(always)]
-pub fn decision<const T: bool>(frame: &Frame<T>, kind: u32, ifindex: u32, ip: u32, vni: u32, nat: &Rewrite) {
-    if !frame.tracing() {
-        return;
-    }
+pub fn decision(kind: u32, ifindex: u32, ip: u32, vni: u32, xlate: &Translation) {
     let Some(r) = record() else { return };
     r.decided = 1;
     r.output = kind;
@@ -113,9 +108,9 @@ pub fn decision<const T: bool>(frame: &Frame<T>, kind: u32, ifindex: u32, ip: u3
         r.node_ip = ip;
     }
     r.vni = vni;
-    r.nat_active = nat.active;
-    r.nat_src = nat.src;
-    r.nat_dst = nat.dst;
-    r.nat_sport = nat.sport;
-    r.nat_dport = nat.dport;
+    r.xlate_active = xlate.active;
+    r.xlate_src = xlate.src;
+    r.xlate_dst = xlate.dst;
+    r.xlate_sport = xlate.sport;
+    r.xlate_dport = xlate.dport;
 }

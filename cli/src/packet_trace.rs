@@ -6,8 +6,8 @@ use std::{io::Write, net::Ipv4Addr, path::Path, str::FromStr};
 use anyhow::{Context, Result};
 use oxsdn_dataplane::{
     flows::{self, Flow, RuleRef},
-    maps::{ip_from_key, NodeMaps},
-    trace::{verdict_name, Ingress, Output, Packet, Proto, Trace, Tracer},
+    maps::{ip_from_key, LocalPods, NodeMaps},
+    tracer::{verdict_name, Ingress, Output, Packet, Proto, Trace, Tracer},
 };
 use serde_json::json;
 
@@ -61,7 +61,7 @@ pub struct Request {
 /// Runs the request through the node's programs pinned in `pin_dir` and prints it.
 pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out: &mut dyn Write) -> Result<()> {
     let maps = NodeMaps::open(pin_dir).with_context(|| format!("node {node} has no dataplane here (is its agent started?)"))?;
-    let cfg = maps.node_config()?;
+    let cfg = maps.config.get(&0, 0)?;
     let (ingress, default_src) = match request.from {
         Source::Pod(ip) => (Ingress::Pod { in_port: maps.pod_port(ip)? }, ip),
         Source::Node => (Ingress::Tun0, ip_from_key(cfg.gateway)),
@@ -141,8 +141,8 @@ fn print_table(out: &mut dyn Write, node: &str, packet: &Packet, ingress: &Ingre
         _ => "-".into(),
     };
     writeln!(out, "Registers: reg0={} reg1={} reg2={reg2}", reg(t.reg0), reg(t.reg1))?;
-    if let Some(rw) = &t.rewrite {
-        writeln!(out, "Rewrite: nw_src={},tp_src={},nw_dst={},tp_dst={}", rw.src, rw.sport, rw.dst, rw.dport)?;
+    if let Some(x) = &t.translation {
+        writeln!(out, "Translation: nw_src={},tp_src={},nw_dst={},tp_dst={}", x.src, x.sport, x.dst, x.dport)?;
     }
     writeln!(out, "Datapath actions: {}", actions(&t.output))?;
     writeln!(out, "Verdict: {}", verdict_name(t.verdict))?;
@@ -168,7 +168,7 @@ fn print_json(out: &mut dyn Write, node: &str, packet: &Packet, ingress: &Ingres
         "reg0": t.reg0,
         "reg1": t.reg1,
         "output": t.output,
-        "rewrite": t.rewrite,
+        "translation": t.translation,
         "datapath_actions": actions(&t.output),
         "verdict": verdict_name(t.verdict),
     });

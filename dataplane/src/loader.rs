@@ -18,7 +18,7 @@ use aya::{
 use oxsdn_common::LAYOUT_VERSION;
 
 use crate::{
-    maps::{names, NodeMaps},
+    maps::{self, NodeMaps},
     netdev,
 };
 
@@ -34,12 +34,12 @@ const UNDERLAY_PIN: &str = "underlay";
 /// The global selecting trace mode (`oxsdn_common::trace`).
 const MODE: &str = "MODE";
 
-pub struct Pipeline {
+pub struct Programs {
     ebpf: Ebpf,
     pin_dir: PathBuf,
 }
 
-impl Pipeline {
+impl Programs {
     /// Loads the programs. Maps already pinned in `pin_dir` by an agent of the same
     /// layout version are reused (state and counters survive restarts); pins of another
     /// version are removed first, so old and new layouts never mix.
@@ -55,7 +55,7 @@ impl Pipeline {
         }
         let mut ebpf = load_programs(OBJECT, pin_dir, 0)?;
         classifier(&mut ebpf, FROM_UNDERLAY)?.load().with_context(|| format!("loading program {FROM_UNDERLAY}"))?;
-        Ok(Pipeline { ebpf, pin_dir: pin_dir.to_path_buf() })
+        Ok(Programs { ebpf, pin_dir: pin_dir.to_path_buf() })
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -168,10 +168,10 @@ pub(crate) fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut S
 
 /// The layout version stamped in pinned maps of an earlier agent, if any.
 pub(crate) fn pinned_layout_version(pin_dir: &Path) -> Option<u32> {
-    if !pin_dir.join(names::CONFIG).exists() {
+    if !pin_dir.join(maps::CONFIG).exists() {
         return None;
     }
-    match NodeMaps::pinned_node_config(pin_dir) {
+    match maps::pinned_node_config(pin_dir) {
         Ok(cfg) if cfg.layout_version == 0 => None,
         Ok(cfg) => Some(cfg.layout_version),
         // A config we cannot even open as ours is from another layout.

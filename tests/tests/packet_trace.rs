@@ -178,7 +178,7 @@ fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
     let mut endpoints_seen = Vec::new();
     for _ in 0..20 {
         let t = trace(cluster, n1, &["--from", &from_pod(a), "--to", &format!("{ip}:{PORT}"), "--proto", "tcp"])?;
-        let rw = &t["rewrite"];
+        let rw = &t["translation"];
         assert_eq!((rw["src"].as_str(), rw["sport"].as_u64()), (Some(a.ip.to_string().as_str()), Some(40000)), "{t:#}");
         assert_eq!(rw["dport"].as_u64(), Some(TARGET.into()), "{t:#}");
         assert!(passed(&t, 60, &format!("tcp,nw_dst={ip},tp_dst={PORT}")), "{t:#}");

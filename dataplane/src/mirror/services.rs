@@ -1,9 +1,10 @@
-//! Keeps the service maps equal to the store's Services: `SERVICES` (a declared port:
+//! Keeps the service maps equal to the cluster's Services: `SERVICES` (a declared port:
 //! the service, its project, endpoint count, target port), `SERVICE_IPS` (ClusterIPs,
-//! for fragments), `BACKENDS` (endpoints by index), `BACKEND_SET` (endpoint membership,
-//! so tracked connections to an endpoint that left are re-balanced), `DRAINING`
-//! (endpoints that left, until their drain window ends), and the `POD_IS_ENDPOINT` flag
-//! of local pods (their packets may be replies to translate).
+//! for fragments), `ENDPOINTS` (endpoints by index), `ENDPOINT_SET` (endpoint
+//! membership, so tracked connections to an endpoint that left are re-balanced),
+//! `DRAINING` (endpoints that left, until their drain window ends), and `ENDPOINT_PODS`
+//! (local pods that are endpoints: their packets may be replies to translate). This
+//! mirror is the only writer of all of them.
 //!
 //! Removing an endpoint works as with kube-proxy: new connections never pick it, tracked
 //! TCP connections keep it for `ENDPOINT_DRAIN_WINDOW` (a terminating pod finishes its
@@ -22,19 +23,16 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context, Result};
-use aya::maps::MapError;
-use oxsdn_common::{BackendKey, BackendMember, ServiceIp, ServiceKey, ServicePort, MAX_SERVICE_SLOTS, POD_IS_ENDPOINT};
-use oxsdn_controller::{cluster::ServiceEvent, services::Protocol, Cluster, Service};
+use anyhow::{Context, Result};
+use ipnetwork::Ipv4Network;
+use oxsdn_common::{EndpointKey, EndpointMember, ServiceKey, MAX_SERVICE_SLOTS};
+use oxsdn_controller::{cluster::ServiceEvent, services::Protocol, Service};
 
+use super::{projects::Projects, Feed, Mirror};
 use crate::{
-    maps::{self, ip_key, NodeMaps},
-    projects::Projects,
-    sync::Mirror,
+    entries::{self, endpoint_key, endpoint_member, ProjectRef, IPPROTO_TCP, IPPROTO_UDP},
+    maps::{self, ignore_missing, ip_key, NodeMaps},
 };
-
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 
 /// How long tracked TCP connections keep an endpoint that left their service:
 /// Kubernetes' default `terminationGracePeriodSeconds`, the time a terminating pod is
@@ -54,9 +52,9 @@ pub fn monotonic_ns() -> u64 {
 /// A previous agent's endpoint entries of one service, found in the pinned maps.
 #[derive(Default)]
 struct PinnedEndpoints {
-    /// Endpoints with a `BACKEND_SET` entry.
+    /// Endpoints with an `ENDPOINT_SET` entry.
     members: Vec<Ipv4Addr>,
-    /// One past the highest `BACKENDS` index.
+    /// One past the highest `ENDPOINTS` index.
     indexes: u32,
 }
 
@@ -64,6 +62,7 @@ struct PinnedEndpoints {
 #[derive(Clone)]
 struct Applied {
     service: Service,
+    project: ProjectRef,
     /// Counter slot of each port, in `service.ports` order.
     port_slots: Vec<u32>,
     ip_slot: u32,
@@ -153,10 +152,14 @@ impl State {
     }
 }
 
+type Source = dyn Feed<Service, Event = ServiceEvent>;
+
 pub struct Services {
-    cluster: Arc<Cluster>,
+    source: Arc<Source>,
     maps: Arc<Mutex<NodeMaps>>,
     projects: Arc<Projects>,
+    /// This node's subnet: endpoints in it are local pods.
+    subnet: Ipv4Network,
     /// Locked after `maps` when both are needed.
     state: Mutex<State>,
 }
@@ -166,18 +169,11 @@ fn service_key(svc: &Service, port: &oxsdn_controller::services::ServicePort) ->
         Protocol::Tcp => IPPROTO_TCP,
         Protocol::Udp => IPPROTO_UDP,
     };
-    ServiceKey { ip: ip_key(svc.cluster_ip), port: port.port, proto, _pad: 0 }
-}
-
-fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
-    match r {
-        Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    entries::service_key(svc.cluster_ip, port.port, proto)
 }
 
 impl Services {
-    pub fn new(cluster: Arc<Cluster>, maps: Arc<Mutex<NodeMaps>>, projects: Arc<Projects>) -> Self {
+    pub fn new(source: Arc<Source>, maps: Arc<Mutex<NodeMaps>>, projects: Arc<Projects>, subnet: Ipv4Network) -> Self {
         let state = State {
             by_name: HashMap::new(),
             free_slots: (0..MAX_SERVICE_SLOTS).collect(),
@@ -185,34 +181,19 @@ impl Services {
             draining: BTreeMap::new(),
             adoptable: BTreeSet::new(),
         };
-        Services { cluster, maps, projects, state: Mutex::new(state) }
-    }
-
-    /// Whether `ip` is an endpoint of some service (checked with the maps locked).
-    pub fn is_endpoint(&self, ip: Ipv4Addr) -> bool {
-        self.state.lock().unwrap().endpoints.contains_key(&ip)
-    }
-
-    fn project_id(&self, project: &str) -> Result<u32> {
-        if let Some(ns) = self.projects.get(project) {
-            return Ok(ns.id);
-        }
-        // The service may have come before its project reached this node's watcher.
-        match self.cluster.get_netnamespace(project)? {
-            Some(ns) => Ok(ns.id),
-            None => bail!("service in unknown project {project}"),
-        }
+        Services { source, maps, projects, subnet, state: Mutex::new(state) }
     }
 
     /// Applies a service. `pinned`: a previous agent's endpoint entries of it, for a
     /// service this agent has not applied yet.
     fn upsert(&self, svc: &Service, pinned: Option<PinnedEndpoints>) -> Result<()> {
-        let project = self.project_id(&svc.project)?;
+        // The service may have come before its project reached this node's watcher.
+        let project = self.projects.lookup(&svc.project)?.with_context(|| format!("service in unknown project {}", svc.project))?;
         let mut maps = self.maps.lock().unwrap();
         let mut state = self.state.lock().unwrap();
         let key = (svc.project.clone(), svc.name.clone());
         let old = state.by_name.get(&key).cloned();
-        if old.as_ref().is_some_and(|o| &o.service == svc) {
+        if old.as_ref().is_some_and(|o| &o.service == svc && o.project == project) {
             return Ok(());
         }
         // Ports and the ClusterIP keep their counters across changes, and across agent
@@ -247,31 +228,32 @@ impl Services {
         }
         // The endpoints the dataplane had for this service, to drain those that left.
         // Another id is another service: the old one's entries just go.
+        let mut forgotten = Vec::new();
         let previous = match &old {
             Some(o) if o.service.id == svc.id => {
                 PinnedEndpoints { members: o.service.endpoints.clone(), indexes: o.service.endpoints.len() as u32 }
             }
             Some(o) => {
-                forget(&mut maps, &mut state, &o.service, o.service.endpoints.len() as u32)?;
+                forgotten = forget(&mut maps, &mut state, &o.service, o.service.endpoints.len() as u32)?;
                 PinnedEndpoints::default()
             }
             None => pinned.unwrap_or_default(),
         };
         let count = svc.endpoints.len() as u32;
         for ip in &svc.endpoints {
-            let member = BackendMember { service: svc.id, ip: ip_key(*ip) };
-            maps.backend_set.insert(member, 1, 0)?;
+            let member = endpoint_member(svc.id, *ip);
+            maps.endpoint_set.insert(member, 1, 0)?;
             // Listed again: it serves, no drain.
             if state.remove_drain(svc.id, *ip) {
                 ignore_missing(maps.draining.remove(&member))?;
             }
         }
         for (index, ip) in svc.endpoints.iter().enumerate() {
-            maps.backends.insert(BackendKey { service: svc.id, index: index as u32 }, ip_key(*ip), 0)?;
+            maps.endpoints.insert(endpoint_key(svc.id, index as u32), ip_key(*ip), 0)?;
         }
-        maps.service_ips.insert(ip_key(svc.cluster_ip), ServiceIp { project, slot: ip_slot }, 0)?;
+        maps.service_ips.insert(ip_key(svc.cluster_ip), entries::service_ip(project, ip_slot), 0)?;
         for (port, slot) in svc.ports.iter().zip(&port_slots) {
-            let value = ServicePort { service: svc.id, project, backends: count, slot: *slot, target_port: port.target_port, _pad: 0 };
+            let value = entries::service_port(svc.id, project, count, *slot, port.target_port);
             maps.services.insert(service_key(svc, port), value, 0)?;
         }
         if let Some(old) = &old {
@@ -284,15 +266,15 @@ impl Services {
             }
         }
         for index in count..previous.indexes {
-            ignore_missing(maps.backends.remove(&BackendKey { service: svc.id, index }))?;
+            ignore_missing(maps.endpoints.remove(&endpoint_key(svc.id, index)))?;
         }
         let until = monotonic_ns() + ENDPOINT_DRAIN_WINDOW.as_nanos() as u64;
         for ip in previous.members.iter().filter(|ip| !svc.endpoints.contains(ip)) {
             drain(&mut maps, &mut state, svc.id, *ip, until)?;
         }
-        state.insert(key, Applied { service: svc.clone(), port_slots, ip_slot });
-        let touched = old.iter().flat_map(|o| o.service.endpoints.iter()).chain(&previous.members).chain(&svc.endpoints);
-        flag_endpoints(&mut maps, &state, touched)?;
+        state.insert(key, Applied { service: svc.clone(), project, port_slots, ip_slot });
+        let touched = forgotten.iter().chain(&previous.members).chain(&svc.endpoints);
+        self.flag_endpoints(&mut maps, &state, touched)?;
         tracing::info!(service = %svc.name, project = %svc.project, ip = %svc.cluster_ip, endpoints = count, "service applied");
         Ok(())
     }
@@ -305,7 +287,8 @@ impl Services {
                 ignore_missing(maps.services.remove(&service_key(&old.service, port)))?;
             }
             ignore_missing(maps.service_ips.remove(&ip_key(old.service.cluster_ip)))?;
-            forget(&mut maps, &mut state, &old.service, old.service.endpoints.len() as u32)?;
+            let touched = forget(&mut maps, &mut state, &old.service, old.service.endpoints.len() as u32)?;
+            self.flag_endpoints(&mut maps, &state, touched.iter())?;
             tracing::info!(service = %name, project = %project, "service removed");
         }
         Ok(())
@@ -318,10 +301,23 @@ impl Services {
         let mut state = self.state.lock().unwrap();
         let ended: Vec<(u32, Ipv4Addr)> = state.draining.iter().filter(|(_, until)| **until <= now).map(|(k, _)| *k).collect();
         for (service, ip) in &ended {
-            ignore_missing(maps.draining.remove(&BackendMember { service: *service, ip: ip_key(*ip) }))?;
+            ignore_missing(maps.draining.remove(&endpoint_member(*service, *ip)))?;
             state.remove_drain(*service, *ip);
         }
-        flag_endpoints(&mut maps, &state, ended.iter().map(|(_, ip)| ip))
+        self.flag_endpoints(&mut maps, &state, ended.iter().map(|(_, ip)| ip))
+    }
+
+    /// Writes `ENDPOINT_PODS` for the local pods among `ips` (endpoints a change
+    /// touched), so each local address is marked iff some service lists or drains it.
+    fn flag_endpoints<'a>(&self, maps: &mut NodeMaps, state: &State, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> Result<()> {
+        for ip in ips {
+            let Some((slot, flagged)) = entries::endpoint_pod_entry(self.subnet, *ip) else { continue };
+            let value = if state.endpoints.contains_key(ip) { flagged } else { 0 };
+            if maps.endpoint_pods.get(&slot, 0)? != value {
+                maps.endpoint_pods.set(slot, value, 0)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -338,7 +334,7 @@ pub fn sweep_drained_periodically(services: Arc<Services>) {
 /// Takes endpoint `ip` out of service `id`: a drain record first (if it cannot be
 /// written, its connections choose again), then its membership.
 fn drain(maps: &mut NodeMaps, state: &mut State, id: u32, ip: Ipv4Addr, until: u64) -> Result<()> {
-    let member = BackendMember { service: id, ip: ip_key(ip) };
+    let member = endpoint_member(id, ip);
     let recorded = state.draining.contains_key(&(id, ip)) || match maps.draining.insert(member, until, 0) {
         Ok(()) => true,
         Err(e) => {
@@ -349,40 +345,25 @@ fn drain(maps: &mut NodeMaps, state: &mut State, id: u32, ip: Ipv4Addr, until: u
     if recorded {
         state.add_drain(id, ip, until);
     }
-    ignore_missing(maps.backend_set.remove(&member))
+    ignore_missing(maps.endpoint_set.remove(&member))
 }
 
 /// Removes every endpoint entry of a service that is gone (`indexes`: how many
-/// `BACKENDS` entries it has), its drain records included, and fixes the endpoints'
-/// reply flags.
-fn forget(maps: &mut NodeMaps, state: &mut State, old: &Service, indexes: u32) -> Result<()> {
+/// `ENDPOINTS` entries it has), its drain records included; returns the endpoints whose
+/// flags may have changed.
+fn forget(maps: &mut NodeMaps, state: &mut State, old: &Service, indexes: u32) -> Result<Vec<Ipv4Addr>> {
     for index in 0..indexes {
-        ignore_missing(maps.backends.remove(&BackendKey { service: old.id, index }))?;
+        ignore_missing(maps.endpoints.remove(&endpoint_key(old.id, index)))?;
     }
     for ip in &old.endpoints {
-        ignore_missing(maps.backend_set.remove(&BackendMember { service: old.id, ip: ip_key(*ip) }))?;
+        ignore_missing(maps.endpoint_set.remove(&endpoint_member(old.id, *ip)))?;
     }
     let drained = state.drained_by(old.id);
     for ip in &drained {
-        ignore_missing(maps.draining.remove(&BackendMember { service: old.id, ip: ip_key(*ip) }))?;
+        ignore_missing(maps.draining.remove(&endpoint_member(old.id, *ip)))?;
         state.remove_drain(old.id, *ip);
     }
-    flag_endpoints(maps, state, old.endpoints.iter().chain(&drained))
-}
-
-/// Sets or clears `POD_IS_ENDPOINT` on the local pods among `ips` (endpoints a change
-/// touched), so each pod's flag says whether some service lists or drains it.
-fn flag_endpoints<'a>(maps: &mut NodeMaps, state: &State, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> Result<()> {
-    for ip in ips {
-        let Ok(pod) = maps.pods.get(&ip_key(*ip), 0) else { continue };
-        let Ok(mut port) = maps.pod_ports.get(&pod.ifindex, 0) else { continue };
-        let flags = if state.endpoints.contains_key(ip) { POD_IS_ENDPOINT } else { 0 };
-        if port.flags != flags {
-            port.flags = flags;
-            maps.pod_ports.insert(pod.ifindex, port, 0)?;
-        }
-    }
-    Ok(())
+    Ok(old.endpoints.iter().chain(&drained).copied().collect())
 }
 
 impl Mirror for Services {
@@ -390,7 +371,7 @@ impl Mirror for Services {
     const WHAT: &'static str = "service";
 
     fn resync(&self) -> Result<u64> {
-        let (all, revision) = self.cluster.list_services()?;
+        let (all, revision) = self.source.list()?;
         let wanted: HashSet<(String, String)> = all.iter().map(|s| (s.project.clone(), s.name.clone())).collect();
         let gone: Vec<(String, String)> = self.state.lock().unwrap().by_name.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
         for (project, name) in gone {
@@ -411,15 +392,15 @@ impl Mirror for Services {
             for k in stale_ips {
                 ignore_missing(maps.service_ips.remove(&k))?;
             }
-            let stale_backends: Vec<BackendKey> = maps.backends.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
-            for k in stale_backends {
-                ignore_missing(maps.backends.remove(&k))?;
+            let stale_endpoints: Vec<EndpointKey> = maps.endpoints.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
+            for k in stale_endpoints {
+                ignore_missing(maps.endpoints.remove(&k))?;
             }
-            let stale_members: Vec<BackendMember> = maps.backend_set.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
+            let stale_members: Vec<EndpointMember> = maps.endpoint_set.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
             for k in stale_members {
-                ignore_missing(maps.backend_set.remove(&k))?;
+                ignore_missing(maps.endpoint_set.remove(&k))?;
             }
-            let stale_drains: Vec<BackendMember> = maps.draining.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
+            let stale_drains: Vec<EndpointMember> = maps.draining.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
             for k in stale_drains {
                 ignore_missing(maps.draining.remove(&k))?;
             }
@@ -431,13 +412,13 @@ impl Mirror for Services {
                 state.add_drain(member.service, maps::ip_from_key(member.ip), until);
             }
             let applied: HashSet<u32> = state.by_name.values().map(|a| a.service.id).collect();
-            for entry in maps.backend_set.keys() {
+            for entry in maps.endpoint_set.keys() {
                 let member = entry?;
                 if !applied.contains(&member.service) {
                     pinned.entry(member.service).or_default().members.push(maps::ip_from_key(member.ip));
                 }
             }
-            for entry in maps.backends.keys() {
+            for entry in maps.endpoints.keys() {
                 let key = entry?;
                 if !applied.contains(&key.service) {
                     let found = pinned.entry(key.service).or_default();
@@ -469,7 +450,7 @@ impl Mirror for Services {
     }
 
     fn watch(&self, after_revision: u64) -> Result<Receiver<ServiceEvent>> {
-        Ok(self.cluster.watch_services(after_revision)?)
+        self.source.watch(after_revision)
     }
 
     fn apply(&self, event: ServiceEvent) -> Result<()> {

@@ -7,11 +7,11 @@
 //! the copy reads the same maps the attached programs use, changes no counter and writes
 //! no map but its own, unpinned `TRACE` record. It works on any pin directory whose maps
 //! exist: a running agent's, or a private one created with
-//! [`crate::pipeline::Pipeline::load`] and filled by a test through
-//! [`crate::maps::NodeMaps`].
+//! [`crate::loader::Programs::load`] and filled by a test through
+//! [`crate::maps::NodeMaps`] with entries from [`crate::entries`].
 //!
 //! ```no_run
-//! # use oxsdn_dataplane::trace::{Ingress, Packet, Proto, Tracer};
+//! # use oxsdn_dataplane::tracer::{Ingress, Packet, Proto, Tracer};
 //! let mut tracer = Tracer::load(std::path::Path::new("/sys/fs/bpf/oxsdn/node1"))?;
 //! let packet = Packet::new(Proto::Tcp, "10.128.0.2".parse()?, "10.128.0.3".parse()?).ports(40000, 80);
 //! let trace = tracer.trace(Ingress::Pod { in_port: 7 }, &packet.frame())?;
@@ -38,8 +38,8 @@ use serde::Serialize;
 
 use crate::{
     flows::RuleRef,
-    maps::{ip_from_key, ip_key, names},
-    pipeline::{classifier, load_programs, pinned_layout_version, FROM_POD, FROM_TUN0, FROM_TUNNEL, OBJECT},
+    loader::{classifier, load_programs, pinned_layout_version, FROM_POD, FROM_TUN0, FROM_TUNNEL, OBJECT},
+    maps::{self, ip_from_key, ip_key},
     test_run::{self, SkBuff, TestRun},
 };
 
@@ -50,8 +50,8 @@ const TRACE_MAP: &str = "TRACE";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "from")]
 pub enum Ingress {
-    /// Sent by a pod: `from_pod`, as if on the host veth with ifindex `in_port` (the key
-    /// of its `POD_PORTS` entry).
+    /// Sent by a pod: `from_pod`, as if on the host veth with ifindex `in_port` (its pod
+    /// port).
     Pod { in_port: u32 },
     /// Sent by the node's host stack into tun0: `from_tun0`.
     Tun0,
@@ -80,7 +80,7 @@ impl TestPrograms {
     /// loads in live mode (`mode` 0) only.
     pub fn load_object(object: &[u8], pin_dir: &Path, mode: u32) -> Result<Self> {
         match pinned_layout_version(pin_dir) {
-            None if !pin_dir.join(names::CONFIG).exists() => {
+            None if !pin_dir.join(maps::CONFIG).exists() => {
                 bail!("no dataplane is pinned in {}", pin_dir.display())
             }
             Some(found) if found != LAYOUT_VERSION => {
@@ -154,7 +154,7 @@ pub enum Output {
 
 /// A service translation: the packet leaves with these addresses and ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Rewrite {
+pub struct Translation {
     pub src: Ipv4Addr,
     pub sport: u16,
     pub dst: Ipv4Addr,
@@ -189,7 +189,7 @@ pub struct Trace {
     /// configuration, a tunnel frame without tunnel key).
     pub output: Option<Output>,
     /// The service translation applied, if any.
-    pub rewrite: Option<Rewrite>,
+    pub translation: Option<Translation>,
     /// The program's TC verdict (`TC_ACT_*`).
     pub verdict: i32,
     /// The frame as the program left it (translated, addressed to the pod).
@@ -227,7 +227,7 @@ fn decode(r: &TraceRecord, run: TestRun) -> Trace {
             hop_kind::NODE_WIDE => Some(RuleRef::NodeWide { rule: h.rule }),
             hop_kind::POD => Some(RuleRef::Pod { ip: h.key, rule: h.rule }),
             hop_kind::REMOTE_NODE => Some(RuleRef::RemoteNode { slot: h.key, rule: h.rule }),
-            hop_kind::SERVICE => Some(RuleRef::Service { slot: h.key }),
+            hop_kind::SERVICE => Some(RuleRef::Service { slot: h.key, rule: h.rule }),
             _ => None,
         })
         .collect();
@@ -237,18 +237,18 @@ fn decode(r: &TraceRecord, run: TestRun) -> Trace {
         output_kind::TUNNEL => Output::Tunnel { ifindex: r.ifindex, node_ip: ip_from_key(r.node_ip), vni: r.vni },
         _ => Output::Drop,
     });
-    let rewrite = (r.decided != 0 && r.nat_active != 0).then(|| Rewrite {
-        src: ip_from_key(r.nat_src),
-        sport: r.nat_sport,
-        dst: ip_from_key(r.nat_dst),
-        dport: r.nat_dport,
+    let translation = (r.decided != 0 && r.xlate_active != 0).then(|| Translation {
+        src: ip_from_key(r.xlate_src),
+        sport: r.xlate_sport,
+        dst: ip_from_key(r.xlate_dst),
+        dport: r.xlate_dport,
     });
     Trace {
         hops,
         reg0: (r.regs_set & REG0_SET != 0).then_some(r.reg0),
         reg1: (r.regs_set & REG1_SET != 0).then_some(r.reg1),
         output,
-        rewrite,
+        translation,
         verdict: run.retval,
         frame: run.frame,
     }
@@ -366,6 +366,6 @@ mod tests {
         let t = decode(&r, run);
         assert_eq!(t.hops, vec![RuleRef::NodeWide { rule: 5 }, RuleRef::RemoteNode { slot: 3, rule: 2 }]);
         assert_eq!(t.output, Some(Output::Tunnel { ifindex: 4, node_ip: Ipv4Addr::new(192, 168, 0, 2), vni: 7 }));
-        assert_eq!((t.reg0, t.reg1, t.rewrite), (Some(7), None, None));
+        assert_eq!((t.reg0, t.reg1, t.translation), (Some(7), None, None));
     }
 }

@@ -1,0 +1,223 @@
+//! The pinned maps: each map's name, kind, key and value type, size and flags, declared
+//! once in `for_each_map!`. The eBPF programs expand it into their map statics, userspace
+//! into `NodeMaps` (feature `user`), and `SPECS` and `LAYOUT_VERSION` are derived from it
+//! here, so the two sides and the version cannot drift apart.
+
+use crate::wire::Wire;
+
+/// The kinds of map the dataplane uses, with the kernel's `bpf_map_type` numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum MapKind {
+    HashMap = 1,
+    Array = 2,
+    PerCpuArray = 6,
+    LruHashMap = 9,
+    LpmTrie = 11,
+}
+
+/// `BPF_F_NO_PREALLOC`, which the kernel requires of LPM tries.
+pub const NO_PREALLOC: u32 = 1;
+
+/// One map of the contract.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSpec {
+    /// As pinned in the node's bpffs directory.
+    pub name: &'static str,
+    pub kind: MapKind,
+    pub key_layout: &'static str,
+    pub key_size: u32,
+    pub value_layout: &'static str,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+/// Calls `$callback!` with every pinned map as `NAME field: Kind<Key, Value> [max_entries,
+/// flags];` (doc comments first). Array keys are `u32` indexes; an LPM trie's key type is
+/// that of the address in its `Key`.
+#[macro_export]
+macro_rules! for_each_map {
+    ($callback:ident) => {
+        $callback! {
+            /// Entry 0: the node's addresses and settings.
+            CONFIG config: Array<u32, $crate::NodeConfig> [1, 0];
+            /// Local pods by slot (`addr::pod_slot`): tables 20, 40 and 70.
+            PODS pods: Array<u32, $crate::PodEntry> [$crate::MAX_POD_SLOTS, 0];
+            /// Local pods that are endpoints of a service, by slot: the pod's address, or
+            /// 0. Their packets may be replies that need the service's address back.
+            ENDPOINT_PODS endpoint_pods: Array<u32, u32> [$crate::MAX_POD_SLOTS, 0];
+            /// Projects by node-local slot: the VNID of every pod of a project is one
+            /// entry, so renumbering a project is one update.
+            PROJECTS projects: Array<u32, $crate::ProjectEntry> [$crate::MAX_PROJECT_SLOTS, 0];
+            /// Subnet of a remote node (longest prefix) -> the node (tables 50 and 90).
+            REMOTE_SUBNETS remote_subnets: LpmTrie<u32, $crate::RemoteNode> [$crate::MAX_NODES, $crate::maps::NO_PREALLOC];
+            /// Underlay IP of a remote node -> the node (table 10: VXLAN only from known
+            /// nodes).
+            NODE_IPS node_ips: HashMap<u32, $crate::RemoteNode> [$crate::MAX_NODES, 0];
+            /// Declared service ports (table 60's per-port rules).
+            SERVICES services: HashMap<$crate::ServiceKey, $crate::ServicePort> [$crate::MAX_SERVICE_SLOTS, 0];
+            /// ClusterIPs (table 60's rules for fragments after the first).
+            SERVICE_IPS service_ips: HashMap<u32, $crate::ServiceIp> [$crate::MAX_SERVICE_SLOTS, 0];
+            /// A service's endpoints by index, for picking one.
+            ENDPOINTS endpoints: HashMap<$crate::EndpointKey, u32> [$crate::MAX_ENDPOINTS, 0];
+            /// Whether an endpoint still belongs to a service.
+            ENDPOINT_SET endpoint_set: HashMap<$crate::EndpointMember, u8> [$crate::MAX_ENDPOINTS, 0];
+            /// Endpoints that left a service -> the end of their drain window
+            /// (`bpf_ktime_get_ns` time): until then, tracked TCP connections keep them.
+            DRAINING draining: HashMap<$crate::EndpointMember, u64> [$crate::MAX_ENDPOINTS, 0];
+            /// Client -> service connections and the endpoint each was given.
+            CT_FORWARD ct_forward: LruHashMap<$crate::FlowKey, $crate::ServiceConnection> [$crate::MAX_CONNECTIONS, 0];
+            /// Endpoint -> client packets of those connections, and the addresses to
+            /// restore.
+            CT_REVERSE ct_reverse: LruHashMap<$crate::FlowKey, $crate::ServiceReply> [$crate::MAX_CONNECTIONS, 0];
+            /// The ports of fragmented datagrams, for their later fragments.
+            FRAGMENTS fragments: LruHashMap<$crate::FragmentKey, $crate::FragmentPorts> [$crate::MAX_FRAGMENTED, 0];
+            /// Counters of the node-wide rules, by rule id.
+            RULE_STATS rule_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_RULES, 0];
+            /// Counters of the per-pod rules (`stats::pod_index`).
+            POD_STATS pod_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_POD_SLOTS * $crate::POD_RULES, 0];
+            /// Counters of the per-remote-node rules (`stats::node_index`).
+            NODE_STATS node_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_NODES * $crate::NODE_RULES, 0];
+            /// Counters of the per-service-port and per-ClusterIP rules (table 60).
+            SERVICE_STATS service_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_SERVICE_SLOTS, 0];
+        }
+    };
+}
+
+macro_rules! specs {
+    ($( $(#[$doc:meta])* $name:ident $field:ident : $kind:ident < $k:ty, $v:ty > [$max:expr, $flags:expr]; )*) => {
+        /// Every pinned map, in declaration order.
+        pub const SPECS: &[MapSpec] = &[$(MapSpec {
+            name: stringify!($name),
+            kind: MapKind::$kind,
+            key_layout: <$k as Wire>::LAYOUT,
+            key_size: core::mem::size_of::<$k>() as u32,
+            value_layout: <$v as Wire>::LAYOUT,
+            value_size: core::mem::size_of::<$v>() as u32,
+            max_entries: $max,
+            flags: $flags,
+        }),*];
+    };
+}
+
+for_each_map!(specs);
+
+/// FNV-1a, step by step in a const context.
+const fn fnv(mut hash: u32, bytes: &[u8]) -> u32 {
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    hash
+}
+
+/// A fingerprint of the maps' layout: names, kinds, key and value layouts (their field
+/// lists as declared), sizes and flags. Never 0 (0 marks a `CONFIG` no agent wrote).
+pub const fn fingerprint(specs: &[MapSpec]) -> u32 {
+    let mut hash = 0x811c_9dc5;
+    let mut i = 0;
+    while i < specs.len() {
+        let s = &specs[i];
+        hash = fnv(hash, s.name.as_bytes());
+        hash = fnv(hash, &(s.kind as u32).to_le_bytes());
+        hash = fnv(hash, s.key_layout.as_bytes());
+        hash = fnv(hash, &s.key_size.to_le_bytes());
+        hash = fnv(hash, s.value_layout.as_bytes());
+        hash = fnv(hash, &s.value_size.to_le_bytes());
+        hash = fnv(hash, &s.max_entries.to_le_bytes());
+        hash = fnv(hash, &s.flags.to_le_bytes());
+        i += 1;
+    }
+    if hash == 0 {
+        1
+    } else {
+        hash
+    }
+}
+
+/// The layout of this build's pinned maps, stamped in `CONFIG`. An agent that finds pins
+/// of another layout removes them and builds the dataplane afresh instead of mixing
+/// layouts (the role of OpenShift SDN's table 253 note). Derived from `SPECS`: any change
+/// to a map or to the fields of its key or value changes it.
+pub const LAYOUT_VERSION: u32 = fingerprint(SPECS);
+
+#[cfg(feature = "user")]
+pub use user::NodeMaps;
+
+#[cfg(feature = "user")]
+mod user {
+    extern crate std;
+
+    use std::{format, path::Path};
+
+    use anyhow::Context;
+    use aya::maps::{Map, MapData};
+
+    /// The userspace handle type of a map kind.
+    macro_rules! handle {
+        (Array, $k:ty, $v:ty) => { aya::maps::Array<MapData, $v> };
+        (PerCpuArray, $k:ty, $v:ty) => { aya::maps::PerCpuArray<MapData, $v> };
+        (HashMap, $k:ty, $v:ty) => { aya::maps::HashMap<MapData, $k, $v> };
+        (LruHashMap, $k:ty, $v:ty) => { aya::maps::HashMap<MapData, $k, $v> };
+        (LpmTrie, $k:ty, $v:ty) => { aya::maps::LpmTrie<MapData, $k, $v> };
+    }
+
+    macro_rules! node_maps {
+        ($( $(#[$doc:meta])* $name:ident $field:ident : $kind:ident < $k:ty, $v:ty > [$max:expr, $flags:expr]; )*) => {
+            /// Typed handles on a node's pinned maps. The agent writes them; `oxsdnctl`
+            /// reads them. Both open the pins, so neither depends on the other being alive.
+            pub struct NodeMaps {
+                $( $(#[$doc])* pub $field: handle!($kind, $k, $v), )*
+            }
+
+            impl NodeMaps {
+                /// Opens the maps pinned in a node's bpffs directory.
+                pub fn open(dir: &Path) -> anyhow::Result<NodeMaps> {
+                    Ok(NodeMaps {
+                        $( $field: <handle!($kind, $k, $v)>::try_from(Map::$kind(pinned(dir, stringify!($name))?))?, )*
+                    })
+                }
+            }
+        };
+    }
+
+    crate::for_each_map!(node_maps);
+
+    fn pinned(dir: &Path, name: &str) -> anyhow::Result<MapData> {
+        let path = dir.join(name);
+        MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_version_follows_every_field_of_the_specs() {
+        let mut changed = [SPECS[0]];
+        let base = fingerprint(&changed);
+        for edit in [
+            |s: &mut MapSpec| s.max_entries += 1,
+            |s: &mut MapSpec| s.value_layout = "NodeConfig { other }",
+            |s: &mut MapSpec| s.flags = 1,
+            |s: &mut MapSpec| s.kind = MapKind::HashMap,
+        ] {
+            changed = [SPECS[0]];
+            edit(&mut changed[0]);
+            assert_ne!(fingerprint(&changed), base);
+        }
+        assert_eq!(LAYOUT_VERSION, fingerprint(SPECS));
+        assert_ne!(LAYOUT_VERSION, 0);
+    }
+
+    #[test]
+    fn map_names_are_unique() {
+        for (i, a) in SPECS.iter().enumerate() {
+            assert!(SPECS[i + 1..].iter().all(|b| b.name != a.name), "{} twice", a.name);
+        }
+    }
+}

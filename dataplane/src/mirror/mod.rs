@@ -1,0 +1,114 @@
+//! Mirroring the cluster's records into the dataplane: list everything, reconcile, then
+//! follow the watch; when the watch breaks (store restarted, connection lost), list and
+//! reconcile again, so a node that lost the store catches up without a restart.
+//!
+//! Where the records come from is a seam (`Feed`): the cluster store today; anything
+//! that can list and watch a kind of record (the Kubernetes API) can feed the mirrors.
+//!
+//! - `projects`: NetNamespaces -> `PROJECTS` (VNIDs by node-local project slot);
+//! - `remote_nodes`: the other nodes' HostSubnets -> `REMOTE_SUBNETS`, `NODE_IPS`;
+//! - `services`: Services -> the service maps and `ENDPOINT_PODS`.
+
+pub mod projects;
+pub mod remote_nodes;
+pub mod services;
+
+use std::{sync::mpsc::Receiver, sync::Arc, time::Duration};
+
+use anyhow::Result;
+use oxsdn_controller::{
+    cluster::{HostSubnetEvent, NetNamespaceEvent, ServiceEvent},
+    Cluster, HostSubnet, NetNamespace, Service,
+};
+
+/// A source of one kind of record: a list at a revision, then the changes after it.
+pub trait Feed<R>: Send + Sync + 'static {
+    type Event: Send + 'static;
+    /// Every record, and the revision they were read at.
+    fn list(&self) -> Result<(Vec<R>, u64)>;
+    /// Changes after `after_revision`, in order; the channel closes when the watch
+    /// breaks.
+    fn watch(&self, after_revision: u64) -> Result<Receiver<Self::Event>>;
+    /// One record by its key (a name; `project/name` for services), read now.
+    fn get(&self, key: &str) -> Result<Option<R>>;
+}
+
+impl Feed<NetNamespace> for Cluster {
+    type Event = NetNamespaceEvent;
+    fn list(&self) -> Result<(Vec<NetNamespace>, u64)> {
+        Ok(self.list_netnamespaces()?)
+    }
+    fn watch(&self, after_revision: u64) -> Result<Receiver<NetNamespaceEvent>> {
+        Ok(self.watch_netnamespaces(after_revision)?)
+    }
+    fn get(&self, name: &str) -> Result<Option<NetNamespace>> {
+        Ok(self.get_netnamespace(name)?)
+    }
+}
+
+impl Feed<HostSubnet> for Cluster {
+    type Event = HostSubnetEvent;
+    fn list(&self) -> Result<(Vec<HostSubnet>, u64)> {
+        Ok(self.list_hostsubnets()?)
+    }
+    fn watch(&self, after_revision: u64) -> Result<Receiver<HostSubnetEvent>> {
+        Ok(self.watch_hostsubnets(after_revision)?)
+    }
+    fn get(&self, name: &str) -> Result<Option<HostSubnet>> {
+        Ok(self.get_hostsubnet(name)?)
+    }
+}
+
+impl Feed<Service> for Cluster {
+    type Event = ServiceEvent;
+    fn list(&self) -> Result<(Vec<Service>, u64)> {
+        Ok(self.list_services()?)
+    }
+    fn watch(&self, after_revision: u64) -> Result<Receiver<ServiceEvent>> {
+        Ok(self.watch_services(after_revision)?)
+    }
+    fn get(&self, key: &str) -> Result<Option<Service>> {
+        let Some((project, name)) = key.split_once('/') else { return Ok(None) };
+        Ok(self.get_service(project, name)?)
+    }
+}
+
+/// Something kept equal to a set of store records.
+pub trait Mirror: Send + Sync + 'static {
+    type Event: Send;
+    const WHAT: &'static str;
+    /// Lists the records, makes the dataplane match them exactly, and returns the store
+    /// revision they were read at.
+    fn resync(&self) -> Result<u64>;
+    fn watch(&self, after_revision: u64) -> Result<Receiver<Self::Event>>;
+    fn apply(&self, event: Self::Event) -> Result<()>;
+}
+
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Follows the store from `revision` forever, on its own thread.
+pub fn follow<M: Mirror>(mirror: Arc<M>, mut revision: u64) {
+    std::thread::spawn(move || loop {
+        match mirror.watch(revision) {
+            Ok(events) => {
+                for event in events {
+                    if let Err(e) = mirror.apply(event) {
+                        tracing::error!("applying a {} change: {e:#}", M::WHAT);
+                    }
+                }
+                tracing::warn!("{} watch ended; resyncing", M::WHAT);
+            }
+            Err(e) => tracing::warn!("cannot watch {}: {e:#}", M::WHAT),
+        }
+        loop {
+            std::thread::sleep(RETRY);
+            match mirror.resync() {
+                Ok(r) => {
+                    revision = r;
+                    break;
+                }
+                Err(e) => tracing::warn!("{} resync failed: {e:#}", M::WHAT),
+            }
+        }
+    });
+}

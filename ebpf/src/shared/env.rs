@@ -1,0 +1,190 @@
+//! The tables' environment (`oxsdn_tables::Env`) on the pinned maps, in two copies: the
+//! live programs count rules and write connection tracking; trace mode
+//! (`oxsdn_common::trace`) records the rules in `TRACE` and writes no map. Which copy a
+//! program runs is chosen once, at its entry (`trace_mode::by_mode`).
+
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    maps::lpm_trie::Key,
+};
+use oxsdn_common::{
+    stats,
+    trace::{hop_kind, output_kind},
+    Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
+    ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
+};
+use oxsdn_tables::{Env, Translation};
+
+use crate::shared::{maps::*, trace_mode};
+
+/// The maps, with trace mode a constant of the copy.
+#[derive(Clone, Copy, Default)]
+pub struct Maps<const TRACE: bool>;
+
+/// The live programs' environment.
+pub type Live = Maps<false>;
+
+#[inline(always)]
+fn bump(counter: Option<*mut Counter>, len: u32) {
+    if let Some(c) = counter {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len as u64;
+        }
+    }
+}
+
+impl<const TRACE: bool> Maps<TRACE> {
+    /// Trace mode: records the pipeline's decision (`kind`: `output_kind`).
+    #[inline(always)]
+    pub fn decision(self, kind: u32, ifindex: u32, ip: u32, vni: u32, xlate: &Translation) {
+        if TRACE {
+            trace_mode::decision(kind, ifindex, ip, vni, xlate);
+        }
+    }
+
+    #[inline(always)]
+    pub fn dropped(self, xlate: &Translation) {
+        self.decision(output_kind::DROP, 0, 0, 0, xlate);
+    }
+}
+
+impl<const TRACE: bool> Env for Maps<TRACE> {
+    #[inline(always)]
+    fn pod(self, slot: u32) -> Option<PodEntry> {
+        PODS.get(slot).copied()
+    }
+
+    #[inline(always)]
+    fn endpoint_pod(self, slot: u32) -> u32 {
+        ENDPOINT_PODS.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn project(self, slot: u32) -> Option<ProjectEntry> {
+        PROJECTS.get(slot).copied()
+    }
+
+    #[inline(always)]
+    fn remote_subnet(self, addr: u32) -> Option<RemoteNode> {
+        REMOTE_SUBNETS.get(&Key::new(32, addr)).copied()
+    }
+
+    #[inline(always)]
+    fn remote_node_ip(self, addr: u32) -> Option<RemoteNode> {
+        // SAFETY: read-only access to a map value.
+        unsafe { NODE_IPS.get(&addr) }.copied()
+    }
+
+    #[inline(always)]
+    fn service_port(self, key: &ServiceKey) -> Option<ServicePort> {
+        // SAFETY: read-only access to a map value.
+        unsafe { SERVICES.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn service_ip(self, ip: u32) -> Option<ServiceIp> {
+        // SAFETY: read-only access to a map value.
+        unsafe { SERVICE_IPS.get(&ip) }.copied()
+    }
+
+    #[inline(always)]
+    fn endpoint(self, key: &EndpointKey) -> Option<u32> {
+        // SAFETY: read-only access to a map value.
+        unsafe { ENDPOINTS.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn serves(self, member: &EndpointMember) -> bool {
+        ENDPOINT_SET.get_ptr(member).is_some()
+    }
+
+    #[inline(always)]
+    fn drain_until(self, member: &EndpointMember) -> Option<u64> {
+        // SAFETY: read-only access to a map value.
+        unsafe { DRAINING.get(member) }.copied()
+    }
+
+    #[inline(always)]
+    fn connection(self, flow: &FlowKey) -> Option<ServiceConnection> {
+        // SAFETY: read-only access to a map value.
+        unsafe { CT_FORWARD.get(flow) }.copied()
+    }
+
+    #[inline(always)]
+    fn reply(self, flow: &FlowKey) -> Option<ServiceReply> {
+        // SAFETY: read-only access to a map value.
+        unsafe { CT_REVERSE.get(flow) }.copied()
+    }
+
+    #[inline(always)]
+    fn track(self, flow: &FlowKey, connection: &ServiceConnection, reverse: &FlowKey, reply: &ServiceReply) -> bool {
+        // A trace commits nothing.
+        TRACE || (CT_REVERSE.insert(reverse, reply, 0).is_ok() && CT_FORWARD.insert(flow, connection, 0).is_ok())
+    }
+
+    #[inline(always)]
+    fn fragment_ports(self, key: &FragmentKey) -> Option<FragmentPorts> {
+        // SAFETY: read-only access to a map value.
+        unsafe { FRAGMENTS.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn record_fragment(self, key: &FragmentKey, ports: &FragmentPorts) {
+        if !TRACE {
+            let _ = FRAGMENTS.insert(key, ports, 0);
+        }
+    }
+
+    #[inline(always)]
+    fn now_ns(self) -> u64 {
+        // SAFETY: plain helper call.
+        unsafe { bpf_ktime_get_ns() }
+    }
+
+    #[inline(always)]
+    fn random(self) -> u32 {
+        // SAFETY: plain helper call.
+        unsafe { bpf_get_prandom_u32() }
+    }
+
+    #[inline(always)]
+    fn count(self, rule: u32, len: u32) {
+        if TRACE {
+            return trace_mode::hop(hop_kind::NODE_WIDE, rule, 0);
+        }
+        bump(RULE_STATS.get_ptr_mut(rule), len);
+    }
+
+    #[inline(always)]
+    fn count_pod(self, slot: u32, ip: u32, rule: u32, len: u32) {
+        if TRACE {
+            return trace_mode::hop(hop_kind::POD, rule, ip);
+        }
+        bump(POD_STATS.get_ptr_mut(stats::pod_index(slot, rule)), len);
+    }
+
+    #[inline(always)]
+    fn count_remote_node(self, slot: u32, rule: u32, len: u32) {
+        if TRACE {
+            return trace_mode::hop(hop_kind::REMOTE_NODE, rule, slot);
+        }
+        bump(NODE_STATS.get_ptr_mut(stats::node_index(slot, rule)), len);
+    }
+
+    #[inline(always)]
+    fn count_service(self, slot: u32, rule: u32, len: u32) {
+        if TRACE {
+            return trace_mode::hop(hop_kind::SERVICE, rule, slot);
+        }
+        bump(SERVICE_STATS.get_ptr_mut(slot), len);
+    }
+
+    #[inline(always)]
+    fn register(self, which: u32, value: u32) {
+        if TRACE {
+            trace_mode::register(which, value);
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Frame parsing: the fields the tables match on (`oxsdn_tables::frame`), read with
+//! direct packet access.
+
+use aya_ebpf::programs::TcContext;
+use oxsdn_tables::frame::{Arp, Frame, Ipv4, ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, L3};
+
+const ARP_LEN: usize = 28;
+pub const IPV4_MIN_LEN: usize = 20;
+const TCP_MIN_LEN: usize = 20;
+pub const UDP_LEN: usize = 8;
+/// Bytes the parser may read: an Ethernet header, the longest IPv4 header and the L4
+/// ports.
+const PARSE_LEN: usize = ETH_HLEN + 60 + 4;
+
+#[inline(always)]
+fn read_u32(p: usize) -> u32 {
+    // SAFETY: callers bounds-check `p + 4 <= data_end`.
+    unsafe { core::ptr::read_unaligned(p as *const u32) }
+}
+
+#[inline(always)]
+fn read_u16_be(p: usize) -> u16 {
+    // SAFETY: callers bounds-check `p + 2 <= data_end`.
+    u16::from_be(unsafe { core::ptr::read_unaligned(p as *const u16) })
+}
+
+/// The frame of `ctx`, as the tables see it.
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Frame {
+    let len = ctx.len();
+    // Headers of skbs from veths are linear; pull only if a sender made them not so.
+    let want = PARSE_LEN.min(len as usize);
+    if ctx.data() + want > ctx.data_end() {
+        let _ = ctx.pull_data(want as u32);
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + ETH_HLEN > end {
+        return Frame { len, dst_mac_hi: 0, dst_mac_lo: 0, l3: L3::Other };
+    }
+    // SAFETY: bounds checked above.
+    let dst_mac_hi = unsafe { core::ptr::read_unaligned(start as *const u16) };
+    let dst_mac_lo = read_u32(start + 2);
+    let l3 = match read_u16_be(start + 12) {
+        ETH_P_ARP => L3::Arp(parse_arp(start + ETH_HLEN, end)),
+        ETH_P_IP => parse_ipv4(start + ETH_HLEN, end, len as usize),
+        _ => L3::Other,
+    };
+    Frame { len, dst_mac_hi, dst_mac_lo, l3 }
+}
+
+#[inline(always)]
+fn parse_arp(p: usize, end: usize) -> Arp {
+    let none = Arp { spa: 0, tpa: 0, sha_low: 0 };
+    if p + ARP_LEN > end {
+        return none;
+    }
+    // htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4.
+    // SAFETY: bounds checked above.
+    let (htype, ptype, hlen, plen) = unsafe {
+        (read_u16_be(p), read_u16_be(p + 2), *((p + 4) as *const u8), *((p + 5) as *const u8))
+    };
+    if htype != 1 || ptype != ETH_P_IP || hlen != 6 || plen != 4 {
+        return none;
+    }
+    Arp { sha_low: read_u32(p + 10), spa: read_u32(p + 14), tpa: read_u32(p + 24) }
+}
+
+/// `frame_len`: the whole frame's length (past `end` when the skb is not linear).
+#[inline(always)]
+fn parse_ipv4(p: usize, end: usize, frame_len: usize) -> L3 {
+    if p + IPV4_MIN_LEN > end {
+        return L3::Other;
+    }
+    // SAFETY: bounds checked above.
+    let version_ihl = unsafe { *(p as *const u8) };
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
+    // As Open vSwitch's flow extraction: no addresses from a header the frame does not
+    // hold (nor from another IP version).
+    if version_ihl >> 4 != 4 || ihl < IPV4_MIN_LEN || ETH_HLEN + ihl > frame_len {
+        return L3::Other;
+    }
+    // SAFETY: bounds checked above.
+    let proto = unsafe { *((p + 9) as *const u8) };
+    let frag = read_u16_be(p + 6);
+    let later_fragment = frag & 0x1fff != 0;
+    let l4 = p + ihl;
+    // ... and ports only from a whole TCP or UDP header.
+    let l4_len = match proto {
+        IPPROTO_TCP => TCP_MIN_LEN,
+        IPPROTO_UDP => UDP_LEN,
+        _ => 0,
+    };
+    let (mut sport, mut dport) = (0, 0);
+    if !later_fragment && l4_len != 0 && ETH_HLEN + ihl + l4_len <= frame_len && l4 + 4 <= end {
+        sport = read_u16_be(l4);
+        dport = read_u16_be(l4 + 2);
+    }
+    L3::Ipv4(Ipv4 {
+        src: read_u32(p + 12),
+        dst: read_u32(p + 16),
+        proto,
+        later_fragment,
+        more_fragments: frag & 0x2000 != 0,
+        id: read_u16_be(p + 4),
+        l4_offset: (ETH_HLEN + ihl) as u16,
+        sport,
+        dport,
+    })
+}

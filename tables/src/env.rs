@@ -1,0 +1,55 @@
+//! What the tables read and write besides the frame: the node's maps, counters, the
+//! clock, randomness. The eBPF programs implement it on the pinned maps (`oxsdn-ebpf`'s
+//! `lib/env.rs`), once for the live programs and once for trace mode, which records the
+//! rules a packet matches instead of counting them and writes no map.
+//!
+//! Every method is a single map access or helper; the tables hold the logic.
+
+use oxsdn_common::{
+    EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
+    ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
+};
+
+pub trait Env: Copy {
+    /// The local pod in slot `slot` (`PODS`), if there is one.
+    fn pod(self, slot: u32) -> Option<PodEntry>;
+    /// The address of the local pod in `slot` if it is a service endpoint, else 0
+    /// (`ENDPOINT_PODS`).
+    fn endpoint_pod(self, slot: u32) -> u32;
+    /// The project in node-local slot `slot` (`PROJECTS`).
+    fn project(self, slot: u32) -> Option<ProjectEntry>;
+    /// The remote node whose subnet holds `addr` (`REMOTE_SUBNETS`).
+    fn remote_subnet(self, addr: u32) -> Option<RemoteNode>;
+    /// The remote node with underlay address `addr` (`NODE_IPS`).
+    fn remote_node_ip(self, addr: u32) -> Option<RemoteNode>;
+    fn service_port(self, key: &ServiceKey) -> Option<ServicePort>;
+    fn service_ip(self, ip: u32) -> Option<ServiceIp>;
+    fn endpoint(self, key: &EndpointKey) -> Option<u32>;
+    /// Whether the endpoint still serves its service (`ENDPOINT_SET`).
+    fn serves(self, member: &EndpointMember) -> bool;
+    /// The end of the endpoint's drain window (`DRAINING`).
+    fn drain_until(self, member: &EndpointMember) -> Option<u64>;
+    fn connection(self, flow: &FlowKey) -> Option<ServiceConnection>;
+    fn reply(self, flow: &FlowKey) -> Option<ServiceReply>;
+    /// Records a new service connection in both directions; whether it was recorded
+    /// (trace mode records nothing and says yes).
+    fn track(self, flow: &FlowKey, connection: &ServiceConnection, reverse: &FlowKey, reply: &ServiceReply) -> bool;
+    fn fragment_ports(self, key: &FragmentKey) -> Option<FragmentPorts>;
+    /// Records a first fragment's ports (not in trace mode).
+    fn record_fragment(self, key: &FragmentKey, ports: &FragmentPorts);
+    /// CLOCK_MONOTONIC in ns.
+    fn now_ns(self) -> u64;
+    fn random(self) -> u32;
+
+    /// Counts node-wide rule `rule` for a frame of `len` bytes (trace mode: records it).
+    fn count(self, rule: u32, len: u32);
+    /// Counts per-pod rule `rule` of the pod with address `ip` in `slot`.
+    fn count_pod(self, slot: u32, ip: u32, rule: u32, len: u32);
+    /// Counts per-node rule `rule` of the remote node in counter slot `slot`.
+    fn count_remote_node(self, slot: u32, rule: u32, len: u32);
+    /// Counts per-service rule `rule` of the service port or ClusterIP in `slot`.
+    fn count_service(self, slot: u32, rule: u32, len: u32);
+    /// Trace mode: records a register as the tables computed it
+    /// (`oxsdn_common::trace::REG0_SET` / `REG1_SET`).
+    fn register(self, which: u32, value: u32);
+}

@@ -1,0 +1,65 @@
+//! A frame as the tables see it: the fields they match on, parsed once at the entry
+//! (the eBPF programs parse with direct packet access).
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+#[derive(Clone, Copy)]
+pub struct Arp {
+    /// Sender and target protocol addresses.
+    pub spa: u32,
+    pub tpa: u32,
+    /// Low four bytes of the sender hardware address: a pod's MAC is `0a:58:` + its IP.
+    pub sha_low: u32,
+}
+
+#[derive(Clone, Copy)]
+pub struct Ipv4 {
+    pub src: u32,
+    pub dst: u32,
+    pub proto: u8,
+    /// A fragment other than the first: it carries no L4 header.
+    pub later_fragment: bool,
+    /// More fragments follow (set on all but the last fragment).
+    pub more_fragments: bool,
+    /// Identification (host byte order), which ties the fragments of a datagram.
+    pub id: u16,
+    /// Offset of the L4 header from the start of the frame.
+    pub l4_offset: u16,
+    /// TCP/UDP ports (host byte order); 0 when the packet has none (other protocols,
+    /// later fragments, truncated headers).
+    pub sport: u16,
+    pub dport: u16,
+}
+
+#[derive(Clone, Copy)]
+pub enum L3 {
+    /// Any 0x0806 frame; fields are zero when the body is not IPv4-over-Ethernet ARP,
+    /// as OVS leaves them, so such frames match no per-pod rule.
+    Arp(Arp),
+    Ipv4(Ipv4),
+    /// IPv6, LLDP, truncated frames, anything else: dropped by table 0.
+    Other,
+}
+
+pub struct Frame {
+    pub len: u32,
+    /// Destination MAC as read from the wire: first two bytes and last four.
+    pub dst_mac_hi: u16,
+    pub dst_mac_lo: u32,
+    pub l3: L3,
+}
+
+/// First two bytes of every pod MAC (`0a:58:` + the pod's IPv4).
+pub const POD_MAC_PREFIX: u16 = u16::from_ne_bytes([0x0a, 0x58]);
+
+impl Frame {
+    /// Whether the frame is addressed to the pod with address `ip`.
+    #[inline(always)]
+    pub fn is_for_pod(&self, ip: u32) -> bool {
+        self.dst_mac_hi == POD_MAC_PREFIX && self.dst_mac_lo == ip
+    }
+}

@@ -1,0 +1,66 @@
+//! Table 0: classification by ingress port. Pods' ports pass ARP and IPv4 to
+//! anti-spoofing; tun0 passes IPv4 (not multicast) and the gateway's ARP into the
+//! cluster, as global traffic; vxlan0 passes what is to or from the cluster network, with
+//! the VNI as the source VNID, to table 10.
+
+use crate::{frame::L3, is_multicast, t10_vxlan_source, t20_antispoof, t30_route, Env, Output, Packet};
+
+crate::rules! {
+    table 0;
+    node TUN0_IP_MCAST = 0, priority 250, "ip,in_port=tun0,nw_dst=224.0.0.0/4" => "drop";
+    node TUN0_ARP = 1, priority 200, "arp,in_port=tun0,arp_spa={GW},arp_tpa={C}" => "goto_table:30";
+    node TUN0_IP = 2, priority 200, "ip,in_port=tun0" => "goto_table:30";
+    node TUN0_OTHER = 3, priority 150, "in_port=tun0" => "drop";
+    node POD_ARP = 4, priority 100, "arp" => "goto_table:20";
+    node POD_IP = 5, priority 100, "ip" => "goto_table:20";
+    node OTHER = 6, priority 0, "" => "drop";
+    node TUNNEL_ARP = 31, priority 200, "arp,in_port=vxlan0,arp_spa={C},arp_tpa={L}" => "move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
+    node TUNNEL_IP_SRC = 32, priority 200, "ip,in_port=vxlan0,nw_src={C}" => "move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
+    node TUNNEL_IP_DST = 33, priority 200, "ip,in_port=vxlan0,nw_dst={C}" => "move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
+    node TUNNEL_OTHER = 34, priority 150, "in_port=vxlan0" => "drop";
+    /// A frame on vxlan0's ingress that carries no tunnel metadata (no sender, no VNI).
+    node TUNNEL_NO_KEY = 47, priority 300, "in_port=vxlan0,tun_src=0" => "drop";
+    /// The node's configuration is missing (never, once an agent has started).
+    node UNCONFIGURED = 51, priority 300, "config=none" => "drop";
+}
+
+/// Everything the host injects is global: reg0 = 0.
+const HOST_VNID: u32 = 0;
+
+/// Table 0, pod ports: only ARP and IPv4 go on to anti-spoofing.
+#[inline(always)]
+pub fn from_pod<E: Env>(p: &mut Packet<E>, in_port: u32) -> Output {
+    match p.frame.l3 {
+        L3::Arp(_) => p.count(POD_ARP),
+        L3::Ipv4(_) => p.count(POD_IP),
+        L3::Other => return p.drop_by(OTHER),
+    }
+    t20_antispoof::table20(p, in_port)
+}
+
+/// Table 0, port tun0: IPv4 except multicast, and the gateway's ARP into the cluster.
+#[inline(always)]
+pub fn from_tun0<E: Env>(p: &mut Packet<E>) -> Output {
+    match p.frame.l3 {
+        L3::Ipv4(ip) if is_multicast(ip.dst) => return p.drop_by(TUN0_IP_MCAST),
+        L3::Ipv4(_) => p.count(TUN0_IP),
+        L3::Arp(arp) if arp.spa == p.cfg.gateway && p.in_cluster(arp.tpa) => p.count(TUN0_ARP),
+        _ => return p.drop_by(TUN0_OTHER),
+    }
+    p.reg0 = HOST_VNID;
+    t30_route::table30(p, false)
+}
+
+/// Table 0, port vxlan0: ARP from a cluster address to this node's subnet, IPv4 from or
+/// to a cluster address, sent by `tun_src` with VNI `vni`, which becomes reg0.
+#[inline(always)]
+pub fn from_tunnel<E: Env>(p: &mut Packet<E>, tun_src: u32, vni: u32) -> Output {
+    match p.frame.l3 {
+        L3::Arp(a) if p.in_cluster(a.spa) && p.in_local_subnet(a.tpa) => p.count(TUNNEL_ARP),
+        L3::Ipv4(ip) if p.in_cluster(ip.src) => p.count(TUNNEL_IP_SRC),
+        L3::Ipv4(ip) if p.in_cluster(ip.dst) => p.count(TUNNEL_IP_DST),
+        _ => return p.drop_by(TUNNEL_OTHER),
+    }
+    p.reg0 = vni;
+    t10_vxlan_source::table10(p, tun_src)
+}

@@ -1,0 +1,32 @@
+//! Table 20: a pod may only send ARP and IPv4 as itself (its address, and for ARP the
+//! low four bytes of its MAC), on its own port; loads its VNID into reg0.
+
+use crate::{frame::L3, t21_post_source, Env, Output, Packet};
+
+crate::rules! {
+    table 20;
+    pod ARP = 0, priority 100, "arp,in_port={PORT},arp_spa={IP},arp_sha={MAC}" => "load:{VNID}->NXM_NX_REG0[],goto_table:21";
+    pod IP = 1, priority 100, "ip,in_port={PORT},nw_src={IP}" => "load:{VNID}->NXM_NX_REG0[],goto_table:21";
+    node SPOOFED = 7, priority 0, "" => "drop";
+}
+
+#[inline(always)]
+pub fn table20<E: Env>(p: &mut Packet<E>, in_port: u32) -> Output {
+    // The sender's slot comes from the address it claims; the entry there says whether
+    // that pod sits behind this port.
+    let (claimed, rule) = match p.frame.l3 {
+        L3::Arp(a) if a.sha_low == a.spa => (a.spa, ARP),
+        L3::Ipv4(ip) => (ip.src, IP),
+        _ => return p.drop_by(SPOOFED),
+    };
+    let Some(pod) = p.local_pod(claimed).filter(|pod| pod.ifindex == in_port) else {
+        return p.drop_by(SPOOFED);
+    };
+    let Some(vnid) = p.vnid(pod.project_slot, pod.project_id) else {
+        return p.drop_by(SPOOFED);
+    };
+    p.env.count_pod(p.slot(claimed), claimed, rule, p.frame.len);
+    p.reg0 = vnid;
+    let maybe_reply = p.env.endpoint_pod(p.slot(claimed)) == claimed;
+    t21_post_source::table21(p, maybe_reply)
+}
