@@ -62,9 +62,11 @@ pub fn from_underlay(ctx: TcContext) -> i32 {
 /// VXLAN frame to this node that this program can decapsulate.
 #[inline(always)]
 fn vxlan_to_this_node(ctx: &TcContext, cfg: &NodeConfig) -> Option<(u32, u32, [u8; ETH_HLEN])> {
-    // No underlay in the config: the agent left all overlay traffic to vxlan0.
-    // SAFETY: reading the skb's GSO size.
-    if cfg.underlay_ifindex == 0 || unsafe { (*ctx.skb.skb).gso_size } != 0 || (ctx.len() as usize) < READ_LEN {
+    // No underlay in the config: the agent left all overlay traffic to vxlan0. A tag
+    // left in the metadata (no VLAN device took it) would stay on the inner frame.
+    // SAFETY: reading the skb's GSO size and VLAN metadata.
+    let (gso, tagged) = unsafe { ((*ctx.skb.skb).gso_size, (*ctx.skb.skb).vlan_present) };
+    if cfg.underlay_ifindex == 0 || gso != 0 || tagged != 0 || (ctx.len() as usize) < READ_LEN {
         return None;
     }
     if ctx.data() + READ_LEN > ctx.data_end() {

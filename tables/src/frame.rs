@@ -4,6 +4,9 @@
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
+/// 802.1Q and 802.1ad tags.
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
@@ -47,6 +50,9 @@ pub enum L3 {
 
 pub struct Frame {
     pub len: u32,
+    /// The frame carries a VLAN tag: in its data, or (as the kernel moves a sender's tag
+    /// there before TC runs) in the skb's metadata.
+    pub vlan: bool,
     /// Destination MAC as read from the wire: first two bytes and last four.
     pub dst_mac_hi: u16,
     pub dst_mac_lo: u32,

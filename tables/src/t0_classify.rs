@@ -1,12 +1,17 @@
 //! Table 0: classification by ingress port. Pods' ports pass ARP and IPv4 to
 //! anti-spoofing; tun0 passes IPv4 (not multicast) and the gateway's ARP into the
 //! cluster, as global traffic; vxlan0 passes what is to or from the cluster network, with
-//! the VNI as the source VNID, to table 10.
+//! the VNI as the source VNID, to table 10. VLAN-tagged frames pass nowhere: a pod's tag
+//! would reach other pods, and the underlay as the outer tag (VLAN hopping).
 
 use crate::{frame::L3, is_multicast, t10_vxlan_source, t20_antispoof, t30_route, Env, Output, Packet};
 
 crate::rules! {
     table 0;
+    /// A tagged frame on any port (OVS would match `vlan_tci`; the kernel moves a
+    /// sender's tag into the skb's metadata before TC runs, so the frame itself looks
+    /// untagged).
+    node VLAN = 52, priority 400, "vlan_tci=0x1000/0x1000" => "drop";
     node TUN0_IP_MCAST = 0, priority 250, "ip,in_port=tun0,nw_dst=224.0.0.0/4" => "drop";
     node TUN0_ARP = 1, priority 200, "arp,in_port=tun0,arp_spa={GW},arp_tpa={C}" => "goto_table:30";
     node TUN0_IP = 2, priority 200, "ip,in_port=tun0" => "goto_table:30";
@@ -30,6 +35,9 @@ const HOST_VNID: u32 = 0;
 /// Table 0, pod ports: only ARP and IPv4 go on to anti-spoofing.
 #[inline(always)]
 pub fn from_pod<E: Env>(p: &mut Packet<E>, in_port: u32) -> Output {
+    if p.frame.vlan {
+        return p.drop_by(VLAN);
+    }
     match p.frame.l3 {
         L3::Arp(_) => p.count(POD_ARP),
         L3::Ipv4(_) => p.count(POD_IP),
@@ -41,6 +49,9 @@ pub fn from_pod<E: Env>(p: &mut Packet<E>, in_port: u32) -> Output {
 /// Table 0, port tun0: IPv4 except multicast, and the gateway's ARP into the cluster.
 #[inline(always)]
 pub fn from_tun0<E: Env>(p: &mut Packet<E>) -> Output {
+    if p.frame.vlan {
+        return p.drop_by(VLAN);
+    }
     match p.frame.l3 {
         L3::Ipv4(ip) if is_multicast(ip.dst) => return p.drop_by(TUN0_IP_MCAST),
         L3::Ipv4(_) => p.count(TUN0_IP),
@@ -55,6 +66,9 @@ pub fn from_tun0<E: Env>(p: &mut Packet<E>) -> Output {
 /// to a cluster address, sent by `tun_src` with VNI `vni`, which becomes reg0.
 #[inline(always)]
 pub fn from_tunnel<E: Env>(p: &mut Packet<E>, tun_src: u32, vni: u32) -> Output {
+    if p.frame.vlan {
+        return p.drop_by(VLAN);
+    }
     match p.frame.l3 {
         L3::Arp(a) if p.in_cluster(a.spa) && p.in_local_subnet(a.tpa) => p.count(TUNNEL_ARP),
         L3::Ipv4(ip) if p.in_cluster(ip.src) => p.count(TUNNEL_IP_SRC),

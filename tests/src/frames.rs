@@ -46,6 +46,18 @@ pub fn raw(src_mac: Mac, dst_mac: Mac, ethertype: u16, body: &[u8]) -> Vec<u8> {
     f
 }
 
+/// `frame` with VLAN tags inserted after its MACs: `tags` are (TPID, VLAN id), outermost
+/// first (0x8100 for 802.1Q, 0x88a8 for an 802.1ad outer tag).
+pub fn vlan_tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    for (tpid, vid) in tags {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&vid.to_be_bytes());
+    }
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
 /// Whether `frame` contains `marker` anywhere (tests tag their frames with one).
 pub fn contains(frame: &[u8], marker: &[u8]) -> bool {
     frame.windows(marker.len()).any(|w| w == marker)

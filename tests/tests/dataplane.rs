@@ -103,6 +103,30 @@ fn non_ipv4_frames_are_dropped_at_table_0() -> Result<()> {
     Ok(())
 }
 
+/// A tagged frame whose payload is valid IPv4 to a pod of the same project: the kernel
+/// moves the tag into the skb's metadata before TC runs, so only table 0's VLAN rule
+/// stops it (without it, it was delivered still tagged).
+#[test]
+fn vlan_tagged_ipv4_is_dropped_at_table_0() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let a = node.add_pod("red", "a")?;
+    let b = node.add_pod("red", "b")?;
+    let (a_mac, b_mac) = (pod_mac(a.ip), pod_mac(b.ip));
+    let vlan_rule = |node| counter(node, 0, 400, "vlan_tci=0x1000/0x1000");
+    let before = vlan_rule(node)?;
+    let ipv4 = frames::udp(a_mac, b_mac, a.ip, b.ip, 9, b"oxsdn-tagged-ipv4");
+    // The same untagged frame is delivered: the tag alone is what stops it.
+    assert_eq!(send_and_watch(&a, &b, &ipv4, b"oxsdn-tagged-ipv4")?, 1, "untagged frame not delivered");
+    for (what, tags) in [("802.1Q", vec![(0x8100, 5)]), ("802.1ad", vec![(0x88a8, 7), (0x8100, 5)])] {
+        let tagged = frames::vlan_tagged(&ipv4, &tags);
+        assert_eq!(send_and_watch(&a, &b, &tagged, b"oxsdn-tagged-ipv4")?, 0, "{what}-tagged IPv4 delivered");
+    }
+    assert_eq!(vlan_rule(node)? - before, 2, "table 0's VLAN rule did not count both");
+    Ok(())
+}
+
 #[test]
 fn destinations_of_empty_tables_are_counted_drops() -> Result<()> {
     let mut cluster = TestCluster::new(&[])?;

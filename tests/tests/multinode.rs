@@ -291,3 +291,70 @@ fn overlay_packets_are_rfc7348_vxlan_with_the_source_vnid() -> Result<()> {
     assert_eq!(&inner[6..12], &frames::pod_mac(a.ip), "inner source MAC unchanged");
     Ok(())
 }
+
+/// A pod's VLAN-tagged IPv4 to a pod of its project on another node: dropped at table 0
+/// on the sending node, so the tag never reaches the underlay as an outer tag (VLAN
+/// hopping) nor the other pod.
+#[test]
+fn vlan_tagged_frames_do_not_cross_nodes() -> Result<()> {
+    use oxsdn_tests::{frames, probe::RawSocket};
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let a = cluster.nodes[0].add_pod("red", "a")?;
+    let b = cluster.nodes[1].add_pod("red", "b")?;
+    assert!(ping(&a.netns, b.ip), "warm-up (ARP over the tunnel)");
+    let marker = b"oxsdn-vlan-hop";
+    let ipv4 = frames::udp(frames::pod_mac(a.ip), frames::pod_mac(b.ip), a.ip, b.ip, 9, marker);
+    let before = vlan_drops(&cluster, 0)?;
+    let wire = RawSocket::open(&cluster.nodes[1].netns, "eth0")?;
+    let at_b = RawSocket::open(&b.netns, "eth0")?;
+    let tx = RawSocket::open(&a.netns, "eth0")?;
+    tx.send(&frames::vlan_tagged(&ipv4, &[(0x8100, 42)]))?;
+    assert!(wire.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, marker)).is_empty(), "tagged frame on node2's underlay");
+    assert!(at_b.capture(std::time::Duration::from_millis(100), |f| frames::contains(f, marker)).is_empty(), "tagged frame delivered to b");
+    assert_eq!(vlan_drops(&cluster, 0)? - before, 1, "node1's table 0 did not count it");
+    // Untagged, the same frame crosses.
+    tx.send(&ipv4)?;
+    assert_eq!(at_b.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, marker)).len(), 1);
+    Ok(())
+}
+
+fn vlan_drops(cluster: &TestCluster, node: usize) -> Result<u64> {
+    Ok(oxsdn_tests::flows::packets(&t(cluster, node)?, 0, 400, "vlan_tci=0x1000/0x1000"))
+}
+
+/// Frames without a socket hash (raw frames here; ICMP and forwarded traffic in
+/// general) leave with an outer UDP source port from their inner flow, as OVS and
+/// RFC 7348 do, so ECMP and receive-side scaling on the underlay can spread them: one
+/// flow keeps one port, several flows use several.
+#[test]
+fn vxlan_source_ports_follow_the_inner_flow() -> Result<()> {
+    use oxsdn_tests::{frames, probe::RawSocket};
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let a = cluster.nodes[0].add_pod("red", "a")?;
+    let b = cluster.nodes[1].add_pod("red", "b")?;
+    assert!(ping(&a.netns, b.ip), "warm-up (ARP over the tunnel)");
+    let wire = RawSocket::open(&cluster.nodes[1].netns, "eth0")?;
+    let tx = RawSocket::open(&a.netns, "eth0")?;
+    let mut ports = std::collections::BTreeMap::new();
+    for round in 0..2 {
+        for dport in 1000..1008u16 {
+            let marker = format!("oxsdn-entropy-{dport}-{round}");
+            tx.send(&frames::udp(frames::pod_mac(a.ip), frames::pod_mac(b.ip), a.ip, b.ip, dport, marker.as_bytes()))?;
+            let seen = wire.capture(std::time::Duration::from_millis(200), |f| frames::contains(f, marker.as_bytes()));
+            assert_eq!(seen.len(), 1, "flow {dport}: one VXLAN packet on node2's underlay");
+            let sport = u16::from_be_bytes([seen[0][34], seen[0][35]]);
+            assert!((32768..61000).contains(&sport), "source port {sport} outside the local port range");
+            ports.entry(dport).or_insert_with(Vec::new).push(sport);
+        }
+    }
+    for (flow, sports) in &ports {
+        assert!(sports.windows(2).all(|w| w[0] == w[1]), "flow {flow} changed its source port: {sports:?}");
+    }
+    let distinct: std::collections::BTreeSet<u16> = ports.values().map(|s| s[0]).collect();
+    assert!(distinct.len() >= 4, "8 flows used only {} source ports: {ports:?}", distinct.len());
+    Ok(())
+}

@@ -81,6 +81,11 @@ pub fn encapsulate(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32
         return None;
     }
     let inner_eth: [u8; ETH_HLEN] = ctx.load(0).ok()?;
+    // The flow hash of the inner frame, taken while the frame is still only that: after
+    // adjust_room the kernel would dissect the outer headers, not yet written, and every
+    // frame without a socket hash (ICMP, forwarded traffic) would get one source port.
+    // SAFETY: plain helper call.
+    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
     let flags = (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH) as u64
         // The pod MTU already leaves room for the headers: segment sizes stay.
         | BPF_F_ADJ_ROOM_FIXED_GSO as u64
@@ -88,8 +93,6 @@ pub fn encapsulate(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32
     // Only IPv4 frames can be grown so (ARP goes through vxlan0); a failure leaves the
     // frame as it was.
     ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, flags).ok()?;
-    // SAFETY: plain helper call.
-    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
     let sport = ((u64::from(hash) * u64::from(SPORT_MAX - SPORT_MIN)) >> 32) as u32 + SPORT_MIN;
     let mut headers = VxlanHeaders {
         outer_macs: [0; 12],

@@ -2,7 +2,9 @@
 //! direct packet access.
 
 use aya_ebpf::programs::TcContext;
-use oxsdn_tables::frame::{Arp, Frame, Ipv4, ETH_HLEN, ETH_P_ARP, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, L3};
+use oxsdn_tables::frame::{
+    Arp, Frame, Ipv4, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, L3,
+};
 
 const ARP_LEN: usize = 28;
 pub const IPV4_MIN_LEN: usize = 20;
@@ -33,19 +35,23 @@ pub fn parse(ctx: &TcContext) -> Frame {
     if ctx.data() + want > ctx.data_end() {
         let _ = ctx.pull_data(want as u32);
     }
+    // SAFETY: reading the skb's VLAN metadata.
+    let tag_in_metadata = unsafe { (*ctx.skb.skb).vlan_present } != 0;
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + ETH_HLEN > end {
-        return Frame { len, dst_mac_hi: 0, dst_mac_lo: 0, l3: L3::Other };
+        return Frame { len, vlan: tag_in_metadata, dst_mac_hi: 0, dst_mac_lo: 0, l3: L3::Other };
     }
     // SAFETY: bounds checked above.
     let dst_mac_hi = unsafe { core::ptr::read_unaligned(start as *const u16) };
     let dst_mac_lo = read_u32(start + 2);
-    let l3 = match read_u16_be(start + 12) {
+    let ethertype = read_u16_be(start + 12);
+    let l3 = match ethertype {
         ETH_P_ARP => L3::Arp(parse_arp(start + ETH_HLEN, end)),
         ETH_P_IP => parse_ipv4(start + ETH_HLEN, end, len as usize),
         _ => L3::Other,
     };
-    Frame { len, dst_mac_hi, dst_mac_lo, l3 }
+    let vlan = tag_in_metadata || ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD;
+    Frame { len, vlan, dst_mac_hi, dst_mac_lo, l3 }
 }
 
 #[inline(always)]
