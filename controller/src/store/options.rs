@@ -462,15 +462,12 @@ mod tests {
 
     #[test]
     fn endpoint_addresses_resolve_names() {
-        let StoreBackend::Etcd(config) =
+        let backend =
             options(&["http://localhost:2379,http://127.0.0.1:2379,http://127.0.0.2:2380"])
                 .backend()
-                .unwrap()
-        else {
-            panic!()
-        };
+                .unwrap();
         assert_eq!(
-            config.endpoint_addrs().unwrap(),
+            backend.endpoint_addrs().unwrap(),
             [
                 (Ipv4Addr::LOCALHOST, 2379),
                 (Ipv4Addr::new(127, 0, 0, 2), 2380)
@@ -484,6 +481,11 @@ mod tests {
             err.to_string()
                 .contains("http://[::1]:2379 has no IPv4 address"),
             "{err}"
+        );
+        // The file store has no endpoints.
+        assert_eq!(
+            options(&[]).backend().unwrap().endpoint_addrs().unwrap(),
+            []
         );
     }
 }
