@@ -22,7 +22,8 @@ use super::{
 
 /// How long any call (and the start of a watch) may take before it fails as
 /// `Unavailable`: long enough for a loaded etcd to commit, short enough that an agent or
-/// the CLI notices a dead etcd at once.
+/// the CLI notices a dead etcd at once. (A call that fails sooner may take up to a
+/// further second over TLS, to find out whether etcd refuses the certificate.)
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 pings while watches are open, so that a watch on a connection that died
 /// silently (etcd's host gone, the network cut) breaks within about 9 s instead of
@@ -49,8 +50,6 @@ const MAX_RESPONSE_BYTES: usize = 64 << 20;
 pub struct EtcdStore {
     /// The endpoints, comma-separated, for messages.
     endpoints: String,
-    /// Who this client is to etcd, for messages about refusals.
-    identity: String,
     /// The TLS files, for messages.
     tls_files: Option<EtcdTls>,
     /// With TLS: finds out why etcd closes connections.
@@ -76,10 +75,6 @@ impl EtcdStore {
     /// cannot be started.
     pub fn connect(config: &EtcdConfig) -> Result<EtcdStore, StoreError> {
         let joined = config.to_string();
-        let identity = config
-            .tls
-            .as_ref()
-            .map_or_else(|| "no client certificate".to_owned(), EtcdTls::identity);
         let (tls, probe) = match &config.tls {
             Some(files) => {
                 let (options, probe) = tls::load(files, &config.endpoints)?;
@@ -112,7 +107,6 @@ impl EtcdStore {
             .map_err(|e| StoreError::Config(format!("etcd endpoints {joined}: {e}")))?;
         Ok(EtcdStore {
             endpoints: joined,
-            identity,
             tls_files: config.tls.clone(),
             probe,
             client,
@@ -173,6 +167,13 @@ impl EtcdStore {
         }
     }
 
+    /// Who this client is to etcd, for messages about refusals.
+    fn identity(&self) -> String {
+        self.tls_files
+            .as_ref()
+            .map_or_else(|| "no client certificate".to_owned(), EtcdTls::identity)
+    }
+
     fn tls_refusal(&self, what: &str, tls: &rustls::Error) -> StoreError {
         let why = match (tls, &self.tls_files) {
             (rustls::Error::InvalidCertificate(_), Some(files)) => format!(
@@ -184,9 +185,9 @@ impl EtcdStore {
             ),
             (rustls::Error::AlertReceived(_), _) => format!(
                 "etcd refused {} ({tls}): is it signed by a CA that etcd trusts (its --trusted-ca-file)?",
-                self.identity
+                self.identity()
             ),
-            _ => format!("TLS failed with {}: {tls}", self.identity),
+            _ => format!("TLS failed with {}: {tls}", self.identity()),
         };
         StoreError::Refused(format!("etcd at {}: {what}: {why}", self.endpoints))
     }
@@ -210,7 +211,7 @@ impl EtcdStore {
         let message = format!("etcd at {}: {what}: {text}", self.endpoints);
         match status.code() {
             Code::PermissionDenied => {
-                StoreError::PermissionDenied(format!("{message} (as {})", self.identity))
+                StoreError::PermissionDenied(format!("{message} (as {})", self.identity()))
             }
             Code::InvalidArgument
             | Code::FailedPrecondition

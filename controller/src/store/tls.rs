@@ -6,7 +6,7 @@ use std::{
     net::{TcpStream, ToSocketAddrs},
     path::Path,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use etcd_client::{Certificate, Identity, TlsOptions};
@@ -20,7 +20,7 @@ use super::{
     EtcdTls, StoreError,
 };
 
-/// How long the probe may take per endpoint, to connect and to finish its handshake.
+/// How long the probe may take in all, connecting and handshaking with every endpoint.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Reads and checks the files `tls` names, so that a wrong file is reported by name now
@@ -130,23 +130,31 @@ pub(super) struct HandshakeProbe {
 
 impl HandshakeProbe {
     /// The TLS error the first endpoint that ends its handshake in one reports; `None`
-    /// if none does (handshakes that succeed, endpoints that cannot be reached).
+    /// if none does (handshakes that succeed, endpoints that cannot be reached) within
+    /// `PROBE_TIMEOUT`.
     pub(super) fn failure(&self) -> Option<rustls::Error> {
+        let deadline = Instant::now() + PROBE_TIMEOUT;
         self.endpoints
             .iter()
-            .find_map(|(host, port)| self.handshake(host, *port))
+            .find_map(|(host, port)| self.handshake(host, *port, deadline))
     }
 
-    fn handshake(&self, host: &str, port: u16) -> Option<rustls::Error> {
+    fn handshake(&self, host: &str, port: u16, deadline: Instant) -> Option<rustls::Error> {
+        let left = || {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+        };
         let name = ServerName::try_from(host.to_owned()).ok()?;
         let addr = (host, port).to_socket_addrs().ok()?.next()?;
-        let mut tcp = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).ok()?;
-        tcp.set_read_timeout(Some(PROBE_TIMEOUT)).ok()?;
-        tcp.set_write_timeout(Some(PROBE_TIMEOUT)).ok()?;
+        let mut tcp = TcpStream::connect_timeout(&addr, left()?).ok()?;
         let mut tls = ClientConnection::new(self.config.clone(), name).ok()?;
         // Done when the server's Finished arrives, which it sends only once it has
         // taken our certificate.
         while tls.is_handshaking() {
+            let time = left()?;
+            tcp.set_read_timeout(Some(time)).ok()?;
+            tcp.set_write_timeout(Some(time)).ok()?;
             if let Err(e) = tls.complete_io(&mut tcp) {
                 return wrapped_tls_error(&e).cloned();
             }
