@@ -7,7 +7,7 @@ log() { printf 'setup: %s\n' "$*"; }
 
 # Debian packages: the test tools and the real servers/daemons the suite drives.
 PACKAGES=(iperf3 iputils-ping iproute2 bpftool tcpdump ethtool nftables iptables
-          protobuf-compiler etcd-server etcd-client openvswitch-switch)
+          protobuf-compiler etcd-server etcd-client openvswitch-switch curl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

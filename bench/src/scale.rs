@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use oxsdn_controller::{
-    store::{self, StoreBackend},
+    store::{self, StoreBackend, StoreOptions},
     Cluster, NewService, Protocol, ServicePort,
 };
 use oxsdn_common::MAX_PROJECT_SLOTS;
@@ -69,12 +69,20 @@ pub fn measure(load: &Load) -> Result<Value> {
     cluster.add_node("node2")?;
     let idle = agent_memory(&cluster.nodes[0])?;
 
-    let endpoint = match &cluster.store {
-        oxsdn_tests::cluster::StoreArgs::Etcd(endpoint) => endpoint.clone(),
+    // As the operator, whose credentials the cluster's oxsdnctl uses.
+    let backend = match &cluster.store {
+        oxsdn_tests::cluster::StoreArgs::Etcd { endpoint, cert } => StoreOptions {
+            etcd_endpoints: vec![endpoint.clone()],
+            etcd_cacert: cert.as_ref().map(|c| c.ca.clone()),
+            etcd_cert: cert.as_ref().map(|c| c.cert.clone()),
+            etcd_key: cert.as_ref().map(|c| c.key.clone()),
+            ..StoreOptions::default()
+        }
+        .backend()?,
         oxsdn_tests::cluster::StoreArgs::File(_) => bail!("the scale run needs etcd"),
     };
     let records = load.clone();
-    let store_setup = cluster.underlay.enter(move || load_store(&endpoint, &records))??;
+    let store_setup = cluster.underlay.enter(move || load_store(&backend, &records))??;
     eprintln!("scale: store loaded: {store_setup}");
 
     let t = Instant::now();
@@ -140,8 +148,8 @@ const BATCH: usize = 100;
 
 /// Creates the projects and services through the controller's batch calls and registers
 /// the remote nodes one by one (as their agents would), timing each kind.
-fn load_store(endpoint: &str, load: &Load) -> Result<Value> {
-    let cluster = Cluster::new(store::open(&StoreBackend::Etcd(vec![endpoint.to_string()]))?);
+fn load_store(backend: &StoreBackend, load: &Load) -> Result<Value> {
+    let cluster = Cluster::new(store::open(backend)?);
     let t = Instant::now();
     cluster.create_netnamespaces(&[BIG.to_string(), PEER.to_string()])?;
     let projects: Vec<String> = (0..load.projects).map(|i| format!("p{i}")).collect();

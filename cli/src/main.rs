@@ -13,7 +13,7 @@ use ipnetwork::Ipv4Network;
 use oxsdn_controller::{
     debug::store_hammer,
     netnamespaces::DEFAULT_PROJECT,
-    store::{self, Store, StoreBackend, ETCD_ENDPOINTS_ENV},
+    store::{self, EtcdStore, Store, StoreBackend, StoreOptions},
     Cluster, ClusterConfig, Error, Protocol, ServicePort,
 };
 
@@ -24,18 +24,8 @@ use crate::output::{print_hostsubnets, print_netnamespaces, print_services, Form
 #[derive(Debug, Parser)]
 #[command(name = "oxsdnctl", version, about = "Manage an oxsdn pod network")]
 struct Cli {
-    /// Directory of the embedded cluster store (unless etcd endpoints are given).
-    #[arg(
-        long,
-        global = true,
-        env = "OXSDN_STORE",
-        default_value = "/var/lib/oxsdn/store"
-    )]
-    store: PathBuf,
-    /// etcd client URLs, comma-separated: the cluster store is then this etcd cluster
-    /// instead of --store.
-    #[arg(long, global = true, env = ETCD_ENDPOINTS_ENV, value_name = "URL[,URL...]")]
-    etcd_endpoints: Option<String>,
+    #[command(flatten)]
+    store: StoreOptions,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +53,9 @@ enum Command {
     /// Register or remove nodes (their HostSubnets).
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Administer the cluster store itself.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Show a node's dataplane rules with their counters, like `ovs-ofctl dump-flows
     /// br0`: read from the node's pinned maps, so it works while its agent is down.
     DumpFlows {
@@ -336,6 +329,21 @@ enum NodeCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Set up etcd's users and roles for oxsdn and enable etcd's auth (idempotent): the
+    /// user and role oxsdn-operator (every command of oxsdnctl), one user and role
+    /// oxsdn-node-NAME per node (its agent: reads everything, writes only its own
+    /// HostSubnet), and etcd's root user. With etcd's --client-cert-auth, a client
+    /// certificate's CN is its user. Once auth is on, run it as root (CN root) to add
+    /// nodes.
+    SetupAuth {
+        /// A node whose agent gets a user; repeatable.
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DebugCommand {
     /// Increment a counter key in a tight loop, printing `committed value=V revision=R`
     /// after each commit: a writer to SIGKILL in crash-safety tests.
@@ -383,7 +391,8 @@ fn open_store(backend: &StoreBackend) -> Result<Arc<dyn Store>> {
 /// Opens the cluster in an existing store: only `init` creates a file store, so a
 /// mistyped --store does not quietly start an empty cluster. (etcd has no such thing as
 /// a missing store: an uninitialised cluster there says so at the first read.)
-fn open_cluster(backend: &StoreBackend) -> Result<Cluster> {
+fn open_cluster(options: &StoreOptions) -> Result<Cluster> {
+    let backend = &options.backend()?;
     if let StoreBackend::File(dir) = backend {
         if !dir.is_dir() {
             bail!(
@@ -418,7 +427,7 @@ fn resolve(cluster: &Cluster, selection: &ProjectSelection) -> Result<Vec<String
 }
 
 fn pod_network(
-    store: &StoreBackend,
+    store: &StoreOptions,
     command: PodNetworkCommand,
     out: &mut dyn Write,
 ) -> Result<()> {
@@ -452,12 +461,13 @@ fn pod_network(
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
-    let store = &StoreBackend::from_options(&cli.store, cli.etcd_endpoints.as_slice());
+    // The store options are checked by the commands that use the store only.
+    let store = &cli.store;
     match cli.command {
         Command::Init(args) => {
             // Checked before the store is opened: a bad configuration creates nothing.
             args.config().validate()?;
-            let cluster = Cluster::new(open_store(store)?);
+            let cluster = Cluster::new(open_store(&store.backend()?)?);
             let config = cluster.init_config(&args.config())?;
             serde_json::to_writer_pretty(&mut *out, &config)?;
             writeln!(out)?;
@@ -532,6 +542,14 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             open_cluster(store)?.delete_node(&name)?;
             writeln!(out, "hostsubnet {name:?} deleted")?;
         }
+        Command::Store(StoreCommand::SetupAuth { nodes }) => {
+            let StoreBackend::Etcd(config) = store.backend()? else {
+                bail!("store setup-auth sets up etcd's users and roles: give --etcd-endpoints, with etcd's root user's certificate");
+            };
+            for line in EtcdStore::connect(&config)?.setup_auth(&nodes)? {
+                writeln!(out, "{line}")?;
+            }
+        }
         Command::DumpFlows {
             table,
             node,
@@ -552,7 +570,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             packet_trace::trace(&args.bpffs_dir.join(&args.node), &args.node, &request, args.output, out)?;
         }
         Command::Debug(DebugCommand::StoreHammer { key, count }) => {
-            let store = open_store(store)?;
+            let store = open_store(&store.backend()?)?;
             store_hammer(&*store, &key, count, &mut |value, revision| {
                 writeln!(out, "committed value={value} revision={revision}")
                     .and_then(|()| out.flush())

@@ -1,5 +1,6 @@
 use clap::error::ErrorKind;
 use oxsdn_controller::{NetNamespace, Service};
+use oxsdn_tests::etcd::{EtcdServer, Transport};
 use tempfile::TempDir;
 
 use super::*;
@@ -319,15 +320,30 @@ fn store_hammer_reports_each_commit() {
     );
 }
 
+/// A TLS etcd on loopback and the arguments that reach it as etcd user `user`.
+fn etcd_as(tmp: &TempDir, user: &str) -> (EtcdServer, Vec<String>) {
+    let etcd = EtcdServer::start_on_loopback(&tmp.path().join("etcd"), Transport::Tls).unwrap();
+    let args = etcd_args(&etcd, user);
+    (etcd, args)
+}
+
+/// `--etcd-endpoints …` and the TLS options of a new certificate for `user`.
+fn etcd_args(etcd: &EtcdServer, user: &str) -> Vec<String> {
+    let cert = etcd.client_cert(user).unwrap();
+    ["--etcd-endpoints".to_owned(), etcd.endpoint()]
+        .into_iter()
+        .chain(cert.args().into_iter().map(|a| a.into_string().unwrap()))
+        .collect()
+}
+
 #[test]
 fn etcd_endpoints_choose_etcd_over_the_store_directory() {
     let tmp = tempfile::tempdir().unwrap();
-    let etcd = oxsdn_tests::etcd::EtcdServer::start_on_loopback(&tmp.path().join("etcd")).unwrap();
-    let endpoint = etcd.endpoint();
-    // `--etcd-endpoints` is global: before or after the subcommand.
+    let (_etcd, tls) = etcd_as(&tmp, "root");
+    // The store options are global: before or after the subcommand.
     let with_etcd = |args: &[&str]| {
         let mut full = args.to_vec();
-        full.extend(["--etcd-endpoints", &endpoint]);
+        full.extend(tls.iter().map(String::as_str));
         oxsdnctl(&tmp, &full)
     };
     with_etcd(&["init"]).unwrap();
@@ -348,15 +364,75 @@ fn etcd_endpoints_choose_etcd_over_the_store_directory() {
 }
 
 #[test]
+fn plain_http_to_a_loopback_etcd_needs_no_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let etcd = EtcdServer::start_on_loopback(&tmp.path().join("etcd"), Transport::Plain).unwrap();
+    let endpoint = etcd.endpoint();
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    ok(&tmp, &["--etcd-endpoints", &endpoint, "init"]);
+    ok(
+        &tmp,
+        &["--etcd-endpoints", &endpoint, "create", "project", "a"],
+    );
+}
+
+#[test]
 fn etcd_down_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut etcd =
-        oxsdn_tests::etcd::EtcdServer::start_on_loopback(&tmp.path().join("etcd")).unwrap();
+    let (mut etcd, tls) = etcd_as(&tmp, "root");
     let endpoint = etcd.endpoint();
     etcd.stop();
-    let err = oxsdnctl(&tmp, &["--etcd-endpoints", &endpoint, "get", "hostsubnets"]).unwrap_err();
+    let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
+    args.extend(["get", "hostsubnets"]);
+    let err = oxsdnctl(&tmp, &args).unwrap_err();
     assert!(
         err.starts_with(&format!("store unavailable: etcd at {endpoint}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn setup_auth_makes_the_operator_and_node_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (etcd, root) = etcd_as(&tmp, "root");
+    let as_user = |args: &[String], command: &[&str]| {
+        let mut full: Vec<&str> = args.iter().map(String::as_str).collect();
+        full.extend(command);
+        oxsdnctl(&tmp, &full)
+    };
+    let out = as_user(
+        &root,
+        &["store", "setup-auth", "--node", "n1", "--node", "n2"],
+    )
+    .unwrap();
+    assert_eq!(out.lines().count(), 8, "{out}");
+    assert!(
+        out.ends_with("user oxsdn-node-n2: created, granted role oxsdn-node-n2\nauth: enabled\n"),
+        "{out}"
+    );
+    let again = as_user(&root, &["store", "setup-auth", "--node", "n1"]).unwrap();
+    assert_eq!(again.matches(": unchanged").count(), 5, "{again}");
+
+    let operator = etcd_args(&etcd, "oxsdn-operator");
+    let node = etcd_args(&etcd, "oxsdn-node-n1");
+    as_user(&operator, &["init"]).unwrap();
+    as_user(&operator, &["create", "project", "a"]).unwrap();
+    as_user(&node, &["node", "add", "n1", "--ip", "192.0.2.11"]).unwrap();
+    let err = as_user(&node, &["create", "project", "b"]).unwrap_err();
+    assert!(
+        err.starts_with("store permission denied: etcd at https://"),
+        "{err}"
+    );
+    assert!(
+        err.contains("etcdserver: permission denied (as the etcd user of certificate"),
+        "{err}"
+    );
+    let err = as_user(&node, &["store", "setup-auth", "--node", "n3"]).unwrap_err();
+    assert!(err.contains("only etcd's root user"), "{err}");
+    // Only etcd has users and roles.
+    let err = oxsdnctl(&tmp, &["store", "setup-auth"]).unwrap_err();
+    assert!(
+        err.starts_with("store setup-auth sets up etcd's users and roles: give --etcd-endpoints"),
         "{err}"
     );
 }

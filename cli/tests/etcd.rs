@@ -7,22 +7,29 @@ use std::{
     thread,
 };
 
-use oxsdn_tests::etcd::EtcdServer;
+use oxsdn_tests::{
+    etcd::{EtcdServer, Transport},
+    pki::ClientCert,
+};
 use serde_json::Value;
 
-/// A private etcd (and the directory it lives in).
-fn etcd() -> (tempfile::TempDir, EtcdServer) {
+/// A private etcd (and the directory it lives in), and a client certificate for it.
+fn etcd() -> (tempfile::TempDir, EtcdServer, ClientCert) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = EtcdServer::start_on_loopback(&tmp.path().join("etcd")).unwrap();
-    (tmp, server)
+    let server = EtcdServer::start_on_loopback(&tmp.path().join("etcd"), Transport::Tls).unwrap();
+    let cert = server.client_cert("root").unwrap();
+    (tmp, server, cert)
 }
 
-/// `oxsdnctl <args>` on etcd at `endpoint` (from the environment, as operators may set
-/// it); its stdout, which it must succeed.
-fn oxsdnctl(endpoint: &str, args: &[&str]) -> String {
+/// `oxsdnctl <args>` on etcd at `endpoint` with `cert` (from the environment, as
+/// operators may set them); its stdout, which it must succeed.
+fn oxsdnctl(endpoint: &str, cert: &ClientCert, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_oxsdnctl"))
         .args(args)
         .env("OXSDN_ETCD_ENDPOINTS", endpoint)
+        .env("OXSDN_ETCD_CACERT", &cert.ca)
+        .env("OXSDN_ETCD_CERT", &cert.cert)
+        .env("OXSDN_ETCD_KEY", &cert.key)
         // Would be used (and fail) if the endpoints were ignored.
         .env("OXSDN_STORE", "/nonexistent/oxsdn-store")
         .stderr(Stdio::piped())
@@ -52,12 +59,20 @@ fn committed_values(output: &str) -> Vec<u64> {
 #[test]
 fn racing_store_hammers_lose_no_update() {
     const EACH: u64 = 100;
-    let (_tmp, etcd) = etcd();
+    let (_tmp, etcd, cert) = etcd();
     let endpoint = etcd.endpoint();
     let count = EACH.to_string();
     let outputs: Vec<String> = thread::scope(|s| {
         let hammers: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| oxsdnctl(&endpoint, &["debug", "store-hammer", "--count", &count])))
+            .map(|_| {
+                s.spawn(|| {
+                    oxsdnctl(
+                        &endpoint,
+                        &cert,
+                        &["debug", "store-hammer", "--count", &count],
+                    )
+                })
+            })
             .collect();
         hammers.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -74,20 +89,24 @@ fn racing_store_hammers_lose_no_update() {
 #[test]
 fn racing_project_creations_get_distinct_vnids() {
     const EACH: usize = 6;
-    let (_tmp, etcd) = etcd();
+    let (_tmp, etcd, cert) = etcd();
     let endpoint = etcd.endpoint();
-    oxsdnctl(&endpoint, &["init"]);
+    oxsdnctl(&endpoint, &cert, &["init"]);
     thread::scope(|s| {
         for operator in ["x", "y"] {
-            let endpoint = &endpoint;
+            let (endpoint, cert) = (&endpoint, &cert);
             s.spawn(move || {
                 for i in 0..EACH {
-                    oxsdnctl(endpoint, &["create", "project", &format!("{operator}{i}")]);
+                    oxsdnctl(
+                        endpoint,
+                        cert,
+                        &["create", "project", &format!("{operator}{i}")],
+                    );
                 }
             });
         }
     });
-    let json = oxsdnctl(&endpoint, &["get", "netnamespaces", "-o", "json"]);
+    let json = oxsdnctl(&endpoint, &cert, &["get", "netnamespaces", "-o", "json"]);
     let all: Vec<Value> = serde_json::from_str(&json).unwrap();
     assert_eq!(all.len(), 2 * EACH, "{json}");
     let netids: HashSet<u64> = all.iter().map(|ns| ns["netid"].as_u64().unwrap()).collect();

@@ -36,6 +36,8 @@ pub use services::{NewService, ServiceEvent};
 
 /// Key layout in the store.
 pub mod keys {
+    /// Every key of oxsdn's starts with this.
+    pub const PREFIX: &str = "/oxsdn/";
     pub const CONFIG: &str = "/oxsdn/config";
     pub const NETNAMESPACES: &str = "/oxsdn/netnamespaces/";
     pub const HOSTSUBNETS: &str = "/oxsdn/hostsubnets/";
@@ -585,12 +587,22 @@ impl Cluster {
     }
 
     /// The NetNamespace of project `name`, created if missing (the master's reaction to a
-    /// new namespace).
+    /// new namespace). With credentials that may not create projects (a node's on etcd),
+    /// a missing project is `Error::ProjectCreationDenied`, and nothing is written.
     pub fn ensure_netnamespace(&self, name: &str) -> Result<NetNamespace> {
         validate_project_name(name)?;
         self.transact("netnamespaces", |a| match a.record(name)? {
             Some(ns) => Ok(ns),
             None => self.create_netnamespace_in(a, name, BTreeMap::new()),
+        })
+        .map_err(|e| match e {
+            Error::Store(reason @ StoreError::PermissionDenied(_)) => {
+                Error::ProjectCreationDenied {
+                    project: name.to_owned(),
+                    reason,
+                }
+            }
+            other => other,
         })
     }
 

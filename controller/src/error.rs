@@ -16,6 +16,10 @@ pub enum Error {
     InvalidNodeName(String),
     #[error("project {0:?} not found")]
     UnknownProject(String),
+    /// A pod's project does not exist and the node's store credentials may not create
+    /// projects (only operators may).
+    #[error("project {project:?} does not exist and this node may not create it: an operator creates it with `oxsdnctl create project {project}` ({reason})")]
+    ProjectCreationDenied { project: String, reason: StoreError },
     #[error("node {0:?} not found")]
     UnknownNode(String),
     #[error("the default project cannot be isolated")]

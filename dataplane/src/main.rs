@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use anyhow::Result;
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
-use oxsdn_controller::store::StoreBackend;
+use oxsdn_controller::store::StoreOptions;
 use oxsdn_dataplane::{
     agent::{self, Agent, AgentConfig},
     cni_server,
@@ -20,12 +20,8 @@ struct Args {
     /// This node's underlay IPv4 address.
     #[arg(long, env = "OXSDN_NODE_IP", required_unless_present = "teardown")]
     node_ip: Option<Ipv4Addr>,
-    /// The cluster store directory (the embedded store, used without --etcd-endpoints).
-    #[arg(long, env = "OXSDN_STORE", default_value = "/var/lib/oxsdn/store")]
-    store: PathBuf,
-    /// etcd endpoints of the cluster store (comma-separated URLs); replaces --store.
-    #[arg(long, env = oxsdn_controller::store::ETCD_ENDPOINTS_ENV, value_delimiter = ',')]
-    etcd_endpoints: Vec<String>,
+    #[command(flatten)]
+    store: StoreOptions,
     /// Where the agent keeps its pod table.
     #[arg(long, default_value = "/var/lib/oxsdn/node")]
     state_dir: PathBuf,
@@ -64,7 +60,7 @@ fn main() -> Result<()> {
     let agent = Agent::start(AgentConfig {
         node_name: args.node_name,
         node_ip,
-        store: StoreBackend::from_options(&args.store, &args.etcd_endpoints),
+        store: args.store.backend()?,
         state_dir: args.state_dir,
         socket: args.socket,
         bpffs_dir: args.bpffs_dir,

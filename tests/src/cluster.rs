@@ -15,8 +15,9 @@ use serde_json::Value;
 use crate::{
     bins,
     cni::{CniCall, CniOutput},
-    etcd::EtcdServer,
+    etcd::{EtcdServer, Ports, Transport},
     netns::{self, run, Netns},
+    pki::ClientCert,
 };
 
 /// The underlay network between nodes (a documentation-style private range that no
@@ -37,7 +38,7 @@ pub struct TestCluster {
     /// Prefix of everything this cluster creates: `oxt<pid>-<n>`.
     pub prefix: String,
     pub dir: PathBuf,
-    /// How the agents and oxsdnctl reach the store.
+    /// How oxsdnctl reaches the store, as the operator.
     pub store: StoreArgs,
     pub bpffs: PathBuf,
     pub nodes: Vec<Node>,
@@ -49,24 +50,34 @@ pub struct TestCluster {
     pub underlay: Netns,
 }
 
-/// Store options of `oxsdn-agent` and `oxsdnctl`: a file store directory, or etcd.
+/// Store options of `oxsdn-agent` and `oxsdnctl`: a file store directory, or etcd and,
+/// if it serves TLS, the certificate of the etcd user to be.
 #[derive(Clone, Debug)]
 pub enum StoreArgs {
     File(PathBuf),
-    Etcd(String),
+    Etcd { endpoint: String, cert: Option<ClientCert> },
 }
 
 impl StoreArgs {
     pub fn args(&self) -> Vec<std::ffi::OsString> {
         match self {
             StoreArgs::File(dir) => vec!["--store".into(), dir.into()],
-            StoreArgs::Etcd(endpoint) => vec!["--etcd-endpoints".into(), endpoint.into()],
+            StoreArgs::Etcd { endpoint, cert } => {
+                let mut args = vec!["--etcd-endpoints".into(), endpoint.into()];
+                args.extend(cert.iter().flat_map(ClientCert::args));
+                args
+            }
         }
     }
 }
 
-const ETCD_CLIENT_PORT: u16 = 2379;
-const ETCD_PEER_PORT: u16 = 2380;
+/// The etcd users of the operator and of each node's agent (`oxsdnctl store setup-auth`
+/// creates them), and etcd's superuser.
+pub const OPERATOR_USER: &str = "oxsdn-operator";
+pub const ROOT_USER: &str = "root";
+pub fn node_user(node: &str) -> String {
+    format!("oxsdn-node-{node}")
+}
 
 pub struct Node {
     pub name: String,
@@ -76,7 +87,11 @@ pub struct Node {
     pub state_dir: PathBuf,
     pub conf_dir: PathBuf,
     pub log: PathBuf,
-    store: StoreArgs,
+    /// The agent's: on etcd, the node's own etcd user, which may not create projects.
+    pub store: StoreArgs,
+    /// The operator's, when the agent's may not create projects: `add_pod` creates the
+    /// pod's project first, as an operator does for a new namespace.
+    project_creator: Option<StoreArgs>,
     bpffs: PathBuf,
     prefix: String,
     agent: Option<Child>,
@@ -104,8 +119,10 @@ impl TestCluster {
         Self::create(init_args, false)
     }
 
-    /// The same on a real etcd, started in the underlay namespace: agents and oxsdnctl
-    /// reach it over the underlay.
+    /// The same on a real etcd, started in the underlay namespace, as a cluster should
+    /// run it: agents and oxsdnctl reach it over the underlay with TLS and client
+    /// certificates, and etcd's auth is on (`oxsdnctl store setup-auth`): oxsdnctl runs as
+    /// the operator, each agent as its node's user.
     pub fn with_etcd(init_args: &[&str]) -> Result<TestCluster> {
         Self::create(init_args, true)
     }
@@ -129,22 +146,33 @@ impl TestCluster {
         external.ip(&["addr", "add", &format!("{EXTERNAL_HOST}/24"), "dev", "eth0"])?;
         external.ip(&["link", "set", "eth0", "up"])?;
         external.ip(&["route", "add", "default", "via", EXTERNAL_GATEWAY])?;
-        let (store, etcd) = if etcd {
-            let host: Ipv4Addr = UNDERLAY_HOST.parse()?;
-            let server = EtcdServer::start(&dir.join("etcd"), host, ETCD_CLIENT_PORT, ETCD_PEER_PORT, Some(&underlay))?;
-            (StoreArgs::Etcd(server.endpoint()), Some(server))
-        } else {
-            (StoreArgs::File(dir.join("store")), None)
-        };
-        let cluster = TestCluster { store, prefix, dir, bpffs, underlay, external, nodes: Vec::new(), etcd };
+        let mut cluster =
+            TestCluster { store: StoreArgs::File(dir.join("store")), prefix, dir, bpffs, underlay, external, nodes: Vec::new(), etcd: None };
+        if etcd {
+            let ports = Ports { ip: UNDERLAY_HOST.parse()?, client: 2379, peer: 2380, metrics: 2381 };
+            cluster.etcd = Some(EtcdServer::start(&cluster.dir.join("etcd"), ports, Some(&cluster.underlay), Transport::Tls)?);
+            cluster.oxsdnctl_as(&cluster.etcd_user(ROOT_USER)?, &["store", "setup-auth"])?;
+            cluster.store = cluster.etcd_user(OPERATOR_USER)?;
+        }
         cluster.oxsdnctl(&[&["init"], init_args].concat())?;
         Ok(cluster)
+    }
+
+    /// Store options for etcd user `user`, with a new certificate from etcd's CA.
+    pub fn etcd_user(&self, user: &str) -> Result<StoreArgs> {
+        let etcd = self.etcd.as_ref().context("the cluster does not run on etcd")?;
+        Ok(StoreArgs::Etcd { endpoint: etcd.endpoint(), cert: Some(etcd.client_cert(user)?) })
+    }
+
+    /// `oxsdnctl <store> <args>`, run on the underlay (where etcd is); stdout on success.
+    pub fn oxsdnctl_as(&self, store: &StoreArgs, args: &[&str]) -> Result<String> {
+        run(self.underlay.command(bins::oxsdnctl()).args(store.args()).args(args))
     }
 
     /// `oxsdnctl <store args> <args>`, run on the underlay (where etcd is); stdout on
     /// success.
     pub fn oxsdnctl(&self, args: &[&str]) -> Result<String> {
-        run(self.underlay.command(bins::oxsdnctl()).args(self.store.args()).args(args))
+        self.oxsdnctl_as(&self.store, args)
     }
 
     /// Every project's VNID (`oxsdnctl get netnamespaces -o json`), by name.
@@ -177,8 +205,16 @@ impl TestCluster {
         Ok(ip.parse()?)
     }
 
-    /// Adds a node namespace wired to the underlay and starts its agent.
+    /// Adds a node namespace wired to the underlay and starts its agent; on etcd, as the
+    /// node's own etcd user, which etcd's root user sets up first.
     pub fn add_node(&mut self, name: &str) -> Result<&mut Node> {
+        let (store, project_creator) = match &self.etcd {
+            Some(_) => {
+                self.oxsdnctl_as(&self.etcd_user(ROOT_USER)?, &["store", "setup-auth", "--node", name])?;
+                (self.etcd_user(&node_user(name))?, Some(self.store.clone()))
+            }
+            None => (self.store.clone(), None),
+        };
         let index = self.nodes.len() + 1;
         let ip: Ipv4Addr = format!("{UNDERLAY_PREFIX}.{}", 10 + index).parse()?;
         let netns = Netns::create(&format!("{}-{name}", self.prefix))?;
@@ -197,7 +233,8 @@ impl TestCluster {
             state_dir: node_dir.join("state"),
             conf_dir: node_dir.join("net.d"),
             log: node_dir.join("agent.log"),
-            store: self.store.clone(),
+            store,
+            project_creator,
             bpffs: self.bpffs.clone(),
             prefix: self.prefix.clone(),
             agent: None,
@@ -361,6 +398,9 @@ impl Node {
 
     /// A pod of `project`: its own namespace, plugged in with CNI ADD.
     pub fn add_pod(&self, project: &str, name: &str) -> Result<Pod> {
+        if let Some(operator) = &self.project_creator {
+            run(self.netns.command(bins::oxsdnctl()).args(operator.args()).args(["create", "project", project]))?;
+        }
         let netns = Netns::create(&format!("{}-{}-{name}", self.prefix, self.name))?;
         let container_id = format!("{}-{}-{name}", self.prefix, self.name);
         let call = CniCall::add(&self.network_config()?, &container_id, &netns.path(), project, name);

@@ -1,6 +1,9 @@
 //! A private single-member etcd server for tests: the real `/usr/bin/etcd`, on an address
 //! of the caller's choosing (in a network namespace or not), with its own directory;
-//! stopped, killed and restarted on demand, and stopped on drop.
+//! stopped, killed and restarted on demand, and stopped on drop. By default it serves
+//! clients over TLS and requires a client certificate (`--client-cert-auth`) from its
+//! own throwaway CA, which issues the clients' certificates; its peer and metrics ports
+//! listen on loopback only.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -17,7 +20,10 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::netns::Netns;
+use crate::{
+    netns::Netns,
+    pki::{ClientCert, Pki},
+};
 
 const ETCD: &str = "/usr/bin/etcd";
 /// The member's name (in `--initial-cluster`).
@@ -29,13 +35,38 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Lines of etcd's log quoted when it fails to start.
 const LOG_TAIL_LINES: usize = 30;
 
+/// How etcd serves its clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS, with a client certificate required (`--client-cert-auth`): with auth
+    /// enabled, the certificate's common name is the etcd user.
+    Tls,
+    /// Plain HTTP, open to whoever reaches it (only loopback endpoints are accepted by
+    /// the binaries without `--etcd-insecure`).
+    Plain,
+}
+
+/// Where etcd listens: clients on `ip:client`; its peer port (unused by a single
+/// member) and metrics port (`/health`, `/metrics`, plain HTTP) on 127.0.0.1 of its
+/// namespace only.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub ip: Ipv4Addr,
+    pub client: u16,
+    pub peer: u16,
+    pub metrics: u16,
+}
+
 /// A running (or stopped) etcd. Its directory holds `etcd.log` (appended to across
-/// restarts) and `data`, etcd's data directory, which survives restarts.
+/// restarts), `data`, etcd's data directory, which survives restarts, and `pki`, its CA
+/// and certificates (with TLS).
 pub struct EtcdServer {
     dir: PathBuf,
-    client_ip: Ipv4Addr,
-    client_port: u16,
-    peer_port: u16,
+    ports: Ports,
+    /// The CA that signed etcd's certificate and signs its clients'; `None` if plain.
+    pki: Option<Pki>,
+    /// etcd's own certificate (with TLS).
+    server_cert: Option<ClientCert>,
     /// The network namespace etcd runs in, by name: only borrowed, never deleted here.
     netns: Option<String>,
     /// The process this started; the only one it ever signals.
@@ -43,23 +74,32 @@ pub struct EtcdServer {
 }
 
 impl EtcdServer {
-    /// Starts etcd in `data_dir` (created if missing; give each server its own),
-    /// serving clients on `client_ip:client_port` and its peer port on
-    /// `client_ip:peer_port`, inside `netns` if given, and waits until it reports itself
-    /// healthy.
+    /// Starts etcd in `data_dir` (created if missing; give each server its own) on
+    /// `ports`, inside `netns` if given, and waits until it reports itself healthy. With
+    /// TLS, a new CA in `<data_dir>/pki` signs etcd's certificate (for `ports.ip`).
     pub fn start(
         data_dir: &Path,
-        client_ip: Ipv4Addr,
-        client_port: u16,
-        peer_port: u16,
+        ports: Ports,
         netns: Option<&Netns>,
+        transport: Transport,
     ) -> Result<EtcdServer> {
         fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let (pki, server_cert) = match transport {
+            Transport::Tls => {
+                let pki = Pki::new(&data_dir.join("pki"), "oxsdn test etcd CA")?;
+                let cert = pki.server(
+                    "etcd-server",
+                    &[ports.ip.into(), Ipv4Addr::LOCALHOST.into()],
+                )?;
+                (Some(pki), Some(cert))
+            }
+            Transport::Plain => (None, None),
+        };
         let mut server = EtcdServer {
             dir: data_dir.to_path_buf(),
-            client_ip,
-            client_port,
-            peer_port,
+            ports,
+            pki,
+            server_cert,
             netns: netns.map(|ns| ns.name.clone()),
             child: None,
         };
@@ -69,11 +109,17 @@ impl EtcdServer {
 
     /// Starts etcd on 127.0.0.1 with ports that are free, trying other ports if another
     /// process takes the ones picked before etcd binds them.
-    pub fn start_on_loopback(data_dir: &Path) -> Result<EtcdServer> {
+    pub fn start_on_loopback(data_dir: &Path, transport: Transport) -> Result<EtcdServer> {
         let mut tries = 3;
         loop {
-            let (client_port, peer_port) = two_free_loopback_ports()?;
-            match EtcdServer::start(data_dir, Ipv4Addr::LOCALHOST, client_port, peer_port, None) {
+            let [client, peer, metrics] = free_loopback_ports()?;
+            let ports = Ports {
+                ip: Ipv4Addr::LOCALHOST,
+                client,
+                peer,
+                metrics,
+            };
+            match EtcdServer::start(data_dir, ports, None, transport) {
                 // etcd binds its ports before it writes any data, so retrying in the
                 // same directory is safe.
                 Err(e) if tries > 1 && format!("{e:#}").contains("address already in use") => {
@@ -86,13 +132,32 @@ impl EtcdServer {
 
     /// The client URL, for `--etcd-endpoints`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}:{}", self.client_ip, self.client_port)
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.ports.ip, self.ports.client)
     }
 
-    /// GET `path` from etcd's client port (from its namespace): the body. etcd serves
-    /// `/health`, `/version` and `/metrics` (Prometheus text) there.
+    /// The client address.
+    pub fn client_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ports.ip, self.ports.client))
+    }
+
+    /// The CA that signs this etcd's certificates (`None` if it serves plain HTTP).
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_ref()
+    }
+
+    /// A new client certificate for etcd user `user`, from this etcd's CA.
+    pub fn client_cert(&self, user: &str) -> Result<ClientCert> {
+        self.pki
+            .as_ref()
+            .context("etcd serves plain HTTP: it has no CA")?
+            .client(user)
+    }
+
+    /// GET `path` from etcd's metrics port (from its namespace): the body. etcd serves
+    /// `/health` and `/metrics` (Prometheus text) there.
     pub fn http_get(&self, path: &str) -> Result<String> {
-        let addr = SocketAddr::from((self.client_ip, self.client_port));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.metrics));
         let body = match &self.netns {
             Some(name) => {
                 let path = path.to_owned();
@@ -149,7 +214,7 @@ impl EtcdServer {
             .open(self.log_path())
             .with_context(|| format!("opening {}", self.log_path().display()))?;
         let client_url = self.endpoint();
-        let peer_url = format!("http://{}:{}", self.client_ip, self.peer_port);
+        let peer_url = format!("http://127.0.0.1:{}", self.ports.peer);
         let mut cmd = match &self.netns {
             Some(name) => Netns::borrowed(name).command(ETCD),
             None => Command::new(ETCD),
@@ -168,9 +233,22 @@ impl EtcdServer {
             // A pod-network command over N projects is one transaction of N+1 writes;
             // etcd's default limit (128) would cap commands at 127 projects.
             .args(["--max-txn-ops", "65536"])
+            .args([
+                "--listen-metrics-urls",
+                &format!("http://127.0.0.1:{}", self.ports.metrics),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the log file")?)
             .stderr(log);
+        if let Some(cert) = &self.server_cert {
+            cmd.arg("--cert-file")
+                .arg(&cert.cert)
+                .arg("--key-file")
+                .arg(&cert.key);
+            cmd.arg("--trusted-ca-file")
+                .arg(&cert.ca)
+                .arg("--client-cert-auth");
+        }
         let child = cmd.spawn().with_context(|| format!("starting {ETCD}"))?;
         self.child = Some(child);
         self.wait_ready()
@@ -245,9 +323,14 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     Ok(body.to_owned())
 }
 
-/// Two distinct ports that are free on 127.0.0.1 at the time of the call.
-fn two_free_loopback_ports() -> Result<(u16, u16)> {
-    let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
-    let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
-    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+/// Distinct ports that are free on 127.0.0.1 at the time of the call.
+fn free_loopback_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port"))
+        .collect::<Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }

@@ -14,6 +14,7 @@ pub mod frames;
 pub mod fuzz_corpus;
 pub mod inventory;
 pub mod netns;
+pub mod pki;
 pub mod matrix;
 pub mod probe;
 pub mod scenario;

@@ -71,7 +71,9 @@ fn etcd_down_and_back_while_traffic_flows() -> Result<()> {
 
     client.finish()?;
     server.wait();
-    // And the node adds pods again.
+    // And the node adds pods again (of a project the operator created: the node's own
+    // credentials may not).
+    cluster.oxsdnctl(&["create", "project", "green"])?;
     cluster.nodes[0].cni(&CniCall::add(&conf, "late", &ns.path(), "green", "late")).success()?;
     Ok(())
 }

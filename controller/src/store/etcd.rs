@@ -15,11 +15,15 @@ use etcd_client::{
 use tokio::runtime::Runtime;
 use tonic::Code;
 
-use super::{Compare, KeyValue, Op, Snapshot, Store, StoreError, WatchEvent};
+use super::{
+    tls::{self, HandshakeProbe},
+    Compare, EtcdConfig, EtcdTls, KeyValue, Op, Snapshot, Store, StoreError, WatchEvent,
+};
 
 /// How long any call (and the start of a watch) may take before it fails as
 /// `Unavailable`: long enough for a loaded etcd to commit, short enough that an agent or
-/// the CLI notices a dead etcd at once.
+/// the CLI notices a dead etcd at once. (A call that fails sooner may take up to a
+/// further second over TLS, to find out whether etcd refuses the certificate.)
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 pings while watches are open, so that a watch on a connection that died
 /// silently (etcd's host gone, the network cut) breaks within about 9 s instead of
@@ -46,7 +50,11 @@ const MAX_RESPONSE_BYTES: usize = 64 << 20;
 pub struct EtcdStore {
     /// The endpoints, comma-separated, for messages.
     endpoints: String,
-    client: Client,
+    /// The TLS files, for messages.
+    tls_files: Option<EtcdTls>,
+    /// With TLS: finds out why etcd closes connections.
+    probe: Option<HandshakeProbe>,
+    pub(super) client: Client,
     /// Declared after `client`, so it is dropped after it. Dropping it ends the watch
     /// tasks, closing the channels of any watch still open.
     runtime: Runtime,
@@ -61,14 +69,19 @@ impl fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
-    /// A store on the etcd cluster at `endpoints` (client URLs such as
-    /// `http://10.0.0.1:2379`). Does not contact etcd: this fails only for malformed
-    /// endpoints (`Refused`) or when the client's thread cannot be started.
-    pub fn connect(endpoints: &[String]) -> Result<EtcdStore, StoreError> {
-        let joined = endpoints.join(",");
-        if endpoints.is_empty() {
-            return Err(StoreError::Refused("no etcd endpoints given".into()));
-        }
+    /// A store on the etcd cluster `config` names. Reads its certificate files but does
+    /// not contact etcd: this fails only for a file that cannot be read or holds no
+    /// certificate or key (`Config`, naming the file), or when the client's thread
+    /// cannot be started.
+    pub fn connect(config: &EtcdConfig) -> Result<EtcdStore, StoreError> {
+        let joined = config.to_string();
+        let (tls, probe) = match &config.tls {
+            Some(files) => {
+                let (options, probe) = tls::load(files, &config.endpoints)?;
+                (Some(options), Some(probe))
+            }
+            None => (None, None),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("oxsdn-etcd")
@@ -77,7 +90,7 @@ impl EtcdStore {
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot start the etcd client for {joined}: {e}"))
             })?;
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
             // etcd counts pings on a connection without streams against the client and
@@ -86,39 +99,100 @@ impl EtcdStore {
             // A member cut off from the others' majority refuses requests and ends
             // watches, rather than serving stale data or staying silent.
             .with_require_leader(true);
+        if let Some(tls) = tls {
+            options = options.with_tls(tls);
+        }
         let client = runtime
-            .block_on(Client::connect(endpoints, Some(options)))
-            .map_err(|e| StoreError::Refused(format!("etcd endpoints {joined}: {e}")))?;
+            .block_on(Client::connect(config.urls(), Some(options)))
+            .map_err(|e| StoreError::Config(format!("etcd endpoints {joined}: {e}")))?;
         Ok(EtcdStore {
             endpoints: joined,
+            tls_files: config.tls.clone(),
+            probe,
             client,
             runtime,
         })
     }
 
     /// Runs one request on the client's runtime, within `CALL_TIMEOUT`.
-    fn call<T>(
+    pub(super) fn call<T>(
         &self,
         what: &str,
         request: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, StoreError> {
+        self.call_or_etcd_error(what, request)?
+            .map_err(|e| self.error(what, e))
+    }
+
+    /// `call`, leaving etcd's own errors to the caller: only a timeout is an error here.
+    pub(super) fn call_or_etcd_error<T>(
+        &self,
+        what: &str,
+        request: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<Result<T, etcd_client::Error>, StoreError> {
         // The timer must be created inside the runtime, hence within the async block.
-        let outcome = self
-            .runtime
-            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, request).await });
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(self.error(what, e)),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd at {}: no answer to {what} within {CALL_TIMEOUT:?}",
-                self.endpoints
-            ))),
+        self.runtime
+            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, request).await })
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "etcd at {}: no answer to {what} within {CALL_TIMEOUT:?}",
+                    self.endpoints
+                ))
+            })
+    }
+
+    /// Requests etcd answered with a definite refusal are `Refused` (`PermissionDenied`
+    /// for its access control), and so are TLS failures (a certificate that does not
+    /// verify, on either side); anything else (connection failures, no leader,
+    /// overload) may pass and is `Unavailable`.
+    pub(super) fn error(&self, what: &str, e: etcd_client::Error) -> StoreError {
+        // etcd_client's errors do not name their causes; a status's are its source's.
+        let tls = match &e {
+            etcd_client::Error::GRpcStatus(status) => tls::failure(status),
+            other => tls::failure(other),
+        };
+        if let Some(tls) = tls {
+            return self.tls_refusal(what, tls);
+        }
+        match self.classify(what, e) {
+            // With TLS 1.3, etcd refuses a client certificate after the handshake and
+            // the client sees only a closed connection; a TLS 1.2 handshake says why.
+            StoreError::Unavailable(message) => {
+                match self.probe.as_ref().and_then(HandshakeProbe::failure) {
+                    Some(tls) => self.tls_refusal(what, &tls),
+                    None => StoreError::Unavailable(message),
+                }
+            }
+            other => other,
         }
     }
 
-    /// Requests etcd answered with a definite refusal are `Refused`; anything else
-    /// (connection failures, no leader, overload) may pass and is `Unavailable`.
-    fn error(&self, what: &str, e: etcd_client::Error) -> StoreError {
+    /// Who this client is to etcd, for messages about refusals.
+    fn identity(&self) -> String {
+        self.tls_files
+            .as_ref()
+            .map_or_else(|| "no client certificate".to_owned(), EtcdTls::identity)
+    }
+
+    fn tls_refusal(&self, what: &str, tls: &rustls::Error) -> StoreError {
+        let why = match (tls, &self.tls_files) {
+            (rustls::Error::InvalidCertificate(_), Some(files)) => format!(
+                "etcd's certificate does not verify against --etcd-cacert {} ({tls})",
+                files.cacert.display()
+            ),
+            (rustls::Error::AlertReceived(_), Some(EtcdTls { cert_and_key: None, .. })) => format!(
+                "etcd refused a connection without a client certificate ({tls}): give --etcd-cert and --etcd-key"
+            ),
+            (rustls::Error::AlertReceived(_), _) => format!(
+                "etcd refused {} ({tls}): is it signed by a CA that etcd trusts (its --trusted-ca-file)?",
+                self.identity()
+            ),
+            _ => format!("TLS failed with {}: {tls}", self.identity()),
+        };
+        StoreError::Refused(format!("etcd at {}: {what}: {why}", self.endpoints))
+    }
+
+    fn classify(&self, what: &str, e: etcd_client::Error) -> StoreError {
         let etcd_client::Error::GRpcStatus(status) = e else {
             return StoreError::Unavailable(format!("etcd at {}: {what}: {e}", self.endpoints));
         };
@@ -136,10 +210,12 @@ impl EtcdStore {
         }
         let message = format!("etcd at {}: {what}: {text}", self.endpoints);
         match status.code() {
+            Code::PermissionDenied => {
+                StoreError::PermissionDenied(format!("{message} (as {})", self.identity()))
+            }
             Code::InvalidArgument
             | Code::FailedPrecondition
             | Code::OutOfRange
-            | Code::PermissionDenied
             | Code::Unauthenticated
             | Code::Unimplemented => StoreError::Refused(message),
             _ => StoreError::Unavailable(message),
@@ -152,6 +228,27 @@ impl EtcdStore {
             reason,
         })
     }
+}
+
+/// The keys `ops` write, for messages: the first few.
+fn written_keys(ops: &[Op]) -> String {
+    const SHOWN: usize = 3;
+    let keys: Vec<&str> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, .. } | Op::Delete { key } => key.as_str(),
+        })
+        .collect();
+    let mut text = keys
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > SHOWN {
+        text.push_str(&format!(" and {} more", keys.len() - SHOWN));
+    }
+    text
 }
 
 /// Our form of an etcd key-value; the error says why it has none.
@@ -240,14 +337,19 @@ impl Store for EtcdStore {
                 mod_revision,
             ));
         }
-        let ops = last_op_per_key(ops);
-        let (n_compares, n_ops) = (when.len(), ops.len());
-        let txn = Txn::new().when(when).and_then(ops);
+        let etcd_ops = last_op_per_key(ops);
+        let (n_compares, n_ops) = (when.len(), etcd_ops.len());
+        let txn = Txn::new().when(when).and_then(etcd_ops);
         let mut kv = self.client.kv_client();
         let response = self.call("txn", kv.txn(txn)).map_err(|e| match e {
-            // Most likely too large: say how large.
-            StoreError::Refused(message) => StoreError::Refused(format!(
-                "{message} ({n_compares} compares, {n_ops} ops; etcd's --max-txn-ops limits each)"
+            StoreError::Refused(message) if message.contains("too many operations") => {
+                StoreError::Refused(format!(
+                    "{message} ({n_compares} compares, {n_ops} ops; etcd's --max-txn-ops limits each)"
+                ))
+            }
+            StoreError::PermissionDenied(message) => StoreError::PermissionDenied(format!(
+                "{message}; the transaction writes {}",
+                written_keys(ops)
             )),
             other => other,
         })?;
@@ -354,19 +456,19 @@ async fn forward(mut stream: WatchStream, tx: Sender<WatchEvent>, prefix: String
 mod tests {
     use std::time::{Duration, Instant};
 
+    use oxsdn_tests::pki::{ClientCert, Pki};
+
     use super::*;
     use crate::store::testing::{
-        del, delete_event, expect_closed, put, put_event, recv, rev, value, Backing, Kind,
+        del, delete_event, etcd_config, expect_closed, put, put_event, recv, rev, value, Backing,
+        Kind,
     };
 
     /// How long a call may take to fail while etcd is down.
     const FAIL_FAST: Duration = Duration::from_millis(CALL_TIMEOUT.as_millis() as u64 + 500);
 
-    /// Runs `call`, which must fail as `Unavailable` naming `endpoint`, quickly.
-    fn expect_unavailable<T: fmt::Debug>(
-        endpoint: &str,
-        call: impl FnOnce() -> Result<T, StoreError>,
-    ) {
+    /// Runs `call`, which must fail quickly: its error.
+    fn fails_fast<T: fmt::Debug>(call: impl FnOnce() -> Result<T, StoreError>) -> StoreError {
         let started = Instant::now();
         let result = call();
         assert!(
@@ -374,8 +476,16 @@ mod tests {
             "took {:?}",
             started.elapsed()
         );
-        match result {
-            Err(StoreError::Unavailable(message)) => {
+        result.expect_err("the call succeeded")
+    }
+
+    /// Runs `call`, which must fail as `Unavailable` naming `endpoint`, quickly.
+    fn expect_unavailable<T: fmt::Debug>(
+        endpoint: &str,
+        call: impl FnOnce() -> Result<T, StoreError>,
+    ) {
+        match fails_fast(call) {
+            StoreError::Unavailable(message) => {
                 assert!(message.contains(endpoint), "{message}")
             }
             other => panic!("expected Unavailable, got {other:?}"),
@@ -406,14 +516,140 @@ mod tests {
 
     #[test]
     fn calls_time_out_when_etcd_does_not_answer() {
-        // Accepts connections (the kernel does, into the backlog) and never answers.
+        // Accepts connections (the kernel does, into the backlog) and never answers:
+        // neither HTTP/2 nor, over https://, the TLS handshake.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", silent.local_addr().unwrap());
-        let store = EtcdStore::connect(std::slice::from_ref(&endpoint)).unwrap();
-        let started = Instant::now();
-        expect_unavailable(&endpoint, || store.get("/a"));
-        assert!(started.elapsed() >= CALL_TIMEOUT);
-        expect_unavailable(&endpoint, || store.watch("/", 0));
+        let address = silent.local_addr().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let cert = Pki::new(tmp.path(), "test CA")
+            .unwrap()
+            .client("root")
+            .unwrap();
+        for (endpoint, config) in [
+            (format!("http://{address}"), None),
+            (format!("https://{address}"), Some(&cert)),
+        ] {
+            let config = match config {
+                None => EtcdConfig::new(&[&endpoint], None, false).unwrap(),
+                Some(cert) => etcd_config(&endpoint, cert),
+            };
+            let store = EtcdStore::connect(&config).unwrap();
+            let started = Instant::now();
+            expect_unavailable(&endpoint, || store.get("/a"));
+            assert!(started.elapsed() >= CALL_TIMEOUT);
+            expect_unavailable(&endpoint, || store.watch("/", 0));
+        }
+    }
+
+    /// Runs `call`, which must fail quickly as `Refused` saying `why`: a wrong
+    /// certificate is a configuration to fix, not a failure to wait out.
+    fn expect_tls_refusal<T: fmt::Debug>(why: &str, call: impl FnOnce() -> Result<T, StoreError>) {
+        match fails_fast(call) {
+            StoreError::Refused(message) => assert!(message.contains(why), "{message}"),
+            other => panic!("expected a TLS refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn certificates_that_do_not_verify_are_refused_on_either_side() {
+        let mut backing = Backing::new(Kind::Etcd);
+        let endpoint = backing.etcd().endpoint();
+        let ours = backing.etcd().client_cert("root").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let foreign = Pki::new(tmp.path(), "another CA").unwrap();
+        let foreign_client = foreign.client("root").unwrap();
+        // Trusting another CA than etcd's: etcd's certificate does not verify.
+        let store =
+            EtcdStore::connect(&etcd_config(&endpoint, &ours.trusting(&foreign.ca()))).unwrap();
+        let why = format!(
+            "get: etcd's certificate does not verify against --etcd-cacert {} (invalid peer certificate: UnknownIssuer)",
+            foreign.ca().display()
+        );
+        expect_tls_refusal(&why, || store.get("/a"));
+        // A client certificate of another CA, and none at all: etcd refuses them.
+        let store = EtcdStore::connect(&etcd_config(&endpoint, &foreign_client.trusting(&ours.ca)))
+            .unwrap();
+        let why = format!(
+            "txn: etcd refused the etcd user of certificate {} (received fatal alert: BadCertificate)",
+            foreign_client.cert.display()
+        );
+        expect_tls_refusal(&why, || store.txn(&[], &[put("/a", "1")]));
+        let without = EtcdTls {
+            cacert: ours.ca.clone(),
+            cert_and_key: None,
+        };
+        let store =
+            EtcdStore::connect(&EtcdConfig::new(&[&endpoint], Some(without), false).unwrap())
+                .unwrap();
+        expect_tls_refusal(
+            "list: etcd refused a connection without a client certificate",
+            || store.list("/"),
+        );
+        // Nothing was written.
+        assert_eq!(backing.open().list("/").unwrap().kvs, []);
+    }
+
+    #[test]
+    fn unusable_certificate_files_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = Pki::new(tmp.path(), "test CA").unwrap();
+        let good = pki.client("root").unwrap();
+        let other = pki.client("other").unwrap();
+        let empty = tmp.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let missing = tmp.path().join("missing.pem");
+        let cases = [
+            (
+                good.trusting(&missing),
+                format!(
+                    "--etcd-cacert {}: cannot read: No such file",
+                    missing.display()
+                ),
+            ),
+            (
+                good.trusting(&empty),
+                format!(
+                    "--etcd-cacert {}: no certificate in PEM form",
+                    empty.display()
+                ),
+            ),
+            (
+                ClientCert {
+                    cert: good.key.clone(),
+                    ..good.clone()
+                },
+                format!("--etcd-cert {}: no certificate", good.key.display()),
+            ),
+            (
+                ClientCert {
+                    key: good.cert.clone(),
+                    ..good.clone()
+                },
+                format!(
+                    "--etcd-key {}: no private key in PEM form",
+                    good.cert.display()
+                ),
+            ),
+            (
+                ClientCert {
+                    key: other.key.clone(),
+                    ..good.clone()
+                },
+                format!(
+                    "--etcd-key {}: not the key of --etcd-cert {}",
+                    other.key.display(),
+                    good.cert.display()
+                ),
+            ),
+        ];
+        for (files, expected) in cases {
+            match EtcdStore::connect(&etcd_config("https://127.0.0.1:2379", &files)) {
+                Err(StoreError::Config(message)) => {
+                    assert!(message.starts_with(&expected), "{message}")
+                }
+                other => panic!("{files:?}: expected a configuration error, got {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -446,8 +682,8 @@ mod tests {
 
     #[test]
     fn watch_from_a_compacted_revision_closes() {
-        let mut backing = Backing::new(Kind::Etcd);
-        let store = EtcdStore::connect(&[backing.etcd().endpoint()]).unwrap();
+        let backing = Backing::new(Kind::Etcd);
+        let store = backing.etcd_store("oxsdn-test");
         for i in 0..3 {
             store.txn(&[], &[put("/p/a", &i.to_string())]).unwrap();
         }

@@ -1,10 +1,14 @@
 //! The storage trait, narrow and etcd-shaped (keys, values, revisions, compare-and-swap
 //! transactions, prefix watches), and its backends: `FileStore`, the embedded, crash-safe
 //! default for a single node, and `EtcdStore`, an etcd v3 cluster that every node and
-//! the CLI share. `StoreBackend` and `open` choose between them from configuration.
+//! the CLI share (over TLS, each with its own etcd user: see `roles`). `StoreOptions`,
+//! `StoreBackend` and `open` choose between them from configuration.
 
 mod etcd;
 pub(crate) mod file;
+mod options;
+pub mod roles;
+mod tls;
 
 #[cfg(test)]
 mod contract;
@@ -13,12 +17,14 @@ pub(crate) mod testing;
 
 use std::{
     fmt,
-    path::{Path, PathBuf},
+    net::Ipv4Addr,
+    path::PathBuf,
     sync::{mpsc::Receiver, Arc},
 };
 
 pub use etcd::EtcdStore;
 pub use file::FileStore;
+pub use options::{EtcdConfig, EtcdTls, StoreOptions};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
@@ -69,10 +75,18 @@ pub enum StoreError {
     /// may succeed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// The store refused the request or the configuration (a malformed endpoint, a
-    /// transaction over the server's size limits): trying again will not help.
+    /// The store refused the request (a transaction over the server's size limits, a
+    /// certificate it does not trust): trying again will not help.
     #[error("store refused the request: {0}")]
     Refused(String),
+    /// The store's access control refused the request: these credentials may not
+    /// read or write what it needed.
+    #[error("store permission denied: {0}")]
+    PermissionDenied(String),
+    /// The options naming the store are wrong (a malformed or unsafe endpoint, a
+    /// missing or unreadable certificate file); the message names the option or file.
+    #[error("invalid store options: {0}")]
+    Config(String),
 }
 
 pub trait Store: Send + Sync {
@@ -94,27 +108,17 @@ pub const ETCD_ENDPOINTS_ENV: &str = "OXSDN_ETCD_ENDPOINTS";
 pub enum StoreBackend {
     /// The embedded store in this directory.
     File(PathBuf),
-    /// An etcd v3 cluster, by client URLs (`http://host:2379`).
-    Etcd(Vec<String>),
+    /// An etcd v3 cluster.
+    Etcd(EtcdConfig),
 }
 
 impl StoreBackend {
-    /// The backend that command-line options ask for: etcd if `etcd_endpoints` names any
-    /// endpoint, else the file store in `store_dir`. Each entry of `etcd_endpoints` may
-    /// itself be a comma-separated list (as an `--etcd-endpoints` or
-    /// `OXSDN_ETCD_ENDPOINTS` value is); blanks are ignored.
-    pub fn from_options(store_dir: &Path, etcd_endpoints: &[String]) -> StoreBackend {
-        let endpoints: Vec<String> = etcd_endpoints
-            .iter()
-            .flat_map(|list| list.split(','))
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if endpoints.is_empty() {
-            StoreBackend::File(store_dir.to_path_buf())
-        } else {
-            StoreBackend::Etcd(endpoints)
+    /// The IPv4 addresses and TCP ports of the store's servers (host names resolved),
+    /// which pods must not reach: none for the file store.
+    pub fn endpoint_addrs(&self) -> Result<Vec<(Ipv4Addr, u16)>, StoreError> {
+        match self {
+            StoreBackend::File(_) => Ok(Vec::new()),
+            StoreBackend::Etcd(config) => config.endpoint_addrs(),
         }
     }
 }
@@ -123,60 +127,24 @@ impl fmt::Display for StoreBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreBackend::File(dir) => write!(f, "file store {}", dir.display()),
-            StoreBackend::Etcd(endpoints) => write!(f, "etcd at {}", endpoints.join(",")),
+            StoreBackend::Etcd(config) => write!(f, "etcd at {config}"),
         }
     }
 }
 
 /// Opens the store `backend` names. The file store's directory is created if missing;
 /// etcd is connected to lazily, so this succeeds while etcd is down and the first call
-/// then reports `StoreError::Unavailable`.
+/// then reports `StoreError::Unavailable`; its certificate files are read here.
 pub fn open(backend: &StoreBackend) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match backend {
         StoreBackend::File(dir) => Arc::new(FileStore::open(dir)?),
-        StoreBackend::Etcd(endpoints) => Arc::new(EtcdStore::connect(endpoints)?),
+        StoreBackend::Etcd(config) => Arc::new(EtcdStore::connect(config)?),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backend_from_options() {
-        let dir = Path::new("/var/lib/oxsdn/store");
-        assert_eq!(
-            StoreBackend::from_options(dir, &[]),
-            StoreBackend::File(dir.into())
-        );
-        assert_eq!(
-            StoreBackend::from_options(dir, &[" ".into(), ",".into()]),
-            StoreBackend::File(dir.into())
-        );
-        let etcd = StoreBackend::from_options(
-            dir,
-            &[
-                "http://a:2379, http://b:2379,".into(),
-                "http://c:2379".into(),
-            ],
-        );
-        assert_eq!(
-            etcd,
-            StoreBackend::Etcd(vec![
-                "http://a:2379".into(),
-                "http://b:2379".into(),
-                "http://c:2379".into()
-            ])
-        );
-        assert_eq!(
-            etcd.to_string(),
-            "etcd at http://a:2379,http://b:2379,http://c:2379"
-        );
-        assert_eq!(
-            StoreBackend::File(dir.into()).to_string(),
-            "file store /var/lib/oxsdn/store"
-        );
-    }
 
     #[test]
     fn open_chooses_the_backend() {
@@ -186,15 +154,12 @@ mod tests {
         assert_eq!(store.list("").unwrap().revision, 0);
         assert!(dir.is_dir());
         // Nothing listens on port 1: connecting is lazy, the first call says so.
-        let store = open(&StoreBackend::Etcd(vec!["http://127.0.0.1:1".into()])).unwrap();
+        let etcd = EtcdConfig::new(&["http://127.0.0.1:1"], None, false).unwrap();
+        let store = open(&StoreBackend::Etcd(etcd)).unwrap();
         let err = store.get("/k").unwrap_err();
         assert!(
             matches!(&err, StoreError::Unavailable(m) if m.contains("http://127.0.0.1:1")),
             "{err}"
         );
-        assert!(matches!(
-            open(&StoreBackend::Etcd(vec!["http://bad host".into()])),
-            Err(StoreError::Refused(_))
-        ));
     }
 }

@@ -10,10 +10,13 @@ use std::{
     time::Duration,
 };
 
-use oxsdn_tests::etcd::EtcdServer;
+use oxsdn_tests::{
+    etcd::{EtcdServer, Transport},
+    pki::ClientCert,
+};
 use tempfile::TempDir;
 
-use super::{Compare, EtcdStore, FileStore, KeyValue, Op, Store, WatchEvent};
+use super::{Compare, EtcdConfig, EtcdStore, EtcdTls, FileStore, KeyValue, Op, Store, WatchEvent};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -22,7 +25,8 @@ pub(crate) enum Kind {
 }
 
 /// A store's data, kept until this is dropped: a temporary directory holding the file
-/// store, or a private etcd server (on free loopback ports) and its directory.
+/// store, or a private etcd server (on free loopback ports, TLS with client
+/// certificates, auth off) and its directory.
 pub(crate) struct Backing {
     /// Declared before `dir`: etcd stops before its directory is removed.
     etcd: Option<EtcdServer>,
@@ -33,7 +37,7 @@ impl Backing {
     pub(crate) fn new(kind: Kind) -> Backing {
         let dir = tempfile::tempdir().expect("temporary directory");
         let etcd = (kind == Kind::Etcd).then(|| {
-            EtcdServer::start_on_loopback(&dir.path().join("etcd"))
+            EtcdServer::start_on_loopback(&dir.path().join("etcd"), Transport::Tls)
                 .unwrap_or_else(|e| panic!("starting etcd: {e:#}"))
         });
         Backing { etcd, dir }
@@ -42,9 +46,21 @@ impl Backing {
     /// A new handle on the data, as another process would open it.
     pub(crate) fn open(&self) -> Arc<dyn Store> {
         match &self.etcd {
-            Some(server) => Arc::new(EtcdStore::connect(&[server.endpoint()]).expect("etcd store")),
+            Some(_) => Arc::new(self.etcd_store("oxsdn-test")),
             None => Arc::new(FileStore::open(self.dir.path()).expect("file store")),
         }
+    }
+
+    /// A handle on the etcd server as etcd user `user` (with a new certificate).
+    pub(crate) fn etcd_store(&self, user: &str) -> EtcdStore {
+        EtcdStore::connect(&self.etcd_config(user)).expect("etcd store")
+    }
+
+    /// How to reach the etcd server as `user`.
+    pub(crate) fn etcd_config(&self, user: &str) -> EtcdConfig {
+        let server = self.etcd.as_ref().expect("not an etcd store");
+        let cert = server.client_cert(user).expect("client certificate");
+        etcd_config(&server.endpoint(), &cert)
     }
 
     /// The file store's directory.
@@ -57,6 +73,15 @@ impl Backing {
     pub(crate) fn etcd(&mut self) -> &mut EtcdServer {
         self.etcd.as_mut().expect("not an etcd store")
     }
+}
+
+/// The configuration of a TLS client of `endpoint` with the files `cert` names.
+pub(crate) fn etcd_config(endpoint: &str, cert: &ClientCert) -> EtcdConfig {
+    let tls = EtcdTls {
+        cacert: cert.ca.clone(),
+        cert_and_key: Some((cert.cert.clone(), cert.key.clone())),
+    };
+    EtcdConfig::new(&[endpoint], Some(tls), false).expect("etcd configuration")
 }
 
 /// For each `fn(Kind)` named, a `#[test]` of the same name running it on the file store

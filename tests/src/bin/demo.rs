@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use oxsdn_tests::{
-    cluster::EXTERNAL_HOST,
+    cluster::{node_user, EXTERNAL_HOST, OPERATOR_USER},
     matrix,
     probe::{serve_identity, serve_whoami, whoami_tcp, IdentityClient},
     scenario::{add_pod, allowed, wait_applied_everywhere, INITIAL_PODS, STEPS},
@@ -52,6 +52,7 @@ fn run(tally: &mut Tally) -> Result<()> {
         println!("{name} up ({}): agent ready, tun0, vxlan0 and the eBPF pipeline in place", node.ip);
     }
     println!("\n$ oxsdnctl get hostsubnets\n{}", cluster.oxsdnctl(&["get", "hostsubnets"])?);
+    least_privilege(&cluster, tally)?;
     let mut pods = Vec::new();
     for (project, name, node) in INITIAL_PODS {
         add_pod(&cluster, &mut pods, project, name, node)?;
@@ -87,6 +88,27 @@ fn run(tally: &mut Tally) -> Result<()> {
     tally.record(isolated > 0, "table 80 counted the isolation drops");
     println!("\ncleaning up (agent, namespaces, pins)");
     Ok(())
+}
+
+/// etcd serves only clients with a certificate of its CA, and its roles limit each to
+/// what it must write: node1's agent may not change any project's VNID.
+fn least_privilege(cluster: &TestCluster, tally: &mut Tally) -> Result<()> {
+    let etcd = cluster.etcd.as_ref().map(|e| e.endpoint()).unwrap_or_default();
+    println!("The cluster store: etcd at {etcd}, TLS with client certificates, etcd's auth on (oxsdnctl store setup-auth):");
+    println!("  oxsdnctl runs as etcd user {OPERATOR_USER} (writes everything of oxsdn's), each agent as {} (writes only its own HostSubnet)", node_user("NAME"));
+    let node1 = &cluster.node("node1").store;
+    let refused = cluster.oxsdnctl_as(node1, &["create", "project", "intruder"]);
+    match &refused {
+        Err(e) => println!("  with node1's certificate, `oxsdnctl create project intruder` is refused: {}\n", last_line(&format!("{e:#}"))),
+        Ok(_) => println!("  with node1's certificate, `oxsdnctl create project intruder` SUCCEEDED\n"),
+    }
+    tally.record(refused.is_err(), "a node's credentials cannot create a project");
+    Ok(())
+}
+
+/// The message of an error that quotes a failed command: its last part.
+fn last_line(error: &str) -> &str {
+    error.rsplit("oxsdnctl: ").next().unwrap_or(error).trim()
 }
 
 /// A pod reaching a host outside the cluster (which sees the node's address), and a
