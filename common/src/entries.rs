@@ -158,6 +158,13 @@ wire! {
         pub dport: u16,
     }
 
+    /// Key of `STORE_ENDPOINTS`: an address and TCP/UDP port of the cluster store.
+    pub struct StoreEndpoint {
+        pub ip: u32,
+        pub port: u16,
+        pub _pad: u16,
+    }
+
     /// A rule's counter (one per CPU in the per-CPU arrays; userspace sums them).
     pub struct Counter {
         pub packets: u64,

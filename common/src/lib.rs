@@ -32,6 +32,8 @@ pub const MAX_ENDPOINTS: u32 = 65536;
 pub const MAX_CONNECTIONS: u32 = 65536;
 /// IPv4 datagrams in fragments tracked at once (LRU).
 pub const MAX_FRAGMENTED: u32 = 8192;
+/// Addresses and ports of the cluster store pods may not reach.
+pub const MAX_STORE_ENDPOINTS: u32 = 64;
 /// Size of `RULE_STATS`: room for the rules later tables add without resizing the map.
 pub const MAX_RULES: u32 = 128;
 /// Per-pod rules (ids in `oxsdn-tables`), counted per pod slot.

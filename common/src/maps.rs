@@ -73,6 +73,9 @@ macro_rules! for_each_map {
             CT_REVERSE ct_reverse: LruHashMap<$crate::FlowKey, $crate::ServiceReply> [$crate::MAX_CONNECTIONS, 0];
             /// The ports of fragmented datagrams, for their later fragments.
             FRAGMENTS fragments: LruHashMap<$crate::FragmentKey, $crate::FragmentPorts> [$crate::MAX_FRAGMENTED, 0];
+            /// The cluster store's client endpoints (and, for a store on this node, the
+            /// node's gateway and address with its ports): pods may not connect to them.
+            STORE_ENDPOINTS store_endpoints: HashMap<$crate::StoreEndpoint, u8> [$crate::MAX_STORE_ENDPOINTS, 0];
             /// Counters of the node-wide rules, by rule id.
             RULE_STATS rule_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_RULES, 0];
             /// Counters of the per-pod rules (`stats::pod_index`).

@@ -114,6 +114,7 @@ impl Agent {
             vxlan_port: network.vxlan_port,
         };
         maps.config.set(0, entries::node_config(&networks, &node, mode::MULTITENANT), 0)?;
+        close_store_to_pods(&mut maps, &config.store, &node)?;
         pipeline.attach_tun0(netdev::TUN0)?;
         pipeline.attach_vxlan0(netdev::VXLAN0)?;
         pipeline.attach_underlay(underlay.as_ref().map(|(name, _)| name.as_str()))?;
@@ -462,6 +463,22 @@ impl Agent {
             vnid,
         })
     }
+}
+
+/// Fills `STORE_ENDPOINTS` (its one writer): pods may not connect to the store, whatever
+/// its own protection.
+fn close_store_to_pods(maps: &mut NodeMaps, store: &StoreBackend, node: &NodeAddresses) -> Result<()> {
+    let endpoints = store.endpoint_addrs().context("resolving the store's endpoints")?;
+    let on_this_node = |ip| netdev::device_with_address(ip).ok().flatten().is_some();
+    let wanted = entries::store_endpoints(&endpoints, node, on_this_node);
+    let stale: Vec<_> = maps.store_endpoints.keys().filter_map(|k| k.ok()).filter(|k| !wanted.contains(k)).collect();
+    for key in stale {
+        maps::ignore_missing(maps.store_endpoints.remove(&key))?;
+    }
+    for key in wanted {
+        maps.store_endpoints.insert(key, 1, 0)?;
+    }
+    Ok(())
 }
 
 /// Retries `f` while the store is unreachable (an agent may start before etcd does);

@@ -11,7 +11,7 @@ use ipnetwork::Ipv4Network;
 use oxsdn_common::{
     addr::{ip_key, mask_key, pod_slot},
     EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, NodeConfig, PodEntry, ProjectEntry, RemoteNode,
-    ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, LAYOUT_VERSION,
+    ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, StoreEndpoint, LAYOUT_VERSION,
 };
 
 pub const IPPROTO_TCP: u8 = 6;
@@ -56,6 +56,26 @@ pub fn node_config(net: &Networks, node: &NodeAddresses, mode: u32) -> NodeConfi
         underlay_ifindex: node.underlay_ifindex,
         mode,
     }
+}
+
+/// `STORE_ENDPOINTS`' keys: the store's endpoints, and for an endpoint on this node
+/// (`on_this_node`: loopback or an address of the node's) its ports on the node's
+/// gateway and address too, through which pods would reach it just as well.
+pub fn store_endpoints(endpoints: &[(Ipv4Addr, u16)], node: &NodeAddresses, on_this_node: impl Fn(Ipv4Addr) -> bool) -> Vec<StoreEndpoint> {
+    let mut keys = Vec::new();
+    for &(ip, port) in endpoints {
+        let mut ips = vec![ip];
+        if ip.is_loopback() || on_this_node(ip) {
+            ips.extend([node.gateway, node.node_ip]);
+        }
+        for ip in ips {
+            let key = StoreEndpoint { ip: ip_key(ip), port, _pad: 0 };
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    keys
 }
 
 /// Where a project's VNID lives on this node: its slot in `PROJECTS` and its id, which
@@ -184,6 +204,23 @@ mod tests {
         assert_eq!(slot, 260);
         assert_eq!(entry, PodEntry { ifindex: 7, ip: ip_key(Ipv4Addr::new(10, 128, 3, 4)), project_slot: 3, project_id: 9 });
         assert_eq!(endpoint_pod_entry(subnet, Ipv4Addr::new(10, 128, 4, 1)), None);
+    }
+
+    #[test]
+    fn a_store_on_the_node_is_closed_on_its_gateway_and_address_too() {
+        let node = NodeAddresses {
+            subnet: "10.128.0.0/23".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 128, 0, 1),
+            node_ip: Ipv4Addr::new(192, 0, 2, 11),
+            tun0_ifindex: 2,
+            vxlan_ifindex: 3,
+            underlay_ifindex: 4,
+        };
+        let remote = (Ipv4Addr::new(192, 0, 2, 5), 2379);
+        let keys = store_endpoints(&[remote, (Ipv4Addr::LOCALHOST, 2379), remote], &node, |_| false);
+        let key = |ip: Ipv4Addr| StoreEndpoint { ip: ip_key(ip), port: 2379, _pad: 0 };
+        assert_eq!(keys, vec![key(remote.0), key(Ipv4Addr::LOCALHOST), key(node.gateway), key(node.node_ip)]);
+        assert_eq!(store_endpoints(&[remote], &node, |ip| ip == remote.0).len(), 3);
     }
 
     #[test]

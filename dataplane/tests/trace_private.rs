@@ -16,7 +16,8 @@ use oxsdn_dataplane::{
     maps::{ip_key, total, NodeMaps},
     tracer::{Ingress, Output, Packet, Proto, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
 };
-use oxsdn_tables::{t0_classify, t10_vxlan_source, t20_antispoof, t80_isolation, t90_to_remote_pod};
+use oxsdn_common::StoreEndpoint;
+use oxsdn_tables::{t0_classify, t100_egress, t10_vxlan_source, t20_antispoof, t30_route, t80_isolation, t90_to_remote_pod};
 
 /// Removes the pins on drop, also when the test fails.
 struct PinDir(PathBuf);
@@ -111,5 +112,30 @@ fn traces_the_real_programs_on_maps_a_test_fills() {
     // No counter moved.
     for rule in oxsdn_tables::rules().filter(|r| r.scope == oxsdn_tables::rule::Scope::Node) {
         assert_eq!(total(&maps.rule_stats, rule.id).unwrap().packets, 0, "rule {} counted", rule.id);
+    }
+}
+
+/// Pods' connections to the cluster store end in table 100 (an endpoint anywhere) or 30
+/// (a store on this node, through its gateway); other ports of the same addresses pass.
+#[test]
+fn connections_to_the_store_are_dropped_by_tables_30_and_100() {
+    let dir = PinDir(PathBuf::from(format!("/sys/fs/bpf/oxsdn-trace-store-test-{}", std::process::id())));
+    let _programs = Programs::load(&dir.0).unwrap();
+    let mut maps = fill(&dir.0);
+    let (store, gateway) = (ip("192.0.2.5"), ip("10.128.0.1"));
+    for addr in [store, gateway] {
+        maps.store_endpoints.insert(StoreEndpoint { ip: ip_key(addr), port: 2379, _pad: 0 }, 1, 0).unwrap();
+    }
+    let mut tracer = Tracer::load(&dir.0).unwrap();
+    let a = ip("10.128.0.2");
+    let syn = |dst, port| Packet::new(Proto::Tcp, a, dst).ports(40000, port).frame();
+    let to_store = tracer.trace(Ingress::Pod { in_port: PORT_A }, &syn(store, 2379)).unwrap();
+    assert_eq!((to_store.output, to_store.verdict), (Some(Output::Drop), TC_ACT_SHOT));
+    assert_eq!(to_store.hops.last(), Some(&RuleRef::NodeWide { rule: t100_egress::STORE }));
+    let via_gateway = tracer.trace(Ingress::Pod { in_port: PORT_A }, &syn(gateway, 2379)).unwrap();
+    assert_eq!(via_gateway.hops.last(), Some(&RuleRef::NodeWide { rule: t30_route::GW_STORE }));
+    for (dst, port) in [(store, 2380), (gateway, 53), (ip("192.0.2.6"), 2379)] {
+        let other = tracer.trace(Ingress::Pod { in_port: PORT_A }, &syn(dst, port)).unwrap();
+        assert_eq!(other.output, Some(Output::Tun0 { ifindex: TUN0 }), "{dst}:{port}");
     }
 }

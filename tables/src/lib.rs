@@ -208,7 +208,7 @@ mod tests {
             (61, 43, "NEW"), (61, 44, "UNKNOWN_FRAGMENT"), (61, 45, "NO_ENDPOINT"),
             (61, 46, "DRAINING"), (0, 47, "TUNNEL_NO_KEY"), (254, 48, "TO_INGRESS_PORT"),
             (254, 49, "TRANSLATION_FAILED"), (254, 50, "NOT_SENT"), (0, 51, "UNCONFIGURED"),
-            (0, 52, "VLAN"),
+            (0, 52, "VLAN"), (100, 53, "STORE"), (30, 54, "GW_STORE"),
         ];
         let node_wide: Vec<(u8, u32, &str)> =
             rules().filter(|r| r.scope == Scope::Node).map(|r| (r.table, r.id, r.name)).collect();

@@ -15,6 +15,8 @@ use crate::{
 crate::rules! {
     table 30;
     node SERVICE_REPLY = 41, priority 400, "ip,ct_state=+rpl" => "ct(nat),goto_table:70";
+    /// The cluster store on this node, through its gateway address.
+    node GW_STORE = 54, priority 310, "ip,nw_dst={GW},tp_dst=cluster_store" => "drop";
     node ARP_GW = 9, priority 300, "arp,arp_tpa={GW}" => "output:tun0";
     node IP_GW = 10, priority 300, "ip,nw_dst={GW}" => "output:tun0";
     node ARP_LOCAL = 11, priority 200, "arp,arp_tpa={L}" => "goto_table:40";
@@ -68,6 +70,9 @@ fn route_arp<E: Env>(p: &mut Packet<E>, arp: &Arp) -> Output {
 fn route_ip<E: Env>(p: &mut Packet<E>, ip: &Ipv4) -> Output {
     let cfg = p.cfg;
     if ip.dst == cfg.gateway {
+        if t100_egress::to_store(p, ip) {
+            return p.drop_by(GW_STORE);
+        }
         p.count(IP_GW);
         Output::Tun0
     } else if p.in_local_subnet(ip.dst) {

@@ -427,3 +427,25 @@ fn plain_http_to_a_remote_etcd_only_with_etcd_insecure() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Whatever the store's own protection, pods cannot open connections to it: table 100
+/// drops them and counts them (defence in depth). The node itself still reaches it.
+#[test]
+fn pods_cannot_open_connections_to_the_store_endpoints() -> Result<()> {
+    let mut cluster = TestCluster::with_etcd(&[])?;
+    cluster.add_node("node1")?;
+    let pod = cluster.nodes[0].add_pod("blue", "attacker")?;
+    let etcd = cluster.etcd.as_ref().context("etcd")?.client_addr();
+    let store_rule = |cluster: &TestCluster| -> Result<u64> {
+        let flows = cluster.nodes[0].dump_flows()?;
+        Ok(oxsdn_tests::flows::packets(&flows, 100, 350, "ip,nw_dst:tp_dst=cluster_store"))
+    };
+    let before = store_rule(&cluster)?;
+    let connected = pod.netns.enter(move || TcpStream::connect_timeout(&etcd, Duration::from_secs(1)).is_ok())?;
+    assert!(!connected, "a pod opened a TCP connection to etcd at {etcd}");
+    assert!(store_rule(&cluster)? > before, "table 100 did not count the dropped SYN");
+    // The node's own connections are not the pods': the agent still reads and writes
+    // (a new project's pod goes through the store).
+    cluster.nodes[0].add_pod("green", "after")?;
+    Ok(())
+}

@@ -11,7 +11,7 @@ use oxsdn_common::{
     stats,
     trace::{hop_kind, output_kind},
     Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
-    ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
+    ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, StoreEndpoint,
 };
 use oxsdn_tables::{Env, Translation};
 
@@ -75,6 +75,11 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     fn remote_node_ip(self, addr: u32) -> Option<RemoteNode> {
         // SAFETY: read-only access to a map value.
         unsafe { NODE_IPS.get(&addr) }.copied()
+    }
+
+    #[inline(always)]
+    fn store_endpoint(self, ip: u32, port: u16) -> bool {
+        STORE_ENDPOINTS.get_ptr(&StoreEndpoint { ip, port, _pad: 0 }).is_some()
     }
 
     #[inline(always)]
