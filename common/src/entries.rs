@@ -35,6 +35,9 @@ wire! {
         pub underlay_ifindex: u32,
         /// Which network plugin decides table 80 (`crate::mode`).
         pub mode: u32,
+        /// Connections each project (and the node's host, and the tunnel) may have in
+        /// the tracking tables at once (`conntrack`); 0: no limit but the tables' size.
+        pub ct_quota: u32,
     }
 
     /// Value of `PODS`, indexed by the pod's slot (`crate::addr::pod_slot`): a local pod,
@@ -126,21 +129,34 @@ wire! {
         pub _pad: [u8; 3],
     }
 
-    /// Value of `CT_FORWARD`: where a client's connection to a service was sent.
+    /// Value of `CT_FORWARD`: where a client's connection to a service was sent. The
+    /// two halves of a connection live and die together: the programs insert both or
+    /// neither, and only the agent's collector removes them, both at once.
     pub struct ServiceConnection {
+        /// When a packet of the client last used it (`bpf_ktime_get_ns` time).
+        pub last_seen: u64,
         pub service: u32,
         pub endpoint_ip: u32,
         pub endpoint_port: u16,
         /// The client is its own endpoint (hairpin): its source becomes the gateway.
         pub hairpin: u16,
+        /// Whose share of the tracking tables it uses (`CT_SHARES`' index).
+        pub owner: u32,
+        /// `conntrack::CLOSING` once a FIN or RST passed this way.
+        pub flags: u32,
+        pub _pad: u32,
     }
 
     /// Value of `CT_REVERSE`: the addresses an endpoint's reply must carry to the client.
     pub struct ServiceReply {
+        /// When a reply last used it.
+        pub last_seen: u64,
         pub service_ip: u32,
         pub client_ip: u32,
         pub service_port: u16,
         pub client_port: u16,
+        /// `conntrack::CLOSING` once a FIN or RST passed this way.
+        pub flags: u32,
     }
 
     /// Key of `FRAGMENTS`: one fragmented IPv4 datagram.

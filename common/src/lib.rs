@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod addr;
+pub mod conntrack;
 pub mod entries;
 pub mod maps;
 pub mod mode;
@@ -28,8 +29,8 @@ pub const MAX_NODES: u32 = 4096;
 pub const MAX_SERVICE_SLOTS: u32 = 32768;
 /// Endpoints of all services together.
 pub const MAX_ENDPOINTS: u32 = 65536;
-/// Service connections tracked at once (LRU: the oldest go first).
-pub const MAX_CONNECTIONS: u32 = 65536;
+/// Service connections tracked at once (`conntrack`).
+pub const MAX_CONNECTIONS: u32 = 131072;
 /// IPv4 datagrams in fragments tracked at once (LRU).
 pub const MAX_FRAGMENTED: u32 = 8192;
 /// Addresses and ports of the cluster store pods may not reach.

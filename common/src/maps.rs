@@ -67,10 +67,12 @@ macro_rules! for_each_map {
             /// (`bpf_ktime_get_ns` time): until then, tracked TCP connections keep them.
             DRAINING draining: HashMap<$crate::EndpointMember, u64> [$crate::MAX_ENDPOINTS, 0];
             /// Client -> service connections and the endpoint each was given.
-            CT_FORWARD ct_forward: LruHashMap<$crate::FlowKey, $crate::ServiceConnection> [$crate::MAX_CONNECTIONS, 0];
+            CT_FORWARD ct_forward: HashMap<$crate::FlowKey, $crate::ServiceConnection> [$crate::MAX_CONNECTIONS, 0];
             /// Endpoint -> client packets of those connections, and the addresses to
             /// restore.
-            CT_REVERSE ct_reverse: LruHashMap<$crate::FlowKey, $crate::ServiceReply> [$crate::MAX_CONNECTIONS, 0];
+            CT_REVERSE ct_reverse: HashMap<$crate::FlowKey, $crate::ServiceReply> [$crate::MAX_CONNECTIONS, 0];
+            /// Tracked connections per owner (`conntrack`).
+            CT_SHARES ct_shares: Array<u32, u32> [$crate::conntrack::SHARES, $crate::conntrack::MMAPABLE];
             /// The ports of fragmented datagrams, for their later fragments.
             FRAGMENTS fragments: LruHashMap<$crate::FragmentKey, $crate::FragmentPorts> [$crate::MAX_FRAGMENTED, 0];
             /// The cluster store's client endpoints (and, for a store on this node, the

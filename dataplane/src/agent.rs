@@ -23,7 +23,7 @@ use oxsdn_controller::{
 };
 
 use crate::{
-    egress,
+    conntrack, egress,
     entries::{self, NodeAddresses, ProjectRef},
     ipam::{Ipam, IpamError},
     loader::{remove_if_exists, Programs},
@@ -44,6 +44,9 @@ pub struct AgentConfig {
     /// bpffs directory under which the node's pins live (`<dir>/<node name>`).
     pub bpffs_dir: PathBuf,
     pub cni_conf_dir: PathBuf,
+    /// Connections each project (and the host, and the tunnel) may hold in the tracking
+    /// tables (`oxsdn_common::conntrack`); 0: no limit but the tables' size.
+    pub ct_quota: u32,
 }
 
 struct PodState {
@@ -113,7 +116,8 @@ impl Agent {
             service: network.service_network,
             vxlan_port: network.vxlan_port,
         };
-        maps.config.set(0, entries::node_config(&networks, &node, mode::MULTITENANT), 0)?;
+        let settings = entries::NodeSettings { mode: mode::MULTITENANT, ct_quota: config.ct_quota };
+        maps.config.set(0, entries::node_config(&networks, &node, &settings), 0)?;
         close_store_to_pods(&mut maps, &config.store, &node)?;
         pipeline.attach_tun0(netdev::TUN0)?;
         pipeline.attach_vxlan0(netdev::VXLAN0)?;
@@ -127,6 +131,7 @@ impl Agent {
         let services = Arc::new(Services::new(cluster.clone(), maps.clone(), projects.clone(), subnet));
         mirror::follow(services.clone(), services.resync()?);
         mirror::services::sweep_drained_periodically(services);
+        conntrack::sweep_periodically(&pin_dir)?;
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;

@@ -37,8 +37,24 @@ pub struct NodeAddresses {
     pub underlay_ifindex: u32,
 }
 
+/// What a node applies besides addresses: the network plugin and the tracking tables'
+/// share per owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// `oxsdn_common::mode`.
+    pub mode: u32,
+    /// `NodeConfig.ct_quota`.
+    pub ct_quota: u32,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings { mode: oxsdn_common::mode::MULTITENANT, ct_quota: oxsdn_common::conntrack::DEFAULT_QUOTA }
+    }
+}
+
 /// `CONFIG`'s entry.
-pub fn node_config(net: &Networks, node: &NodeAddresses, mode: u32) -> NodeConfig {
+pub fn node_config(net: &Networks, node: &NodeAddresses, settings: &NodeSettings) -> NodeConfig {
     NodeConfig {
         layout_version: LAYOUT_VERSION,
         gateway: ip_key(node.gateway),
@@ -54,7 +70,8 @@ pub fn node_config(net: &Networks, node: &NodeAddresses, mode: u32) -> NodeConfi
         vxlan_port: net.vxlan_port,
         _pad: 0,
         underlay_ifindex: node.underlay_ifindex,
-        mode,
+        mode: settings.mode,
+        ct_quota: settings.ct_quota,
     }
 }
 
@@ -155,6 +172,10 @@ pub struct Connection {
     pub endpoint: (Ipv4Addr, u16),
     /// The service's id.
     pub service_id: u32,
+    /// Whose share it takes (`oxsdn_common::conntrack`).
+    pub owner: u32,
+    /// When it was last used (CLOCK_MONOTONIC ns).
+    pub last_seen: u64,
 }
 
 /// `CT_FORWARD`'s and `CT_REVERSE`'s entries of a connection; `gateway`: the node's,
@@ -168,21 +189,27 @@ pub fn connection_entries(c: &Connection, gateway: Ipv4Addr) -> ((FlowKey, Servi
         proto: c.protocol,
         _pad: [0; 3],
     };
-    let hairpin = c.client.0 == c.endpoint.0;
     let connection = ServiceConnection {
+        last_seen: c.last_seen,
         service: c.service_id,
         endpoint_ip: ip_key(c.endpoint.0),
         endpoint_port: c.endpoint.1,
-        hairpin: u16::from(hairpin),
+        hairpin: u16::from(c.client.0 == c.endpoint.0),
+        owner: c.owner,
+        flags: 0,
+        _pad: 0,
     };
-    let seen_client = if hairpin { (gateway, c.client.1) } else { c.client };
     let reply = ServiceReply {
+        last_seen: c.last_seen,
         service_ip: ip_key(c.service.0),
         client_ip: ip_key(c.client.0),
         service_port: c.service.1,
         client_port: c.client.1,
+        flags: 0,
     };
-    ((flow(c.client, c.service), connection), (flow(c.endpoint, seen_client), reply))
+    let forward = flow(c.client, c.service);
+    let reverse = oxsdn_tables::t61_load_balance::reply_key(&forward, &connection, ip_key(gateway));
+    ((forward, connection), (reverse, reply))
 }
 
 /// `FRAGMENTS`' entry of a datagram whose first fragment carried `ports`.
@@ -226,7 +253,15 @@ mod tests {
     #[test]
     fn a_hairpin_connection_is_answered_to_the_gateway() {
         let (pod, svc, gw) = (Ipv4Addr::new(10, 128, 0, 2), Ipv4Addr::new(172, 30, 0, 1), Ipv4Addr::new(10, 128, 0, 1));
-        let c = Connection { protocol: IPPROTO_TCP, client: (pod, 4000), service: (svc, 80), endpoint: (pod, 8080), service_id: 5 };
+        let c = Connection {
+            protocol: IPPROTO_TCP,
+            client: (pod, 4000),
+            service: (svc, 80),
+            endpoint: (pod, 8080),
+            service_id: 5,
+            owner: 1,
+            last_seen: 7,
+        };
         let ((fwd, conn), (rev, reply)) = connection_entries(&c, gw);
         assert_eq!((fwd.src, fwd.dst, fwd.sport, fwd.dport), (ip_key(pod), ip_key(svc), 4000, 80));
         assert_eq!(conn.hairpin, 1);

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod cni_server;
+pub mod conntrack;
 pub mod egress;
 pub mod entries;
 pub mod flows;

@@ -34,6 +34,11 @@ struct Args {
     /// Where the CNI config is written once the node is ready.
     #[arg(long, default_value = "/etc/cni/net.d")]
     cni_conf_dir: PathBuf,
+    /// Service connections each project (and the node's host, and the tunnel) may hold
+    /// in the node's tracking tables at once (131072 entries); 0: no limit but the
+    /// tables' size.
+    #[arg(long, env = "OXSDN_CT_QUOTA", default_value_t = oxsdn_common::conntrack::DEFAULT_QUOTA)]
+    ct_quota: u32,
     /// Uninstall: remove this node's dataplane (programs, maps and their pins, tun0,
     /// vxlan0, the nftables table), CNI config and socket, then exit. Pods lose their
     /// network. A plain stop (SIGTERM) leaves the dataplane running for an upgrade.
@@ -65,6 +70,7 @@ fn main() -> Result<()> {
         socket: args.socket,
         bpffs_dir: args.bpffs_dir,
         cni_conf_dir: args.cni_conf_dir,
+        ct_quota: args.ct_quota,
     })?;
     let listener = cni_server::bind(&agent.config.socket)?;
     std::thread::spawn({

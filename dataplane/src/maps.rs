@@ -40,6 +40,13 @@ pub fn reset(stats: &mut PerCpuArray<MapData, Counter>, index: u32) -> Result<()
     Ok(())
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the programs' `bpf_ktime_get_ns`, in
+/// which the maps' timestamps are.
+pub fn monotonic_ns() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always readable");
+    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
+}
+
 /// A removal that finds the entry gone already is done.
 pub fn ignore_missing(r: Result<(), MapError>) -> Result<()> {
     match r {

@@ -8,9 +8,8 @@ use std::{
 };
 
 use ipnetwork::Ipv4Network;
-use oxsdn_common::mode;
 use oxsdn_dataplane::{
-    entries::{self, NodeAddresses, Networks, ProjectRef},
+    entries::{self, NodeAddresses, NodeSettings, Networks, ProjectRef},
     flows::RuleRef,
     loader::{remove_pins, Programs},
     maps::{ip_key, total, NodeMaps},
@@ -57,7 +56,7 @@ fn fill(dir: &Path) -> NodeMaps {
         // Test runs have no underlay device: frames to other nodes take vxlan0.
         underlay_ifindex: 0,
     };
-    maps.config.set(0, entries::node_config(&networks, &node, mode::MULTITENANT), 0).unwrap();
+    maps.config.set(0, entries::node_config(&networks, &node, &NodeSettings::default()), 0).unwrap();
     for (addr, port, project) in [("10.128.0.2", PORT_A, PROJECT_A), ("10.128.0.3", PORT_B, PROJECT_B)] {
         let (slot, entry) = entries::pod_entry(node.subnet, ip(addr), port, project);
         maps.pods.set(slot, entry, 0).unwrap();

@@ -11,6 +11,9 @@
 //! tables' output into a redirect (`shared/`, as Cilium's `bpf/lib/`).
 #![no_std]
 #![no_main]
+// BPF has atomic adds on map memory, but core has no atomic types for it.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod from_pod;
 mod from_tun0;

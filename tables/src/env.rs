@@ -33,9 +33,19 @@ pub trait Env: Copy {
     fn drain_until(self, member: &EndpointMember) -> Option<u64>;
     fn connection(self, flow: &FlowKey) -> Option<ServiceConnection>;
     fn reply(self, flow: &FlowKey) -> Option<ServiceReply>;
-    /// Records a new service connection in both directions; whether it was recorded
-    /// (trace mode records nothing and says yes).
-    fn track(self, flow: &FlowKey, connection: &ServiceConnection, reverse: &FlowKey, reply: &ServiceReply) -> bool;
+    /// Marks a tracked connection's half as used now, and closing if `closing`.
+    fn refresh_connection(self, flow: &FlowKey, closing: bool);
+    fn refresh_reply(self, flow: &FlowKey, closing: bool);
+    /// Inserts a new connection's half if there is room; whether it is in (trace mode
+    /// inserts nothing and says yes).
+    fn insert_connection(self, flow: &FlowKey, connection: &ServiceConnection) -> bool;
+    fn insert_reply(self, flow: &FlowKey, reply: &ServiceReply) -> bool;
+    /// Takes back a reply half whose connection half could not be inserted.
+    fn remove_reply(self, flow: &FlowKey);
+    /// How many connections `owner` has tracked (`CT_SHARES`).
+    fn share(self, owner: u32) -> u32;
+    /// Counts one more connection of `owner`.
+    fn take_share(self, owner: u32);
     fn fragment_ports(self, key: &FragmentKey) -> Option<FragmentPorts>;
     /// Records a first fragment's ports (not in trace mode).
     fn record_fragment(self, key: &FragmentKey, ports: &FragmentPorts);

@@ -10,7 +10,7 @@ pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Arp {
     /// Sender and target protocol addresses.
     pub spa: u32,
@@ -19,7 +19,7 @@ pub struct Arp {
     pub sha_low: u32,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub struct Ipv4 {
     pub src: u32,
     pub dst: u32,
@@ -36,14 +36,32 @@ pub struct Ipv4 {
     /// later fragments, truncated headers).
     pub sport: u16,
     pub dport: u16,
+    /// TCP's flags byte (FIN 0x01, SYN 0x02, RST 0x04, ...); 0 for other packets.
+    pub tcp_flags: u8,
 }
 
-#[derive(Clone, Copy)]
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_RST: u8 = 0x04;
+
+impl Ipv4 {
+    /// A TCP FIN or RST: the connection is closing.
+    #[inline(always)]
+    pub fn closes(&self) -> bool {
+        self.proto == IPPROTO_TCP && self.tcp_flags & (TCP_FIN | TCP_RST) != 0
+    }
+}
+
+/// What the frame carries. A tag without payload: the fields of every kind are always
+/// in `Frame` (zero when not this kind), because an enum's payload is undefined for the
+/// other variants, and the compiler may then read it speculatively from whatever
+/// register held something else, which the verifier refuses.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum L3 {
-    /// Any 0x0806 frame; fields are zero when the body is not IPv4-over-Ethernet ARP,
-    /// as OVS leaves them, so such frames match no per-pod rule.
-    Arp(Arp),
-    Ipv4(Ipv4),
+    /// Any 0x0806 frame; `Frame::arp`'s fields are zero when the body is not
+    /// IPv4-over-Ethernet ARP, as OVS leaves them, so such frames match no per-pod rule.
+    Arp,
+    /// `Frame::ipv4` holds the header's fields.
+    Ipv4,
     /// IPv6, LLDP, truncated frames, anything else: dropped by table 0.
     Other,
 }
@@ -57,6 +75,8 @@ pub struct Frame {
     pub dst_mac_hi: u16,
     pub dst_mac_lo: u32,
     pub l3: L3,
+    pub arp: Arp,
+    pub ipv4: Ipv4,
 }
 
 /// First two bytes of every pod MAC (`0a:58:` + the pod's IPv4).

@@ -102,6 +102,9 @@ pub struct Packet<'a, E: Env> {
     pub frame: &'a Frame,
     /// reg0: the source VNID, from table 20 (pods), the VNI (tunnel), or 0 (tun0).
     pub reg0: u32,
+    /// Whose share of the connection tables a new service connection takes: the
+    /// sending pod's project slot, or `conntrack::HOST_OWNER` / `TUNNEL_OWNER`.
+    pub owner: u32,
     /// The service translation chosen by table 30's reply rule or table 61.
     pub xlate: Translation,
 }
@@ -109,7 +112,7 @@ pub struct Packet<'a, E: Env> {
 impl<'a, E: Env> Packet<'a, E> {
     #[inline(always)]
     pub fn new(env: E, cfg: &'a NodeConfig, frame: &'a Frame) -> Self {
-        Packet { env, cfg, frame, reg0: 0, xlate: Translation::default() }
+        Packet { env, cfg, frame, reg0: 0, owner: oxsdn_common::conntrack::TUNNEL_OWNER, xlate: Translation::default() }
     }
 
     /// Counts node-wide rule `rule`.
@@ -208,7 +211,8 @@ mod tests {
             (61, 43, "NEW"), (61, 44, "UNKNOWN_FRAGMENT"), (61, 45, "NO_ENDPOINT"),
             (61, 46, "DRAINING"), (0, 47, "TUNNEL_NO_KEY"), (254, 48, "TO_INGRESS_PORT"),
             (254, 49, "TRANSLATION_FAILED"), (254, 50, "NOT_SENT"), (0, 51, "UNCONFIGURED"),
-            (0, 52, "VLAN"), (100, 53, "STORE"), (30, 54, "GW_STORE"),
+            (0, 52, "VLAN"), (100, 53, "STORE"), (30, 54, "GW_STORE"), (61, 55, "OVER_QUOTA"),
+            (61, 56, "TABLE_FULL"),
         ];
         let node_wide: Vec<(u8, u32, &str)> =
             rules().filter(|r| r.scope == Scope::Node).map(|r| (r.table, r.id, r.name)).collect();

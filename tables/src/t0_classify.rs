@@ -4,6 +4,8 @@
 //! the VNI as the source VNID, to table 10. VLAN-tagged frames pass nowhere: a pod's tag
 //! would reach other pods, and the underlay as the outer tag (VLAN hopping).
 
+use oxsdn_common::conntrack;
+
 use crate::{frame::L3, is_multicast, t10_vxlan_source, t20_antispoof, t30_route, Env, Output, Packet};
 
 crate::rules! {
@@ -39,8 +41,8 @@ pub fn from_pod<E: Env>(p: &mut Packet<E>, in_port: u32) -> Output {
         return p.drop_by(VLAN);
     }
     match p.frame.l3 {
-        L3::Arp(_) => p.count(POD_ARP),
-        L3::Ipv4(_) => p.count(POD_IP),
+        L3::Arp => p.count(POD_ARP),
+        L3::Ipv4 => p.count(POD_IP),
         L3::Other => return p.drop_by(OTHER),
     }
     t20_antispoof::table20(p, in_port)
@@ -52,13 +54,15 @@ pub fn from_tun0<E: Env>(p: &mut Packet<E>) -> Output {
     if p.frame.vlan {
         return p.drop_by(VLAN);
     }
+    let (arp, ip) = (&p.frame.arp, &p.frame.ipv4);
     match p.frame.l3 {
-        L3::Ipv4(ip) if is_multicast(ip.dst) => return p.drop_by(TUN0_IP_MCAST),
-        L3::Ipv4(_) => p.count(TUN0_IP),
-        L3::Arp(arp) if arp.spa == p.cfg.gateway && p.in_cluster(arp.tpa) => p.count(TUN0_ARP),
+        L3::Ipv4 if is_multicast(ip.dst) => return p.drop_by(TUN0_IP_MCAST),
+        L3::Ipv4 => p.count(TUN0_IP),
+        L3::Arp if arp.spa == p.cfg.gateway && p.in_cluster(arp.tpa) => p.count(TUN0_ARP),
         _ => return p.drop_by(TUN0_OTHER),
     }
     p.reg0 = HOST_VNID;
+    p.owner = conntrack::HOST_OWNER;
     t30_route::table30(p, false)
 }
 
@@ -69,10 +73,11 @@ pub fn from_tunnel<E: Env>(p: &mut Packet<E>, tun_src: u32, vni: u32) -> Output 
     if p.frame.vlan {
         return p.drop_by(VLAN);
     }
+    let (a, ip) = (&p.frame.arp, &p.frame.ipv4);
     match p.frame.l3 {
-        L3::Arp(a) if p.in_cluster(a.spa) && p.in_local_subnet(a.tpa) => p.count(TUNNEL_ARP),
-        L3::Ipv4(ip) if p.in_cluster(ip.src) => p.count(TUNNEL_IP_SRC),
-        L3::Ipv4(ip) if p.in_cluster(ip.dst) => p.count(TUNNEL_IP_DST),
+        L3::Arp if p.in_cluster(a.spa) && p.in_local_subnet(a.tpa) => p.count(TUNNEL_ARP),
+        L3::Ipv4 if p.in_cluster(ip.src) => p.count(TUNNEL_IP_SRC),
+        L3::Ipv4 if p.in_cluster(ip.dst) => p.count(TUNNEL_IP_DST),
         _ => return p.drop_by(TUNNEL_OTHER),
     }
     p.reg0 = vni;

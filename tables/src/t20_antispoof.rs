@@ -14,9 +14,10 @@ crate::rules! {
 pub fn table20<E: Env>(p: &mut Packet<E>, in_port: u32) -> Output {
     // The sender's slot comes from the address it claims; the entry there says whether
     // that pod sits behind this port.
+    let (a, ip) = (&p.frame.arp, &p.frame.ipv4);
     let (claimed, rule) = match p.frame.l3 {
-        L3::Arp(a) if a.sha_low == a.spa => (a.spa, ARP),
-        L3::Ipv4(ip) => (ip.src, IP),
+        L3::Arp if a.sha_low == a.spa => (a.spa, ARP),
+        L3::Ipv4 => (ip.src, IP),
         _ => return p.drop_by(SPOOFED),
     };
     let Some(pod) = p.local_pod(claimed).filter(|pod| pod.ifindex == in_port) else {
@@ -27,6 +28,7 @@ pub fn table20<E: Env>(p: &mut Packet<E>, in_port: u32) -> Output {
     };
     p.env.count_pod(p.slot(claimed), claimed, rule, p.frame.len);
     p.reg0 = vnid;
+    p.owner = pod.project_slot;
     let maybe_reply = p.env.endpoint_pod(p.slot(claimed)) == claimed;
     t21_post_source::table21(p, maybe_reply)
 }

@@ -36,8 +36,12 @@ crate::rules! {
 pub fn table30<E: Env>(p: &mut Packet<E>, maybe_reply: bool) -> Output {
     p.env.register(REG0_SET, p.reg0);
     match p.frame.l3 {
-        L3::Arp(arp) => route_arp(p, &arp),
-        L3::Ipv4(ip) => {
+        L3::Arp => {
+            let arp = p.frame.arp;
+            route_arp(p, &arp)
+        }
+        L3::Ipv4 => {
+            let ip = p.frame.ipv4;
             if maybe_reply {
                 if let Some(out) = service_reply(p, &ip) {
                     return out;
@@ -99,6 +103,7 @@ fn service_reply<E: Env>(p: &mut Packet<E>, ip: &Ipv4) -> Option<Output> {
     let (sport, dport) = fragments::ports(p, ip)?;
     let key = FlowKey { src: ip.src, dst: ip.dst, sport, dport, proto: ip.proto, _pad: [0; 3] };
     let reply = p.env.reply(&key)?;
+    p.env.refresh_reply(&key, ip.closes());
     p.count(SERVICE_REPLY);
     p.xlate = Translation {
         active: 1,

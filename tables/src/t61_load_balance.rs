@@ -5,7 +5,9 @@
 //! endpoint serves the service (TCP also while it drains); a new one gets a random
 //! endpoint among those serving.
 
-use oxsdn_common::{EndpointKey, EndpointMember, FlowKey, ServiceConnection, ServiceKey, ServicePort, ServiceReply};
+use oxsdn_common::{
+    conntrack::CLOSING, EndpointKey, EndpointMember, FlowKey, ServiceConnection, ServiceKey, ServicePort, ServiceReply,
+};
 
 use crate::{
     fragments,
@@ -18,6 +20,10 @@ crate::rules! {
     node ESTABLISHED = 42, priority 200, "ct_state=+est" => "ct(nat),output:endpoint";
     node DRAINING = 46, priority 150, "tcp,ct_state=+est,endpoint=draining" => "ct(nat),output:endpoint";
     node NEW = 43, priority 100, "ct_state=+new" => "ct(commit,nat(dst=random_endpoint)),output:endpoint";
+    /// The sender's share of the tracking tables is used up (like a conntrack zone limit).
+    node OVER_QUOTA = 55, priority 100, "ct_state=+new,ct_zone_limit=reached" => "drop";
+    /// The tracking tables are full.
+    node TABLE_FULL = 56, priority 100, "ct_state=+new,ct_table=full" => "drop";
     node UNKNOWN_FRAGMENT = 44, priority 50, "ip,nw_frag=later" => "drop";
     node NO_ENDPOINT = 45, priority 0, "" => "drop";
 }
@@ -33,29 +39,32 @@ pub fn table61<E: Env>(p: &mut Packet<E>, ip: &Ipv4, found: Option<ServicePort>)
         return p.drop_by(NO_ENDPOINT);
     };
     let flow = FlowKey { src: ip.src, dst: ip.dst, sport, dport: svc.port, proto: ip.proto, _pad: [0; 3] };
-    let conn = match tracked(p, ip, &flow, port.service) {
+    let existing = p.env.connection(&flow);
+    let conn = match existing.and_then(|c| keeps(p, ip, c, port.service)) {
         Some((conn, rule)) => {
+            p.env.refresh_connection(&flow, ip.closes());
             p.count(rule);
             conn
         }
-        None => {
-            let Some(conn) = connect(p, ip, &flow, &port) else {
-                return p.drop_by(NO_ENDPOINT);
-            };
-            p.count(NEW);
-            conn
-        }
+        None => match connect(p, ip, &flow, &port, existing) {
+            Ok(conn) => {
+                p.count(NEW);
+                conn
+            }
+            Err(rule) => return p.drop_by(rule),
+        },
     };
     let src = if conn.hairpin != 0 { p.cfg.gateway } else { ip.src };
     p.xlate = Translation { active: 1, src, sport, dst: conn.endpoint_ip, dport: conn.endpoint_port };
     deliver_translated(p, conn.endpoint_ip, false)
 }
 
-/// The connection's endpoint if it is tracked and the endpoint still takes it, with the
-/// rule that says why.
+/// A tracked connection if its endpoint still takes it, with the rule that says why.
 #[inline(always)]
-fn tracked<E: Env>(p: &Packet<E>, ip: &Ipv4, flow: &FlowKey, service: u32) -> Option<(ServiceConnection, u32)> {
-    let conn = p.env.connection(flow).filter(|c| c.service == service)?;
+fn keeps<E: Env>(p: &Packet<E>, ip: &Ipv4, conn: ServiceConnection, service: u32) -> Option<(ServiceConnection, u32)> {
+    if conn.service != service {
+        return None;
+    }
     let member = EndpointMember { service, ip: conn.endpoint_ip };
     if p.env.serves(&member) {
         Some((conn, ESTABLISHED))
@@ -75,24 +84,73 @@ fn drains<E: Env>(p: &Packet<E>, ip: &Ipv4, member: &EndpointMember) -> bool {
     ip.proto == IPPROTO_TCP && p.env.drain_until(member).is_some_and(|until| p.env.now_ns() < until)
 }
 
-/// A new connection: a random endpoint of those serving, recorded both ways.
+/// A new connection: a random endpoint of those serving, recorded both ways in its
+/// owner's share; or the rule that refuses it. `replaced`: the tracked connection of the
+/// same flow whose endpoint no longer takes it (its share is reused, its reply half
+/// goes).
 #[inline(always)]
-fn connect<E: Env>(p: &Packet<E>, ip: &Ipv4, flow: &FlowKey, port: &ServicePort) -> Option<ServiceConnection> {
+fn connect<E: Env>(
+    p: &Packet<E>,
+    ip: &Ipv4,
+    flow: &FlowKey,
+    port: &ServicePort,
+    replaced: Option<ServiceConnection>,
+) -> Result<ServiceConnection, u32> {
     if port.endpoints == 0 {
-        return None;
+        return Err(NO_ENDPOINT);
+    }
+    if replaced.is_none() && p.cfg.ct_quota != 0 && p.env.share(p.owner) >= p.cfg.ct_quota {
+        return Err(OVER_QUOTA);
     }
     let index = p.env.random() % port.endpoints;
-    let endpoint_ip = p.env.endpoint(&EndpointKey { service: port.service, index })?;
-    let hairpin = endpoint_ip == ip.src;
-    let conn =
-        ServiceConnection { service: port.service, endpoint_ip, endpoint_port: port.target_port, hairpin: hairpin as u16 };
-    // A client reaching itself through its service must not see its own address as the
-    // source: the gateway stands in for it, as OpenShift's masquerade did.
-    let peer = if hairpin { p.cfg.gateway } else { ip.src };
-    let reverse =
-        FlowKey { src: endpoint_ip, dst: peer, sport: port.target_port, dport: flow.sport, proto: ip.proto, _pad: [0; 3] };
-    let reply = ServiceReply { service_ip: flow.dst, client_ip: ip.src, service_port: flow.dport, client_port: flow.sport };
-    p.env.track(flow, &conn, &reverse, &reply).then_some(conn)
+    let Some(endpoint_ip) = p.env.endpoint(&EndpointKey { service: port.service, index }) else {
+        return Err(NO_ENDPOINT);
+    };
+    let now = p.env.now_ns();
+    let conn = ServiceConnection {
+        last_seen: now,
+        service: port.service,
+        endpoint_ip,
+        endpoint_port: port.target_port,
+        hairpin: (endpoint_ip == ip.src) as u16,
+        owner: replaced.map_or(p.owner, |old| old.owner),
+        flags: if ip.closes() { CLOSING } else { 0 },
+        _pad: 0,
+    };
+    let reply = ServiceReply {
+        last_seen: now,
+        service_ip: flow.dst,
+        client_ip: ip.src,
+        service_port: flow.dport,
+        client_port: flow.sport,
+        flags: 0,
+    };
+    if let Some(old) = replaced {
+        p.env.remove_reply(&reply_key(flow, &old, p.cfg.gateway));
+    }
+    // Both halves or neither: the reply half first, so the endpoint's first answer finds
+    // it.
+    let reverse = reply_key(flow, &conn, p.cfg.gateway);
+    if !p.env.insert_reply(&reverse, &reply) {
+        return Err(TABLE_FULL);
+    }
+    if !p.env.insert_connection(flow, &conn) {
+        p.env.remove_reply(&reverse);
+        return Err(TABLE_FULL);
+    }
+    if replaced.is_none() {
+        p.env.take_share(p.owner);
+    }
+    Ok(conn)
+}
+
+/// The key of a connection's reply half: the endpoint's packets to the client as the
+/// endpoint sees it. A client reaching itself through its service must not see its own
+/// address as the source: the gateway stands in for it, as OpenShift's masquerade did.
+#[inline(always)]
+pub fn reply_key(flow: &FlowKey, conn: &ServiceConnection, gateway: u32) -> FlowKey {
+    let peer = if conn.hairpin != 0 { gateway } else { flow.src };
+    FlowKey { src: conn.endpoint_ip, dst: peer, sport: conn.endpoint_port, dport: flow.sport, proto: flow.proto, _pad: [0; 3] }
 }
 
 /// Sends a translated packet (`reply`: back to a service's client) to `dst`: a pod here,

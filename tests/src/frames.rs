@@ -13,9 +13,14 @@ pub fn pod_mac(ip: Ipv4Addr) -> Mac {
     [0x0a, 0x58, o[0], o[1], o[2], o[3]]
 }
 
-/// A UDP datagram carrying `payload`.
+/// A UDP datagram from port 40000 carrying `payload`.
 pub fn udp(src_mac: Mac, dst_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.octets(), dst.octets(), 64).udp(40000, dport);
+    udp_from(src_mac, dst_mac, (src, 40000), (dst, dport), payload)
+}
+
+/// A UDP datagram between two sockets carrying `payload`.
+pub fn udp_from(src_mac: Mac, dst_mac: Mac, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src.0.octets(), dst.0.octets(), 64).udp(src.1, dst.1);
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, payload).expect("building a UDP frame");
     frame

@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
-use oxsdn_common::{mode, trace::MODE_TEST_INPUT, PodEntry, ProjectEntry, MAX_POD_SLOTS, MAX_PROJECT_SLOTS};
+use oxsdn_common::{trace::MODE_TEST_INPUT, PodEntry, ProjectEntry, MAX_POD_SLOTS, MAX_PROJECT_SLOTS};
 use oxsdn_dataplane::{
-    entries::{self, NodeAddresses, Networks, ProjectRef},
+    entries::{self, NodeAddresses, NodeSettings, Networks, ProjectRef},
     loader::Programs,
-    maps::{ip_key, NodeMaps},
-    mirror::services::monotonic_ns,
+    maps::{ip_key, monotonic_ns, NodeMaps},
     test_run::TestRun,
     tracer::{self as trace, Output, Packet, Proto, TestPrograms, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
 };
@@ -167,6 +166,71 @@ fn draining_endpoints() -> Result<()> {
                 }
             }
         }
+        Ok(found)
+    })?;
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    Ok(())
+}
+
+/// The connection tables never evict: full, they refuse a new connection (counted as
+/// table 61's TABLE_FULL) and every connection they hold keeps both halves. (LRU tables
+/// pushed an old entry out instead, one half of a connection at a time, and that
+/// connection broke.)
+#[test]
+fn full_connection_tables_refuse_new_connections_and_keep_every_entry() -> Result<()> {
+    let disagreements = in_sandbox("diffct", |harness| {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
+        let local = state.node.local;
+        let (client, endpoint, service) = (local.nth(2), local.nth(3), state.node.service.nth(10));
+        state.pods = vec![
+            Pod { ip: client, ifindex: harness.ports[0], project: 1 },
+            Pod { ip: endpoint, ifindex: harness.ports[1], project: 1 },
+        ];
+        state.projects.insert(1, 10);
+        let port = ModelServicePort { port: 80, protocol: IPPROTO_TCP, target_port: 8080 };
+        state.services = vec![Service { cluster_ip: service, project: 1, ports: vec![port], endpoints: vec![endpoint], draining: vec![] }];
+        state.connections.clear();
+        state.fragments.clear();
+        harness.load(&state)?;
+        // Fill both tables with connections of other clients (outside the cluster, as
+        // routed to the node), then try a new one.
+        let gateway = state.node.gateway();
+        let mut held = Vec::new();
+        for i in 0..oxsdn_common::MAX_CONNECTIONS {
+            let other = Ipv4Addr::from(u32::from(Ipv4Addr::new(192, 0, 2, 0)) + (i >> 16));
+            let c = entries::Connection {
+                protocol: IPPROTO_TCP,
+                client: (other, (i & 0xffff) as u16),
+                service: (service, 80),
+                endpoint: (endpoint, 8080),
+                service_id: 1,
+                owner: oxsdn_common::conntrack::TUNNEL_OWNER,
+                last_seen: monotonic_ns(),
+            };
+            let ((flow, forward), (reverse, reply)) = entries::connection_entries(&c, gateway);
+            harness.maps.ct_forward.insert(flow, forward, 0)?;
+            harness.maps.ct_reverse.insert(reverse, reply, 0)?;
+            if i % 4096 == 0 {
+                held.push((flow, reverse));
+            }
+        }
+        let frame = Packet::new(Proto::Tcp, client, service).ports(40000, 80).frame();
+        let run = harness.live.run(ingress(Ingress::Pod(harness.ports[0])), &frame, 1)?;
+        let mut found = Vec::new();
+        if run.retval != TC_ACT_SHOT {
+            found.push(format!("a new connection into full tables was {}, not refused", trace::verdict_name(run.retval)));
+        }
+        for (flow, reverse) in &held {
+            if harness.maps.ct_forward.get(flow, 0).is_err() || harness.maps.ct_reverse.get(reverse, 0).is_err() {
+                found.push(format!("connection {flow:?} lost a half"));
+            }
+        }
+        let counted = harness.maps.ct_forward.keys().count() as u32;
+        if counted != oxsdn_common::MAX_CONNECTIONS {
+            found.push(format!("{counted} connections in the table, not {}", oxsdn_common::MAX_CONNECTIONS));
+        }
+        clear_tracking(&mut harness.maps)?;
         Ok(found)
     })?;
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
@@ -475,7 +539,7 @@ fn fill(maps: &mut NodeMaps, state: &State) -> Result<()> {
         // Test runs have no underlay device: frames to other nodes take vxlan0.
         underlay_ifindex: 0,
     };
-    maps.config.set(0, entries::node_config(&networks, &addresses, mode::MULTITENANT), 0)?;
+    maps.config.set(0, entries::node_config(&networks, &addresses, &NodeSettings::default()), 0)?;
     for (project, vnid) in &state.projects {
         maps.projects.set(project_ref(*project).slot, entries::project_entry(*project, *vnid), 0)?;
     }
@@ -527,6 +591,8 @@ fn fill_tracking(maps: &mut NodeMaps, state: &State) -> Result<()> {
             service: c.service,
             endpoint: c.endpoint,
             service_id: service as u32 + 1,
+            owner: oxsdn_common::conntrack::HOST_OWNER,
+            last_seen: monotonic_ns(),
         };
         let ((flow, forward), (reverse, reply)) = entries::connection_entries(&connection, state.node.gateway());
         maps.ct_forward.insert(flow, forward, 0)?;

@@ -314,3 +314,73 @@ fn the_node_itself_reaches_services_on_both_nodes() -> Result<()> {
     assert_eq!((echo.as_slice(), from), (&b"from node2"[..], SocketAddr::from((ip, PORT))));
     Ok(())
 }
+
+/// A tenant flooding its own service with new UDP flows (twice what the tracking tables
+/// held when they were LRU) cannot break another tenant's established connections, busy
+/// or idle, nor keep it from opening new ones: the flooder's share of the tables runs
+/// out (counted), and nothing is ever evicted (the differential test's
+/// `full_connection_tables_refuse_new_connections_and_keep_every_entry` shows that part
+/// deterministically).
+#[test]
+fn a_flood_of_new_flows_leaves_other_tenants_connections_alone() -> Result<()> {
+    use oxsdn_tests::{frames, probe::RawSocket};
+    // Two services of blue's, every source port to each: twice the entries the tables
+    // held when they were LRU.
+    const PORTS: std::ops::Range<u16> = 1024..65535;
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let red_eps = backends(&cluster, "red", "web", 2)?;
+    let red = service(&cluster, "red", "web", &red_eps.iter().collect::<Vec<_>>())?;
+    let blue_eps = backends(&cluster, "blue", "sink", 1)?;
+    let blue = [
+        service(&cluster, "blue", "sink", &blue_eps.iter().collect::<Vec<_>>())?,
+        service(&cluster, "blue", "drain", &blue_eps.iter().collect::<Vec<_>>())?,
+    ];
+    let client = cluster.nodes[0].add_pod("red", "client")?;
+    let flooder = cluster.nodes[0].add_pod("blue", "flooder")?;
+    let mut open: Vec<(String, IdentityClient)> = (0..20)
+        .map(|_| {
+            let mut c = IdentityClient::connect(&client.netns, red, PORT)?;
+            Ok((c.ask()?, c))
+        })
+        .collect::<Result<_>>()?;
+
+    let (src_mac, gw_mac) = (frames::pod_mac(flooder.ip), frames::pod_mac(Ipv4Addr::new(10, 128, 0, 1)));
+    let flood = {
+        let tx = RawSocket::open(&flooder.netns, "eth0")?;
+        let src = flooder.ip;
+        std::thread::spawn(move || -> Result<()> {
+            // Every flow's datagram twice: its entries are used again at once, as a real
+            // client's are, so an LRU keeps them over older, idle ones.
+            for service in blue {
+                for sport in PORTS {
+                    let frame = frames::udp_from(src_mac, gw_mac, (src, sport), (service, PORT), b"flood");
+                    tx.send(&frame)?;
+                    tx.send(&frame)?;
+                }
+            }
+            Ok(())
+        })
+    };
+    // Half the connections exchange data throughout the flood; the other half stay idle
+    // (nothing refreshes their entries). After it, every one answers, from the endpoint
+    // it had.
+    let (busy, idle) = open.split_at_mut(10);
+    while !flood.is_finished() {
+        for (who, c) in busy.iter_mut() {
+            assert_eq!(&c.ask()?, who, "an established connection of red broke during blue's flood");
+        }
+    }
+    flood.join().expect("the flood thread")?;
+    for (who, c) in busy.iter_mut().chain(idle.iter_mut()) {
+        for _ in 0..3 {
+            assert_eq!(&c.ask()?, who, "an established connection of red broke after blue's flood");
+        }
+    }
+    let flows = cluster.nodes[0].dump_flows()?;
+    let over_quota = packets(&flows, 61, 100, "ct_state=+new,ct_zone_limit=reached");
+    assert!(over_quota > 0, "blue's flood never reached its share of the tables");
+    // Red still opens new connections: its share is its own.
+    assert!(ask_once(&client, red).is_some(), "red cannot open a new connection after blue's flood");
+    Ok(())
+}

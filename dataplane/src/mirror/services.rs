@@ -31,7 +31,7 @@ use oxsdn_controller::{cluster::ServiceEvent, services::Protocol, Service};
 use super::{projects::Projects, Feed, Mirror};
 use crate::{
     entries::{self, endpoint_key, endpoint_member, ProjectRef, IPPROTO_TCP, IPPROTO_UDP},
-    maps::{self, ignore_missing, ip_key, NodeMaps},
+    maps::{self, ignore_missing, ip_key, monotonic_ns, NodeMaps},
 };
 
 /// How long tracked TCP connections keep an endpoint that left their service:
@@ -42,12 +42,6 @@ pub const ENDPOINT_DRAIN_WINDOW: Duration = Duration::from_secs(30);
 /// How often drain records whose window ended are removed (the programs ignore them
 /// from then on; the sweep frees their entries and the endpoints' reply flags).
 pub const DRAIN_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock of the programs' `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always readable");
-    now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
-}
 
 /// A previous agent's endpoint entries of one service, found in the pinned maps.
 #[derive(Default)]

@@ -3,11 +3,14 @@
 //! (`oxsdn_common::trace`) records the rules in `TRACE` and writes no map. Which copy a
 //! program runs is chosen once, at its entry (`trace_mode::by_mode`).
 
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     maps::lpm_trie::Key,
 };
 use oxsdn_common::{
+    conntrack::CLOSING,
     stats,
     trace::{hop_kind, output_kind},
     Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
@@ -124,9 +127,70 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     }
 
     #[inline(always)]
-    fn track(self, flow: &FlowKey, connection: &ServiceConnection, reverse: &FlowKey, reply: &ServiceReply) -> bool {
+    fn refresh_connection(self, flow: &FlowKey, closing: bool) {
+        if TRACE {
+            return;
+        }
+        if let Some(c) = CT_FORWARD.get_ptr_mut(flow) {
+            // SAFETY: a map value of this map's type; a racing CPU writes the same.
+            unsafe {
+                (*c).last_seen = self.now_ns();
+                if closing {
+                    (*c).flags |= CLOSING;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn refresh_reply(self, flow: &FlowKey, closing: bool) {
+        if TRACE {
+            return;
+        }
+        if let Some(r) = CT_REVERSE.get_ptr_mut(flow) {
+            // SAFETY: a map value of this map's type; a racing CPU writes the same.
+            unsafe {
+                (*r).last_seen = self.now_ns();
+                if closing {
+                    (*r).flags |= CLOSING;
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn insert_connection(self, flow: &FlowKey, connection: &ServiceConnection) -> bool {
         // A trace commits nothing.
-        TRACE || (CT_REVERSE.insert(reverse, reply, 0).is_ok() && CT_FORWARD.insert(flow, connection, 0).is_ok())
+        TRACE || CT_FORWARD.insert(flow, connection, 0).is_ok()
+    }
+
+    #[inline(always)]
+    fn insert_reply(self, flow: &FlowKey, reply: &ServiceReply) -> bool {
+        TRACE || CT_REVERSE.insert(flow, reply, 0).is_ok()
+    }
+
+    #[inline(always)]
+    fn remove_reply(self, flow: &FlowKey) {
+        if !TRACE {
+            let _ = CT_REVERSE.remove(flow);
+        }
+    }
+
+    #[inline(always)]
+    fn share(self, owner: u32) -> u32 {
+        CT_SHARES.get(owner).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn take_share(self, owner: u32) {
+        if TRACE {
+            return;
+        }
+        if let Some(share) = CT_SHARES.get_ptr_mut(owner) {
+            // SAFETY: an aligned u32 of the map's memory; the agent counts it down
+            // atomically too. The old value is not used: BPF's atomic add without fetch.
+            unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(share, 1) };
+        }
     }
 
     #[inline(always)]

@@ -126,7 +126,10 @@ pub fn to_tunnel<const T: bool>(ctx: &mut TcContext, p: &P<T>, node_ip: u32, vni
 /// header's checksum, computed here, is stored with the addresses.
 #[inline(always)]
 fn apply<const T: bool>(ctx: &mut TcContext, p: &P<T>, to_pod: bool) -> bool {
-    let L3::Ipv4(ip) = p.frame.l3 else { return true };
+    if p.frame.l3 != L3::Ipv4 {
+        return true;
+    }
+    let ip = p.frame.ipv4;
     let rewrite = &p.xlate;
     if rewrite.active == 0 {
         return true;

@@ -11,8 +11,12 @@ pub const IPV4_MIN_LEN: usize = 20;
 const TCP_MIN_LEN: usize = 20;
 pub const UDP_LEN: usize = 8;
 /// Bytes the parser may read: an Ethernet header, the longest IPv4 header and the L4
-/// ports.
-const PARSE_LEN: usize = ETH_HLEN + 60 + 4;
+/// header up to TCP's flags.
+const PARSE_LEN: usize = ETH_HLEN + 60 + TCP_FLAGS_END;
+/// TCP's flags are the 14th byte of its header.
+const TCP_FLAGS_END: usize = 14;
+/// UDP's ports are its first 4 bytes.
+const PORTS_END: usize = 4;
 
 #[inline(always)]
 fn read_u32(p: usize) -> u32 {
@@ -39,19 +43,36 @@ pub fn parse(ctx: &TcContext) -> Frame {
     let tag_in_metadata = unsafe { (*ctx.skb.skb).vlan_present } != 0;
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + ETH_HLEN > end {
-        return Frame { len, vlan: tag_in_metadata, dst_mac_hi: 0, dst_mac_lo: 0, l3: L3::Other };
+        return Frame {
+            len,
+            vlan: tag_in_metadata,
+            dst_mac_hi: 0,
+            dst_mac_lo: 0,
+            l3: L3::Other,
+            arp: Arp::default(),
+            ipv4: Ipv4::default(),
+        };
     }
     // SAFETY: bounds checked above.
     let dst_mac_hi = unsafe { core::ptr::read_unaligned(start as *const u16) };
     let dst_mac_lo = read_u32(start + 2);
     let ethertype = read_u16_be(start + 12);
-    let l3 = match ethertype {
-        ETH_P_ARP => L3::Arp(parse_arp(start + ETH_HLEN, end)),
-        ETH_P_IP => parse_ipv4(start + ETH_HLEN, end, len as usize),
-        _ => L3::Other,
-    };
+    let (mut l3, mut arp, mut ipv4) = (L3::Other, Arp::default(), Ipv4::default());
+    match ethertype {
+        ETH_P_ARP => {
+            l3 = L3::Arp;
+            arp = parse_arp(start + ETH_HLEN, end);
+        }
+        ETH_P_IP => {
+            if let Some(ip) = parse_ipv4(start + ETH_HLEN, end, len as usize) {
+                l3 = L3::Ipv4;
+                ipv4 = ip;
+            }
+        }
+        _ => {}
+    }
     let vlan = tag_in_metadata || ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD;
-    Frame { len, vlan, dst_mac_hi, dst_mac_lo, l3 }
+    Frame { len, vlan, dst_mac_hi, dst_mac_lo, l3, arp, ipv4 }
 }
 
 #[inline(always)]
@@ -73,9 +94,9 @@ fn parse_arp(p: usize, end: usize) -> Arp {
 
 /// `frame_len`: the whole frame's length (past `end` when the skb is not linear).
 #[inline(always)]
-fn parse_ipv4(p: usize, end: usize, frame_len: usize) -> L3 {
+fn parse_ipv4(p: usize, end: usize, frame_len: usize) -> Option<Ipv4> {
     if p + IPV4_MIN_LEN > end {
-        return L3::Other;
+        return None;
     }
     // SAFETY: bounds checked above.
     let version_ihl = unsafe { *(p as *const u8) };
@@ -83,7 +104,7 @@ fn parse_ipv4(p: usize, end: usize, frame_len: usize) -> L3 {
     // As Open vSwitch's flow extraction: no addresses from a header the frame does not
     // hold (nor from another IP version).
     if version_ihl >> 4 != 4 || ihl < IPV4_MIN_LEN || ETH_HLEN + ihl > frame_len {
-        return L3::Other;
+        return None;
     }
     // SAFETY: bounds checked above.
     let proto = unsafe { *((p + 9) as *const u8) };
@@ -96,12 +117,17 @@ fn parse_ipv4(p: usize, end: usize, frame_len: usize) -> L3 {
         IPPROTO_UDP => UDP_LEN,
         _ => 0,
     };
-    let (mut sport, mut dport) = (0, 0);
-    if !later_fragment && l4_len != 0 && ETH_HLEN + ihl + l4_len <= frame_len && l4 + 4 <= end {
+    let (mut sport, mut dport, mut tcp_flags) = (0, 0, 0);
+    let linear = if proto == IPPROTO_TCP { TCP_FLAGS_END } else { PORTS_END };
+    if !later_fragment && l4_len != 0 && ETH_HLEN + ihl + l4_len <= frame_len && l4 + linear <= end {
         sport = read_u16_be(l4);
         dport = read_u16_be(l4 + 2);
+        if proto == IPPROTO_TCP {
+            // SAFETY: `l4 + TCP_FLAGS_END <= end`, checked above for TCP.
+            tcp_flags = unsafe { *((l4 + TCP_FLAGS_END - 1) as *const u8) };
+        }
     }
-    L3::Ipv4(Ipv4 {
+    Some(Ipv4 {
         src: read_u32(p + 12),
         dst: read_u32(p + 16),
         proto,
@@ -111,5 +137,6 @@ fn parse_ipv4(p: usize, end: usize, frame_len: usize) -> L3 {
         l4_offset: (ETH_HLEN + ihl) as u16,
         sport,
         dport,
+        tcp_flags,
     })
 }
