@@ -8,8 +8,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
-use netlink_packet_route::{neighbour::NeighbourState, route::RouteFlag};
+use netlink_packet_route::neighbour::NeighbourState;
 use oxsdn_cni::{netlink, netns::with_netlink};
+use rtnetlink::{LinkVxlan, RouteMessageBuilder};
 
 pub const TUN0: &str = "tun0";
 pub const TUN0_PEER: &str = "tun0-peer";
@@ -86,23 +87,20 @@ pub fn ensure_tun0(want: &Tun0) -> Result<u32> {
             .with_context(|| format!("routing {cluster} via tun0"))?;
         h.neighbours()
             .add(index, IpAddr::V4(SERVICE_NEXT_HOP))
-            .link_local_address(&peer_mac.context("tun0-peer has no MAC")?)
+            .link_layer_address(&peer_mac.context("tun0-peer has no MAC")?)
             .state(NeighbourState::Permanent)
             .replace()
             .execute()
             .await
             .context("adding the service next hop's neighbour entry")?;
         let services = want.service_network;
-        let mut route = h
-            .route()
-            .add()
-            .v4()
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(services.network(), services.prefix())
             .output_interface(index)
             .gateway(SERVICE_NEXT_HOP)
-            .replace();
-        route.message_mut().header.flags.push(RouteFlag::Onlink);
-        route.execute().await.with_context(|| format!("routing {services} via tun0"))?;
+            .onlink()
+            .build();
+        h.route().add(route).replace().execute().await.with_context(|| format!("routing {services} via tun0"))?;
         Ok(index)
     })?
 }
@@ -112,15 +110,8 @@ pub fn ensure_tun0(want: &Tun0) -> Result<u32> {
 pub fn ensure_vxlan0(port: u16, mtu: u32) -> Result<u32> {
     with_netlink(|h| async move {
         if netlink::get_link(&h, VXLAN0).await?.is_none() {
-            h.link()
-                .add()
-                .vxlan(VXLAN0.to_string(), 0)
-                .collect_metadata(true)
-                .port(port)
-                .learning(false)
-                .execute()
-                .await
-                .context("creating vxlan0")?;
+            let vxlan = LinkVxlan::new(VXLAN0, 0).collect_metadata(true).port(port).learning(false).build();
+            h.link().add(vxlan).execute().await.context("creating vxlan0")?;
         }
         let link = netlink::get_link(&h, VXLAN0).await?.context("vxlan0 vanished")?;
         netlink::configure_up(&h, link.index, None, mtu).await?;
