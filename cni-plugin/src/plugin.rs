@@ -8,6 +8,8 @@
 use std::future::Future;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -48,6 +50,51 @@ impl Outcome {
             exit_code: 1,
         }
     }
+}
+
+/// How long one invocation may take in all, whatever it waits on (stdin, the agent, the
+/// kernel): the longest legitimate ADD waits [`AGENT_START_WAIT`] for the agent, then
+/// [`client::RESPONSE_TIMEOUT`] for its answer, then [`ROLLBACK_TIMEOUT`] to undo.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Run the whole invocation (read the config from `stdin`, run the command) within
+/// `deadline`: past it the answer is code 11 and the caller exits, abandoning the work
+/// (a runtime then cleans up with DEL, which is idempotent). A panic is code 100.
+pub fn run_within(
+    deadline: Duration,
+    env: CniEnv,
+    stdin: impl std::io::Read + Send + 'static,
+) -> Outcome {
+    let (tx, rx) = mpsc::channel();
+    // The config's cniVersion, once read, tags a timeout's error like any other.
+    let version_tag = Arc::new(OnceLock::new());
+    let worker_tag = version_tag.clone();
+    std::thread::spawn(move || {
+        let outcome = match read_bounded(stdin) {
+            Ok(stdin) => {
+                let _ = worker_tag.set(error_tag(config::requested_version(&stdin).as_deref()));
+                run(&env, &stdin)
+            }
+            Err(e) => Outcome::error(
+                CniVersion::LATEST.as_str(),
+                &CniError::new(code::IO_FAILURE, "cannot read the network config from stdin")
+                    .with_details(e.to_string()),
+            ),
+        };
+        let _ = tx.send(outcome);
+    });
+    let failure = match rx.recv_timeout(deadline) {
+        Ok(outcome) => return outcome,
+        Err(RecvTimeoutError::Timeout) => CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("oxsdn CNI plugin did not finish within {} s", deadline.as_secs_f32()),
+        ),
+        Err(RecvTimeoutError::Disconnected) => {
+            CniError::new(code::INTERNAL, "oxsdn CNI plugin: internal error")
+        }
+    };
+    let tag = version_tag.get().map_or(CniVersion::LATEST.as_str(), String::as_str);
+    Outcome::error(tag, &failure)
 }
 
 /// Read at most `MAX_MESSAGE_BYTES + 1` bytes (one more than accepted, so an oversized config
@@ -679,6 +726,29 @@ mod tests {
             "0.4.0",
             "tagged with the config's version"
         );
+    }
+
+    #[test]
+    fn an_invocation_that_hangs_is_answered_at_the_deadline() {
+        // A runtime that never closes stdin: the read never ends.
+        let (stdin, _writer) = nix::unistd::pipe().unwrap();
+        let start = std::time::Instant::now();
+        let o = run_within(
+            Duration::from_millis(300),
+            env(&[("CNI_COMMAND", "ADD")]),
+            std::fs::File::from(stdin),
+        );
+        assert_eq!(err_code(&o), 11);
+        assert!(o.stdout.unwrap()["msg"].as_str().unwrap().contains("did not finish within"));
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        // A prompt one is answered as usual, tagged with its config's version.
+        let o = run_within(
+            Duration::from_secs(10),
+            env(&[("CNI_COMMAND", "FROB")]),
+            std::io::Cursor::new(conf("0.4.0", Path::new("/x"))),
+        );
+        assert_eq!(err_code(&o), 4);
+        assert_eq!(o.stdout.unwrap()["cniVersion"], "0.4.0");
     }
 
     #[test]
