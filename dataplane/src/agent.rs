@@ -5,6 +5,7 @@
 use std::{
     collections::HashSet,
     net::Ipv4Addr,
+    os::fd::AsFd,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -13,7 +14,10 @@ use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
 use oxsdn_cni::{
     code,
-    protocol::{format_mac, pod_mac, Command, PodNetwork, Request, Response},
+    env::{validate_container_id, validate_ifname},
+    naming::host_veth_name,
+    netns::open_netns,
+    protocol::{format_mac, pod_mac, Attachment, Command, PodNetwork, Request, Response},
     CniError,
 };
 use oxsdn_common::{pod_stat_index, LocalPod, NodeConfig, PodPort, LAYOUT_VERSION, POD_IS_ENDPOINT, POD_RULES};
@@ -26,7 +30,7 @@ use crate::{
     egress,
     ipam::{Ipam, IpamError},
     maps::{self, ip_key, NodeMaps},
-    netdev,
+    netdev::{self, HostVeth},
     nodes::RemoteNodes,
     pipeline::{remove_if_exists, Pipeline},
     pods::{PodRecord, PodTable},
@@ -177,7 +181,7 @@ impl Agent {
         let mut state = self.pods.lock().unwrap();
         let records: Vec<PodRecord> = state.table.iter().cloned().collect();
         for rec in records {
-            if netdev::ifindex(&rec.host_veth) == Some(rec.ifindex) {
+            if recorded_veth_present(&rec) {
                 state.ipam.reserve(rec.ip)?;
                 if let Err(e) = self.plug(&rec) {
                     tracing::error!(pod = %rec.container_id, "cannot restore pod: {e:#}");
@@ -241,25 +245,24 @@ impl Agent {
         let host_veth = required(&req.host_veth, "host_veth")?;
         let project = required(&req.pod_namespace, "K8S_POD_NAMESPACE")?;
         let netns = required(&req.netns, "CNI_NETNS")?;
+        let ifindex = verify_host_veth(attachment, host_veth, netns)?;
         let ns = self.project_of_new_pod(project)?;
-        let ifindex = netdev::ifindex(host_veth).ok_or_else(|| {
-            CniError::new(code::INVALID_ENV, format!("host veth {host_veth} does not exist on this node"))
-        })?;
+        {
+            let mut state = self.pods.lock().unwrap();
+            if let Some(existing) = state.table.get(attachment).cloned() {
+                if existing.ifindex == ifindex {
+                    drop(state);
+                    return self.pod_network(&existing);
+                }
+                // A retried ADD: the plugin replaced the veth, so the recorded one is gone
+                // (its name is this one's). The new record below is saved with this change.
+                self.forget(&mut state, &existing);
+            }
+        }
         // The port's program before anything can reach the pod (and idempotent: a
         // repeated ADD re-attaches the same program atomically).
         self.pipeline.lock().unwrap().attach_pod_port(host_veth).map_err(internal)?;
         let mut state = self.pods.lock().unwrap();
-        if let Some(existing) = state.table.get(attachment).cloned() {
-            if &existing.host_veth == host_veth {
-                drop(state);
-                return self.pod_network(&existing);
-            }
-            if let Err(e) = self.release(&mut state, &existing) {
-                drop(state);
-                self.detach(host_veth);
-                return Err(e);
-            }
-        }
         let ip = match state.ipam.allocate() {
             Ok(ip) => ip,
             Err(e) => {
@@ -325,7 +328,7 @@ impl Agent {
             // Gone already; a retry after a failed save still saves the table.
             Err(generation) => return self.persist(generation).map_err(internal),
         };
-        netdev::delete_link(&rec.host_veth).map_err(internal)?;
+        delete_host_veth(&rec).map_err(internal)?;
         let mut state = self.pods.lock().unwrap();
         if state.table.get(attachment) != Some(&rec) {
             // Another request released or replaced it meanwhile.
@@ -375,7 +378,7 @@ impl Agent {
     /// Removes a pod completely: its veth, then what `forget` removes. The caller
     /// saves the table.
     fn release(&self, state: &mut PodState, rec: &PodRecord) -> Result<(), CniError> {
-        netdev::delete_link(&rec.host_veth).map_err(internal)?;
+        delete_host_veth(rec).map_err(internal)?;
         self.forget(state, rec);
         Ok(())
     }
@@ -507,6 +510,59 @@ fn until_store_answers<T>(f: impl Fn() -> Result<T, ControllerError>) -> Result<
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
             other => return other,
+        }
+    }
+}
+
+/// Checks the host veth an ADD names, before anything is attached or recorded: it must
+/// be the veth the plugin creates for this attachment (its name is derived from the
+/// attachment, never taken from the caller), a veth, and its peer must live in the
+/// pod's network namespace (`CNI_NETNS`). Returns its ifindex. Anything else, tun0, the
+/// underlay, another pod's veth, is code 4.
+fn verify_host_veth(attachment: &Attachment, host_veth: &str, netns_path: &str) -> Result<u32, CniError> {
+    validate_container_id(&attachment.container_id)?;
+    validate_ifname(&attachment.ifname)?;
+    let expected = host_veth_name(&attachment.container_id, &attachment.ifname);
+    let refuse = |why: String| CniError::new(code::INVALID_ENV, format!("host veth {host_veth:?} refused: {why}"));
+    if host_veth != expected {
+        return Err(refuse(format!(
+            "the host veth of interface {} of container {} is {expected}",
+            attachment.ifname, attachment.container_id
+        )));
+    }
+    let netns = open_netns(netns_path)?;
+    let (veth, netns_id) = netdev::inspect_host_veth(host_veth, Some(netns.as_fd())).map_err(internal)?;
+    match veth {
+        HostVeth::Absent => Err(refuse("it does not exist on this node".into())),
+        HostVeth::Foreign(why) => Err(refuse(why.into())),
+        HostVeth::Veth { ifindex, peer_netnsid } if netns_id == Some(peer_netnsid) => Ok(ifindex),
+        HostVeth::Veth { .. } => Err(refuse(format!("its peer is not in network namespace {netns_path}"))),
+    }
+}
+
+/// Whether the veth a pod record names is still there: the same link (ifindex), still a
+/// veth with its peer in another namespace. (The underlay device can be such a veth
+/// too: what makes a veth a pod's is its name, which `PodRecord::validate` checks.)
+fn recorded_veth_present(rec: &PodRecord) -> bool {
+    rec.validate().is_ok()
+        && matches!(netdev::inspect_host_veth(&rec.host_veth, None),
+            Ok((HostVeth::Veth { ifindex, .. }, _)) if ifindex == rec.ifindex)
+}
+
+/// Deletes a recorded pod's veth (both ends), by ifindex, if it is still the one
+/// recorded. A link that has taken its name since (another ADD's new veth, or anything
+/// that is not a pod veth) is left alone.
+fn delete_host_veth(rec: &PodRecord) -> Result<()> {
+    if let Err(why) = rec.validate() {
+        tracing::error!(pod = %rec.container_id, "not deleting the veth of an invalid pod record: {why}");
+        return Ok(());
+    }
+    match netdev::inspect_host_veth(&rec.host_veth, None)?.0 {
+        HostVeth::Veth { ifindex, .. } if ifindex == rec.ifindex => netdev::delete_link_index(ifindex),
+        HostVeth::Absent => Ok(()),
+        other => {
+            tracing::warn!(pod = %rec.container_id, veth = %rec.host_veth, "not deleting {other:?}: it is not the recorded veth");
+            Ok(())
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `from_pod` hands frames to the host by redirecting them into tun0's ingress.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::BorrowedFd;
 
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
@@ -33,6 +34,51 @@ pub fn device_with_address(ip: Ipv4Addr) -> Result<Option<(String, u32)>> {
         }
     }
     Ok(None)
+}
+
+/// What the link of a pod's host-side veth name is on the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostVeth {
+    /// No link of that name.
+    Absent,
+    /// A link of that name that no pod port can be: not a veth, or a veth whose peer
+    /// is in the node's own namespace (as tun0's).
+    Foreign(&'static str),
+    /// A veth whose peer lives in another network namespace, which the node's namespace
+    /// knows by id `peer_netnsid`.
+    Veth { ifindex: u32, peer_netnsid: i32 },
+}
+
+/// What the link called `name` is and, given `netns`, the id the node's namespace gives
+/// that namespace (`None` if it has none: no veth of the node has its peer there).
+pub fn inspect_host_veth(name: &str, netns: Option<BorrowedFd<'_>>) -> Result<(HostVeth, Option<i32>)> {
+    with_netlink(|h| async move {
+        let link = netlink::get_link(&h, name).await.with_context(|| format!("looking up {name}"))?;
+        let veth = match link {
+            None => HostVeth::Absent,
+            Some(l) if !l.veth => HostVeth::Foreign("it is not a veth"),
+            Some(l) => match l.peer_netnsid {
+                None => HostVeth::Foreign("its peer is in the node's own network namespace"),
+                Some(peer_netnsid) => HostVeth::Veth { ifindex: l.index, peer_netnsid },
+            },
+        };
+        let netns_id = match netns {
+            Some(fd) => netlink::netns_id(&h, fd).await.context("asking for a network namespace's id")?,
+            None => None,
+        };
+        Ok((veth, netns_id))
+    })?
+}
+
+/// Deletes link `ifindex` if it still exists (and with a veth, its peer).
+pub fn delete_link_index(ifindex: u32) -> Result<()> {
+    with_netlink(|h| async move {
+        match netlink::delete_link(&h, ifindex).await {
+            Err(e) if netlink::is_not_found(&e) => Ok(()),
+            r => r,
+        }
+    })?
+    .with_context(|| format!("deleting link {ifindex}"))
 }
 
 /// Deletes a link if it exists (deleting either end of a veth removes both).
