@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use oxsdn_tests::{
     cni::CniCall,
     inventory::{pod_records, pod_veths, Inventory},
@@ -315,5 +315,134 @@ fn a_new_pod_reaches_its_gateway_as_soon_as_add_returns() -> Result<()> {
         // One echo, half a second: no second ARP attempt fits.
         assert!(oxsdn_tests::probe::ping(&pod.netns, gateway), "{} cannot reach its gateway right after ADD", pod.name);
     }
+    Ok(())
+}
+
+/// `Threads:` of a process, from /proc.
+fn thread_count(pid: u32) -> Result<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("Threads:")).context("no Threads line")?;
+    Ok(line["Threads:".len()..].trim().parse()?)
+}
+
+/// 1,100 callers that connect and send nothing, or a byte now and then, hold no thread
+/// of the agent and do not delay a real ADD; the agent closes the oldest at once when
+/// they are more than it keeps open, and the others once their time is up, answering each.
+#[test]
+fn idle_and_slow_callers_do_not_hold_up_a_real_add() -> Result<()> {
+    use std::{
+        io::{Read, Write},
+        os::unix::net::UnixStream,
+        time::{Duration, Instant},
+    };
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let agent = node.agent_pid().context("no agent")?;
+    let threads_before = thread_count(agent)?;
+
+    // More than the agent keeps open at once (1,024): it closes the oldest to make room.
+    let idle: Vec<UnixStream> = (0..600).map(|_| UnixStream::connect(&node.socket)).collect::<Result<_, _>>()?;
+    let slow: Vec<UnixStream> = (0..500).map(|_| UnixStream::connect(&node.socket)).collect::<Result<_, _>>()?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| -> Result<()> {
+        // Byte-at-a-time: a byte to one slow caller after another, every 2 ms.
+        s.spawn(|| {
+            for stream in slow.iter().cycle() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = (&*stream).write(b" ");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let held = (|| -> Result<()> {
+            std::thread::sleep(Duration::from_millis(500));
+            let threads_held = thread_count(agent)?;
+            // The first caller was closed to make room, with an answer saying why.
+            let mut first = String::new();
+            idle[0].set_read_timeout(Some(Duration::from_millis(500)))?;
+            (&idle[0]).read_to_string(&mut first).context("reading the oldest caller's answer")?;
+            assert!(first.contains("busy") && first.contains("\"code\":11"), "the oldest caller: {first:?}");
+            let start = Instant::now();
+            let pod = node.add_pod("red", "prompt")?;
+            let took = start.elapsed();
+            eprintln!("1,100 idle and slow callers: ADD took {took:?}; agent threads {threads_before} -> {threads_held}");
+            assert!(took < Duration::from_secs(3), "ADD took {took:?} with 1,100 callers holding connections");
+            assert!(oxsdn_tests::probe::ping(&pod.netns, Ipv4Addr::new(10, 128, 0, 1)), "the pod added has no network");
+            assert!(
+                threads_held <= threads_before + 2,
+                "the agent went from {threads_before} to {threads_held} threads for 1,100 idle connections"
+            );
+            Ok(())
+        })();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        held
+    })?;
+    // Every one of them is answered (an error) and closed once its time is up.
+    for stream in idle.iter().chain(&slow).skip(1).step_by(50) {
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut answer = String::new();
+        (&*stream).read_to_string(&mut answer)?;
+        assert!(answer.contains("\"code\""), "no error answer before the close: {answer:?}");
+    }
+    Ok(())
+}
+
+/// A `CNI_NETNS` that is a FIFO (opening it for reading waits for a writer) fails at once
+/// with code 4, through the plugin and at the agent's socket alike.
+#[test]
+fn a_netns_that_is_a_fifo_fails_at_once() -> Result<()> {
+    use oxsdn_cni::{
+        client, code,
+        naming::host_veth_name,
+        protocol::{Attachment, Command, Request, Response},
+    };
+    use std::{os::unix::fs::OpenOptionsExt, time::Duration};
+
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let fifo = cluster.dir.join("fifo-netns");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR)?;
+    let fifo_path = fifo.display().to_string();
+    let before = Snapshot::take(node)?;
+
+    let add = CniCall::add(&node.network_config()?, "fifo-netns", &fifo, "red", "p");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let node_netns = node.netns.name.clone();
+    std::thread::spawn(move || tx.send(add.invoke(&Netns::borrowed(&node_netns))));
+    let out = match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(out) => out,
+        Err(_) => {
+            // Release the plugin blocked in open(2), then fail.
+            let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
+            panic!("CNI ADD with a FIFO as CNI_NETNS did not finish within 5 s");
+        }
+    };
+    assert_eq!(out.error_code()?, 4, "{}", out.stdout);
+    assert!(out.stdout.contains("is not a network namespace"), "{}", out.stdout);
+    before.assert_same(node, "ADD with a FIFO as CNI_NETNS")?;
+
+    let request = Request {
+        command: Command::Add,
+        attachment: Some(Attachment { container_id: "fifo-netns".into(), ifname: "eth0".into() }),
+        netns: Some(fifo_path),
+        pod_namespace: Some("red".into()),
+        pod_name: None,
+        host_veth: Some(host_veth_name("fifo-netns", "eth0")),
+        valid_attachments: Vec::new(),
+    };
+    let answer = client::call_with_timeouts(&node.socket, &request, client::CONNECT_TIMEOUT, Duration::from_secs(5))
+        .map_err(|e| anyhow::anyhow!("the agent did not answer in time: {e}"))?;
+    match answer {
+        Response::Error(e) => assert!(e.code == code::INVALID_ENV && e.msg.contains("is not a network namespace"), "{e}"),
+        other => panic!("the agent accepted a FIFO as a netns: {other:?}"),
+    }
+    before.assert_same(node, "ADD request with a FIFO as CNI_NETNS")?;
     Ok(())
 }
