@@ -265,7 +265,7 @@ fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let ifname = env.ifname()?;
     let netns_path = env.netns()?;
     let args = env.cni_args()?;
-    let pod_namespace = args.require_pod_namespace()?;
+    let pod_namespace = args.project(conf.default_project.as_deref())?;
 
     let netns = open_netns(netns_path)?;
     ensure_agent_socket(&conf.agent_socket)?;
@@ -472,7 +472,7 @@ fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         ifname: ifname.to_string(),
     });
     req.netns = env.optional_netns().map(str::to_string);
-    req.pod_namespace = args.pod_namespace;
+    req.pod_namespace = args.pod_namespace.or_else(|| conf.default_project.clone());
     req.pod_name = args.pod_name;
     let agent = client::call(&conf.agent_socket, &req);
 
@@ -520,7 +520,7 @@ fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         ifname: ifname.to_string(),
     });
     req.netns = Some(netns_path.to_string());
-    req.pod_namespace = args.pod_namespace.clone();
+    req.pod_namespace = args.pod_namespace.clone().or_else(|| conf.default_project.clone());
     req.pod_name = args.pod_name.clone();
     let pod = expect_pod(client::call(&conf.agent_socket, &req)?, "CHECK")?;
     let applied = validate_pod_network(&pod)?;
@@ -860,6 +860,22 @@ mod tests {
             msg.contains("not running or not ready") && msg.contains(s.to_str().unwrap()),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn default_project_stands_in_for_a_missing_namespace_only() {
+        // podman 4 sends a pod name and no namespace. /proc/self/ns/net and an absent agent
+        // stop ADD right after the project is known (code 11), before any change.
+        let s = temp_socket();
+        let podman = with(&add_env("/proc/self/ns/net"), &[("CNI_ARGS", "K8S_POD_NAME=web")]);
+        let with_default = json!({"cniVersion": "1.0.0", "name": "oxsdn", "type": "oxsdn",
+            "agentSocket": &*s, "defaultProject": "oxsdn-standalone"})
+        .to_string()
+        .into_bytes();
+        assert_eq!(err_code(&run(&podman, &with_default)), 11);
+        let o = run(&podman, &conf("1.0.0", &s));
+        assert_eq!(err_code(&o), 4, "without defaultProject");
+        assert!(o.stdout.unwrap()["msg"].as_str().unwrap().contains("K8S_POD_NAMESPACE"));
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub struct Agent {
 
 /// Name of the CNI config file the agent writes when ready.
 pub const CNI_CONF_FILE: &str = "80-oxsdn.conflist";
+/// The project of pods whose runtime names no Kubernetes namespace (podman): an
+/// ordinary project, isolated like any other, never `default` (VNID 0, global).
+pub const STANDALONE_PROJECT: &str = "oxsdn-standalone";
 
 impl Agent {
     /// Node start (OpenShift's order): take the readiness file away, read the cluster
@@ -154,7 +157,7 @@ impl Agent {
         let conf = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": "oxsdn",
-            "plugins": [{ "type": "oxsdn", "agentSocket": self.config.socket }],
+            "plugins": [{ "type": "oxsdn", "agentSocket": self.config.socket, "defaultProject": STANDALONE_PROJECT }],
         });
         std::fs::create_dir_all(&self.config.cni_conf_dir)?;
         let path = self.config.cni_conf_dir.join(CNI_CONF_FILE);

@@ -171,7 +171,8 @@ fn every_bad_input_gets_its_error_code_and_changes_nothing() -> Result<()> {
         ("missing CNI_CONTAINERID", good.clone().unset("CNI_CONTAINERID"), 4),
         ("bad CNI_IFNAME", good.clone().var("CNI_IFNAME", "eth0/../x"), 4),
         ("too long CNI_IFNAME", good.clone().var("CNI_IFNAME", "abcdefghijklmnopq"), 4),
-        ("missing K8S_POD_NAMESPACE", good.clone().var("CNI_ARGS", "K8S_POD_NAME=x"), 4),
+        ("missing K8S_POD_NAMESPACE, no defaultProject", with_conf(&|c| { c.as_object_mut().unwrap().remove("defaultProject"); }).var("CNI_ARGS", "K8S_POD_NAME=x"), 4),
+        ("invalid defaultProject", with_conf(&|c| c["defaultProject"] = json!("Not_A_Project")), 7),
         ("odd characters in the namespace", good.clone().var("CNI_ARGS", "K8S_POD_NAMESPACE=Red_Team;K8S_POD_NAME=x"), 4),
         ("malformed CNI_ARGS", good.clone().var("CNI_ARGS", "K8S_POD_NAMESPACE"), 4),
     ];
@@ -444,5 +445,39 @@ fn a_netns_that_is_a_fifo_fails_at_once() -> Result<()> {
         other => panic!("the agent accepted a FIFO as a netns: {other:?}"),
     }
     before.assert_same(node, "ADD request with a FIFO as CNI_NETNS")?;
+    Ok(())
+}
+
+/// podman 4 sends `K8S_POD_NAME` and no `K8S_POD_NAMESPACE`: its pods join the project the
+/// agent's network config names (`defaultProject`), an ordinary isolated one; without the
+/// key such an ADD is refused as before, never put in the global project.
+#[test]
+fn a_runtime_that_names_no_namespace_gets_the_default_project() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let conf = node.network_config()?;
+    assert_eq!(conf["defaultProject"], "oxsdn-standalone", "the agent's network config");
+    let red = node.add_pod("red", "red")?;
+    let ns = Netns::create(&format!("{}-podman", node.prefix()))?;
+    let podman = CniCall::add(&conf, "podman-web", &ns.path(), "unused", "web").var("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web");
+
+    let mut without = conf.clone();
+    without.as_object_mut().expect("config object").remove("defaultProject");
+    let before = Snapshot::take(node)?;
+    let refused = node.cni(&podman.clone().stdin(serde_json::to_vec(&without)?));
+    assert_eq!(refused.error_code()?, 4, "{}", refused.stdout);
+    before.assert_same(node, "ADD without a namespace or defaultProject")?;
+
+    let result = node.cni(&podman).success()?;
+    let ip: Ipv4Addr = result["ips"][0]["address"].as_str().unwrap_or_default().split('/').next().unwrap_or_default().parse()?;
+    let record = pod_records(node)?.into_iter().find(|r| r["containerId"] == "podman-web").context("no pod record")?;
+    assert_eq!(record["project"], "oxsdn-standalone");
+    assert_ne!(cluster.netid("oxsdn-standalone")?, 0, "the default project is global");
+    assert!(oxsdn_tests::probe::ping(&ns, Ipv4Addr::new(10, 128, 0, 1)), "the pod has no network");
+    assert!(!oxsdn_tests::probe::ping(&ns, red.ip), "the pod reaches another project");
+    assert!(!oxsdn_tests::probe::ping(&red.netns, ip), "another project reaches the pod");
+    node.cni(&CniCall::del(&conf, "podman-web", Some(&ns.path()))).success()?;
+    assert!(pod_records(node)?.iter().all(|r| r["containerId"] != "podman-web"));
     Ok(())
 }
