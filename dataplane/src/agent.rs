@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
 use oxsdn_cni::{
-    code,
+    code, del_queue,
     env::{validate_container_id, validate_ifname},
     naming::host_veth_name,
     netns::open_netns,
@@ -81,12 +81,12 @@ pub const CNI_CONF_FILE: &str = "80-oxsdn.conflist";
 pub const STANDALONE_PROJECT: &str = "oxsdn-standalone";
 
 impl Agent {
-    /// Node start (OpenShift's order): take the readiness file away, read the cluster
-    /// config, get this node's subnet, set up tun0 and the pipeline, sync projects and
-    /// pods. The CNI config is written only by `announce_ready`.
+    /// Node start (OpenShift's order): read the cluster config, get this node's subnet,
+    /// set up tun0 and the pipeline, sync projects, apply the deletions recorded while no
+    /// agent ran, take the pods back. The CNI config a previous agent wrote stays (an
+    /// agent restart must not make the node NotReady: ADD waits for the socket, DEL works
+    /// without it); `announce_ready` writes it anew.
     pub fn start(config: AgentConfig) -> Result<Arc<Agent>> {
-        let conf_file = config.cni_conf_dir.join(CNI_CONF_FILE);
-        remove_if_exists(&conf_file)?;
         let store = store::open(&config.store).with_context(|| format!("opening the {}", config.store))?;
         let cluster = Arc::new(Cluster::new(store));
         let network = until_store_answers(|| cluster.config()).context("reading the cluster configuration")?;
@@ -148,6 +148,7 @@ impl Agent {
             pods: Mutex::new(PodState { table, ipam }),
             saved: Mutex::new(0),
         });
+        agent.apply_queued_deletions()?;
         agent.restore_pods()?;
         Ok(agent)
     }
@@ -167,14 +168,48 @@ impl Agent {
         Ok(())
     }
 
-    /// Clean stop, for an upgrade or a restart: kubelet must see the network as not
-    /// ready, and nothing else changes. The dataplane stays (pinned programs and maps),
-    /// and so do tun0, vxlan0 and the masquerade rule, so running pods keep their
-    /// connections, egress included, until the next agent takes over. Uninstalling is
-    /// `teardown`.
+    /// Clean stop, for an upgrade or a restart: the socket goes and nothing else. The
+    /// dataplane stays (pinned programs and maps), and so do tun0, vxlan0 and the
+    /// masquerade rule, so running pods keep their connections, egress included, until
+    /// the next agent takes over; so does the CNI config, so the node stays Ready, ADD
+    /// waits for the next agent and DEL records its deletion for it (docs/design.md,
+    /// CNI). Uninstalling is `teardown`.
     pub fn shutdown(&self) -> Result<()> {
-        remove_if_exists(&self.config.cni_conf_dir.join(CNI_CONF_FILE))?;
         remove_if_exists(&self.config.socket)
+    }
+
+    /// Applies the DELs the plugin recorded while no agent ran (`del_queue`): each
+    /// releases its pod (veth if still there, address, map entries, link pin, record)
+    /// unless the pod recorded for that attachment is a later one. Runs at start, before
+    /// the pods are taken back, and again once the socket is open, before serving (for
+    /// what was recorded meanwhile), so none is left behind.
+    pub fn apply_queued_deletions(&self) -> Result<()> {
+        let queue = del_queue::dir_for(&self.config.socket);
+        let del_queue::Pending { entries, discarded } =
+            del_queue::pending(&queue).with_context(|| format!("reading {}", queue.display()))?;
+        for why in discarded {
+            tracing::warn!("discarded a delete queue entry: {why}");
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.pods.lock().unwrap();
+        for (_, deletion) in &entries {
+            let Some(rec) = state.table.get(&deletion.attachment).cloned() else { continue };
+            if deletion.applies_to(rec.ifindex, recorded_veth_present(&rec)) {
+                tracing::info!(pod = %rec.container_id, "applying a DEL recorded while no agent ran");
+                self.release(&mut state, &rec)?;
+            } else {
+                tracing::info!(pod = %rec.container_id, "a DEL recorded while no agent ran is of an earlier pod of this attachment; keeping this one");
+            }
+        }
+        let generation = state.table.generation();
+        drop(state);
+        self.persist(generation)?;
+        for (path, _) in entries {
+            del_queue::remove(&path)?;
+        }
+        Ok(())
     }
 
     /// Takes the pods of the pod table back: their addresses, and their map entries and

@@ -78,8 +78,12 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Serves requests until the listener fails.
+/// Serves requests until the listener fails, once the deletions recorded while the
+/// socket was not there are applied (callers meanwhile wait in the listen queue).
 pub fn serve(listener: UnixListener, agent: Arc<Agent>) {
+    if let Err(e) = agent.apply_queued_deletions() {
+        tracing::error!("applying the delete queue: {e:#}");
+    }
     let served = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
