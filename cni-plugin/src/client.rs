@@ -46,7 +46,11 @@ pub fn call_with_timeouts(
 }
 
 /// [`call`], waiting up to `wait` for an agent to listen on `socket` (one restarting).
-pub fn call_when_listening(socket: &Path, req: &Request, wait: Duration) -> Result<Response, CniError> {
+pub fn call_when_listening(
+    socket: &Path,
+    req: &Request,
+    wait: Duration,
+) -> Result<Response, CniError> {
     exchange(socket, req, CONNECT_TIMEOUT, Some(wait), RESPONSE_TIMEOUT).map_err(|f| f.error)
 }
 
@@ -71,7 +75,10 @@ fn exchange(
     wait_for_listener: Option<Duration>,
     response_timeout: Duration,
 ) -> Result<Response, CallFailure> {
-    let failed = |error| CallFailure { error, no_agent: false };
+    let failed = |error| CallFailure {
+        error,
+        no_agent: false,
+    };
     let body = serde_json::to_vec(req).map_err(|e| {
         failed(
             CniError::new(
@@ -87,10 +94,11 @@ fn exchange(
             format!("request to the oxsdn node agent is larger than {MAX_MESSAGE_BYTES} bytes"),
         )));
     }
-    let mut stream = connect(socket, connect_timeout, wait_for_listener).map_err(|e| CallFailure {
-        no_agent: is_no_listener(&e),
-        error: agent_unavailable(socket, &e),
-    })?;
+    let mut stream =
+        connect(socket, connect_timeout, wait_for_listener).map_err(|e| CallFailure {
+            no_agent: is_no_listener(&e),
+            error: agent_unavailable(socket, &e),
+        })?;
     let deadline = Instant::now() + response_timeout;
 
     let sent = (|| {
@@ -184,7 +192,10 @@ fn agent_timeout(socket: &Path, timeout: Duration) -> CniError {
 /// Whether a connect error means nothing listens there: no socket file, or no one
 /// accepting on it (an agent that died leaves its socket file).
 fn is_no_listener(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ECONNREFUSED))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ECONNREFUSED)
+    )
 }
 
 /// Connect within `timeout`. A Unix socket whose listen backlog is full answers a non-blocking

@@ -423,7 +423,11 @@ pub(crate) mod tests {
         assert_eq!(a.pod_name.as_deref(), Some("web-5d8f-x2"));
         assert_eq!(a.pairs.len(), 5);
         assert_eq!(a.project(None).unwrap(), "my-ns");
-        assert_eq!(a.project(Some("other")).unwrap(), "my-ns", "the runtime's namespace wins");
+        assert_eq!(
+            a.project(Some("other")).unwrap(),
+            "my-ns",
+            "the runtime's namespace wins"
+        );
     }
 
     #[test]
@@ -435,7 +439,11 @@ pub(crate) mod tests {
         let a = parse_cni_args("X=a=b;K8S_POD_NAMESPACE=ns").unwrap();
         assert_eq!(a.pairs[0], ("X".into(), "a=b".into()));
         assert_eq!(
-            parse_cni_args("FOO=1").unwrap().project(None).unwrap_err().code,
+            parse_cni_args("FOO=1")
+                .unwrap()
+                .project(None)
+                .unwrap_err()
+                .code,
             code::INVALID_ENV
         );
         // podman 4's CNI_ARGS: a pod name, no namespace.

@@ -8,8 +8,8 @@
 use std::fs::OpenOptions;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::sched::{setns, CloneFlags};
@@ -57,7 +57,8 @@ pub fn open_netns(path: &str) -> Result<OwnedFd, CniError> {
         })?;
     let fd = OwnedFd::from(file);
     let inspect_failed = |e: io::Error| {
-        CniError::new(code::IO_FAILURE, format!("cannot inspect {path}")).with_details(e.to_string())
+        CniError::new(code::IO_FAILURE, format!("cannot inspect {path}"))
+            .with_details(e.to_string())
     };
     // A namespace file is a regular file on nsfs: refuse anything else before asking nsfs.
     let kind = nix::sys::stat::fstat(fd.as_raw_fd())
@@ -190,11 +191,16 @@ mod tests {
 
     #[test]
     fn what_is_not_a_netns_is_refused_at_once_with_code_4() {
-        let dir = std::env::temp_dir().join(format!("oxsdn-cni-netns-kinds-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("oxsdn-cni-netns-kinds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("fifo");
         let _ = std::fs::remove_file(&fifo);
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR).unwrap();
+        nix::unistd::mkfifo(
+            &fifo,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
         let socket = dir.join("socket");
         let _ = std::fs::remove_file(&socket);
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();

@@ -508,9 +508,16 @@ fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 /// serves), and succeed, as the spec asks of a DEL whose resources are gone.
 fn del_without_agent(conf: &NetConf, req: &Request, host: &str) -> Result<(), CniError> {
     let deleted = delete_host_veth(host)?;
-    let attachment = req.attachment.clone().ok_or_else(|| CniError::new(code::INTERNAL, "DEL without an attachment"))?;
+    let attachment = req
+        .attachment
+        .clone()
+        .ok_or_else(|| CniError::new(code::INTERNAL, "DEL without an attachment"))?;
     let queue = del_queue::dir_for(&conf.agent_socket);
-    let entry = del_queue::record(&queue, &Deletion { attachment, host_veth_ifindex: deleted }).map_err(|e| {
+    let deletion = Deletion {
+        attachment,
+        host_veth_ifindex: deleted,
+    };
+    let entry = del_queue::record(&queue, &deletion).map_err(|e| {
         CniError::new(
             code::TRY_AGAIN_LATER,
             format!(
