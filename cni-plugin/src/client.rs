@@ -6,8 +6,9 @@
 //!
 //! Transport failures are `Err` with code 11 (try again later: the agent is absent, refusing,
 //! too slow, or hung up without answering) or 100 (the agent answered something that is not a
-//! [`Response`], or a message over [`MAX_MESSAGE_BYTES`]). The agent's own errors come back as
-//! `Ok(Response::Error(_))`, untouched.
+//! [`Response`], or a message over [`MAX_MESSAGE_BYTES`]); [`call_detailed`] also says whether
+//! no agent was running at all. The agent's own errors come back as `Ok(Response::Error(_))`,
+//! untouched.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -26,6 +27,8 @@ use crate::protocol::{Request, Response, MAX_MESSAGE_BYTES};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the agent has to answer (an ADD may wait for the pod's project VNID).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a caller waiting for an agent to listen tries again.
+const LISTENER_POLL: Duration = Duration::from_millis(25);
 
 /// Send `req` to the agent listening on `socket` and return its response.
 pub fn call(socket: &Path, req: &Request) -> Result<Response, CniError> {
@@ -39,20 +42,63 @@ pub fn call_with_timeouts(
     connect_timeout: Duration,
     response_timeout: Duration,
 ) -> Result<Response, CniError> {
+    exchange(socket, req, connect_timeout, None, response_timeout).map_err(|f| f.error)
+}
+
+/// [`call`], waiting up to `wait` for an agent to listen on `socket` (one restarting).
+pub fn call_when_listening(
+    socket: &Path,
+    req: &Request,
+    wait: Duration,
+) -> Result<Response, CniError> {
+    exchange(socket, req, CONNECT_TIMEOUT, Some(wait), RESPONSE_TIMEOUT).map_err(|f| f.error)
+}
+
+/// Why a call has no answer.
+#[derive(Debug)]
+pub struct CallFailure {
+    pub error: CniError,
+    /// Nothing listens on the socket (no such file, or refused): no agent is running, so
+    /// none has seen the request.
+    pub no_agent: bool,
+}
+
+/// [`call`], telling apart the failures where no agent runs.
+pub fn call_detailed(socket: &Path, req: &Request) -> Result<Response, CallFailure> {
+    exchange(socket, req, CONNECT_TIMEOUT, None, RESPONSE_TIMEOUT)
+}
+
+fn exchange(
+    socket: &Path,
+    req: &Request,
+    connect_timeout: Duration,
+    wait_for_listener: Option<Duration>,
+    response_timeout: Duration,
+) -> Result<Response, CallFailure> {
+    let failed = |error| CallFailure {
+        error,
+        no_agent: false,
+    };
     let body = serde_json::to_vec(req).map_err(|e| {
-        CniError::new(
-            code::INTERNAL,
-            "cannot encode the request to the oxsdn node agent",
+        failed(
+            CniError::new(
+                code::INTERNAL,
+                "cannot encode the request to the oxsdn node agent",
+            )
+            .with_details(e.to_string()),
         )
-        .with_details(e.to_string())
     })?;
     if body.len() > MAX_MESSAGE_BYTES {
-        return Err(CniError::new(
+        return Err(failed(CniError::new(
             code::INTERNAL,
             format!("request to the oxsdn node agent is larger than {MAX_MESSAGE_BYTES} bytes"),
-        ));
+        )));
     }
-    let mut stream = connect(socket, connect_timeout).map_err(|e| agent_unavailable(socket, &e))?;
+    let mut stream =
+        connect(socket, connect_timeout, wait_for_listener).map_err(|e| CallFailure {
+            no_agent: is_no_listener(&e),
+            error: agent_unavailable(socket, &e),
+        })?;
     let deadline = Instant::now() + response_timeout;
 
     let sent = (|| {
@@ -61,7 +107,7 @@ pub fn call_with_timeouts(
         stream.shutdown(Shutdown::Write)
     })();
     if let Err(e) = sent {
-        return Err(agent_unavailable(socket, &e));
+        return Err(failed(agent_unavailable(socket, &e)));
     }
 
     let mut buf = Vec::new();
@@ -69,19 +115,19 @@ pub fn call_with_timeouts(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(agent_timeout(socket, response_timeout));
+            return Err(failed(agent_timeout(socket, response_timeout)));
         }
         if let Err(e) = stream.set_read_timeout(Some(left)) {
-            return Err(agent_unavailable(socket, &e));
+            return Err(failed(agent_unavailable(socket, &e)));
         }
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => {
                 if buf.len() + n > MAX_MESSAGE_BYTES {
-                    return Err(CniError::new(
+                    return Err(failed(CniError::new(
                         code::INTERNAL,
                         format!("response of the oxsdn node agent is larger than {MAX_MESSAGE_BYTES} bytes"),
-                    ));
+                    )));
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
@@ -92,29 +138,31 @@ pub fn call_with_timeouts(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(agent_timeout(socket, response_timeout));
+                return Err(failed(agent_timeout(socket, response_timeout)));
             }
-            Err(e) => return Err(agent_unavailable(socket, &e)),
+            Err(e) => return Err(failed(agent_unavailable(socket, &e))),
         }
     }
     if buf.iter().all(u8::is_ascii_whitespace) {
-        return Err(CniError::new(
+        return Err(failed(CniError::new(
             code::TRY_AGAIN_LATER,
             format!(
                 "oxsdn node agent closed the connection on {} without answering",
                 socket.display()
             ),
-        ));
+        )));
     }
     serde_json::from_slice::<Response>(&buf).map_err(|e| {
-        CniError::new(
-            code::INTERNAL,
-            format!(
-                "invalid response from the oxsdn node agent on {}",
-                socket.display()
-            ),
+        failed(
+            CniError::new(
+                code::INTERNAL,
+                format!(
+                    "invalid response from the oxsdn node agent on {}",
+                    socket.display()
+                ),
+            )
+            .with_details(e.to_string()),
         )
-        .with_details(e.to_string())
     })
 }
 
@@ -141,11 +189,27 @@ fn agent_timeout(socket: &Path, timeout: Duration) -> CniError {
     .with_details(format!("no response within {} s", timeout.as_secs_f32()))
 }
 
+/// Whether a connect error means nothing listens there: no socket file, or no one
+/// accepting on it (an agent that died leaves its socket file).
+fn is_no_listener(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ECONNREFUSED)
+    )
+}
+
 /// Connect within `timeout`. A Unix socket whose listen backlog is full answers a non-blocking
-/// connect with EAGAIN (it never returns EINPROGRESS), so retry until the deadline.
-fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+/// connect with EAGAIN (it never returns EINPROGRESS), so retry until the deadline. Given
+/// `wait_for_listener`, also retry that long while nothing listens (an agent restarting).
+fn connect(
+    path: &Path,
+    timeout: Duration,
+    wait_for_listener: Option<Duration>,
+) -> io::Result<UnixStream> {
     let addr = UnixAddr::new(path).map_err(io::Error::from)?;
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let listener_deadline = start + wait_for_listener.unwrap_or_default();
     loop {
         let fd: OwnedFd = socket::socket(
             AddressFamily::Unix,
@@ -156,6 +220,12 @@ fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
         match socket::connect(fd.as_raw_fd(), &addr) {
             Ok(()) => return into_blocking(fd),
             Err(Errno::EINTR) => continue,
+            Err(e @ (Errno::ENOENT | Errno::ECONNREFUSED)) => {
+                if Instant::now() >= listener_deadline {
+                    return Err(e.into());
+                }
+                std::thread::sleep(LISTENER_POLL);
+            }
             Err(Errno::EAGAIN) => {
                 if Instant::now() >= deadline {
                     return Err(io::Error::new(

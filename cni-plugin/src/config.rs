@@ -2,13 +2,15 @@
 //!
 //! Error codes: bigger than [`MAX_MESSAGE_BYTES`] or not a JSON object => 6 (decode failure);
 //! `cniVersion` missing/empty/not a string, `name` missing or invalid, `type` not `"oxsdn"`,
-//! malformed `agentSocket`, `prevResult` or `cni.dev/valid-attachments` => 7 (invalid network
-//! config); a well-formed but unsupported `cniVersion` => 1. Unknown fields are ignored.
+//! malformed `agentSocket`, `defaultProject`, `prevResult` or `cni.dev/valid-attachments` => 7
+//! (invalid network config); a well-formed but unsupported `cniVersion` => 1. Unknown fields
+//! are ignored.
 
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+use crate::env::is_dns1123_label;
 use crate::error::{code, CniError};
 use crate::protocol::{Attachment, DEFAULT_AGENT_SOCKET, MAX_MESSAGE_BYTES};
 use crate::version::{self, CniVersion};
@@ -28,6 +30,9 @@ pub struct NetConf {
     pub name: String,
     /// `agentSocket`, or [`DEFAULT_AGENT_SOCKET`].
     pub agent_socket: PathBuf,
+    /// `defaultProject`: the project of pods whose runtime sends no `K8S_POD_NAMESPACE`
+    /// (podman); without it such an ADD fails with code 4.
+    pub default_project: Option<String>,
     /// `prevResult` (CHECK; also passed on DEL, where it is ignored).
     pub prev_result: Option<Map<String, Value>>,
     /// `cni.dev/valid-attachments` (GC). `None` when absent, which GC refuses (an absent list
@@ -138,6 +143,16 @@ pub fn parse_netconf(stdin: &[u8]) -> Result<NetConf, ConfigError> {
         Some(_) => return Err(fail(invalid("agentSocket must be a string"))),
     };
 
+    let default_project = match obj.get("defaultProject") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if is_dns1123_label(p) => Some(p.clone()),
+        Some(_) => {
+            return Err(fail(invalid(
+                "defaultProject must be a project (namespace) name: at most 63 of [a-z0-9-], starting and ending with a letter or digit",
+            )))
+        }
+    };
+
     let prev_result = match obj.get("prevResult") {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) => Some(m.clone()),
@@ -156,6 +171,7 @@ pub fn parse_netconf(stdin: &[u8]) -> Result<NetConf, ConfigError> {
         cni_version,
         name,
         agent_socket,
+        default_project,
         prev_result,
         valid_attachments,
     })
@@ -223,6 +239,7 @@ mod tests {
         assert_eq!(c.cni_version, CniVersion::V1_0_0);
         assert_eq!(c.name, "oxsdn");
         assert_eq!(c.agent_socket, PathBuf::from(DEFAULT_AGENT_SOCKET));
+        assert!(c.default_project.is_none());
         assert!(c.prev_result.is_none());
         assert!(c.valid_attachments.is_none());
     }
@@ -232,11 +249,13 @@ mod tests {
         let c = parse(json!({
             "cniVersion": "0.4.0", "name": "net-1.a_b", "type": "oxsdn",
             "agentSocket": "/tmp/agent.sock", "unknown": {"x": [1, 2]}, "cniVersions": ["1.0.0"],
+            "defaultProject": "standalone",
             "prevResult": {"cniVersion": "0.4.0", "ips": []},
             "runtimeConfig": {}, "capabilities": {"portMappings": true}
         }))
         .unwrap();
         assert_eq!(c.agent_socket, PathBuf::from("/tmp/agent.sock"));
+        assert_eq!(c.default_project.as_deref(), Some("standalone"));
         assert!(c.prev_result.is_some());
     }
 
@@ -283,6 +302,9 @@ mod tests {
             json!({"cniVersion": "1.0.0", "name": "n", "type": "oxsdn", "agentSocket": ""}),
             json!({"cniVersion": "1.0.0", "name": "n", "type": "oxsdn", "agentSocket": 5}),
             json!({"cniVersion": "1.0.0", "name": "n", "type": "oxsdn", "agentSocket": format!("/{}", "a".repeat(200))}),
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "oxsdn", "defaultProject": "Not_A_Label"}),
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "oxsdn", "defaultProject": ""}),
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "oxsdn", "defaultProject": 5}),
             json!({"cniVersion": "1.0.0", "name": "n", "type": "oxsdn", "prevResult": []}),
             json!({"cniVersion": "1.1.0", "name": "n", "type": "oxsdn", "cni.dev/valid-attachments": {}}),
             json!({"cniVersion": "1.1.0", "name": "n", "type": "oxsdn", "cni.dev/valid-attachments": [{"containerID": "a"}]}),
@@ -348,6 +370,7 @@ mod tests {
         entry["name"] = list["name"].clone();
         let c = parse(entry).unwrap();
         assert_eq!(c.agent_socket, PathBuf::from(DEFAULT_AGENT_SOCKET));
+        assert_eq!(c.default_project.as_deref(), Some("oxsdn-standalone"));
         assert_eq!(c.cni_version, CniVersion::V1_0_0);
     }
 

@@ -207,11 +207,13 @@ pub struct CniArgs {
 }
 
 impl CniArgs {
-    /// `K8S_POD_NAMESPACE`, required (ADD).
-    pub fn require_pod_namespace(&self) -> Result<&str, CniError> {
-        self.pod_namespace.as_deref().ok_or_else(|| {
+    /// The pod's project: `K8S_POD_NAMESPACE`, else `default_project` (the network
+    /// config's `defaultProject`, for runtimes that name no namespace, such as podman);
+    /// with neither, code 4 (ADD: never a silent default).
+    pub fn project<'a>(&'a self, default_project: Option<&'a str>) -> Result<&'a str, CniError> {
+        self.pod_namespace.as_deref().or(default_project).ok_or_else(|| {
             invalid_env("CNI_ARGS has no K8S_POD_NAMESPACE")
-                .with_details("the pod's namespace selects its project (VNID)")
+                .with_details("the pod's namespace selects its project (VNID); a network config's defaultProject names one for runtimes that send none")
         })
     }
 }
@@ -420,7 +422,12 @@ pub(crate) mod tests {
         assert_eq!(a.pod_namespace.as_deref(), Some("my-ns"));
         assert_eq!(a.pod_name.as_deref(), Some("web-5d8f-x2"));
         assert_eq!(a.pairs.len(), 5);
-        assert_eq!(a.require_pod_namespace().unwrap(), "my-ns");
+        assert_eq!(a.project(None).unwrap(), "my-ns");
+        assert_eq!(
+            a.project(Some("other")).unwrap(),
+            "my-ns",
+            "the runtime's namespace wins"
+        );
     }
 
     #[test]
@@ -434,11 +441,14 @@ pub(crate) mod tests {
         assert_eq!(
             parse_cni_args("FOO=1")
                 .unwrap()
-                .require_pod_namespace()
+                .project(None)
                 .unwrap_err()
                 .code,
             code::INVALID_ENV
         );
+        // podman 4's CNI_ARGS: a pod name, no namespace.
+        let podman = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=web").unwrap();
+        assert_eq!(podman.project(Some("standalone")).unwrap(), "standalone");
         for bad in [
             "FOO",
             "=v",

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod config;
+pub mod del_queue;
 pub mod env;
 pub mod error;
 pub mod fuzzing;

@@ -4,14 +4,17 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlag, LinkInfo, LinkMessage, State,
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
 };
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::route::RouteScope;
-use netlink_packet_route::AddressFamily;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 pub use rtnetlink::{Error, Handle};
+use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 pub type NlResult<T> = Result<T, Error>;
 
@@ -40,6 +43,13 @@ pub struct Link {
     /// Operationally up (IF_OPER_UP): set by the kernel's link watcher, which also
     /// starts the link's transmit queue when its carrier comes on.
     pub running: bool,
+    /// A veth (`IFLA_INFO_KIND` "veth").
+    pub veth: bool,
+    /// `IFLA_LINK`: for a veth, its peer's ifindex (in the peer's namespace).
+    pub peer_index: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the id, in this link's namespace, of the namespace its peer
+    /// lives in; absent when the peer is in the same namespace.
+    pub peer_netnsid: Option<i32>,
 }
 
 impl Link {
@@ -49,8 +59,11 @@ impl Link {
             name: String::new(),
             mac: None,
             mtu: None,
-            up: m.header.flags.contains(&LinkFlag::Up),
+            up: m.header.flags.contains(LinkFlags::Up),
             running: false,
+            veth: false,
+            peer_index: None,
+            peer_netnsid: None,
         };
         for a in &m.attributes {
             match a {
@@ -58,6 +71,11 @@ impl Link {
                 LinkAttribute::Address(mac) => l.mac = Some(mac.clone()),
                 LinkAttribute::Mtu(mtu) => l.mtu = Some(*mtu),
                 LinkAttribute::OperState(state) => l.running = *state == State::Up,
+                LinkAttribute::Link(peer) => l.peer_index = Some(*peer),
+                LinkAttribute::LinkNetNsId(id) => l.peer_netnsid = Some(*id),
+                LinkAttribute::LinkInfo(info) => {
+                    l.veth = info.contains(&LinkInfo::Kind(InfoKind::Veth))
+                }
                 _ => {}
             }
         }
@@ -96,38 +114,32 @@ pub async fn create_veth(
     mtu: u32,
     peer_netns: Option<BorrowedFd<'_>>,
 ) -> NlResult<()> {
-    let mut peer_msg = LinkMessage::default();
-    peer_msg
-        .attributes
-        .push(LinkAttribute::IfName(peer.to_string()));
-    peer_msg.attributes.push(LinkAttribute::Mtu(mtu));
+    let mut peer_msg = LinkUnspec::new_with_name(peer).mtu(mtu);
     if let Some(ns) = peer_netns {
-        peer_msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        peer_msg = peer_msg.setns_by_fd(ns.as_raw_fd());
     }
-    let mut req = h.link().add();
-    let msg = req.message_mut();
-    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-    msg.attributes.push(LinkAttribute::Mtu(mtu));
-    msg.attributes.push(LinkAttribute::LinkInfo(vec![
-        LinkInfo::Kind(InfoKind::Veth),
-        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
-    ]));
-    req.execute().await
+    let msg = LinkVeth::new(name, peer)
+        .mtu(mtu)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
+        .build();
+    h.link().add(msg).execute().await
 }
 
 /// Sets link `index`'s MAC (if given) and MTU and brings it up, in one request.
 pub async fn configure_up(h: &Handle, index: u32, mac: Option<[u8; 6]>, mtu: u32) -> NlResult<()> {
-    let req = h.link().set(index).mtu(mtu).up();
-    match mac {
-        Some(mac) => req.address(mac.to_vec()),
-        None => req,
-    }
-    .execute()
-    .await
+    let msg = LinkUnspec::new_with_index(index).mtu(mtu).up();
+    let msg = match mac {
+        Some(mac) => msg.address(mac.to_vec()),
+        None => msg,
+    };
+    h.link().set(msg.build()).execute().await
 }
 
 pub async fn set_up(h: &Handle, index: u32) -> NlResult<()> {
-    h.link().set(index).up().execute().await
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
 }
 
 /// Add `ip/prefix_len` (with its broadcast address) to link `index`.
@@ -168,28 +180,22 @@ pub async fn add_onlink_route(
     dst: Ipv4Addr,
     prefix_len: u8,
 ) -> NlResult<()> {
-    h.route()
-        .add()
-        .v4()
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(dst, prefix_len)
         .output_interface(index)
         .scope(RouteScope::Link)
-        .replace()
-        .execute()
-        .await
+        .build();
+    h.route().add(route).replace().execute().await
 }
 
 /// `default via <gw> dev <index>` (replacing an existing default route).
 pub async fn add_default_route(h: &Handle, index: u32, gw: Ipv4Addr) -> NlResult<()> {
-    h.route()
-        .add()
-        .v4()
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
         .gateway(gw)
         .output_interface(index)
-        .replace()
-        .execute()
-        .await
+        .build();
+    h.route().add(route).replace().execute().await
 }
 
 /// Delete link `index` (deleting one end of a veth pair deletes both).
@@ -207,6 +213,32 @@ pub async fn delete_link_by_name(h: &Handle, name: &str) -> NlResult<bool> {
         Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The id the handle's namespace gives the network namespace `netns` (`RTM_GETNSID`), as
+/// a veth's `IFLA_LINK_NETNSID` names its peer's namespace; `None` when it has none (no
+/// link of this namespace has a peer there).
+pub async fn netns_id(h: &Handle, netns: BorrowedFd<'_>) -> NlResult<Option<i32>> {
+    let mut msg = NsidMessage::default();
+    msg.attributes
+        .push(NsidAttribute::Fd(netns.as_raw_fd() as u32));
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
+    req.header.flags = NLM_F_REQUEST;
+    let mut responses = h.clone().request(req)?;
+    while let Some(response) = responses.next().await {
+        match response.payload {
+            NetlinkPayload::Error(e) => return Err(Error::NetlinkError(e)),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNsId(m)) => {
+                let id = m.attributes.iter().find_map(|a| match a {
+                    NsidAttribute::Id(id) => Some(*id),
+                    _ => None,
+                });
+                return Ok(id.filter(|id| *id >= 0));
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 /// `"0a:58:0a:80:00:05"` as bytes.

@@ -5,10 +5,11 @@
 //! scoped thread that `setns`es first, and any netlink socket must be opened on that thread
 //! after the switch (a netlink socket belongs to the namespace it was created in).
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::sched::{setns, CloneFlags};
@@ -19,37 +20,66 @@ use crate::error::{code, CniError};
 /// `NS_GET_NSTYPE` = `_IO(0xb7, 0x3)` (linux/nsfs.h, Linux >= 4.11).
 const NS_GET_NSTYPE: u32 = (0xb7 << 8) | 0x3;
 
-/// Open `path` as a network namespace.
+/// Open `path` as a network namespace, without ever blocking on what it is.
 ///
 /// Error codes (a deliberate choice): a path that does not exist, or exists but is not a
-/// network namespace, is code 4 (invalid necessary environment variable: `CNI_NETNS` is
-/// unusable) rather than 3 (unknown container), because code 3 tells the runtime that no
-/// cleanup (DEL) is needed, which we do not want to assert for an ADD or CHECK that merely got
-/// a bad path. Any other failure to open it (EACCES, EMFILE, ...) is code 5 (I/O failure).
+/// network namespace (a FIFO, a socket, a directory, a regular file, another kind of
+/// namespace), is code 4 (invalid necessary environment variable: `CNI_NETNS` is unusable)
+/// rather than 3 (unknown container), because code 3 tells the runtime that no cleanup
+/// (DEL) is needed, which we do not want to assert for an ADD or CHECK that merely got a bad
+/// path. Any other failure to open it (EACCES, EMFILE, ...) is code 5 (I/O failure).
 pub fn open_netns(path: &str) -> Result<OwnedFd, CniError> {
-    let file = File::open(Path::new(path)).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => CniError::new(
-            code::INVALID_ENV,
-            format!("network namespace {path} does not exist"),
-        )
-        .with_details(e.to_string()),
-        _ => CniError::new(
-            code::IO_FAILURE,
-            format!("cannot open network namespace {path}"),
-        )
-        .with_details(e.to_string()),
-    })?;
-    let fd = OwnedFd::from(file);
-    match is_netns(fd.as_fd()) {
-        Ok(true) => Ok(fd),
-        Ok(false) => Err(CniError::new(
+    let not_a_netns = |what: &str| {
+        CniError::new(
             code::INVALID_ENV,
             format!("{path} is not a network namespace"),
+        )
+        .with_details(what.to_string())
+    };
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
+    // (A socket cannot be opened at all: ENXIO.)
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(Path::new(path))
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => CniError::new(
+                code::INVALID_ENV,
+                format!("network namespace {path} does not exist"),
+            )
+            .with_details(e.to_string()),
+            Some(libc::ENXIO) => not_a_netns("it is a socket or a device without a driver"),
+            _ => CniError::new(
+                code::IO_FAILURE,
+                format!("cannot open network namespace {path}"),
+            )
+            .with_details(e.to_string()),
+        })?;
+    let fd = OwnedFd::from(file);
+    let inspect_failed = |e: io::Error| {
+        CniError::new(code::IO_FAILURE, format!("cannot inspect {path}"))
+            .with_details(e.to_string())
+    };
+    // A namespace file is a regular file on nsfs: refuse anything else before asking nsfs.
+    let kind = nix::sys::stat::fstat(fd.as_raw_fd())
+        .map_err(|e| inspect_failed(e.into()))?
+        .st_mode
+        & libc::S_IFMT;
+    if kind != libc::S_IFREG {
+        return Err(not_a_netns(match kind {
+            libc::S_IFIFO => "it is a FIFO",
+            libc::S_IFSOCK => "it is a socket",
+            libc::S_IFDIR => "it is a directory",
+            libc::S_IFCHR | libc::S_IFBLK => "it is a device",
+            _ => "it is not a regular file",
+        }));
+    }
+    match is_netns(fd.as_fd()) {
+        Ok(true) => Ok(fd),
+        Ok(false) => Err(not_a_netns(
+            "it is not a network namespace file (nsfs, CLONE_NEWNET)",
         )),
-        Err(e) => Err(
-            CniError::new(code::IO_FAILURE, format!("cannot inspect {path}"))
-                .with_details(e.to_string()),
-        ),
+        Err(e) => Err(inspect_failed(e)),
     }
 }
 
@@ -160,6 +190,46 @@ mod tests {
     }
 
     #[test]
+    fn what_is_not_a_netns_is_refused_at_once_with_code_4() {
+        let dir =
+            std::env::temp_dir().join(format!("oxsdn-cni-netns-kinds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(
+            &fifo,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
+        let socket = dir.join("socket");
+        let _ = std::fs::remove_file(&socket);
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let file = dir.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let paths = [
+            fifo.to_str().unwrap().to_string(),
+            socket.to_str().unwrap().to_string(),
+            dir.to_str().unwrap().to_string(),
+            file.to_str().unwrap().to_string(),
+            "/dev/null".to_string(),
+            "/proc/self/ns/mnt".to_string(),
+        ];
+        for path in paths {
+            // On a thread, so that an open that blocks fails the test instead of hanging it.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let p = path.clone();
+            std::thread::spawn(move || tx.send(open_netns(&p).map(drop)));
+            let r = rx
+                .recv_timeout(std::time::Duration::from_secs(2))
+                .unwrap_or_else(|_| panic!("opening {path} as a netns blocked"));
+            let e = r.unwrap_err();
+            assert_eq!(e.code, code::INVALID_ENV, "{path}: {e}");
+            assert!(e.msg.contains("is not a network namespace"), "{path}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn in_netns_runs_on_a_thread_in_that_namespace() {
         // Joins this process's own netns (a no-op move): nothing is created.
         let fd = open_netns("/proc/self/ns/net").unwrap();
@@ -178,7 +248,7 @@ mod tests {
         if let Ok(fd) = open_netns("/proc/self/ns/net") {
             assert!(is_netns(fd.as_fd()).unwrap());
         }
-        if let Ok(f) = File::open("/proc/self/ns/mnt") {
+        if let Ok(f) = std::fs::File::open("/proc/self/ns/mnt") {
             let fd = OwnedFd::from(f);
             assert!(!is_netns(fd.as_fd()).unwrap_or(false));
         }

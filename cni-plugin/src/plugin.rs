@@ -8,12 +8,15 @@
 use std::future::Future;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::client;
 use crate::config::{self, NetConf};
+use crate::del_queue::{self, Deletion};
 use crate::env::{invalid_env, CniCommand, CniEnv};
 use crate::error::{code, CniError};
 use crate::naming::host_veth_name;
@@ -31,6 +34,9 @@ pub const INITIAL_MTU: u32 = 1450;
 const LOOPBACK_IFINDEX: u32 = 1;
 /// How long the best-effort DEL sent after a failed ADD may wait for the agent.
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long ADD waits for an agent to listen: one restarting (an upgrade) takes under a
+/// second (docs/design.md, CNI).
+pub const AGENT_START_WAIT: Duration = Duration::from_secs(10);
 
 /// What the binary prints and how it exits.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +54,51 @@ impl Outcome {
             exit_code: 1,
         }
     }
+}
+
+/// How long one invocation may take in all, whatever it waits on (stdin, the agent, the
+/// kernel): the longest legitimate ADD waits [`AGENT_START_WAIT`] for the agent, then
+/// [`client::RESPONSE_TIMEOUT`] for its answer, then [`ROLLBACK_TIMEOUT`] to undo.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Run the whole invocation (read the config from `stdin`, run the command) within
+/// `deadline`: past it the answer is code 11 and the caller exits, abandoning the work
+/// (a runtime then cleans up with DEL, which is idempotent). A panic is code 100.
+pub fn run_within(
+    deadline: Duration,
+    env: CniEnv,
+    stdin: impl std::io::Read + Send + 'static,
+) -> Outcome {
+    let (tx, rx) = mpsc::channel();
+    // The config's cniVersion, once read, tags a timeout's error like any other.
+    let version_tag = Arc::new(OnceLock::new());
+    let worker_tag = version_tag.clone();
+    std::thread::spawn(move || {
+        let outcome = match read_bounded(stdin) {
+            Ok(stdin) => {
+                let _ = worker_tag.set(error_tag(config::requested_version(&stdin).as_deref()));
+                run(&env, &stdin)
+            }
+            Err(e) => Outcome::error(
+                CniVersion::LATEST.as_str(),
+                &CniError::new(code::IO_FAILURE, "cannot read the network config from stdin")
+                    .with_details(e.to_string()),
+            ),
+        };
+        let _ = tx.send(outcome);
+    });
+    let failure = match rx.recv_timeout(deadline) {
+        Ok(outcome) => return outcome,
+        Err(RecvTimeoutError::Timeout) => CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("oxsdn CNI plugin did not finish within {} s", deadline.as_secs_f32()),
+        ),
+        Err(RecvTimeoutError::Disconnected) => {
+            CniError::new(code::INTERNAL, "oxsdn CNI plugin: internal error")
+        }
+    };
+    let tag = version_tag.get().map_or(CniVersion::LATEST.as_str(), String::as_str);
+    Outcome::error(tag, &failure)
 }
 
 /// Read at most `MAX_MESSAGE_BYTES + 1` bytes (one more than accepted, so an oversized config
@@ -195,11 +246,18 @@ fn validate_pod_network(p: &PodNetwork) -> Result<Applied, CniError> {
     Ok(Applied { mac, cluster })
 }
 
-/// ADD fails fast (code 11, before touching the network) when the agent's socket is absent.
-fn ensure_agent_socket(socket: &Path) -> Result<(), CniError> {
-    match std::fs::symlink_metadata(socket) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(client::agent_unavailable(socket, &e)),
+/// ADD waits up to [`AGENT_START_WAIT`] for the agent's socket, and without one fails
+/// (code 11) before touching the network.
+fn wait_for_agent_socket(socket: &Path) -> Result<(), CniError> {
+    let start = std::time::Instant::now();
+    loop {
+        match std::fs::symlink_metadata(socket) {
+            Ok(_) => return Ok(()),
+            Err(e) if start.elapsed() >= AGENT_START_WAIT => {
+                return Err(client::agent_unavailable(socket, &e))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(25)),
+        }
     }
 }
 
@@ -218,10 +276,10 @@ fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let ifname = env.ifname()?;
     let netns_path = env.netns()?;
     let args = env.cni_args()?;
-    let pod_namespace = args.require_pod_namespace()?;
+    let pod_namespace = args.project(conf.default_project.as_deref())?;
 
     let netns = open_netns(netns_path)?;
-    ensure_agent_socket(&conf.agent_socket)?;
+    wait_for_agent_socket(&conf.agent_socket)?;
     match is_current_netns(netns.as_fd()) {
         Ok(false) => {}
         Ok(true) => {
@@ -304,7 +362,10 @@ fn add_steps(
 
     // The agent: address, project, datapath.
     progress.agent_called = true;
-    let pod = expect_pod(client::call(&conf.agent_socket, req)?, "ADD")?;
+    let pod = expect_pod(
+        client::call_when_listening(&conf.agent_socket, req, AGENT_START_WAIT)?,
+        "ADD",
+    )?;
     let applied = validate_pod_network(&pod)?;
 
     // Host end: real MTU, up.
@@ -425,27 +486,72 @@ fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         ifname: ifname.to_string(),
     });
     req.netns = env.optional_netns().map(str::to_string);
-    req.pod_namespace = args.pod_namespace;
+    req.pod_namespace = args.pod_namespace.or_else(|| conf.default_project.clone());
     req.pod_name = args.pod_name;
-    let agent = client::call(&conf.agent_socket, &req);
-
-    // The host veth goes in any case (kubelet retries DEL until the agent has answered).
     let host = host_veth_name(container_id, ifname);
-    let veth = in_node(|h| {
-        let host = &host;
-        async move {
-            netlink::delete_link_by_name(&h, host)
-                .await
-                .map_err(nl(format!("cannot delete host veth {host}")))?;
-            Ok(())
-        }
-    });
-
-    match agent? {
+    let answer = match client::call_detailed(&conf.agent_socket, &req) {
+        Err(failure) if failure.no_agent => return del_without_agent(conf, &req, &host),
+        answer => answer.map_err(|failure| failure.error),
+    };
+    // The host veth goes in any case (kubelet retries DEL until the agent has answered).
+    let veth = delete_host_veth(&host);
+    match answer? {
         Response::Done | Response::Pod(_) => {}
         Response::Error(e) => return Err(e),
     }
-    veth
+    veth.map(drop)
+}
+
+/// DEL with no agent running (stopped, crashed, restarting): remove what the plugin can
+/// (the veth pair: the pod is cut off), record the deletion for the next agent (which
+/// releases the address, the map entries, the link pin and the record before it
+/// serves), and succeed, as the spec asks of a DEL whose resources are gone.
+fn del_without_agent(conf: &NetConf, req: &Request, host: &str) -> Result<(), CniError> {
+    let deleted = delete_host_veth(host)?;
+    let attachment = req
+        .attachment
+        .clone()
+        .ok_or_else(|| CniError::new(code::INTERNAL, "DEL without an attachment"))?;
+    let queue = del_queue::dir_for(&conf.agent_socket);
+    let deletion = Deletion {
+        attachment,
+        host_veth_ifindex: deleted,
+    };
+    let entry = del_queue::record(&queue, &deletion).map_err(|e| {
+        CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!(
+                "no oxsdn node agent is running, and the deletion cannot be recorded in {}",
+                queue.display()
+            ),
+        )
+        .with_details(e.to_string())
+    })?;
+    // An agent that started meanwhile may have read the queue before this entry came:
+    // it gets the DEL itself (the entry then goes; a later agent would find it done).
+    if let Ok(Response::Done) = client::call(&conf.agent_socket, req) {
+        let _ = del_queue::remove(&entry);
+    }
+    Ok(())
+}
+
+/// Deletes the host veth `name` (and with it the pod's end) if it is a veth; returns its
+/// ifindex if it was there.
+fn delete_host_veth(name: &str) -> Result<Option<u32>, CniError> {
+    in_node(|h| async move {
+        let link = netlink::get_link(&h, name)
+            .await
+            .map_err(nl(format!("cannot look up host veth {name}")))?;
+        match link {
+            Some(link) if link.veth => match netlink::delete_link(&h, link.index).await {
+                Err(e) if !netlink::is_not_found(&e) => {
+                    Err(nl(format!("cannot delete host veth {name}"))(e))
+                }
+                _ => Ok(Some(link.index)),
+            },
+            _ => Ok(None),
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,7 +579,7 @@ fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         ifname: ifname.to_string(),
     });
     req.netns = Some(netns_path.to_string());
-    req.pod_namespace = args.pod_namespace.clone();
+    req.pod_namespace = args.pod_namespace.clone().or_else(|| conf.default_project.clone());
     req.pod_name = args.pod_name.clone();
     let pod = expect_pod(client::call(&conf.agent_socket, &req)?, "CHECK")?;
     let applied = validate_pod_network(&pod)?;
@@ -682,6 +788,29 @@ mod tests {
     }
 
     #[test]
+    fn an_invocation_that_hangs_is_answered_at_the_deadline() {
+        // A runtime that never closes stdin: the read never ends.
+        let (stdin, _writer) = nix::unistd::pipe().unwrap();
+        let start = std::time::Instant::now();
+        let o = run_within(
+            Duration::from_millis(300),
+            env(&[("CNI_COMMAND", "ADD")]),
+            std::fs::File::from(stdin),
+        );
+        assert_eq!(err_code(&o), 11);
+        assert!(o.stdout.unwrap()["msg"].as_str().unwrap().contains("did not finish within"));
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        // A prompt one is answered as usual, tagged with its config's version.
+        let o = run_within(
+            Duration::from_secs(10),
+            env(&[("CNI_COMMAND", "FROB")]),
+            std::io::Cursor::new(conf("0.4.0", Path::new("/x"))),
+        );
+        assert_eq!(err_code(&o), 4);
+        assert_eq!(o.stdout.unwrap()["cniVersion"], "0.4.0");
+    }
+
+    #[test]
     fn error_json_shape() {
         let o = run(&env(&[("CNI_COMMAND", "ADD")]), b"not json");
         let v = o.stdout.unwrap();
@@ -778,18 +907,40 @@ mod tests {
     #[test]
     fn add_without_agent_fails_with_code_11_before_touching_the_network() {
         // /proc/self/ns/net is a real netns (this process's own); the absent agent socket stops
-        // ADD before any netlink request.
+        // ADD before any netlink request, once an agent had time to start.
         let s = temp_socket();
+        let start = std::time::Instant::now();
         let o = run(
             &with(&add_env("/proc/self/ns/net"), &[]),
             &conf("1.0.0", &s),
         );
+        assert!(start.elapsed() >= AGENT_START_WAIT);
         assert_eq!(err_code(&o), 11);
         let msg = o.stdout.unwrap()["msg"].as_str().unwrap().to_string();
         assert!(
             msg.contains("not running or not ready") && msg.contains(s.to_str().unwrap()),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn default_project_stands_in_for_a_missing_namespace_only() {
+        // podman 4 sends a pod name and no namespace. /proc/self/ns/net (the node's own)
+        // stops ADD right after the project is known, before any change.
+        let s = temp_socket();
+        let _listener = UnixListener::bind(&s).unwrap();
+        let podman = with(&add_env("/proc/self/ns/net"), &[("CNI_ARGS", "K8S_POD_NAME=web")]);
+        let with_default = json!({"cniVersion": "1.0.0", "name": "oxsdn", "type": "oxsdn",
+            "agentSocket": &*s, "defaultProject": "oxsdn-standalone"})
+        .to_string()
+        .into_bytes();
+        let msg = |o: Outcome| o.stdout.unwrap()["msg"].as_str().unwrap().to_string();
+        let o = run(&podman, &with_default);
+        assert_eq!(err_code(&o), 4);
+        assert!(msg(o).contains("node's own network namespace"), "past the project");
+        let o = run(&podman, &conf("1.0.0", &s));
+        assert_eq!(err_code(&o), 4, "without defaultProject");
+        assert!(msg(o).contains("K8S_POD_NAMESPACE"));
     }
 
     #[test]
@@ -933,9 +1084,28 @@ mod tests {
         assert_eq!(reqs[1].netns, None);
         assert_eq!(reqs[1].pod_namespace, None);
 
-        // Agent down: 11, so that kubelet retries.
-        let o = run(&e, &conf("1.0.0", &temp_socket()));
+        // No agent: DEL succeeds and records the deletion for the next agent, once.
+        let down = temp_socket();
+        for _ in 0..2 {
+            let o = run(&e, &conf("1.0.0", &down));
+            assert_eq!(o, Outcome { stdout: None, exit_code: 0 });
+        }
+        let pending = del_queue::pending(&del_queue::dir_for(&down)).unwrap();
+        assert_eq!(
+            pending.entries.into_iter().map(|(_, d)| d).collect::<Vec<_>>(),
+            [Deletion {
+                attachment: Attachment { container_id: "oxsdn-unit-test-del".into(), ifname: "eth0".into() },
+                host_veth_ifindex: None
+            }]
+        );
+        // An agent that answers, but too late or not at all, is not a missing one: 11.
+        let silent = temp_socket();
+        let listener = UnixListener::bind(&silent).unwrap();
+        let hung_up = std::thread::spawn(move || drop(listener.accept()));
+        let o = run(&e, &conf("1.0.0", &silent));
         assert_eq!(err_code(&o), 11);
+        hung_up.join().unwrap();
+        assert!(!del_queue::dir_for(&silent).exists(), "recorded although an agent was there");
         // Agent error: passed through.
         let (s, h) = fake_agent(vec![Response::Error(
             CniError::new(102, "boom").with_details("d"),

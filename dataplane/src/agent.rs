@@ -5,6 +5,7 @@
 use std::{
     collections::HashSet,
     net::Ipv4Addr,
+    os::fd::AsFd,
     path::PathBuf,
     sync::{Arc, Mutex},
 };
@@ -12,8 +13,11 @@ use std::{
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
 use oxsdn_cni::{
-    code,
-    protocol::{format_mac, pod_mac, Command, PodNetwork, Request, Response},
+    code, del_queue,
+    env::{validate_container_id, validate_ifname},
+    naming::host_veth_name,
+    netns::open_netns,
+    protocol::{format_mac, pod_mac, Attachment, Command, PodNetwork, Request, Response},
     CniError,
 };
 use oxsdn_common::{mode, stats, PodEntry, POD_RULES};
@@ -29,7 +33,7 @@ use crate::{
     loader::{remove_if_exists, Programs},
     maps::{self, ip_key, LocalPods, NodeMaps},
     mirror::{self, projects::Projects, remote_nodes::RemoteNodes, services::Services, Mirror},
-    netdev,
+    netdev::{self, HostVeth},
     pods::{PodRecord, PodTable},
 };
 
@@ -72,14 +76,17 @@ pub struct Agent {
 
 /// Name of the CNI config file the agent writes when ready.
 pub const CNI_CONF_FILE: &str = "80-oxsdn.conflist";
+/// The project of pods whose runtime names no Kubernetes namespace (podman): an
+/// ordinary project, isolated like any other, never `default` (VNID 0, global).
+pub const STANDALONE_PROJECT: &str = "oxsdn-standalone";
 
 impl Agent {
-    /// Node start (OpenShift's order): take the readiness file away, read the cluster
-    /// config, get this node's subnet, set up tun0 and the pipeline, sync projects and
-    /// pods. The CNI config is written only by `announce_ready`.
+    /// Node start (OpenShift's order): read the cluster config, get this node's subnet,
+    /// set up tun0 and the pipeline, sync projects, apply the deletions recorded while no
+    /// agent ran, take the pods back. The CNI config a previous agent wrote stays (an
+    /// agent restart must not make the node NotReady: ADD waits for the socket, DEL works
+    /// without it); `announce_ready` writes it anew.
     pub fn start(config: AgentConfig) -> Result<Arc<Agent>> {
-        let conf_file = config.cni_conf_dir.join(CNI_CONF_FILE);
-        remove_if_exists(&conf_file)?;
         let store = store::open(&config.store).with_context(|| format!("opening the {}", config.store))?;
         let cluster = Arc::new(Cluster::new(store));
         let network = until_store_answers(|| cluster.config()).context("reading the cluster configuration")?;
@@ -148,6 +155,7 @@ impl Agent {
             pods: Mutex::new(PodState { table, ipam }),
             saved: Mutex::new(0),
         });
+        agent.apply_queued_deletions()?;
         agent.restore_pods()?;
         Ok(agent)
     }
@@ -157,7 +165,7 @@ impl Agent {
         let conf = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": "oxsdn",
-            "plugins": [{ "type": "oxsdn", "agentSocket": self.config.socket }],
+            "plugins": [{ "type": "oxsdn", "agentSocket": self.config.socket, "defaultProject": STANDALONE_PROJECT }],
         });
         std::fs::create_dir_all(&self.config.cni_conf_dir)?;
         let path = self.config.cni_conf_dir.join(CNI_CONF_FILE);
@@ -167,14 +175,48 @@ impl Agent {
         Ok(())
     }
 
-    /// Clean stop, for an upgrade or a restart: kubelet must see the network as not
-    /// ready, and nothing else changes. The dataplane stays (pinned programs and maps),
-    /// and so do tun0, vxlan0 and the masquerade rule, so running pods keep their
-    /// connections, egress included, until the next agent takes over. Uninstalling is
-    /// `teardown`.
+    /// Clean stop, for an upgrade or a restart: the socket goes and nothing else. The
+    /// dataplane stays (pinned programs and maps), and so do tun0, vxlan0 and the
+    /// masquerade rule, so running pods keep their connections, egress included, until
+    /// the next agent takes over; so does the CNI config, so the node stays Ready, ADD
+    /// waits for the next agent and DEL records its deletion for it (docs/design.md,
+    /// CNI). Uninstalling is `teardown`.
     pub fn shutdown(&self) -> Result<()> {
-        remove_if_exists(&self.config.cni_conf_dir.join(CNI_CONF_FILE))?;
         remove_if_exists(&self.config.socket)
+    }
+
+    /// Applies the DELs the plugin recorded while no agent ran (`del_queue`): each
+    /// releases its pod (veth if still there, address, map entries, link pin, record)
+    /// unless the pod recorded for that attachment is a later one. Runs at start, before
+    /// the pods are taken back, and again once the socket is open, before serving (for
+    /// what was recorded meanwhile), so none is left behind.
+    pub fn apply_queued_deletions(&self) -> Result<()> {
+        let queue = del_queue::dir_for(&self.config.socket);
+        let del_queue::Pending { entries, discarded } =
+            del_queue::pending(&queue).with_context(|| format!("reading {}", queue.display()))?;
+        for why in discarded {
+            tracing::warn!("discarded a delete queue entry: {why}");
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.pods.lock().unwrap();
+        for (_, deletion) in &entries {
+            let Some(rec) = state.table.get(&deletion.attachment).cloned() else { continue };
+            if deletion.applies_to(rec.ifindex, recorded_veth_present(&rec)) {
+                tracing::info!(pod = %rec.container_id, "applying a DEL recorded while no agent ran");
+                self.release(&mut state, &rec)?;
+            } else {
+                tracing::info!(pod = %rec.container_id, "a DEL recorded while no agent ran is of an earlier pod of this attachment; keeping this one");
+            }
+        }
+        let generation = state.table.generation();
+        drop(state);
+        self.persist(generation)?;
+        for (path, _) in entries {
+            del_queue::remove(&path)?;
+        }
+        Ok(())
     }
 
     /// Takes the pods of the pod table back: their addresses, and their map entries and
@@ -184,7 +226,7 @@ impl Agent {
         let mut state = self.pods.lock().unwrap();
         let records: Vec<PodRecord> = state.table.iter().cloned().collect();
         for rec in records {
-            if netdev::ifindex(&rec.host_veth) == Some(rec.ifindex) {
+            if recorded_veth_present(&rec) {
                 state.ipam.reserve(rec.ip)?;
                 if let Err(e) = self.plug(&rec) {
                     tracing::error!(pod = %rec.container_id, "cannot restore pod: {e:#}");
@@ -244,25 +286,24 @@ impl Agent {
         let host_veth = required(&req.host_veth, "host_veth")?;
         let project = required(&req.pod_namespace, "K8S_POD_NAMESPACE")?;
         let netns = required(&req.netns, "CNI_NETNS")?;
+        let ifindex = verify_host_veth(attachment, host_veth, netns)?;
         let (ns, project_ref) = self.project_of_new_pod(project)?;
-        let ifindex = netdev::ifindex(host_veth).ok_or_else(|| {
-            CniError::new(code::INVALID_ENV, format!("host veth {host_veth} does not exist on this node"))
-        })?;
+        {
+            let mut state = self.pods.lock().unwrap();
+            if let Some(existing) = state.table.get(attachment).cloned() {
+                if existing.ifindex == ifindex {
+                    drop(state);
+                    return self.pod_network(&existing);
+                }
+                // A retried ADD: the plugin replaced the veth, so the recorded one is gone
+                // (its name is this one's). The new record below is saved with this change.
+                self.forget(&mut state, &existing);
+            }
+        }
         // The port's program before anything can reach the pod (and idempotent: a
         // repeated ADD re-attaches the same program atomically).
         self.pipeline.lock().unwrap().attach_pod_port(host_veth).map_err(internal)?;
         let mut state = self.pods.lock().unwrap();
-        if let Some(existing) = state.table.get(attachment).cloned() {
-            if &existing.host_veth == host_veth {
-                drop(state);
-                return self.pod_network(&existing);
-            }
-            if let Err(e) = self.release(&mut state, &existing) {
-                drop(state);
-                self.detach(host_veth);
-                return Err(e);
-            }
-        }
         let ip = match state.ipam.allocate() {
             Ok(ip) => ip,
             Err(e) => {
@@ -328,7 +369,7 @@ impl Agent {
             // Gone already; a retry after a failed save still saves the table.
             Err(generation) => return self.persist(generation).map_err(internal),
         };
-        netdev::delete_link(&rec.host_veth).map_err(internal)?;
+        delete_host_veth(&rec).map_err(internal)?;
         let mut state = self.pods.lock().unwrap();
         if state.table.get(attachment) != Some(&rec) {
             // Another request released or replaced it meanwhile.
@@ -378,7 +419,7 @@ impl Agent {
     /// Removes a pod completely: its veth, then what `forget` removes. The caller
     /// saves the table.
     fn release(&self, state: &mut PodState, rec: &PodRecord) -> Result<(), CniError> {
-        netdev::delete_link(&rec.host_veth).map_err(internal)?;
+        delete_host_veth(rec).map_err(internal)?;
         self.forget(state, rec);
         Ok(())
     }
@@ -496,6 +537,59 @@ fn until_store_answers<T>(f: impl Fn() -> Result<T, ControllerError>) -> Result<
                 std::thread::sleep(std::time::Duration::from_secs(1));
             }
             other => return other,
+        }
+    }
+}
+
+/// Checks the host veth an ADD names, before anything is attached or recorded: it must
+/// be the veth the plugin creates for this attachment (its name is derived from the
+/// attachment, never taken from the caller), a veth, and its peer must live in the
+/// pod's network namespace (`CNI_NETNS`). Returns its ifindex. Anything else, tun0, the
+/// underlay, another pod's veth, is code 4.
+fn verify_host_veth(attachment: &Attachment, host_veth: &str, netns_path: &str) -> Result<u32, CniError> {
+    validate_container_id(&attachment.container_id)?;
+    validate_ifname(&attachment.ifname)?;
+    let expected = host_veth_name(&attachment.container_id, &attachment.ifname);
+    let refuse = |why: String| CniError::new(code::INVALID_ENV, format!("host veth {host_veth:?} refused: {why}"));
+    if host_veth != expected {
+        return Err(refuse(format!(
+            "the host veth of interface {} of container {} is {expected}",
+            attachment.ifname, attachment.container_id
+        )));
+    }
+    let netns = open_netns(netns_path)?;
+    let (veth, netns_id) = netdev::inspect_host_veth(host_veth, Some(netns.as_fd())).map_err(internal)?;
+    match veth {
+        HostVeth::Absent => Err(refuse("it does not exist on this node".into())),
+        HostVeth::Foreign(why) => Err(refuse(why.into())),
+        HostVeth::Veth { ifindex, peer_netnsid } if netns_id == Some(peer_netnsid) => Ok(ifindex),
+        HostVeth::Veth { .. } => Err(refuse(format!("its peer is not in network namespace {netns_path}"))),
+    }
+}
+
+/// Whether the veth a pod record names is still there: the same link (ifindex), still a
+/// veth with its peer in another namespace. (The underlay device can be such a veth
+/// too: what makes a veth a pod's is its name, which `PodRecord::validate` checks.)
+fn recorded_veth_present(rec: &PodRecord) -> bool {
+    rec.validate().is_ok()
+        && matches!(netdev::inspect_host_veth(&rec.host_veth, None),
+            Ok((HostVeth::Veth { ifindex, .. }, _)) if ifindex == rec.ifindex)
+}
+
+/// Deletes a recorded pod's veth (both ends), by ifindex, if it is still the one
+/// recorded. A link that has taken its name since (another ADD's new veth, or anything
+/// that is not a pod veth) is left alone.
+fn delete_host_veth(rec: &PodRecord) -> Result<()> {
+    if let Err(why) = rec.validate() {
+        tracing::error!(pod = %rec.container_id, "not deleting the veth of an invalid pod record: {why}");
+        return Ok(());
+    }
+    match netdev::inspect_host_veth(&rec.host_veth, None)?.0 {
+        HostVeth::Veth { ifindex, .. } if ifindex == rec.ifindex => netdev::delete_link_index(ifindex),
+        HostVeth::Absent => Ok(()),
+        other => {
+            tracing::warn!(pod = %rec.container_id, veth = %rec.host_veth, "not deleting {other:?}: it is not the recorded veth");
+            Ok(())
         }
     }
 }

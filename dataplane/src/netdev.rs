@@ -5,11 +5,13 @@
 //! `from_pod` hands frames to the host by redirecting them into tun0's ingress.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::BorrowedFd;
 
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
-use netlink_packet_route::{neighbour::NeighbourState, route::RouteFlag};
+use netlink_packet_route::neighbour::NeighbourState;
 use oxsdn_cni::{netlink, netns::with_netlink};
+use rtnetlink::{LinkVxlan, RouteMessageBuilder};
 
 pub const TUN0: &str = "tun0";
 pub const TUN0_PEER: &str = "tun0-peer";
@@ -32,6 +34,51 @@ pub fn device_with_address(ip: Ipv4Addr) -> Result<Option<(String, u32)>> {
         }
     }
     Ok(None)
+}
+
+/// What the link of a pod's host-side veth name is on the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostVeth {
+    /// No link of that name.
+    Absent,
+    /// A link of that name that no pod port can be: not a veth, or a veth whose peer
+    /// is in the node's own namespace (as tun0's).
+    Foreign(&'static str),
+    /// A veth whose peer lives in another network namespace, which the node's namespace
+    /// knows by id `peer_netnsid`.
+    Veth { ifindex: u32, peer_netnsid: i32 },
+}
+
+/// What the link called `name` is and, given `netns`, the id the node's namespace gives
+/// that namespace (`None` if it has none: no veth of the node has its peer there).
+pub fn inspect_host_veth(name: &str, netns: Option<BorrowedFd<'_>>) -> Result<(HostVeth, Option<i32>)> {
+    with_netlink(|h| async move {
+        let link = netlink::get_link(&h, name).await.with_context(|| format!("looking up {name}"))?;
+        let veth = match link {
+            None => HostVeth::Absent,
+            Some(l) if !l.veth => HostVeth::Foreign("it is not a veth"),
+            Some(l) => match l.peer_netnsid {
+                None => HostVeth::Foreign("its peer is in the node's own network namespace"),
+                Some(peer_netnsid) => HostVeth::Veth { ifindex: l.index, peer_netnsid },
+            },
+        };
+        let netns_id = match netns {
+            Some(fd) => netlink::netns_id(&h, fd).await.context("asking for a network namespace's id")?,
+            None => None,
+        };
+        Ok((veth, netns_id))
+    })?
+}
+
+/// Deletes link `ifindex` if it still exists (and with a veth, its peer).
+pub fn delete_link_index(ifindex: u32) -> Result<()> {
+    with_netlink(|h| async move {
+        match netlink::delete_link(&h, ifindex).await {
+            Err(e) if netlink::is_not_found(&e) => Ok(()),
+            r => r,
+        }
+    })?
+    .with_context(|| format!("deleting link {ifindex}"))
 }
 
 /// Deletes a link if it exists (deleting either end of a veth removes both).
@@ -86,23 +133,20 @@ pub fn ensure_tun0(want: &Tun0) -> Result<u32> {
             .with_context(|| format!("routing {cluster} via tun0"))?;
         h.neighbours()
             .add(index, IpAddr::V4(SERVICE_NEXT_HOP))
-            .link_local_address(&peer_mac.context("tun0-peer has no MAC")?)
+            .link_layer_address(&peer_mac.context("tun0-peer has no MAC")?)
             .state(NeighbourState::Permanent)
             .replace()
             .execute()
             .await
             .context("adding the service next hop's neighbour entry")?;
         let services = want.service_network;
-        let mut route = h
-            .route()
-            .add()
-            .v4()
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(services.network(), services.prefix())
             .output_interface(index)
             .gateway(SERVICE_NEXT_HOP)
-            .replace();
-        route.message_mut().header.flags.push(RouteFlag::Onlink);
-        route.execute().await.with_context(|| format!("routing {services} via tun0"))?;
+            .onlink()
+            .build();
+        h.route().add(route).replace().execute().await.with_context(|| format!("routing {services} via tun0"))?;
         Ok(index)
     })?
 }
@@ -112,15 +156,8 @@ pub fn ensure_tun0(want: &Tun0) -> Result<u32> {
 pub fn ensure_vxlan0(port: u16, mtu: u32) -> Result<u32> {
     with_netlink(|h| async move {
         if netlink::get_link(&h, VXLAN0).await?.is_none() {
-            h.link()
-                .add()
-                .vxlan(VXLAN0.to_string(), 0)
-                .collect_metadata(true)
-                .port(port)
-                .learning(false)
-                .execute()
-                .await
-                .context("creating vxlan0")?;
+            let vxlan = LinkVxlan::new(VXLAN0, 0).collect_metadata(true).port(port).learning(false).build();
+            h.link().add(vxlan).execute().await.context("creating vxlan0")?;
         }
         let link = netlink::get_link(&h, VXLAN0).await?.context("vxlan0 vanished")?;
         netlink::configure_up(&h, link.index, None, mtu).await?;

@@ -9,7 +9,11 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use oxsdn_cni::protocol::Attachment;
+use oxsdn_cni::{
+    env::{validate_container_id, validate_ifname},
+    naming::host_veth_name,
+    protocol::Attachment,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,20 @@ pub struct PodRecord {
 impl PodRecord {
     pub fn attachment(&self) -> Attachment {
         Attachment { container_id: self.container_id.clone(), ifname: self.ifname.clone() }
+    }
+
+    /// Whether this is a record the agent can have written: a valid attachment and,
+    /// as its host veth, the one name the plugin gives that attachment's veth. Anything
+    /// else (a hand-edited or corrupted file naming tun0, eth0 or a path) must never
+    /// reach the links, pins and maps the agent derives from it.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_container_id(&self.container_id).map_err(|e| e.msg)?;
+        validate_ifname(&self.ifname).map_err(|e| e.msg)?;
+        let veth = host_veth_name(&self.container_id, &self.ifname);
+        if self.host_veth != veth {
+            return Err(format!("its host veth is {:?}, not {veth}", self.host_veth));
+        }
+        Ok(())
     }
 }
 
@@ -71,8 +89,22 @@ impl PodTable {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => PodFile::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let pods = file.pods.into_iter().map(|p| (key(&p.attachment()), p)).collect();
-        Ok(PodTable { path: path.to_path_buf(), pods, last_ip: file.last_ip, generation: 0 })
+        let recorded = file.pods.len();
+        let pods: BTreeMap<_, _> = file
+            .pods
+            .into_iter()
+            .filter(|p| match p.validate() {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::error!(pod = %p.container_id, ifname = %p.ifname, "{}: ignoring an invalid pod record: {why}", path.display());
+                    false
+                }
+            })
+            .map(|p| (key(&p.attachment()), p))
+            .collect();
+        // Records left out make a generation to save: the file then holds what the agent does.
+        let generation = u64::from(pods.len() != recorded);
+        Ok(PodTable { path: path.to_path_buf(), pods, last_ip: file.last_ip, generation })
     }
 
     pub fn get(&self, a: &Attachment) -> Option<&PodRecord> {

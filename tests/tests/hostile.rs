@@ -1,17 +1,24 @@
 //! What a malicious pod can try beyond spoofing (see docs/threat-model.md): crafted
-//! fragments into another project, broadcast and multicast floods, and the agent's
-//! socket from a non-root process.
+//! fragments into another project, broadcast and multicast floods, the agent's socket
+//! from a non-root process, and requests or a pod table that name the node's devices.
 
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::Result;
+use oxsdn_cni::{
+    client, code,
+    naming::host_veth_name,
+    protocol::{Attachment, Command, Request, Response},
+};
 use oxsdn_tests::{
     cni::CniCall,
     flows::{packets, FlowLine},
     frames::{self, pod_mac, BROADCAST},
+    netns::Netns,
     probe::RawSocket,
     TestCluster,
 };
+use serde_json::{json, Value};
 
 #[test]
 fn crafted_fragments_do_not_cross_projects() -> Result<()> {
@@ -164,5 +171,115 @@ fn broadcast_and_multicast_floods_reach_no_pod_and_are_counted() -> Result<()> {
     assert!(ping(&victims[1].netns, Ipv4Addr::new(10, 128, 0, 1)), "the gateway does not answer after the flood");
     let late = node1.add_pod("red", "late")?;
     assert!(ping(&late.netns, victims[2].ip), "a pod added after the flood has no network");
+    Ok(())
+}
+
+/// An ADD for attachment `container_id`/eth0 in `netns`, naming `host_veth`, sent to the
+/// agent's socket the way the plugin sends it.
+fn add_request(container_id: &str, host_veth: &str, netns: &std::path::Path) -> Request {
+    Request {
+        command: Command::Add,
+        attachment: Some(Attachment { container_id: container_id.into(), ifname: "eth0".into() }),
+        netns: Some(netns.display().to_string()),
+        pod_namespace: Some("red".into()),
+        pod_name: Some(container_id.into()),
+        host_veth: Some(host_veth.into()),
+        valid_attachments: Vec::new(),
+    }
+}
+
+/// The ifindex of `name` in `ns`.
+fn ifindex(ns: &Netns, name: &str) -> Result<u32> {
+    let line = ns.ip(&["-o", "link", "show", name])?;
+    Ok(line.split(':').next().unwrap_or_default().trim().parse()?)
+}
+
+/// The agent accepts, as a pod's port, only the veth the plugin created for that pod,
+/// and deletes nothing else: ADDs naming tun0, the underlay device, another pod's veth,
+/// or a veth whose peer is not in the pod's namespace are refused with code 4 and change
+/// nothing; a pod table naming tun0 and eth0 (edited by hand, or corrupted) neither
+/// moves tun0's program nor makes DEL delete them.
+#[test]
+fn the_agent_takes_only_a_pods_own_veth() -> Result<()> {
+    use oxsdn_tests::{inventory::Inventory, probe::ping};
+
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let victim = cluster.nodes[0].add_pod("red", "victim")?;
+    let remote = cluster.nodes[1].add_pod("red", "remote")?;
+    let node = &cluster.nodes[0];
+    let prefix = node.prefix().to_string();
+    let intruder = Netns::create(&format!("{prefix}-intruder"))?;
+    let elsewhere = Netns::create(&format!("{prefix}-elsewhere"))?;
+    // A veth with the right name for its attachment, its peer in a namespace that is not
+    // the request's; and one whose peer stays in the node's namespace.
+    let wrong_peer = host_veth_name("wrong-peer", "eth0");
+    node.netns.ip(&["link", "add", &wrong_peer, "type", "veth", "peer", "name", "eth0", "netns", &elsewhere.name])?;
+    let node_peer = host_veth_name("node-peer", "eth0");
+    node.netns.ip(&["link", "add", &node_peer, "type", "veth", "peer", "name", &format!("{prefix}-np")])?;
+    let victim_veth = host_veth_name(&victim.container_id, "eth0");
+    let node_ns = Netns::borrowed(&node.netns.name);
+    let still_forwarding = |when: &str| {
+        let gateway = Ipv4Addr::new(10, 128, 0, 1);
+        assert!(ping(&victim.netns, gateway), "{when}: the pod cannot reach its gateway (tun0)");
+        assert!(ping(&node_ns, victim.ip), "{when}: the node cannot reach the pod (tun0)");
+        assert!(ping(&victim.netns, remote.ip), "{when}: the pod cannot reach the other node's pod (underlay)");
+    };
+    still_forwarding("before");
+    let devices = [("tun0", ifindex(&node.netns, "tun0")?), ("eth0", ifindex(&node.netns, "eth0")?)];
+    let before = Inventory::take(node)?;
+
+    let cases = [
+        ("tun0", add_request("hostile-tun0", "tun0", &intruder.path())),
+        ("the underlay device", add_request("hostile-eth0", "eth0", &intruder.path())),
+        ("another pod's veth", add_request("hostile-other", &victim_veth, &intruder.path())),
+        ("another pod's own attachment, from another namespace", add_request(&victim.container_id, &victim_veth, &intruder.path())),
+        ("a veth whose peer is in another namespace", add_request("wrong-peer", &wrong_peer, &intruder.path())),
+        ("a veth whose peer is in the node's namespace", add_request("node-peer", &node_peer, &intruder.path())),
+    ];
+    for (what, req) in &cases {
+        match client::call(&node.socket, req).map_err(|e| anyhow::anyhow!("{what}: {e}"))? {
+            Response::Error(e) => {
+                assert_eq!(e.code, code::INVALID_ENV, "{what}: {e}");
+                assert!(e.msg.contains("refused"), "{what}: {e}");
+            }
+            other => panic!("{what}: accepted: {other:?}"),
+        }
+        let after = Inventory::take(node)?;
+        assert!(before.differences(&after).is_empty(), "{what} changed the node: {:?}", before.differences(&after));
+    }
+    for (name, index) in devices {
+        assert_eq!(ifindex(&node.netns, name)?, index, "{name} was replaced");
+    }
+    still_forwarding("after the refused ADDs");
+
+    // A pod table naming tun0 and eth0 as pods' veths, read by a restarted agent.
+    let poisoned: Vec<(String, &str, u32)> = devices.iter().map(|(name, index)| (format!("poison-{name}"), *name, *index)).collect();
+    let table_path = node.state_dir.join("pods.json");
+    cluster.nodes[0].stop_agent();
+    let mut table: Value = serde_json::from_slice(&std::fs::read(&table_path)?)?;
+    let template = table["pods"][0].clone();
+    for (i, (id, veth, index)) in poisoned.iter().enumerate() {
+        let mut rec = template.clone();
+        rec["containerId"] = json!(id);
+        rec["hostVeth"] = json!(veth);
+        rec["ifindex"] = json!(index);
+        rec["ip"] = json!(format!("10.128.0.{}", 200 + i));
+        table["pods"].as_array_mut().expect("pods").push(rec);
+    }
+    std::fs::write(&table_path, serde_json::to_vec(&table)?)?;
+    cluster.nodes[0].start_agent()?;
+    let node = &cluster.nodes[0];
+    for (id, _, _) in &poisoned {
+        node.cni(&CniCall::del(&node.network_config()?, id, None)).success()?;
+    }
+    for (name, index) in devices {
+        assert_eq!(ifindex(&node.netns, name)?, index, "{name} was deleted or replaced");
+    }
+    let after = Inventory::take(node)?;
+    assert!(before.differences(&after).is_empty(), "the poisoned table changed the node: {:?}", before.differences(&after));
+    still_forwarding("after the poisoned pod table");
+    assert!(node.log_text().contains("ignoring an invalid pod record"), "the agent did not say it ignored the records");
     Ok(())
 }
