@@ -16,6 +16,9 @@ pub mod inventory;
 pub mod netns;
 pub mod matrix;
 pub mod probe;
+pub mod runtime;
+pub mod runtime_cri;
+pub mod runtime_podman;
 pub mod scenario;
 
 pub use cluster::{Node, PathPods, Pod, TestCluster};
