@@ -8,22 +8,40 @@ log() { printf 'setup: %s\n' "$*"; }
 # Debian packages: the test tools and the real servers/daemons the suite drives.
 PACKAGES=(iperf3 iputils-ping iproute2 bpftool tcpdump ethtool nftables iptables
           protobuf-compiler etcd-server etcd-client openvswitch-switch curl)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  log "installing Debian packages: ${missing[*]}"
+# The container runtimes the runtime tests drive (containerd's CRI plugin with runc,
+# podman's CNI backend), Debian's reference CNI plugins (containerd runs `loopback` for
+# every pod) and busybox-static (the tests' images). Without their recommends: podman's
+# would add netavark, buildah and slirp4netns, which the tests do not use.
+RUNTIME_PACKAGES=(containerd runc podman containernetworking-plugins busybox-static)
+
+missing_of() {
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || printf '%s\n' "$p"
+  done
+}
+mapfile -t missing < <(missing_of "${PACKAGES[@]}")
+mapfile -t missing_runtimes < <(missing_of "${RUNTIME_PACKAGES[@]}")
+if ((${#missing[@]} + ${#missing_runtimes[@]})); then
+  log "installing Debian packages: ${missing[*]} ${missing_runtimes[*]}"
   apt-get update -qq
-  # Packaged daemons (openvswitch-switch, etcd-server) must not start in the root
-  # namespace: the benchmark and tests run their own in namespaces they create. A
+  # Packaged daemons (openvswitch-switch, etcd-server, containerd) must not start in the
+  # root namespace: the benchmark and tests run their own in namespaces they create. A
   # policy-rc.d that refuses every start does that during the install only.
   policy=/usr/sbin/policy-rc.d
   own_policy=
   if [[ ! -e $policy ]]; then
     printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  install=(apt-get install -y -qq)
+  if ((${#missing[@]})); then
+    DEBIAN_FRONTEND=noninteractive "${install[@]}" "${missing[@]}" >/dev/null
+  fi
+  # podman ships a bridge network config for /etc/cni/net.d, the root namespace's CNI
+  # directory: it is left out, so no runtime of this machine picks up a network there.
+  if ((${#missing_runtimes[@]})); then
+    DEBIAN_FRONTEND=noninteractive "${install[@]}" --no-install-recommends \
+      -o "Dpkg::Options::=--path-exclude=/etc/cni/net.d/*" "${missing_runtimes[@]}" >/dev/null
+  fi
   if [[ -n $own_policy ]]; then rm -f "$policy"; fi
 fi
 

@@ -17,6 +17,9 @@ pub mod netns;
 pub mod pki;
 pub mod matrix;
 pub mod probe;
+pub mod runtime;
+pub mod runtime_cri;
+pub mod runtime_podman;
 pub mod scenario;
 
 pub use cluster::{Node, PathPods, Pod, TestCluster};
