@@ -398,6 +398,16 @@ pub fn markdown(results: &Value) -> String {
          missed by noise (\"within noise\"). Where a target is missed, the last column links what \
          was measured about why.\n"
     );
+    if let Some(ratios) = results["ratios"].as_object() {
+        let count = |f: &dyn Fn(&Value) -> bool| ratios.values().filter(|r| f(r)).count();
+        let _ = write!(md, "{} of {} met", count(&|r| r["met"].as_bool() == Some(true)), ratios.len());
+        let judged = count(&|r| r["resolved"].is_boolean());
+        if judged > 0 {
+            let resolved = count(&|r| r["resolved"].as_bool() == Some(true));
+            let _ = write!(md, "; of the {judged} judged against an A/A band, {resolved} resolved (met or missed by more than the noise)");
+        }
+        let _ = writeln!(md, ".\n");
+    }
     let _ = writeln!(md, "| target | value | needed | met | margin | resolves | per round | measured account |\n|---|---|---|---|---|---|---|---|");
     if let Some(ratios) = results["ratios"].as_object() {
         for (key, r) in ratios {
@@ -413,7 +423,11 @@ pub fn markdown(results: &Value) -> String {
             let needed = format!("{} {}", r["comparison"].as_str().unwrap_or(""), num(&r["target"]));
             let per_round = r["per_round"].as_array().map(|v| v.iter().map(num).collect::<Vec<_>>().join(", ")).unwrap_or_default();
             let compare = r["figure"].as_str().and_then(figure_by_key).map_or(Compare::Ratio, |f| f.compare);
-            let resolves = r["resolution"].as_f64().map(|b| band_text(b, compare)).unwrap_or_default();
+            let resolves = match r["resolution"].as_f64() {
+                Some(b) => band_text(b, compare),
+                None if r["resolution_note"].is_string() => "–".into(),
+                None => String::new(),
+            };
             // RESULTS.md lives in bench/: links are relative to it.
             // Also for results recorded before the JSON carried it.
             let account = r["account"].as_str().or(account(key)).map(|doc| {
@@ -663,6 +677,7 @@ mod tests {
         assert_eq!(cross["resolution_from"], "widest A/A of this figure (oxsdn-same-node)");
         let md = markdown(&json!({ "ratios": r, "resolution": res }));
         assert!(md.contains("| yes (within noise) |"), "{md}");
+        assert!(md.contains("1 of 19 met; of the 2 judged against an A/A band, 1 resolved"), "{md}");
         assert!(md.contains("## Resolution (A/A)"), "{md}");
     }
 
