@@ -132,7 +132,14 @@ pub struct OvsPod {
 pub struct OvsNode {
     pub pods: Vec<OvsPod>,
     /// Stops the node's daemons when the node is dropped.
-    _switch: OvsSwitch,
+    switch: OvsSwitch,
+}
+
+impl OvsNode {
+    /// The process of the node's userspace datapath (ovs-vswitchd forwards every packet).
+    pub fn datapath_pid(&self) -> Option<u32> {
+        self.switch.vswitchd.as_ref().map(Child::id)
+    }
 }
 
 /// The other node of a two-node OVS cluster: its underlay address and pod subnet.
@@ -180,7 +187,7 @@ pub fn node(node: &Netns, prefix: &str, dir: &Path, index: u8, pod_count: u8, ov
         pods.push(OvsPod { netns, ip });
     }
     switch.add_flows("br0", &flows)?;
-    Ok(OvsNode { pods, _switch: switch })
+    Ok(OvsNode { pods, switch })
 }
 
 /// Moves the node's underlay address from `eth0` to the internal port of `br-phy`, a

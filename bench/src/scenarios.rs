@@ -12,29 +12,32 @@ use oxsdn_tests::{
 use crate::ovs;
 
 pub struct Scenario {
-    pub name: &'static str,
+    /// The scenario's name; a copy set up for an A/A or A/B comparison adds its suffix
+    /// (`oxsdn-same-node~aa`).
+    pub name: String,
     pub client: Netns,
     pub server: Netns,
     pub server_ip: Ipv4Addr,
     /// Why ping cannot measure this path's round trip, if it cannot.
     pub no_ping: Option<&'static str>,
+    /// Its packets cross a userspace datapath (OVS netdev), 10–30× slower than the kernel.
+    pub userspace_datapath: bool,
+    /// Processes that forward its packets (the userspace datapath's ovs-vswitchd): their
+    /// CPU time is part of what its traffic costs.
+    pub forwarders: Vec<u32>,
     /// What must live as long as the scenario (a cluster, a bridge namespace…).
     _keep: Vec<Box<dyn std::any::Any>>,
 }
 
 impl Scenario {
     fn new(name: &'static str, client: Netns, server: Netns, server_ip: Ipv4Addr, keep: Vec<Box<dyn std::any::Any>>) -> Scenario {
-        Scenario { name, client, server, server_ip, no_ping: None, _keep: keep }
+        Scenario { name: name.to_string(), client, server, server_ip, no_ping: None, userspace_datapath: false, forwarders: Vec::new(), _keep: keep }
     }
 }
 
-fn prefix() -> String {
-    format!("oxt{}-bench", std::process::id())
-}
-
 /// Two namespaces on one veth pair: the physical limit on one node.
-fn raw_veth() -> Result<Scenario> {
-    let (a, b) = (Netns::create(&format!("{}-veth-a", prefix()))?, Netns::create(&format!("{}-veth-b", prefix()))?);
+fn raw_veth(prefix: &str) -> Result<Scenario> {
+    let (a, b) = (Netns::create(&format!("{prefix}-veth-a"))?, Netns::create(&format!("{prefix}-veth-b"))?);
     a.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b.name])?;
     a.ip(&["addr", "add", "10.99.0.1/24", "dev", "eth0"])?;
     b.ip(&["addr", "add", "10.99.0.2/24", "dev", "eth0"])?;
@@ -44,13 +47,13 @@ fn raw_veth() -> Result<Scenario> {
 }
 
 /// Two pods on a Linux bridge, as the reference `bridge` CNI plugs them.
-fn linux_bridge() -> Result<Scenario> {
-    let br = Netns::create(&format!("{}-br", prefix()))?;
+fn linux_bridge(prefix: &str) -> Result<Scenario> {
+    let br = Netns::create(&format!("{prefix}-br"))?;
     br.ip(&["link", "add", "br0", "type", "bridge"])?;
     br.ip(&["link", "set", "br0", "up"])?;
     let mut pods = Vec::new();
     for (i, name) in ["a", "b"].iter().enumerate() {
-        let ns = Netns::create(&format!("{}-br-{name}", prefix()))?;
+        let ns = Netns::create(&format!("{prefix}-br-{name}"))?;
         let port = format!("p{name}");
         br.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
         br.ip(&["link", "set", &port, "master", "br0", "up"])?;
@@ -65,13 +68,13 @@ fn linux_bridge() -> Result<Scenario> {
 
 /// Two "node" namespaces on an underlay bridge (in a namespace of its own), each with
 /// `eth0` at 172.23.0.<n>/24: the base of the cross-node scenarios.
-fn underlay_nodes(tag: &str) -> Result<(Netns, Netns, Netns)> {
-    let underlay = Netns::create(&format!("{}-{tag}-u", prefix()))?;
+fn underlay_nodes(prefix: &str, tag: &str) -> Result<(Netns, Netns, Netns)> {
+    let underlay = Netns::create(&format!("{prefix}-{tag}-u"))?;
     underlay.ip(&["link", "add", "br0", "type", "bridge"])?;
     underlay.ip(&["link", "set", "br0", "up"])?;
     let mut nodes = Vec::new();
     for n in 1..=2 {
-        let ns = Netns::create(&format!("{}-{tag}-n{n}", prefix()))?;
+        let ns = Netns::create(&format!("{prefix}-{tag}-n{n}"))?;
         let port = format!("p{n}");
         underlay.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
         underlay.ip(&["link", "set", &port, "master", "br0", "up"])?;
@@ -85,16 +88,16 @@ fn underlay_nodes(tag: &str) -> Result<(Netns, Netns, Netns)> {
 }
 
 /// Node to node on the underlay, no encapsulation: the limit across nodes.
-fn underlay() -> Result<Scenario> {
-    let (u, n1, n2) = underlay_nodes("under")?;
+fn underlay(prefix: &str) -> Result<Scenario> {
+    let (u, n1, n2) = underlay_nodes(prefix, "under")?;
     Ok(Scenario::new("underlay", n1, n2, "172.23.0.2".parse()?, vec![Box::new(u)]))
 }
 
 /// Pods on two nodes joined the way flannel's VXLAN backend or a plain L2 overlay does
 /// it: per node a bridge with the pod's veth and a kernel VXLAN device whose FDB
 /// floods to the other node.
-fn kernel_vxlan() -> Result<Scenario> {
-    let (u, n1, n2) = underlay_nodes("kvx")?;
+fn kernel_vxlan(prefix: &str) -> Result<Scenario> {
+    let (u, n1, n2) = underlay_nodes(prefix, "kvx")?;
     let mut pods = Vec::new();
     for (n, node, remote) in [(1, &n1, "172.23.0.2"), (2, &n2, "172.23.0.1")] {
         node.ip(&["link", "add", "cbr0", "type", "bridge"])?;
@@ -112,7 +115,7 @@ fn kernel_vxlan() -> Result<Scenario> {
         ] {
             run(node.command("nft").arg(command))?;
         }
-        let pod = Netns::create(&format!("{}-kvx-pod{n}", prefix()))?;
+        let pod = Netns::create(&format!("{prefix}-kvx-pod{n}"))?;
         node.ip(&["link", "add", "veth0", "type", "veth", "peer", "name", "eth0", "netns", &pod.name])?;
         node.ip(&["link", "set", "veth0", "master", "cbr0", "up"])?;
         pod.ip(&["link", "set", "eth0", "mtu", "1450"])?;
@@ -179,37 +182,41 @@ fn node_egress() -> Result<Scenario> {
 }
 
 /// The OVS switches' private directories live under the run's temporary directory.
-fn ovs_dir(node: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("{}-ovs-{node}", prefix()))
+fn ovs_dir(prefix: &str, node: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{prefix}-ovs-{node}"))
 }
 
 /// Two pods of one project on one Open vSwitch node with the userspace datapath and
 /// OpenShift SDN's flows.
-fn ovs_same_node() -> Result<Scenario> {
-    let node = Netns::create(&format!("{}-ovs1", prefix()))?;
-    let mut ovs = ovs::node(&node, &format!("{}-ovs1p", prefix()), &ovs_dir("same"), 1, 2, None)?;
+fn ovs_same_node(prefix: &str) -> Result<Scenario> {
+    let node = Netns::create(&format!("{prefix}-ovs1"))?;
+    let mut ovs = ovs::node(&node, &format!("{prefix}-ovs1p"), &ovs_dir(prefix, "same"), 1, 2, None)?;
     let server = ovs.pods.pop().expect("two pods");
     let client = ovs.pods.pop().expect("two pods");
+    let forwarders = ovs.datapath_pid().into_iter().collect();
     // The switch stops before its node namespace goes.
-    Ok(Scenario::new("ovs-userspace-same-node", client.netns, server.netns, server.ip, vec![Box::new(ovs), Box::new(node)]))
+    let scenario = Scenario::new("ovs-userspace-same-node", client.netns, server.netns, server.ip, vec![Box::new(ovs), Box::new(node)]);
+    Ok(Scenario { userspace_datapath: true, forwarders, ..scenario })
 }
 
 /// Pods on two Open vSwitch nodes (userspace datapath) joined by VXLAN with the VNID as
 /// the key, as OpenShift SDN does.
-fn ovs_cross_node() -> Result<Scenario> {
-    let (u, n1, n2) = underlay_nodes("ovsx")?;
+fn ovs_cross_node(prefix: &str) -> Result<Scenario> {
+    let (u, n1, n2) = underlay_nodes(prefix, "ovsx")?;
     let ip = |n: u8| Ipv4Addr::new(172, 23, 0, n);
-    let mut one = ovs::node(&n1, &format!("{}-ovsxp", prefix()), &ovs_dir("n1"), 1, 1, Some((ip(1), ovs::Peer { ip: ip(2), index: 2 })))?;
-    let mut two = ovs::node(&n2, &format!("{}-ovsxp", prefix()), &ovs_dir("n2"), 2, 1, Some((ip(2), ovs::Peer { ip: ip(1), index: 1 })))?;
+    let mut one = ovs::node(&n1, &format!("{prefix}-ovsxp"), &ovs_dir(prefix, "n1"), 1, 1, Some((ip(1), ovs::Peer { ip: ip(2), index: 2 })))?;
+    let mut two = ovs::node(&n2, &format!("{prefix}-ovsxp"), &ovs_dir(prefix, "n2"), 2, 1, Some((ip(2), ovs::Peer { ip: ip(1), index: 1 })))?;
     let client = one.pods.pop().context("a pod on node 1")?;
     let server = two.pods.pop().context("a pod on node 2")?;
-    Ok(Scenario::new(
+    let forwarders = one.datapath_pid().into_iter().chain(two.datapath_pid()).collect();
+    let scenario = Scenario::new(
         "ovs-userspace-cross-node",
         client.netns,
         server.netns,
         server.ip,
         vec![Box::new(one), Box::new(two), Box::new(n1), Box::new(n2), Box::new(u)],
-    ))
+    );
+    Ok(Scenario { userspace_datapath: true, forwarders, ..scenario })
 }
 
 /// Every scenario's name, in the order they are measured.
@@ -227,20 +234,36 @@ pub const NAMES: [&str; 11] = [
     "node-egress",
 ];
 
-/// Sets up the scenario called `name`.
-pub fn setup(name: &str) -> Result<Scenario> {
-    match name {
-        "raw-veth" => raw_veth(),
-        "linux-bridge" => linux_bridge(),
+/// Sets up the scenario called `name`; `copy` names a second copy of it (for an A/A or
+/// A/B comparison: its name gets `~<copy>`, its namespaces their own prefix), empty for
+/// the first.
+pub fn setup(name: &str, copy: &str) -> Result<Scenario> {
+    let prefix = format!("oxt{}-bench{copy}", std::process::id());
+    let prefix = prefix.as_str();
+    let mut scenario = match name {
+        "raw-veth" => raw_veth(prefix),
+        "linux-bridge" => linux_bridge(prefix),
         "oxsdn-same-node" => oxsdn_same_node(),
-        "ovs-userspace-same-node" => ovs_same_node(),
-        "underlay" => underlay(),
-        "kernel-vxlan" => kernel_vxlan(),
+        "ovs-userspace-same-node" => ovs_same_node(prefix),
+        "underlay" => underlay(prefix),
+        "kernel-vxlan" => kernel_vxlan(prefix),
         "oxsdn-cross-node" => oxsdn_cross_node(),
-        "ovs-userspace-cross-node" => ovs_cross_node(),
+        "ovs-userspace-cross-node" => ovs_cross_node(prefix),
         "oxsdn-service" => oxsdn_service(),
         "oxsdn-egress" => oxsdn_egress(),
         "node-egress" => node_egress(),
         other => anyhow::bail!("no scenario {other}"),
+    }?;
+    if !copy.is_empty() {
+        scenario.name = copy_name(name, copy);
     }
+    Ok(scenario)
 }
+
+/// The name of scenario `name`'s copy `copy`.
+pub fn copy_name(name: &str, copy: &str) -> String {
+    format!("{name}{COPY_SEPARATOR}{copy}")
+}
+
+/// Separates a scenario's name from its copy's suffix.
+pub const COPY_SEPARATOR: char = '~';
