@@ -8,7 +8,7 @@ CARGO ?= cargo
 # Network tests are mostly waiting on the kernel; a few run at once.
 TEST_THREADS ?= 4
 
-.PHONY: setup build demo test differential soak bench clippy fuzz clean
+.PHONY: setup build demo test lint differential soak bench fuzz clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,7 +21,7 @@ demo: build
 
 # The differential test runs on its own, with its output shown: it says how many cases
 # it ran and from which seed.
-test: build
+test: build lint
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS) --skip ebpf_programs_agree_with_the_model
 	$(CARGO) test -p oxsdn-tests --locked --test differential ebpf_programs_agree_with_the_model -- --nocapture
 
@@ -54,8 +54,13 @@ fuzz: setup
 	  $(CARGO) +nightly fuzz run $$t work/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
-clippy: setup
+# rustfmt and clippy, warnings as errors, for the workspace and the eBPF crate (its own
+# workspace, nightly, BPF target). `make test` runs it first.
+lint: setup
+	$(CARGO) fmt --all --check
+	cd ebpf && $(CARGO) +nightly fmt --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	cd ebpf && $(CARGO) +nightly clippy --release --locked -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -51,7 +51,9 @@ pub fn measure(plan: &Plan) -> Result<Value> {
 
     let (mut add_seq, mut del_seq) = (Vec::new(), Vec::new());
     for (i, pod) in pods.iter().take(plan.sequential).enumerate() {
-        add_seq.push(timed(|| invoke_ok(&CniCall::add(&config, &id("seq", i), &pod.path(), "bench", &format!("seq{i}")), &node.netns))?);
+        add_seq.push(timed(|| {
+            invoke_ok(&CniCall::add(&config, &id("seq", i), &pod.path(), "bench", &format!("seq{i}")), &node.netns)
+        })?);
     }
     for (i, pod) in pods.iter().take(plan.sequential).enumerate() {
         del_seq.push(timed(|| invoke_ok(&CniCall::del(&config, &id("seq", i), Some(&pod.path())), &node.netns))?);
@@ -63,7 +65,8 @@ pub fn measure(plan: &Plan) -> Result<Value> {
             pods.iter().take(plan.concurrent).enumerate().map(|(i, pod)| make(i, pod)).collect()
         };
         let phase = format!("b{batch}");
-        let adds = calls(&|i, pod| CniCall::add(&config, &id(&phase, i), &pod.path(), "bench", &format!("{phase}p{i}")));
+        let adds =
+            calls(&|i, pod| CniCall::add(&config, &id(&phase, i), &pod.path(), "bench", &format!("{phase}p{i}")));
         add_conc.extend(all_at_once(&adds, &node.netns)?);
         let dels = calls(&|i, pod| CniCall::del(&config, &id(&phase, i), Some(&pod.path())));
         del_conc.extend(all_at_once(&dels, &node.netns)?);

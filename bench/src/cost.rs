@@ -14,11 +14,11 @@
 use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{ensure, Context, Result};
+use oxsdn_common::trace::MODE_TEST_INPUT;
 use oxsdn_dataplane::{
     maps::{LocalPods, NodeMaps},
     tracer::{pod_mac, verdict_name, Ingress, Output, Packet, Proto, TestPrograms, Tracer},
 };
-use oxsdn_common::trace::MODE_TEST_INPUT;
 use oxsdn_tests::{PathPods, Pod};
 use serde_json::{json, Value};
 
@@ -89,12 +89,54 @@ pub fn measure(repeat: u32, rounds: usize, object: Option<PathBuf>) -> Result<Va
     let in_port = NodeMaps::open(&pin_dir)?.pod_port(a.ip)?;
     let from_pod = Ingress::Pod { in_port };
     let paths = vec![
-        Path { name: "same_node", ingress: from_pod, frame: tcp(a, b.ip, TARGET_PORT), expect: Expect::Pod, timing: Timing::Repeated, encap: false },
-        Path { name: "to_remote_pod", ingress: from_pod, frame: tcp(a, d.ip, TARGET_PORT), expect: Expect::Tunnel, timing: Timing::OneByOne, encap: true },
-        Path { name: "from_tunnel", ingress: Ingress::Tunnel { src: n2.ip, vni: cluster.netid("red")? }, frame: tcp(d, a.ip, TARGET_PORT), expect: Expect::Pod, timing: Timing::Repeated, encap: false },
-        Path { name: "to_service", ingress: from_pod, frame: tcp(a, service, SERVICE_PORT), expect: Expect::Pod, timing: Timing::OneByOne, encap: false },
-        Path { name: "dropped_cross_project", ingress: from_pod, frame: tcp(a, c.ip, TARGET_PORT), expect: Expect::Drop, timing: Timing::Repeated, encap: false },
-        Path { name: SHORTEST, ingress: from_pod, frame: ipv6(a), expect: Expect::Drop, timing: Timing::Repeated, encap: false },
+        Path {
+            name: "same_node",
+            ingress: from_pod,
+            frame: tcp(a, b.ip, TARGET_PORT),
+            expect: Expect::Pod,
+            timing: Timing::Repeated,
+            encap: false,
+        },
+        Path {
+            name: "to_remote_pod",
+            ingress: from_pod,
+            frame: tcp(a, d.ip, TARGET_PORT),
+            expect: Expect::Tunnel,
+            timing: Timing::OneByOne,
+            encap: true,
+        },
+        Path {
+            name: "from_tunnel",
+            ingress: Ingress::Tunnel { src: n2.ip, vni: cluster.netid("red")? },
+            frame: tcp(d, a.ip, TARGET_PORT),
+            expect: Expect::Pod,
+            timing: Timing::Repeated,
+            encap: false,
+        },
+        Path {
+            name: "to_service",
+            ingress: from_pod,
+            frame: tcp(a, service, SERVICE_PORT),
+            expect: Expect::Pod,
+            timing: Timing::OneByOne,
+            encap: false,
+        },
+        Path {
+            name: "dropped_cross_project",
+            ingress: from_pod,
+            frame: tcp(a, c.ip, TARGET_PORT),
+            expect: Expect::Drop,
+            timing: Timing::Repeated,
+            encap: false,
+        },
+        Path {
+            name: SHORTEST,
+            ingress: from_pod,
+            frame: ipv6(a),
+            expect: Expect::Drop,
+            timing: Timing::Repeated,
+            encap: false,
+        },
     ];
     let other = match &object {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
@@ -113,7 +155,8 @@ pub fn measure(repeat: u32, rounds: usize, object: Option<PathBuf>) -> Result<Va
 /// second).
 fn wait_for_service(pin_dir: &std::path::Path, service: Ipv4Addr) -> Result<()> {
     let start = std::time::Instant::now();
-    let key = oxsdn_common::ServiceKey { ip: oxsdn_dataplane::maps::ip_key(service), port: SERVICE_PORT, proto: 6, _pad: 0 };
+    let key =
+        oxsdn_common::ServiceKey { ip: oxsdn_dataplane::maps::ip_key(service), port: SERVICE_PORT, proto: 6, _pad: 0 };
     while NodeMaps::open(pin_dir)?.services.get(&key, 0).is_err() {
         ensure!(start.elapsed().as_secs() < 5, "service {service} never reached node1's maps");
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -134,7 +177,14 @@ struct Subject<'p> {
 impl<'p> Subject<'p> {
     fn new(programs: TestPrograms, paths: Vec<&'p Path>) -> Self {
         let n = paths.len();
-        Subject { programs, paths, samples: vec![Vec::new(); n], verdicts: vec![0; n], one_by_one_overhead: Vec::new(), one_by_one_overhead_shortest: Vec::new() }
+        Subject {
+            programs,
+            paths,
+            samples: vec![Vec::new(); n],
+            verdicts: vec![0; n],
+            one_by_one_overhead: Vec::new(),
+            one_by_one_overhead_shortest: Vec::new(),
+        }
     }
 
     /// One round: every path, then the same-node path and the shortest one timed both
@@ -195,7 +245,13 @@ impl<'p> Subject<'p> {
 /// Checks each path's decision with a trace, then times this build's programs and, if
 /// given, `other`'s (live mode, without `from_tunnel`), interleaved round by round so
 /// that drift hits both alike.
-fn time_paths(pin_dir: &std::path::Path, other: Option<Vec<u8>>, paths: &[Path], repeat: u32, rounds: usize) -> Result<Value> {
+fn time_paths(
+    pin_dir: &std::path::Path,
+    other: Option<Vec<u8>>,
+    paths: &[Path],
+    repeat: u32,
+    rounds: usize,
+) -> Result<Value> {
     let mut tracer = Tracer::load(pin_dir)?;
     for p in paths {
         let t = tracer.trace(p.ingress, &p.frame)?;
@@ -227,7 +283,13 @@ fn time_paths(pin_dir: &std::path::Path, other: Option<Vec<u8>>, paths: &[Path],
 }
 
 /// Average ns per packet and the last verdict.
-fn time(programs: &mut TestPrograms, ingress: Ingress, frame: &[u8], timing: Timing, repeat: u32) -> Result<(f64, i32)> {
+fn time(
+    programs: &mut TestPrograms,
+    ingress: Ingress,
+    frame: &[u8],
+    timing: Timing,
+    repeat: u32,
+) -> Result<(f64, i32)> {
     match timing {
         Timing::Repeated => {
             let run = programs.run(ingress, frame, repeat)?;

@@ -38,12 +38,26 @@ impl MachineTimes {
     /// Parses `/proc/stat`, whose times are in clock ticks of `ticks_per_s`.
     fn parse(stat: &str, ticks_per_s: f64) -> Result<MachineTimes> {
         let total = stat.lines().next().filter(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
-        let v: Vec<f64> = total.split_whitespace().skip(1).map(|t| t.parse::<f64>().map(|t| t / ticks_per_s)).collect::<Result<_, _>>()?;
+        let v: Vec<f64> = total
+            .split_whitespace()
+            .skip(1)
+            .map(|t| t.parse::<f64>().map(|t| t / ticks_per_s))
+            .collect::<Result<_, _>>()?;
         if v.len() < 8 {
             bail!("short cpu line in /proc/stat: {total}");
         }
-        let cpus = stat.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).count();
-        Ok(MachineTimes { user: v[0] + v[1], system: v[2], idle: v[3] + v[4], softirq: v[5] + v[6], steal: v[7], cpus: cpus as u32 })
+        let cpus = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        Ok(MachineTimes {
+            user: v[0] + v[1],
+            system: v[2],
+            idle: v[3] + v[4],
+            softirq: v[5] + v[6],
+            steal: v[7],
+            cpus: cpus as u32,
+        })
     }
 }
 
@@ -231,12 +245,14 @@ impl Cgroup {
         // Fields: id parent dev root mountpoint options [optional…] - fstype source options.
         let Some(mount) = mountinfo.lines().find_map(|l| {
             let (before, after) = l.split_once(" - ")?;
-            (after.split_whitespace().next() == Some("cgroup2")).then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
+            (after.split_whitespace().next() == Some("cgroup2"))
+                .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
         }) else {
             bail!("no cgroup v2 hierarchy mounted");
         };
         let own = fs::read_to_string("/proc/self/cgroup")?;
-        let path = own.lines().find_map(|l| l.strip_prefix("0::")).context("no cgroup v2 entry in /proc/self/cgroup")?;
+        let path =
+            own.lines().find_map(|l| l.strip_prefix("0::")).context("no cgroup v2 entry in /proc/self/cgroup")?;
         let home = mount.join(path.trim_start_matches('/'));
         remove_stale(&home);
         let dir = home.join(format!("oxt{}{CGROUP_SUFFIX}", std::process::id()));
@@ -247,7 +263,8 @@ impl Cgroup {
     }
 
     fn usage_us(&self) -> Result<u64> {
-        let stat = fs::read_to_string(self.dir.join("cpu.stat")).with_context(|| format!("reading {}/cpu.stat", self.dir.display()))?;
+        let stat = fs::read_to_string(self.dir.join("cpu.stat"))
+            .with_context(|| format!("reading {}/cpu.stat", self.dir.display()))?;
         stat.lines()
             .find_map(|l| l.strip_prefix("usage_usec "))
             .context("no usage_usec in cpu.stat")?
@@ -257,7 +274,8 @@ impl Cgroup {
     }
 
     fn move_pid(&self, to: &Path, pid: u32) -> Result<()> {
-        fs::write(to.join("cgroup.procs"), pid.to_string()).with_context(|| format!("moving process {pid} to cgroup {}", to.display()))
+        fs::write(to.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving process {pid} to cgroup {}", to.display()))
     }
 }
 
@@ -283,7 +301,8 @@ fn remove_stale(home: &Path) {
 mod tests {
     use super::*;
 
-    const STAT: &str = "cpu  100 5 50 800 20 1 9 15 0 0\ncpu0 50 5 25 400 10 1 4 7 0 0\ncpu1 50 0 25 400 10 0 5 8 0 0\nintr 1\n";
+    const STAT: &str =
+        "cpu  100 5 50 800 20 1 9 15 0 0\ncpu0 50 5 25 400 10 1 4 7 0 0\ncpu1 50 0 25 400 10 0 5 8 0 0\nintr 1\n";
 
     #[test]
     fn machine_times_sum_the_columns_in_seconds() {
@@ -298,7 +317,11 @@ mod tests {
     #[test]
     fn busy_time_is_wall_time_less_idle_and_steal() {
         let start = Instant::now();
-        let a = Reading { at: start, machine: MachineTimes { user: 1.0, system: 1.0, softirq: 0.0, idle: 10.0, steal: 0.0, cpus: 2 }, cgroup_us: Some(1_000) };
+        let a = Reading {
+            at: start,
+            machine: MachineTimes { user: 1.0, system: 1.0, softirq: 0.0, idle: 10.0, steal: 0.0, cpus: 2 },
+            cgroup_us: Some(1_000),
+        };
         let b = Reading {
             at: start + Duration::from_secs(2),
             machine: MachineTimes { user: 2.0, system: 3.0, softirq: 1.0, idle: 10.5, steal: 0.5, cpus: 2 },

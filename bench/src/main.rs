@@ -115,7 +115,8 @@ struct Args {
 fn main() -> Result<()> {
     let mut args = Args::parse();
     if let Some(json) = &args.render {
-        let results: Value = serde_json::from_slice(&std::fs::read(json).with_context(|| format!("reading {}", json.display()))?)?;
+        let results: Value =
+            serde_json::from_slice(&std::fs::read(json).with_context(|| format!("reading {}", json.display()))?)?;
         std::fs::write(&args.markdown, report::markdown(&results))?;
         return Ok(());
     }
@@ -154,7 +155,9 @@ fn main() -> Result<()> {
     let load_before = load_average();
 
     const EXTRAS: [&str; 3] = ["cni", "cost", "scale"];
-    if let Some(unknown) = args.only.iter().find(|o| !scenarios::NAMES.contains(&o.as_str()) && !EXTRAS.contains(&o.as_str())) {
+    if let Some(unknown) =
+        args.only.iter().find(|o| !scenarios::NAMES.contains(&o.as_str()) && !EXTRAS.contains(&o.as_str()))
+    {
         bail!("unknown --only name {unknown}; known: {}, {}", scenarios::NAMES.join(", "), EXTRAS.join(", "));
     }
     args.aa.retain(|a| !a.is_empty() && a != "none");
@@ -196,7 +199,9 @@ fn main() -> Result<()> {
                 let v = match samples.get(&(name.clone(), f.key)) {
                     Some(Ok(series)) => series.json(),
                     Some(Err(error)) => json!({ "error": error }),
-                    None if f.key.contains("cgroup") && !meter.has_cgroup() => json!({ "not_measured": "no cgroup v2 hierarchy on this machine" }),
+                    None if f.key.contains("cgroup") && !meter.has_cgroup() => {
+                        json!({ "not_measured": "no cgroup v2 hierarchy on this machine" })
+                    }
                     None => json!({ "not_measured": no_ping.get(name).copied().unwrap_or("not measured") }),
                 };
                 (f.key.to_string(), v)
@@ -475,10 +480,18 @@ fn record_transfer(samples: &mut Samples, name: &str, pass: &Pass, transfer: Res
         record(samples, name, rate, Ok((t.rate, None)));
     }
     let u = &cost.usage;
-    let machine = Accounting { background_share: cost.background_share, steal_share: cost.steal_share, busy_split: Some([u.user_share, u.system_share, u.softirq_share]) };
+    let machine = Accounting {
+        background_share: cost.background_share,
+        steal_share: cost.steal_share,
+        busy_split: Some([u.user_share, u.system_share, u.softirq_share]),
+    };
     record(samples, name, pass.cpu, Ok((per_unit(cost.machine_s), Some(machine))));
     if let Some(cgroup_s) = cost.cgroup_s {
-        let cgroup = Accounting { background_share: cost.cgroup_background_share, steal_share: cost.steal_share, busy_split: None };
+        let cgroup = Accounting {
+            background_share: cost.cgroup_background_share,
+            steal_share: cost.steal_share,
+            busy_split: None,
+        };
         record(samples, name, pass.cgroup_cpu, Ok((per_unit(cgroup_s), Some(cgroup))));
     }
 }
@@ -491,7 +504,8 @@ const PING_BATCH: u32 = 20;
 /// scenario's round trips spread over the same seconds as the others': pings 5 ms apart
 /// find the caches cold, and how cold moves by tens of µs within seconds.
 fn ping_interleaved(order: &[&Scenario], pings: u32) -> Vec<Option<Result<Vec<f64>>>> {
-    let mut all: Vec<Option<Result<Vec<f64>>>> = order.iter().map(|s| s.no_ping.is_none().then(|| Ok(Vec::new()))).collect();
+    let mut all: Vec<Option<Result<Vec<f64>>>> =
+        order.iter().map(|s| s.no_ping.is_none().then(|| Ok(Vec::new()))).collect();
     let mut left = pings;
     while left > 0 {
         let batch = left.min(PING_BATCH);

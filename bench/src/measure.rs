@@ -51,11 +51,19 @@ pub struct Amounts {
 
 impl Amounts {
     fn tcp_bytes(&self, s: &Scenario) -> u64 {
-        if s.userspace_datapath { self.tcp_bytes / u64::from(self.userspace_divisor) } else { self.tcp_bytes }
+        if s.userspace_datapath {
+            self.tcp_bytes / u64::from(self.userspace_divisor)
+        } else {
+            self.tcp_bytes
+        }
     }
 
     fn ping_round_trips(&self, s: &Scenario) -> u32 {
-        if s.userspace_datapath { self.ping_round_trips / self.userspace_divisor } else { self.ping_round_trips }
+        if s.userspace_datapath {
+            self.ping_round_trips / self.userspace_divisor
+        } else {
+            self.ping_round_trips
+        }
     }
 }
 
@@ -114,9 +122,11 @@ pub const UDP_PAYLOAD: u32 = 64;
 /// count against the figure (and the CPU time spent on dropped packets against the
 /// delivered ones).
 pub fn udp(s: &Scenario, meter: &Meter, amounts: &Amounts) -> Result<Transfer> {
-    let (v, usage) = iperf3(s, meter, &["-u", "-l", &UDP_PAYLOAD.to_string(), "-b", "0", "-k", &amounts.udp_packets.to_string()])?;
+    let (v, usage) =
+        iperf3(s, meter, &["-u", "-l", &UDP_PAYLOAD.to_string(), "-b", "0", "-k", &amounts.udp_packets.to_string()])?;
     let received = &v["end"]["sum_received"];
-    let (packets, lost, secs) = (received["packets"].as_f64(), received["lost_packets"].as_f64(), received["seconds"].as_f64());
+    let (packets, lost, secs) =
+        (received["packets"].as_f64(), received["lost_packets"].as_f64(), received["seconds"].as_f64());
     match (packets, lost, secs) {
         (Some(p), Some(l), Some(t)) if t > 0.0 && p > l => Ok(Transfer { rate: (p - l) / t, units: p - l, usage }),
         _ => bail!("no UDP receiver count in iperf3 output: {v}"),
@@ -136,7 +146,16 @@ pub fn ping_flood(s: &Scenario, meter: &Meter, amounts: &Amounts) -> Result<Tran
     let out = s
         .client
         .command("ping")
-        .args(["-n", "-q", "-f", "-c", &count.to_string(), "-w", &FLOOD_DEADLINE_S.to_string(), &s.server_ip.to_string()])
+        .args([
+            "-n",
+            "-q",
+            "-f",
+            "-c",
+            &count.to_string(),
+            "-w",
+            &FLOOD_DEADLINE_S.to_string(),
+            &s.server_ip.to_string(),
+        ])
         .output()
         .context("running ping -f")?;
     let usage = before.until(&meter.read()?);

@@ -87,7 +87,11 @@ impl OvsSwitch {
     }
 
     pub fn vsctl(&self, args: &[&str]) -> Result<String> {
-        run(self.tool("ovs-vsctl").arg(format!("--db=unix:{}", self.dir.join("db.sock").display())).arg("--timeout=20").args(args))
+        run(self
+            .tool("ovs-vsctl")
+            .arg(format!("--db=unix:{}", self.dir.join("db.sock").display()))
+            .arg("--timeout=20")
+            .args(args))
     }
 
     /// Installs OpenFlow 1.3 flows, one per line, on `bridge`.
@@ -113,7 +117,10 @@ impl Drop for OvsSwitch {
     fn drop(&mut self) {
         for child in [self.vswitchd.take(), self.ovsdb.take()].into_iter().flatten() {
             let mut child = child;
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -151,9 +158,26 @@ pub struct Peer {
 /// Sets up node `index` (pods in 10.94.<index>.0/24) in `node` with `pod_count` pods
 /// named `<prefix>-<index>-<n>`, and, with a peer, the VXLAN overlay to it over `node`'s
 /// `eth0` at `node_ip`.
-pub fn node(node: &Netns, prefix: &str, dir: &Path, index: u8, pod_count: u8, overlay: Option<(Ipv4Addr, Peer)>) -> Result<OvsNode> {
+pub fn node(
+    node: &Netns,
+    prefix: &str,
+    dir: &Path,
+    index: u8,
+    pod_count: u8,
+    overlay: Option<(Ipv4Addr, Peer)>,
+) -> Result<OvsNode> {
     let switch = OvsSwitch::start(node, dir)?;
-    switch.vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev", "protocols=OpenFlow13", "fail_mode=secure"])?;
+    switch.vsctl(&[
+        "add-br",
+        "br0",
+        "--",
+        "set",
+        "bridge",
+        "br0",
+        "datapath_type=netdev",
+        "protocols=OpenFlow13",
+        "fail_mode=secure",
+    ])?;
     let mut flows = base_flows();
     let subnet = format!("10.94.{index}.0/24");
     flows.push(format!("table=30,priority=200,arp,arp_tpa={subnet},actions=goto_table:40"));
@@ -161,8 +185,18 @@ pub fn node(node: &Netns, prefix: &str, dir: &Path, index: u8, pod_count: u8, ov
     if let Some((node_ip, peer)) = &overlay {
         underlay_bridge(&switch, node, *node_ip)?;
         switch.vsctl(&[
-            "add-port", "br0", "vxlan0", "--", "set", "interface", "vxlan0", "type=vxlan", "options:remote_ip=flow", "options:key=flow",
-            "options:dst_port=4789", &format!("ofport_request={VXLAN_PORT}"),
+            "add-port",
+            "br0",
+            "vxlan0",
+            "--",
+            "set",
+            "interface",
+            "vxlan0",
+            "type=vxlan",
+            "options:remote_ip=flow",
+            "options:key=flow",
+            "options:dst_port=4789",
+            &format!("ofport_request={VXLAN_PORT}"),
         ])?;
         flows.extend(peer_flows(peer));
     }
@@ -176,13 +210,30 @@ pub fn node(node: &Netns, prefix: &str, dir: &Path, index: u8, pod_count: u8, ov
         node.ip(&["link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &netns.name])?;
         node.ip(&["link", "set", &link, "up"])?;
         let o = ip.octets();
-        netns.ip(&["link", "set", "eth0", "address", &format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]), "mtu", mtu])?;
+        netns.ip(&[
+            "link",
+            "set",
+            "eth0",
+            "address",
+            &format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]),
+            "mtu",
+            mtu,
+        ])?;
         netns.ip(&["addr", "add", &format!("{ip}/16"), "dev", "eth0"])?;
         netns.ip(&["link", "set", "eth0", "up"])?;
         // AF_PACKET hands OVS the veth's frames with checksums left to offload, which the
         // userspace datapath forwards unfilled: the pod computes them itself.
         run(netns.command("ethtool").args(["-K", "eth0", "tx", "off"]))?;
-        switch.vsctl(&["add-port", "br0", &link, "--", "set", "interface", &link, &format!("ofport_request={port}")])?;
+        switch.vsctl(&[
+            "add-port",
+            "br0",
+            &link,
+            "--",
+            "set",
+            "interface",
+            &link,
+            &format!("ofport_request={port}"),
+        ])?;
         flows.extend(pod_flows(ip, port));
         pods.push(OvsPod { netns, ip });
     }
@@ -246,7 +297,8 @@ fn pod_flows(ip: Ipv4Addr, port: u32) -> Vec<String> {
 /// reached through the tunnel with the source VNID as the key (50/90).
 fn peer_flows(peer: &Peer) -> Vec<String> {
     let subnet = format!("10.94.{}.0/24", peer.index);
-    let to_tunnel = format!("move:NXM_NX_REG0[]->NXM_NX_TUN_ID[0..31],set_field:{}->tun_dst,output:{VXLAN_PORT}", peer.ip);
+    let to_tunnel =
+        format!("move:NXM_NX_REG0[]->NXM_NX_TUN_ID[0..31],set_field:{}->tun_dst,output:{VXLAN_PORT}", peer.ip);
     vec![
         format!("table=10,priority=100,tun_src={},actions=goto_table:30", peer.ip),
         format!("table=30,priority=100,arp,arp_tpa={CLUSTER_CIDR},actions=goto_table:50"),

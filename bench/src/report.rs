@@ -50,10 +50,30 @@ pub const FIGURES: [Figure; 13] = [
     figure_of("rtt_p50_us", "Ping round trip, p50", "µs", Kind::Latency),
     figure_of("rtt_p99_us", "Ping round trip, p99", "µs", Kind::Latency),
     figure_of("udp_64b_pps", "UDP 64-byte datagrams received", "packets/s", Kind::Traffic),
-    figure_of("udp_64b_cpu_ns_per_packet", "CPU time per UDP 64-byte datagram received, machine", "CPU-ns/packet", Kind::Cost),
-    figure_of("udp_64b_cgroup_cpu_ns_per_packet", "CPU time per UDP 64-byte datagram received, cgroup", "CPU-ns/packet", Kind::Cost),
-    figure_of("ping_cpu_ns_per_round_trip", "CPU time per flood-ping round trip, machine", "CPU-ns/round trip", Kind::Cost),
-    figure_of("ping_cgroup_cpu_ns_per_round_trip", "CPU time per flood-ping round trip, cgroup", "CPU-ns/round trip", Kind::Cost),
+    figure_of(
+        "udp_64b_cpu_ns_per_packet",
+        "CPU time per UDP 64-byte datagram received, machine",
+        "CPU-ns/packet",
+        Kind::Cost,
+    ),
+    figure_of(
+        "udp_64b_cgroup_cpu_ns_per_packet",
+        "CPU time per UDP 64-byte datagram received, cgroup",
+        "CPU-ns/packet",
+        Kind::Cost,
+    ),
+    figure_of(
+        "ping_cpu_ns_per_round_trip",
+        "CPU time per flood-ping round trip, machine",
+        "CPU-ns/round trip",
+        Kind::Cost,
+    ),
+    figure_of(
+        "ping_cgroup_cpu_ns_per_round_trip",
+        "CPU time per flood-ping round trip, cgroup",
+        "CPU-ns/round trip",
+        Kind::Cost,
+    ),
 ];
 
 pub fn figure_by_key(key: &str) -> Option<&'static Figure> {
@@ -72,8 +92,12 @@ fn account(key: &str) -> Option<&'static str> {
         k if k.starts_with("same_node") || (k.starts_with("cross_node_tcp1") && k.ends_with("kernel_vxlan")) => {
             "docs/design.md#what-bounds-the-same-node-and-cross-node-figures"
         }
-        "cross_node_rtt_p50_minus_kernel_vxlan_us" => "docs/design.md#native-vxlan-the-programs-put-the-headers-on-and-take-them-off",
-        k if k.starts_with("cross_node_tcp1") && k.ends_with("ovs_userspace") => "bench/README.md#open-vswitch-userspace-datapath",
+        "cross_node_rtt_p50_minus_kernel_vxlan_us" => {
+            "docs/design.md#native-vxlan-the-programs-put-the-headers-on-and-take-them-off"
+        }
+        k if k.starts_with("cross_node_tcp1") && k.ends_with("ovs_userspace") => {
+            "bench/README.md#open-vswitch-userspace-datapath"
+        }
         k if k.starts_with("egress_tcp1") => "docs/design.md#egress-path-what-was-measured-2026-11-25-issue-5",
         "cni_add_p99_concurrent_ms" => "bench/README.md#cni-add-with-20-pods-at-once-where-the-time-goes",
         "longest_path_without_encapsulation_ns" => "docs/design.md#per-packet-cost-of-each-path-issue-5",
@@ -153,7 +177,15 @@ struct ThroughputTarget {
 }
 
 const fn tcp1(key: &'static str, a: &'static str, b: &'static str, at_least: f64) -> ThroughputTarget {
-    ThroughputTarget { key, what: "TCP 1 stream", a, b, rate: "tcp_1_stream_gbps", cpu: "tcp_1_stream_cpu_s_per_gb", at_least }
+    ThroughputTarget {
+        key,
+        what: "TCP 1 stream",
+        a,
+        b,
+        rate: "tcp_1_stream_gbps",
+        cpu: "tcp_1_stream_cpu_s_per_gb",
+        at_least,
+    }
 }
 
 const THROUGHPUT_TARGETS: [ThroughputTarget; 7] = [
@@ -180,10 +212,12 @@ const THROUGHPUT_TARGETS: [ThroughputTarget; 7] = [
 /// ≥ 0.95× raw veth becomes CPU per GB ≤ 1/0.95 of raw veth's): the same claim where
 /// the CPU is what limits throughput, on the figure that drifts less.
 pub fn ratios(scenarios: &Value, cni: &Value, cost: &Value, scale: &Value) -> Value {
-    let largest_agent_rss = scale["memory"].as_object().and_then(|nodes| {
-        nodes.values().filter_map(|n| n["agent"]["vm_rss_mib"].as_f64()).reduce(f64::max)
-    });
-    let paired = |what: &str, pair: (&str, &str), figure: &str, cmp: Cmp, target: f64| paired_entry(what, scenarios, pair, figure, cmp, target);
+    let largest_agent_rss = scale["memory"]
+        .as_object()
+        .and_then(|nodes| nodes.values().filter_map(|n| n["agent"]["vm_rss_mib"].as_f64()).reduce(f64::max));
+    let paired = |what: &str, pair: (&str, &str), figure: &str, cmp: Cmp, target: f64| {
+        paired_entry(what, scenarios, pair, figure, cmp, target)
+    };
     let mut targets = json!({
         "same_node_rtt_p50_minus_raw_veth_us": paired("oxsdn-same-node − raw-veth, RTT p50 (µs)", ("oxsdn-same-node", "raw-veth"), "rtt_p50_us", Cmp::AtMost, 3.0),
         "cross_node_rtt_p50_minus_kernel_vxlan_us": paired("oxsdn-cross-node − kernel-vxlan, RTT p50 (µs)", ("oxsdn-cross-node", "kernel-vxlan"), "rtt_p50_us", Cmp::AtMost, 0.0),
@@ -195,7 +229,8 @@ pub fn ratios(scenarios: &Value, cni: &Value, cost: &Value, scale: &Value) -> Va
         let what = format!("{} / {}, {}", t.a, t.b, t.what);
         targets[t.key] = paired(&what, (t.a, t.b), t.rate, Cmp::AtLeast, t.at_least);
         let unit = figure_by_key(t.cpu).map_or("", |f| f.unit);
-        targets[t.key.replacen("_vs_", "_cpu_vs_", 1)] = paired(&format!("{what}, {unit}"), (t.a, t.b), t.cpu, Cmp::AtMost, 1.0 / t.at_least);
+        targets[t.key.replacen("_vs_", "_cpu_vs_", 1)] =
+            paired(&format!("{what}, {unit}"), (t.a, t.b), t.cpu, Cmp::AtMost, 1.0 / t.at_least);
     }
     for (key, target) in targets.as_object_mut().into_iter().flatten() {
         if let Some(doc) = account(key) {
@@ -248,7 +283,11 @@ pub fn resolution(scenarios: &Value) -> Value {
     let copies = scenarios.as_object().into_iter().flatten().filter_map(|(name, _)| Some((name, copy_of(name, AA)?)));
     for (copy, original) in copies {
         for f in &FIGURES {
-            let Some((median, per_round)) = paired(scenarios, copy, original, f.key, f.compare).filter(|(_, r)| !r.is_empty()) else { continue };
+            let Some((median, per_round)) =
+                paired(scenarios, copy, original, f.key, f.compare).filter(|(_, r)| !r.is_empty())
+            else {
+                continue;
+            };
             let deviations: Option<Vec<f64>> = match f.compare {
                 Compare::Ratio => per_round.iter().map(|r| (*r > 0.0).then(|| r.ln())).collect(),
                 Compare::Difference => Some(per_round.clone()),
@@ -258,7 +297,9 @@ pub fn resolution(scenarios: &Value) -> Value {
                     let b = band(&d);
                     json!({ "per_round": per_round, "median": median, "band": if f.compare == Compare::Ratio { b.exp() - 1.0 } else { b } })
                 }
-                None => json!({ "per_round": per_round, "median": median, "band": null, "note": "a value at or below zero (more background than work)" }),
+                None => {
+                    json!({ "per_round": per_round, "median": median, "band": null, "note": "a value at or below zero (more background than work)" })
+                }
             };
             by_figure.entry(f.key).or_insert_with(|| json!({}))[original] = entry;
         }
@@ -298,11 +339,18 @@ fn outside_band(value: f64, target: f64, band: f64, compare: Compare) -> bool {
 /// (`resolved`): a target met or missed within the band is met or missed by noise.
 pub fn attach_resolution(targets: &mut Value, resolution: &Value) {
     for target in targets.as_object_mut().into_iter().flat_map(|t| t.values_mut()) {
-        let (Some(figure), Some([a, b])) = (target["figure"].as_str(), target["compares"].as_array().map(Vec::as_slice)) else { continue };
+        let (Some(figure), Some([a, b])) =
+            (target["figure"].as_str(), target["compares"].as_array().map(Vec::as_slice))
+        else {
+            continue;
+        };
         let compare = figure_by_key(figure).map_or(Compare::Ratio, |f| f.compare);
         match band_for(resolution, figure, a.as_str().unwrap_or_default(), b.as_str().unwrap_or_default()) {
             Some((band, from)) => {
-                let resolved = target["value"].as_f64().zip(target["target"].as_f64()).map(|(v, t)| outside_band(v, t, band, compare));
+                let resolved = target["value"]
+                    .as_f64()
+                    .zip(target["target"].as_f64())
+                    .map(|(v, t)| outside_band(v, t, band, compare));
                 target["resolution"] = json!(band);
                 target["resolution_from"] = json!(from);
                 target["resolved"] = json!(resolved);
@@ -317,10 +365,16 @@ pub fn attach_resolution(targets: &mut Value, resolution: &Value) {
 /// the scenario if it was measured.
 pub fn ab(scenarios: &Value, resolution: &Value) -> Value {
     let mut out = Map::new();
-    for (copy, original) in scenarios.as_object().into_iter().flatten().filter_map(|(name, _)| Some((name, copy_of(name, AB)?))) {
+    for (copy, original) in
+        scenarios.as_object().into_iter().flatten().filter_map(|(name, _)| Some((name, copy_of(name, AB)?)))
+    {
         let mut figures = Map::new();
         for f in &FIGURES {
-            let Some((median, per_round)) = paired(scenarios, copy, original, f.key, f.compare).filter(|(_, r)| !r.is_empty()) else { continue };
+            let Some((median, per_round)) =
+                paired(scenarios, copy, original, f.key, f.compare).filter(|(_, r)| !r.is_empty())
+            else {
+                continue;
+            };
             let mut e = json!({ "b_vs_a": median, "per_round": per_round, "compare": if f.compare == Compare::Ratio { "B / A" } else { "B − A" } });
             if let Some(band) = resolution[f.key][original]["band"].as_f64() {
                 let no_difference = if f.compare == Compare::Ratio { 1.0 } else { 0.0 };
@@ -421,7 +475,8 @@ pub fn markdown(results: &Value) -> String {
                 None => r["note"].as_str().unwrap_or_default().to_string(),
             };
             let needed = format!("{} {}", r["comparison"].as_str().unwrap_or(""), num(&r["target"]));
-            let per_round = r["per_round"].as_array().map(|v| v.iter().map(num).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            let per_round =
+                r["per_round"].as_array().map(|v| v.iter().map(num).collect::<Vec<_>>().join(", ")).unwrap_or_default();
             let compare = r["figure"].as_str().and_then(figure_by_key).map_or(Compare::Ratio, |f| f.compare);
             let resolves = match r["resolution"].as_f64() {
                 Some(b) => band_text(b, compare),
@@ -457,8 +512,14 @@ pub fn markdown(results: &Value) -> String {
         let _ = writeln!(md, "| figure | scenario | A/A median | band | per round |\n|---|---|---|---|---|");
         for f in &FIGURES {
             for (name, e) in by_figure.get(f.key).and_then(Value::as_object).into_iter().flatten() {
-                let per_round = e["per_round"].as_array().map(|v| v.iter().map(num).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-                let band = e["band"].as_f64().map(|b| band_text(b, f.compare)).unwrap_or_else(|| e["note"].as_str().unwrap_or("–").to_string());
+                let per_round = e["per_round"]
+                    .as_array()
+                    .map(|v| v.iter().map(num).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default();
+                let band = e["band"]
+                    .as_f64()
+                    .map(|b| band_text(b, f.compare))
+                    .unwrap_or_else(|| e["note"].as_str().unwrap_or("–").to_string());
                 let _ = writeln!(md, "| {} | {name} | {} | {band} | {per_round} |", f.key, num(&e["median"]));
             }
         }
@@ -466,21 +527,31 @@ pub fn markdown(results: &Value) -> String {
 
     if let Some(ab) = results["ab"].as_object().filter(|r| !r.is_empty()) {
         let _ = writeln!(md, "\n## A/B: another build (`<name>~b`) against this one\n");
-        let _ = writeln!(md, "| scenario | figure | B vs A | A/A band | resolved | per round |\n|---|---|---|---|---|---|");
+        let _ =
+            writeln!(md, "| scenario | figure | B vs A | A/A band | resolved | per round |\n|---|---|---|---|---|---|");
         for (name, figures) in ab {
             for f in &FIGURES {
                 let e = &figures[f.key];
                 if e.is_null() {
                     continue;
                 }
-                let per_round = e["per_round"].as_array().map(|v| v.iter().map(num).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                let per_round = e["per_round"]
+                    .as_array()
+                    .map(|v| v.iter().map(num).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default();
                 let band = e["aa_band"].as_f64().map(|b| band_text(b, f.compare)).unwrap_or_else(|| "–".into());
                 let resolved = match e["resolved"].as_bool() {
                     Some(true) => "yes",
                     Some(false) => "no",
                     None => "–",
                 };
-                let _ = writeln!(md, "| {name} | {} | {} ({}) | {band} | {resolved} | {per_round} |", f.key, num(&e["b_vs_a"]), e["compare"].as_str().unwrap_or_default());
+                let _ = writeln!(
+                    md,
+                    "| {name} | {} | {} ({}) | {band} | {resolved} | {per_round} |",
+                    f.key,
+                    num(&e["b_vs_a"]),
+                    e["compare"].as_str().unwrap_or_default()
+                );
             }
         }
     }
@@ -501,10 +572,20 @@ pub fn markdown(results: &Value) -> String {
         for (name, s) in &scenarios {
             let v = &s[f.key];
             if v["median"].is_null() {
-                let why = v["not_measured"].as_str().or(v["error"].as_str()).or(s["error"].as_str()).unwrap_or("not measured");
-                let _ = writeln!(md, "| {name} | – | – | – ({}) |{}", why.replace('|', "\\|").replace('\n', " "), if cost { " | |" } else { "" });
+                let why = v["not_measured"]
+                    .as_str()
+                    .or(v["error"].as_str())
+                    .or(s["error"].as_str())
+                    .unwrap_or("not measured");
+                let _ = writeln!(
+                    md,
+                    "| {name} | – | – | – ({}) |{}",
+                    why.replace('|', "\\|").replace('\n', " "),
+                    if cost { " | |" } else { "" }
+                );
             } else if cost {
-                let share = |k: &str| v[k].as_f64().map(|x| format!("{:.0} %", x * 100.0)).unwrap_or_else(|| "–".into());
+                let share =
+                    |k: &str| v[k].as_f64().map(|x| format!("{:.0} %", x * 100.0)).unwrap_or_else(|| "–".into());
                 let _ = writeln!(
                     md,
                     "| {name} | {} | {} | {} | {} | {} |",
@@ -550,7 +631,9 @@ fn flatten(path: &str, value: &Value, rows: &mut Vec<(String, Value)>) {
         Value::Array(items) if items.iter().any(|v| v.is_object() || v.is_array()) => {
             items.iter().enumerate().for_each(|(i, v)| flatten(&join(&i.to_string()), v, rows))
         }
-        Value::Array(items) => rows.push((path.to_string(), Value::String(items.iter().map(num).collect::<Vec<_>>().join(", ")))),
+        Value::Array(items) => {
+            rows.push((path.to_string(), Value::String(items.iter().map(num).collect::<Vec<_>>().join(", "))))
+        }
         leaf => rows.push((path.to_string(), leaf.clone())),
     }
 }

@@ -15,11 +15,11 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use oxsdn_common::MAX_PROJECT_SLOTS;
 use oxsdn_controller::{
     store::{self, StoreBackend, StoreOptions},
     Cluster, NewService, Protocol, ServicePort,
 };
-use oxsdn_common::MAX_PROJECT_SLOTS;
 use oxsdn_dataplane::maps::NodeMaps;
 use oxsdn_tests::{netns::run, probe, Node, Pod, TestCluster};
 use serde_json::{json, Value};
@@ -97,7 +97,8 @@ pub fn measure(load: &Load) -> Result<Value> {
     // Every record reached both agents' maps: projects, the other nodes, service ports.
     for node in &cluster.nodes {
         let maps = NodeMaps::open(&node_pins(&cluster, node))?;
-        let wanted = [("PROJECTS", load.projects + 2), ("NODE_IPS", load.remote_nodes + 1), ("SERVICES", load.services)];
+        let wanted =
+            [("PROJECTS", load.projects + 2), ("NODE_IPS", load.remote_nodes + 1), ("SERVICES", load.services)];
         for (map, count) in wanted {
             wait_for(&format!("{} mirroring {map}", node.name), || Ok(map_entries(&maps, map)? >= count))?;
         }
@@ -105,15 +106,17 @@ pub fn measure(load: &Load) -> Result<Value> {
     let memory: BTreeMap<String, Value> = cluster
         .nodes
         .iter()
-        .map(|node| Ok((node.name.clone(), json!({ "agent": agent_memory(node)?, "maps": map_memory(&node_pins(&cluster, node))? }))))
+        .map(|node| {
+            Ok((
+                node.name.clone(),
+                json!({ "agent": agent_memory(node)?, "maps": map_memory(&node_pins(&cluster, node))? }),
+            ))
+        })
         .collect::<Result<_>>()?;
 
     // Isolated before: the probes must fail.
-    let probes = [
-        (&peer_remote, &big_pods[0]),
-        (&peer_local, &big_remote),
-        (&peer_local, big_pods.last().context("no pods")?),
-    ];
+    let probes =
+        [(&peer_remote, &big_pods[0]), (&peer_local, &big_remote), (&peer_local, big_pods.last().context("no pods")?)];
     if let Some((from, to)) = probes.iter().find(|(from, to)| probe::ping(&from.netns, to.ip)) {
         bail!("{} reaches {} before the join", from.name, to.name);
     }
@@ -183,7 +186,9 @@ fn load_store(backend: &StoreBackend, load: &Load) -> Result<Value> {
     for batch in services.chunks(BATCH) {
         cluster.create_services(batch)?;
     }
-    Ok(json!({ "projects": projects_s, "remote_nodes": nodes_s, "services": seconds(t), "records_per_transaction": BATCH }))
+    Ok(
+        json!({ "projects": projects_s, "remote_nodes": nodes_s, "services": seconds(t), "records_per_transaction": BATCH }),
+    )
 }
 
 fn add_pods(node: &Node, project: &str, count: usize) -> Result<Vec<Pod>> {

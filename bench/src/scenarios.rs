@@ -30,8 +30,23 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    fn new(name: &'static str, client: Netns, server: Netns, server_ip: Ipv4Addr, keep: Vec<Box<dyn std::any::Any>>) -> Scenario {
-        Scenario { name: name.to_string(), client, server, server_ip, no_ping: None, userspace_datapath: false, forwarders: Vec::new(), _keep: keep }
+    fn new(
+        name: &'static str,
+        client: Netns,
+        server: Netns,
+        server_ip: Ipv4Addr,
+        keep: Vec<Box<dyn std::any::Any>>,
+    ) -> Scenario {
+        Scenario {
+            name: name.to_string(),
+            client,
+            server,
+            server_ip,
+            no_ping: None,
+            userspace_datapath: false,
+            forwarders: Vec::new(),
+            _keep: keep,
+        }
     }
 }
 
@@ -102,7 +117,20 @@ fn kernel_vxlan(prefix: &str) -> Result<Scenario> {
     for (n, node, remote) in [(1, &n1, "172.23.0.2"), (2, &n2, "172.23.0.1")] {
         node.ip(&["link", "add", "cbr0", "type", "bridge"])?;
         node.ip(&["link", "set", "cbr0", "up"])?;
-        node.ip(&["link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "4789", "local", &format!("172.23.0.{n}"), "nolearning"])?;
+        node.ip(&[
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "dstport",
+            "4789",
+            "local",
+            &format!("172.23.0.{n}"),
+            "nolearning",
+        ])?;
         node.ip(&["link", "set", "vx0", "master", "cbr0", "up"])?;
         run(node.command("bridge").args(["fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", remote]))?;
         // flannel's --ip-masq rule: it turns connection tracking on in the node's
@@ -125,7 +153,13 @@ fn kernel_vxlan(prefix: &str) -> Result<Scenario> {
     }
     let server = pods.pop().expect("two pods");
     let client = pods.pop().expect("two pods");
-    Ok(Scenario::new("kernel-vxlan", client, server, "10.97.0.2".parse()?, vec![Box::new(n1), Box::new(n2), Box::new(u)]))
+    Ok(Scenario::new(
+        "kernel-vxlan",
+        client,
+        server,
+        "10.97.0.2".parse()?,
+        vec![Box::new(n1), Box::new(n2), Box::new(u)],
+    ))
 }
 
 /// Two pods of one project on one oxsdn node.
@@ -155,7 +189,19 @@ fn oxsdn_service() -> Result<Scenario> {
     cluster.add_node("node2")?;
     let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
     let Pod { netns: server, ip: endpoint, .. } = cluster.nodes[1].add_pod("bench", "server")?;
-    cluster.oxsdnctl(&["create", "service", "iperf", "-n", "bench", "--tcp", "5201", "--udp", "5201", "--cluster-ip", "172.30.0.10"])?;
+    cluster.oxsdnctl(&[
+        "create",
+        "service",
+        "iperf",
+        "-n",
+        "bench",
+        "--tcp",
+        "5201",
+        "--udp",
+        "5201",
+        "--cluster-ip",
+        "172.30.0.10",
+    ])?;
     cluster.oxsdnctl(&["set", "endpoints", "iperf", "-n", "bench", &endpoint.to_string()])?;
     std::thread::sleep(std::time::Duration::from_secs(1));
     let mut scenario = Scenario::new("oxsdn-service", client, server, "172.30.0.10".parse()?, vec![Box::new(cluster)]);
@@ -195,7 +241,13 @@ fn ovs_same_node(prefix: &str) -> Result<Scenario> {
     let client = ovs.pods.pop().expect("two pods");
     let forwarders = ovs.datapath_pid().into_iter().collect();
     // The switch stops before its node namespace goes.
-    let scenario = Scenario::new("ovs-userspace-same-node", client.netns, server.netns, server.ip, vec![Box::new(ovs), Box::new(node)]);
+    let scenario = Scenario::new(
+        "ovs-userspace-same-node",
+        client.netns,
+        server.netns,
+        server.ip,
+        vec![Box::new(ovs), Box::new(node)],
+    );
     Ok(Scenario { userspace_datapath: true, forwarders, ..scenario })
 }
 
@@ -204,8 +256,22 @@ fn ovs_same_node(prefix: &str) -> Result<Scenario> {
 fn ovs_cross_node(prefix: &str) -> Result<Scenario> {
     let (u, n1, n2) = underlay_nodes(prefix, "ovsx")?;
     let ip = |n: u8| Ipv4Addr::new(172, 23, 0, n);
-    let mut one = ovs::node(&n1, &format!("{prefix}-ovsxp"), &ovs_dir(prefix, "n1"), 1, 1, Some((ip(1), ovs::Peer { ip: ip(2), index: 2 })))?;
-    let mut two = ovs::node(&n2, &format!("{prefix}-ovsxp"), &ovs_dir(prefix, "n2"), 2, 1, Some((ip(2), ovs::Peer { ip: ip(1), index: 1 })))?;
+    let mut one = ovs::node(
+        &n1,
+        &format!("{prefix}-ovsxp"),
+        &ovs_dir(prefix, "n1"),
+        1,
+        1,
+        Some((ip(1), ovs::Peer { ip: ip(2), index: 2 })),
+    )?;
+    let mut two = ovs::node(
+        &n2,
+        &format!("{prefix}-ovsxp"),
+        &ovs_dir(prefix, "n2"),
+        2,
+        1,
+        Some((ip(2), ovs::Peer { ip: ip(1), index: 1 })),
+    )?;
     let client = one.pods.pop().context("a pod on node 1")?;
     let server = two.pods.pop().context("a pod on node 2")?;
     let forwarders = one.datapath_pid().into_iter().chain(two.datapath_pid()).collect();

@@ -6,6 +6,7 @@ use std::process::Command;
 
 #[test]
 fn smoke_round_sets_up_every_scenario_and_carries_traffic() {
-    let out = Command::new(env!("CARGO_BIN_EXE_oxsdn-bench")).arg("--smoke").output().expect("running oxsdn-bench --smoke");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_oxsdn-bench")).arg("--smoke").output().expect("running oxsdn-bench --smoke");
     assert!(out.status.success(), "oxsdn-bench --smoke failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }

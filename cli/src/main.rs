@@ -3,9 +3,7 @@
 mod output;
 mod packet_trace;
 
-use std::{
-    collections::BTreeMap, io::Write, net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::Arc,
-};
+use std::{collections::BTreeMap, io::Write, net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -176,12 +174,7 @@ enum PodNetworkCommand {
 #[derive(Debug, Args)]
 struct InProject {
     /// The service's project.
-    #[arg(
-        short = 'n',
-        long = "namespace",
-        visible_alias = "project",
-        value_name = "PROJECT"
-    )]
+    #[arg(short = 'n', long = "namespace", visible_alias = "project", value_name = "PROJECT")]
     project: String,
 }
 
@@ -202,16 +195,9 @@ impl PortArgs {
     /// The TCP ports, then the UDP ports, each in the order given.
     fn ports(&self) -> Vec<ServicePort> {
         let with = |protocol, pairs: &[(u16, u16)]| -> Vec<ServicePort> {
-            pairs
-                .iter()
-                .map(|&(port, target)| ServicePort::new(protocol, port, target))
-                .collect()
+            pairs.iter().map(|&(port, target)| ServicePort::new(protocol, port, target)).collect()
         };
-        [
-            with(Protocol::Tcp, &self.tcp),
-            with(Protocol::Udp, &self.udp),
-        ]
-        .concat()
+        [with(Protocol::Tcp, &self.tcp), with(Protocol::Udp, &self.udp)].concat()
     }
 }
 
@@ -304,12 +290,7 @@ enum GetCommand {
     #[command(aliases = ["service", "svc"])]
     Services {
         /// Only this project's services.
-        #[arg(
-            short = 'n',
-            long = "namespace",
-            visible_alias = "project",
-            value_name = "PROJECT"
-        )]
+        #[arg(short = 'n', long = "namespace", visible_alias = "project", value_name = "PROJECT")]
         project: Option<String>,
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
@@ -374,10 +355,7 @@ fn parse_cidr(s: &str) -> Result<Ipv4Network, String> {
 /// `PORT` or `PORT:TARGET`: the port and its target port.
 fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
     // clap's message quotes the whole value; this names the part that is wrong.
-    let number = |n: &str| {
-        n.parse::<u16>()
-            .map_err(|_| format!("{n:?} is not a port number (0-65535)"))
-    };
+    let number = |n: &str| n.parse::<u16>().map_err(|_| format!("{n:?} is not a port number (0-65535)"));
     match s.split_once(':') {
         None => number(s).map(|port| (port, port)),
         Some((port, target)) => Ok((number(port)?, number(target)?)),
@@ -395,10 +373,7 @@ fn open_cluster(options: &StoreOptions) -> Result<Cluster> {
     let backend = &options.backend()?;
     if let StoreBackend::File(dir) = backend {
         if !dir.is_dir() {
-            bail!(
-                "store {} does not exist; run `oxsdnctl init` first",
-                dir.display()
-            );
+            bail!("store {} does not exist; run `oxsdnctl init` first", dir.display());
         }
     }
     Ok(Cluster::new(open_store(backend)?))
@@ -426,18 +401,11 @@ fn resolve(cluster: &Cluster, selection: &ProjectSelection) -> Result<Vec<String
     }
 }
 
-fn pod_network(
-    store: &StoreOptions,
-    command: PodNetworkCommand,
-    out: &mut dyn Write,
-) -> Result<()> {
+fn pod_network(store: &StoreOptions, command: PodNetworkCommand, out: &mut dyn Write) -> Result<()> {
     let records = match command {
         PodNetworkCommand::JoinProjects { to, selection } => {
             let cluster = open_cluster(store)?;
-            let projects: Vec<String> = resolve(&cluster, &selection)?
-                .into_iter()
-                .filter(|p| *p != to)
-                .collect();
+            let projects: Vec<String> = resolve(&cluster, &selection)?.into_iter().filter(|p| *p != to).collect();
             cluster.join_projects(&to, &projects)?
         }
         PodNetworkCommand::IsolateProjects { selection } => {
@@ -478,41 +446,23 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let ns = open_cluster(store)?.create_netnamespace(&name, labels)?;
             print_netnamespaces(out, &[ns], Format::Table)?;
         }
-        Command::Create(CreateCommand::Service {
-            name,
-            project: InProject { project },
-            ports,
-            cluster_ip,
-        }) => {
-            let service =
-                open_cluster(store)?.create_service(&project, &name, &ports.ports(), cluster_ip)?;
+        Command::Create(CreateCommand::Service { name, project: InProject { project }, ports, cluster_ip }) => {
+            let service = open_cluster(store)?.create_service(&project, &name, &ports.ports(), cluster_ip)?;
             print_services(out, &[service], Format::Table, false)?;
         }
         Command::Delete(DeleteCommand::Project { name }) => {
             open_cluster(store)?.delete_netnamespace(&name)?;
             writeln!(out, "netnamespace {name:?} deleted")?;
         }
-        Command::Delete(DeleteCommand::Service {
-            name,
-            project: InProject { project },
-        }) => {
+        Command::Delete(DeleteCommand::Service { name, project: InProject { project } }) => {
             open_cluster(store)?.delete_service(&project, &name)?;
             writeln!(out, "service {name:?} deleted")?;
         }
-        Command::Set(SetCommand::Ports {
-            name,
-            project: InProject { project },
-            ports,
-        }) => {
-            let service =
-                open_cluster(store)?.update_service_ports(&project, &name, &ports.ports())?;
+        Command::Set(SetCommand::Ports { name, project: InProject { project }, ports }) => {
+            let service = open_cluster(store)?.update_service_ports(&project, &name, &ports.ports())?;
             print_services(out, &[service], Format::Table, false)?;
         }
-        Command::Set(SetCommand::Endpoints {
-            name,
-            project: InProject { project },
-            endpoints,
-        }) => {
+        Command::Set(SetCommand::Endpoints { name, project: InProject { project }, endpoints }) => {
             // `--none` and IPs exclude each other, so with --none `ips` is empty.
             let service = open_cluster(store)?.set_endpoints(&project, &name, &endpoints.ips)?;
             print_services(out, &[service], Format::Table, false)?;
@@ -550,14 +500,9 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 writeln!(out, "{line}")?;
             }
         }
-        Command::DumpFlows {
-            table,
-            node,
-            bpffs_dir,
-        } => {
-            let maps = NodeMaps::open(&bpffs_dir.join(&node)).with_context(|| {
-                format!("node {node} has no dataplane here (is its agent started?)")
-            })?;
+        Command::DumpFlows { table, node, bpffs_dir } => {
+            let maps = NodeMaps::open(&bpffs_dir.join(&node))
+                .with_context(|| format!("node {node} has no dataplane here (is its agent started?)"))?;
             writeln!(out, "OXSDN_FLOW reply (node={node}):")?;
             for flow in flows::collect(&maps, flows::ifname_or_index)? {
                 if table.is_none_or(|t| t == flow.table) {
@@ -566,15 +511,19 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             }
         }
         Command::Trace(args) => {
-            let request = packet_trace::Request { from: args.from, to: args.to, proto: args.proto, src: args.src, src_port: args.src_port };
+            let request = packet_trace::Request {
+                from: args.from,
+                to: args.to,
+                proto: args.proto,
+                src: args.src,
+                src_port: args.src_port,
+            };
             packet_trace::trace(&args.bpffs_dir.join(&args.node), &args.node, &request, args.output, out)?;
         }
         Command::Debug(DebugCommand::StoreHammer { key, count }) => {
             let store = open_store(&store.backend()?)?;
             store_hammer(&*store, &key, count, &mut |value, revision| {
-                writeln!(out, "committed value={value} revision={revision}")
-                    .and_then(|()| out.flush())
-                    .is_ok()
+                writeln!(out, "committed value={value} revision={revision}").and_then(|()| out.flush()).is_ok()
             })
             .with_context(|| format!("store-hammer on {key}"))?;
         }

@@ -20,12 +20,7 @@ pub enum Format {
 fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
     let widths: Vec<usize> = (0..headers.len())
         .map(|i| {
-            let widest = rows
-                .iter()
-                .map(|r| r[i].len())
-                .chain([headers[i].len()])
-                .max()
-                .unwrap_or(0);
+            let widest = rows.iter().map(|r| r[i].len()).chain([headers[i].len()]).max().unwrap_or(0);
             (widest + 3).max(10)
         })
         .collect();
@@ -64,35 +59,14 @@ fn print<T: Serialize>(
     Ok(())
 }
 
-pub fn print_netnamespaces(
-    out: &mut dyn Write,
-    records: &[NetNamespace],
-    format: Format,
-) -> Result<()> {
-    print(out, records, format, &["NAME", "NETID"], |ns| {
-        vec![ns.name.clone(), ns.netid.to_string()]
-    })
+pub fn print_netnamespaces(out: &mut dyn Write, records: &[NetNamespace], format: Format) -> Result<()> {
+    print(out, records, format, &["NAME", "NETID"], |ns| vec![ns.name.clone(), ns.netid.to_string()])
 }
 
-pub fn print_hostsubnets(
-    out: &mut dyn Write,
-    records: &[HostSubnet],
-    format: Format,
-) -> Result<()> {
-    print(
-        out,
-        records,
-        format,
-        &["NAME", "HOST", "HOST IP", "SUBNET"],
-        |hs| {
-            vec![
-                hs.host.clone(),
-                hs.host.clone(),
-                hs.host_ip.to_string(),
-                hs.subnet.to_string(),
-            ]
-        },
-    )
+pub fn print_hostsubnets(out: &mut dyn Write, records: &[HostSubnet], format: Format) -> Result<()> {
+    print(out, records, format, &["NAME", "HOST", "HOST IP", "SUBNET"], |hs| {
+        vec![hs.host.clone(), hs.host.clone(), hs.host_ip.to_string(), hs.subnet.to_string()]
+    })
 }
 
 /// How many endpoints a table cell names before summing up the rest, as `oc get
@@ -102,23 +76,12 @@ const ENDPOINTS_SHOWN: usize = 3;
 /// `oc get svc` columns, with the project (`NAMESPACE`) first if `with_project`, and the
 /// endpoints last: `PORT(S)` as `port/PROTO` or `port:target/PROTO`, `ENDPOINTS` as IPs
 /// or `<none>`.
-pub fn print_services(
-    out: &mut dyn Write,
-    records: &[Service],
-    format: Format,
-    with_project: bool,
-) -> Result<()> {
+pub fn print_services(out: &mut dyn Write, records: &[Service], format: Format, with_project: bool) -> Result<()> {
     let headers = ["NAMESPACE", "NAME", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"];
     let skip = usize::from(!with_project);
     print(out, records, format, &headers[skip..], |s| {
         let ports: Vec<String> = s.ports.iter().map(|p| p.to_string()).collect();
-        let row = [
-            s.project.clone(),
-            s.name.clone(),
-            s.cluster_ip.to_string(),
-            ports.join(","),
-            endpoints_cell(s),
-        ];
+        let row = [s.project.clone(), s.name.clone(), s.cluster_ip.to_string(), ports.join(","), endpoints_cell(s)];
         row[skip..].to_vec()
     })
 }
@@ -127,18 +90,10 @@ fn endpoints_cell(s: &Service) -> String {
     if s.endpoints.is_empty() {
         return "<none>".into();
     }
-    let shown: Vec<String> = s
-        .endpoints
-        .iter()
-        .take(ENDPOINTS_SHOWN)
-        .map(|ip| ip.to_string())
-        .collect();
+    let shown: Vec<String> = s.endpoints.iter().take(ENDPOINTS_SHOWN).map(|ip| ip.to_string()).collect();
     let mut cell = shown.join(",");
     if s.endpoints.len() > ENDPOINTS_SHOWN {
-        cell.push_str(&format!(
-            " + {} more...",
-            s.endpoints.len() - ENDPOINTS_SHOWN
-        ));
+        cell.push_str(&format!(" + {} more...", s.endpoints.len() - ENDPOINTS_SHOWN));
     }
     cell
 }

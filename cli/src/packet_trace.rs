@@ -60,7 +60,8 @@ pub struct Request {
 
 /// Runs the request through the node's programs pinned in `pin_dir` and prints it.
 pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out: &mut dyn Write) -> Result<()> {
-    let maps = NodeMaps::open(pin_dir).with_context(|| format!("node {node} has no dataplane here (is its agent started?)"))?;
+    let maps = NodeMaps::open(pin_dir)
+        .with_context(|| format!("node {node} has no dataplane here (is its agent started?)"))?;
     let cfg = maps.config.get(&0, 0)?;
     let (ingress, default_src) = match request.from {
         Source::Pod(ip) => (Ingress::Pod { in_port: maps.pod_port(ip)? }, ip),
@@ -70,7 +71,8 @@ pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out:
             (Ingress::Tunnel { src: node_ip, vni }, src)
         }
     };
-    let packet = Packet::new(request.proto, request.src.unwrap_or(default_src), request.to.0).ports(request.src_port, request.to.1);
+    let packet = Packet::new(request.proto, request.src.unwrap_or(default_src), request.to.0)
+        .ports(request.src_port, request.to.1);
     let result = Tracer::load(pin_dir)?.trace(ingress, &packet.frame())?;
     let rules = flows::collect(&maps, flows::ifname_or_index)?;
     let passed: Vec<Option<&Flow>> = result.hops.iter().map(|hop| rules.iter().find(|f| f.id == *hop)).collect();
@@ -100,7 +102,12 @@ fn flow_line(packet: &Packet, ingress: &Ingress) -> String {
     match packet.proto {
         Proto::Arp => format!("arp,in_port={in_port},arp_spa={src},arp_tpa={dst},arp_op=1"),
         Proto::Icmp => format!("icmp,in_port={in_port},nw_src={src},nw_dst={dst},icmp_type=8"),
-        proto => format!("{},in_port={in_port},nw_src={src},nw_dst={dst},tp_src={},tp_dst={}", proto_name(proto), packet.sport, packet.dport),
+        proto => format!(
+            "{},in_port={in_port},nw_src={src},nw_dst={dst},tp_src={},tp_dst={}",
+            proto_name(proto),
+            packet.sport,
+            packet.dport
+        ),
     }
 }
 
@@ -111,7 +118,9 @@ fn actions(output: &Option<Output>) -> String {
         Some(Output::Drop) => "drop".into(),
         Some(Output::Tun0 { .. }) => "output:tun0".into(),
         Some(Output::Pod { ifindex, .. }) => format!("output:{}", flows::ifname_or_index(*ifindex)),
-        Some(Output::Tunnel { node_ip, vni, .. }) => format!("set_field:{vni:#x}->tun_id,set_field:{node_ip}->tun_dst,output:vxlan0"),
+        Some(Output::Tunnel { node_ip, vni, .. }) => {
+            format!("set_field:{vni:#x}->tun_id,set_field:{node_ip}->tun_dst,output:vxlan0")
+        }
     }
 }
 
@@ -119,7 +128,14 @@ fn missing(hop: &RuleRef) -> String {
     format!("(rule {hop:?}, no longer in the node's maps)")
 }
 
-fn print_table(out: &mut dyn Write, node: &str, packet: &Packet, ingress: &Ingress, t: &Trace, passed: &[Option<&Flow>]) -> Result<()> {
+fn print_table(
+    out: &mut dyn Write,
+    node: &str,
+    packet: &Packet,
+    ingress: &Ingress,
+    t: &Trace,
+    passed: &[Option<&Flow>],
+) -> Result<()> {
     writeln!(out, "Flow: {}", flow_line(packet, ingress))?;
     writeln!(out)?;
     let title = format!("node(\"{node}\")");
@@ -149,7 +165,14 @@ fn print_table(out: &mut dyn Write, node: &str, packet: &Packet, ingress: &Ingre
     Ok(())
 }
 
-fn print_json(out: &mut dyn Write, node: &str, packet: &Packet, ingress: &Ingress, t: &Trace, passed: &[Option<&Flow>]) -> Result<()> {
+fn print_json(
+    out: &mut dyn Write,
+    node: &str,
+    packet: &Packet,
+    ingress: &Ingress,
+    t: &Trace,
+    passed: &[Option<&Flow>],
+) -> Result<()> {
     let rules: Vec<_> = t
         .hops
         .iter()

@@ -48,36 +48,20 @@ fn names_and_selector_are_mutually_exclusive_and_one_is_required() {
         &["pod-network", "isolate-projects"],
         &["pod-network", "make-projects-global"],
     ] {
-        let both: Vec<&str> = command
-            .iter()
-            .copied()
-            .chain(["b", "--selector", "k=v"])
-            .collect();
+        let both: Vec<&str> = command.iter().copied().chain(["b", "--selector", "k=v"]).collect();
         let err = parse(&both).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ArgumentConflict, "{both:?}");
         assert_eq!(err.exit_code(), 2);
         let err = parse(command).unwrap_err();
-        assert_eq!(
-            err.kind(),
-            ErrorKind::MissingRequiredArgument,
-            "{command:?}"
-        );
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{command:?}");
         assert_eq!(err.exit_code(), 2);
         let names: Vec<&str> = command.iter().copied().chain(["b", "c"]).collect();
         parse(&names).unwrap();
-        let selector: Vec<&str> = command
-            .iter()
-            .copied()
-            .chain(["--selector", "k=v"])
-            .collect();
+        let selector: Vec<&str> = command.iter().copied().chain(["--selector", "k=v"]).collect();
         parse(&selector).unwrap();
     }
     let err = parse(&["pod-network", "join-projects", "b"]).unwrap_err();
-    assert_eq!(
-        err.kind(),
-        ErrorKind::MissingRequiredArgument,
-        "--to is required"
-    );
+    assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "--to is required");
 }
 
 #[test]
@@ -92,17 +76,10 @@ fn isolating_default_is_refused_client_side() {
 #[test]
 fn isolating_a_selection_including_default_changes_nothing() {
     let tmp = cluster_with_projects();
-    ok(
-        &tmp,
-        &["create", "project", "default", "--label", "team=blue"],
-    );
+    ok(&tmp, &["create", "project", "default", "--label", "team=blue"]);
     ok(&tmp, &["pod-network", "join-projects", "--to=a", "b", "c"]);
     let before = netnamespaces(&tmp);
-    let err = oxsdnctl(
-        &tmp,
-        &["pod-network", "isolate-projects", "--selector", "team=blue"],
-    )
-    .unwrap_err();
+    let err = oxsdnctl(&tmp, &["pod-network", "isolate-projects", "--selector", "team=blue"]).unwrap_err();
     assert_eq!(err, Error::IsolateDefault.to_string());
     assert_eq!(netnamespaces(&tmp), before);
 }
@@ -112,25 +89,10 @@ fn join_excludes_the_target_from_the_selection() {
     let tmp = cluster_with_projects();
     ok(&tmp, &["create", "project", "a", "--label", "team=blue"]);
     let a = netnamespaces(&tmp)["a"];
-    let out = ok(
-        &tmp,
-        &[
-            "pod-network",
-            "join-projects",
-            "--to=a",
-            "--selector",
-            "team=blue",
-        ],
-    );
-    assert_eq!(
-        out,
-        format!("NAME      NETID\nb         {a}\nc         {a}\n")
-    );
+    let out = ok(&tmp, &["pod-network", "join-projects", "--to=a", "--selector", "team=blue"]);
+    assert_eq!(out, format!("NAME      NETID\nb         {a}\nc         {a}\n"));
     let after = netnamespaces(&tmp);
-    assert_eq!(
-        (after["a"], after["b"], after["c"], after["default"]),
-        (a, a, a, 0)
-    );
+    assert_eq!((after["a"], after["b"], after["c"], after["default"]), (a, a, a, 0));
     // Naming the target among the projects is harmless too.
     ok(&tmp, &["pod-network", "isolate-projects", "b"]);
     ok(&tmp, &["pod-network", "join-projects", "--to=b", "b", "c"]);
@@ -141,49 +103,20 @@ fn join_excludes_the_target_from_the_selection() {
 #[test]
 fn selector_matching_nothing_is_an_error() {
     let tmp = cluster_with_projects();
-    let err = oxsdnctl(
-        &tmp,
-        &[
-            "pod-network",
-            "make-projects-global",
-            "--selector",
-            "team=red",
-        ],
-    )
-    .unwrap_err();
+    let err = oxsdnctl(&tmp, &["pod-network", "make-projects-global", "--selector", "team=red"]).unwrap_err();
     assert_eq!(err, "no projects found matching selector \"team=red\"");
-    let err = oxsdnctl(
-        &tmp,
-        &[
-            "pod-network",
-            "make-projects-global",
-            "--selector",
-            "team in (x)",
-        ],
-    )
-    .unwrap_err();
+    let err = oxsdnctl(&tmp, &["pod-network", "make-projects-global", "--selector", "team in (x)"]).unwrap_err();
     assert!(err.starts_with("invalid label selector"), "{err}");
 }
 
 #[test]
 fn pod_network_commands_end_to_end() {
     let tmp = cluster_with_projects();
-    let out = ok(
-        &tmp,
-        &[
-            "pod-network",
-            "make-projects-global",
-            "--selector",
-            "team=blue",
-        ],
-    );
+    let out = ok(&tmp, &["pod-network", "make-projects-global", "--selector", "team=blue"]);
     assert_eq!(out, "NAME      NETID\nb         0\nc         0\n");
     let out = ok(&tmp, &["pod-network", "isolate-projects", "b", "c"]);
     let after = netnamespaces(&tmp);
-    assert!(
-        after["b"] != 0 && after["c"] != 0 && after["b"] != after["c"],
-        "{out}"
-    );
+    assert!(after["b"] != 0 && after["c"] != 0 && after["b"] != after["c"], "{out}");
     let err = oxsdnctl(&tmp, &["pod-network", "join-projects", "--to=nope", "b"]).unwrap_err();
     assert_eq!(err, "project \"nope\" not found");
     assert_eq!(netnamespaces(&tmp), after);
@@ -193,28 +126,14 @@ fn pod_network_commands_end_to_end() {
 fn commands_other_than_init_need_an_existing_store() {
     let tmp = tempfile::tempdir().unwrap();
     let err = oxsdnctl(&tmp, &["get", "netnamespaces"]).unwrap_err();
-    assert!(
-        err.ends_with("does not exist; run `oxsdnctl init` first"),
-        "{err}"
-    );
+    assert!(err.ends_with("does not exist; run `oxsdnctl init` first"), "{err}");
     assert!(!tmp.path().join("store").exists());
 }
 
 #[test]
 fn init_prints_the_configuration_and_refuses_changes() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = ok(
-        &tmp,
-        &[
-            "init",
-            "--cluster-network",
-            "10.0.0.0/16",
-            "--host-subnet-length",
-            "8",
-            "--mtu",
-            "1400",
-        ],
-    );
+    let out = ok(&tmp, &["init", "--cluster-network", "10.0.0.0/16", "--host-subnet-length", "8", "--mtu", "1400"]);
     let config: ClusterConfig = serde_json::from_str(&out).unwrap();
     assert_eq!(
         config,
@@ -226,10 +145,7 @@ fn init_prints_the_configuration_and_refuses_changes() {
         }
     );
     let err = oxsdnctl(&tmp, &["init"]).unwrap_err();
-    assert!(
-        err.contains("clusterNetwork: 10.0.0.0/16 -> 10.128.0.0/14"),
-        "{err}"
-    );
+    assert!(err.contains("clusterNetwork: 10.0.0.0/16 -> 10.128.0.0/14"), "{err}");
     assert!(parse(&["init", "--cluster-network", "nonsense"]).is_err());
 }
 
@@ -243,16 +159,7 @@ fn get_output_formats() {
         ok(&tmp, &["get", "netnamespaces"]),
         "NAME      NETID\na         0\nb         0\nc         0\ndefault   0\n"
     );
-    ok(
-        &tmp,
-        &[
-            "node",
-            "add",
-            "ip-10-0-130-137.us-east-2.compute.internal",
-            "--ip",
-            "10.0.130.137",
-        ],
-    );
+    ok(&tmp, &["node", "add", "ip-10-0-130-137.us-east-2.compute.internal", "--ip", "10.0.130.137"]);
     ok(&tmp, &["node", "add", "node-b", "--ip", "10.0.0.2"]);
     assert_eq!(
         ok(&tmp, &["get", "hostsubnets"]),
@@ -260,24 +167,11 @@ fn get_output_formats() {
          ip-10-0-130-137.us-east-2.compute.internal   ip-10-0-130-137.us-east-2.compute.internal   10.0.130.137   10.128.0.0/23\n\
          node-b                                       node-b                                       10.0.0.2       10.129.0.0/23\n"
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&tmp, &["get", "hostsubnets", "-o", "json"])).unwrap();
-    assert_eq!(
-        json[1],
-        serde_json::json!({"host": "node-b", "hostIp": "10.0.0.2", "subnet": "10.129.0.0/23"})
-    );
-    assert_eq!(
-        ok(&tmp, &["node", "delete", "node-b"]),
-        "hostsubnet \"node-b\" deleted\n"
-    );
-    assert_eq!(
-        oxsdnctl(&tmp, &["node", "delete", "node-b"]).unwrap_err(),
-        "node \"node-b\" not found"
-    );
-    assert_eq!(
-        ok(&tmp, &["delete", "project", "c"]),
-        "netnamespace \"c\" deleted\n"
-    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&tmp, &["get", "hostsubnets", "-o", "json"])).unwrap();
+    assert_eq!(json[1], serde_json::json!({"host": "node-b", "hostIp": "10.0.0.2", "subnet": "10.129.0.0/23"}));
+    assert_eq!(ok(&tmp, &["node", "delete", "node-b"]), "hostsubnet \"node-b\" deleted\n");
+    assert_eq!(oxsdnctl(&tmp, &["node", "delete", "node-b"]).unwrap_err(), "node \"node-b\" not found");
+    assert_eq!(ok(&tmp, &["delete", "project", "c"]), "netnamespace \"c\" deleted\n");
     assert!(parse(&["get", "netnamespaces", "-o", "yaml"]).is_err());
 }
 
@@ -294,19 +188,8 @@ fn labels_must_be_key_value() {
 fn dump_flows_of_a_node_without_dataplane_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let bpffs = tmp.path().join("no-pins");
-    let err = oxsdnctl(
-        &tmp,
-        &[
-            "dump-flows",
-            "--node",
-            "n1",
-            "--table",
-            "80",
-            "--bpffs-dir",
-            bpffs.to_str().unwrap(),
-        ],
-    )
-    .unwrap_err();
+    let err = oxsdnctl(&tmp, &["dump-flows", "--node", "n1", "--table", "80", "--bpffs-dir", bpffs.to_str().unwrap()])
+        .unwrap_err();
     assert!(err.starts_with("node n1 has no dataplane here"), "{err}");
 }
 
@@ -314,10 +197,7 @@ fn dump_flows_of_a_node_without_dataplane_says_so() {
 fn store_hammer_reports_each_commit() {
     let tmp = tempfile::tempdir().unwrap();
     let out = ok(&tmp, &["debug", "store-hammer", "--count", "3"]);
-    assert_eq!(
-        out,
-        "committed value=1 revision=1\ncommitted value=2 revision=2\ncommitted value=3 revision=3\n"
-    );
+    assert_eq!(out, "committed value=1 revision=1\ncommitted value=2 revision=2\ncommitted value=3 revision=3\n");
 }
 
 /// A TLS etcd on loopback and the arguments that reach it as etcd user `user`.
@@ -351,11 +231,7 @@ fn etcd_endpoints_choose_etcd_over_the_store_directory() {
     with_etcd(&["create", "project", "b"]).unwrap();
     with_etcd(&["pod-network", "join-projects", "--to=a", "b"]).unwrap();
     let table = with_etcd(&["get", "netnamespaces"]).unwrap();
-    let rows: Vec<Vec<&str>> = table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 2, "{table}");
     assert_eq!(rows[0][1], rows[1][1], "b joined a: {table}");
     // The file store was not touched.
@@ -370,10 +246,7 @@ fn plain_http_to_a_loopback_etcd_needs_no_certificate() {
     let endpoint = etcd.endpoint();
     assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
     ok(&tmp, &["--etcd-endpoints", &endpoint, "init"]);
-    ok(
-        &tmp,
-        &["--etcd-endpoints", &endpoint, "create", "project", "a"],
-    );
+    ok(&tmp, &["--etcd-endpoints", &endpoint, "create", "project", "a"]);
 }
 
 #[test]
@@ -385,10 +258,7 @@ fn etcd_down_is_reported() {
     let mut args: Vec<&str> = tls.iter().map(String::as_str).collect();
     args.extend(["get", "hostsubnets"]);
     let err = oxsdnctl(&tmp, &args).unwrap_err();
-    assert!(
-        err.starts_with(&format!("store unavailable: etcd at {endpoint}")),
-        "{err}"
-    );
+    assert!(err.starts_with(&format!("store unavailable: etcd at {endpoint}")), "{err}");
 }
 
 #[test]
@@ -400,16 +270,9 @@ fn setup_auth_makes_the_operator_and_node_users() {
         full.extend(command);
         oxsdnctl(&tmp, &full)
     };
-    let out = as_user(
-        &root,
-        &["store", "setup-auth", "--node", "n1", "--node", "n2"],
-    )
-    .unwrap();
+    let out = as_user(&root, &["store", "setup-auth", "--node", "n1", "--node", "n2"]).unwrap();
     assert_eq!(out.lines().count(), 8, "{out}");
-    assert!(
-        out.ends_with("user oxsdn-node-n2: created, granted role oxsdn-node-n2\nauth: enabled\n"),
-        "{out}"
-    );
+    assert!(out.ends_with("user oxsdn-node-n2: created, granted role oxsdn-node-n2\nauth: enabled\n"), "{out}");
     let again = as_user(&root, &["store", "setup-auth", "--node", "n1"]).unwrap();
     assert_eq!(again.matches(": unchanged").count(), 5, "{again}");
 
@@ -419,22 +282,13 @@ fn setup_auth_makes_the_operator_and_node_users() {
     as_user(&operator, &["create", "project", "a"]).unwrap();
     as_user(&node, &["node", "add", "n1", "--ip", "192.0.2.11"]).unwrap();
     let err = as_user(&node, &["create", "project", "b"]).unwrap_err();
-    assert!(
-        err.starts_with("store permission denied: etcd at https://"),
-        "{err}"
-    );
-    assert!(
-        err.contains("etcdserver: permission denied (as the etcd user of certificate"),
-        "{err}"
-    );
+    assert!(err.starts_with("store permission denied: etcd at https://"), "{err}");
+    assert!(err.contains("etcdserver: permission denied (as the etcd user of certificate"), "{err}");
     let err = as_user(&node, &["store", "setup-auth", "--node", "n3"]).unwrap_err();
     assert!(err.contains("only etcd's root user"), "{err}");
     // Only etcd has users and roles.
     let err = oxsdnctl(&tmp, &["store", "setup-auth"]).unwrap_err();
-    assert!(
-        err.starts_with("store setup-auth sets up etcd's users and roles: give --etcd-endpoints"),
-        "{err}"
-    );
+    assert!(err.starts_with("store setup-auth sets up etcd's users and roles: give --etcd-endpoints"), "{err}");
 }
 
 // ---- services ---------------------------------------------------------------------------
@@ -447,11 +301,7 @@ fn services(tmp: &TempDir, project: &str) -> Vec<Service> {
 #[test]
 fn port_arguments() {
     let ports = |args: &[&str]| -> Result<Vec<ServicePort>, ErrorKind> {
-        let full: Vec<&str> = ["create", "service", "web", "-n", "a"]
-            .iter()
-            .chain(args)
-            .copied()
-            .collect();
+        let full: Vec<&str> = ["create", "service", "web", "-n", "a"].iter().chain(args).copied().collect();
         match parse(&full).map_err(|e| e.kind())?.command {
             Command::Create(CreateCommand::Service { ports, .. }) => Ok(ports.ports()),
             other => panic!("{other:?}"),
@@ -462,23 +312,8 @@ fn port_arguments() {
     assert_eq!(ports(&["--tcp", "80"]).unwrap(), [tcp(80, 80)]);
     // Repeated or comma-separated; TCP ports first, each protocol in the order given.
     assert_eq!(
-        ports(&[
-            "--udp=53",
-            "--tcp",
-            "80:8080,443:8443",
-            "--tcp",
-            "22",
-            "--udp",
-            "5353:53"
-        ])
-        .unwrap(),
-        [
-            tcp(80, 8080),
-            tcp(443, 8443),
-            tcp(22, 22),
-            udp(53, 53),
-            udp(5353, 53)
-        ]
+        ports(&["--udp=53", "--tcp", "80:8080,443:8443", "--tcp", "22", "--udp", "5353:53"]).unwrap(),
+        [tcp(80, 8080), tcp(443, 8443), tcp(22, 22), udp(53, 53), udp(5353, 53)]
     );
     assert_eq!(ports(&[]), Err(ErrorKind::MissingRequiredArgument));
     for bad in ["x", "80:", ":80", "65536", "80:8080:1", "-1", ""] {
@@ -496,19 +331,7 @@ fn port_arguments() {
     assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
     parse(&["create", "svc", "web", "--project", "a", "--tcp", "80"]).unwrap();
     assert_eq!(
-        parse(&[
-            "create",
-            "service",
-            "web",
-            "-n",
-            "a",
-            "--tcp",
-            "80",
-            "--cluster-ip",
-            "x"
-        ])
-        .unwrap_err()
-        .kind(),
+        parse(&["create", "service", "web", "-n", "a", "--tcp", "80", "--cluster-ip", "x"]).unwrap_err().kind(),
         ErrorKind::ValueValidation
     );
 }
@@ -516,30 +339,18 @@ fn port_arguments() {
 #[test]
 fn endpoint_arguments() {
     let endpoints = |args: &[&str]| -> Result<(Vec<Ipv4Addr>, bool), ErrorKind> {
-        let full: Vec<&str> = ["set", "endpoints", "web", "-n", "a"]
-            .iter()
-            .chain(args)
-            .copied()
-            .collect();
+        let full: Vec<&str> = ["set", "endpoints", "web", "-n", "a"].iter().chain(args).copied().collect();
         match parse(&full).map_err(|e| e.kind())?.command {
-            Command::Set(SetCommand::Endpoints { endpoints, .. }) => {
-                Ok((endpoints.ips, endpoints.none))
-            }
+            Command::Set(SetCommand::Endpoints { endpoints, .. }) => Ok((endpoints.ips, endpoints.none)),
             other => panic!("{other:?}"),
         }
     };
     let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-    assert_eq!(
-        endpoints(&["10.128.0.5", "10.129.0.7"]).unwrap(),
-        (vec![ip("10.128.0.5"), ip("10.129.0.7")], false)
-    );
+    assert_eq!(endpoints(&["10.128.0.5", "10.129.0.7"]).unwrap(), (vec![ip("10.128.0.5"), ip("10.129.0.7")], false));
     assert_eq!(endpoints(&["--none"]).unwrap(), (vec![], true));
     // Clearing must be said: no IPs at all is a usage error, and so is mixing.
     assert_eq!(endpoints(&[]), Err(ErrorKind::MissingRequiredArgument));
-    assert_eq!(
-        endpoints(&["--none", "10.128.0.5"]),
-        Err(ErrorKind::ArgumentConflict)
-    );
+    assert_eq!(endpoints(&["--none", "10.128.0.5"]), Err(ErrorKind::ArgumentConflict));
     assert_eq!(endpoints(&["10.128.0"]), Err(ErrorKind::ValueValidation));
 }
 
@@ -549,19 +360,7 @@ fn services_end_to_end() {
     ok(&tmp, &["create", "project", "a-b"]);
     let out = ok(
         &tmp,
-        &[
-            "create",
-            "service",
-            "web",
-            "-n",
-            "a",
-            "--tcp",
-            "80:8080",
-            "--udp",
-            "53",
-            "--cluster-ip",
-            "172.30.0.10",
-        ],
+        &["create", "service", "web", "-n", "a", "--tcp", "80:8080", "--udp", "53", "--cluster-ip", "172.30.0.10"],
     );
     assert_eq!(
         out,
@@ -570,48 +369,12 @@ fn services_end_to_end() {
     );
     // Without --cluster-ip, a free address of the service network.
     let db = ok(&tmp, &["create", "svc", "db", "-n", "a-b", "--tcp", "5432"]);
-    let db_ip: Ipv4Addr = db
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        ClusterConfig::default().service_network.contains(db_ip),
-        "{db}"
-    );
+    let db_ip: Ipv4Addr = db.lines().nth(1).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(ClusterConfig::default().service_network.contains(db_ip), "{db}");
     ok(&tmp, &["delete", "service", "db", "-n", "a-b"]);
-    ok(
-        &tmp,
-        &[
-            "create",
-            "svc",
-            "db",
-            "-n",
-            "a-b",
-            "--tcp",
-            "5432",
-            "--cluster-ip",
-            "172.30.1.1",
-        ],
-    );
+    ok(&tmp, &["create", "svc", "db", "-n", "a-b", "--tcp", "5432", "--cluster-ip", "172.30.1.1"]);
 
-    let out = ok(
-        &tmp,
-        &[
-            "set",
-            "endpoints",
-            "web",
-            "-n",
-            "a",
-            "10.129.0.7",
-            "10.128.0.5",
-            "10.129.0.7",
-        ],
-    );
+    let out = ok(&tmp, &["set", "endpoints", "web", "-n", "a", "10.129.0.7", "10.128.0.5", "10.129.0.7"]);
     assert_eq!(
         out,
         "NAME      CLUSTER-IP    PORT(S)              ENDPOINTS\n\
@@ -626,14 +389,8 @@ fn services_end_to_end() {
     );
     assert_eq!(ok(&tmp, &["get", "svc", "-n", "b"]), "", "none there");
 
-    let out = ok(
-        &tmp,
-        &["set", "ports", "web", "-n", "a", "--tcp", "443:8443"],
-    );
-    assert!(
-        out.ends_with("web       172.30.0.10   443:8443/TCP   10.128.0.5,10.129.0.7\n"),
-        "{out}"
-    );
+    let out = ok(&tmp, &["set", "ports", "web", "-n", "a", "--tcp", "443:8443"]);
+    assert!(out.ends_with("web       172.30.0.10   443:8443/TCP   10.128.0.5,10.129.0.7\n"), "{out}");
     let web = &services(&tmp, "a")[0];
     assert_eq!(web.ports, [ServicePort::new(Protocol::Tcp, 443, 8443)]);
     let out = ok(&tmp, &["set", "endpoints", "web", "-n", "a", "--none"]);
@@ -643,23 +400,10 @@ fn services_end_to_end() {
     // Errors from the controller, verbatim.
     let err = |args: &[&str]| oxsdnctl(&tmp, args).unwrap_err();
     assert_eq!(
-        err(&[
-            "create",
-            "service",
-            "x",
-            "-n",
-            "b",
-            "--tcp",
-            "1",
-            "--cluster-ip",
-            "172.30.0.10"
-        ]),
+        err(&["create", "service", "x", "-n", "b", "--tcp", "1", "--cluster-ip", "172.30.0.10"]),
         "ClusterIP 172.30.0.10 is already allocated to service a/web"
     );
-    assert_eq!(
-        err(&["create", "service", "x", "-n", "nope", "--tcp", "1"]),
-        "project \"nope\" not found"
-    );
+    assert_eq!(err(&["create", "service", "x", "-n", "nope", "--tcp", "1"]), "project \"nope\" not found");
     assert_eq!(
         err(&["create", "service", "x", "-n", "b", "--tcp", "0:80"]),
         "invalid service: port 0:80/TCP: port 0 is not valid"
@@ -668,52 +412,20 @@ fn services_end_to_end() {
         err(&["set", "endpoints", "web", "-n", "a", "192.168.1.1"]),
         "invalid service: endpoint 192.168.1.1 is not in the cluster network 10.128.0.0/14"
     );
-    assert_eq!(
-        err(&["delete", "project", "a"]),
-        "project \"a\" still has service \"web\": delete its services first"
-    );
-    assert_eq!(
-        ok(&tmp, &["delete", "service", "web", "-n", "a"]),
-        "service \"web\" deleted\n"
-    );
-    assert_eq!(
-        err(&["delete", "svc", "web", "-n", "a"]),
-        "service \"web\" not found in project \"a\""
-    );
-    assert_eq!(
-        ok(&tmp, &["delete", "project", "a"]),
-        "netnamespace \"a\" deleted\n"
-    );
+    assert_eq!(err(&["delete", "project", "a"]), "project \"a\" still has service \"web\": delete its services first");
+    assert_eq!(ok(&tmp, &["delete", "service", "web", "-n", "a"]), "service \"web\" deleted\n");
+    assert_eq!(err(&["delete", "svc", "web", "-n", "a"]), "service \"web\" not found in project \"a\"");
+    assert_eq!(ok(&tmp, &["delete", "project", "a"]), "netnamespace \"a\" deleted\n");
 }
 
 #[test]
 fn many_endpoints_are_summed_up_in_the_table() {
     let tmp = cluster_with_projects();
-    ok(
-        &tmp,
-        &["create", "service", "web", "-n", "a", "--tcp", "80"],
-    );
-    let ips = [
-        "10.128.0.2",
-        "10.128.0.3",
-        "10.128.0.4",
-        "10.128.0.5",
-        "10.128.0.6",
-    ];
-    let args: Vec<&str> = ["set", "endpoints", "web", "-n", "a"]
-        .iter()
-        .chain(&ips)
-        .copied()
-        .collect();
+    ok(&tmp, &["create", "service", "web", "-n", "a", "--tcp", "80"]);
+    let ips = ["10.128.0.2", "10.128.0.3", "10.128.0.4", "10.128.0.5", "10.128.0.6"];
+    let args: Vec<&str> = ["set", "endpoints", "web", "-n", "a"].iter().chain(&ips).copied().collect();
     let out = ok(&tmp, &args);
-    assert!(
-        out.ends_with("   10.128.0.2,10.128.0.3,10.128.0.4 + 2 more...\n"),
-        "{out}"
-    );
-    let all: Vec<String> = services(&tmp, "a")[0]
-        .endpoints
-        .iter()
-        .map(|ip| ip.to_string())
-        .collect();
+    assert!(out.ends_with("   10.128.0.2,10.128.0.3,10.128.0.4 + 2 more...\n"), "{out}");
+    let all: Vec<String> = services(&tmp, "a")[0].endpoints.iter().map(|ip| ip.to_string()).collect();
     assert_eq!(all, ips, "JSON has them all");
 }

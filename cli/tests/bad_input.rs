@@ -56,7 +56,10 @@ fn invalid_cidrs_and_settings_at_init_create_no_store() {
         (&["--cluster-network", "10.0.0.0/33"], "\"10.0.0.0/33\" is not an IPv4 CIDR"),
         (&["--cluster-network", "nonsense"], "\"nonsense\" has no prefix length"),
         (&["--service-network", "172.30.0.0"], "\"172.30.0.0\" has no prefix length"),
-        (&["--cluster-network", "10.0.0.1/16"], "clusterNetwork 10.0.0.1/16 has host bits set; did you mean 10.0.0.0/16?"),
+        (
+            &["--cluster-network", "10.0.0.1/16"],
+            "clusterNetwork 10.0.0.1/16 has host bits set; did you mean 10.0.0.0/16?",
+        ),
         (&["--service-network", "10.128.0.0/16"], "clusterNetwork 10.128.0.0/14 overlaps serviceNetwork 10.128.0.0/16"),
         (&["--host-subnet-length", "20"], "hostSubnetLength 20 is out of range [2, 12]"),
         (&["--mtu", "100"], "mtu 100 is out of range [576, 9000]"),
@@ -79,8 +82,14 @@ fn unknown_projects_and_bad_addresses_change_nothing() {
         (&["pod-network", "isolate-projects", "ghost"], "project \"ghost\" not found"),
         (&["pod-network", "make-projects-global", "a", "ghost"], "project \"ghost\" not found"),
         (&["create", "service", "web", "-n", "ghost", "--tcp", "80"], "ghost"),
-        (&["create", "service", "web", "-n", "a", "--tcp", "80", "--cluster-ip", "10.0.0.1"], "ClusterIP 10.0.0.1 is outside the service network 172.30.0.0/16"),
-        (&["create", "service", "web", "-n", "a", "--tcp", "80", "--cluster-ip", "172.30.0.300"], "invalid value '172.30.0.300'"),
+        (
+            &["create", "service", "web", "-n", "a", "--tcp", "80", "--cluster-ip", "10.0.0.1"],
+            "ClusterIP 10.0.0.1 is outside the service network 172.30.0.0/16",
+        ),
+        (
+            &["create", "service", "web", "-n", "a", "--tcp", "80", "--cluster-ip", "172.30.0.300"],
+            "invalid value '172.30.0.300'",
+        ),
         (&["create", "project", "Not_A_Name"], "Not_A_Name"),
     ];
     for (args, message) in cases {
@@ -101,7 +110,11 @@ fn set_netid_on_disk(store: &Path, name: &str, netid: u64) {
     record["netid"] = netid.into();
     *entry = Value::String(record.to_string());
     let body = serde_json::to_vec(&body).unwrap();
-    let sum = Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let sum = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(&mut sum.stdin.as_ref().unwrap(), &body).unwrap();
     let hex = String::from_utf8(sum.wait_with_output().unwrap().stdout).unwrap();
     let header = format!("oxsdn-store 1 sha256={}\n", &hex[..64]);
@@ -115,7 +128,11 @@ fn a_vnid_out_of_range_in_the_store_is_reported_and_left_alone() {
         set_netid_on_disk(&store, "a", netid);
         let before = state(&store);
         let message = format!("VNID {netid} is neither 0 nor in [10, 16777215]");
-        for args in [&["get", "netnamespaces"][..], &["pod-network", "join-projects", "--to=b", "a"], &["pod-network", "isolate-projects", "a"]] {
+        for args in [
+            &["get", "netnamespaces"][..],
+            &["pod-network", "join-projects", "--to=b", "a"],
+            &["pod-network", "isolate-projects", "a"],
+        ] {
             let err = fails(&store, args);
             assert!(err.contains("/oxsdn/netnamespaces/a") && err.contains(&message), "{args:?}: {err}");
             assert_eq!(state(&store), before, "{args:?} changed the store");
@@ -141,9 +158,17 @@ fn corrupted_store_files_are_reported_and_never_reset() {
     ];
     for (what, bytes, message) in corruptions {
         std::fs::write(store.join("state"), &bytes).unwrap();
-        for args in [&["get", "netnamespaces"][..], &["create", "project", "c"], &["pod-network", "isolate-projects", "a"], &["init"]] {
+        for args in [
+            &["get", "netnamespaces"][..],
+            &["create", "project", "c"],
+            &["pod-network", "isolate-projects", "a"],
+            &["init"],
+        ] {
             let err = fails(&store, args);
-            assert!(err.contains(message) && err.contains(&store.join("state").display().to_string()), "{what}, {args:?}: {err}");
+            assert!(
+                err.contains(message) && err.contains(&store.join("state").display().to_string()),
+                "{what}, {args:?}: {err}"
+            );
             assert_eq!(state(&store), bytes, "{what}: {args:?} changed the store");
         }
     }

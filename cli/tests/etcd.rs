@@ -35,11 +35,7 @@ fn oxsdnctl(endpoint: &str, cert: &ClientCert, args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "oxsdnctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "oxsdnctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -64,15 +60,7 @@ fn racing_store_hammers_lose_no_update() {
     let count = EACH.to_string();
     let outputs: Vec<String> = thread::scope(|s| {
         let hammers: Vec<_> = (0..2)
-            .map(|_| {
-                s.spawn(|| {
-                    oxsdnctl(
-                        &endpoint,
-                        &cert,
-                        &["debug", "store-hammer", "--count", &count],
-                    )
-                })
-            })
+            .map(|_| s.spawn(|| oxsdnctl(&endpoint, &cert, &["debug", "store-hammer", "--count", &count])))
             .collect();
         hammers.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -97,11 +85,7 @@ fn racing_project_creations_get_distinct_vnids() {
             let (endpoint, cert) = (&endpoint, &cert);
             s.spawn(move || {
                 for i in 0..EACH {
-                    oxsdnctl(
-                        endpoint,
-                        cert,
-                        &["create", "project", &format!("{operator}{i}")],
-                    );
+                    oxsdnctl(endpoint, cert, &["create", "project", &format!("{operator}{i}")]);
                 }
             });
         }

@@ -46,11 +46,7 @@ pub fn call_with_timeouts(
 }
 
 /// [`call`], waiting up to `wait` for an agent to listen on `socket` (one restarting).
-pub fn call_when_listening(
-    socket: &Path,
-    req: &Request,
-    wait: Duration,
-) -> Result<Response, CniError> {
+pub fn call_when_listening(socket: &Path, req: &Request, wait: Duration) -> Result<Response, CniError> {
     exchange(socket, req, CONNECT_TIMEOUT, Some(wait), RESPONSE_TIMEOUT).map_err(|f| f.error)
 }
 
@@ -75,17 +71,11 @@ fn exchange(
     wait_for_listener: Option<Duration>,
     response_timeout: Duration,
 ) -> Result<Response, CallFailure> {
-    let failed = |error| CallFailure {
-        error,
-        no_agent: false,
-    };
+    let failed = |error| CallFailure { error, no_agent: false };
     let body = serde_json::to_vec(req).map_err(|e| {
         failed(
-            CniError::new(
-                code::INTERNAL,
-                "cannot encode the request to the oxsdn node agent",
-            )
-            .with_details(e.to_string()),
+            CniError::new(code::INTERNAL, "cannot encode the request to the oxsdn node agent")
+                .with_details(e.to_string()),
         )
     })?;
     if body.len() > MAX_MESSAGE_BYTES {
@@ -94,11 +84,8 @@ fn exchange(
             format!("request to the oxsdn node agent is larger than {MAX_MESSAGE_BYTES} bytes"),
         )));
     }
-    let mut stream =
-        connect(socket, connect_timeout, wait_for_listener).map_err(|e| CallFailure {
-            no_agent: is_no_listener(&e),
-            error: agent_unavailable(socket, &e),
-        })?;
+    let mut stream = connect(socket, connect_timeout, wait_for_listener)
+        .map_err(|e| CallFailure { no_agent: is_no_listener(&e), error: agent_unavailable(socket, &e) })?;
     let deadline = Instant::now() + response_timeout;
 
     let sent = (|| {
@@ -132,12 +119,7 @@ fn exchange(
                 buf.extend_from_slice(&chunk[..n]);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 return Err(failed(agent_timeout(socket, response_timeout)));
             }
             Err(e) => return Err(failed(agent_unavailable(socket, &e))),
@@ -146,20 +128,14 @@ fn exchange(
     if buf.iter().all(u8::is_ascii_whitespace) {
         return Err(failed(CniError::new(
             code::TRY_AGAIN_LATER,
-            format!(
-                "oxsdn node agent closed the connection on {} without answering",
-                socket.display()
-            ),
+            format!("oxsdn node agent closed the connection on {} without answering", socket.display()),
         )));
     }
     serde_json::from_slice::<Response>(&buf).map_err(|e| {
         failed(
             CniError::new(
                 code::INTERNAL,
-                format!(
-                    "invalid response from the oxsdn node agent on {}",
-                    socket.display()
-                ),
+                format!("invalid response from the oxsdn node agent on {}", socket.display()),
             )
             .with_details(e.to_string()),
         )
@@ -170,10 +146,7 @@ fn exchange(
 pub fn agent_unavailable(socket: &Path, cause: &io::Error) -> CniError {
     CniError::new(
         code::TRY_AGAIN_LATER,
-        format!(
-            "oxsdn node agent is not running or not ready (socket {})",
-            socket.display()
-        ),
+        format!("oxsdn node agent is not running or not ready (socket {})", socket.display()),
     )
     .with_details(cause.to_string())
 }
@@ -181,10 +154,7 @@ pub fn agent_unavailable(socket: &Path, cause: &io::Error) -> CniError {
 fn agent_timeout(socket: &Path, timeout: Duration) -> CniError {
     CniError::new(
         code::TRY_AGAIN_LATER,
-        format!(
-            "oxsdn node agent is not running or not ready (socket {})",
-            socket.display()
-        ),
+        format!("oxsdn node agent is not running or not ready (socket {})", socket.display()),
     )
     .with_details(format!("no response within {} s", timeout.as_secs_f32()))
 }
@@ -192,20 +162,13 @@ fn agent_timeout(socket: &Path, timeout: Duration) -> CniError {
 /// Whether a connect error means nothing listens there: no socket file, or no one
 /// accepting on it (an agent that died leaves its socket file).
 fn is_no_listener(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOENT) | Some(libc::ECONNREFUSED)
-    )
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ECONNREFUSED))
 }
 
 /// Connect within `timeout`. A Unix socket whose listen backlog is full answers a non-blocking
 /// connect with EAGAIN (it never returns EINPROGRESS), so retry until the deadline. Given
 /// `wait_for_listener`, also retry that long while nothing listens (an agent restarting).
-fn connect(
-    path: &Path,
-    timeout: Duration,
-    wait_for_listener: Option<Duration>,
-) -> io::Result<UnixStream> {
+fn connect(path: &Path, timeout: Duration, wait_for_listener: Option<Duration>) -> io::Result<UnixStream> {
     let addr = UnixAddr::new(path).map_err(io::Error::from)?;
     let start = Instant::now();
     let deadline = start + timeout;
@@ -260,11 +223,7 @@ fn wait_writable(fd: &OwnedFd, deadline: Instant) -> io::Result<()> {
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
         }
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
         // SAFETY: one valid pollfd for the duration of the call.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -342,10 +301,7 @@ pub(crate) mod tests {
     fn del_req() -> Request {
         Request {
             command: Command::Del,
-            attachment: Some(Attachment {
-                container_id: "c1".into(),
-                ifname: "eth0".into(),
-            }),
+            attachment: Some(Attachment { container_id: "c1".into(), ifname: "eth0".into() }),
             netns: None,
             pod_namespace: None,
             pod_name: None,
@@ -395,10 +351,7 @@ pub(crate) mod tests {
         // A socket file nobody listens on any more.
         let path = temp_socket("refused");
         drop(UnixListener::bind(&path).unwrap());
-        assert_eq!(
-            call(&path, &del_req()).unwrap_err().code,
-            code::TRY_AGAIN_LATER
-        );
+        assert_eq!(call(&path, &del_req()).unwrap_err().code, code::TRY_AGAIN_LATER);
     }
 
     #[test]
@@ -411,13 +364,7 @@ pub(crate) mod tests {
             drop(s);
         });
         let t = Instant::now();
-        let e = call_with_timeouts(
-            &path,
-            &del_req(),
-            CONNECT_TIMEOUT,
-            Duration::from_millis(200),
-        )
-        .unwrap_err();
+        let e = call_with_timeouts(&path, &del_req(), CONNECT_TIMEOUT, Duration::from_millis(200)).unwrap_err();
         assert_eq!(e.code, code::TRY_AGAIN_LATER);
         assert!(t.elapsed() < Duration::from_millis(550));
         h.join().unwrap();
@@ -426,10 +373,7 @@ pub(crate) mod tests {
     #[test]
     fn hang_up_without_answer_is_code_11() {
         let (path, h) = fake_agent(vec![]);
-        assert_eq!(
-            call(&path, &del_req()).unwrap_err().code,
-            code::TRY_AGAIN_LATER
-        );
+        assert_eq!(call(&path, &del_req()).unwrap_err().code, code::TRY_AGAIN_LATER);
         h.join().unwrap();
     }
 
@@ -451,12 +395,8 @@ pub(crate) mod tests {
     fn oversized_request_is_refused_before_connecting() {
         let mut r = del_req();
         r.command = Command::Gc;
-        r.valid_attachments = (0..40_000)
-            .map(|i| Attachment {
-                container_id: format!("{i:030}"),
-                ifname: "eth0".into(),
-            })
-            .collect();
+        r.valid_attachments =
+            (0..40_000).map(|i| Attachment { container_id: format!("{i:030}"), ifname: "eth0".into() }).collect();
         let e = call(&temp_socket("big"), &r).unwrap_err();
         assert_eq!(e.code, code::INTERNAL);
     }

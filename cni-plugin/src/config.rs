@@ -49,10 +49,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(requested_version: Option<&str>, error: CniError) -> Self {
-        ConfigError {
-            requested_version: requested_version.map(str::to_string),
-            error,
-        }
+        ConfigError { requested_version: requested_version.map(str::to_string), error }
     }
 }
 
@@ -70,14 +67,10 @@ pub fn decode_object(stdin: &[u8]) -> Result<Map<String, Value>, CniError> {
     }
     match serde_json::from_slice::<Value>(stdin) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(CniError::new(
-            code::DECODE_FAILURE,
-            "network config is not a JSON object",
-        )),
-        Err(e) => Err(
-            CniError::new(code::DECODE_FAILURE, "network config is not valid JSON")
-                .with_details(e.to_string()),
-        ),
+        Ok(_) => Err(CniError::new(code::DECODE_FAILURE, "network config is not a JSON object")),
+        Err(e) => {
+            Err(CniError::new(code::DECODE_FAILURE, "network config is not valid JSON").with_details(e.to_string()))
+        }
     }
 }
 
@@ -88,27 +81,16 @@ pub fn parse_netconf(stdin: &[u8]) -> Result<NetConf, ConfigError> {
     let raw_version = match obj.get("cniVersion") {
         Some(Value::String(s)) if !s.is_empty() => s.as_str(),
         Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(ConfigError::new(
-                None,
-                invalid("network config has no cniVersion"),
-            ))
+            return Err(ConfigError::new(None, invalid("network config has no cniVersion")))
         }
-        Some(_) => {
-            return Err(ConfigError::new(
-                None,
-                invalid("cniVersion must be a string"),
-            ))
-        }
+        Some(_) => return Err(ConfigError::new(None, invalid("cniVersion must be a string"))),
     };
     let fail = |e: CniError| ConfigError::new(Some(raw_version), e);
-    let cni_version =
-        CniVersion::parse(raw_version).ok_or_else(|| fail(version::incompatible(raw_version)))?;
+    let cni_version = CniVersion::parse(raw_version).ok_or_else(|| fail(version::incompatible(raw_version)))?;
 
     let name = match obj.get("name") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(fail(invalid("network config has no name")))
-        }
+        Some(Value::String(_)) | None | Some(Value::Null) => return Err(fail(invalid("network config has no name"))),
         Some(_) => return Err(fail(invalid("name must be a string"))),
     };
     if !valid_network_name(&name) {
@@ -159,22 +141,12 @@ pub fn parse_netconf(stdin: &[u8]) -> Result<NetConf, ConfigError> {
         Some(_) => return Err(fail(invalid("prevResult must be a JSON object"))),
     };
 
-    let valid_attachments = match obj
-        .get(VALID_ATTACHMENTS_KEY)
-        .or_else(|| obj.get(ATTACHMENTS_KEY_COMPAT))
-    {
+    let valid_attachments = match obj.get(VALID_ATTACHMENTS_KEY).or_else(|| obj.get(ATTACHMENTS_KEY_COMPAT)) {
         None | Some(Value::Null) => None,
         Some(v) => Some(parse_attachments(v).map_err(fail)?),
     };
 
-    Ok(NetConf {
-        cni_version,
-        name,
-        agent_socket,
-        default_project,
-        prev_result,
-        valid_attachments,
-    })
+    Ok(NetConf { cni_version, name, agent_socket, default_project, prev_result, valid_attachments })
 }
 
 /// `cni.dev/valid-attachments`: `[{"containerID": "...", "ifname": "..."}, ...]` (other keys in
@@ -189,19 +161,12 @@ pub fn parse_attachments(v: &Value) -> Result<Vec<Attachment>, CniError> {
         .map(|(i, item)| {
             let field = |key: &str| match item.get(key) {
                 Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-                _ => Err(invalid(format!(
-                    "{VALID_ATTACHMENTS_KEY}[{i}] has no string {key:?}"
-                ))),
+                _ => Err(invalid(format!("{VALID_ATTACHMENTS_KEY}[{i}] has no string {key:?}"))),
             };
             if !item.is_object() {
-                return Err(invalid(format!(
-                    "{VALID_ATTACHMENTS_KEY}[{i}] is not an object"
-                )));
+                return Err(invalid(format!("{VALID_ATTACHMENTS_KEY}[{i}] is not an object")));
             }
-            Ok(Attachment {
-                container_id: field("containerID")?,
-                ifname: field("ifname")?,
-            })
+            Ok(Attachment { container_id: field("containerID")?, ifname: field("ifname")? })
         })
         .collect()
 }
@@ -261,26 +226,14 @@ mod tests {
 
     #[test]
     fn decode_failures_are_code_6() {
-        for bad in [
-            &b""[..],
-            b"{",
-            b"null",
-            b"[]",
-            b"\"s\"",
-            b"42",
-            b"\xff\xfe",
-            b"{\"a\":1}x",
-        ] {
+        for bad in [&b""[..], b"{", b"null", b"[]", b"\"s\"", b"42", b"\xff\xfe", b"{\"a\":1}x"] {
             let e = parse_netconf(bad).unwrap_err();
             assert_eq!(e.error.code, code::DECODE_FAILURE, "{bad:?}");
         }
         let mut big = br#"{"cniVersion":"1.0.0","name":"n","type":"oxsdn","pad":""#.to_vec();
         big.resize(MAX_MESSAGE_BYTES + 10, b'a');
         big.extend_from_slice(b"\"}");
-        assert_eq!(
-            parse_netconf(&big).unwrap_err().error.code,
-            code::DECODE_FAILURE
-        );
+        assert_eq!(parse_netconf(&big).unwrap_err().error.code, code::DECODE_FAILURE);
     }
 
     #[test]
@@ -324,10 +277,7 @@ mod tests {
             assert_eq!(e.requested_version.as_deref(), Some(v));
         }
         // The version check comes before the type check.
-        assert_eq!(
-            code_of(json!({"cniVersion": "0.2.0", "name": "n", "type": "bridge"})),
-            code::INCOMPATIBLE_VERSION
-        );
+        assert_eq!(code_of(json!({"cniVersion": "0.2.0", "name": "n", "type": "bridge"})), code::INCOMPATIBLE_VERSION);
     }
 
     #[test]
@@ -343,17 +293,12 @@ mod tests {
         assert_eq!(
             c.valid_attachments.unwrap(),
             vec![
-                Attachment {
-                    container_id: "abc".into(),
-                    ifname: "eth0".into()
-                },
-                Attachment {
-                    container_id: "def".into(),
-                    ifname: "net1".into()
-                },
+                Attachment { container_id: "abc".into(), ifname: "eth0".into() },
+                Attachment { container_id: "def".into(), ifname: "net1".into() },
             ]
         );
-        let c = parse(json!({"cniVersion": "1.1.0", "name": "n", "type": "oxsdn", "cni.dev/valid-attachments": []})).unwrap();
+        let c = parse(json!({"cniVersion": "1.1.0", "name": "n", "type": "oxsdn", "cni.dev/valid-attachments": []}))
+            .unwrap();
         assert_eq!(c.valid_attachments, Some(vec![]));
         let c = parse(json!({"cniVersion": "1.1.0", "name": "n", "type": "oxsdn",
             "cni.dev/attachments": [{"containerID": "x", "ifname": "eth0"}]}))
@@ -376,10 +321,7 @@ mod tests {
 
     #[test]
     fn requested_version_peek() {
-        assert_eq!(
-            requested_version(br#"{"cniVersion":"0.4.0"}"#).as_deref(),
-            Some("0.4.0")
-        );
+        assert_eq!(requested_version(br#"{"cniVersion":"0.4.0"}"#).as_deref(), Some("0.4.0"));
         assert_eq!(requested_version(b"garbage"), None);
         assert_eq!(requested_version(b""), None);
     }

@@ -61,8 +61,7 @@ pub fn dir_for(socket: &Path) -> PathBuf {
 /// The file of `attachment`'s entry: the hex SHA-256 of `container_id/ifname`, so any
 /// attachment gets a fixed-size name of hex digits only.
 fn file_name(attachment: &Attachment) -> String {
-    let digest =
-        Sha256::digest(format!("{}/{}", attachment.container_id, attachment.ifname).as_bytes());
+    let digest = Sha256::digest(format!("{}/{}", attachment.container_id, attachment.ifname).as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("{hex}{SUFFIX}")
 }
@@ -82,10 +81,7 @@ fn open_dir(dir: &Path) -> io::Result<File> {
     if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is not a directory only its owner may use",
-                dir.display()
-            ),
+            format!("{} is not a directory only its owner may use", dir.display()),
         ));
     }
     Ok(file)
@@ -96,9 +92,7 @@ fn open_dir(dir: &Path) -> io::Result<File> {
 pub fn record(dir: &Path, deletion: &Deletion) -> io::Result<PathBuf> {
     let dir_file = open_dir(dir)?;
     let name = file_name(&deletion.attachment);
-    let entries = std::fs::read_dir(dir)?
-        .filter(|e| e.as_ref().is_ok_and(|e| is_entry_name(&e.file_name())))
-        .count();
+    let entries = std::fs::read_dir(dir)?.filter(|e| e.as_ref().is_ok_and(|e| is_entry_name(&e.file_name()))).count();
     if entries >= MAX_ENTRIES && !dir.join(&name).exists() {
         return Err(io::Error::new(
             io::ErrorKind::StorageFull,
@@ -119,19 +113,11 @@ pub fn record(dir: &Path, deletion: &Deletion) -> io::Result<PathBuf> {
         .and_then(|bytes| file.write_all(&bytes))
         .and_then(|()| file.sync_all())
         .and_then(|()| {
-            Ok(renameat(
-                Some(dir_file.as_raw_fd()),
-                temp.as_str(),
-                Some(dir_file.as_raw_fd()),
-                name.as_str(),
-            )?)
+            Ok(renameat(Some(dir_file.as_raw_fd()), temp.as_str(), Some(dir_file.as_raw_fd()), name.as_str())?)
         });
     if let Err(e) = written {
-        let _ = nix::unistd::unlinkat(
-            Some(dir_file.as_raw_fd()),
-            temp.as_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
+        let _ =
+            nix::unistd::unlinkat(Some(dir_file.as_raw_fd()), temp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
     dir_file.sync_all()?;
@@ -141,12 +127,7 @@ pub fn record(dir: &Path, deletion: &Deletion) -> io::Result<PathBuf> {
 fn is_entry_name(name: &OsStr) -> bool {
     name.to_str()
         .and_then(|n| n.strip_suffix(SUFFIX))
-        .is_some_and(|hex| {
-            hex.len() == 64
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// What a queue holds.
@@ -194,9 +175,7 @@ fn read_entry(path: &Path, name: &OsStr) -> Result<Deletion, String> {
         return Err("not a regular file".into());
     }
     let mut bytes = Vec::new();
-    file.take(MAX_ENTRY_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    file.take(MAX_ENTRY_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
     if bytes.len() as u64 > MAX_ENTRY_BYTES {
         return Err(format!("larger than {MAX_ENTRY_BYTES} bytes"));
     }
@@ -223,20 +202,14 @@ mod tests {
     /// On a tmpfs, as the agent's runtime directory (/run) usually is: fsync is free
     /// there, so a thousand entries take no time.
     fn temp_dir(tag: &str) -> PathBuf {
-        let d = PathBuf::from(format!(
-            "/dev/shm/oxsdn-del-queue-test-{}-{tag}",
-            std::process::id()
-        ));
+        let d = PathBuf::from(format!("/dev/shm/oxsdn-del-queue-test-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
     }
 
     fn deletion(id: &str, ifindex: Option<u32>) -> Deletion {
         Deletion {
-            attachment: Attachment {
-                container_id: id.into(),
-                ifname: "eth0".into(),
-            },
+            attachment: Attachment { container_id: id.into(), ifname: "eth0".into() },
             host_veth_ifindex: ifindex,
         }
     }
@@ -247,31 +220,15 @@ mod tests {
         let dir = dir_for(&base.join("cni.sock"));
         let path = record(&dir, &deletion("abc", Some(7))).unwrap();
         // Root-only, created as needed, the name a hash.
-        assert_eq!(
-            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        assert_eq!(
-            std::fs::metadata(&base).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(&base).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(is_entry_name(path.file_name().unwrap()));
         // A later DEL of the same attachment replaces it.
         record(&dir, &deletion("abc", None)).unwrap();
         record(&dir, &deletion("def", Some(9))).unwrap();
-        let Pending {
-            mut entries,
-            discarded,
-        } = pending(&dir).unwrap();
-        entries.sort_by(|a, b| {
-            a.1.attachment
-                .container_id
-                .cmp(&b.1.attachment.container_id)
-        });
+        let Pending { mut entries, discarded } = pending(&dir).unwrap();
+        entries.sort_by(|a, b| a.1.attachment.container_id.cmp(&b.1.attachment.container_id));
         assert!(discarded.is_empty());
         assert_eq!(
             entries.iter().map(|e| e.1.clone()).collect::<Vec<_>>(),
@@ -291,24 +248,12 @@ mod tests {
         std::fs::write(dir.join("notes.txt"), b"x").unwrap();
         // Valid JSON under another attachment's name.
         let other = dir.join(file_name(&deletion("other", None).attachment));
-        std::fs::write(
-            &other,
-            serde_json::to_vec(&deletion("good", Some(1))).unwrap(),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(file_name(&deletion("big", None).attachment)),
-            vec![b' '; 5000],
-        )
-        .unwrap();
+        std::fs::write(&other, serde_json::to_vec(&deletion("good", Some(1))).unwrap()).unwrap();
+        std::fs::write(dir.join(file_name(&deletion("big", None).attachment)), vec![b' '; 5000]).unwrap();
         let Pending { entries, discarded } = pending(&dir).unwrap();
         assert_eq!(entries.len(), 1, "{discarded:?}");
         assert_eq!(discarded.len(), 4, "{discarded:?}");
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            1,
-            "the discarded files are removed"
-        );
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "the discarded files are removed");
         std::fs::remove_dir_all(&base).unwrap();
     }
 
@@ -318,10 +263,7 @@ mod tests {
         let dir = dir_for(&base.join("cni.sock"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(
-            record(&dir, &deletion("x", None)).unwrap_err().kind(),
-            io::ErrorKind::PermissionDenied
-        );
+        assert_eq!(record(&dir, &deletion("x", None)).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
         // Nor a symbolic link to a directory.
         std::fs::remove_dir(&dir).unwrap();
         let real = base.join("real");
@@ -339,12 +281,7 @@ mod tests {
         for i in 0..MAX_ENTRIES {
             record(&dir, &deletion(&format!("c{i}"), None)).unwrap();
         }
-        assert_eq!(
-            record(&dir, &deletion("one-more", None))
-                .unwrap_err()
-                .kind(),
-            io::ErrorKind::StorageFull
-        );
+        assert_eq!(record(&dir, &deletion("one-more", None)).unwrap_err().kind(), io::ErrorKind::StorageFull);
         // Replacing an entry is still possible.
         record(&dir, &deletion("c0", Some(3))).unwrap();
         std::fs::remove_dir_all(&base).unwrap();

@@ -32,11 +32,8 @@ impl CniCommand {
             Some("GC") => Ok(CniCommand::Gc),
             Some("VERSION") => Ok(CniCommand::Version),
             None | Some("") => Err(invalid_env("CNI_COMMAND is not set")),
-            Some(other) => Err(invalid_env(format!(
-                "unknown CNI_COMMAND {:?}",
-                truncate(other, 32)
-            ))
-            .with_details("expected one of ADD, DEL, CHECK, STATUS, GC, VERSION")),
+            Some(other) => Err(invalid_env(format!("unknown CNI_COMMAND {:?}", truncate(other, 32)))
+                .with_details("expected one of ADD, DEL, CHECK, STATUS, GC, VERSION")),
         }
     }
 
@@ -87,39 +84,28 @@ impl CniEnv {
 
     /// `CNI_CONTAINERID`, required and validated.
     pub fn container_id(&self) -> Result<&str, CniError> {
-        let id = self
-            .container_id
-            .as_deref()
-            .ok_or_else(|| invalid_env("CNI_CONTAINERID is not set"))?;
+        let id = self.container_id.as_deref().ok_or_else(|| invalid_env("CNI_CONTAINERID is not set"))?;
         validate_container_id(id)?;
         Ok(id)
     }
 
     /// `CNI_IFNAME`, required and validated.
     pub fn ifname(&self) -> Result<&str, CniError> {
-        let name = self
-            .ifname
-            .as_deref()
-            .ok_or_else(|| invalid_env("CNI_IFNAME is not set"))?;
+        let name = self.ifname.as_deref().ok_or_else(|| invalid_env("CNI_IFNAME is not set"))?;
         validate_ifname(name)?;
         Ok(name)
     }
 
     /// `CNI_NETNS`, required (ADD, CHECK) and validated.
     pub fn netns(&self) -> Result<&str, CniError> {
-        let path = self
-            .netns
-            .as_deref()
-            .ok_or_else(|| invalid_env("CNI_NETNS is not set"))?;
+        let path = self.netns.as_deref().ok_or_else(|| invalid_env("CNI_NETNS is not set"))?;
         validate_netns_path(path)?;
         Ok(path)
     }
 
     /// `CNI_NETNS` when set and well-formed (DEL does not need it).
     pub fn optional_netns(&self) -> Option<&str> {
-        self.netns
-            .as_deref()
-            .filter(|p| validate_netns_path(p).is_ok())
+        self.netns.as_deref().filter(|p| validate_netns_path(p).is_ok())
     }
 
     /// `CNI_ARGS` parsed (unset => no arguments).
@@ -135,14 +121,11 @@ pub fn validate_container_id(id: &str) -> Result<(), CniError> {
     let ok = matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if !ok {
-        return Err(invalid_env(format!("invalid CNI_CONTAINERID {:?}", truncate(id, 80))).with_details(
-            "it must start with a letter or digit, followed by letters, digits, '_', '.' or '-'",
-        ));
+        return Err(invalid_env(format!("invalid CNI_CONTAINERID {:?}", truncate(id, 80)))
+            .with_details("it must start with a letter or digit, followed by letters, digits, '_', '.' or '-'"));
     }
     if id.len() > MAX_CONTAINER_ID {
-        return Err(invalid_env(format!(
-            "CNI_CONTAINERID is longer than {MAX_CONTAINER_ID} bytes"
-        )));
+        return Err(invalid_env(format!("CNI_CONTAINERID is longer than {MAX_CONTAINER_ID} bytes")));
     }
     Ok(())
 }
@@ -156,18 +139,13 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
         Some("it is longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("it must not be \".\" or \"..\"")
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
+    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
         Some("it must not contain '/', ':', whitespace or control characters")
     } else {
         None
     };
     match why {
-        Some(why) => Err(
-            invalid_env(format!("invalid CNI_IFNAME {:?}", truncate(name, 40))).with_details(why),
-        ),
+        Some(why) => Err(invalid_env(format!("invalid CNI_IFNAME {:?}", truncate(name, 40))).with_details(why)),
         None => Ok(()),
     }
 }
@@ -175,10 +153,8 @@ pub fn validate_ifname(name: &str) -> Result<(), CniError> {
 /// `CNI_NETNS` must be an absolute path (`/proc/<pid>/ns/net`, `/var/run/netns/<name>`, ...).
 pub fn validate_netns_path(path: &str) -> Result<(), CniError> {
     if !path.starts_with('/') || path.len() > MAX_NETNS_PATH || path.contains('\0') {
-        return Err(
-            invalid_env(format!("invalid CNI_NETNS {:?}", truncate(path, 120)))
-                .with_details("it must be an absolute path to a network namespace"),
-        );
+        return Err(invalid_env(format!("invalid CNI_NETNS {:?}", truncate(path, 120)))
+            .with_details("it must be an absolute path to a network namespace"));
     }
     Ok(())
 }
@@ -188,8 +164,7 @@ pub fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -228,16 +203,11 @@ pub fn parse_cni_args(s: &str) -> Result<CniArgs, CniError> {
             continue;
         }
         let Some((k, v)) = seg.split_once('=') else {
-            return Err(
-                invalid_env(format!("invalid CNI_ARGS pair {:?}", truncate(seg, 80)))
-                    .with_details("expected KEY=VALUE"),
-            );
+            return Err(invalid_env(format!("invalid CNI_ARGS pair {:?}", truncate(seg, 80)))
+                .with_details("expected KEY=VALUE"));
         };
         if k.is_empty() {
-            return Err(
-                invalid_env(format!("invalid CNI_ARGS pair {:?}", truncate(seg, 80)))
-                    .with_details("empty key"),
-            );
+            return Err(invalid_env(format!("invalid CNI_ARGS pair {:?}", truncate(seg, 80))).with_details("empty key"));
         }
         match k {
             "K8S_POD_NAMESPACE" => {
@@ -254,14 +224,8 @@ pub fn parse_cni_args(s: &str) -> Result<CniArgs, CniError> {
                 if out.pod_name.is_some() {
                     return Err(invalid_env("CNI_ARGS sets K8S_POD_NAME twice"));
                 }
-                if v.is_empty()
-                    || v.len() > MAX_POD_NAME
-                    || v.chars().any(|c| c.is_control() || c.is_whitespace())
-                {
-                    return Err(invalid_env(format!(
-                        "invalid K8S_POD_NAME {:?}",
-                        truncate(v, 80)
-                    )));
+                if v.is_empty() || v.len() > MAX_POD_NAME || v.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    return Err(invalid_env(format!("invalid K8S_POD_NAME {:?}", truncate(v, 80))));
                 }
                 out.pod_name = Some(v.to_string());
             }
@@ -278,10 +242,7 @@ pub(crate) mod tests {
     use std::collections::HashMap;
 
     pub(crate) fn env(pairs: &[(&str, &str)]) -> CniEnv {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         CniEnv::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -298,19 +259,8 @@ pub(crate) mod tests {
             assert_eq!(CniCommand::parse(Some(s)).unwrap(), c);
             assert_eq!(c.as_str(), s);
         }
-        for bad in [
-            None,
-            Some(""),
-            Some("add"),
-            Some("INIT"),
-            Some("FINALIZE"),
-            Some("ADD "),
-        ] {
-            assert_eq!(
-                CniCommand::parse(bad).unwrap_err().code,
-                code::INVALID_ENV,
-                "{bad:?}"
-            );
+        for bad in [None, Some(""), Some("add"), Some("INIT"), Some("FINALIZE"), Some("ADD ")] {
+            assert_eq!(CniCommand::parse(bad).unwrap_err().code, code::INVALID_ENV, "{bad:?}");
         }
     }
 
@@ -332,52 +282,21 @@ pub(crate) mod tests {
         assert_eq!(e.cni_args().unwrap(), CniArgs::default());
 
         let e = env(&[("CNI_COMMAND", "ADD")]);
-        for r in [
-            e.container_id().map(drop),
-            e.netns().map(drop),
-            e.ifname().map(drop),
-        ] {
+        for r in [e.container_id().map(drop), e.netns().map(drop), e.ifname().map(drop)] {
             assert_eq!(r.unwrap_err().code, code::INVALID_ENV);
         }
         assert_eq!(e.optional_netns(), None);
         assert_eq!(env(&[("CNI_NETNS", "relative/ns")]).optional_netns(), None);
-        assert_eq!(
-            env(&[("CNI_NETNS", "relative/ns")])
-                .netns()
-                .unwrap_err()
-                .code,
-            code::INVALID_ENV
-        );
+        assert_eq!(env(&[("CNI_NETNS", "relative/ns")]).netns().unwrap_err().code, code::INVALID_ENV);
     }
 
     #[test]
     fn container_ids() {
-        for ok in [
-            "a",
-            "0",
-            "abc-DEF_1.2",
-            &"f".repeat(64),
-            &"a".repeat(MAX_CONTAINER_ID),
-        ] {
+        for ok in ["a", "0", "abc-DEF_1.2", &"f".repeat(64), &"a".repeat(MAX_CONTAINER_ID)] {
             assert!(validate_container_id(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "-a",
-            "_a",
-            ".a",
-            "a/b",
-            "a b",
-            "a;b",
-            "é",
-            "a\n",
-            &"a".repeat(MAX_CONTAINER_ID + 1),
-        ] {
-            assert_eq!(
-                validate_container_id(bad).unwrap_err().code,
-                code::INVALID_ENV,
-                "{bad:?}"
-            );
+        for bad in ["", "-a", "_a", ".a", "a/b", "a b", "a;b", "é", "a\n", &"a".repeat(MAX_CONTAINER_ID + 1)] {
+            assert_eq!(validate_container_id(bad).unwrap_err().code, code::INVALID_ENV, "{bad:?}");
         }
     }
 
@@ -386,23 +305,8 @@ pub(crate) mod tests {
         for ok in ["eth0", "e", "net1", "a.b-c_d", "123456789012345", "..."] {
             assert!(validate_ifname(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "1234567890123456",
-            "a/b",
-            "a:b",
-            "a b",
-            "a\tb",
-            "\u{7f}x",
-            "ééééééééé",
-        ] {
-            assert_eq!(
-                validate_ifname(bad).unwrap_err().code,
-                code::INVALID_ENV,
-                "{bad:?}"
-            );
+        for bad in ["", ".", "..", "1234567890123456", "a/b", "a:b", "a b", "a\tb", "\u{7f}x", "ééééééééé"] {
+            assert_eq!(validate_ifname(bad).unwrap_err().code, code::INVALID_ENV, "{bad:?}");
         }
     }
 
@@ -423,11 +327,7 @@ pub(crate) mod tests {
         assert_eq!(a.pod_name.as_deref(), Some("web-5d8f-x2"));
         assert_eq!(a.pairs.len(), 5);
         assert_eq!(a.project(None).unwrap(), "my-ns");
-        assert_eq!(
-            a.project(Some("other")).unwrap(),
-            "my-ns",
-            "the runtime's namespace wins"
-        );
+        assert_eq!(a.project(Some("other")).unwrap(), "my-ns", "the runtime's namespace wins");
     }
 
     #[test]
@@ -438,14 +338,7 @@ pub(crate) mod tests {
         assert!(a.pod_name.is_none());
         let a = parse_cni_args("X=a=b;K8S_POD_NAMESPACE=ns").unwrap();
         assert_eq!(a.pairs[0], ("X".into(), "a=b".into()));
-        assert_eq!(
-            parse_cni_args("FOO=1")
-                .unwrap()
-                .project(None)
-                .unwrap_err()
-                .code,
-            code::INVALID_ENV
-        );
+        assert_eq!(parse_cni_args("FOO=1").unwrap().project(None).unwrap_err().code, code::INVALID_ENV);
         // podman 4's CNI_ARGS: a pod name, no namespace.
         let podman = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=web").unwrap();
         assert_eq!(podman.project(Some("standalone")).unwrap(), "standalone");
@@ -460,11 +353,7 @@ pub(crate) mod tests {
             "K8S_POD_NAME=a;K8S_POD_NAME=b",
             "K8S_POD_NAMESPACE=-x",
         ] {
-            assert_eq!(
-                parse_cni_args(bad).unwrap_err().code,
-                code::INVALID_ENV,
-                "{bad:?}"
-            );
+            assert_eq!(parse_cni_args(bad).unwrap_err().code, code::INVALID_ENV, "{bad:?}");
         }
     }
 }

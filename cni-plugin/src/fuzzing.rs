@@ -9,10 +9,7 @@ use std::net::Ipv4Addr;
 use crate::{
     code,
     config::{decode_object, parse_netconf, requested_version},
-    env::{
-        parse_cni_args, validate_container_id, validate_ifname, validate_netns_path, CniArgs,
-        CniCommand, CniEnv,
-    },
+    env::{parse_cni_args, validate_container_id, validate_ifname, validate_netns_path, CniArgs, CniCommand, CniEnv},
     protocol::{PodNetwork, Request, Response},
     result::{check_prev_result, parse_ipv4_cidr, parse_prev_result, version_result},
     version::CniVersion,
@@ -22,12 +19,8 @@ use crate::{
 pub type Check = fn(&[u8]);
 
 /// Names of the targets, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: &[(&str, Check)] = &[
-    ("netconf", netconf),
-    ("cni_env", cni_env),
-    ("agent_protocol", agent_protocol),
-    ("prev_result", prev_result),
-];
+pub const TARGETS: &[(&str, Check)] =
+    &[("netconf", netconf), ("cni_env", cni_env), ("agent_protocol", agent_protocol), ("prev_result", prev_result)];
 
 /// The network config on stdin: `parse_netconf`, `requested_version` and VERSION's answer.
 pub fn netconf(data: &[u8]) {
@@ -72,11 +65,7 @@ pub fn cni_env(data: &[u8]) {
 }
 
 fn join_cni_args(args: &CniArgs) -> String {
-    args.pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(";")
+    args.pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")
 }
 
 /// The plugin-agent messages: whatever decodes encodes back to the same message.

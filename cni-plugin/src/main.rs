@@ -10,8 +10,7 @@ use oxsdn_cni::env::CniEnv;
 use oxsdn_cni::plugin;
 
 fn main() {
-    let env =
-        CniEnv::from_lookup(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()));
+    let env = CniEnv::from_lookup(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()));
     // Neither a panic, a stdin that never ends nor anything that hangs may leave the
     // runtime without a CNI answer.
     let outcome = plugin::run_within(plugin::DEADLINE, env, std::io::stdin());

@@ -19,9 +19,7 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
 pub fn is_host_veth_name(name: &str) -> bool {
     name.len() == 13
         && name.starts_with("ox")
-        && name[2..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && name[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

@@ -73,9 +73,7 @@ impl Link {
                 LinkAttribute::OperState(state) => l.running = *state == State::Up,
                 LinkAttribute::Link(peer) => l.peer_index = Some(*peer),
                 LinkAttribute::LinkNetNsId(id) => l.peer_netnsid = Some(*id),
-                LinkAttribute::LinkInfo(info) => {
-                    l.veth = info.contains(&LinkInfo::Kind(InfoKind::Veth))
-                }
+                LinkAttribute::LinkInfo(info) => l.veth = info.contains(&LinkInfo::Kind(InfoKind::Veth)),
                 _ => {}
             }
         }
@@ -118,10 +116,8 @@ pub async fn create_veth(
     if let Some(ns) = peer_netns {
         peer_msg = peer_msg.setns_by_fd(ns.as_raw_fd());
     }
-    let msg = LinkVeth::new(name, peer)
-        .mtu(mtu)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
-        .build();
+    let msg =
+        LinkVeth::new(name, peer).mtu(mtu).set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build()))).build();
     h.link().add(msg).execute().await
 }
 
@@ -136,18 +132,12 @@ pub async fn configure_up(h: &Handle, index: u32, mac: Option<[u8; 6]>, mtu: u32
 }
 
 pub async fn set_up(h: &Handle, index: u32) -> NlResult<()> {
-    h.link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
+    h.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await
 }
 
 /// Add `ip/prefix_len` (with its broadcast address) to link `index`.
 pub async fn add_address(h: &Handle, index: u32, ip: Ipv4Addr, prefix_len: u8) -> NlResult<()> {
-    h.address()
-        .add(index, IpAddr::V4(ip), prefix_len)
-        .execute()
-        .await
+    h.address().add(index, IpAddr::V4(ip), prefix_len).execute().await
 }
 
 /// The IPv4 addresses (with prefix lengths) of link `index`.
@@ -174,12 +164,7 @@ pub async fn ipv4_addresses(h: &Handle, index: u32) -> NlResult<Vec<(Ipv4Addr, u
 }
 
 /// `dst/prefix_len dev <index> scope link` (replacing an existing route to the same prefix).
-pub async fn add_onlink_route(
-    h: &Handle,
-    index: u32,
-    dst: Ipv4Addr,
-    prefix_len: u8,
-) -> NlResult<()> {
+pub async fn add_onlink_route(h: &Handle, index: u32, dst: Ipv4Addr, prefix_len: u8) -> NlResult<()> {
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(dst, prefix_len)
         .output_interface(index)
@@ -220,8 +205,7 @@ pub async fn delete_link_by_name(h: &Handle, name: &str) -> NlResult<bool> {
 /// link of this namespace has a peer there).
 pub async fn netns_id(h: &Handle, netns: BorrowedFd<'_>) -> NlResult<Option<i32>> {
     let mut msg = NsidMessage::default();
-    msg.attributes
-        .push(NsidAttribute::Fd(netns.as_raw_fd() as u32));
+    msg.attributes.push(NsidAttribute::Fd(netns.as_raw_fd() as u32));
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNsId(msg));
     req.header.flags = NLM_F_REQUEST;
     let mut responses = h.clone().request(req)?;
@@ -261,14 +245,8 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert_eq!(
-            parse_mac("0a:58:0a:80:00:05"),
-            Some([0x0a, 0x58, 0x0a, 0x80, 0x00, 0x05])
-        );
-        assert_eq!(
-            parse_mac("0A:58:0A:80:00:FF"),
-            Some([0x0a, 0x58, 0x0a, 0x80, 0x00, 0xff])
-        );
+        assert_eq!(parse_mac("0a:58:0a:80:00:05"), Some([0x0a, 0x58, 0x0a, 0x80, 0x00, 0x05]));
+        assert_eq!(parse_mac("0A:58:0A:80:00:FF"), Some([0x0a, 0x58, 0x0a, 0x80, 0x00, 0xff]));
         for bad in [
             "",
             "0a:58:0a:80:00",

@@ -30,11 +30,7 @@ const NS_GET_NSTYPE: u32 = (0xb7 << 8) | 0x3;
 /// path. Any other failure to open it (EACCES, EMFILE, ...) is code 5 (I/O failure).
 pub fn open_netns(path: &str) -> Result<OwnedFd, CniError> {
     let not_a_netns = |what: &str| {
-        CniError::new(
-            code::INVALID_ENV,
-            format!("{path} is not a network namespace"),
-        )
-        .with_details(what.to_string())
+        CniError::new(code::INVALID_ENV, format!("{path} is not a network namespace")).with_details(what.to_string())
     };
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
     // (A socket cannot be opened at all: ENXIO.)
@@ -43,28 +39,19 @@ pub fn open_netns(path: &str) -> Result<OwnedFd, CniError> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(Path::new(path))
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) => CniError::new(
-                code::INVALID_ENV,
-                format!("network namespace {path} does not exist"),
-            )
-            .with_details(e.to_string()),
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {
+                CniError::new(code::INVALID_ENV, format!("network namespace {path} does not exist"))
+                    .with_details(e.to_string())
+            }
             Some(libc::ENXIO) => not_a_netns("it is a socket or a device without a driver"),
-            _ => CniError::new(
-                code::IO_FAILURE,
-                format!("cannot open network namespace {path}"),
-            )
-            .with_details(e.to_string()),
+            _ => CniError::new(code::IO_FAILURE, format!("cannot open network namespace {path}"))
+                .with_details(e.to_string()),
         })?;
     let fd = OwnedFd::from(file);
-    let inspect_failed = |e: io::Error| {
-        CniError::new(code::IO_FAILURE, format!("cannot inspect {path}"))
-            .with_details(e.to_string())
-    };
+    let inspect_failed =
+        |e: io::Error| CniError::new(code::IO_FAILURE, format!("cannot inspect {path}")).with_details(e.to_string());
     // A namespace file is a regular file on nsfs: refuse anything else before asking nsfs.
-    let kind = nix::sys::stat::fstat(fd.as_raw_fd())
-        .map_err(|e| inspect_failed(e.into()))?
-        .st_mode
-        & libc::S_IFMT;
+    let kind = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| inspect_failed(e.into()))?.st_mode & libc::S_IFMT;
     if kind != libc::S_IFREG {
         return Err(not_a_netns(match kind {
             libc::S_IFIFO => "it is a FIFO",
@@ -76,9 +63,7 @@ pub fn open_netns(path: &str) -> Result<OwnedFd, CniError> {
     }
     match is_netns(fd.as_fd()) {
         Ok(true) => Ok(fd),
-        Ok(false) => Err(not_a_netns(
-            "it is not a network namespace file (nsfs, CLONE_NEWNET)",
-        )),
+        Ok(false) => Err(not_a_netns("it is not a network namespace file (nsfs, CLONE_NEWNET)")),
         Err(e) => Err(inspect_failed(e)),
     }
 }
@@ -95,11 +80,7 @@ pub fn is_netns(fd: BorrowedFd<'_>) -> io::Result<bool> {
     if r < 0 {
         let e = io::Error::last_os_error();
         // Kernels before 4.11 do not know the ioctl: nsfs is all we can check.
-        return if e.raw_os_error() == Some(libc::ENOTTY) {
-            Ok(true)
-        } else {
-            Err(e)
-        };
+        return if e.raw_os_error() == Some(libc::ENOTTY) { Ok(true) } else { Err(e) };
     }
     Ok(r == libc::CLONE_NEWNET)
 }
@@ -109,8 +90,7 @@ pub fn is_netns(fd: BorrowedFd<'_>) -> io::Result<bool> {
 pub fn is_current_netns(netns: BorrowedFd<'_>) -> io::Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let theirs = nix::sys::stat::fstat(netns.as_raw_fd())?;
-    let ours = std::fs::metadata("/proc/thread-self/ns/net")
-        .or_else(|_| std::fs::metadata("/proc/self/ns/net"))?;
+    let ours = std::fs::metadata("/proc/thread-self/ns/net").or_else(|_| std::fs::metadata("/proc/self/ns/net"))?;
     Ok(theirs.st_dev as u64 == ours.dev() && theirs.st_ino as u64 == ours.ino())
 }
 
@@ -127,11 +107,7 @@ where
             Ok(f())
         })
         .join()
-        .unwrap_or_else(|_| {
-            Err(io::Error::other(
-                "thread running in the pod network namespace panicked",
-            ))
-        })
+        .unwrap_or_else(|_| Err(io::Error::other("thread running in the pod network namespace panicked")))
     })
 }
 
@@ -143,10 +119,7 @@ where
     F: FnOnce(rtnetlink::Handle) -> Fut,
     Fut: Future<Output = T>,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
     rt.block_on(async move {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         let task = tokio::spawn(conn);
@@ -191,16 +164,11 @@ mod tests {
 
     #[test]
     fn what_is_not_a_netns_is_refused_at_once_with_code_4() {
-        let dir =
-            std::env::temp_dir().join(format!("oxsdn-cni-netns-kinds-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("oxsdn-cni-netns-kinds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("fifo");
         let _ = std::fs::remove_file(&fifo);
-        nix::unistd::mkfifo(
-            &fifo,
-            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
-        )
-        .unwrap();
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR).unwrap();
         let socket = dir.join("socket");
         let _ = std::fs::remove_file(&socket);
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();

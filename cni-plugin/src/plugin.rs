@@ -23,9 +23,7 @@ use crate::naming::host_veth_name;
 use crate::netlink::{self, Handle};
 use crate::netns::{is_current_netns, open_netns, with_netlink, with_netlink_in};
 use crate::protocol::{Attachment, Command, PodNetwork, Request, Response, MAX_MESSAGE_BYTES};
-use crate::result::{
-    add_result, check_prev_result, parse_ipv4_cidr, parse_prev_result, version_result,
-};
+use crate::result::{add_result, check_prev_result, parse_ipv4_cidr, parse_prev_result, version_result};
 use crate::version::{command_needs, error_tag, CniVersion};
 
 /// MTU of a new veth pair until the agent tells the real one.
@@ -49,10 +47,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn error(version_tag: &str, e: &CniError) -> Outcome {
-        Outcome {
-            stdout: Some(e.to_json(version_tag)),
-            exit_code: 1,
-        }
+        Outcome { stdout: Some(e.to_json(version_tag)), exit_code: 1 }
     }
 }
 
@@ -64,11 +59,7 @@ pub const DEADLINE: Duration = Duration::from_secs(90);
 /// Run the whole invocation (read the config from `stdin`, run the command) within
 /// `deadline`: past it the answer is code 11 and the caller exits, abandoning the work
 /// (a runtime then cleans up with DEL, which is idempotent). A panic is code 100.
-pub fn run_within(
-    deadline: Duration,
-    env: CniEnv,
-    stdin: impl std::io::Read + Send + 'static,
-) -> Outcome {
+pub fn run_within(deadline: Duration, env: CniEnv, stdin: impl std::io::Read + Send + 'static) -> Outcome {
     let (tx, rx) = mpsc::channel();
     // The config's cniVersion, once read, tags a timeout's error like any other.
     let version_tag = Arc::new(OnceLock::new());
@@ -93,9 +84,7 @@ pub fn run_within(
             code::TRY_AGAIN_LATER,
             format!("oxsdn CNI plugin did not finish within {} s", deadline.as_secs_f32()),
         ),
-        Err(RecvTimeoutError::Disconnected) => {
-            CniError::new(code::INTERNAL, "oxsdn CNI plugin: internal error")
-        }
+        Err(RecvTimeoutError::Disconnected) => CniError::new(code::INTERNAL, "oxsdn CNI plugin: internal error"),
     };
     let tag = version_tag.get().map_or(CniVersion::LATEST.as_str(), String::as_str);
     Outcome::error(tag, &failure)
@@ -112,25 +101,17 @@ pub fn read_bounded(r: impl std::io::Read) -> std::io::Result<Vec<u8>> {
 /// Run the command `env` names on the config `stdin`. Never panics on any input.
 pub fn run(env: &CniEnv, stdin: &[u8]) -> Outcome {
     match dispatch(env, stdin) {
-        Ok(stdout) => Outcome {
-            stdout,
-            exit_code: 0,
-        },
+        Ok(stdout) => Outcome { stdout, exit_code: 0 },
         Err((tag, e)) => Outcome::error(&tag, &e),
     }
 }
 
 fn dispatch(env: &CniEnv, stdin: &[u8]) -> Result<Option<Value>, (String, CniError)> {
-    let cmd = env
-        .command()
-        .map_err(|e| (error_tag(config::requested_version(stdin).as_deref()), e))?;
+    let cmd = env.command().map_err(|e| (error_tag(config::requested_version(stdin).as_deref()), e))?;
     if cmd == CniCommand::Version {
-        return Ok(Some(version_result(
-            config::requested_version(stdin).as_deref(),
-        )));
+        return Ok(Some(version_result(config::requested_version(stdin).as_deref())));
     }
-    let conf = config::parse_netconf(stdin)
-        .map_err(|ce| (error_tag(ce.requested_version.as_deref()), ce.error))?;
+    let conf = config::parse_netconf(stdin).map_err(|ce| (error_tag(ce.requested_version.as_deref()), ce.error))?;
     let out = match cmd {
         CniCommand::Add => cmd_add(env, &conf).map(Some),
         CniCommand::Del => cmd_del(env, &conf).map(|()| None),
@@ -156,9 +137,8 @@ where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = Result<T, CniError>>,
 {
-    with_netlink(f).map_err(|e| {
-        CniError::new(code::IO_FAILURE, "cannot open a netlink socket").with_details(e.to_string())
-    })?
+    with_netlink(f)
+        .map_err(|e| CniError::new(code::IO_FAILURE, "cannot open a netlink socket").with_details(e.to_string()))?
 }
 
 /// Run a netlink session inside the pod's namespace.
@@ -169,11 +149,7 @@ where
     Fut: Future<Output = Result<T, CniError>>,
 {
     with_netlink_in(netns, f).map_err(|e| {
-        CniError::new(
-            code::IO_FAILURE,
-            format!("cannot enter network namespace {path}"),
-        )
-        .with_details(e.to_string())
+        CniError::new(code::IO_FAILURE, format!("cannot enter network namespace {path}")).with_details(e.to_string())
     })?
 }
 
@@ -195,10 +171,7 @@ fn unexpected(command: &str, r: &Response) -> CniError {
         Response::Done => "done",
         Response::Error(_) => "an error",
     };
-    CniError::new(
-        code::INTERNAL,
-        format!("oxsdn node agent answered {command} with {kind}"),
-    )
+    CniError::new(code::INTERNAL, format!("oxsdn node agent answered {command} with {kind}"))
 }
 
 fn expect_pod(r: Response, command: &str) -> Result<PodNetwork, CniError> {
@@ -225,11 +198,7 @@ struct Applied {
 
 fn validate_pod_network(p: &PodNetwork) -> Result<Applied, CniError> {
     let bad = |why: String| {
-        CniError::new(
-            code::INTERNAL,
-            "oxsdn node agent returned an invalid pod network",
-        )
-        .with_details(why)
+        CniError::new(code::INTERNAL, "oxsdn node agent returned an invalid pod network").with_details(why)
     };
     if p.prefix_len == 0 || p.prefix_len > 32 {
         return Err(bad(format!("prefix length {}", p.prefix_len)));
@@ -241,8 +210,8 @@ fn validate_pod_network(p: &PodNetwork) -> Result<Applied, CniError> {
         return Err(bad(format!("gateway {} is the pod address", p.gateway)));
     }
     let mac = netlink::parse_mac(&p.mac).ok_or_else(|| bad(format!("MAC {:?}", p.mac)))?;
-    let cluster = parse_ipv4_cidr(&p.cluster_network)
-        .ok_or_else(|| bad(format!("cluster network {:?}", p.cluster_network)))?;
+    let cluster =
+        parse_ipv4_cidr(&p.cluster_network).ok_or_else(|| bad(format!("cluster network {:?}", p.cluster_network)))?;
     Ok(Applied { mac, cluster })
 }
 
@@ -253,9 +222,7 @@ fn wait_for_agent_socket(socket: &Path) -> Result<(), CniError> {
     loop {
         match std::fs::symlink_metadata(socket) {
             Ok(_) => return Ok(()),
-            Err(e) if start.elapsed() >= AGENT_START_WAIT => {
-                return Err(client::agent_unavailable(socket, &e))
-            }
+            Err(e) if start.elapsed() >= AGENT_START_WAIT => return Err(client::agent_unavailable(socket, &e)),
             Err(_) => std::thread::sleep(Duration::from_millis(25)),
         }
     }
@@ -282,51 +249,31 @@ fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     wait_for_agent_socket(&conf.agent_socket)?;
     match is_current_netns(netns.as_fd()) {
         Ok(false) => {}
-        Ok(true) => {
-            return Err(invalid_env(format!(
-                "CNI_NETNS {netns_path} is the node's own network namespace"
-            )))
-        }
+        Ok(true) => return Err(invalid_env(format!("CNI_NETNS {netns_path} is the node's own network namespace"))),
         Err(e) => {
             return Err(
-                CniError::new(code::IO_FAILURE, format!("cannot inspect {netns_path}"))
-                    .with_details(e.to_string()),
+                CniError::new(code::IO_FAILURE, format!("cannot inspect {netns_path}")).with_details(e.to_string())
             )
         }
     }
 
     let existing = in_pod(netns.as_fd(), netns_path, |h| async move {
-        netlink::get_link(&h, ifname)
-            .await
-            .map_err(nl(format!("cannot look up {ifname} in {netns_path}")))
+        netlink::get_link(&h, ifname).await.map_err(nl(format!("cannot look up {ifname} in {netns_path}")))
     })?;
     if existing.is_some() {
-        return Err(invalid_env(format!(
-            "interface {ifname} already exists in network namespace {netns_path}"
-        )));
+        return Err(invalid_env(format!("interface {ifname} already exists in network namespace {netns_path}")));
     }
 
     let host = host_veth_name(container_id, ifname);
     let mut req = request(Command::Add);
-    req.attachment = Some(Attachment {
-        container_id: container_id.to_string(),
-        ifname: ifname.to_string(),
-    });
+    req.attachment = Some(Attachment { container_id: container_id.to_string(), ifname: ifname.to_string() });
     req.netns = Some(netns_path.to_string());
     req.pod_namespace = Some(pod_namespace.to_string());
     req.pod_name = args.pod_name.clone();
     req.host_veth = Some(host.clone());
 
     let mut progress = AddProgress::default();
-    let result = add_steps(
-        conf,
-        &req,
-        ifname,
-        netns.as_fd(),
-        netns_path,
-        &host,
-        &mut progress,
-    );
+    let result = add_steps(conf, &req, ifname, netns.as_fd(), netns_path, &host, &mut progress);
     if result.is_err() {
         rollback_add(conf, &req, &host, &progress);
     }
@@ -349,9 +296,7 @@ fn add_steps(
     in_node(|h| {
         let progress = &mut *progress;
         async move {
-            netlink::delete_link_by_name(&h, host)
-                .await
-                .map_err(nl(format!("cannot delete stale {host}")))?;
+            netlink::delete_link_by_name(&h, host).await.map_err(nl(format!("cannot delete stale {host}")))?;
             netlink::create_veth(&h, host, ifname, INITIAL_MTU, Some(netns))
                 .await
                 .map_err(nl(format!("cannot create veth pair {host}/{ifname} in {netns_path}")))?;
@@ -362,10 +307,7 @@ fn add_steps(
 
     // The agent: address, project, datapath.
     progress.agent_called = true;
-    let pod = expect_pod(
-        client::call_when_listening(&conf.agent_socket, req, AGENT_START_WAIT)?,
-        "ADD",
-    )?;
+    let pod = expect_pod(client::call_when_listening(&conf.agent_socket, req, AGENT_START_WAIT)?, "ADD")?;
     let applied = validate_pod_network(&pod)?;
 
     // Host end: real MTU, up.
@@ -374,9 +316,7 @@ fn add_steps(
             .await
             .map_err(nl(format!("cannot look up {host}")))?
             .ok_or_else(|| CniError::new(code::INTERNAL, format!("host veth {host} vanished")))?;
-        netlink::configure_up(&h, link.index, None, pod.mtu)
-            .await
-            .map_err(nl(format!("cannot bring {host} up")))
+        netlink::configure_up(&h, link.index, None, pod.mtu).await.map_err(nl(format!("cannot bring {host} up")))
     })?;
 
     // Pod end: MAC, MTU, up; address; lo up; routes.
@@ -387,38 +327,22 @@ fn add_steps(
         let link = netlink::get_link(&h, ifname)
             .await
             .map_err(nl(format!("cannot look up {ifname}")))?
-            .ok_or_else(|| {
-                CniError::new(
-                    code::INTERNAL,
-                    format!("{ifname} vanished from {netns_path}"),
-                )
-            })?;
+            .ok_or_else(|| CniError::new(code::INTERNAL, format!("{ifname} vanished from {netns_path}")))?;
         let i = link.index;
         netlink::configure_up(&h, i, Some(applied_ref.mac), pod.mtu)
             .await
             .map_err(nl(format!("cannot set up {ifname}")))?;
         netlink::add_address(&h, i, pod.ip, pod.prefix_len)
             .await
-            .map_err(nl(format!(
-                "cannot add {}/{} to {ifname}",
-                pod.ip, pod.prefix_len
-            )))?;
-        netlink::set_up(&h, LOOPBACK_IFINDEX)
-            .await
-            .map_err(nl("cannot bring lo up"))?;
+            .map_err(nl(format!("cannot add {}/{} to {ifname}", pod.ip, pod.prefix_len)))?;
+        netlink::set_up(&h, LOOPBACK_IFINDEX).await.map_err(nl("cannot bring lo up"))?;
         let (net, len) = applied_ref.cluster;
         netlink::add_onlink_route(&h, i, net, len)
             .await
-            .map_err(nl(format!(
-                "cannot add the route to {}",
-                pod.cluster_network
-            )))?;
+            .map_err(nl(format!("cannot add the route to {}", pod.cluster_network)))?;
         netlink::add_default_route(&h, i, pod.gateway)
             .await
-            .map_err(nl(format!(
-                "cannot add the default route via {}",
-                pod.gateway
-            )))
+            .map_err(nl(format!("cannot add the default route via {}", pod.gateway)))
     })?;
 
     // The end of the pair that came up first gets its carrier when the other comes up,
@@ -462,12 +386,7 @@ fn rollback_add(conf: &NetConf, req_add: &Request, host: &str, progress: &AddPro
         let mut req = req_add.clone();
         req.command = Command::Del;
         req.host_veth = None;
-        let _ = client::call_with_timeouts(
-            &conf.agent_socket,
-            &req,
-            client::CONNECT_TIMEOUT,
-            ROLLBACK_TIMEOUT,
-        );
+        let _ = client::call_with_timeouts(&conf.agent_socket, &req, client::CONNECT_TIMEOUT, ROLLBACK_TIMEOUT);
     }
 }
 
@@ -481,10 +400,7 @@ fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let args = env.cni_args().unwrap_or_default();
 
     let mut req = request(Command::Del);
-    req.attachment = Some(Attachment {
-        container_id: container_id.to_string(),
-        ifname: ifname.to_string(),
-    });
+    req.attachment = Some(Attachment { container_id: container_id.to_string(), ifname: ifname.to_string() });
     req.netns = env.optional_netns().map(str::to_string);
     req.pod_namespace = args.pod_namespace.or_else(|| conf.default_project.clone());
     req.pod_name = args.pod_name;
@@ -508,22 +424,14 @@ fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 /// serves), and succeed, as the spec asks of a DEL whose resources are gone.
 fn del_without_agent(conf: &NetConf, req: &Request, host: &str) -> Result<(), CniError> {
     let deleted = delete_host_veth(host)?;
-    let attachment = req
-        .attachment
-        .clone()
-        .ok_or_else(|| CniError::new(code::INTERNAL, "DEL without an attachment"))?;
+    let attachment =
+        req.attachment.clone().ok_or_else(|| CniError::new(code::INTERNAL, "DEL without an attachment"))?;
     let queue = del_queue::dir_for(&conf.agent_socket);
-    let deletion = Deletion {
-        attachment,
-        host_veth_ifindex: deleted,
-    };
+    let deletion = Deletion { attachment, host_veth_ifindex: deleted };
     let entry = del_queue::record(&queue, &deletion).map_err(|e| {
         CniError::new(
             code::TRY_AGAIN_LATER,
-            format!(
-                "no oxsdn node agent is running, and the deletion cannot be recorded in {}",
-                queue.display()
-            ),
+            format!("no oxsdn node agent is running, and the deletion cannot be recorded in {}", queue.display()),
         )
         .with_details(e.to_string())
     })?;
@@ -539,14 +447,10 @@ fn del_without_agent(conf: &NetConf, req: &Request, host: &str) -> Result<(), Cn
 /// ifindex if it was there.
 fn delete_host_veth(name: &str) -> Result<Option<u32>, CniError> {
     in_node(|h| async move {
-        let link = netlink::get_link(&h, name)
-            .await
-            .map_err(nl(format!("cannot look up host veth {name}")))?;
+        let link = netlink::get_link(&h, name).await.map_err(nl(format!("cannot look up host veth {name}")))?;
         match link {
             Some(link) if link.veth => match netlink::delete_link(&h, link.index).await {
-                Err(e) if !netlink::is_not_found(&e) => {
-                    Err(nl(format!("cannot delete host veth {name}"))(e))
-                }
+                Err(e) if !netlink::is_not_found(&e) => Err(nl(format!("cannot delete host veth {name}"))(e)),
                 _ => Ok(Some(link.index)),
             },
             _ => Ok(None),
@@ -561,12 +465,10 @@ fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     if !conf.cni_version.supports_check() {
         return Err(command_needs("CHECK", CniVersion::V0_4_0, conf.cni_version));
     }
-    let prev = conf.prev_result.as_ref().ok_or_else(|| {
-        CniError::new(
-            code::INVALID_NETWORK_CONFIG,
-            "CHECK needs prevResult in the network config",
-        )
-    })?;
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::new(code::INVALID_NETWORK_CONFIG, "CHECK needs prevResult in the network config"))?;
     let prev = parse_prev_result(prev)?;
     let container_id = env.container_id()?;
     let ifname = env.ifname()?;
@@ -574,10 +476,7 @@ fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let args = env.cni_args()?;
 
     let mut req = request(Command::Check);
-    req.attachment = Some(Attachment {
-        container_id: container_id.to_string(),
-        ifname: ifname.to_string(),
-    });
+    req.attachment = Some(Attachment { container_id: container_id.to_string(), ifname: ifname.to_string() });
     req.netns = Some(netns_path.to_string());
     req.pod_namespace = args.pod_namespace.clone().or_else(|| conf.default_project.clone());
     req.pod_name = args.pod_name.clone();
@@ -599,12 +498,7 @@ fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
             return Err(wrong(format!("interface {ifname} in {netns_path} is down")));
         }
         if link.mac.as_deref() != Some(&mac[..]) {
-            let have = link.mac.as_deref().map(|m| {
-                m.iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<Vec<_>>()
-                    .join(":")
-            });
+            let have = link.mac.as_deref().map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"));
             return Err(wrong(format!(
                 "interface {ifname} has MAC {}, expected {}",
                 have.unwrap_or_default(),
@@ -612,20 +506,13 @@ fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
             )));
         }
         if link.mtu != Some(pod.mtu) {
-            return Err(wrong(format!(
-                "interface {ifname} has MTU {}, expected {}",
-                link.mtu.unwrap_or(0),
-                pod.mtu
-            )));
+            return Err(wrong(format!("interface {ifname} has MTU {}, expected {}", link.mtu.unwrap_or(0), pod.mtu)));
         }
         let addrs = netlink::ipv4_addresses(&h, link.index)
             .await
             .map_err(nl(format!("cannot list the addresses of {ifname}")))?;
         if !addrs.contains(&(pod.ip, pod.prefix_len)) {
-            return Err(wrong(format!(
-                "interface {ifname} does not have address {}/{}",
-                pod.ip, pod.prefix_len
-            )));
+            return Err(wrong(format!("interface {ifname} does not have address {}/{}", pod.ip, pod.prefix_len)));
         }
         Ok(())
     })?;
@@ -651,17 +538,11 @@ fn cmd_check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 
 fn cmd_status(conf: &NetConf) -> Result<(), CniError> {
     if !conf.cni_version.supports_status_and_gc() {
-        return Err(command_needs(
-            "STATUS",
-            CniVersion::V1_1_0,
-            conf.cni_version,
-        ));
+        return Err(command_needs("STATUS", CniVersion::V1_1_0, conf.cni_version));
     }
     // An unreachable agent means the plugin cannot add pods: code 50, not 11.
-    let r = client::call(&conf.agent_socket, &request(Command::Status)).map_err(|e| CniError {
-        code: code::PLUGIN_NOT_AVAILABLE,
-        ..e
-    })?;
+    let r = client::call(&conf.agent_socket, &request(Command::Status))
+        .map_err(|e| CniError { code: code::PLUGIN_NOT_AVAILABLE, ..e })?;
     expect_done(r, "STATUS")
 }
 
@@ -673,10 +554,7 @@ fn cmd_gc(conf: &NetConf) -> Result<(), CniError> {
     let valid = conf.valid_attachments.clone().ok_or_else(|| {
         CniError::new(
             code::INVALID_NETWORK_CONFIG,
-            format!(
-                "GC needs {} in the network config",
-                config::VALID_ATTACHMENTS_KEY
-            ),
+            format!("GC needs {} in the network config", config::VALID_ATTACHMENTS_KEY),
         )
     })?;
     let mut req = request(Command::Gc);
@@ -728,10 +606,7 @@ mod tests {
             ("CNI_CONTAINERID", "0123456789abcdef".into()),
             ("CNI_NETNS", netns.into()),
             ("CNI_IFNAME", "eth0".into()),
-            (
-                "CNI_ARGS",
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-1".into(),
-            ),
+            ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=web-1".into()),
             ("CNI_PATH", "/opt/cni/bin".into()),
         ]
     }
@@ -745,9 +620,7 @@ mod tests {
     }
 
     fn conf(version: &str, socket: &Path) -> Vec<u8> {
-        json!({"cniVersion": version, "name": "oxsdn", "type": "oxsdn", "agentSocket": socket})
-            .to_string()
-            .into_bytes()
+        json!({"cniVersion": version, "name": "oxsdn", "type": "oxsdn", "agentSocket": socket}).to_string().into_bytes()
     }
 
     fn err_code(o: &Outcome) -> u64 {
@@ -763,10 +636,7 @@ mod tests {
             o.stdout.unwrap(),
             json!({"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
         );
-        let o = run(
-            &env(&[("CNI_COMMAND", "VERSION")]),
-            br#"{"cniVersion":"0.3.1"}"#,
-        );
+        let o = run(&env(&[("CNI_COMMAND", "VERSION")]), br#"{"cniVersion":"0.3.1"}"#);
         assert_eq!(o.stdout.unwrap()["cniVersion"], "0.3.1");
         let o = run(&env(&[("CNI_COMMAND", "VERSION")]), b"\x00garbage");
         assert_eq!(o.exit_code, 0);
@@ -775,16 +645,9 @@ mod tests {
     #[test]
     fn missing_or_unknown_command_is_code_4() {
         assert_eq!(err_code(&run(&env(&[]), b"{}")), 4);
-        let o = run(
-            &env(&[("CNI_COMMAND", "FROB")]),
-            &conf("0.4.0", Path::new("/x")),
-        );
+        let o = run(&env(&[("CNI_COMMAND", "FROB")]), &conf("0.4.0", Path::new("/x")));
         assert_eq!(err_code(&o), 4);
-        assert_eq!(
-            o.stdout.unwrap()["cniVersion"],
-            "0.4.0",
-            "tagged with the config's version"
-        );
+        assert_eq!(o.stdout.unwrap()["cniVersion"], "0.4.0", "tagged with the config's version");
     }
 
     #[test]
@@ -792,11 +655,7 @@ mod tests {
         // A runtime that never closes stdin: the read never ends.
         let (stdin, _writer) = nix::unistd::pipe().unwrap();
         let start = std::time::Instant::now();
-        let o = run_within(
-            Duration::from_millis(300),
-            env(&[("CNI_COMMAND", "ADD")]),
-            std::fs::File::from(stdin),
-        );
+        let o = run_within(Duration::from_millis(300), env(&[("CNI_COMMAND", "ADD")]), std::fs::File::from(stdin));
         assert_eq!(err_code(&o), 11);
         assert!(o.stdout.unwrap()["msg"].as_str().unwrap().contains("did not finish within"));
         assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
@@ -817,11 +676,7 @@ mod tests {
         assert_eq!(v["code"], 6);
         assert_eq!(v["cniVersion"], "1.1.0");
         assert!(v["msg"].is_string());
-        assert!(v
-            .as_object()
-            .unwrap()
-            .keys()
-            .all(|k| ["cniVersion", "code", "msg", "details"].contains(&k.as_str())));
+        assert!(v.as_object().unwrap().keys().all(|k| ["cniVersion", "code", "msg", "details"].contains(&k.as_str())));
     }
 
     #[test]
@@ -829,17 +684,8 @@ mod tests {
         let e = env(&[("CNI_COMMAND", "ADD")]);
         assert_eq!(err_code(&run(&e, b"{")), 6);
         assert_eq!(err_code(&run(&e, &vec![b' '; MAX_MESSAGE_BYTES + 1])), 6);
-        assert_eq!(
-            err_code(&run(
-                &e,
-                br#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#
-            )),
-            7
-        );
-        assert_eq!(
-            err_code(&run(&e, br#"{"cniVersion":"1.0.0","type":"oxsdn"}"#)),
-            7
-        );
+        assert_eq!(err_code(&run(&e, br#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#)), 7);
+        assert_eq!(err_code(&run(&e, br#"{"cniVersion":"1.0.0","type":"oxsdn"}"#)), 7);
         assert_eq!(err_code(&run(&e, br#"{"name":"n","type":"oxsdn"}"#)), 7);
         let o = run(&e, br#"{"cniVersion":"0.2.0","name":"n","type":"oxsdn"}"#);
         assert_eq!(err_code(&o), 1);
@@ -856,11 +702,7 @@ mod tests {
         }
         for cmd in ["STATUS", "GC"] {
             for v in ["0.3.1", "0.4.0", "1.0.0"] {
-                assert_eq!(
-                    err_code(&run(&env(&[("CNI_COMMAND", cmd)]), &conf(v, &s))),
-                    1,
-                    "{cmd} {v}"
-                );
+                assert_eq!(err_code(&run(&env(&[("CNI_COMMAND", cmd)]), &conf(v, &s))), 1, "{cmd} {v}");
             }
         }
     }
@@ -888,20 +730,11 @@ mod tests {
         // A netns that does not exist, or is not a netns: code 4 as well.
         let o = run(&with(&base, &[]), &c);
         assert_eq!(err_code(&o), 4);
-        assert!(o.stdout.unwrap()["msg"]
-            .as_str()
-            .unwrap()
-            .contains("/nonexistent/netns/x"));
+        assert!(o.stdout.unwrap()["msg"].as_str().unwrap().contains("/nonexistent/netns/x"));
         let dir = temp_socket();
         let file = dir.with_file_name("plain-file");
         std::fs::write(&file, b"x").unwrap();
-        assert_eq!(
-            err_code(&run(
-                &with(&base, &[("CNI_NETNS", file.to_str().unwrap())]),
-                &c
-            )),
-            4
-        );
+        assert_eq!(err_code(&run(&with(&base, &[("CNI_NETNS", file.to_str().unwrap())]), &c)), 4);
     }
 
     #[test]
@@ -910,17 +743,11 @@ mod tests {
         // ADD before any netlink request, once an agent had time to start.
         let s = temp_socket();
         let start = std::time::Instant::now();
-        let o = run(
-            &with(&add_env("/proc/self/ns/net"), &[]),
-            &conf("1.0.0", &s),
-        );
+        let o = run(&with(&add_env("/proc/self/ns/net"), &[]), &conf("1.0.0", &s));
         assert!(start.elapsed() >= AGENT_START_WAIT);
         assert_eq!(err_code(&o), 11);
         let msg = o.stdout.unwrap()["msg"].as_str().unwrap().to_string();
-        assert!(
-            msg.contains("not running or not ready") && msg.contains(s.to_str().unwrap()),
-            "{msg}"
-        );
+        assert!(msg.contains("not running or not ready") && msg.contains(s.to_str().unwrap()), "{msg}");
     }
 
     #[test]
@@ -947,45 +774,24 @@ mod tests {
     fn add_refuses_the_node_namespace() {
         let s = temp_socket();
         let _listener = UnixListener::bind(&s).unwrap();
-        let o = run(
-            &with(&add_env("/proc/self/ns/net"), &[]),
-            &conf("1.1.0", &s),
-        );
+        let o = run(&with(&add_env("/proc/self/ns/net"), &[]), &conf("1.1.0", &s));
         assert_eq!(err_code(&o), 4, "{o:?}");
-        assert!(o.stdout.unwrap()["msg"]
-            .as_str()
-            .unwrap()
-            .contains("node's own network namespace"));
+        assert!(o.stdout.unwrap()["msg"].as_str().unwrap().contains("node's own network namespace"));
     }
 
     #[test]
     fn status() {
         let (s, h) = fake_agent(vec![Response::Done]);
         let o = run(&env(&[("CNI_COMMAND", "STATUS")]), &conf("1.1.0", &s));
-        assert_eq!(
-            o,
-            Outcome {
-                stdout: None,
-                exit_code: 0
-            }
-        );
+        assert_eq!(o, Outcome { stdout: None, exit_code: 0 });
         assert_eq!(h.join().unwrap()[0].command, Command::Status);
 
-        let o = run(
-            &env(&[("CNI_COMMAND", "STATUS")]),
-            &conf("1.1.0", &temp_socket()),
-        );
+        let o = run(&env(&[("CNI_COMMAND", "STATUS")]), &conf("1.1.0", &temp_socket()));
         assert_eq!(err_code(&o), 50);
-        assert!(o.stdout.unwrap()["msg"]
-            .as_str()
-            .unwrap()
-            .contains("not running or not ready"));
+        assert!(o.stdout.unwrap()["msg"].as_str().unwrap().contains("not running or not ready"));
 
         let (s, h) = fake_agent(vec![Response::Error(CniError::new(51, "degraded"))]);
-        assert_eq!(
-            err_code(&run(&env(&[("CNI_COMMAND", "STATUS")]), &conf("1.1.0", &s))),
-            51
-        );
+        assert_eq!(err_code(&run(&env(&[("CNI_COMMAND", "STATUS")]), &conf("1.1.0", &s))), 51);
         h.join().unwrap();
     }
 
@@ -994,46 +800,22 @@ mod tests {
         let (s, h) = fake_agent(vec![Response::Done]);
         let c = json!({"cniVersion": "1.1.0", "name": "oxsdn", "type": "oxsdn", "agentSocket": &*s,
             "cni.dev/valid-attachments": [{"containerID": "aaa", "ifname": "eth0"}, {"containerID": "bbb", "ifname": "eth0"}]});
-        let o = run(
-            &env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]),
-            c.to_string().as_bytes(),
-        );
-        assert_eq!(
-            o,
-            Outcome {
-                stdout: None,
-                exit_code: 0
-            }
-        );
+        let o = run(&env(&[("CNI_COMMAND", "GC"), ("CNI_PATH", "/opt/cni/bin")]), c.to_string().as_bytes());
+        assert_eq!(o, Outcome { stdout: None, exit_code: 0 });
         let req = &h.join().unwrap()[0];
         assert_eq!(req.command, Command::Gc);
         assert_eq!(
             req.valid_attachments,
             vec![
-                Attachment {
-                    container_id: "aaa".into(),
-                    ifname: "eth0".into()
-                },
-                Attachment {
-                    container_id: "bbb".into(),
-                    ifname: "eth0".into()
-                }
+                Attachment { container_id: "aaa".into(), ifname: "eth0".into() },
+                Attachment { container_id: "bbb".into(), ifname: "eth0".into() }
             ]
         );
         // No list: refused rather than read as "release everything".
-        assert_eq!(
-            err_code(&run(&env(&[("CNI_COMMAND", "GC")]), &conf("1.1.0", &s))),
-            7
-        );
+        assert_eq!(err_code(&run(&env(&[("CNI_COMMAND", "GC")]), &conf("1.1.0", &s))), 7);
         // Agent down: try again later.
         let c = json!({"cniVersion": "1.1.0", "name": "oxsdn", "type": "oxsdn", "agentSocket": &*temp_socket(), "cni.dev/valid-attachments": []});
-        assert_eq!(
-            err_code(&run(
-                &env(&[("CNI_COMMAND", "GC")]),
-                c.to_string().as_bytes()
-            )),
-            11
-        );
+        assert_eq!(err_code(&run(&env(&[("CNI_COMMAND", "GC")]), c.to_string().as_bytes())), 11);
     }
 
     #[test]
@@ -1048,13 +830,7 @@ mod tests {
             ("CNI_ARGS", "K8S_POD_NAMESPACE=demo;K8S_POD_NAME=p"),
         ]);
         let o = run(&e, &conf("0.4.0", &s));
-        assert_eq!(
-            o,
-            Outcome {
-                stdout: None,
-                exit_code: 0
-            }
-        );
+        assert_eq!(o, Outcome { stdout: None, exit_code: 0 });
         // No CNI_NETNS, unparsable CNI_ARGS: still fine.
         let e = env(&[
             ("CNI_COMMAND", "DEL"),
@@ -1063,21 +839,12 @@ mod tests {
             ("CNI_ARGS", "junk"),
         ]);
         let o = run(&e, &conf("1.0.0", &s));
-        assert_eq!(
-            o,
-            Outcome {
-                stdout: None,
-                exit_code: 0
-            }
-        );
+        assert_eq!(o, Outcome { stdout: None, exit_code: 0 });
         let reqs = h.join().unwrap();
         assert_eq!(reqs[0].command, Command::Del);
         assert_eq!(
             reqs[0].attachment,
-            Some(Attachment {
-                container_id: "oxsdn-unit-test-del".into(),
-                ifname: "eth0".into()
-            })
+            Some(Attachment { container_id: "oxsdn-unit-test-del".into(), ifname: "eth0".into() })
         );
         assert_eq!(reqs[0].netns.as_deref(), Some("/nonexistent/netns"));
         assert_eq!(reqs[0].pod_namespace.as_deref(), Some("demo"));
@@ -1107,30 +874,13 @@ mod tests {
         hung_up.join().unwrap();
         assert!(!del_queue::dir_for(&silent).exists(), "recorded although an agent was there");
         // Agent error: passed through.
-        let (s, h) = fake_agent(vec![Response::Error(
-            CniError::new(102, "boom").with_details("d"),
-        )]);
+        let (s, h) = fake_agent(vec![Response::Error(CniError::new(102, "boom").with_details("d"))]);
         let o = run(&e, &conf("1.0.0", &s));
-        assert_eq!(
-            o.stdout.unwrap(),
-            json!({"cniVersion": "1.0.0", "code": 102, "msg": "boom", "details": "d"})
-        );
+        assert_eq!(o.stdout.unwrap(), json!({"cniVersion": "1.0.0", "code": 102, "msg": "boom", "details": "d"}));
         h.join().unwrap();
         // The attachment identity is still required.
-        assert_eq!(
-            err_code(&run(
-                &env(&[("CNI_COMMAND", "DEL"), ("CNI_IFNAME", "eth0")]),
-                &conf("1.0.0", &s)
-            )),
-            4
-        );
-        assert_eq!(
-            err_code(&run(
-                &env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "x")]),
-                &conf("1.0.0", &s)
-            )),
-            4
-        );
+        assert_eq!(err_code(&run(&env(&[("CNI_COMMAND", "DEL"), ("CNI_IFNAME", "eth0")]), &conf("1.0.0", &s))), 4);
+        assert_eq!(err_code(&run(&env(&[("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", "x")]), &conf("1.0.0", &s))), 4);
     }
 
     #[test]
@@ -1145,10 +895,11 @@ mod tests {
         // No prevResult: 7.
         assert_eq!(err_code(&run(&with(&base, &[]), &conf("1.0.0", &s))), 7);
 
-        let prev =
-            crate::result::add_result(CniVersion::V1_0_0, "eth0", "/nonexistent/netns", &pod());
+        let prev = crate::result::add_result(CniVersion::V1_0_0, "eth0", "/nonexistent/netns", &pod());
         let c = |sock: &Path, prev: &Value| {
-            json!({"cniVersion": "1.0.0", "name": "oxsdn", "type": "oxsdn", "agentSocket": sock, "prevResult": prev}).to_string().into_bytes()
+            json!({"cniVersion": "1.0.0", "name": "oxsdn", "type": "oxsdn", "agentSocket": sock, "prevResult": prev})
+                .to_string()
+                .into_bytes()
         };
         // Agent down: 11.
         assert_eq!(err_code(&run(&with(&base, &[]), &c(&s, &prev))), 11);
@@ -1158,25 +909,16 @@ mod tests {
         let (s2, h) = fake_agent(vec![Response::Pod(other)]);
         let o = run(&with(&base, &[]), &c(&s2, &prev));
         assert_eq!(err_code(&o), u64::from(code::INTERNAL));
-        assert!(o.stdout.unwrap()["msg"]
-            .as_str()
-            .unwrap()
-            .contains("10.128.2.9"));
+        assert!(o.stdout.unwrap()["msg"].as_str().unwrap().contains("10.128.2.9"));
         assert_eq!(h.join().unwrap()[0].command, Command::Check);
         // Agent agrees, netns is gone: code 4.
         let (s3, h) = fake_agent(vec![Response::Pod(pod())]);
         assert_eq!(err_code(&run(&with(&base, &[]), &c(&s3, &prev))), 4);
         h.join().unwrap();
         // Agent errors pass through; a non-pod answer is internal.
-        let (s4, h) = fake_agent(vec![
-            Response::Error(CniError::new(3, "unknown container")),
-            Response::Done,
-        ]);
+        let (s4, h) = fake_agent(vec![Response::Error(CniError::new(3, "unknown container")), Response::Done]);
         assert_eq!(err_code(&run(&with(&base, &[]), &c(&s4, &prev))), 3);
-        assert_eq!(
-            err_code(&run(&with(&base, &[]), &c(&s4, &prev))),
-            u64::from(code::INTERNAL)
-        );
+        assert_eq!(err_code(&run(&with(&base, &[]), &c(&s4, &prev))), u64::from(code::INTERNAL));
         h.join().unwrap();
     }
 
@@ -1203,11 +945,7 @@ mod tests {
         p.gateway = p.ip;
         cases.push(p);
         for p in cases {
-            assert_eq!(
-                validate_pod_network(&p).err().unwrap().code,
-                code::INTERNAL,
-                "{p:?}"
-            );
+            assert_eq!(validate_pod_network(&p).err().unwrap().code, code::INTERNAL, "{p:?}");
         }
     }
 
@@ -1230,17 +968,14 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let s = temp_socket();
         let valid = conf("1.1.0", &s);
-        let alphabet =
-            br#"{}[]":,0123456789.-abcdefnrtulsoxdvCNIVersionametypeprevResultagentSocket \"#;
+        let alphabet = br#"{}[]":,0123456789.-abcdefnrtulsoxdvCNIVersionametypeprevResultagentSocket \"#;
         let mut inputs: Vec<Vec<u8>> = Vec::new();
         for i in 0..300 {
             let n = (rng.next() % 300) as usize;
             inputs.push(if i % 2 == 0 {
                 rng.bytes(n)
             } else {
-                (0..n)
-                    .map(|_| alphabet[(rng.next() as usize) % alphabet.len()])
-                    .collect()
+                (0..n).map(|_| alphabet[(rng.next() as usize) % alphabet.len()]).collect()
             });
         }
         for cut in 0..valid.len() {
@@ -1262,18 +997,12 @@ mod tests {
             assert!(o.exit_code == 0 || o.exit_code == 1);
             if o.exit_code == 1 {
                 let v = o.stdout.expect("errors are printed");
-                assert!(
-                    v["code"].is_u64() && v["msg"].is_string() && v["cniVersion"].is_string(),
-                    "{v}"
-                );
+                assert!(v["code"].is_u64() && v["msg"].is_string() && v["cniVersion"].is_string(), "{v}");
             }
         }
         // Random bytes for DEL fail at decoding, before any request or netlink call.
         for input in inputs.iter().take(300).step_by(2) {
-            let e = with(
-                &add_env("/nonexistent/netns/fuzz"),
-                &[("CNI_COMMAND", "DEL")],
-            );
+            let e = with(&add_env("/nonexistent/netns/fuzz"), &[("CNI_COMMAND", "DEL")]);
             if serde_json::from_slice::<Value>(input).is_err() {
                 assert_eq!(err_code(&run(&e, input)), 6);
             }

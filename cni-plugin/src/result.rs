@@ -36,9 +36,7 @@ pub fn add_result(version: CniVersion, ifname: &str, netns: &str, pod: &PodNetwo
 
 /// VERSION's answer, in the requested version when that one is supported, else the latest.
 pub fn version_result(requested: Option<&str>) -> Value {
-    let v = requested
-        .and_then(CniVersion::parse)
-        .unwrap_or(CniVersion::LATEST);
+    let v = requested.and_then(CniVersion::parse).unwrap_or(CniVersion::LATEST);
     json!({ "cniVersion": v.as_str(), "supportedVersions": supported_strings() })
 }
 
@@ -65,10 +63,7 @@ pub struct PrevIp {
 }
 
 fn bad_prev(msg: impl Into<String>) -> CniError {
-    CniError::new(
-        code::INVALID_NETWORK_CONFIG,
-        format!("invalid prevResult: {}", msg.into()),
-    )
+    CniError::new(code::INVALID_NETWORK_CONFIG, format!("invalid prevResult: {}", msg.into()))
 }
 
 /// `"a.b.c.d/len"` as an IPv4 prefix.
@@ -94,11 +89,7 @@ pub fn parse_prev_result(prev: &Map<String, Value>) -> Result<PrevResult, CniErr
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad_prev(format!("interfaces[{i}] has no name")))?;
                 let opt = |k: &str| it.get(k).and_then(Value::as_str).map(str::to_string);
-                interfaces.push(PrevInterface {
-                    name: name.to_string(),
-                    mac: opt("mac"),
-                    sandbox: opt("sandbox"),
-                });
+                interfaces.push(PrevInterface { name: name.to_string(), mac: opt("mac"), sandbox: opt("sandbox") });
             }
         }
         Some(_) => return Err(bad_prev("interfaces is not an array")),
@@ -115,14 +106,13 @@ pub fn parse_prev_result(prev: &Map<String, Value>) -> Result<PrevResult, CniErr
                 if addr.contains(':') || it.get("version").and_then(Value::as_str) == Some("6") {
                     continue;
                 }
-                let (address, prefix_len) = parse_ipv4_cidr(addr).ok_or_else(|| {
-                    bad_prev(format!("ips[{i}].address {addr:?} is not an IPv4 CIDR"))
-                })?;
+                let (address, prefix_len) = parse_ipv4_cidr(addr)
+                    .ok_or_else(|| bad_prev(format!("ips[{i}].address {addr:?} is not an IPv4 CIDR")))?;
                 let gateway = match it.get("gateway") {
                     None | Some(Value::Null) => None,
-                    Some(Value::String(g)) => Some(g.parse().map_err(|_| {
-                        bad_prev(format!("ips[{i}].gateway {g:?} is not an IPv4 address"))
-                    })?),
+                    Some(Value::String(g)) => Some(
+                        g.parse().map_err(|_| bad_prev(format!("ips[{i}].gateway {g:?} is not an IPv4 address")))?,
+                    ),
                     Some(_) => return Err(bad_prev(format!("ips[{i}].gateway is not a string"))),
                 };
                 let interface = match it.get("interface") {
@@ -130,17 +120,10 @@ pub fn parse_prev_result(prev: &Map<String, Value>) -> Result<PrevResult, CniErr
                     Some(v) => Some(
                         v.as_u64()
                             .and_then(|n| usize::try_from(n).ok())
-                            .ok_or_else(|| {
-                                bad_prev(format!("ips[{i}].interface is not an index"))
-                            })?,
+                            .ok_or_else(|| bad_prev(format!("ips[{i}].interface is not an index")))?,
                     ),
                 };
-                ips.push(PrevIp {
-                    address,
-                    prefix_len,
-                    gateway,
-                    interface,
-                });
+                ips.push(PrevIp { address, prefix_len, gateway, interface });
             }
         }
         Some(_) => return Err(bad_prev("ips is not an array")),
@@ -150,40 +133,21 @@ pub fn parse_prev_result(prev: &Map<String, Value>) -> Result<PrevResult, CniErr
 
 /// Check that `prev` (what ADD printed, possibly modified by later chained plugins) still
 /// describes the interface `ifname` in `netns` with the address the agent expects.
-pub fn check_prev_result(
-    prev: &PrevResult,
-    ifname: &str,
-    netns: &str,
-    pod: &PodNetwork,
-) -> Result<(), CniError> {
+pub fn check_prev_result(prev: &PrevResult, ifname: &str, netns: &str, pod: &PodNetwork) -> Result<(), CniError> {
     let mismatch = |m: String| CniError::new(code::INTERNAL, m);
-    let ours = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == ifname && i.sandbox.as_deref().is_none_or(|s| s == netns));
+    let ours = prev.interfaces.iter().position(|i| i.name == ifname && i.sandbox.as_deref().is_none_or(|s| s == netns));
     if let Some(idx) = ours {
         if let Some(mac) = &prev.interfaces[idx].mac {
             if !mac.eq_ignore_ascii_case(&pod.mac) {
-                return Err(mismatch(format!(
-                    "prevResult gives {ifname} MAC {mac}, the agent expects {}",
-                    pod.mac
-                )));
+                return Err(mismatch(format!("prevResult gives {ifname} MAC {mac}, the agent expects {}", pod.mac)));
             }
         }
     } else if !prev.interfaces.is_empty() {
-        return Err(mismatch(format!(
-            "prevResult lists no interface {ifname} in {netns}"
-        )));
+        return Err(mismatch(format!("prevResult lists no interface {ifname} in {netns}")));
     }
-    let ip = prev
-        .ips
-        .iter()
-        .find(|ip| ip.address == pod.ip)
-        .ok_or_else(|| {
-            mismatch(format!(
-                "prevResult does not list the pod address {}/{}",
-                pod.ip, pod.prefix_len
-            ))
+    let ip =
+        prev.ips.iter().find(|ip| ip.address == pod.ip).ok_or_else(|| {
+            mismatch(format!("prevResult does not list the pod address {}/{}", pod.ip, pod.prefix_len))
         })?;
     if ip.prefix_len != pod.prefix_len {
         return Err(mismatch(format!(
@@ -193,18 +157,12 @@ pub fn check_prev_result(
     }
     if let Some(gw) = ip.gateway {
         if gw != pod.gateway {
-            return Err(mismatch(format!(
-                "prevResult gives gateway {gw}, the agent expects {}",
-                pod.gateway
-            )));
+            return Err(mismatch(format!("prevResult gives gateway {gw}, the agent expects {}", pod.gateway)));
         }
     }
     if let (Some(i), Some(ours)) = (ip.interface, ours) {
         if i != ours {
-            return Err(mismatch(format!(
-                "prevResult assigns {} to interface #{i}, not {ifname}",
-                pod.ip
-            )));
+            return Err(mismatch(format!("prevResult assigns {} to interface #{i}, not {ifname}", pod.ip)));
         }
     }
     Ok(())
@@ -262,37 +220,16 @@ pub(crate) mod tests {
     #[test]
     fn version_output() {
         let all = json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]);
-        assert_eq!(
-            version_result(None),
-            json!({"cniVersion": "1.1.0", "supportedVersions": all})
-        );
-        assert_eq!(
-            version_result(Some("0.4.0")),
-            json!({"cniVersion": "0.4.0", "supportedVersions": all})
-        );
+        assert_eq!(version_result(None), json!({"cniVersion": "1.1.0", "supportedVersions": all}));
+        assert_eq!(version_result(Some("0.4.0")), json!({"cniVersion": "0.4.0", "supportedVersions": all}));
         assert_eq!(version_result(Some("0.2.0"))["cniVersion"], "1.1.0");
     }
 
     #[test]
     fn cidrs() {
-        assert_eq!(
-            parse_ipv4_cidr("10.0.0.1/24"),
-            Some(("10.0.0.1".parse().unwrap(), 24))
-        );
-        assert_eq!(
-            parse_ipv4_cidr("0.0.0.0/0"),
-            Some((Ipv4Addr::UNSPECIFIED, 0))
-        );
-        for bad in [
-            "10.0.0.1",
-            "10.0.0.1/33",
-            "10.0.0.1/",
-            "/24",
-            "x/24",
-            "10.0.0.1/024",
-            "10.0.0.1/+4",
-            "::1/64",
-        ] {
+        assert_eq!(parse_ipv4_cidr("10.0.0.1/24"), Some(("10.0.0.1".parse().unwrap(), 24)));
+        assert_eq!(parse_ipv4_cidr("0.0.0.0/0"), Some((Ipv4Addr::UNSPECIFIED, 0)));
+        for bad in ["10.0.0.1", "10.0.0.1/33", "10.0.0.1/", "/24", "x/24", "10.0.0.1/024", "10.0.0.1/+4", "::1/64"] {
             assert_eq!(parse_ipv4_cidr(bad), None, "{bad}");
         }
     }
@@ -324,27 +261,15 @@ pub(crate) mod tests {
         let mut other_if = good.clone();
         other_if["interfaces"][0]["name"] = json!("eth1");
         for bad in [other_ip, other_len, other_mac, other_gw, other_if] {
-            let e = check_prev_result(
-                &prev_of(bad.clone()).unwrap(),
-                "eth0",
-                "/run/netns/x",
-                &pod(),
-            )
-            .unwrap_err();
+            let e = check_prev_result(&prev_of(bad.clone()).unwrap(), "eth0", "/run/netns/x", &pod()).unwrap_err();
             assert_eq!(e.code, code::INTERNAL, "{bad}");
         }
         // Upper-case MAC and extra (chained) interfaces/ips are fine.
         let mut ok = good.clone();
         ok["interfaces"][0]["mac"] = json!("0A:58:0A:80:02:05");
-        ok["interfaces"]
-            .as_array_mut()
-            .unwrap()
-            .insert(0, json!({"name": "oxabc", "mac": "aa:bb:cc:dd:ee:ff"}));
+        ok["interfaces"].as_array_mut().unwrap().insert(0, json!({"name": "oxabc", "mac": "aa:bb:cc:dd:ee:ff"}));
         ok["ips"][0]["interface"] = json!(1);
-        ok["ips"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"address": "fd00::5/64", "interface": 1}));
+        ok["ips"].as_array_mut().unwrap().push(json!({"address": "fd00::5/64", "interface": 1}));
         check_prev_result(&prev_of(ok).unwrap(), "eth0", "/run/netns/x", &pod()).unwrap();
     }
 
@@ -359,11 +284,7 @@ pub(crate) mod tests {
             json!({"interfaces": [{"mac": "x"}]}),
             json!({"interfaces": "eth0"}),
         ] {
-            assert_eq!(
-                prev_of(bad.clone()).unwrap_err().code,
-                code::INVALID_NETWORK_CONFIG,
-                "{bad}"
-            );
+            assert_eq!(prev_of(bad.clone()).unwrap_err().code, code::INVALID_NETWORK_CONFIG, "{bad}");
         }
     }
 }

@@ -15,13 +15,8 @@ pub enum CniVersion {
 }
 
 /// Every version, oldest first (the `supportedVersions` of VERSION).
-pub const SUPPORTED_VERSIONS: [CniVersion; 5] = [
-    CniVersion::V0_3_0,
-    CniVersion::V0_3_1,
-    CniVersion::V0_4_0,
-    CniVersion::V1_0_0,
-    CniVersion::V1_1_0,
-];
+pub const SUPPORTED_VERSIONS: [CniVersion; 5] =
+    [CniVersion::V0_3_0, CniVersion::V0_3_1, CniVersion::V0_4_0, CniVersion::V1_0_0, CniVersion::V1_1_0];
 
 impl CniVersion {
     pub const LATEST: CniVersion = CniVersion::V1_1_0;
@@ -69,14 +64,8 @@ pub fn supported_strings() -> Vec<&'static str> {
 
 /// Code 1 for a version outside [`SUPPORTED_VERSIONS`].
 pub fn incompatible(requested: &str) -> CniError {
-    CniError::new(
-        code::INCOMPATIBLE_VERSION,
-        format!("unsupported CNI version {:?}", truncate(requested, 64)),
-    )
-    .with_details(format!(
-        "supported versions: {}",
-        supported_strings().join(", ")
-    ))
+    CniError::new(code::INCOMPATIBLE_VERSION, format!("unsupported CNI version {:?}", truncate(requested, 64)))
+        .with_details(format!("supported versions: {}", supported_strings().join(", ")))
 }
 
 /// Code 1 for a command the requested version does not have.
@@ -91,11 +80,7 @@ pub fn command_needs(command: &str, min: CniVersion, requested: CniVersion) -> C
 /// version (even an unsupported one: it tells the runtime what we understood), else the latest.
 pub fn error_tag(requested: Option<&str>) -> String {
     match requested {
-        Some(s)
-            if !s.is_empty()
-                && s.len() <= 16
-                && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') =>
-        {
+        Some(s) if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
             s.to_string()
         }
         _ => CniVersion::LATEST.as_str().to_string(),
@@ -123,9 +108,7 @@ mod tests {
         for v in SUPPORTED_VERSIONS {
             assert_eq!(CniVersion::parse(v.as_str()), Some(v));
         }
-        for bad in [
-            "", "0.1.0", "0.2.0", "1.0", "1.2.0", " 1.0.0", "1.0.0 ", "v1.0.0",
-        ] {
+        for bad in ["", "0.1.0", "0.2.0", "1.0", "1.2.0", " 1.0.0", "1.0.0 ", "v1.0.0"] {
             assert_eq!(CniVersion::parse(bad), None, "{bad:?}");
         }
     }

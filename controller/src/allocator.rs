@@ -24,15 +24,8 @@ pub(crate) struct RangeAllocator {
 impl RangeAllocator {
     /// An allocator over `[min, max]`, empty if `min > max`.
     pub(crate) fn new(min: u32, max: u32, used: impl IntoIterator<Item = u32>) -> Self {
-        let size = if min > max {
-            0
-        } else {
-            u64::from(max - min) + 1
-        };
-        let used = used
-            .into_iter()
-            .filter(|&n| n >= min && u64::from(n - min) < size)
-            .collect();
+        let size = if min > max { 0 } else { u64::from(max - min) + 1 };
+        let used = used.into_iter().filter(|&n| n >= min && u64::from(n - min) < size).collect();
         RangeAllocator { min, size, used }
     }
 
@@ -57,9 +50,8 @@ impl RangeAllocator {
         }
         // Stops within used.len() + 1 steps: there is a free number. The sum stays below
         // 2^32 because `offset + i` is reduced modulo the range size first.
-        let n = (0..self.size)
-            .map(|i| self.min + ((offset + i) % self.size) as u32)
-            .find(|n| !self.used.contains(n))?;
+        let n =
+            (0..self.size).map(|i| self.min + ((offset + i) % self.size) as u32).find(|n| !self.used.contains(n))?;
         self.used.insert(n);
         Some(n)
     }

@@ -126,10 +126,7 @@ impl Record for HostSubnet {
         validate_node_name(&self.host)?;
         // The gateway is the subnet's first address after the network address.
         if self.subnet.prefix() > 30 {
-            return Err(Error::Invalid(format!(
-                "node subnet {} has fewer than 2 host bits",
-                self.subnet
-            )));
+            return Err(Error::Invalid(format!("node subnet {} has fewer than 2 host bits", self.subnet)));
         }
         Ok(())
     }
@@ -185,16 +182,11 @@ impl Attempt<'_> {
     /// The records of kind `R` whose key names start with `below` ("" for all), guarded
     /// against concurrent changes.
     fn records<R: Record>(&mut self, below: &str) -> Result<Vec<R>> {
-        self.list_guarded(R::GUARD, &record_key::<R>(below))?
-            .iter()
-            .map(decode_record)
-            .collect()
+        self.list_guarded(R::GUARD, &record_key::<R>(below))?.iter().map(decode_record).collect()
     }
 
     fn record<R: Record>(&mut self, name: &str) -> Result<Option<R>> {
-        self.get(&record_key::<R>(name))?
-            .map(|kv| decode_record(&kv))
-            .transpose()
+        self.get(&record_key::<R>(name))?.map(|kv| decode_record(&kv)).transpose()
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) {
@@ -202,10 +194,8 @@ impl Attempt<'_> {
     }
 
     fn put_json<T: Serialize>(&mut self, key: String, value: &T) -> Result<()> {
-        let value = serde_json::to_vec(value).map_err(|e| Error::BadRecord {
-            key: key.clone(),
-            reason: format!("cannot encode: {e}"),
-        })?;
+        let value = serde_json::to_vec(value)
+            .map_err(|e| Error::BadRecord { key: key.clone(), reason: format!("cannot encode: {e}") })?;
         self.put(key, value);
         Ok(())
     }
@@ -252,20 +242,12 @@ impl Attempt<'_> {
 
     /// All NetNamespaces by name, guarded against concurrent additions.
     fn netnamespaces(&mut self) -> Result<BTreeMap<String, NetNamespace>> {
-        Ok(self
-            .records::<NetNamespace>("")?
-            .into_iter()
-            .map(|ns| (ns.name.clone(), ns))
-            .collect())
+        Ok(self.records::<NetNamespace>("")?.into_iter().map(|ns| (ns.name.clone(), ns)).collect())
     }
 
     /// All HostSubnets by node name, guarded against concurrent additions.
     fn hostsubnets(&mut self) -> Result<BTreeMap<String, HostSubnet>> {
-        Ok(self
-            .records::<HostSubnet>("")?
-            .into_iter()
-            .map(|hs| (hs.host.clone(), hs))
-            .collect())
+        Ok(self.records::<HostSubnet>("")?.into_iter().map(|hs| (hs.host.clone(), hs)).collect())
     }
 
     fn config(&mut self) -> Result<ClusterConfig> {
@@ -275,10 +257,7 @@ impl Attempt<'_> {
 }
 
 fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
-    serde_json::from_slice(&kv.value).map_err(|e| Error::BadRecord {
-        key: kv.key.clone(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(&kv.value).map_err(|e| Error::BadRecord { key: kv.key.clone(), reason: e.to_string() })
 }
 
 /// Decodes a record, checking that it names itself as its key does.
@@ -286,24 +265,15 @@ pub(crate) fn decode_record<R: Record>(kv: &KeyValue) -> Result<R> {
     let record: R = decode(kv)?;
     let name = record.key_name();
     if kv.key.strip_prefix(R::PREFIX) != Some(name.as_str()) {
-        return Err(Error::BadRecord {
-            key: kv.key.clone(),
-            reason: format!("record is named {name:?}"),
-        });
+        return Err(Error::BadRecord { key: kv.key.clone(), reason: format!("record is named {name:?}") });
     }
-    record.validate().map_err(|e| Error::BadRecord {
-        key: kv.key.clone(),
-        reason: e.to_string(),
-    })?;
+    record.validate().map_err(|e| Error::BadRecord { key: kv.key.clone(), reason: e.to_string() })?;
     Ok(record)
 }
 
 pub(crate) fn decode_config(kv: &KeyValue) -> Result<ClusterConfig> {
     let config: ClusterConfig = decode(kv)?;
-    config.validate().map_err(|e| Error::BadRecord {
-        key: kv.key.clone(),
-        reason: e.to_string(),
-    })?;
+    config.validate().map_err(|e| Error::BadRecord { key: kv.key.clone(), reason: e.to_string() })?;
     Ok(config)
 }
 
@@ -313,17 +283,11 @@ pub(crate) fn decode_counter(kv: Option<&KeyValue>) -> Result<u64> {
     std::str::from_utf8(&kv.value)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::BadRecord {
-            key: kv.key.clone(),
-            reason: "not a decimal counter".into(),
-        })
+        .ok_or_else(|| Error::BadRecord { key: kv.key.clone(), reason: "not a decimal counter".into() })
 }
 
 /// `projects` without repetitions, in order of first appearance, each checked to exist.
-fn select<'p>(
-    all: &BTreeMap<String, NetNamespace>,
-    projects: &'p [String],
-) -> Result<Vec<&'p str>> {
+fn select<'p>(all: &BTreeMap<String, NetNamespace>, projects: &'p [String]) -> Result<Vec<&'p str>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for p in projects {
@@ -344,20 +308,11 @@ fn validate_project_names(projects: &[String]) -> Result<()> {
 /// Node IPs must be unicast addresses outside the pod and service networks.
 fn validate_node_ip(ip: Ipv4Addr, config: &ClusterConfig) -> Result<()> {
     if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
-        return Err(Error::Invalid(format!(
-            "node IP {ip} is not a unicast host address"
-        )));
+        return Err(Error::Invalid(format!("node IP {ip} is not a unicast host address")));
     }
-    for (network_kind, network) in [
-        ("cluster", config.cluster_network),
-        ("service", config.service_network),
-    ] {
+    for (network_kind, network) in [("cluster", config.cluster_network), ("service", config.service_network)] {
         if network.contains(ip) {
-            return Err(Error::NodeIpInPodNetwork {
-                ip,
-                network_kind,
-                network: network.to_string(),
-            });
+            return Err(Error::NodeIpInPodNetwork { ip, network_kind, network: network.to_string() });
         }
     }
     Ok(())
@@ -391,10 +346,7 @@ fn relay<E: Send + 'static>(
 
 impl Cluster {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Cluster {
-            store,
-            vnid_range: (MIN_VNID, MAX_VNID),
-        }
+        Cluster { store, vnid_range: (MIN_VNID, MAX_VNID) }
     }
 
     /// Allocates VNIDs from `[min, max]` instead of `[MIN_VNID, MAX_VNID]`, so tests can
@@ -416,18 +368,10 @@ impl Cluster {
     }
 
     /// Runs `body` as a transaction, trying again while other writers get in between.
-    fn transact<T>(
-        &self,
-        what: &str,
-        mut body: impl FnMut(&mut Attempt) -> Result<T>,
-    ) -> Result<T> {
+    fn transact<T>(&self, what: &str, mut body: impl FnMut(&mut Attempt) -> Result<T>) -> Result<T> {
         for attempt in 0..MAX_ATTEMPTS {
-            let mut a = Attempt {
-                store: self.store.as_ref(),
-                compares: Vec::new(),
-                ops: Vec::new(),
-                changed: Vec::new(),
-            };
+            let mut a =
+                Attempt { store: self.store.as_ref(), compares: Vec::new(), ops: Vec::new(), changed: Vec::new() };
             let out = body(&mut a)?;
             if a.ops.is_empty() {
                 return Ok(out);
@@ -440,9 +384,7 @@ impl Cluster {
             }
             // Random, growing pauses keep competing writers from colliding in lockstep.
             let max_ms = 2u64 << attempt.min(5);
-            std::thread::sleep(Duration::from_millis(
-                rand::thread_rng().gen_range(1..=max_ms),
-            ));
+            std::thread::sleep(Duration::from_millis(rand::thread_rng().gen_range(1..=max_ms)));
         }
         Err(Error::Contention(what.to_owned()))
     }
@@ -450,21 +392,14 @@ impl Cluster {
     // ---- records of any kind -----------------------------------------------------------
 
     fn get_record<R: Record>(&self, name: &str) -> Result<Option<R>> {
-        self.store
-            .get(&record_key::<R>(name))?
-            .map(|kv| decode_record(&kv))
-            .transpose()
+        self.store.get(&record_key::<R>(name))?.map(|kv| decode_record(&kv)).transpose()
     }
 
     /// The records of kind `R` whose key names start with `below` ("" for all), sorted
     /// by key, and the store revision they were read at (to watch from).
     fn list_records<R: Record>(&self, below: &str) -> Result<(Vec<R>, u64)> {
         let snapshot = self.store.list(&record_key::<R>(below))?;
-        let all = snapshot
-            .kvs
-            .iter()
-            .map(decode_record)
-            .collect::<Result<_>>()?;
+        let all = snapshot.kvs.iter().map(decode_record).collect::<Result<_>>()?;
         Ok((all, snapshot.revision))
     }
 
@@ -483,10 +418,7 @@ impl Cluster {
             WatchEvent::Delete { key, .. } => key
                 .strip_prefix(R::PREFIX)
                 .and_then(deleted)
-                .ok_or_else(|| Error::BadRecord {
-                    reason: format!("not the key of a {}", R::KIND),
-                    key,
-                }),
+                .ok_or_else(|| Error::BadRecord { reason: format!("not the key of a {}", R::KIND), key }),
         })
     }
 
@@ -548,17 +480,8 @@ impl Cluster {
         let ids = a.next_ids(keys::PROJECT_ID_COUNTER, "project", new.len())?;
         let mut created = Vec::with_capacity(new.len());
         for ((name, labels), id) in new.into_iter().zip(ids) {
-            let netid = if name == DEFAULT_PROJECT {
-                GLOBAL_VNID
-            } else {
-                vnids.allocate()?
-            };
-            let ns = NetNamespace {
-                name: name.to_owned(),
-                netid,
-                id,
-                labels,
-            };
+            let netid = if name == DEFAULT_PROJECT { GLOBAL_VNID } else { vnids.allocate()? };
+            let ns = NetNamespace { name: name.to_owned(), netid, id, labels };
             a.put_record(&ns)?;
             created.push(ns);
         }
@@ -597,10 +520,7 @@ impl Cluster {
         })
         .map_err(|e| match e {
             Error::Store(reason @ StoreError::PermissionDenied(_)) => {
-                Error::ProjectCreationDenied {
-                    project: name.to_owned(),
-                    reason,
-                }
+                Error::ProjectCreationDenied { project: name.to_owned(), reason }
             }
             other => other,
         })
@@ -608,11 +528,7 @@ impl Cluster {
 
     /// Creates project `name` with `labels`. Idempotent: if it exists, `labels` are merged
     /// into its labels (same keys overwritten, others kept) and its VNID is left alone.
-    pub fn create_netnamespace(
-        &self,
-        name: &str,
-        labels: BTreeMap<String, String>,
-    ) -> Result<NetNamespace> {
+    pub fn create_netnamespace(&self, name: &str, labels: BTreeMap<String, String>) -> Result<NetNamespace> {
         validate_project_name(name)?;
         validate_labels(&labels)?;
         self.transact("netnamespaces", |a| match a.record(name)? {
@@ -634,9 +550,7 @@ impl Cluster {
         validate_project_name(name)?;
         validate_labels(set)?;
         self.transact("netnamespaces", |a| {
-            let mut ns = a
-                .record(name)?
-                .ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
+            let mut ns = a.record(name)?.ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
             Self::relabel_in(a, &mut ns, set, remove)?;
             Ok(ns)
         })
@@ -696,11 +610,7 @@ impl Cluster {
     pub fn select_projects(&self, selector: &str) -> Result<Vec<String>> {
         let selector = LabelSelector::parse(selector)?;
         let (all, _) = self.list_netnamespaces()?;
-        Ok(all
-            .into_iter()
-            .filter(|ns| selector.matches(&ns.labels))
-            .map(|ns| ns.name)
-            .collect())
+        Ok(all.into_iter().filter(|ns| selector.matches(&ns.labels)).map(|ns| ns.name).collect())
     }
 
     /// `oc adm pod-network join-projects --to=<to> <projects>`: every project other than
@@ -712,15 +622,10 @@ impl Cluster {
         validate_project_names(projects)?;
         self.transact("netnamespaces", |a| {
             let mut all = a.netnamespaces()?;
-            let target = all
-                .get(to)
-                .ok_or_else(|| Error::UnknownProject(to.to_owned()))?
-                .netid;
+            let target = all.get(to).ok_or_else(|| Error::UnknownProject(to.to_owned()))?.netid;
             let mut out = Vec::new();
             for name in select(&all, projects)?.into_iter().filter(|p| *p != to) {
-                let ns = all
-                    .get_mut(name)
-                    .ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
+                let ns = all.get_mut(name).ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
                 if ns.netid != target {
                     ns.netid = target;
                     a.put_record(&*ns)?;
@@ -752,9 +657,7 @@ impl Cluster {
             let mut allocator = self.vnid_allocator(all.values());
             let mut out = Vec::new();
             for name in selected {
-                let ns = all
-                    .get_mut(name)
-                    .ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
+                let ns = all.get_mut(name).ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
                 let sole_user = users.get(&ns.netid) == Some(&1);
                 if ns.netid == GLOBAL_VNID || !sole_user {
                     let fresh = allocator.allocate()?;
@@ -776,9 +679,7 @@ impl Cluster {
             let mut all = a.netnamespaces()?;
             let mut out = Vec::new();
             for name in select(&all, projects)? {
-                let ns = all
-                    .get_mut(name)
-                    .ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
+                let ns = all.get_mut(name).ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
                 if ns.netid != GLOBAL_VNID {
                     ns.netid = GLOBAL_VNID;
                     a.put_record(&*ns)?;
@@ -807,31 +708,17 @@ impl Cluster {
             let config = a.config()?;
             validate_node_ip(host_ip, &config)?;
             let all = a.hostsubnets()?;
-            if let Some(other) = all
-                .values()
-                .find(|hs| hs.host_ip == host_ip && hs.host != name)
-            {
-                return Err(Error::Invalid(format!(
-                    "node IP {host_ip} is already used by node {:?}",
-                    other.host
-                )));
+            if let Some(other) = all.values().find(|hs| hs.host_ip == host_ip && hs.host != name) {
+                return Err(Error::Invalid(format!("node IP {host_ip} is already used by node {:?}", other.host)));
             }
             let hs = match all.get(name) {
                 Some(hs) if hs.host_ip == host_ip => return Ok(hs.clone()),
-                Some(hs) => HostSubnet {
-                    host_ip,
-                    ..hs.clone()
-                },
+                Some(hs) => HostSubnet { host_ip, ..hs.clone() },
                 None => {
                     let used: HashSet<Ipv4Network> = all.values().map(|hs| hs.subnet).collect();
                     let subnet =
-                        SubnetAllocator::new(config.cluster_network, config.host_subnet_length)?
-                            .allocate(&used)?;
-                    HostSubnet {
-                        host: name.to_owned(),
-                        host_ip,
-                        subnet,
-                    }
+                        SubnetAllocator::new(config.cluster_network, config.host_subnet_length)?.allocate(&used)?;
+                    HostSubnet { host: name.to_owned(), host_ip, subnet }
                 }
             };
             a.put_record(&hs)?;

@@ -52,10 +52,7 @@ impl ClusterConfig {
     /// Checks sizes and overlaps; the message names the offending field and value.
     pub fn validate(&self) -> crate::Result<()> {
         let invalid = |msg: String| Err(Error::InvalidConfig(msg));
-        for (field, net) in [
-            ("clusterNetwork", self.cluster_network),
-            ("serviceNetwork", self.service_network),
-        ] {
+        for (field, net) in [("clusterNetwork", self.cluster_network), ("serviceNetwork", self.service_network)] {
             if net.ip() != net.network() {
                 return invalid(format!(
                     "{field} {net} has host bits set; did you mean {}/{}?",
@@ -85,10 +82,7 @@ impl ClusterConfig {
             ));
         }
         if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
-            return invalid(format!(
-                "mtu {} is out of range [{MIN_MTU}, {MAX_MTU}]",
-                self.mtu
-            ));
+            return invalid(format!("mtu {} is out of range [{MIN_MTU}, {MAX_MTU}]", self.mtu));
         }
         if self.vxlan_port == 0 {
             return invalid("vxlanPort 0 is not a valid UDP port".to_string());
@@ -104,26 +98,10 @@ impl ClusterConfig {
                 out.push(format!("{field}: {a} -> {b}"));
             }
         };
-        cmp(
-            "clusterNetwork",
-            self.cluster_network.to_string(),
-            other.cluster_network.to_string(),
-        );
-        cmp(
-            "hostSubnetLength",
-            self.host_subnet_length.to_string(),
-            other.host_subnet_length.to_string(),
-        );
-        cmp(
-            "serviceNetwork",
-            self.service_network.to_string(),
-            other.service_network.to_string(),
-        );
-        cmp(
-            "vxlanPort",
-            self.vxlan_port.to_string(),
-            other.vxlan_port.to_string(),
-        );
+        cmp("clusterNetwork", self.cluster_network.to_string(), other.cluster_network.to_string());
+        cmp("hostSubnetLength", self.host_subnet_length.to_string(), other.host_subnet_length.to_string());
+        cmp("serviceNetwork", self.service_network.to_string(), other.service_network.to_string());
+        cmp("vxlanPort", self.vxlan_port.to_string(), other.vxlan_port.to_string());
         cmp("mtu", self.mtu.to_string(), other.mtu.to_string());
         out
     }
@@ -158,59 +136,28 @@ mod tests {
     #[test]
     fn rejects_bad_values_naming_field_and_value() {
         let base = ClusterConfig::default();
-        let c = ClusterConfig {
-            service_network: net("10.130.0.0/16"),
-            ..base.clone()
-        };
-        assert_eq!(
-            err_of(&c),
-            "clusterNetwork 10.128.0.0/14 overlaps serviceNetwork 10.130.0.0/16"
-        );
+        let c = ClusterConfig { service_network: net("10.130.0.0/16"), ..base.clone() };
+        assert_eq!(err_of(&c), "clusterNetwork 10.128.0.0/14 overlaps serviceNetwork 10.130.0.0/16");
 
-        let c = ClusterConfig {
-            cluster_network: net("10.128.0.1/14"),
-            ..base.clone()
-        };
-        assert_eq!(
-            err_of(&c),
-            "clusterNetwork 10.128.0.1/14 has host bits set; did you mean 10.128.0.0/14?"
-        );
-        let c = ClusterConfig {
-            service_network: net("172.30.1.0/16"),
-            ..base.clone()
-        };
+        let c = ClusterConfig { cluster_network: net("10.128.0.1/14"), ..base.clone() };
+        assert_eq!(err_of(&c), "clusterNetwork 10.128.0.1/14 has host bits set; did you mean 10.128.0.0/14?");
+        let c = ClusterConfig { service_network: net("172.30.1.0/16"), ..base.clone() };
         assert!(err_of(&c).starts_with("serviceNetwork 172.30.1.0/16 has host bits set"));
 
         for hsl in [0, 1, 13, 32] {
-            let c = ClusterConfig {
-                host_subnet_length: hsl,
-                ..base.clone()
-            };
-            assert_eq!(
-                err_of(&c),
-                format!("hostSubnetLength {hsl} is out of range [2, 12]")
-            );
+            let c = ClusterConfig { host_subnet_length: hsl, ..base.clone() };
+            assert_eq!(err_of(&c), format!("hostSubnetLength {hsl} is out of range [2, 12]"));
         }
-        let c = ClusterConfig {
-            cluster_network: net("10.128.0.0/24"),
-            host_subnet_length: 9,
-            ..base.clone()
-        };
+        let c = ClusterConfig { cluster_network: net("10.128.0.0/24"), host_subnet_length: 9, ..base.clone() };
         assert_eq!(
             err_of(&c),
             "hostSubnetLength 9 does not fit in clusterNetwork 10.128.0.0/24 (8 host bits available)"
         );
         for mtu in [575, 9001, 0] {
-            let c = ClusterConfig {
-                mtu,
-                ..base.clone()
-            };
+            let c = ClusterConfig { mtu, ..base.clone() };
             assert_eq!(err_of(&c), format!("mtu {mtu} is out of range [576, 9000]"));
         }
-        let c = ClusterConfig {
-            vxlan_port: 0,
-            ..base.clone()
-        };
+        let c = ClusterConfig { vxlan_port: 0, ..base.clone() };
         assert_eq!(err_of(&c), "vxlanPort 0 is not a valid UDP port");
     }
 
@@ -218,36 +165,11 @@ mod tests {
     fn accepts_edges() {
         let base = ClusterConfig::default();
         // One single subnet: prefix + host bits == 32.
-        ClusterConfig {
-            cluster_network: net("10.0.0.0/23"),
-            ..base.clone()
-        }
-        .validate()
-        .unwrap();
-        ClusterConfig {
-            host_subnet_length: 2,
-            ..base.clone()
-        }
-        .validate()
-        .unwrap();
-        ClusterConfig {
-            host_subnet_length: 12,
-            ..base.clone()
-        }
-        .validate()
-        .unwrap();
-        ClusterConfig {
-            mtu: 576,
-            ..base.clone()
-        }
-        .validate()
-        .unwrap();
-        ClusterConfig {
-            mtu: 9000,
-            ..base.clone()
-        }
-        .validate()
-        .unwrap();
+        ClusterConfig { cluster_network: net("10.0.0.0/23"), ..base.clone() }.validate().unwrap();
+        ClusterConfig { host_subnet_length: 2, ..base.clone() }.validate().unwrap();
+        ClusterConfig { host_subnet_length: 12, ..base.clone() }.validate().unwrap();
+        ClusterConfig { mtu: 576, ..base.clone() }.validate().unwrap();
+        ClusterConfig { mtu: 9000, ..base.clone() }.validate().unwrap();
     }
 
     #[test]
@@ -269,15 +191,8 @@ mod tests {
     #[test]
     fn differences_name_fields() {
         let a = ClusterConfig::default();
-        let b = ClusterConfig {
-            mtu: 1400,
-            vxlan_port: 4790,
-            ..a.clone()
-        };
-        assert_eq!(
-            a.differences(&b),
-            vec!["vxlanPort: 4789 -> 4790", "mtu: 1450 -> 1400"]
-        );
+        let b = ClusterConfig { mtu: 1400, vxlan_port: 4790, ..a.clone() };
+        assert_eq!(a.differences(&b), vec!["vxlanPort: 4789 -> 4790", "mtu: 1450 -> 1400"]);
         assert!(a.differences(&a).is_empty());
     }
 }

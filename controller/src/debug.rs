@@ -23,14 +23,9 @@ pub fn store_hammer(
     while count.is_none_or(|count| done < count) {
         let current = store.get(key)?;
         let value = decode_counter(current.as_ref())? + 1;
-        let compare = Compare::ModRevision {
-            key: key.to_owned(),
-            mod_revision: current.map_or(0, |kv| kv.mod_revision),
-        };
-        let put = Op::Put {
-            key: key.to_owned(),
-            value: value.to_string().into_bytes(),
-        };
+        let compare =
+            Compare::ModRevision { key: key.to_owned(), mod_revision: current.map_or(0, |kv| kv.mod_revision) };
+        let put = Op::Put { key: key.to_owned(), value: value.to_string().into_bytes() };
         if !store.txn(&[compare], &[put])? {
             continue;
         }
@@ -100,13 +95,7 @@ mod tests {
         let mut last = (0, 0);
         for round in 0..5u64 {
             let mut child = Command::new(&exe)
-                .args([
-                    "--exact",
-                    "debug::tests::hammer_child",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+                .args(["--exact", "debug::tests::hammer_child", "--ignored", "--nocapture", "--test-threads=1"])
                 .env(HAMMER_DIR_ENV, tmp.path())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -141,24 +130,15 @@ mod tests {
             let value: u64 = String::from_utf8(kv.value).unwrap().parse().unwrap();
             let revision = store.list("").unwrap().revision;
             // At most the one commit it had no time to report.
-            assert!(
-                value == last.0 || value == last.0 + 1,
-                "value {value}, last reported {last:?}"
-            );
-            assert!(
-                revision >= last.1,
-                "revision {revision}, last reported {last:?}"
-            );
+            assert!(value == last.0 || value == last.0 + 1, "value {value}, last reported {last:?}");
+            assert!(revision >= last.1, "revision {revision}, last reported {last:?}");
             assert_eq!(revision, value, "one revision per increment");
             let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .filter(|n| n.starts_with("state.tmp."))
                 .collect();
-            assert!(
-                leftovers.is_empty(),
-                "open() removes stale temporaries: {leftovers:?}"
-            );
+            assert!(leftovers.is_empty(), "open() removes stale temporaries: {leftovers:?}");
         }
     }
 }

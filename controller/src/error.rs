@@ -29,15 +29,8 @@ pub enum Error {
     #[error("no free node subnet in {0}: every subnet is allocated")]
     SubnetsExhausted(String),
     #[error("node IP {ip} is inside the {network_kind} network {network}")]
-    NodeIpInPodNetwork {
-        ip: std::net::Ipv4Addr,
-        network_kind: &'static str,
-        network: String,
-    },
-    #[error(
-        "project {project:?} still has {}: delete its services first",
-        services_phrase(services)
-    )]
+    NodeIpInPodNetwork { ip: std::net::Ipv4Addr, network_kind: &'static str, network: String },
+    #[error("project {project:?} still has {}: delete its services first", services_phrase(services))]
     ProjectHasServices {
         project: String,
         /// Their names.

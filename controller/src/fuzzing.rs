@@ -34,11 +34,8 @@ pub fn store_file(data: &[u8]) {
 pub fn store_record(data: &[u8]) {
     let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
     let Ok(key) = std::str::from_utf8(&data[..split]) else { return };
-    let kv = KeyValue {
-        key: key.to_owned(),
-        value: data.get(split + 1..).unwrap_or_default().to_vec(),
-        mod_revision: 1,
-    };
+    let kv =
+        KeyValue { key: key.to_owned(), value: data.get(split + 1..).unwrap_or_default().to_vec(), mod_revision: 1 };
     if key == keys::CONFIG {
         if let Ok(config) = decode_config(&kv) {
             assert_eq!(decode_config(&reencoded(&kv, &config)).ok(), Some(config));
@@ -56,10 +53,7 @@ pub fn store_record(data: &[u8]) {
 }
 
 fn reencoded(kv: &KeyValue, value: &impl Serialize) -> KeyValue {
-    KeyValue {
-        value: serde_json::to_vec(value).expect("a record serialises"),
-        ..kv.clone()
-    }
+    KeyValue { value: serde_json::to_vec(value).expect("a record serialises"), ..kv.clone() }
 }
 
 fn record_round_trip<R: Record + PartialEq + std::fmt::Debug>(kv: &KeyValue) {

@@ -64,30 +64,12 @@ mod tests {
 
     #[test]
     fn node_names() {
-        for ok in [
-            "node1",
-            "ip-10-0-1-2.ec2.internal",
-            "a",
-            &format!("{}.{}", "a".repeat(63), "b".repeat(63)),
-        ] {
+        for ok in ["node1", "ip-10-0-1-2.ec2.internal", "a", &format!("{}.{}", "a".repeat(63), "b".repeat(63))] {
             validate_node_name(ok).unwrap();
         }
         let too_long = vec!["a".repeat(63); 4].join("."); // 255 characters
-        for bad in [
-            "",
-            "Node1",
-            "a..b",
-            ".a",
-            "a.",
-            "a/b",
-            "-a",
-            "a_b",
-            too_long.as_str(),
-        ] {
-            assert!(
-                matches!(validate_node_name(bad), Err(Error::InvalidNodeName(_))),
-                "{bad}"
-            );
+        for bad in ["", "Node1", "a..b", ".a", "a.", "a/b", "-a", "a_b", too_long.as_str()] {
+            assert!(matches!(validate_node_name(bad), Err(Error::InvalidNodeName(_))), "{bad}");
         }
     }
 }

@@ -50,8 +50,7 @@ fn is_label_segment(s: &str) -> bool {
     let alnum = |c: u8| c.is_ascii_alphanumeric();
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|c| alnum(c) || matches!(c, b'-' | b'_' | b'.'))
+        && s.bytes().all(|c| alnum(c) || matches!(c, b'-' | b'_' | b'.'))
         && s.bytes().next().is_some_and(alnum)
         && s.bytes().last().is_some_and(alnum)
 }
@@ -78,9 +77,7 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
             return Err(Error::Invalid(format!("invalid label key {k:?}")));
         }
         if !is_label_value(v) {
-            return Err(Error::Invalid(format!(
-                "invalid value {v:?} for label {k:?}"
-            )));
+            return Err(Error::Invalid(format!("invalid value {v:?} for label {k:?}")));
         }
     }
     Ok(())
@@ -124,9 +121,7 @@ impl LabelSelector {
             }
         };
         if selector.trim().is_empty() {
-            return Ok(LabelSelector {
-                requirements: Vec::new(),
-            });
+            return Ok(LabelSelector { requirements: Vec::new() });
         }
         let requirements = selector
             .split(',')
@@ -165,10 +160,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -176,43 +168,15 @@ mod tests {
         for ok in ["default", "a", "my-project-1", "0abc", &"x".repeat(63)] {
             assert!(validate_project_name(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "A",
-            "a.b",
-            "a/b",
-            "a_b",
-            " a",
-            &"x".repeat(64),
-        ] {
-            assert!(
-                matches!(
-                    validate_project_name(bad),
-                    Err(Error::InvalidProjectName(_))
-                ),
-                "{bad}"
-            );
+        for bad in ["", "-a", "a-", "A", "a.b", "a/b", "a_b", " a", &"x".repeat(64)] {
+            assert!(matches!(validate_project_name(bad), Err(Error::InvalidProjectName(_))), "{bad}");
         }
     }
 
     #[test]
     fn label_syntax() {
-        validate_labels(&labels(&[
-            ("team", "blue"),
-            ("example.com/tier", "front_end.1"),
-            ("empty", ""),
-        ]))
-        .unwrap();
-        for (k, v) in [
-            ("", "x"),
-            ("-a", "x"),
-            ("a", "-x"),
-            ("Bad_Prefix/a", "x"),
-            ("a/b/c", "x"),
-            ("a", "x y"),
-        ] {
+        validate_labels(&labels(&[("team", "blue"), ("example.com/tier", "front_end.1"), ("empty", "")])).unwrap();
+        for (k, v) in [("", "x"), ("-a", "x"), ("a", "-x"), ("Bad_Prefix/a", "x"), ("a/b/c", "x"), ("a", "x y")] {
             assert!(validate_labels(&labels(&[(k, v)])).is_err(), "{k}={v}");
         }
     }
@@ -235,34 +199,16 @@ mod tests {
         assert!(!m("team=blue,env=dev"));
         assert!(m(""), "the empty selector matches everything");
         assert!(m("team=blue,!missing,env"));
-        assert!(LabelSelector::parse("empty=")
-            .unwrap()
-            .matches(&labels(&[("empty", "")])));
+        assert!(LabelSelector::parse("empty=").unwrap().matches(&labels(&[("empty", "")])));
     }
 
     #[test]
     fn selector_syntax_errors() {
-        for bad in [
-            "team=blue,",
-            ",",
-            "a b",
-            "team in (blue)",
-            "=x",
-            "!",
-            "a=b=c",
-            "!a=b",
-            "a=-x",
-        ] {
-            assert!(
-                matches!(LabelSelector::parse(bad), Err(Error::InvalidSelector(_))),
-                "{bad:?}"
-            );
+        for bad in ["team=blue,", ",", "a b", "team in (blue)", "=x", "!", "a=b=c", "!a=b", "a=-x"] {
+            assert!(matches!(LabelSelector::parse(bad), Err(Error::InvalidSelector(_))), "{bad:?}");
         }
         let err = LabelSelector::parse("team=blue,").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"invalid label selector "team=blue,": empty requirement"#
-        );
+        assert_eq!(err.to_string(), r#"invalid label selector "team=blue,": empty requirement"#);
         // The empty value is valid, as in Kubernetes.
         assert!(LabelSelector::parse("a!=").is_ok());
     }

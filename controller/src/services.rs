@@ -46,12 +46,7 @@ pub struct ServicePort {
 impl ServicePort {
     /// An unnamed port.
     pub fn new(protocol: Protocol, port: u16, target_port: u16) -> Self {
-        ServicePort {
-            name: None,
-            protocol,
-            port,
-            target_port,
-        }
+        ServicePort { name: None, protocol, port, target_port }
     }
 }
 
@@ -89,10 +84,7 @@ pub struct Service {
 
 impl Service {
     /// Where traffic to `port` goes: each endpoint at the port's target port.
-    pub fn backends<'s>(
-        &'s self,
-        port: &'s ServicePort,
-    ) -> impl Iterator<Item = (Ipv4Addr, u16)> + 's {
+    pub fn backends<'s>(&'s self, port: &'s ServicePort) -> impl Iterator<Item = (Ipv4Addr, u16)> + 's {
         self.endpoints.iter().map(|ip| (*ip, port.target_port))
     }
 }
@@ -129,9 +121,7 @@ pub fn validate_ports(ports: &[ServicePort]) -> Result<()> {
         }
         if let Some(name) = &p.name {
             if !is_dns1123_label(name) {
-                return invalid(format!(
-                    "port {p}: invalid port name {name:?} (must be a DNS-1123 label)"
-                ));
+                return invalid(format!("port {p}: invalid port name {name:?} (must be a DNS-1123 label)"));
             }
             if !names.insert(name.as_str()) {
                 return invalid(format!("port name {name:?} is used twice"));
@@ -160,11 +150,7 @@ pub(crate) fn check_cluster_ip(ip: Ipv4Addr, network: Ipv4Network) -> Result<()>
     } else {
         return Ok(());
     };
-    Err(Error::ClusterIpOutOfRange {
-        ip,
-        why,
-        network: network.to_string(),
-    })
+    Err(Error::ClusterIpOutOfRange { ip, why, network: network.to_string() })
 }
 
 /// Free ClusterIPs of a service network.
@@ -197,10 +183,7 @@ pub(crate) fn cluster_ip_allocator(
 
 /// A free ClusterIP of `network`, given those `used`.
 #[cfg(test)]
-pub(crate) fn allocate_cluster_ip(
-    network: Ipv4Network,
-    used: impl IntoIterator<Item = Ipv4Addr>,
-) -> Result<Ipv4Addr> {
+pub(crate) fn allocate_cluster_ip(network: Ipv4Network, used: impl IntoIterator<Item = Ipv4Addr>) -> Result<Ipv4Addr> {
     cluster_ip_allocator(network, used).allocate()
 }
 
@@ -211,9 +194,7 @@ pub(crate) fn normalize_endpoints(
 ) -> Result<Vec<Ipv4Addr>> {
     let mut out: Vec<Ipv4Addr> = endpoints.into_iter().collect();
     if let Some(ip) = out.iter().find(|ip| !cluster_network.contains(**ip)) {
-        return Err(Error::InvalidService(format!(
-            "endpoint {ip} is not in the cluster network {cluster_network}"
-        )));
+        return Err(Error::InvalidService(format!("endpoint {ip} is not in the cluster network {cluster_network}")));
     }
     out.sort_unstable();
     out.dedup();
@@ -246,10 +227,7 @@ mod tests {
             name: "web".into(),
             cluster_ip: ip("172.30.0.10"),
             ports: vec![
-                ServicePort {
-                    name: Some("http".into()),
-                    ..ServicePort::new(Protocol::Tcp, 80, 8080)
-                },
+                ServicePort { name: Some("http".into()), ..ServicePort::new(Protocol::Tcp, 80, 8080) },
                 ServicePort::new(Protocol::Udp, 53, 53),
             ],
             endpoints: vec![ip("10.128.0.5")],
@@ -286,10 +264,7 @@ mod tests {
             endpoints: vec![ip("10.128.0.5"), ip("10.129.0.7")],
             id: 1,
         };
-        assert_eq!(
-            svc.backends(&http).collect::<Vec<_>>(),
-            [(ip("10.128.0.5"), 8080), (ip("10.129.0.7"), 8080)]
-        );
+        assert_eq!(svc.backends(&http).collect::<Vec<_>>(), [(ip("10.128.0.5"), 8080), (ip("10.129.0.7"), 8080)]);
     }
 
     #[test]
@@ -297,22 +272,9 @@ mod tests {
         for ok in ["a", "web", "my-svc-1", &format!("a{}", "x".repeat(62))] {
             validate_service_name(ok).unwrap();
         }
-        for bad in [
-            "",
-            "1web",
-            "-a",
-            "a-",
-            "Web",
-            "a.b",
-            "a/b",
-            "a_b",
-            &"x".repeat(64),
-        ] {
+        for bad in ["", "1web", "-a", "a-", "Web", "a.b", "a/b", "a_b", &"x".repeat(64)] {
             let m = invalid(validate_service_name(bad));
-            assert!(
-                m.starts_with(&format!("invalid service name {bad:?}")),
-                "{m}"
-            );
+            assert!(m.starts_with(&format!("invalid service name {bad:?}")), "{m}");
         }
     }
 
@@ -320,37 +282,19 @@ mod tests {
     fn port_rules() {
         let tcp = |port, target| ServicePort::new(Protocol::Tcp, port, target);
         let udp = |port, target| ServicePort::new(Protocol::Udp, port, target);
-        let named = |name: &str, p: ServicePort| ServicePort {
-            name: Some(name.into()),
-            ..p
-        };
+        let named = |name: &str, p: ServicePort| ServicePort { name: Some(name.into()), ..p };
         validate_ports(&[tcp(80, 8080), udp(80, 80), tcp(443, 8443)]).unwrap();
         validate_ports(&[named("http", tcp(80, 80)), tcp(81, 81)]).unwrap();
-        assert_eq!(
-            invalid(validate_ports(&[])),
-            "a service needs at least one port"
-        );
-        assert_eq!(
-            invalid(validate_ports(&[tcp(0, 80)])),
-            "port 0:80/TCP: port 0 is not valid"
-        );
-        assert_eq!(
-            invalid(validate_ports(&[udp(53, 0)])),
-            "port 53:0/UDP: port 0 is not valid"
-        );
-        assert_eq!(
-            invalid(validate_ports(&[tcp(80, 8080), tcp(80, 9090)])),
-            "port 80/TCP is declared twice"
-        );
+        assert_eq!(invalid(validate_ports(&[])), "a service needs at least one port");
+        assert_eq!(invalid(validate_ports(&[tcp(0, 80)])), "port 0:80/TCP: port 0 is not valid");
+        assert_eq!(invalid(validate_ports(&[udp(53, 0)])), "port 53:0/UDP: port 0 is not valid");
+        assert_eq!(invalid(validate_ports(&[tcp(80, 8080), tcp(80, 9090)])), "port 80/TCP is declared twice");
         assert_eq!(
             invalid(validate_ports(&[named("Http", tcp(80, 80))])),
             "port 80/TCP: invalid port name \"Http\" (must be a DNS-1123 label)"
         );
         assert_eq!(
-            invalid(validate_ports(&[
-                named("x", tcp(80, 80)),
-                named("x", udp(80, 80))
-            ])),
+            invalid(validate_ports(&[named("x", tcp(80, 80)), named("x", udp(80, 80))])),
             "port name \"x\" is used twice"
         );
     }
@@ -361,14 +305,8 @@ mod tests {
         check_cluster_ip(ip("172.30.0.1"), n).unwrap();
         check_cluster_ip(ip("172.30.255.254"), n).unwrap();
         for (bad, message) in [
-            (
-                "172.31.0.1",
-                "ClusterIP 172.31.0.1 is outside the service network 172.30.0.0/16",
-            ),
-            (
-                "172.30.0.0",
-                "ClusterIP 172.30.0.0 is the network address of the service network 172.30.0.0/16",
-            ),
+            ("172.31.0.1", "ClusterIP 172.31.0.1 is outside the service network 172.30.0.0/16"),
+            ("172.30.0.0", "ClusterIP 172.30.0.0 is the network address of the service network 172.30.0.0/16"),
             (
                 "172.30.255.255",
                 "ClusterIP 172.30.255.255 is the broadcast address of the service network 172.30.0.0/16",
@@ -391,29 +329,14 @@ mod tests {
         used.retain(|ip| n.contains(*ip));
         used.sort();
         let expected: Vec<Ipv4Addr> = (1..=6).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
-        assert_eq!(
-            used, expected,
-            "all but the network and broadcast addresses"
-        );
+        assert_eq!(used, expected, "all but the network and broadcast addresses");
         let err = allocate_cluster_ip(n, used).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "no free ClusterIP in 10.0.0.0/29: every address is allocated"
-        );
+        assert_eq!(err.to_string(), "no free ClusterIP in 10.0.0.0/29: every address is allocated");
         for tiny in ["10.0.0.0/31", "10.0.0.0/32", "255.255.255.255/32"] {
-            assert!(
-                matches!(
-                    allocate_cluster_ip(net(tiny), []),
-                    Err(Error::ServiceIpsExhausted(_))
-                ),
-                "{tiny}"
-            );
+            assert!(matches!(allocate_cluster_ip(net(tiny), []), Err(Error::ServiceIpsExhausted(_))), "{tiny}");
         }
         let pair = HashSet::from([ip("10.0.0.1"), ip("10.0.0.2")]);
-        assert_eq!(
-            allocate_cluster_ip(net("10.0.0.0/30"), [ip("10.0.0.1")]).unwrap(),
-            ip("10.0.0.2")
-        );
+        assert_eq!(allocate_cluster_ip(net("10.0.0.0/30"), [ip("10.0.0.1")]).unwrap(), ip("10.0.0.2"));
         assert!(pair.contains(&allocate_cluster_ip(net("10.0.0.0/30"), []).unwrap()));
     }
 
@@ -421,9 +344,7 @@ mod tests {
     fn allocation_starts_at_random() {
         // Twenty draws from 65534 free addresses: all the same only if the start is fixed.
         let n = net("172.30.0.0/16");
-        let got: HashSet<Ipv4Addr> = (0..20)
-            .map(|_| allocate_cluster_ip(n, []).unwrap())
-            .collect();
+        let got: HashSet<Ipv4Addr> = (0..20).map(|_| allocate_cluster_ip(n, []).unwrap()).collect();
         assert!(got.len() > 1, "{got:?}");
         assert!(got.iter().all(|ip| check_cluster_ip(*ip, n).is_ok()));
     }
@@ -437,9 +358,6 @@ mod tests {
         );
         assert!(normalize_endpoints([], c).unwrap().is_empty());
         let err = normalize_endpoints([ip("10.128.0.9"), ip("172.30.0.1")], c).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid service: endpoint 172.30.0.1 is not in the cluster network 10.128.0.0/14"
-        );
+        assert_eq!(err.to_string(), "invalid service: endpoint 172.30.0.1 is not in the cluster network 10.128.0.0/14");
     }
 }

@@ -44,19 +44,9 @@ impl SubnetAllocator {
         let subnet_bits = 32 - prefix - host_bits;
         // Index bits that fit in the octet holding the top host bits (8: octet-aligned).
         let shared = 8 - host_bits % 8;
-        let rotation = if shared < 8 && subnet_bits > shared {
-            shared
-        } else {
-            0
-        };
-        let network = Ipv4Network::new(network.network(), prefix)
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        Ok(SubnetAllocator {
-            network,
-            host_bits,
-            subnet_bits,
-            rotation,
-        })
+        let rotation = if shared < 8 && subnet_bits > shared { shared } else { 0 };
+        let network = Ipv4Network::new(network.network(), prefix).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        Ok(SubnetAllocator { network, host_bits, subnet_bits, rotation })
     }
 
     /// How many node subnets there are.
@@ -70,11 +60,7 @@ impl SubnetAllocator {
             return None;
         }
         let (s, r) = (u32::from(self.subnet_bits), u32::from(self.rotation));
-        let number = if r == 0 {
-            index
-        } else {
-            ((index << r) | (index >> (s - r))) & (self.count() - 1)
-        };
+        let number = if r == 0 { index } else { ((index << r) | (index >> (s - r))) & (self.count() - 1) };
         let base = u64::from(u32::from(self.network.network()));
         // base | (number << host_bits) < 2^32: number has subnet_bits bits.
         let addr = Ipv4Addr::from((base | (number << self.host_bits)) as u32);
@@ -198,25 +184,15 @@ mod tests {
     #[test]
     fn large_host_parts_and_single_subnet() {
         let a = alloc("10.1.0.0/16", 14);
-        assert_eq!(
-            allocate_all(&a),
-            [
-                "10.1.0.0/18",
-                "10.1.64.0/18",
-                "10.1.128.0/18",
-                "10.1.192.0/18"
-            ]
-        );
+        assert_eq!(allocate_all(&a), ["10.1.0.0/18", "10.1.64.0/18", "10.1.128.0/18", "10.1.192.0/18"]);
         assert_eq!(allocate_all(&alloc("10.1.0.0/16", 16)), ["10.1.0.0/16"]);
     }
 
     #[test]
     fn takes_first_free_in_order() {
         let a = alloc("10.128.0.0/14", 9);
-        let used: HashSet<Ipv4Network> = ["10.128.0.0/23", "10.130.0.0/23"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let used: HashSet<Ipv4Network> =
+            ["10.128.0.0/23", "10.130.0.0/23"].iter().map(|s| s.parse().unwrap()).collect();
         assert_eq!(a.allocate(&used).unwrap().to_string(), "10.129.0.0/23");
     }
 

@@ -39,10 +39,7 @@ impl VnidAllocator {
     }
 
     fn exhausted(&self) -> Error {
-        Error::VnidsExhausted {
-            min: self.min,
-            max: self.max,
-        }
+        Error::VnidsExhausted { min: self.min, max: self.max }
     }
 }
 
@@ -65,10 +62,7 @@ mod tests {
         assert_eq!(got, vec![10, 11, 12]);
         let err = a.allocate().unwrap_err();
         assert!(matches!(err, Error::VnidsExhausted { min: 10, max: 12 }));
-        assert_eq!(
-            err.to_string(),
-            "no free VNID in [10, 12]: every VNID is in use"
-        );
+        assert_eq!(err.to_string(), "no free VNID in [10, 12]: every VNID is in use");
     }
 
     #[test]

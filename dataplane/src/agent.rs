@@ -117,7 +117,8 @@ impl Agent {
             tracing::warn!(node_ip = %config.node_ip, "no device holds the node's address: all overlay traffic goes through vxlan0");
         }
         let underlay_ifindex = underlay.as_ref().map_or(0, |(_, index)| *index);
-        let node = NodeAddresses { subnet, gateway, node_ip: config.node_ip, tun0_ifindex, vxlan_ifindex, underlay_ifindex };
+        let node =
+            NodeAddresses { subnet, gateway, node_ip: config.node_ip, tun0_ifindex, vxlan_ifindex, underlay_ifindex };
         let networks = entries::Networks {
             cluster: network.cluster_network,
             service: network.service_network,
@@ -384,29 +385,33 @@ impl Agent {
         let attachment = required(&req.attachment, "attachment")?;
         let state = self.pods.lock().unwrap();
         let rec = state.table.get(attachment).cloned().ok_or_else(|| {
-            CniError::new(code::UNKNOWN_CONTAINER, format!(
-                "no pod interface {} of container {} on this node", attachment.ifname, attachment.container_id
-            ))
+            CniError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("no pod interface {} of container {} on this node", attachment.ifname, attachment.container_id),
+            )
         })?;
         let maps = self.maps.lock().unwrap();
-        let plugged = maps.local_pod(rec.ip).ok().flatten().is_some_and(|p| p.ifindex == rec.ifindex && p.project_id == rec.project_id)
+        let plugged = maps
+            .local_pod(rec.ip)
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.ifindex == rec.ifindex && p.project_id == rec.project_id)
             && netdev::ifindex(&rec.host_veth) == Some(rec.ifindex)
             && self.pipeline.lock().unwrap().pod_port_attached(&rec.host_veth);
         drop(maps);
         if !plugged {
-            return Err(CniError::new(code::INTERNAL, format!("pod {} is not plugged into the dataplane", rec.container_id)));
+            return Err(CniError::new(
+                code::INTERNAL,
+                format!("pod {} is not plugged into the dataplane", rec.container_id),
+            ));
         }
         self.pod_network(&rec)
     }
 
     fn gc(&self, req: &Request) -> Result<(), CniError> {
         let mut state = self.pods.lock().unwrap();
-        let stale: Vec<PodRecord> = state
-            .table
-            .iter()
-            .filter(|p| !req.valid_attachments.contains(&p.attachment()))
-            .cloned()
-            .collect();
+        let stale: Vec<PodRecord> =
+            state.table.iter().filter(|p| !req.valid_attachments.contains(&p.attachment())).cloned().collect();
         for rec in stale {
             tracing::info!(pod = %rec.container_id, "garbage-collecting pod");
             self.release(&mut state, &rec)?;
@@ -606,9 +611,7 @@ fn controller_error(e: ControllerError) -> CniError {
     let c = match &e {
         ControllerError::InvalidProjectName(_) => code::INVALID_ENV,
         ControllerError::VnidsExhausted { .. } => code::NO_FREE_VNID,
-        ControllerError::Contention(_) | ControllerError::Store(StoreError::Unavailable(_)) => {
-            code::TRY_AGAIN_LATER
-        }
+        ControllerError::Contention(_) | ControllerError::Store(StoreError::Unavailable(_)) => code::TRY_AGAIN_LATER,
         _ => code::INTERNAL,
     };
     CniError::new(c, e.to_string())
@@ -619,7 +622,12 @@ fn controller_error(e: ControllerError) -> CniError {
 /// the pins (the links go with their pins, detaching the programs; the maps go with the
 /// last program), tun0 and vxlan0. The pod table and the store's records stay: a later
 /// agent plugs the pods that are still there back in.
-pub fn teardown(node_name: &str, bpffs_dir: &std::path::Path, cni_conf_dir: &std::path::Path, socket: &std::path::Path) -> Result<()> {
+pub fn teardown(
+    node_name: &str,
+    bpffs_dir: &std::path::Path,
+    cni_conf_dir: &std::path::Path,
+    socket: &std::path::Path,
+) -> Result<()> {
     remove_if_exists(&cni_conf_dir.join(CNI_CONF_FILE))?;
     remove_if_exists(socket)?;
     egress::remove_masquerade()?;

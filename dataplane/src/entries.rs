@@ -78,7 +78,11 @@ pub fn node_config(net: &Networks, node: &NodeAddresses, settings: &NodeSettings
 /// `STORE_ENDPOINTS`' keys: the store's endpoints, and for an endpoint on this node
 /// (`on_this_node`: loopback or an address of the node's) its ports on the node's
 /// gateway and address too, through which pods would reach it just as well.
-pub fn store_endpoints(endpoints: &[(Ipv4Addr, u16)], node: &NodeAddresses, on_this_node: impl Fn(Ipv4Addr) -> bool) -> Vec<StoreEndpoint> {
+pub fn store_endpoints(
+    endpoints: &[(Ipv4Addr, u16)],
+    node: &NodeAddresses,
+    on_this_node: impl Fn(Ipv4Addr) -> bool,
+) -> Vec<StoreEndpoint> {
     let mut keys = Vec::new();
     for &(ip, port) in endpoints {
         let mut ips = vec![ip];
@@ -137,15 +141,7 @@ pub fn service_key(cluster_ip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
 /// `SERVICES`' value of a port of service `service` (with `endpoints` endpoints), counted
 /// in `slot`.
 pub fn service_port(service: u32, project: ProjectRef, endpoints: u32, slot: u32, target_port: u16) -> ServicePort {
-    ServicePort {
-        service,
-        project_slot: project.slot,
-        project_id: project.id,
-        endpoints,
-        slot,
-        target_port,
-        _pad: 0,
-    }
+    ServicePort { service, project_slot: project.slot, project_id: project.id, endpoints, slot, target_port, _pad: 0 }
 }
 
 /// `SERVICE_IPS`' value of a ClusterIP, counted in `slot`.
@@ -180,7 +176,10 @@ pub struct Connection {
 
 /// `CT_FORWARD`'s and `CT_REVERSE`'s entries of a connection; `gateway`: the node's,
 /// which stands in for a client that is its own endpoint (hairpin).
-pub fn connection_entries(c: &Connection, gateway: Ipv4Addr) -> ((FlowKey, ServiceConnection), (FlowKey, ServiceReply)) {
+pub fn connection_entries(
+    c: &Connection,
+    gateway: Ipv4Addr,
+) -> ((FlowKey, ServiceConnection), (FlowKey, ServiceReply)) {
     let flow = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)| FlowKey {
         src: ip_key(src.0),
         dst: ip_key(dst.0),
@@ -213,7 +212,13 @@ pub fn connection_entries(c: &Connection, gateway: Ipv4Addr) -> ((FlowKey, Servi
 }
 
 /// `FRAGMENTS`' entry of a datagram whose first fragment carried `ports`.
-pub fn fragment_entry(src: Ipv4Addr, dst: Ipv4Addr, id: u16, protocol: u8, ports: (u16, u16)) -> (FragmentKey, FragmentPorts) {
+pub fn fragment_entry(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    id: u16,
+    protocol: u8,
+    ports: (u16, u16),
+) -> (FragmentKey, FragmentPorts) {
     (
         FragmentKey { src: ip_key(src), dst: ip_key(dst), id, proto: protocol, _pad: 0 },
         FragmentPorts { sport: ports.0, dport: ports.1 },
@@ -229,7 +234,10 @@ mod tests {
         let subnet: Ipv4Network = "10.128.2.0/23".parse().unwrap();
         let (slot, entry) = pod_entry(subnet, Ipv4Addr::new(10, 128, 3, 4), 7, ProjectRef { slot: 3, id: 9 });
         assert_eq!(slot, 260);
-        assert_eq!(entry, PodEntry { ifindex: 7, ip: ip_key(Ipv4Addr::new(10, 128, 3, 4)), project_slot: 3, project_id: 9 });
+        assert_eq!(
+            entry,
+            PodEntry { ifindex: 7, ip: ip_key(Ipv4Addr::new(10, 128, 3, 4)), project_slot: 3, project_id: 9 }
+        );
         assert_eq!(endpoint_pod_entry(subnet, Ipv4Addr::new(10, 128, 4, 1)), None);
     }
 

@@ -112,16 +112,17 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
             flows.push(flow(rule, RuleRef::Pod { ip: pod.ip, rule: rule.id }, &cfg, &values, counter));
         }
     }
-    let remote_rules = |slot: u32, node_ip: u32, subnet: Option<String>, tables: &[u8], flows: &mut Vec<Flow>| -> Result<()> {
-        let node_ip = ip_from_key(node_ip).to_string();
-        let subnet = subnet.unwrap_or_default();
-        let values = [("{NODE_IP}", node_ip.as_str()), ("{SUBNET}", subnet.as_str())];
-        for rule in rules_of(Scope::RemoteNode).filter(|r| tables.contains(&r.table)) {
-            let counter = total(&maps.node_stats, stats::node_index(slot, rule.id))?;
-            flows.push(flow(rule, RuleRef::RemoteNode { slot, rule: rule.id }, &cfg, &values, counter));
-        }
-        Ok(())
-    };
+    let remote_rules =
+        |slot: u32, node_ip: u32, subnet: Option<String>, tables: &[u8], flows: &mut Vec<Flow>| -> Result<()> {
+            let node_ip = ip_from_key(node_ip).to_string();
+            let subnet = subnet.unwrap_or_default();
+            let values = [("{NODE_IP}", node_ip.as_str()), ("{SUBNET}", subnet.as_str())];
+            for rule in rules_of(Scope::RemoteNode).filter(|r| tables.contains(&r.table)) {
+                let counter = total(&maps.node_stats, stats::node_index(slot, rule.id))?;
+                flows.push(flow(rule, RuleRef::RemoteNode { slot, rule: rule.id }, &cfg, &values, counter));
+            }
+            Ok(())
+        };
     for entry in maps.node_ips.iter() {
         let (_, node) = entry?;
         remote_rules(node.slot, node.node_ip, None, &[10], &mut flows)?;
@@ -131,7 +132,8 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
         let subnet = network(key.data(), u32::MAX.checked_shl(32 - key.prefix_len()).unwrap_or(0).to_be());
         remote_rules(node.slot, node.node_ip, Some(subnet), &[50, 90], &mut flows)?;
     }
-    let service_rule = |rule: u32| rules_of(Scope::Service).find(|r| r.id == rule).expect("table 60 declares its service rules");
+    let service_rule =
+        |rule: u32| rules_of(Scope::Service).find(|r| r.id == rule).expect("table 60 declares its service rules");
     for entry in maps.services.iter() {
         let (key, port) = entry?;
         let proto = match key.proto {
@@ -139,8 +141,10 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
             17 => "udp",
             _ => "ip",
         };
-        let (ip, vnid, port_number) = (ip_from_key(key.ip).to_string(), vnid(port.project_slot, port.project_id), key.port.to_string());
-        let values = [("{PROTO}", proto), ("{IP}", ip.as_str()), ("{PORT}", port_number.as_str()), ("{VNID}", vnid.as_str())];
+        let (ip, vnid, port_number) =
+            (ip_from_key(key.ip).to_string(), vnid(port.project_slot, port.project_id), key.port.to_string());
+        let values =
+            [("{PROTO}", proto), ("{IP}", ip.as_str()), ("{PORT}", port_number.as_str()), ("{VNID}", vnid.as_str())];
         let rule = service_rule(oxsdn_tables::t60_service::PORT);
         let counter = total(&maps.service_stats, port.slot)?;
         flows.push(flow(rule, RuleRef::Service { slot: port.slot, rule: rule.id }, &cfg, &values, counter));
@@ -153,7 +157,9 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
         let counter = total(&maps.service_stats, svc.slot)?;
         flows.push(flow(rule, RuleRef::Service { slot: svc.slot, rule: rule.id }, &cfg, &values, counter));
     }
-    flows.sort_by(|a, b| (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(b.table, std::cmp::Reverse(b.priority), &b.matches)));
+    flows.sort_by(|a, b| {
+        (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(b.table, std::cmp::Reverse(b.priority), &b.matches))
+    });
     Ok(flows)
 }
 

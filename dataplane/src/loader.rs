@@ -44,11 +44,14 @@ impl Programs {
     /// layout version are reused (state and counters survive restarts); pins of another
     /// version are removed first, so old and new layouts never mix.
     pub fn load(pin_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(pin_dir.join("links"))
-            .with_context(|| format!("creating {}", pin_dir.display()))?;
+        std::fs::create_dir_all(pin_dir.join("links")).with_context(|| format!("creating {}", pin_dir.display()))?;
         if let Some(found) = pinned_layout_version(pin_dir) {
             if found != LAYOUT_VERSION {
-                tracing::warn!(found, expected = LAYOUT_VERSION, "pinned dataplane has another layout version; rebuilding it");
+                tracing::warn!(
+                    found,
+                    expected = LAYOUT_VERSION,
+                    "pinned dataplane has another layout version; rebuilding it"
+                );
                 remove_pins(pin_dir)?;
                 std::fs::create_dir_all(pin_dir.join("links"))?;
             }
@@ -135,9 +138,7 @@ impl Programs {
             }
             std::fs::remove_file(&pin)?;
         }
-        let id = program
-            .attach(ifname, direction)
-            .with_context(|| format!("attaching {name} to {ifname}"))?;
+        let id = program.attach(ifname, direction).with_context(|| format!("attaching {name} to {ifname}"))?;
         let link = FdLink::try_from(program.take_link(id)?)?;
         link.pin(&pin).with_context(|| format!("pinning the link of {ifname}"))?;
         Ok(())
@@ -149,6 +150,9 @@ impl Programs {
 /// live mode `MODE` keeps the object's own 0, so an object built without trace mode
 /// loads too.
 pub(crate) fn load_programs(object: &[u8], pin_dir: &Path, mode: u32) -> Result<Ebpf> {
+    if object.is_empty() {
+        bail!("this build has no eBPF programs (built without the nightly toolchain or bpf-linker): run scripts/setup.sh and build again");
+    }
     let mut loader = EbpfLoader::new();
     loader.map_pin_path(pin_dir);
     if mode != 0 {
@@ -181,7 +185,9 @@ pub(crate) fn pinned_layout_version(pin_dir: &Path) -> Option<u32> {
 
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", path.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
         _ => Ok(()),
     }
 }

@@ -6,11 +6,11 @@ use std::{net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result};
 use aya::maps::{Array, Map, MapData, MapError, PerCpuArray};
+use oxsdn_common::{addr::pod_slot, Counter, NodeConfig, PodEntry};
 pub use oxsdn_common::{
     addr::{ip_from_key, ip_key},
     maps::NodeMaps,
 };
-use oxsdn_common::{addr::pod_slot, Counter, NodeConfig, PodEntry};
 
 /// The name the contract gives the node's `CONFIG` map (and its pin).
 pub const CONFIG: &str = "CONFIG";
@@ -27,10 +27,9 @@ pub fn pinned_node_config(dir: &Path) -> Result<NodeConfig> {
 /// Sum of a per-CPU counter over all CPUs.
 pub fn total(stats: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Counter> {
     let per_cpu = stats.get(&index, 0)?;
-    Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    }))
+    Ok(per_cpu
+        .iter()
+        .fold(Counter::default(), |acc, c| Counter { packets: acc.packets + c.packets, bytes: acc.bytes + c.bytes }))
 }
 
 /// Sets a per-CPU counter to zero on every CPU (a slot handed to a new pod or node).
@@ -43,7 +42,8 @@ pub fn reset(stats: &mut PerCpuArray<MapData, Counter>, index: u32) -> Result<()
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the programs' `bpf_ktime_get_ns`, in
 /// which the maps' timestamps are.
 pub fn monotonic_ns() -> u64 {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always readable");
+    let now =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always readable");
     now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 

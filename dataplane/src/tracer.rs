@@ -84,7 +84,10 @@ impl TestPrograms {
                 bail!("no dataplane is pinned in {}", pin_dir.display())
             }
             Some(found) if found != LAYOUT_VERSION => {
-                bail!("the dataplane pinned in {} has layout version {found}, this build {LAYOUT_VERSION}", pin_dir.display())
+                bail!(
+                    "the dataplane pinned in {} has layout version {found}, this build {LAYOUT_VERSION}",
+                    pin_dir.display()
+                )
             }
             _ => {}
         }
@@ -123,7 +126,11 @@ impl TestPrograms {
             .into_iter()
             .map(|name| {
                 let info = classifier(&mut self.ebpf, name)?.info()?;
-                Ok(ProgramSize { name, translated_bytes: info.size_translated().unwrap_or(0), jited_bytes: info.size_jitted() })
+                Ok(ProgramSize {
+                    name,
+                    translated_bytes: info.size_translated().unwrap_or(0),
+                    jited_bytes: info.size_jitted(),
+                })
             })
             .collect()
     }
@@ -145,11 +152,20 @@ pub struct ProgramSize {
 pub enum Output {
     Drop,
     /// Into the node's host stack through tun0 (its ifindex).
-    Tun0 { ifindex: u32 },
+    Tun0 {
+        ifindex: u32,
+    },
     /// To a local pod: its host veth (reg2) and IP.
-    Pod { ifindex: u32, ip: Ipv4Addr },
+    Pod {
+        ifindex: u32,
+        ip: Ipv4Addr,
+    },
     /// VXLAN out of vxlan0 (its ifindex) to a node's underlay IP with a VNI.
-    Tunnel { ifindex: u32, node_ip: Ipv4Addr, vni: u32 },
+    Tunnel {
+        ifindex: u32,
+        node_ip: Ipv4Addr,
+        vni: u32,
+    },
 }
 
 /// A service translation: the packet leaves with these addresses and ports.
@@ -356,7 +372,8 @@ mod tests {
 
     #[test]
     fn decodes_a_record() {
-        let mut r = TraceRecord { hops: 2, decided: 1, output: output_kind::TUNNEL, ifindex: 4, vni: 7, ..Default::default() };
+        let mut r =
+            TraceRecord { hops: 2, decided: 1, output: output_kind::TUNNEL, ifindex: 4, vni: 7, ..Default::default() };
         r.node_ip = ip_key(Ipv4Addr::new(192, 168, 0, 2));
         r.hop[0] = oxsdn_common::trace::TraceHop { kind: hop_kind::NODE_WIDE, rule: 5, key: 0 };
         r.hop[1] = oxsdn_common::trace::TraceHop { kind: hop_kind::REMOTE_NODE, rule: 2, key: 3 };

@@ -7,7 +7,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use oxsdn_common::conntrack::CLOSING;
 use oxsdn_dataplane::{
     conntrack::{sweep, Shares},
-    entries::{self, Connection, NodeAddresses, NodeSettings, Networks},
+    entries::{self, Connection, Networks, NodeAddresses, NodeSettings},
     loader::{remove_pins, Programs},
     maps::{monotonic_ns, NodeMaps},
 };
@@ -37,7 +37,11 @@ fn sweeps_expired_and_half_connections_and_gives_their_shares_back() {
         vxlan_ifindex: 101,
         underlay_ifindex: 0,
     };
-    let networks = Networks { cluster: "10.128.0.0/14".parse().unwrap(), service: "172.30.0.0/16".parse().unwrap(), vxlan_port: 4789 };
+    let networks = Networks {
+        cluster: "10.128.0.0/14".parse().unwrap(),
+        service: "172.30.0.0/16".parse().unwrap(),
+        vxlan_port: 4789,
+    };
     maps.config.set(0, entries::node_config(&networks, &node, &NodeSettings::default()), 0).unwrap();
     let shares = Shares::open(&dir.0).unwrap();
 

@@ -8,15 +8,17 @@ use std::{
 };
 
 use ipnetwork::Ipv4Network;
+use oxsdn_common::StoreEndpoint;
 use oxsdn_dataplane::{
-    entries::{self, NodeAddresses, NodeSettings, Networks, ProjectRef},
+    entries::{self, Networks, NodeAddresses, NodeSettings, ProjectRef},
     flows::RuleRef,
     loader::{remove_pins, Programs},
     maps::{ip_key, total, NodeMaps},
     tracer::{Ingress, Output, Packet, Proto, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
 };
-use oxsdn_common::StoreEndpoint;
-use oxsdn_tables::{t0_classify, t100_egress, t10_vxlan_source, t20_antispoof, t30_route, t80_isolation, t90_to_remote_pod};
+use oxsdn_tables::{
+    t0_classify, t100_egress, t10_vxlan_source, t20_antispoof, t30_route, t80_isolation, t90_to_remote_pod,
+};
 
 /// Removes the pins on drop, also when the test fails.
 struct PinDir(PathBuf);
@@ -78,29 +80,39 @@ fn traces_the_real_programs_on_maps_a_test_fills() {
     let mut tracer = Tracer::load(&dir.0).unwrap();
     let (a, b) = (ip("10.128.0.2"), ip("10.128.0.3"));
 
-    let isolated = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Tcp, a, b).ports(40000, 80).frame()).unwrap();
+    let isolated = tracer
+        .trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Tcp, a, b).ports(40000, 80).frame())
+        .unwrap();
     assert_eq!(isolated.output, Some(Output::Drop));
     assert_eq!(isolated.verdict, TC_ACT_SHOT);
     assert_eq!((isolated.reg0, isolated.reg1), (Some(10), Some(20)));
     assert_eq!(isolated.hops.last(), Some(&RuleRef::NodeWide { rule: t80_isolation::ISOLATED }));
-    assert_eq!(isolated.hops[..2], [RuleRef::NodeWide { rule: t0_classify::POD_IP }, RuleRef::Pod { ip: ip_key(a), rule: t20_antispoof::IP }]);
+    assert_eq!(
+        isolated.hops[..2],
+        [RuleRef::NodeWide { rule: t0_classify::POD_IP }, RuleRef::Pod { ip: ip_key(a), rule: t20_antispoof::IP }]
+    );
 
     maps.projects.set(PROJECT_B.slot, entries::project_entry(PROJECT_B.id, 10), 0).unwrap();
-    let joined = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Udp, a, b).ports(40000, 53).frame()).unwrap();
+    let joined = tracer
+        .trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Udp, a, b).ports(40000, 53).frame())
+        .unwrap();
     assert_eq!(joined.output, Some(Output::Pod { ifindex: PORT_B, ip: b }));
     assert_eq!(joined.verdict, TC_ACT_REDIRECT);
     assert_eq!(joined.hops.last(), Some(&RuleRef::NodeWide { rule: t80_isolation::SAME_VNID }));
 
-    let remote = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Icmp, a, ip("10.128.2.5")).frame()).unwrap();
+    let remote =
+        tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Icmp, a, ip("10.128.2.5")).frame()).unwrap();
     assert_eq!(remote.output, Some(Output::Tunnel { ifindex: VXLAN0, node_ip: ip("192.168.0.2"), vni: 10 }));
     assert!(remote.hops.contains(&RuleRef::RemoteNode { slot: 3, rule: t90_to_remote_pod::IP }));
 
-    let spoofed = tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Udp, ip("10.128.0.9"), b).frame()).unwrap();
+    let spoofed =
+        tracer.trace(Ingress::Pod { in_port: PORT_A }, &Packet::new(Proto::Udp, ip("10.128.0.9"), b).frame()).unwrap();
     assert_eq!(spoofed.output, Some(Output::Drop));
     assert_eq!(spoofed.hops.last(), Some(&RuleRef::NodeWide { rule: t20_antispoof::SPOOFED }));
 
     let tunneled = Ingress::Tunnel { src: ip("192.168.0.2"), vni: 10 };
-    let from_tunnel = tracer.trace(tunneled, &Packet::new(Proto::Tcp, ip("10.128.2.5"), b).ports(1, 2).frame()).unwrap();
+    let from_tunnel =
+        tracer.trace(tunneled, &Packet::new(Proto::Tcp, ip("10.128.2.5"), b).ports(1, 2).frame()).unwrap();
     assert_eq!(from_tunnel.output, Some(Output::Pod { ifindex: PORT_B, ip: b }));
     assert_eq!(from_tunnel.reg0, Some(10));
 

@@ -40,7 +40,8 @@ fn run<const T: bool>(ctx: TcContext) -> i32 {
     // SAFETY: an all-zero bpf_tunnel_key is valid; the helper fills it.
     let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
     // SAFETY: the key lives on the stack for the call.
-    let got = unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, core::mem::size_of::<bpf_tunnel_key>() as u32, 0) };
+    let got =
+        unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, core::mem::size_of::<bpf_tunnel_key>() as u32, 0) };
     let (tun_src, vni) = if got == 0 {
         // SAFETY: an IPv4 tunnel fills remote_ipv4 (host byte order).
         (unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be(), key.tunnel_id)

@@ -142,7 +142,8 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
             continue;
         }
         let (from, to) = if rng.gen_bool(0.5) { (c.client, c.service) } else { (c.endpoint, seen_client(&state, &c)) };
-        let f = Fragmented { src: from.0, dst: to.0, id: rng.gen_range(0..4), protocol: c.protocol, ports: (from.1, to.1) };
+        let f =
+            Fragmented { src: from.0, dst: to.0, id: rng.gen_range(0..4), protocol: c.protocol, ports: (from.1, to.1) };
         if state.fragment_ports(f.src, f.dst, f.id, f.protocol).is_none() {
             state.fragments.push(f);
         }
@@ -239,7 +240,8 @@ pub fn address(rng: &mut StdRng, state: &State) -> Ipv4Addr {
 
 /// A port worth sending to: declared service ports and target ports, DNS, VXLAN.
 fn port(rng: &mut StdRng, state: &State) -> u16 {
-    let declared: Vec<u16> = state.services.iter().flat_map(|s| s.ports.iter().flat_map(|p| [p.port, p.target_port])).collect();
+    let declared: Vec<u16> =
+        state.services.iter().flat_map(|s| s.ports.iter().flat_map(|p| [p.port, p.target_port])).collect();
     match rng.gen_range(0..6) {
         0 | 1 if !declared.is_empty() => *declared.choose(rng).unwrap(),
         2 => 53,
@@ -359,7 +361,8 @@ fn arp(rng: &mut StdRng, state: &State, ingress: Ingress) -> Vec<u8> {
     let sender_mac = if rng.gen_bool(0.8) { pod_mac(sender) } else { mac(rng, other) };
     let request = rng.gen_bool(0.7);
     let mut f = ethernet(if request { [0xff; 6] } else { pod_mac(target) }, sender_mac, 0x0806);
-    let (hw, proto, hlen, plen): (u16, u16, u8, u8) = if rng.gen_bool(0.95) { (1, 0x0800, 6, 4) } else { (6, 0x86dd, 6, 4) };
+    let (hw, proto, hlen, plen): (u16, u16, u8, u8) =
+        if rng.gen_bool(0.95) { (1, 0x0800, 6, 4) } else { (6, 0x86dd, 6, 4) };
     f.extend_from_slice(&hw.to_be_bytes());
     f.extend_from_slice(&proto.to_be_bytes());
     f.extend_from_slice(&[hlen, plen, 0, if request { 1 } else { 2 }]);

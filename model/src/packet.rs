@@ -200,7 +200,8 @@ mod tests {
 
     #[test]
     fn truncated_and_bad_headers_leave_nothing_to_match() {
-        let builder = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(1, 2);
+        let builder =
+            etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64).udp(1, 2);
         let mut frame = Vec::new();
         builder.write(&mut frame, b"x").unwrap();
         assert!(matches!(parse(&frame), L3::Ipv4(Ipv4 { ports: Some((1, 2)), .. })));

@@ -15,7 +15,10 @@ pub enum Ingress {
     Pod(u32),
     Tun0,
     /// vxlan0, with the outer source address and the VNI.
-    Tunnel { src: Ipv4Addr, vni: u32 },
+    Tunnel {
+        src: Ipv4Addr,
+        vni: u32,
+    },
 }
 
 /// Where a frame leaves.
@@ -203,7 +206,9 @@ impl Pass<'_> {
             let project = if ip.later_fragment {
                 self.state.service_by_ip(ip.dst).map(|s| s.project)
             } else {
-                ip.ports.and_then(|(_, dport)| self.state.service_port(ip.dst, ip.protocol, dport)).map(|(s, _)| s.project)
+                ip.ports
+                    .and_then(|(_, dport)| self.state.service_port(ip.dst, ip.protocol, dport))
+                    .map(|(s, _)| s.project)
             };
             let Some(project) = project else { return Verdict::Drop("T60 no service port") };
             let Some(dst_vnid) = self.state.vnid(project) else { return Verdict::Drop("T60 project without VNID") };
@@ -307,9 +312,7 @@ impl Pass<'_> {
     }
 
     fn is_ingress(&self, out: Out) -> bool {
-        matches!(
-            (self.ingress, out),
-            (Ingress::Tun0, Out::Tun0) | (Ingress::Tunnel { .. }, Out::Tunnel { .. })
-        ) || matches!((self.ingress, out), (Ingress::Pod(a), Out::Pod(b)) if a == b)
+        matches!((self.ingress, out), (Ingress::Tun0, Out::Tun0) | (Ingress::Tunnel { .. }, Out::Tunnel { .. }))
+            || matches!((self.ingress, out), (Ingress::Pod(a), Out::Pod(b)) if a == b)
     }
 }

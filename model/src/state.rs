@@ -200,13 +200,23 @@ impl State {
     }
 
     /// The tracked connection a client's packet to a service belongs to.
-    pub fn connection_from_client(&self, protocol: u8, client: (Ipv4Addr, u16), service: (Ipv4Addr, u16)) -> Option<&Connection> {
+    pub fn connection_from_client(
+        &self,
+        protocol: u8,
+        client: (Ipv4Addr, u16),
+        service: (Ipv4Addr, u16),
+    ) -> Option<&Connection> {
         self.connections.iter().find(|c| c.protocol == protocol && c.client == client && c.service == service)
     }
 
     /// The tracked connection an endpoint's packet is a reply of: it is addressed to the
     /// client as the endpoint saw it (the gateway for a hairpin connection).
-    pub fn connection_from_endpoint(&self, protocol: u8, endpoint: (Ipv4Addr, u16), to: (Ipv4Addr, u16)) -> Option<&Connection> {
+    pub fn connection_from_endpoint(
+        &self,
+        protocol: u8,
+        endpoint: (Ipv4Addr, u16),
+        to: (Ipv4Addr, u16),
+    ) -> Option<&Connection> {
         let gateway = self.node.gateway();
         self.connections.iter().find(|c| {
             let seen_client = if c.hairpin() { (gateway, c.client.1) } else { c.client };

@@ -32,7 +32,6 @@ fn generated_cases_reach_every_kind_of_verdict() {
     }
 }
 
-
 /// The generated states hold tracked connections to draining endpoints of each kind:
 /// TCP with the window open (kept), TCP with it ended and UDP (both choose again).
 #[test]

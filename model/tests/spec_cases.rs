@@ -278,7 +278,11 @@ fn a_draining_endpoint_keeps_tcp_connections_until_its_window_ends() {
     let udp_packet = udp("10.128.0.2", "172.30.0.10", 40000, 80);
     assert_eq!(endpoint_of(&s, &tcp_packet), Out::Pod(POD_C), "a TCP connection left its draining endpoint");
     assert_eq!(endpoint_of(&s, &udp_packet), Out::Pod(POD_B), "a UDP flow stayed on a removed endpoint");
-    assert_eq!(endpoint_of(&s, &tcp("10.128.0.2", "172.30.0.10", 40001, 80)), Out::Pod(POD_B), "a new connection went to a removed endpoint");
+    assert_eq!(
+        endpoint_of(&s, &tcp("10.128.0.2", "172.30.0.10", 40001, 80)),
+        Out::Pod(POD_B),
+        "a new connection went to a removed endpoint"
+    );
     let reply = tcp("10.128.0.4", "10.128.0.2", 8080, 40000);
     let Verdict::Deliver(d) = pipeline(&s, Ingress::Pod(POD_C), &reply) else { panic!("reply not delivered") };
     assert_eq!((d.out, &d.frame[ETH_IP_SRC..ETH_IP_SRC + 8]), (Out::Pod(POD_A), &[172, 30, 0, 10, 10, 128, 0, 2][..]));

@@ -14,14 +14,18 @@
 #![no_std]
 
 pub mod env;
-pub mod frame;
 pub mod fragments;
+pub mod frame;
 pub mod rule;
 
 pub mod t0_classify;
+pub mod t100_egress;
+pub mod t101_egress_policy;
 pub mod t10_vxlan_source;
+pub mod t110_multicast;
 pub mod t20_antispoof;
 pub mod t21_post_source;
+pub mod t254_output;
 pub mod t30_route;
 pub mod t40_arp_to_local_pod;
 pub mod t50_arp_to_remote_pod;
@@ -30,10 +34,6 @@ pub mod t61_load_balance;
 pub mod t70_to_local_pod;
 pub mod t80_isolation;
 pub mod t90_to_remote_pod;
-pub mod t100_egress;
-pub mod t101_egress_policy;
-pub mod t110_multicast;
-pub mod t254_output;
 
 use oxsdn_common::{addr, NodeConfig, PodEntry};
 
@@ -73,9 +73,15 @@ pub enum Output {
     Tun0,
     /// A local pod: ifindex of its host-side veth (`reg2`), and the pod's IP, whose MAC
     /// (`0a:58:` + IP) the frame must be addressed to for the pod to accept it.
-    Pod { ifindex: u32, ip: u32 },
+    Pod {
+        ifindex: u32,
+        ip: u32,
+    },
     /// OpenShift's port 1: VXLAN to another node (`tun_dst`), VNI `tun_id`.
-    Tunnel { node_ip: u32, vni: u32 },
+    Tunnel {
+        node_ip: u32,
+        vni: u32,
+    },
 }
 
 /// New addresses for a service connection's packet (what kube-proxy's DNAT and its
@@ -196,22 +202,62 @@ mod tests {
     #[test]
     fn rule_ids_are_stable() {
         let expected = [
-            (0, 0, "TUN0_IP_MCAST"), (0, 1, "TUN0_ARP"), (0, 2, "TUN0_IP"), (0, 3, "TUN0_OTHER"),
-            (0, 4, "POD_ARP"), (0, 5, "POD_IP"), (0, 6, "OTHER"), (20, 7, "SPOOFED"),
-            (21, 8, "CONTINUE"), (30, 9, "ARP_GW"), (30, 10, "IP_GW"), (30, 11, "ARP_LOCAL"),
-            (30, 12, "IP_LOCAL"), (30, 13, "ARP_CLUSTER"), (30, 14, "IP_SERVICE"),
-            (30, 15, "IP_CLUSTER"), (30, 16, "IP_MCAST"), (30, 17, "IP_EXTERNAL"),
-            (30, 18, "ARP_OTHER"), (40, 19, "NO_POD"), (50, 20, "NO_NODE"), (60, 21, "NO_SERVICE"),
-            (70, 22, "NO_POD"), (80, 23, "FROM_GW"), (80, 24, "SRC_GLOBAL"), (80, 25, "DST_GLOBAL"),
-            (80, 26, "SAME_VNID"), (80, 27, "ISOLATED"), (90, 28, "NO_NODE"), (100, 29, "EXTERNAL"),
-            (110, 30, "NOT_ENABLED"), (0, 31, "TUNNEL_ARP"), (0, 32, "TUNNEL_IP_SRC"),
-            (0, 33, "TUNNEL_IP_DST"), (0, 34, "TUNNEL_OTHER"), (10, 35, "UNKNOWN_NODE"),
-            (100, 36, "VXLAN"), (100, 37, "DNS_TCP"), (100, 38, "DNS_UDP"), (101, 39, "ALLOW"),
-            (60, 40, "SRC_GLOBAL"), (30, 41, "SERVICE_REPLY"), (61, 42, "ESTABLISHED"),
-            (61, 43, "NEW"), (61, 44, "UNKNOWN_FRAGMENT"), (61, 45, "NO_ENDPOINT"),
-            (61, 46, "DRAINING"), (0, 47, "TUNNEL_NO_KEY"), (254, 48, "TO_INGRESS_PORT"),
-            (254, 49, "TRANSLATION_FAILED"), (254, 50, "NOT_SENT"), (0, 51, "UNCONFIGURED"),
-            (0, 52, "VLAN"), (100, 53, "STORE"), (30, 54, "GW_STORE"), (61, 55, "OVER_QUOTA"),
+            (0, 0, "TUN0_IP_MCAST"),
+            (0, 1, "TUN0_ARP"),
+            (0, 2, "TUN0_IP"),
+            (0, 3, "TUN0_OTHER"),
+            (0, 4, "POD_ARP"),
+            (0, 5, "POD_IP"),
+            (0, 6, "OTHER"),
+            (20, 7, "SPOOFED"),
+            (21, 8, "CONTINUE"),
+            (30, 9, "ARP_GW"),
+            (30, 10, "IP_GW"),
+            (30, 11, "ARP_LOCAL"),
+            (30, 12, "IP_LOCAL"),
+            (30, 13, "ARP_CLUSTER"),
+            (30, 14, "IP_SERVICE"),
+            (30, 15, "IP_CLUSTER"),
+            (30, 16, "IP_MCAST"),
+            (30, 17, "IP_EXTERNAL"),
+            (30, 18, "ARP_OTHER"),
+            (40, 19, "NO_POD"),
+            (50, 20, "NO_NODE"),
+            (60, 21, "NO_SERVICE"),
+            (70, 22, "NO_POD"),
+            (80, 23, "FROM_GW"),
+            (80, 24, "SRC_GLOBAL"),
+            (80, 25, "DST_GLOBAL"),
+            (80, 26, "SAME_VNID"),
+            (80, 27, "ISOLATED"),
+            (90, 28, "NO_NODE"),
+            (100, 29, "EXTERNAL"),
+            (110, 30, "NOT_ENABLED"),
+            (0, 31, "TUNNEL_ARP"),
+            (0, 32, "TUNNEL_IP_SRC"),
+            (0, 33, "TUNNEL_IP_DST"),
+            (0, 34, "TUNNEL_OTHER"),
+            (10, 35, "UNKNOWN_NODE"),
+            (100, 36, "VXLAN"),
+            (100, 37, "DNS_TCP"),
+            (100, 38, "DNS_UDP"),
+            (101, 39, "ALLOW"),
+            (60, 40, "SRC_GLOBAL"),
+            (30, 41, "SERVICE_REPLY"),
+            (61, 42, "ESTABLISHED"),
+            (61, 43, "NEW"),
+            (61, 44, "UNKNOWN_FRAGMENT"),
+            (61, 45, "NO_ENDPOINT"),
+            (61, 46, "DRAINING"),
+            (0, 47, "TUNNEL_NO_KEY"),
+            (254, 48, "TO_INGRESS_PORT"),
+            (254, 49, "TRANSLATION_FAILED"),
+            (254, 50, "NOT_SENT"),
+            (0, 51, "UNCONFIGURED"),
+            (0, 52, "VLAN"),
+            (100, 53, "STORE"),
+            (30, 54, "GW_STORE"),
+            (61, 55, "OVER_QUOTA"),
             (61, 56, "TABLE_FULL"),
         ];
         let node_wide: Vec<(u8, u32, &str)> =

@@ -150,7 +150,14 @@ fn connect<E: Env>(
 #[inline(always)]
 pub fn reply_key(flow: &FlowKey, conn: &ServiceConnection, gateway: u32) -> FlowKey {
     let peer = if conn.hairpin != 0 { gateway } else { flow.src };
-    FlowKey { src: conn.endpoint_ip, dst: peer, sport: conn.endpoint_port, dport: flow.sport, proto: flow.proto, _pad: [0; 3] }
+    FlowKey {
+        src: conn.endpoint_ip,
+        dst: peer,
+        sport: conn.endpoint_port,
+        dport: flow.sport,
+        proto: flow.proto,
+        _pad: [0; 3],
+    }
 }
 
 /// Sends a translated packet (`reply`: back to a service's client) to `dst`: a pod here,

@@ -146,11 +146,20 @@ impl TestCluster {
         external.ip(&["addr", "add", &format!("{EXTERNAL_HOST}/24"), "dev", "eth0"])?;
         external.ip(&["link", "set", "eth0", "up"])?;
         external.ip(&["route", "add", "default", "via", EXTERNAL_GATEWAY])?;
-        let mut cluster =
-            TestCluster { store: StoreArgs::File(dir.join("store")), prefix, dir, bpffs, underlay, external, nodes: Vec::new(), etcd: None };
+        let mut cluster = TestCluster {
+            store: StoreArgs::File(dir.join("store")),
+            prefix,
+            dir,
+            bpffs,
+            underlay,
+            external,
+            nodes: Vec::new(),
+            etcd: None,
+        };
         if etcd {
             let ports = Ports { ip: UNDERLAY_HOST.parse()?, client: 2379, peer: 2380, metrics: 2381 };
-            cluster.etcd = Some(EtcdServer::start(&cluster.dir.join("etcd"), ports, Some(&cluster.underlay), Transport::Tls)?);
+            cluster.etcd =
+                Some(EtcdServer::start(&cluster.dir.join("etcd"), ports, Some(&cluster.underlay), Transport::Tls)?);
             cluster.oxsdnctl_as(&cluster.etcd_user(ROOT_USER)?, &["store", "setup-auth"])?;
             cluster.store = cluster.etcd_user(OPERATOR_USER)?;
         }
@@ -191,7 +200,11 @@ impl TestCluster {
 
     /// The VNID of `project`.
     pub fn netid(&self, project: &str) -> Result<u32> {
-        self.netids()?.into_iter().find(|(n, _)| n == project).map(|(_, v)| v).with_context(|| format!("no project {project}"))
+        self.netids()?
+            .into_iter()
+            .find(|(n, _)| n == project)
+            .map(|(_, v)| v)
+            .with_context(|| format!("no project {project}"))
     }
 
     /// The ClusterIP of service `name` in `project`.
@@ -282,7 +295,8 @@ impl PathPods {
         cluster.add_node("node1")?;
         cluster.add_node("node2")?;
         let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
-        let (a, b, c, d) = (n1.add_pod("red", "a")?, n1.add_pod("red", "b")?, n1.add_pod("blue", "c")?, n2.add_pod("red", "d")?);
+        let (a, b, c, d) =
+            (n1.add_pod("red", "a")?, n1.add_pod("red", "b")?, n1.add_pod("blue", "c")?, n2.add_pod("red", "d")?);
         Ok(PathPods { a, b, c, d, cluster })
     }
 }
@@ -312,10 +326,14 @@ impl Node {
             .command(bins::agent())
             .args(["--node-name", &self.name, "--node-ip", &self.ip.to_string()])
             .args(self.store.args())
-            .arg("--state-dir").arg(&self.state_dir)
-            .arg("--socket").arg(&self.socket)
-            .arg("--bpffs-dir").arg(&self.bpffs)
-            .arg("--cni-conf-dir").arg(&self.conf_dir)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs)
+            .arg("--cni-conf-dir")
+            .arg(&self.conf_dir)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -342,9 +360,12 @@ impl Node {
             .netns
             .command(bins::agent())
             .args(["--teardown", "--node-name", &self.name])
-            .arg("--socket").arg(&self.socket)
-            .arg("--bpffs-dir").arg(&self.bpffs)
-            .arg("--cni-conf-dir").arg(&self.conf_dir))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs)
+            .arg("--cni-conf-dir")
+            .arg(&self.conf_dir))
     }
 
     /// Stops the agent with SIGTERM (clean shutdown) and waits for it.
@@ -384,7 +405,8 @@ impl Node {
     /// wrote (the runtime adds `cniVersion` and `name` to each plugin's entry).
     pub fn network_config(&self) -> Result<Value> {
         let path = self.conf_dir.join("80-oxsdn.conflist");
-        let list: Value = serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+        let list: Value =
+            serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
         let mut conf = list["plugins"][0].clone();
         conf["cniVersion"] = list["cniVersion"].clone();
         conf["name"] = list["name"].clone();
@@ -412,7 +434,17 @@ impl Node {
             .context("no address in the CNI result")?
             .parse()?;
         let mac = result["interfaces"][0]["mac"].as_str().unwrap_or_default().to_string();
-        Ok(Pod { name: name.into(), node: self.name.clone(), project: project.into(), container_id, ifname: "eth0".into(), ip, mac, netns, result })
+        Ok(Pod {
+            name: name.into(),
+            node: self.name.clone(),
+            project: project.into(),
+            container_id,
+            ifname: "eth0".into(),
+            ip,
+            mac,
+            netns,
+            result,
+        })
     }
 
     /// CNI DEL of a pod; its namespace stays until the `Pod` is dropped.
@@ -427,7 +459,8 @@ impl Node {
             .netns
             .command(bins::oxsdnctl())
             .args(["dump-flows", "--node", &self.name])
-            .arg("--bpffs-dir").arg(&self.bpffs))
+            .arg("--bpffs-dir")
+            .arg(&self.bpffs))
     }
 
     /// `oxsdnctl dump-flows` for this node, parsed.

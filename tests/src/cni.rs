@@ -1,11 +1,7 @@
 //! Invoking the CNI plugin binary the way a runtime does: environment variables, the
 //! network config on stdin, the result or error JSON on stdout.
 
-use std::{
-    io::Write,
-    path::Path,
-    process::Stdio,
-};
+use std::{io::Write, path::Path, process::Stdio};
 
 use anyhow::{bail, Result};
 use serde_json::Value;

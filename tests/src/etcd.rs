@@ -77,20 +77,12 @@ impl EtcdServer {
     /// Starts etcd in `data_dir` (created if missing; give each server its own) on
     /// `ports`, inside `netns` if given, and waits until it reports itself healthy. With
     /// TLS, a new CA in `<data_dir>/pki` signs etcd's certificate (for `ports.ip`).
-    pub fn start(
-        data_dir: &Path,
-        ports: Ports,
-        netns: Option<&Netns>,
-        transport: Transport,
-    ) -> Result<EtcdServer> {
+    pub fn start(data_dir: &Path, ports: Ports, netns: Option<&Netns>, transport: Transport) -> Result<EtcdServer> {
         fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let (pki, server_cert) = match transport {
             Transport::Tls => {
                 let pki = Pki::new(&data_dir.join("pki"), "oxsdn test etcd CA")?;
-                let cert = pki.server(
-                    "etcd-server",
-                    &[ports.ip.into(), Ipv4Addr::LOCALHOST.into()],
-                )?;
+                let cert = pki.server("etcd-server", &[ports.ip.into(), Ipv4Addr::LOCALHOST.into()])?;
                 (Some(pki), Some(cert))
             }
             Transport::Plain => (None, None),
@@ -113,12 +105,7 @@ impl EtcdServer {
         let mut tries = 3;
         loop {
             let [client, peer, metrics] = free_loopback_ports()?;
-            let ports = Ports {
-                ip: Ipv4Addr::LOCALHOST,
-                client,
-                peer,
-                metrics,
-            };
+            let ports = Ports { ip: Ipv4Addr::LOCALHOST, client, peer, metrics };
             match EtcdServer::start(data_dir, ports, None, transport) {
                 // etcd binds its ports before it writes any data, so retrying in the
                 // same directory is safe.
@@ -148,10 +135,7 @@ impl EtcdServer {
 
     /// A new client certificate for etcd user `user`, from this etcd's CA.
     pub fn client_cert(&self, user: &str) -> Result<ClientCert> {
-        self.pki
-            .as_ref()
-            .context("etcd serves plain HTTP: it has no CA")?
-            .client(user)
+        self.pki.as_ref().context("etcd serves plain HTTP: it has no CA")?.client(user)
     }
 
     /// GET `path` from etcd's metrics port (from its namespace): the body. etcd serves
@@ -233,21 +217,13 @@ impl EtcdServer {
             // A pod-network command over N projects is one transaction of N+1 writes;
             // etcd's default limit (128) would cap commands at 127 projects.
             .args(["--max-txn-ops", "65536"])
-            .args([
-                "--listen-metrics-urls",
-                &format!("http://127.0.0.1:{}", self.ports.metrics),
-            ])
+            .args(["--listen-metrics-urls", &format!("http://127.0.0.1:{}", self.ports.metrics)])
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the log file")?)
             .stderr(log);
         if let Some(cert) = &self.server_cert {
-            cmd.arg("--cert-file")
-                .arg(&cert.cert)
-                .arg("--key-file")
-                .arg(&cert.key);
-            cmd.arg("--trusted-ca-file")
-                .arg(&cert.ca)
-                .arg("--client-cert-auth");
+            cmd.arg("--cert-file").arg(&cert.cert).arg("--key-file").arg(&cert.key);
+            cmd.arg("--trusted-ca-file").arg(&cert.ca).arg("--client-cert-auth");
         }
         let child = cmd.spawn().with_context(|| format!("starting {ETCD}"))?;
         self.child = Some(child);
@@ -263,25 +239,15 @@ impl EtcdServer {
             };
             if let Some(status) = exited {
                 self.child = None;
-                bail!(
-                    "etcd exited ({status}) before it was ready; {}",
-                    self.log_tail()
-                );
+                bail!("etcd exited ({status}) before it was ready; {}", self.log_tail());
             }
             // Healthy once it has a leader and serves requests.
-            if self
-                .http_get("/health")
-                .is_ok_and(|body| body.contains(r#""health":"true""#))
-            {
+            if self.http_get("/health").is_ok_and(|body| body.contains(r#""health":"true""#)) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 self.kill();
-                bail!(
-                    "etcd at {} not healthy after {READY_TIMEOUT:?}; {}",
-                    self.endpoint(),
-                    self.log_tail()
-                );
+                bail!("etcd at {} not healthy after {READY_TIMEOUT:?}; {}", self.endpoint(), self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

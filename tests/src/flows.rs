@@ -38,7 +38,8 @@ pub fn parse(text: &str) -> Result<Vec<FlowLine>> {
 
 /// The packet count of the one rule in `table` at `priority` whose match is `matches`.
 pub fn packets(flows: &[FlowLine], table: u8, priority: u16, matches: &str) -> u64 {
-    let found: Vec<_> = flows.iter().filter(|f| f.table == table && f.priority == priority && f.matches == matches).collect();
+    let found: Vec<_> =
+        flows.iter().filter(|f| f.table == table && f.priority == priority && f.matches == matches).collect();
     assert_eq!(found.len(), 1, "expected one rule table={table} priority={priority} {matches:?}, found {found:?}");
     found[0].n_packets
 }

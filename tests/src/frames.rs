@@ -78,7 +78,14 @@ pub struct FragmentOf {
 
 /// An IPv4 fragment of protocol `proto` carrying `payload`. Fragments after the first
 /// carry no L4 header.
-pub fn ipv4_fragment(macs: (Mac, Mac), src: Ipv4Addr, dst: Ipv4Addr, proto: u8, frag: FragmentOf, payload: &[u8]) -> Vec<u8> {
+pub fn ipv4_fragment(
+    macs: (Mac, Mac),
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    frag: FragmentOf,
+    payload: &[u8],
+) -> Vec<u8> {
     let total = 20 + payload.len() as u16;
     let flags_offset = (if frag.more { 0x2000 } else { 0 }) | (frag.offset & 0x1fff);
     let mut h = vec![0x45, 0];

@@ -13,8 +13,17 @@ use crate::Node;
 
 /// The maps whose entries follow pods, projects, nodes and services (the per-CPU counter
 /// arrays have fixed sizes; the tracking tables follow traffic).
-pub const ENTRY_MAPS: [&str; 9] =
-    ["PODS", "ENDPOINT_PODS", "PROJECTS", "SERVICES", "SERVICE_IPS", "ENDPOINTS", "ENDPOINT_SET", "REMOTE_SUBNETS", "NODE_IPS"];
+pub const ENTRY_MAPS: [&str; 9] = [
+    "PODS",
+    "ENDPOINT_PODS",
+    "PROJECTS",
+    "SERVICES",
+    "SERVICE_IPS",
+    "ENDPOINTS",
+    "ENDPOINT_SET",
+    "REMOTE_SUBNETS",
+    "NODE_IPS",
+];
 
 /// The entries of one of the `ENTRY_MAPS` (or `DRAINING`) of a node (array slots only
 /// when in use), one text each, sorted.
@@ -28,9 +37,9 @@ pub fn pinned_entries(node: &Node, map: &str) -> Result<Vec<String>> {
         "SERVICE_IPS" => entries(maps.service_ips.iter())?,
         "ENDPOINTS" => entries(maps.endpoints.iter())?,
         "ENDPOINT_SET" => entries(maps.endpoint_set.iter())?,
-        "REMOTE_SUBNETS" => {
-            entries(maps.remote_subnets.iter().map(|e| e.map(|(k, v)| (format!("{}/{}", k.data(), k.prefix_len()), v))))?
-        }
+        "REMOTE_SUBNETS" => entries(
+            maps.remote_subnets.iter().map(|e| e.map(|(k, v)| (format!("{}/{}", k.data(), k.prefix_len()), v))),
+        )?,
         "NODE_IPS" => entries(maps.node_ips.iter())?,
         "DRAINING" => entries(maps.draining.iter())?,
         other => anyhow::bail!("no entries of {other} here"),
@@ -124,7 +133,11 @@ impl Inventory {
             if entries != theirs {
                 let gone: Vec<_> = entries.iter().filter(|e| !theirs.contains(e)).collect();
                 let new: Vec<_> = theirs.iter().filter(|e| !entries.contains(e)).collect();
-                diffs.push(format!("{map}: {} -> {} entries; only before: {gone:?}; only after: {new:?}", entries.len(), theirs.len()));
+                diffs.push(format!(
+                    "{map}: {} -> {} entries; only before: {gone:?}; only after: {new:?}",
+                    entries.len(),
+                    theirs.len()
+                ));
             }
         }
         if self.link_pins != other.link_pins {

@@ -78,7 +78,14 @@ pub fn mismatches(pods: &[Pod], m: &[Vec<Option<Reach>>], expected: impl Fn(&Pod
             if let Some(r) = m[i][j] {
                 let want = expected(a, b);
                 if r.ping != want || r.tcp != want {
-                    bad.push(format!("{}/{} -> {}/{}: expected {}, got {r:?}", a.project, a.name, b.project, b.name, if want { "reachable" } else { "isolated" }));
+                    bad.push(format!(
+                        "{}/{} -> {}/{}: expected {}, got {r:?}",
+                        a.project,
+                        a.name,
+                        b.project,
+                        b.name,
+                        if want { "reachable" } else { "isolated" }
+                    ));
                 }
             }
         }

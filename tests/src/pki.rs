@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 
 /// A CA whose files live in `dir`.
@@ -45,10 +45,7 @@ impl ClientCert {
 
     /// The same certificate and key, trusting `ca` instead.
     pub fn trusting(&self, ca: &Path) -> ClientCert {
-        ClientCert {
-            ca: ca.to_path_buf(),
-            ..self.clone()
-        }
+        ClientCert { ca: ca.to_path_buf(), ..self.clone() }
     }
 }
 
@@ -60,16 +57,10 @@ impl Pki {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let cert = params.self_signed(&key)?;
-        let pki = Pki {
-            dir: dir.to_path_buf(),
-            issuer: Issuer::new(params, key),
-        };
+        let pki = Pki { dir: dir.to_path_buf(), issuer: Issuer::new(params, key) };
         write(&pki.ca(), &cert.pem())?;
         Ok(pki)
     }
@@ -86,10 +77,7 @@ impl Pki {
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, name);
         params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         self.issue(name, params)
     }
 
@@ -103,10 +91,7 @@ impl Pki {
     }
 
     fn issue(&self, name: &str, mut params: CertificateParams) -> Result<ClientCert> {
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let files = ClientCert {

@@ -134,7 +134,8 @@ pub struct IdentityClient {
 
 impl IdentityClient {
     pub fn connect(from: &Netns, to: Ipv4Addr, port: u16) -> Result<IdentityClient> {
-        let stream = from.enter(move || TcpStream::connect_timeout(&SocketAddr::from((to, port)), Duration::from_millis(1500)))??;
+        let stream = from
+            .enter(move || TcpStream::connect_timeout(&SocketAddr::from((to, port)), Duration::from_millis(1500)))??;
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
         Ok(IdentityClient { reader: std::io::BufReader::new(stream) })
     }
@@ -267,8 +268,21 @@ impl RawSocket {
             let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
             // SAFETY: setsockopt with a timeval; recvfrom into our buffer.
             let n = unsafe {
-                libc::setsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
-                libc::recvfrom(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0, (&mut from as *mut libc::sockaddr_ll).cast(), &mut from_len)
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&tv as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut from_len,
+                )
             };
             if n < 0 {
                 continue;
@@ -298,12 +312,7 @@ impl Iperf3Server {
         let server = Iperf3Server { child };
         let deadline = Instant::now() + Duration::from_secs(10);
         // Listening is checked with ss: a probe connection would be the one-off's client.
-        while !ns
-            .command("ss")
-            .args(["-Hltn", "sport = :5201"])
-            .output()
-            .map(|o| !o.stdout.is_empty())
-            .unwrap_or(false)
+        while !ns.command("ss").args(["-Hltn", "sport = :5201"]).output().map(|o| !o.stdout.is_empty()).unwrap_or(false)
         {
             if Instant::now() > deadline {
                 bail!("iperf3 server in {} not listening after 10 s", ns.name);

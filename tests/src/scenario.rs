@@ -88,12 +88,16 @@ pub fn wait_applied(cluster: &TestCluster, node: &Node, pods: &[Pod], project: &
     let start = Instant::now();
     let netid = cluster.netid(project)?;
     let want = format!("load:{netid:#x}->NXM_NX_REG0[],goto_table:21");
-    let ips: Vec<String> = pods.iter().filter(|p| p.project == project && p.node == node.name).map(|p| format!("nw_src={}", p.ip)).collect();
+    let ips: Vec<String> = pods
+        .iter()
+        .filter(|p| p.project == project && p.node == node.name)
+        .map(|p| format!("nw_src={}", p.ip))
+        .collect();
     loop {
         let flows = node.dump_flows()?;
-        let applied = ips.iter().all(|ip| {
-            flows.iter().any(|f| f.table == 20 && f.matches.ends_with(ip.as_str()) && f.actions == want)
-        });
+        let applied = ips
+            .iter()
+            .all(|ip| flows.iter().any(|f| f.table == 20 && f.matches.ends_with(ip.as_str()) && f.actions == want));
         if applied {
             return Ok(start.elapsed());
         }

@@ -87,7 +87,10 @@ fn a_node_cut_off_from_etcd_catches_up_without_restarting() -> Result<()> {
     let c = cluster.nodes[1].add_pod("blue", "c")?;
     serve_echo(&c.netns, ECHO_PORT)?;
     // Both directions: a watch keeps receiving events even when only its ACKs are lost.
-    let cut: [&[&str]; 2] = [&["OUTPUT", "-p", "tcp", "--dport", "2379", "-j", "DROP"], &["INPUT", "-p", "tcp", "--sport", "2379", "-j", "DROP"]];
+    let cut: [&[&str]; 2] = [
+        &["OUTPUT", "-p", "tcp", "--dport", "2379", "-j", "DROP"],
+        &["INPUT", "-p", "tcp", "--sport", "2379", "-j", "DROP"],
+    ];
     let node2 = &cluster.nodes[1].netns;
     for rule in cut {
         oxsdn_tests::netns::run(node2.command("iptables").arg("-A").args(rule))?;

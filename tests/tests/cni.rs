@@ -129,7 +129,8 @@ fn version_status_and_gc() -> Result<()> {
     conf11["cniVersion"] = json!("1.1.0");
     node.cni(&CniCall::new("STATUS", &conf11)).success()?;
 
-    let namespaces: Vec<Netns> = (0..3).map(|i| Netns::create(&format!("{}-gc{i}", node.prefix()))).collect::<Result<_>>()?;
+    let namespaces: Vec<Netns> =
+        (0..3).map(|i| Netns::create(&format!("{}-gc{i}", node.prefix()))).collect::<Result<_>>()?;
     let ids: Vec<String> = (0..3).map(|i| format!("{}-gc{i}", node.prefix())).collect();
     for (id, ns) in ids.iter().zip(&namespaces) {
         node.cni(&add_call(node, id, ns, "red")?).success()?;
@@ -159,10 +160,23 @@ fn every_bad_input_gets_its_error_code_and_changes_nothing() -> Result<()> {
     };
     let cases: Vec<(&str, CniCall, u64)> = vec![
         ("malformed JSON", good.clone().stdin(&b"{\"cniVersion\": \"1.0.0\", "[..]), 6),
-        ("oversize JSON", good.clone().stdin(format!("{{\"cniVersion\":\"1.0.0\",\"name\":\"oxsdn\",\"type\":\"oxsdn\",\"pad\":\"{}\"}}", "x".repeat(2 << 20))), 6),
+        (
+            "oversize JSON",
+            good.clone().stdin(format!(
+                "{{\"cniVersion\":\"1.0.0\",\"name\":\"oxsdn\",\"type\":\"oxsdn\",\"pad\":\"{}\"}}",
+                "x".repeat(2 << 20)
+            )),
+            6,
+        ),
         ("unknown version", with_conf(&|c| c["cniVersion"] = json!("9.9.9")), 1),
         ("wrong type", with_conf(&|c| c["type"] = json!("bridge")), 7),
-        ("missing name", with_conf(&|c| { c.as_object_mut().unwrap().remove("name"); }), 7),
+        (
+            "missing name",
+            with_conf(&|c| {
+                c.as_object_mut().unwrap().remove("name");
+            }),
+            7,
+        ),
         ("missing CNI_COMMAND", good.clone().unset("CNI_COMMAND"), 4),
         ("unknown CNI_COMMAND", good.clone().var("CNI_COMMAND", "FROB"), 4),
         ("missing CNI_NETNS", good.clone().unset("CNI_NETNS"), 4),
@@ -171,9 +185,20 @@ fn every_bad_input_gets_its_error_code_and_changes_nothing() -> Result<()> {
         ("missing CNI_CONTAINERID", good.clone().unset("CNI_CONTAINERID"), 4),
         ("bad CNI_IFNAME", good.clone().var("CNI_IFNAME", "eth0/../x"), 4),
         ("too long CNI_IFNAME", good.clone().var("CNI_IFNAME", "abcdefghijklmnopq"), 4),
-        ("missing K8S_POD_NAMESPACE, no defaultProject", with_conf(&|c| { c.as_object_mut().unwrap().remove("defaultProject"); }).var("CNI_ARGS", "K8S_POD_NAME=x"), 4),
+        (
+            "missing K8S_POD_NAMESPACE, no defaultProject",
+            with_conf(&|c| {
+                c.as_object_mut().unwrap().remove("defaultProject");
+            })
+            .var("CNI_ARGS", "K8S_POD_NAME=x"),
+            4,
+        ),
         ("invalid defaultProject", with_conf(&|c| c["defaultProject"] = json!("Not_A_Project")), 7),
-        ("odd characters in the namespace", good.clone().var("CNI_ARGS", "K8S_POD_NAMESPACE=Red_Team;K8S_POD_NAME=x"), 4),
+        (
+            "odd characters in the namespace",
+            good.clone().var("CNI_ARGS", "K8S_POD_NAMESPACE=Red_Team;K8S_POD_NAME=x"),
+            4,
+        ),
         ("malformed CNI_ARGS", good.clone().var("CNI_ARGS", "K8S_POD_NAMESPACE"), 4),
     ];
     let before = Snapshot::take(node)?;
@@ -204,7 +229,8 @@ fn a_pod_table_that_cannot_be_saved_fails_the_call_and_leaves_nothing() -> Resul
     let mut cluster = TestCluster::new(&[])?;
     cluster.add_node("node1")?;
     let node = cluster.node("node1");
-    let (kept_ns, new_ns) = (Netns::create(&format!("{}-kept", node.prefix()))?, Netns::create(&format!("{}-new", node.prefix()))?);
+    let (kept_ns, new_ns) =
+        (Netns::create(&format!("{}-kept", node.prefix()))?, Netns::create(&format!("{}-new", node.prefix()))?);
     let kept = add_call(node, "kept", &kept_ns, "red")?;
     node.cni(&kept).success()?;
     let before = Inventory::take(node)?;
@@ -291,15 +317,22 @@ fn del_without_an_agent_is_applied_by_the_next_one() -> Result<()> {
         let node = cluster.node("node1");
         assert!(node.log_text().contains("applying a DEL recorded while no agent ran"), "{signal}: not applied");
         assert!(queued_deletions(node)?.is_empty(), "{signal}: the entry stayed");
-        let records: Vec<String> = pod_records(node)?.iter().map(|r| r["containerId"].as_str().unwrap_or_default().to_string()).collect();
+        let records: Vec<String> =
+            pod_records(node)?.iter().map(|r| r["containerId"].as_str().unwrap_or_default().to_string()).collect();
         assert_eq!(records, std::slice::from_ref(&kept.container_id), "{signal}");
         let plugged = plugged_ips(node)?;
-        assert!(!plugged.contains(&gone.ip.to_string()) && plugged.contains(&kept.ip.to_string()), "{signal}: {plugged:?}");
+        assert!(
+            !plugged.contains(&gone.ip.to_string()) && plugged.contains(&kept.ip.to_string()),
+            "{signal}: {plugged:?}"
+        );
         let pins = std::fs::read_dir(node.pin_dir().join("links"))?
             .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
             .collect::<Result<Vec<_>>>()?;
         assert!(!pins.contains(&gone_veth), "{signal}: the link pin stayed");
-        assert!(oxsdn_tests::probe::ping(&kept.netns, Ipv4Addr::new(10, 128, 0, 1)), "{signal}: the other pod lost its network");
+        assert!(
+            oxsdn_tests::probe::ping(&kept.netns, Ipv4Addr::new(10, 128, 0, 1)),
+            "{signal}: the other pod lost its network"
+        );
     }
     Ok(())
 }
@@ -395,17 +428,21 @@ fn twenty_concurrent_adds_then_dels_get_distinct_addresses_and_leak_nothing() ->
     cluster.add_node("node1")?;
     let node = cluster.node("node1");
     let conf = node.network_config()?;
-    let namespaces: Vec<Netns> = (0..20).map(|i| Netns::create(&format!("{}-c{i}", node.prefix()))).collect::<Result<_>>()?;
+    let namespaces: Vec<Netns> =
+        (0..20).map(|i| Netns::create(&format!("{}-c{i}", node.prefix()))).collect::<Result<_>>()?;
     let calls: Vec<CniCall> = namespaces
         .iter()
         .enumerate()
-        .map(|(i, ns)| CniCall::add(&conf, &format!("{}-c{i}", node.prefix()), &ns.path(), ["red", "blue", "green"][i % 3], "p"))
+        .map(|(i, ns)| {
+            CniCall::add(&conf, &format!("{}-c{i}", node.prefix()), &ns.path(), ["red", "blue", "green"][i % 3], "p")
+        })
         .collect();
     let results: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = calls.iter().map(|c| s.spawn(|| node.cni(c).success())).collect();
         handles.into_iter().map(|h| h.join().expect("thread")).collect::<Result<_>>()
     })?;
-    let ips: BTreeSet<String> = results.iter().map(|r| r["ips"][0]["address"].as_str().unwrap_or_default().to_string()).collect();
+    let ips: BTreeSet<String> =
+        results.iter().map(|r| r["ips"][0]["address"].as_str().unwrap_or_default().to_string()).collect();
     assert_eq!(ips.len(), 20, "duplicate addresses: {ips:?}");
     assert_eq!(plugged_ips(node)?.len(), 20);
     assert_eq!(pod_veths(node)?.len(), 20);
@@ -453,12 +490,12 @@ fn thread_count(pid: u32) -> Result<usize> {
 /// they are more than it keeps open, and the others once their time is up, answering each.
 #[test]
 fn idle_and_slow_callers_do_not_hold_up_a_real_add() -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
     use std::{
         io::{Read, Write},
         os::unix::net::UnixStream,
         time::{Duration, Instant},
     };
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
@@ -494,7 +531,9 @@ fn idle_and_slow_callers_do_not_hold_up_a_real_add() -> Result<()> {
             let start = Instant::now();
             let pod = node.add_pod("red", "prompt")?;
             let took = start.elapsed();
-            eprintln!("1,100 idle and slow callers: ADD took {took:?}; agent threads {threads_before} -> {threads_held}");
+            eprintln!(
+                "1,100 idle and slow callers: ADD took {took:?}; agent threads {threads_before} -> {threads_held}"
+            );
             assert!(took < Duration::from_secs(3), "ADD took {took:?} with 1,100 callers holding connections");
             assert!(oxsdn_tests::probe::ping(&pod.netns, Ipv4Addr::new(10, 128, 0, 1)), "the pod added has no network");
             assert!(
@@ -563,7 +602,9 @@ fn a_netns_that_is_a_fifo_fails_at_once() -> Result<()> {
     let answer = client::call_with_timeouts(&node.socket, &request, client::CONNECT_TIMEOUT, Duration::from_secs(5))
         .map_err(|e| anyhow::anyhow!("the agent did not answer in time: {e}"))?;
     match answer {
-        Response::Error(e) => assert!(e.code == code::INVALID_ENV && e.msg.contains("is not a network namespace"), "{e}"),
+        Response::Error(e) => {
+            assert!(e.code == code::INVALID_ENV && e.msg.contains("is not a network namespace"), "{e}")
+        }
         other => panic!("the agent accepted a FIFO as a netns: {other:?}"),
     }
     before.assert_same(node, "ADD request with a FIFO as CNI_NETNS")?;
@@ -582,7 +623,8 @@ fn a_runtime_that_names_no_namespace_gets_the_default_project() -> Result<()> {
     assert_eq!(conf["defaultProject"], "oxsdn-standalone", "the agent's network config");
     let red = node.add_pod("red", "red")?;
     let ns = Netns::create(&format!("{}-podman", node.prefix()))?;
-    let podman = CniCall::add(&conf, "podman-web", &ns.path(), "unused", "web").var("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web");
+    let podman = CniCall::add(&conf, "podman-web", &ns.path(), "unused", "web")
+        .var("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web");
 
     let mut without = conf.clone();
     without.as_object_mut().expect("config object").remove("defaultProject");
@@ -592,7 +634,8 @@ fn a_runtime_that_names_no_namespace_gets_the_default_project() -> Result<()> {
     before.assert_same(node, "ADD without a namespace or defaultProject")?;
 
     let result = node.cni(&podman).success()?;
-    let ip: Ipv4Addr = result["ips"][0]["address"].as_str().unwrap_or_default().split('/').next().unwrap_or_default().parse()?;
+    let ip: Ipv4Addr =
+        result["ips"][0]["address"].as_str().unwrap_or_default().split('/').next().unwrap_or_default().parse()?;
     let record = pod_records(node)?.into_iter().find(|r| r["containerId"] == "podman-web").context("no pod record")?;
     assert_eq!(record["project"], "oxsdn-standalone");
     assert_ne!(cluster.netid("oxsdn-standalone")?, 0, "the default project is global");
@@ -617,7 +660,9 @@ fn cni_calls_log_no_netlink_parser_warnings() -> Result<()> {
     add.success()?;
     let del = node.cni(&CniCall::del(&node.network_config()?, "quiet", Some(&ns.path())));
     del.success()?;
-    for (what, text) in [("ADD's stderr", add.stderr), ("DEL's stderr", del.stderr), ("the agent's log", node.log_text())] {
+    for (what, text) in
+        [("ADD's stderr", add.stderr), ("DEL's stderr", del.stderr), ("the agent's log", node.log_text())]
+    {
         assert!(!text.contains("IFLA_INET6_CONF") && !text.contains("netlink_packet_route"), "{what}: {text}");
     }
     Ok(())

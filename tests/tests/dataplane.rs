@@ -63,11 +63,36 @@ fn spoofed_ip_and_arp_from_a_pod_are_dropped_and_counted() -> Result<()> {
 
     let before = counter(node, 20, 0, "")?;
     let spoofed: [(&str, Vec<u8>, &Pod, &'static [u8]); 5] = [
-        ("IP source of another pod", frames::udp(a_mac, v_mac, other.ip, victim.ip, 9, b"oxsdn-spoof-ip"), &victim, b"oxsdn-spoof-ip"),
-        ("IP source outside the subnet", frames::udp(a_mac, v_mac, Ipv4Addr::new(192, 0, 2, 1), victim.ip, 9, b"oxsdn-spoof-ext"), &victim, b"oxsdn-spoof-ext"),
-        ("gratuitous ARP for the gateway", frames::arp(a_mac, BROADCAST, 2, a_mac, GATEWAY, BROADCAST, GATEWAY), &other, &[0x0a, 0x80, 0x00, 0x01, 0xff]),
-        ("ARP reply to the gateway claiming the victim's IP", frames::arp(a_mac, BROADCAST, 2, a_mac, victim.ip, [0; 6], GATEWAY), &other, &[0x08, 0x06, 0, 1]),
-        ("ARP with own IP but a foreign MAC", frames::arp([2, 0, 0, 0, 0, 1], BROADCAST, 1, [2, 0, 0, 0, 0, 1], attacker.ip, [0; 6], victim.ip), &victim, &[2, 0, 0, 0, 0, 1]),
+        (
+            "IP source of another pod",
+            frames::udp(a_mac, v_mac, other.ip, victim.ip, 9, b"oxsdn-spoof-ip"),
+            &victim,
+            b"oxsdn-spoof-ip",
+        ),
+        (
+            "IP source outside the subnet",
+            frames::udp(a_mac, v_mac, Ipv4Addr::new(192, 0, 2, 1), victim.ip, 9, b"oxsdn-spoof-ext"),
+            &victim,
+            b"oxsdn-spoof-ext",
+        ),
+        (
+            "gratuitous ARP for the gateway",
+            frames::arp(a_mac, BROADCAST, 2, a_mac, GATEWAY, BROADCAST, GATEWAY),
+            &other,
+            &[0x0a, 0x80, 0x00, 0x01, 0xff],
+        ),
+        (
+            "ARP reply to the gateway claiming the victim's IP",
+            frames::arp(a_mac, BROADCAST, 2, a_mac, victim.ip, [0; 6], GATEWAY),
+            &other,
+            &[0x08, 0x06, 0, 1],
+        ),
+        (
+            "ARP with own IP but a foreign MAC",
+            frames::arp([2, 0, 0, 0, 0, 1], BROADCAST, 1, [2, 0, 0, 0, 0, 1], attacker.ip, [0; 6], victim.ip),
+            &victim,
+            &[2, 0, 0, 0, 0, 1],
+        ),
     ];
     for (what, frame, watch, marker) in &spoofed {
         assert_eq!(send_and_watch(&attacker, watch, frame, marker)?, 0, "{what}: delivered");

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
 use oxsdn_common::{trace::MODE_TEST_INPUT, PodEntry, ProjectEntry, MAX_POD_SLOTS, MAX_PROJECT_SLOTS};
 use oxsdn_dataplane::{
-    entries::{self, NodeAddresses, NodeSettings, Networks, ProjectRef},
+    entries::{self, Networks, NodeAddresses, NodeSettings, ProjectRef},
     loader::Programs,
     maps::{ip_key, monotonic_ns, NodeMaps},
     test_run::TestRun,
@@ -24,7 +24,9 @@ use oxsdn_dataplane::{
 };
 use oxsdn_model::generate::{self, Case, Ports};
 use oxsdn_model::packet::{self, L3};
-use oxsdn_model::state::{Connection, Draining, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP, IPPROTO_UDP};
+use oxsdn_model::state::{
+    Connection, Draining, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP, IPPROTO_UDP,
+};
 use oxsdn_model::{pipeline, Delivery, Ingress, Out, State, Verdict};
 use oxsdn_tests::netns::Netns;
 use rand::{rngs::StdRng, SeedableRng};
@@ -112,7 +114,11 @@ fn regressions() -> Result<()> {
         let mut found = Vec::new();
         for (index, (case, delivered)) in cases.iter().enumerate() {
             let expected = pipeline(&state, case.ingress, &case.frame);
-            assert_eq!(!matches!(expected, Verdict::Drop(_)), *delivered, "regression {index}: the model's verdict {expected:?}");
+            assert_eq!(
+                !matches!(expected, Verdict::Drop(_)),
+                *delivered,
+                "regression {index}: the model's verdict {expected:?}"
+            );
             found.extend(harness.check(&state, case, &format!("regression {index}"))?);
         }
         Ok(found)
@@ -133,25 +139,42 @@ fn draining_endpoints() -> Result<()> {
         let mut rng = StdRng::seed_from_u64(1);
         let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
         let local = state.node.local;
-        let (client, serving, leaving, service) = (local.nth(2), local.nth(3), local.nth(4), state.node.service.nth(10));
+        let (client, serving, leaving, service) =
+            (local.nth(2), local.nth(3), local.nth(4), state.node.service.nth(10));
         let [client_port, serving_port, leaving_port] = [harness.ports[0], harness.ports[1], harness.ports[2]];
         state.pods = [(client, client_port), (serving, serving_port), (leaving, leaving_port)]
             .map(|(ip, ifindex)| Pod { ip, ifindex, project: 1 })
             .to_vec();
         state.projects.insert(1, 10);
-        let ports = [IPPROTO_TCP, IPPROTO_UDP].map(|protocol| ModelServicePort { port: 80, protocol, target_port: 8080 });
-        state.services = vec![Service { cluster_ip: service, project: 1, ports: ports.to_vec(), endpoints: vec![serving], draining: vec![] }];
+        let ports =
+            [IPPROTO_TCP, IPPROTO_UDP].map(|protocol| ModelServicePort { port: 80, protocol, target_port: 8080 });
+        state.services = vec![Service {
+            cluster_ip: service,
+            project: 1,
+            ports: ports.to_vec(),
+            endpoints: vec![serving],
+            draining: vec![],
+        }];
         state.fragments.clear();
         let mut found = Vec::new();
         for (protocol, proto) in [(IPPROTO_TCP, Proto::Tcp), (IPPROTO_UDP, Proto::Udp)] {
             for (window, until) in [("open", state.now + 20 * SECOND), ("ended", state.now - SECOND)] {
                 state.services[0].draining = vec![Draining { ip: leaving, until }];
-                state.connections = vec![Connection { protocol, client: (client, 40000), service: (service, 80), endpoint: (leaving, 8080) }];
+                state.connections = vec![Connection {
+                    protocol,
+                    client: (client, 40000),
+                    service: (service, 80),
+                    endpoint: (leaving, 8080),
+                }];
                 harness.load(&state)?;
                 let kept = protocol == IPPROTO_TCP && window == "open";
                 let name = format!("{proto:?} connection, window {window}");
                 let cases = [
-                    (Ingress::Pod(client_port), Packet::new(proto, client, service).ports(40000, 80), if kept { leaving_port } else { serving_port }),
+                    (
+                        Ingress::Pod(client_port),
+                        Packet::new(proto, client, service).ports(40000, 80),
+                        if kept { leaving_port } else { serving_port },
+                    ),
                     (Ingress::Pod(client_port), Packet::new(proto, client, service).ports(40001, 80), serving_port),
                     (Ingress::Pod(leaving_port), Packet::new(proto, leaving, client).ports(8080, 40000), client_port),
                 ];
@@ -189,7 +212,13 @@ fn full_connection_tables_refuse_new_connections_and_keep_every_entry() -> Resul
         ];
         state.projects.insert(1, 10);
         let port = ModelServicePort { port: 80, protocol: IPPROTO_TCP, target_port: 8080 };
-        state.services = vec![Service { cluster_ip: service, project: 1, ports: vec![port], endpoints: vec![endpoint], draining: vec![] }];
+        state.services = vec![Service {
+            cluster_ip: service,
+            project: 1,
+            ports: vec![port],
+            endpoints: vec![endpoint],
+            draining: vec![],
+        }];
         state.connections.clear();
         state.fragments.clear();
         harness.load(&state)?;
@@ -219,7 +248,10 @@ fn full_connection_tables_refuse_new_connections_and_keep_every_entry() -> Resul
         let run = harness.live.run(ingress(Ingress::Pod(harness.ports[0])), &frame, 1)?;
         let mut found = Vec::new();
         if run.retval != TC_ACT_SHOT {
-            found.push(format!("a new connection into full tables was {}, not refused", trace::verdict_name(run.retval)));
+            found.push(format!(
+                "a new connection into full tables was {}, not refused",
+                trace::verdict_name(run.retval)
+            ));
         }
         for (flow, reverse) in &held {
             if harness.maps.ct_forward.get(flow, 0).is_err() || harness.maps.ct_reverse.get(reverse, 0).is_err() {
@@ -257,7 +289,8 @@ fn in_sandbox<T: Send + 'static>(name: &str, f: impl FnOnce(&mut Harness) -> Res
     let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(&prefix));
     let pin_dir = pins.0.clone();
     netns.enter(move || {
-        let ports = names.iter().map(|n| Ok(nix::net::if_::if_nametoindex(n.as_str())?)).collect::<Result<Vec<u32>>>()?;
+        let ports =
+            names.iter().map(|n| Ok(nix::net::if_::if_nametoindex(n.as_str())?)).collect::<Result<Vec<u32>>>()?;
         f(&mut Harness::load_programs(&pin_dir, ports)?)
     })?
 }
@@ -333,7 +366,10 @@ impl Harness {
                     continue;
                 }
                 report.cases += 1;
-                *report.outcomes.entry(outcome(&pipeline(&state, case.ingress, &case.frame), &case.frame)).or_default() += 1;
+                *report
+                    .outcomes
+                    .entry(outcome(&pipeline(&state, case.ingress, &case.frame), &case.frame))
+                    .or_default() += 1;
                 report.disagreements.extend(self.check(&state, &case, &format!("seed {state_seed} case {index}"))?);
             }
             state_seed = state_seed.wrapping_add(1);
@@ -345,7 +381,8 @@ impl Harness {
     /// disagree, if they do.
     fn check(&mut self, state: &State, case: &Case, name: &str) -> Result<Option<String>> {
         let expected = pipeline(state, case.ingress, &case.frame);
-        let context = format!("  ingress {:?}\n  frame {}\n  model {}", case.ingress, hex(&case.frame), describe(&expected));
+        let context =
+            format!("  ingress {:?}\n  frame {}\n  model {}", case.ingress, hex(&case.frame), describe(&expected));
         let actual = match self.tracer.trace(ingress(case.ingress), &case.frame) {
             Ok(actual) => actual,
             Err(e) => return Ok(Some(format!("{name}: the test run failed: {e:#}\n{context}"))),
@@ -415,7 +452,9 @@ fn agree(expected: &Verdict, actual: &Trace) -> Result<(), String> {
             let out = match actual.output {
                 Some(Output::Pod { ifindex, .. }) => Out::Pod(ifindex),
                 Some(Output::Tun0 { ifindex }) if ifindex == TUN0_IFINDEX => Out::Tun0,
-                Some(Output::Tunnel { ifindex, node_ip, vni }) if ifindex == VXLAN_IFINDEX => Out::Tunnel { node_ip, vni },
+                Some(Output::Tunnel { ifindex, node_ip, vni }) if ifindex == VXLAN_IFINDEX => {
+                    Out::Tunnel { node_ip, vni }
+                }
                 other => return Err(format!("eBPF redirects with output {other:?}")),
             };
             if out != d.out {
@@ -529,7 +568,8 @@ fn network(net: oxsdn_model::state::Net) -> Ipv4Network {
 fn fill(maps: &mut NodeMaps, state: &State) -> Result<()> {
     let node = &state.node;
     let clock_now = monotonic_ns();
-    let networks = Networks { cluster: network(node.cluster), service: network(node.service), vxlan_port: node.vxlan_port };
+    let networks =
+        Networks { cluster: network(node.cluster), service: network(node.service), vxlan_port: node.vxlan_port };
     let addresses = NodeAddresses {
         subnet: network(node.local),
         gateway: node.gateway(),
@@ -553,7 +593,8 @@ fn fill(maps: &mut NodeMaps, state: &State) -> Result<()> {
         }
     }
     for (slot, remote) in state.remote_nodes.iter().enumerate() {
-        let (subnet, node_ip, value) = entries::remote_node_entries(network(remote.subnet), remote.node_ip, slot as u32);
+        let (subnet, node_ip, value) =
+            entries::remote_node_entries(network(remote.subnet), remote.node_ip, slot as u32);
         maps.node_ips.insert(node_ip, value, 0)?;
         maps.remote_subnets.insert(&subnet, value, 0)?;
     }
@@ -584,7 +625,8 @@ fn fill(maps: &mut NodeMaps, state: &State) -> Result<()> {
 /// The tracked connections and fragments of a state.
 fn fill_tracking(maps: &mut NodeMaps, state: &State) -> Result<()> {
     for c in &state.connections {
-        let service = state.services.iter().position(|s| s.cluster_ip == c.service.0).context("connection to no service")?;
+        let service =
+            state.services.iter().position(|s| s.cluster_ip == c.service.0).context("connection to no service")?;
         let connection = entries::Connection {
             protocol: c.protocol,
             client: c.client,

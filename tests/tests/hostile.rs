@@ -46,10 +46,16 @@ fn crafted_fragments_do_not_cross_projects() -> Result<()> {
     let isolated_before = packets(&node.dump_flows()?, 80, 0, "");
     send(&attacker, later(&attacker, victim.ip, b"oxsdn-frag-pod"))?;
     send(&attacker, later(&attacker, service, b"oxsdn-frag-svc"))?;
-    assert!(watch.capture(Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-frag-")).is_empty(), "a fragment crossed projects");
+    assert!(
+        watch.capture(Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-frag-")).is_empty(),
+        "a fragment crossed projects"
+    );
     let flows = node.dump_flows()?;
     assert!(packets(&flows, 80, 0, "") >= isolated_before + 2, "table 80 did not count both");
-    assert!(packets(&flows, 60, 100, "ip,nw_dst=172.30.0.53,nw_frag=later") >= 1, "the ClusterIP's fragment rule did not match");
+    assert!(
+        packets(&flows, 60, 100, "ip,nw_dst=172.30.0.53,nw_frag=later") >= 1,
+        "the ClusterIP's fragment rule did not match"
+    );
     Ok(())
 }
 
@@ -100,7 +106,9 @@ fn broadcast_and_multicast_floods_reach_no_pod_and_are_counted() -> Result<()> {
     // ARP for every address of both node subnets, of a cluster range no node owns, and
     // outside the cluster: broadcast frames, each of which may reach only its target.
     let mut arp_targets: Vec<Ipv4Addr> = Vec::new();
-    for (base, count) in [(ip("10.128.0.0"), 512u32), (ip("10.129.0.0"), 512), (ip("10.130.0.0"), 256), (ip("192.0.2.0"), 256)] {
+    for (base, count) in
+        [(ip("10.128.0.0"), 512u32), (ip("10.129.0.0"), 512), (ip("10.130.0.0"), 256), (ip("192.0.2.0"), 256)]
+    {
         arp_targets.extend((0..count).map(|i| Ipv4Addr::from(u32::from(base) + i)));
     }
     const COPIES: usize = 500;
@@ -123,7 +131,9 @@ fn broadcast_and_multicast_floods_reach_no_pod_and_are_counted() -> Result<()> {
             let rx = RawSocket::open(&v.netns, "eth0")?;
             let attacker_ip = attacker.ip.octets();
             Ok(std::thread::spawn(move || {
-                rx.capture(Duration::from_secs(4), move |f| frames::contains(f, b"oxsdn-flood") || (f[12..14] == [0x08, 0x06] && f[28..32] == attacker_ip))
+                rx.capture(Duration::from_secs(4), move |f| {
+                    frames::contains(f, b"oxsdn-flood") || (f[12..14] == [0x08, 0x06] && f[28..32] == attacker_ip)
+                })
             }))
         })
         .collect::<Result<_>>()?;
@@ -234,7 +244,10 @@ fn the_agent_takes_only_a_pods_own_veth() -> Result<()> {
         ("tun0", add_request("hostile-tun0", "tun0", &intruder.path())),
         ("the underlay device", add_request("hostile-eth0", "eth0", &intruder.path())),
         ("another pod's veth", add_request("hostile-other", &victim_veth, &intruder.path())),
-        ("another pod's own attachment, from another namespace", add_request(&victim.container_id, &victim_veth, &intruder.path())),
+        (
+            "another pod's own attachment, from another namespace",
+            add_request(&victim.container_id, &victim_veth, &intruder.path()),
+        ),
         ("a veth whose peer is in another namespace", add_request("wrong-peer", &wrong_peer, &intruder.path())),
         ("a veth whose peer is in the node's namespace", add_request("node-peer", &node_peer, &intruder.path())),
     ];
@@ -255,7 +268,8 @@ fn the_agent_takes_only_a_pods_own_veth() -> Result<()> {
     still_forwarding("after the refused ADDs");
 
     // A pod table naming tun0 and eth0 as pods' veths, read by a restarted agent.
-    let poisoned: Vec<(String, &str, u32)> = devices.iter().map(|(name, index)| (format!("poison-{name}"), *name, *index)).collect();
+    let poisoned: Vec<(String, &str, u32)> =
+        devices.iter().map(|(name, index)| (format!("poison-{name}"), *name, *index)).collect();
     let table_path = node.state_dir.join("pods.json");
     cluster.nodes[0].stop_agent();
     let mut table: Value = serde_json::from_slice(&std::fs::read(&table_path)?)?;
@@ -278,7 +292,11 @@ fn the_agent_takes_only_a_pods_own_veth() -> Result<()> {
         assert_eq!(ifindex(&node.netns, name)?, index, "{name} was deleted or replaced");
     }
     let after = Inventory::take(node)?;
-    assert!(before.differences(&after).is_empty(), "the poisoned table changed the node: {:?}", before.differences(&after));
+    assert!(
+        before.differences(&after).is_empty(),
+        "the poisoned table changed the node: {:?}",
+        before.differences(&after)
+    );
     still_forwarding("after the poisoned pod table");
     assert!(node.log_text().contains("ignoring an invalid pod record"), "the agent did not say it ignored the records");
     Ok(())

@@ -38,7 +38,11 @@ fn has_rule(flows: &[oxsdn_tests::flows::FlowLine], table: u8, matches: &str) ->
 }
 
 /// Waits (up to 5 s) for `cond` on node `node`'s rules.
-fn wait_rules(cluster: &TestCluster, node: usize, cond: impl Fn(&[oxsdn_tests::flows::FlowLine]) -> bool) -> Result<()> {
+fn wait_rules(
+    cluster: &TestCluster,
+    node: usize,
+    cond: impl Fn(&[oxsdn_tests::flows::FlowLine]) -> bool,
+) -> Result<()> {
     let start = std::time::Instant::now();
     while !cond(&t(cluster, node)?) {
         if start.elapsed() > std::time::Duration::from_secs(5) {
@@ -59,13 +63,17 @@ fn nodes_added_later_are_routed_and_deleted_nodes_disappear() -> Result<()> {
     let c = cluster.nodes[2].add_pod("red", "c")?;
     let node3_ip = cluster.nodes[2].ip.to_string();
     for node in [0, 1] {
-        wait_rules(&cluster, node, |f| has_rule(f, 10, &format!("tun_src={node3_ip}")) && has_rule(f, 90, "ip,nw_dst=10.130.0.0/23"))?;
+        wait_rules(&cluster, node, |f| {
+            has_rule(f, 10, &format!("tun_src={node3_ip}")) && has_rule(f, 90, "ip,nw_dst=10.130.0.0/23")
+        })?;
     }
     assert!(ping(&a.netns, c.ip), "node1 pod -> pod on the node added later");
 
     cluster.oxsdnctl(&["node", "delete", "node3"])?;
     for node in [0, 1] {
-        wait_rules(&cluster, node, |f| !has_rule(f, 10, &format!("tun_src={node3_ip}")) && !has_rule(f, 90, "ip,nw_dst=10.130.0.0/23"))?;
+        wait_rules(&cluster, node, |f| {
+            !has_rule(f, 10, &format!("tun_src={node3_ip}")) && !has_rule(f, 90, "ip,nw_dst=10.130.0.0/23")
+        })?;
     }
     let before = oxsdn_tests::flows::packets(&t(&cluster, 0)?, 90, 0, "");
     assert!(!ping(&a.netns, c.ip));
@@ -92,7 +100,13 @@ fn send_udp(from: &oxsdn_tests::netns::Netns, to: std::net::Ipv4Addr, payload: V
             let on: libc::c_int = 1;
             // SAFETY: setsockopt with a c_int option on a socket this closure owns.
             let rc = unsafe {
-                libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, &on as *const _ as *const libc::c_void, 4)
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_NO_CHECK,
+                    &on as *const _ as *const libc::c_void,
+                    4,
+                )
             };
             anyhow::ensure!(rc == 0, "SO_NO_CHECK: {}", std::io::Error::last_os_error());
         }
@@ -147,25 +161,38 @@ fn vxlan_from_unknown_sources_and_from_pods_cannot_inject_traffic() -> Result<()
     let attacker = cluster.nodes[1].add_pod("blue", "attacker")?;
     let red = cluster.netid("red")?;
     let inner = |marker: &[u8]| {
-        frames::udp([2, 0, 0, 0, 0, 9], frames::pod_mac(victim.ip), "10.129.0.99".parse().unwrap(), victim.ip, 9, marker)
+        frames::udp(
+            [2, 0, 0, 0, 0, 9],
+            frames::pod_mac(victim.ip),
+            "10.129.0.99".parse().unwrap(),
+            victim.ip,
+            9,
+            marker,
+        )
     };
     let watch = RawSocket::open(&victim.netns, "eth0")?;
     let node1_ip = cluster.nodes[0].ip;
 
     // Both ways a frame can arrive: decapsulated by node1's program (no UDP checksum,
     // as nodes send VXLAN) and by vxlan0 (a checksum to verify).
-    for (checksum, known, unknown) in [
-        (false, b"oxsdn-known-node-a", b"oxsdn-unknown-src-a"),
-        (true, b"oxsdn-known-node-b", b"oxsdn-unknown-src-b"),
-    ] {
+    for (checksum, known, unknown) in
+        [(false, b"oxsdn-known-node-a", b"oxsdn-unknown-src-a"), (true, b"oxsdn-known-node-b", b"oxsdn-unknown-src-b")]
+    {
         // Control: VXLAN with red's VNI from a known node (node2's address) is delivered.
         send_udp(&cluster.nodes[1].netns, node1_ip, vxlan_payload(red, &inner(known)), checksum)?;
-        assert_eq!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, known)).len(), 1, "checksum {checksum}");
+        assert_eq!(
+            watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, known)).len(),
+            1,
+            "checksum {checksum}"
+        );
 
         // From an address that is no node's: dropped by table 10 and counted.
         let before = packets(&t(&cluster, 0)?, 10, 0, "");
         send_udp(&cluster.underlay, node1_ip, vxlan_payload(red, &inner(unknown)), checksum)?;
-        assert!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, unknown)).is_empty(), "checksum {checksum}");
+        assert!(
+            watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, unknown)).is_empty(),
+            "checksum {checksum}"
+        );
         assert_eq!(packets(&t(&cluster, 0)?, 10, 0, "") - before, 1, "checksum {checksum}");
     }
 
@@ -173,7 +200,9 @@ fn vxlan_from_unknown_sources_and_from_pods_cannot_inject_traffic() -> Result<()
     // may not send VXLAN out of the cluster network (table 100).
     let before = packets(&t(&cluster, 1)?, 100, 300, "udp,tp_dst=4789");
     send_udp(&attacker.netns, node1_ip, vxlan_payload(red, &inner(b"oxsdn-pod-vxlan")), false)?;
-    assert!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-pod-vxlan")).is_empty());
+    assert!(watch
+        .capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-pod-vxlan"))
+        .is_empty());
     assert!(packets(&t(&cluster, 1)?, 100, 300, "udp,tp_dst=4789") > before, "not counted on the attacker's node");
     Ok(())
 }
@@ -204,7 +233,14 @@ fn vxlan_with_a_corrupt_outer_header_is_not_delivered() -> Result<()> {
     // br_netfilter would drop a bad IPv4 header before node1 saw it.
     let tx = RawSocket::open(&cluster.underlay, "p1")?;
     let outer = |marker: &[u8], corrupt: bool| {
-        let inner = frames::udp([2, 0, 0, 0, 0, 9], frames::pod_mac(victim.ip), "10.129.0.99".parse().unwrap(), victim.ip, 9, marker);
+        let inner = frames::udp(
+            [2, 0, 0, 0, 0, 9],
+            frames::pod_mac(victim.ip),
+            "10.129.0.99".parse().unwrap(),
+            victim.ip,
+            9,
+            marker,
+        );
         let mut f = frames::udp(n2_mac, n1_mac, n2.ip, n1.ip, 4789, &vxlan_payload(red, &inner));
         // No UDP checksum, as nodes send VXLAN (the receiving program's case).
         f[40..42].copy_from_slice(&[0, 0]);
@@ -215,10 +251,16 @@ fn vxlan_with_a_corrupt_outer_header_is_not_delivered() -> Result<()> {
     };
     let before = vxlan0_packets(&n1.netns)?;
     tx.send(&outer(b"oxsdn-sound-outer", false))?;
-    assert_eq!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-sound-outer")).len(), 1, "control");
+    assert_eq!(
+        watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-sound-outer")).len(),
+        1,
+        "control"
+    );
     assert_eq!(vxlan0_packets(&n1.netns)?.0, before.0, "the control arrived through vxlan0, not the program");
     tx.send(&outer(b"oxsdn-corrupt-outer", true))?;
-    assert!(watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-corrupt-outer")).is_empty());
+    assert!(watch
+        .capture(std::time::Duration::from_millis(300), |f| frames::contains(f, b"oxsdn-corrupt-outer"))
+        .is_empty());
     Ok(())
 }
 
@@ -230,7 +272,11 @@ fn full_size_packets_and_bulk_tcp_cross_nodes_without_fragmentation() -> Result<
     let a = cluster.nodes[0].add_pod("red", "a")?;
     let b = cluster.nodes[1].add_pod("red", "b")?;
     let df_ping = |size: usize| {
-        a.netns.command("ping").args(["-c", "1", "-W", "1", "-M", "do", "-s", &size.to_string(), &b.ip.to_string()]).output().map(|o| o.status.success())
+        a.netns
+            .command("ping")
+            .args(["-c", "1", "-W", "1", "-M", "do", "-s", &size.to_string(), &b.ip.to_string()])
+            .output()
+            .map(|o| o.status.success())
     };
     assert!(df_ping(1400)?, "1400-byte ping");
     assert!(df_ping(1422)?, "ping filling the pod MTU (1450) with DF set");
@@ -311,8 +357,14 @@ fn vlan_tagged_frames_do_not_cross_nodes() -> Result<()> {
     let at_b = RawSocket::open(&b.netns, "eth0")?;
     let tx = RawSocket::open(&a.netns, "eth0")?;
     tx.send(&frames::vlan_tagged(&ipv4, &[(0x8100, 42)]))?;
-    assert!(wire.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, marker)).is_empty(), "tagged frame on node2's underlay");
-    assert!(at_b.capture(std::time::Duration::from_millis(100), |f| frames::contains(f, marker)).is_empty(), "tagged frame delivered to b");
+    assert!(
+        wire.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, marker)).is_empty(),
+        "tagged frame on node2's underlay"
+    );
+    assert!(
+        at_b.capture(std::time::Duration::from_millis(100), |f| frames::contains(f, marker)).is_empty(),
+        "tagged frame delivered to b"
+    );
     assert_eq!(vlan_drops(&cluster, 0)? - before, 1, "node1's table 0 did not count it");
     // Untagged, the same frame crosses.
     tx.send(&ipv4)?;

@@ -55,7 +55,10 @@ fn trace(cluster: &TestCluster, node: &Node, args: &[&str]) -> Result<Value> {
         .arg(&cluster.bpffs)
         .args(args))?;
     let t: Value = serde_json::from_str(&text).with_context(|| format!("trace output {text}"))?;
-    ensure!(!rules(&t).iter().any(|r| r["table"] == 0 && r["priority"] == 0), "the trace passed table 0's catch-all rule");
+    ensure!(
+        !rules(&t).iter().any(|r| r["table"] == 0 && r["priority"] == 0),
+        "the trace passed table 0's catch-all rule"
+    );
     let after = state(cluster, node)?;
     ensure!(before == after, "the trace {args:?} changed the node's state:\nbefore {before:?}\nafter {after:?}");
     Ok(t)
@@ -119,7 +122,10 @@ fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
     output_pod(&t, b);
     assert_eq!((t["reg0"].as_u64(), t["reg1"].as_u64()), (Some(red.into()), Some(red.into())), "{t:#}");
     let from_a = format!(",nw_src={}", a.ip);
-    assert!(rules(&t).iter().any(|r| r["table"] == 20 && r["matches"].as_str().is_some_and(|m| m.ends_with(&from_a))), "{t:#}");
+    assert!(
+        rules(&t).iter().any(|r| r["table"] == 20 && r["matches"].as_str().is_some_and(|m| m.ends_with(&from_a))),
+        "{t:#}"
+    );
     assert!(passed(&t, 70, &format!("ip,nw_dst={}", b.ip)), "{t:#}");
     assert_eq!(last_rule(&t), (80, 100, "reg0=reg1".into(), "output:NXM_NX_REG2[]".into()), "{t:#}");
 
@@ -130,7 +136,11 @@ fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
     assert_eq!(last_rule(&t), (80, 0, String::new(), "drop".into()), "{t:#}");
 
     // A spoofed source: table 20's drop, before any VNID is known.
-    let t = trace(cluster, n1, &["--from", &from_pod(a), "--src", "10.128.0.250", "--to", &to_pod(b, 5000), "--proto", "tcp"])?;
+    let t = trace(
+        cluster,
+        n1,
+        &["--from", &from_pod(a), "--src", "10.128.0.250", "--to", &to_pod(b, 5000), "--proto", "tcp"],
+    )?;
     dropped(&t);
     assert_eq!(last_rule(&t), (20, 0, String::new(), "drop".into()), "{t:#}");
     assert!(t["reg0"].is_null(), "{t:#}");
@@ -145,7 +155,11 @@ fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
 
     // The same packet as node2 receives it from the tunnel.
     let from_tunnel = format!("tunnel:{}:{red}", n1.ip);
-    let t = trace(cluster, n2, &["--from", &from_tunnel, "--src", &a.ip.to_string(), "--to", &to_pod(d, 5000), "--proto", "tcp"])?;
+    let t = trace(
+        cluster,
+        n2,
+        &["--from", &from_tunnel, "--src", &a.ip.to_string(), "--to", &to_pod(d, 5000), "--proto", "tcp"],
+    )?;
     output_pod(&t, d);
     assert!(passed(&t, 10, &format!("tun_src={}", n1.ip)), "{t:#}");
     assert_eq!(t["reg0"].as_u64(), Some(red.into()), "{t:#}");
@@ -189,7 +203,11 @@ fn trace_shows_each_path_and_changes_nothing() -> Result<()> {
         } else {
             assert_eq!(dst, d.ip.to_string(), "DNAT to a non-endpoint: {t:#}");
             assert_eq!(t["output"]["to"], "tunnel", "{t:#}");
-            assert_eq!((t["output"]["node_ip"].as_str(), t["output"]["vni"].as_u64()), (Some(n2.ip.to_string().as_str()), Some(0)), "{t:#}");
+            assert_eq!(
+                (t["output"]["node_ip"].as_str(), t["output"]["vni"].as_u64()),
+                (Some(n2.ip.to_string().as_str()), Some(0)),
+                "{t:#}"
+            );
         }
         endpoints_seen.push(dst.to_string());
     }
@@ -205,14 +223,25 @@ fn trace_refuses_what_it_cannot_trace() -> Result<()> {
     cluster.add_node("node1")?;
     let n1 = &cluster.nodes[0];
     let traced = |args: &[&str]| {
-        run(n1.netns.command(bins::oxsdnctl()).args(["trace", "--node", &n1.name]).arg("--bpffs-dir").arg(&cluster.bpffs).args(args))
+        run(n1
+            .netns
+            .command(bins::oxsdnctl())
+            .args(["trace", "--node", &n1.name])
+            .arg("--bpffs-dir")
+            .arg(&cluster.bpffs)
+            .args(args))
     };
     let err = traced(&["--from", "pod:10.128.0.77", "--to", "10.128.0.3", "--proto", "icmp"]).unwrap_err();
     assert!(err.to_string().contains("no pod with address 10.128.0.77"), "{err}");
     let err = traced(&["--from", "tunnel:172.22.122.12:5", "--to", "10.128.0.3", "--proto", "icmp"]).unwrap_err();
     assert!(err.to_string().contains("--src"), "{err}");
-    let err = run(n1.netns.command(bins::oxsdnctl()).args(["trace", "--node", "nosuch", "--from", "node", "--to", "10.128.0.3", "--proto", "icmp"])
-        .arg("--bpffs-dir").arg(&cluster.bpffs)).unwrap_err();
+    let err = run(n1
+        .netns
+        .command(bins::oxsdnctl())
+        .args(["trace", "--node", "nosuch", "--from", "node", "--to", "10.128.0.3", "--proto", "icmp"])
+        .arg("--bpffs-dir")
+        .arg(&cluster.bpffs))
+    .unwrap_err();
     assert!(err.to_string().contains("node nosuch has no dataplane here"), "{err}");
     // From the node: the gateway's packet to a pod is delivered (table 80, from the gateway).
     let pod = n1.add_pod("red", "p")?;

@@ -35,7 +35,12 @@ fn same_rules_counters_kept(before: &[FlowLine], after: &[FlowLine]) -> Result<(
 /// Stops node `index`'s agent with `signal` while iperf3 streams run same-node and
 /// cross-node, checks the dataplane without agent, starts the agent again and checks
 /// it took the dataplane over as it was.
-fn restart_agent_and_compare(cluster: &mut TestCluster, index: usize, signal: Signal, check_alone: impl Fn(&Node) -> Result<()>) -> Result<()> {
+fn restart_agent_and_compare(
+    cluster: &mut TestCluster,
+    index: usize,
+    signal: Signal,
+    check_alone: impl Fn(&Node) -> Result<()>,
+) -> Result<()> {
     let node = &cluster.nodes[index];
     let (flows, inventory) = (node.dump_flows()?, Inventory::take(node)?);
     cluster.nodes[index].signal_agent(signal);
@@ -44,7 +49,12 @@ fn restart_agent_and_compare(cluster: &mut TestCluster, index: usize, signal: Si
     let node = &cluster.nodes[index];
     let after = Inventory::take(node)?;
     let diffs = inventory.differences(&after);
-    ensure!(diffs.is_empty(), "{}: the restarted agent changed the dataplane ({signal}):\n{}", node.name, diffs.join("\n"));
+    ensure!(
+        diffs.is_empty(),
+        "{}: the restarted agent changed the dataplane ({signal}):\n{}",
+        node.name,
+        diffs.join("\n")
+    );
     same_rules_counters_kept(&flows, &node.dump_flows()?)
 }
 
@@ -128,7 +138,10 @@ fn teardown_removes_the_dataplane_and_a_new_agent_rebuilds_it() -> Result<()> {
     for link in ["tun0", "vxlan0"] {
         ensure!(node.netns.ip(&["link", "show", link]).is_err(), "{link} left after teardown");
     }
-    ensure!(node.netns.command("nft").args(["list", "table", "ip", "oxsdn"]).output()?.status.code() != Some(0), "nftables table left");
+    ensure!(
+        node.netns.command("nft").args(["list", "table", "ip", "oxsdn"]).output()?.status.code() != Some(0),
+        "nftables table left"
+    );
     ensure!(!node.socket.exists() && !node.conf_dir.join("80-oxsdn.conflist").exists());
     ensure!(!ping(&a.netns, b.ip), "pods still connected without a dataplane");
     // The pods are still recorded: a new agent plugs them back in.
@@ -198,7 +211,13 @@ fn force_receive_buffer(socket: &std::net::UdpSocket, bytes: i32) -> Result<()> 
     use std::os::fd::AsRawFd;
     // SAFETY: setsockopt with an int on a socket we own.
     let rc = unsafe {
-        libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&bytes as *const i32).cast(), std::mem::size_of::<i32>() as u32)
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as u32,
+        )
     };
     ensure!(rc == 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
     Ok(())
@@ -221,7 +240,10 @@ fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_fo
     use std::{
         collections::HashSet,
         net::UdpSocket,
-        sync::{atomic::{AtomicBool, Ordering}, Arc, Mutex},
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc, Mutex,
+        },
         time::Instant,
     };
 
@@ -328,7 +350,12 @@ fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_fo
         let (from, to) = (&pods[probe.from], &pods[probe.to]);
         let possible = history.possible_during(&probe.sent);
         let arrived = received.contains(&(probe.from, probe.to, probe.seq));
-        let describe = || format!("{} ({}) -> {} ({}) sent during {:?}, possible states {possible:?}", from.name, from.project, to.name, to.project, probe.sent);
+        let describe = || {
+            format!(
+                "{} ({}) -> {} ({}) sent during {:?}, possible states {possible:?}",
+                from.name, from.project, to.name, to.project, probe.sent
+            )
+        };
         if arrived {
             delivered += 1;
             if !possible.iter().any(|s| allowed(s, &from.project, &to.project)) {
@@ -355,8 +382,18 @@ fn vnid_changes_hammered_under_traffic_never_deliver_what_the_committed_state_fo
         lost.len()
     );
     ensure!(history.states.len() > 5, "too few commands ran: {}", history.states.len() - 1);
-    ensure!(forbidden.is_empty(), "{} probes delivered against the committed state, e.g.:\n{}", forbidden.len(), forbidden[..forbidden.len().min(10)].join("\n"));
-    ensure!(lost.is_empty(), "{} probes every possible state allows were dropped (mixed state), e.g.:\n{}", lost.len(), lost[..lost.len().min(10)].join("\n"));
+    ensure!(
+        forbidden.is_empty(),
+        "{} probes delivered against the committed state, e.g.:\n{}",
+        forbidden.len(),
+        forbidden[..forbidden.len().min(10)].join("\n")
+    );
+    ensure!(
+        lost.is_empty(),
+        "{} probes every possible state allows were dropped (mixed state), e.g.:\n{}",
+        lost.len(),
+        lost[..lost.len().min(10)].join("\n")
+    );
     Ok(())
 }
 
@@ -376,9 +413,17 @@ fn usage(node: &Node) -> Result<Usage> {
     let pid = node.agent_pid().ok_or_else(|| anyhow::anyhow!("{}: no agent", node.name))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |name: &str| -> u64 {
-        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
     };
-    Ok(Usage { rss_kib: field("VmRSS:"), fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count(), threads: field("Threads:") })
+    Ok(Usage {
+        rss_kib: field("VmRSS:"),
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count(),
+        threads: field("Threads:"),
+    })
 }
 
 /// Network namespaces of this cluster's run.
@@ -471,7 +516,17 @@ fn pod_and_cli_churn_under_traffic_leaks_nothing() -> Result<()> {
             8 if services.len() < 4 => {
                 let project = pool.choose(&mut rng).expect("pool").to_string();
                 let name = format!("svc{n}");
-                cluster.oxsdnctl(&["create", "service", &name, "-n", &project, "--tcp", SERVICE_PORT, "--udp", "53"])?;
+                cluster.oxsdnctl(&[
+                    "create",
+                    "service",
+                    &name,
+                    "-n",
+                    &project,
+                    "--tcp",
+                    SERVICE_PORT,
+                    "--udp",
+                    "53",
+                ])?;
                 services.push((project, name));
                 "service create"
             }
@@ -486,8 +541,11 @@ fn pod_and_cli_churn_under_traffic_leaks_nothing() -> Result<()> {
                     let mut ips: Vec<String> = live.iter().map(|p| p.ip.to_string()).collect();
                     ips.shuffle(&mut rng);
                     ips.truncate(rng.gen_range(0..4));
-                    let endpoints: Vec<&str> = if ips.is_empty() { vec!["--none"] } else { ips.iter().map(String::as_str).collect() };
-                    cluster.oxsdnctl(&[&["set", "endpoints", name.as_str(), "-n", project.as_str()], endpoints.as_slice()].concat())?;
+                    let endpoints: Vec<&str> =
+                        if ips.is_empty() { vec!["--none"] } else { ips.iter().map(String::as_str).collect() };
+                    cluster.oxsdnctl(
+                        &[&["set", "endpoints", name.as_str(), "-n", project.as_str()], endpoints.as_slice()].concat(),
+                    )?;
                     "endpoints set"
                 }
             }
@@ -521,7 +579,11 @@ fn pod_and_cli_churn_under_traffic_leaks_nothing() -> Result<()> {
             let mut diffs = baseline[i].differences(&now);
             diffs.retain(|d| !d.starts_with("PROJECTS:"));
             if baseline[i].maps["PROJECTS"].len() != now.maps["PROJECTS"].len() {
-                diffs.push(format!("PROJECTS: {} -> {} entries", baseline[i].maps["PROJECTS"].len(), now.maps["PROJECTS"].len()));
+                diffs.push(format!(
+                    "PROJECTS: {} -> {} entries",
+                    baseline[i].maps["PROJECTS"].len(),
+                    now.maps["PROJECTS"].len()
+                ));
             }
             if diffs.is_empty() || std::time::Instant::now() > deadline {
                 break diffs;
@@ -542,7 +604,13 @@ fn pod_and_cli_churn_under_traffic_leaks_nothing() -> Result<()> {
             }
             ensure!(filled.len() < POD_ADDRESSES, "{}: more addresses than the subnet has", node.name);
         };
-        ensure!(filled.len() == POD_ADDRESSES - 1, "{}: only {} of {} free addresses left after the churn: {error:#}", node.name, filled.len(), POD_ADDRESSES - 1);
+        ensure!(
+            filled.len() == POD_ADDRESSES - 1,
+            "{}: only {} of {} free addresses left after the churn: {error:#}",
+            node.name,
+            filled.len(),
+            POD_ADDRESSES - 1
+        );
         for pod in &filled {
             node.del_pod(pod)?;
         }
@@ -555,12 +623,26 @@ fn pod_and_cli_churn_under_traffic_leaks_nothing() -> Result<()> {
         let peak = peak_rss[i].max(e.rss_kib);
         println!(
             "soak: {} agent RSS {} KiB -> {} KiB (peak {} KiB, growth {:+} KiB), fds {} -> {}, threads {} -> {}; {}",
-            node.name, b.rss_kib, e.rss_kib, peak, e.rss_kib as i64 - b.rss_kib as i64, b.fds, e.fds, b.threads, e.threads,
+            node.name,
+            b.rss_kib,
+            e.rss_kib,
+            peak,
+            e.rss_kib as i64 - b.rss_kib as i64,
+            b.fds,
+            e.fds,
+            b.threads,
+            e.threads,
             Inventory::take(node)?.summary()
         );
         // Not a measurement: a bound far above the allocator's noise (a few hundred KiB
         // per minute here) that a per-operation leak would cross.
-        ensure!(e.rss_kib < b.rss_kib + RSS_GROWTH_LIMIT_KIB, "{}: agent RSS grew from {} to {} KiB", node.name, b.rss_kib, e.rss_kib);
+        ensure!(
+            e.rss_kib < b.rss_kib + RSS_GROWTH_LIMIT_KIB,
+            "{}: agent RSS grew from {} to {} KiB",
+            node.name,
+            b.rss_kib,
+            e.rss_kib
+        );
         ensure!(e.fds <= b.fds + 4, "{}: file descriptors grew from {} to {}", node.name, b.fds, e.fds);
         ensure!(e.threads <= b.threads + 2, "{}: threads grew from {} to {}", node.name, b.threads, e.threads);
     }
@@ -578,7 +660,9 @@ fn an_agent_refuses_to_start_on_a_corrupted_pod_table_or_store_and_changes_neith
     let store = cluster.dir.join("store").join("state");
     let (good_pods, good_store) = (std::fs::read(&pods)?, std::fs::read(&store)?);
     let truncated = |bytes: &[u8]| bytes[..bytes.len() / 2].to_vec();
-    for (file, bad, message) in [(&pods, truncated(&good_pods), "is not a valid pod table"), (&store, truncated(&good_store), "is corrupted")] {
+    for (file, bad, message) in
+        [(&pods, truncated(&good_pods), "is not a valid pod table"), (&store, truncated(&good_store), "is corrupted")]
+    {
         std::fs::write(file, &bad)?;
         let err = match cluster.nodes[0].start_agent() {
             Ok(()) => anyhow::bail!("the agent started on a corrupted {}", file.display()),

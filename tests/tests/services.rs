@@ -164,7 +164,11 @@ fn wait_service_vnid(cluster: &TestCluster, project: &str, ip: Ipv4Addr) -> Resu
     let start = std::time::Instant::now();
     for node in &cluster.nodes {
         while !node.dump_flows()?.iter().any(|f| f.table == 60 && f.matches == rule && f.actions.starts_with(&want)) {
-            anyhow::ensure!(start.elapsed() < std::time::Duration::from_secs(5), "{}: table 60 never loaded {want} for {rule}", node.name);
+            anyhow::ensure!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "{}: table 60 never loaded {want} for {rule}",
+                node.name
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
@@ -217,7 +221,10 @@ fn endpoint_changes_keep_remaining_connections_and_new_ones_flowing() -> Result<
         Ok((failures, answers.into_iter().filter(|(t, _)| *t > changed_at).map(|(_, w)| w).collect()))
     })?;
     assert_eq!(failures, 0, "connections failed while an endpoint was removed");
-    assert!(!after.is_empty() && after.iter().all(|w| w != "web-2"), "the removed endpoint still got new connections: {after:?}");
+    assert!(
+        !after.is_empty() && after.iter().all(|w| w != "web-2"),
+        "the removed endpoint still got new connections: {after:?}"
+    );
     for who in ["web-0", "web-1"] {
         let conn = open.get_mut(who).expect("open");
         assert_eq!(conn.ask()?, who, "an established connection to a remaining endpoint broke");
@@ -228,7 +235,10 @@ fn endpoint_changes_keep_remaining_connections_and_new_ones_flowing() -> Result<
     let moved = udp.ask()?;
     assert!(moved == "web-0" || moved == "web-1", "the UDP flow of the removed endpoint went to {moved}");
     let flows = cluster.nodes[0].dump_flows()?;
-    assert!(packets(&flows, 61, 150, "tcp,ct_state=+est,endpoint=draining") > 0, "table 61's draining rule counted nothing");
+    assert!(
+        packets(&flows, 61, 150, "tcp,ct_state=+est,endpoint=draining") > 0,
+        "table 61's draining rule counted nothing"
+    );
     // Listed again, it serves new connections again.
     set_endpoints(&cluster, "red", "web", &eps.iter().collect::<Vec<_>>())?;
     let mut again = (0..60).filter_map(|_| ask_once(&client, ip));
@@ -265,7 +275,10 @@ fn removed_endpoints_drain_across_agent_restarts() -> Result<()> {
     cluster.oxsdnctl(&["delete", "service", "web", "-n", "red"])?;
     let start = std::time::Instant::now();
     while !pinned_entries(&cluster.nodes[0], "DRAINING")?.is_empty() {
-        anyhow::ensure!(start.elapsed() < std::time::Duration::from_secs(5), "drain records left after the service was deleted");
+        anyhow::ensure!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "drain records left after the service was deleted"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(())

@@ -86,29 +86,16 @@ fn pods_and_hosts_without_a_certificate_get_nothing_from_etcd() -> Result<()> {
     // The requests of the attack that worked against an open etcd: list every key of
     // oxsdn's, and give the attacker's project the victim's VNID.
     let red = cluster.netid("red")?;
-    let list = format!(
-        r#"{{"key":"{}","range_end":"{}"}}"#,
-        STANDARD.encode("/oxsdn/"),
-        STANDARD.encode("/oxsdn0")
-    );
+    let list = format!(r#"{{"key":"{}","range_end":"{}"}}"#, STANDARD.encode("/oxsdn/"), STANDARD.encode("/oxsdn0"));
     let blue = format!(r#"{{"name":"blue","netid":{red},"id":1,"labels":{{}}}}"#);
-    let steal = format!(
-        r#"{{"key":"{}","value":"{}"}}"#,
-        STANDARD.encode("/oxsdn/netnamespaces/blue"),
-        STANDARD.encode(blue)
-    );
+    let steal =
+        format!(r#"{{"key":"{}","value":"{}"}}"#, STANDARD.encode("/oxsdn/netnamespaces/blue"), STANDARD.encode(blue));
     let own_ca = Pki::new(&cluster.dir.join("attacker-pki"), "attacker's CA")?.client("root")?;
 
-    for (who, ns) in [
-        ("pod", &attacker.netns),
-        ("host outside the cluster", &cluster.external),
-    ] {
+    for (who, ns) in [("pod", &attacker.netns), ("host outside the cluster", &cluster.external)] {
         for (path, body) in [("/v3/kv/range", &list), ("/v3/kv/put", &steal)] {
             let plain = http_post(ns, etcd, path, body)?;
-            assert!(
-                !etcd_answered(&plain),
-                "{who}: plain HTTP {path} answered: {plain}"
-            );
+            assert!(!etcd_answered(&plain), "{who}: plain HTTP {path} answered: {plain}");
             let url = format!("https://{etcd}{path}");
             for cert in [vec![], vec![own_ca.cert.as_path(), own_ca.key.as_path()]] {
                 let out = curl(ns, &url, body, &cert)?;
@@ -131,10 +118,7 @@ fn pods_and_hosts_without_a_certificate_get_nothing_from_etcd() -> Result<()> {
         }
     }
     assert_eq!(store_state(&cluster)?, before, "the store changed");
-    assert!(
-        !tcp_echo(&attacker.netns, victim.ip, ECHO_PORT),
-        "the attacker reaches the isolated victim"
-    );
+    assert!(!tcp_echo(&attacker.netns, victim.ip, ECHO_PORT), "the attacker reaches the isolated victim");
     Ok(())
 }
 
@@ -147,74 +131,28 @@ fn a_nodes_credentials_write_only_its_own_hostsubnet() -> Result<()> {
     let node1 = cluster.nodes[0].store.clone();
     let before = store_state(&cluster)?;
     // The node's agent registered it (it runs with these credentials); reading works.
-    assert!(cluster
-        .oxsdnctl_as(&node1, &["get", "hostsubnets"])?
-        .contains("node1"));
+    assert!(cluster.oxsdnctl_as(&node1, &["get", "hostsubnets"])?.contains("node1"));
     let attempts: [(&[&str], &str); 7] = [
-        (
-            &["node", "add", "node2", "--ip", "172.22.122.99"],
-            "/oxsdn/hostsubnets/node2",
-        ),
+        (&["node", "add", "node2", "--ip", "172.22.122.99"], "/oxsdn/hostsubnets/node2"),
         (&["node", "delete", "node2"], "/oxsdn/hostsubnets/node2"),
-        (
-            &["create", "project", "green"],
-            "/oxsdn/netnamespaces/green",
-        ),
-        (
-            &["pod-network", "make-projects-global", "red"],
-            "/oxsdn/netnamespaces/red",
-        ),
-        (
-            &["create", "service", "web", "-n", "red", "--tcp", "80"],
-            "/oxsdn/services/red/web",
-        ),
+        (&["create", "project", "green"], "/oxsdn/netnamespaces/green"),
+        (&["pod-network", "make-projects-global", "red"], "/oxsdn/netnamespaces/red"),
+        (&["create", "service", "web", "-n", "red", "--tcp", "80"], "/oxsdn/services/red/web"),
         // Raw writes (the configuration's key too: see store::roles's tests).
         (
-            &[
-                "debug",
-                "store-hammer",
-                "--key",
-                "/oxsdn/counters/project-id",
-                "--count",
-                "1",
-            ],
+            &["debug", "store-hammer", "--key", "/oxsdn/counters/project-id", "--count", "1"],
             "/oxsdn/counters/project-id",
         ),
-        (
-            &[
-                "debug",
-                "store-hammer",
-                "--key",
-                "/oxsdn/netnamespaces/zz",
-                "--count",
-                "1",
-            ],
-            "/oxsdn/netnamespaces/zz",
-        ),
+        (&["debug", "store-hammer", "--key", "/oxsdn/netnamespaces/zz", "--count", "1"], "/oxsdn/netnamespaces/zz"),
     ];
     for (args, key) in attempts {
-        let err = format!(
-            "{:#}",
-            cluster
-                .oxsdnctl_as(&node1, args)
-                .err()
-                .with_context(|| format!("{args:?} succeeded"))?
-        );
-        assert!(
-            err.contains("store permission denied: etcd at https://172.22.122.1:2379"),
-            "{args:?}: {err}"
-        );
-        let written = err
-            .split("the transaction writes ")
-            .nth(1)
-            .unwrap_or_default();
+        let err =
+            format!("{:#}", cluster.oxsdnctl_as(&node1, args).err().with_context(|| format!("{args:?} succeeded"))?);
+        assert!(err.contains("store permission denied: etcd at https://172.22.122.1:2379"), "{args:?}: {err}");
+        let written = err.split("the transaction writes ").nth(1).unwrap_or_default();
         assert!(written.contains(key), "{args:?}: {err}");
     }
-    assert_eq!(
-        store_state(&cluster)?,
-        before,
-        "a refused write changed the store"
-    );
+    assert_eq!(store_state(&cluster)?, before, "a refused write changed the store");
     // The operator's credentials may.
     cluster.oxsdnctl(&["pod-network", "make-projects-global", "red"])?;
     cluster.oxsdnctl(&["node", "delete", "node2"])?;
@@ -227,13 +165,7 @@ fn a_pod_of_a_project_no_operator_created_is_refused_and_leaves_nothing() -> Res
     cluster.add_node("node1")?;
     let node = &cluster.nodes[0];
     let ns = Netns::create(&format!("{}-green", cluster.prefix))?;
-    let add = CniCall::add(
-        &node.network_config()?,
-        "green-pod",
-        &ns.path(),
-        "green",
-        "g",
-    );
+    let add = CniCall::add(&node.network_config()?, "green-pod", &ns.path(), "green", "g");
     let before = Inventory::take(node)?;
     let out = node.cni(&add);
     out.error_code()?;
@@ -246,19 +178,9 @@ fn a_pod_of_a_project_no_operator_created_is_refused_and_leaves_nothing() -> Res
         "{msg}"
     );
     let left = before.differences(&Inventory::take(node)?);
-    assert!(
-        left.is_empty(),
-        "the refused ADD left state behind: {left:#?}"
-    );
-    assert_eq!(
-        ns.ip(&["-o", "link"])?.lines().count(),
-        1,
-        "the pod's namespace was changed"
-    );
-    assert!(
-        cluster.netids()?.iter().all(|(name, _)| name != "green"),
-        "the project was created"
-    );
+    assert!(left.is_empty(), "the refused ADD left state behind: {left:#?}");
+    assert_eq!(ns.ip(&["-o", "link"])?.lines().count(), 1, "the pod's namespace was changed");
+    assert!(cluster.netids()?.iter().all(|(name, _)| name != "green"), "the project was created");
     // Once an operator created it, the same ADD succeeds.
     cluster.oxsdnctl(&["create", "project", "green"])?;
     node.cni(&add).success()?;
@@ -267,12 +189,7 @@ fn a_pod_of_a_project_no_operator_created_is_refused_and_leaves_nothing() -> Res
 
 /// Runs the agent in `ns` with `store` (and directories of its own in `dir`), which
 /// must exit within 10 s (it is killed otherwise); its success and stderr.
-fn agent_exits(
-    ns: &Netns,
-    node_ip: Ipv4Addr,
-    store: &[std::ffi::OsString],
-    dir: &Path,
-) -> Result<(bool, String)> {
+fn agent_exits(ns: &Netns, node_ip: Ipv4Addr, store: &[std::ffi::OsString], dir: &Path) -> Result<(bool, String)> {
     let mut child = ns
         .command(bins::agent())
         .args(["--node-name", "node1", "--node-ip", &node_ip.to_string()])
@@ -294,18 +211,12 @@ fn agent_exits(
         if Instant::now() > deadline {
             child.kill()?;
             let out = child.wait_with_output()?;
-            bail!(
-                "the agent kept trying for 10 s: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("the agent kept trying for 10 s: {}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = child.wait_with_output()?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    Ok((out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
 #[test]
@@ -313,21 +224,9 @@ fn certificates_etcd_does_not_trust_or_that_do_not_verify_are_refused() -> Resul
     let mut cluster = TestCluster::with_etcd(&[])?;
     cluster.add_node("node1")?;
     let foreign = Pki::new(&cluster.dir.join("foreign-pki"), "another CA")?;
-    let StoreArgs::Etcd {
-        endpoint,
-        cert: Some(operator),
-    } = cluster.store.clone()
-    else {
-        bail!("no certificate")
-    };
+    let StoreArgs::Etcd { endpoint, cert: Some(operator) } = cluster.store.clone() else { bail!("no certificate") };
     let agent_cert = cluster.etcd_user("oxsdn-node-node1")?;
-    let StoreArgs::Etcd {
-        cert: Some(agent_cert),
-        ..
-    } = agent_cert
-    else {
-        bail!("no certificate")
-    };
+    let StoreArgs::Etcd { cert: Some(agent_cert), .. } = agent_cert else { bail!("no certificate") };
     let cases = [
         (
             operator.trusting(&foreign.ca()),
@@ -341,31 +240,15 @@ fn certificates_etcd_does_not_trust_or_that_do_not_verify_are_refused() -> Resul
         ),
     ];
     for (i, (cli_cert, agent_cert, why)) in cases.into_iter().enumerate() {
-        let cli = StoreArgs::Etcd {
-            endpoint: endpoint.clone(),
-            cert: Some(cli_cert),
-        };
-        let err = format!(
-            "{:#}",
-            cluster
-                .oxsdnctl_as(&cli, &["get", "netnamespaces"])
-                .err()
-                .context("oxsdnctl succeeded")?
-        );
+        let cli = StoreArgs::Etcd { endpoint: endpoint.clone(), cert: Some(cli_cert) };
+        let err =
+            format!("{:#}", cluster.oxsdnctl_as(&cli, &["get", "netnamespaces"]).err().context("oxsdnctl succeeded")?);
         assert!(err.contains(why), "{err}");
         // The agent gives up at once with the same reason, rather than waiting for an
         // etcd that will never take it.
-        let agent = StoreArgs::Etcd {
-            endpoint: endpoint.clone(),
-            cert: Some(agent_cert),
-        };
+        let agent = StoreArgs::Etcd { endpoint: endpoint.clone(), cert: Some(agent_cert) };
         let node = &cluster.nodes[0];
-        let (ok, stderr) = agent_exits(
-            &node.netns,
-            node.ip,
-            &agent.args(),
-            &cluster.dir.join(format!("agent{i}")),
-        )?;
+        let (ok, stderr) = agent_exits(&node.netns, node.ip, &agent.args(), &cluster.dir.join(format!("agent{i}")))?;
         assert!(!ok && stderr.contains(why), "{stderr}");
     }
     Ok(())
@@ -380,49 +263,24 @@ fn plain_http_to_a_remote_etcd_only_with_etcd_insecure() -> Result<()> {
     ns.ip(&["addr", "add", "198.18.0.1/32", "dev", "lo"])?;
     let etcd = EtcdServer::start(
         &dir.join("etcd"),
-        Ports {
-            ip: Ipv4Addr::new(198, 18, 0, 1),
-            client: 2379,
-            peer: 2380,
-            metrics: 2381,
-        },
+        Ports { ip: Ipv4Addr::new(198, 18, 0, 1), client: 2379, peer: 2380, metrics: 2381 },
         Some(&ns),
         Transport::Plain,
     )?;
     let endpoint = etcd.endpoint();
     let oxsdnctl = |env: &[(&str, &str)], args: &[&str]| {
-        run(ns
-            .command(bins::oxsdnctl())
-            .args(["--etcd-endpoints", &endpoint])
-            .envs(env.iter().copied())
-            .args(args))
+        run(ns.command(bins::oxsdnctl()).args(["--etcd-endpoints", &endpoint]).envs(env.iter().copied()).args(args))
     };
-    let refusal =
-        format!("refusing plain HTTP to etcd endpoint {endpoint}: it is not a loopback address");
-    let err = format!(
-        "{:#}",
-        oxsdnctl(&[], &["init"])
-            .err()
-            .context("init over plain HTTP succeeded")?
-    );
+    let refusal = format!("refusing plain HTTP to etcd endpoint {endpoint}: it is not a loopback address");
+    let err = format!("{:#}", oxsdnctl(&[], &["init"]).err().context("init over plain HTTP succeeded")?);
     assert!(err.contains(&refusal), "{err}");
-    let (ok, stderr) = agent_exits(
-        &ns,
-        Ipv4Addr::new(198, 18, 0, 1),
-        &["--etcd-endpoints".into(), endpoint.clone().into()],
-        &dir,
-    )?;
+    let (ok, stderr) =
+        agent_exits(&ns, Ipv4Addr::new(198, 18, 0, 1), &["--etcd-endpoints".into(), endpoint.clone().into()], &dir)?;
     assert!(!ok && stderr.contains(&refusal), "{stderr}");
-    assert!(
-        !dir.join("net.d").exists() && !dir.join("state").exists(),
-        "the agent did something before refusing"
-    );
+    assert!(!dir.join("net.d").exists() && !dir.join("state").exists(), "the agent did something before refusing");
     // Said explicitly, it works.
     oxsdnctl(&[], &["--etcd-insecure", "init"])?;
-    oxsdnctl(
-        &[("OXSDN_ETCD_INSECURE", "true")],
-        &["create", "project", "a"],
-    )?;
+    oxsdnctl(&[("OXSDN_ETCD_INSECURE", "true")], &["create", "project", "a"])?;
     drop(etcd);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

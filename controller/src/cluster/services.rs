@@ -15,8 +15,7 @@ use super::{keys, Attempt, Cluster};
 use crate::{
     netnamespaces::validate_project_name,
     services::{
-        check_cluster_ip, cluster_ip_allocator, normalize_endpoints, validate_ports,
-        validate_service_name, ServicePort,
+        check_cluster_ip, cluster_ip_allocator, normalize_endpoints, validate_ports, validate_service_name, ServicePort,
     },
     Error, NetNamespace, Result, Service,
 };
@@ -83,37 +82,27 @@ impl Cluster {
             validate_names(&s.project, &s.name)?;
             validate_ports(&s.ports)?;
             if !names.insert(service_key_name(&s.project, &s.name)) {
-                return Err(Error::ServiceExists {
-                    project: s.project.clone(),
-                    name: s.name.clone(),
-                });
+                return Err(Error::ServiceExists { project: s.project.clone(), name: s.name.clone() });
             }
         }
         self.transact("services", |a| {
             let config = a.config()?;
             // Guarded: two creations at once cannot both take the same address.
             let all = a.records::<Service>("")?;
-            let mut taken: HashMap<Ipv4Addr, String> = all
-                .iter()
-                .map(|s| (s.cluster_ip, service_key_name(&s.project, &s.name)))
-                .collect();
+            let mut taken: HashMap<Ipv4Addr, String> =
+                all.iter().map(|s| (s.cluster_ip, service_key_name(&s.project, &s.name))).collect();
             let existing: HashSet<String> = taken.values().cloned().collect();
             let mut projects = HashSet::new();
             for s in new {
                 if let Some(ip) = s.cluster_ip {
                     check_cluster_ip(ip, config.service_network)?;
                 }
-                if projects.insert(s.project.as_str())
-                    && a.record::<NetNamespace>(&s.project)?.is_none()
-                {
+                if projects.insert(s.project.as_str()) && a.record::<NetNamespace>(&s.project)?.is_none() {
                     return Err(Error::UnknownProject(s.project.clone()));
                 }
                 let key_name = service_key_name(&s.project, &s.name);
                 if existing.contains(&key_name) {
-                    return Err(Error::ServiceExists {
-                        project: s.project.clone(),
-                        name: s.name.clone(),
-                    });
+                    return Err(Error::ServiceExists { project: s.project.clone(), name: s.name.clone() });
                 }
                 if let Some(ip) = s.cluster_ip {
                     if let Some(other) = taken.insert(ip, key_name) {
@@ -145,12 +134,7 @@ impl Cluster {
     }
 
     /// Replaces the ports of a service; its ClusterIP and endpoints are kept.
-    pub fn update_service_ports(
-        &self,
-        project: &str,
-        name: &str,
-        ports: &[ServicePort],
-    ) -> Result<Service> {
+    pub fn update_service_ports(&self, project: &str, name: &str, ports: &[ServicePort]) -> Result<Service> {
         validate_ports(ports)?;
         self.modify_service(project, name, |_, service| {
             service.ports = ports.to_vec();
@@ -160,12 +144,7 @@ impl Cluster {
 
     /// Replaces the endpoints of a service (empty: none). They must be in the cluster
     /// network; they are stored sorted, without repetitions.
-    pub fn set_endpoints(
-        &self,
-        project: &str,
-        name: &str,
-        endpoints: &[Ipv4Addr],
-    ) -> Result<Service> {
+    pub fn set_endpoints(&self, project: &str, name: &str, endpoints: &[Ipv4Addr]) -> Result<Service> {
         self.modify_service(project, name, |a, service| {
             let cluster_network = a.config()?.cluster_network;
             service.endpoints = normalize_endpoints(endpoints.iter().copied(), cluster_network)?;
@@ -174,12 +153,7 @@ impl Cluster {
     }
 
     /// Adds `endpoints` to those of a service; any it has already are left as they are.
-    pub fn add_endpoints(
-        &self,
-        project: &str,
-        name: &str,
-        endpoints: &[Ipv4Addr],
-    ) -> Result<Service> {
+    pub fn add_endpoints(&self, project: &str, name: &str, endpoints: &[Ipv4Addr]) -> Result<Service> {
         self.modify_service(project, name, |a, service| {
             let cluster_network = a.config()?.cluster_network;
             let all = service.endpoints.iter().chain(endpoints).copied();
@@ -190,12 +164,7 @@ impl Cluster {
 
     /// Removes `endpoints` from those of a service. Removing one it does not have is not
     /// an error, so that a pod's removal can be retried.
-    pub fn remove_endpoints(
-        &self,
-        project: &str,
-        name: &str,
-        endpoints: &[Ipv4Addr],
-    ) -> Result<Service> {
+    pub fn remove_endpoints(&self, project: &str, name: &str, endpoints: &[Ipv4Addr]) -> Result<Service> {
         self.modify_service(project, name, |_, service| {
             service.endpoints.retain(|ip| !endpoints.contains(ip));
             Ok(())
@@ -212,13 +181,9 @@ impl Cluster {
     ) -> Result<Service> {
         validate_names(project, name)?;
         self.transact("services", |a| {
-            let current: Service =
-                a.record(&service_key_name(project, name))?.ok_or_else(|| {
-                    Error::UnknownService {
-                        project: project.to_owned(),
-                        name: name.to_owned(),
-                    }
-                })?;
+            let current: Service = a
+                .record(&service_key_name(project, name))?
+                .ok_or_else(|| Error::UnknownService { project: project.to_owned(), name: name.to_owned() })?;
             let mut service = current.clone();
             change(a, &mut service)?;
             if service != current {
@@ -235,10 +200,7 @@ impl Cluster {
             if a.delete_record::<Service>(&service_key_name(project, name))? {
                 Ok(())
             } else {
-                Err(Error::UnknownService {
-                    project: project.to_owned(),
-                    name: name.to_owned(),
-                })
+                Err(Error::UnknownService { project: project.to_owned(), name: name.to_owned() })
             }
         })
     }
@@ -270,10 +232,7 @@ impl Cluster {
     pub fn watch_services(&self, after_revision: u64) -> Result<Receiver<ServiceEvent>> {
         self.watch_records(after_revision, ServiceEvent::Upsert, |key_name| {
             let (project, name) = key_name.split_once('/')?;
-            Some(ServiceEvent::Deleted {
-                project: project.to_owned(),
-                name: name.to_owned(),
-            })
+            Some(ServiceEvent::Deleted { project: project.to_owned(), name: name.to_owned() })
         })
     }
 }

@@ -60,16 +60,7 @@ pub(super) fn everything(c: &Cluster) -> Snapshot {
 }
 
 pub(super) fn raw_put(c: &Cluster, key: &str, value: &[u8]) {
-    assert!(c
-        .store()
-        .txn(
-            &[],
-            &[Op::Put {
-                key: key.into(),
-                value: value.to_vec()
-            }]
-        )
-        .unwrap());
+    assert!(c.store().txn(&[], &[Op::Put { key: key.into(), value: value.to_vec() }]).unwrap());
 }
 
 // ---- configuration ----------------------------------------------------------------------
@@ -83,10 +74,7 @@ fn config_init_is_create_once(kind: Kind) {
     // The same again is fine.
     assert_eq!(c.init_config(&config).unwrap(), config);
     // Anything else is refused, naming what differs.
-    let other = ClusterConfig {
-        mtu: 1400,
-        ..config.clone()
-    };
+    let other = ClusterConfig { mtu: 1400, ..config.clone() };
     let err = c.init_config(&other).unwrap_err().to_string();
     assert!(err.contains("mtu: 1450 -> 1400"), "{err}");
     assert_eq!(c.config().unwrap(), config);
@@ -95,25 +83,15 @@ fn config_init_is_create_once(kind: Kind) {
 #[test]
 fn config_invalid_is_refused_and_bad_record_reported() {
     let (_backing, c) = cluster();
-    let bad = ClusterConfig {
-        host_subnet_length: 20,
-        ..ClusterConfig::default()
-    };
+    let bad = ClusterConfig { host_subnet_length: 20, ..ClusterConfig::default() };
     assert!(matches!(c.init_config(&bad), Err(Error::InvalidConfig(_))));
     assert!(matches!(c.config(), Err(Error::NotInitialised)));
 
-    raw_put(
-        &c,
-        keys::CONFIG,
-        serde_json::to_string(&bad).unwrap().as_bytes(),
-    );
+    raw_put(&c, keys::CONFIG, serde_json::to_string(&bad).unwrap().as_bytes());
     assert!(matches!(c.config(), Err(Error::BadRecord { key, .. }) if key == keys::CONFIG));
     raw_put(&c, keys::CONFIG, b"{not json");
     assert!(matches!(c.config(), Err(Error::BadRecord { .. })));
-    assert!(matches!(
-        c.init_config(&ClusterConfig::default()),
-        Err(Error::BadRecord { .. })
-    ));
+    assert!(matches!(c.init_config(&ClusterConfig::default()), Err(Error::BadRecord { .. })));
 }
 
 // ---- NetNamespaces ----------------------------------------------------------------------
@@ -138,13 +116,7 @@ fn ensure_assigns_vnids_and_ids(kind: Kind) {
     assert_eq!(c.get_netnamespace("zz").unwrap(), None);
 
     for bad in ["", "Upper", "a/b", "-x"] {
-        assert!(
-            matches!(
-                c.ensure_netnamespace(bad),
-                Err(Error::InvalidProjectName(_))
-            ),
-            "{bad}"
-        );
+        assert!(matches!(c.ensure_netnamespace(bad), Err(Error::InvalidProjectName(_))), "{bad}");
     }
 }
 
@@ -161,40 +133,24 @@ fn project_ids_are_never_reused() {
 fn create_merges_labels_and_label_edits() {
     let (_backing, c) = cluster();
     let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
-    let ns = c
-        .create_netnamespace("a", labels(&[("team", "blue")]))
-        .unwrap();
+    let ns = c.create_netnamespace("a", labels(&[("team", "blue")])).unwrap();
     assert_eq!(ns.labels, labels(&[("team", "blue")]));
     // Again, with another label: merged, VNID and id kept.
-    let again = c
-        .create_netnamespace("a", labels(&[("env", "prod")]))
-        .unwrap();
+    let again = c.create_netnamespace("a", labels(&[("env", "prod")])).unwrap();
     assert_eq!((again.netid, again.id), (ns.netid, ns.id));
     assert_eq!(again.labels, labels(&[("env", "prod"), ("team", "blue")]));
     // No change, no write.
     let revision = everything(&c).revision;
-    c.create_netnamespace("a", labels(&[("env", "prod")]))
-        .unwrap();
+    c.create_netnamespace("a", labels(&[("env", "prod")])).unwrap();
     assert_eq!(everything(&c).revision, revision);
 
-    let edited = c
-        .label_netnamespace("a", &labels(&[("team", "red")]), &names(&["env"]))
-        .unwrap();
+    let edited = c.label_netnamespace("a", &labels(&[("team", "red")]), &names(&["env"])).unwrap();
     assert_eq!(edited.labels, labels(&[("team", "red")]));
     assert_eq!(c.get_netnamespace("a").unwrap().unwrap(), edited);
-    assert!(matches!(
-        c.label_netnamespace("b", &labels(&[]), &[]),
-        Err(Error::UnknownProject(_))
-    ));
-    assert!(matches!(
-        c.create_netnamespace("b", labels(&[("bad key", "x")])),
-        Err(Error::Invalid(_))
-    ));
+    assert!(matches!(c.label_netnamespace("b", &labels(&[]), &[]), Err(Error::UnknownProject(_))));
+    assert!(matches!(c.create_netnamespace("b", labels(&[("bad key", "x")])), Err(Error::Invalid(_))));
     assert_eq!(c.get_netnamespace("b").unwrap(), None);
 }
 
@@ -206,24 +162,12 @@ fn select_projects_by_labels() {
     c.create_netnamespace("p2", l("team", "red")).unwrap();
     c.create_netnamespace("p3", l("team", "blue")).unwrap();
     c.ensure_netnamespace("p4").unwrap();
-    assert_eq!(
-        c.select_projects("team=blue").unwrap(),
-        names(&["p1", "p3"])
-    );
-    assert_eq!(
-        c.select_projects("team!=blue").unwrap(),
-        names(&["p2", "p4"])
-    );
+    assert_eq!(c.select_projects("team=blue").unwrap(), names(&["p1", "p3"]));
+    assert_eq!(c.select_projects("team!=blue").unwrap(), names(&["p2", "p4"]));
     assert_eq!(c.select_projects("!team").unwrap(), names(&["p4"]));
-    assert_eq!(
-        c.select_projects("team,team!=red").unwrap(),
-        names(&["p1", "p3"])
-    );
+    assert_eq!(c.select_projects("team,team!=red").unwrap(), names(&["p1", "p3"]));
     assert!(c.select_projects("team=green").unwrap().is_empty());
-    assert!(matches!(
-        c.select_projects("team in (a)"),
-        Err(Error::InvalidSelector(_))
-    ));
+    assert!(matches!(c.select_projects("team in (a)"), Err(Error::InvalidSelector(_))));
 }
 
 fn join_takes_target_netid(kind: Kind) {
@@ -234,12 +178,7 @@ fn join_takes_target_netid(kind: Kind) {
     let a = netid(&c, "a");
     // `to` among the projects is skipped; repetitions are harmless.
     let out = c.join_projects("a", &names(&["b", "a", "c", "b"])).unwrap();
-    assert_eq!(
-        out.iter()
-            .map(|ns| (ns.name.as_str(), ns.netid))
-            .collect::<Vec<_>>(),
-        vec![("b", a), ("c", a)]
-    );
+    assert_eq!(out.iter().map(|ns| (ns.name.as_str(), ns.netid)).collect::<Vec<_>>(), vec![("b", a), ("c", a)]);
     assert_eq!((netid(&c, "a"), netid(&c, "b"), netid(&c, "c")), (a, a, a));
     // Joining again changes nothing.
     let revision = everything(&c).revision;
@@ -358,15 +297,9 @@ fn vnid_is_free_only_when_no_project_uses_it(kind: Kind) {
 
     // Exhausted: nothing written, not even the id counter.
     let before = everything(&c);
-    assert!(matches!(
-        c.ensure_netnamespace("c"),
-        Err(Error::VnidsExhausted { min: 10, max: 11 })
-    ));
+    assert!(matches!(c.ensure_netnamespace("c"), Err(Error::VnidsExhausted { min: 10, max: 11 })));
     assert_eq!(everything(&c), before);
-    assert!(
-        c.isolate_projects(&names(&["a"])).is_ok(),
-        "sole user: no allocation needed"
-    );
+    assert!(c.isolate_projects(&names(&["a"])).is_ok(), "sole user: no allocation needed");
 
     // b joins a: y is free again.
     c.join_projects("a", &names(&["b"])).unwrap();
@@ -375,66 +308,33 @@ fn vnid_is_free_only_when_no_project_uses_it(kind: Kind) {
     // Deleting a does not free x: b still has it.
     c.delete_netnamespace("a").unwrap();
     assert_eq!(c.ensure_netnamespace("d").unwrap().netid, y);
-    assert!(matches!(
-        c.ensure_netnamespace("e"),
-        Err(Error::VnidsExhausted { .. })
-    ));
+    assert!(matches!(c.ensure_netnamespace("e"), Err(Error::VnidsExhausted { .. })));
     assert!(matches!(c.isolate_projects(&names(&["b"])), Ok(v) if v[0].netid == x));
     // Now b goes global: x is free.
     c.make_projects_global(&names(&["b"])).unwrap();
     assert_eq!(c.ensure_netnamespace("e").unwrap().netid, x);
     // Isolating a global project needs a VNID: none left.
     let before = everything(&c);
-    assert!(matches!(
-        c.isolate_projects(&names(&["b"])),
-        Err(Error::VnidsExhausted { .. })
-    ));
+    assert!(matches!(c.isolate_projects(&names(&["b"])), Err(Error::VnidsExhausted { .. })));
     assert_eq!(everything(&c), before);
 }
 
 #[test]
 fn record_named_differently_from_its_key_is_bad() {
     let (_backing, c) = cluster();
-    let ns = NetNamespace {
-        name: "other".into(),
-        netid: 10,
-        id: 1,
-        labels: BTreeMap::new(),
-    };
-    raw_put(
-        &c,
-        &record_key::<NetNamespace>("a"),
-        &serde_json::to_vec(&ns).unwrap(),
-    );
-    assert!(matches!(
-        c.get_netnamespace("a"),
-        Err(Error::BadRecord { .. })
-    ));
-    assert!(matches!(
-        c.list_netnamespaces(),
-        Err(Error::BadRecord { .. })
-    ));
-    assert!(matches!(
-        c.ensure_netnamespace("b"),
-        Err(Error::BadRecord { .. })
-    ));
+    let ns = NetNamespace { name: "other".into(), netid: 10, id: 1, labels: BTreeMap::new() };
+    raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&ns).unwrap());
+    assert!(matches!(c.get_netnamespace("a"), Err(Error::BadRecord { .. })));
+    assert!(matches!(c.list_netnamespaces(), Err(Error::BadRecord { .. })));
+    assert!(matches!(c.ensure_netnamespace("b"), Err(Error::BadRecord { .. })));
 }
 
 #[test]
 fn netid_out_of_range_in_the_store_is_a_bad_record() {
     let (_backing, c) = cluster();
     let put_netid = |netid| {
-        let ns = NetNamespace {
-            name: "a".into(),
-            netid,
-            id: 1,
-            labels: BTreeMap::new(),
-        };
-        raw_put(
-            &c,
-            &record_key::<NetNamespace>("a"),
-            &serde_json::to_vec(&ns).unwrap(),
-        );
+        let ns = NetNamespace { name: "a".into(), netid, id: 1, labels: BTreeMap::new() };
+        raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&ns).unwrap());
     };
     for netid in [1, MIN_VNID - 1, MAX_VNID + 1, u32::MAX] {
         put_netid(netid);
@@ -442,10 +342,7 @@ fn netid_out_of_range_in_the_store_is_a_bad_record() {
             Err(Error::BadRecord { reason, .. }) => assert!(reason.contains("is neither"), "{reason}"),
             other => panic!("netid {netid}: {other:?}"),
         }
-        assert!(matches!(
-            c.list_netnamespaces(),
-            Err(Error::BadRecord { .. })
-        ));
+        assert!(matches!(c.list_netnamespaces(), Err(Error::BadRecord { .. })));
     }
     for netid in [0, MIN_VNID, MAX_VNID] {
         put_netid(netid);
@@ -463,16 +360,11 @@ fn concurrent_creations_get_distinct_vnids_and_ids(kind: Kind) {
         .map(|t| {
             let c = Cluster::new(backing.open()).with_vnid_range(MIN_VNID, max);
             std::thread::spawn(move || {
-                (0..EACH)
-                    .map(|i| c.ensure_netnamespace(&format!("p{t}-{i}")).unwrap())
-                    .collect::<Vec<_>>()
+                (0..EACH).map(|i| c.ensure_netnamespace(&format!("p{t}-{i}")).unwrap()).collect::<Vec<_>>()
             })
         })
         .collect();
-    let created: Vec<NetNamespace> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let created: Vec<NetNamespace> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let netids: HashSet<u32> = created.iter().map(|ns| ns.netid).collect();
     let ids: HashSet<u32> = created.iter().map(|ns| ns.id).collect();
     assert_eq!(netids.len(), THREADS * EACH);
@@ -513,16 +405,13 @@ fn contention_gives_up() {
         }
     }
     let tmp = tempfile::tempdir().unwrap();
-    let c = Cluster::new(Arc::new(AlwaysConflicts(
-        FileStore::open(tmp.path()).unwrap(),
-    )));
+    let c = Cluster::new(Arc::new(AlwaysConflicts(FileStore::open(tmp.path()).unwrap())));
     let err = c.ensure_netnamespace("a").unwrap_err();
     assert!(matches!(err, Error::Contention(_)), "{err}");
 }
 
 pub(super) fn recv<T>(rx: &Receiver<T>) -> T {
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("watch event")
+    rx.recv_timeout(Duration::from_secs(5)).expect("watch event")
 }
 
 fn watch_netnamespaces_after_list(kind: Kind) {
@@ -534,28 +423,15 @@ fn watch_netnamespaces_after_list(kind: Kind) {
     assert_eq!(recv(&rx), NetNamespaceEvent::Upsert(b.clone()));
     // Undecodable records are skipped.
     raw_put(&c, &record_key::<NetNamespace>("junk"), b"{");
-    let labelled = c
-        .label_netnamespace("b", &BTreeMap::from([("k".into(), "v".into())]), &[])
-        .unwrap();
+    let labelled = c.label_netnamespace("b", &BTreeMap::from([("k".into(), "v".into())]), &[]).unwrap();
     assert_eq!(recv(&rx), NetNamespaceEvent::Upsert(labelled));
-    assert!(c
-        .store()
-        .txn(
-            &[],
-            &[Op::Delete {
-                key: record_key::<NetNamespace>("junk")
-            }]
-        )
-        .unwrap());
+    assert!(c.store().txn(&[], &[Op::Delete { key: record_key::<NetNamespace>("junk") }]).unwrap());
     assert_eq!(recv(&rx), NetNamespaceEvent::Deleted("junk".into()));
     let g = c.make_projects_global(&names(&["b"])).unwrap().remove(0);
     assert_eq!(recv(&rx), NetNamespaceEvent::Upsert(g));
     c.delete_netnamespace("a").unwrap();
     assert_eq!(recv(&rx), NetNamespaceEvent::Deleted("a".into()));
-    assert!(matches!(
-        rx.recv_timeout(Duration::from_millis(200)),
-        Err(RecvTimeoutError::Timeout)
-    ));
+    assert!(matches!(rx.recv_timeout(Duration::from_millis(200)), Err(RecvTimeoutError::Timeout)));
 }
 
 #[test]
@@ -582,32 +458,17 @@ pub(super) fn ip(s: &str) -> Ipv4Addr {
 #[test]
 fn nodes_need_a_configuration() {
     let (_backing, c) = cluster();
-    assert!(matches!(
-        c.register_node("n1", ip("192.168.1.1")),
-        Err(Error::NotInitialised)
-    ));
+    assert!(matches!(c.register_node("n1", ip("192.168.1.1")), Err(Error::NotInitialised)));
 }
 
 fn nodes_get_subnets_in_openshift_order(kind: Kind) {
     let (_backing, c) = initialised_on(kind);
     let subnets: Vec<String> = (1..=6)
-        .map(|i| {
-            c.register_node(&format!("n{i}"), ip(&format!("192.168.1.{i}")))
-                .unwrap()
-                .subnet
-                .to_string()
-        })
+        .map(|i| c.register_node(&format!("n{i}"), ip(&format!("192.168.1.{i}"))).unwrap().subnet.to_string())
         .collect();
     assert_eq!(
         subnets,
-        [
-            "10.128.0.0/23",
-            "10.129.0.0/23",
-            "10.130.0.0/23",
-            "10.131.0.0/23",
-            "10.128.2.0/23",
-            "10.129.2.0/23"
-        ]
+        ["10.128.0.0/23", "10.129.0.0/23", "10.130.0.0/23", "10.131.0.0/23", "10.128.2.0/23", "10.129.2.0/23"]
     );
     let n1 = c.get_hostsubnet("n1").unwrap().unwrap();
     assert_eq!(n1.gateway(), ip("10.128.0.1"));
@@ -619,13 +480,7 @@ fn nodes_get_subnets_in_openshift_order(kind: Kind) {
     // A deleted node's subnet is the first free one again.
     c.delete_node("n2").unwrap();
     assert_eq!(c.get_hostsubnet("n2").unwrap(), None);
-    assert_eq!(
-        c.register_node("n7", ip("192.168.1.7"))
-            .unwrap()
-            .subnet
-            .to_string(),
-        "10.129.0.0/23"
-    );
+    assert_eq!(c.register_node("n7", ip("192.168.1.7")).unwrap().subnet.to_string(), "10.129.0.0/23");
     assert!(matches!(c.delete_node("n2"), Err(Error::UnknownNode(n)) if n == "n2"));
 }
 
@@ -637,21 +492,12 @@ fn node_registration_is_idempotent_and_tracks_ip_changes() {
     assert_eq!(c.register_node("n1", ip("192.168.1.1")).unwrap(), n1);
     assert_eq!(everything(&c).revision, revision, "no write");
     let moved = c.register_node("n1", ip("192.168.1.9")).unwrap();
-    assert_eq!(
-        moved,
-        HostSubnet {
-            host_ip: ip("192.168.1.9"),
-            ..n1.clone()
-        }
-    );
+    assert_eq!(moved, HostSubnet { host_ip: ip("192.168.1.9"), ..n1.clone() });
     assert_eq!(c.get_hostsubnet("n1").unwrap(), Some(moved));
     // Another node may not take an IP in use.
     let before = everything(&c);
     let err = c.register_node("n2", ip("192.168.1.9")).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "node IP 192.168.1.9 is already used by node \"n1\""
-    );
+    assert_eq!(err.to_string(), "node IP 192.168.1.9 is already used by node \"n1\"");
     assert_eq!(everything(&c), before);
 }
 
@@ -659,84 +505,47 @@ fn node_registration_is_idempotent_and_tracks_ip_changes() {
 fn node_ips_and_names_are_checked() {
     let (_backing, c) = initialised();
     let err = c.register_node("n1", ip("10.129.3.4")).unwrap_err();
-    assert!(matches!(
-        err,
-        Error::NodeIpInPodNetwork {
-            network_kind: "cluster",
-            ..
-        }
-    ));
-    assert_eq!(
-        err.to_string(),
-        "node IP 10.129.3.4 is inside the cluster network 10.128.0.0/14"
-    );
+    assert!(matches!(err, Error::NodeIpInPodNetwork { network_kind: "cluster", .. }));
+    assert_eq!(err.to_string(), "node IP 10.129.3.4 is inside the cluster network 10.128.0.0/14");
     assert!(matches!(
         c.register_node("n1", ip("172.30.0.1")),
-        Err(Error::NodeIpInPodNetwork {
-            network_kind: "service",
-            ..
-        })
+        Err(Error::NodeIpInPodNetwork { network_kind: "service", .. })
     ));
     for bad in ["0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255"] {
-        assert!(
-            matches!(c.register_node("n1", ip(bad)), Err(Error::Invalid(_))),
-            "{bad}"
-        );
+        assert!(matches!(c.register_node("n1", ip(bad)), Err(Error::Invalid(_))), "{bad}");
     }
-    assert!(matches!(
-        c.register_node("N1", ip("192.168.1.1")),
-        Err(Error::InvalidNodeName(_))
-    ));
-    assert!(matches!(
-        c.get_hostsubnet("a/b"),
-        Err(Error::InvalidNodeName(_))
-    ));
+    assert!(matches!(c.register_node("N1", ip("192.168.1.1")), Err(Error::InvalidNodeName(_))));
+    assert!(matches!(c.get_hostsubnet("a/b"), Err(Error::InvalidNodeName(_))));
     assert!(c.list_hostsubnets().unwrap().0.is_empty());
 }
 
 #[test]
 fn subnets_run_out() {
     let (_backing, c) = cluster();
-    let config = ClusterConfig {
-        cluster_network: "10.0.0.0/22".parse().unwrap(),
-        ..ClusterConfig::default()
-    };
+    let config = ClusterConfig { cluster_network: "10.0.0.0/22".parse().unwrap(), ..ClusterConfig::default() };
     c.init_config(&config).unwrap();
     c.register_node("n1", ip("192.168.1.1")).unwrap();
     c.register_node("n2", ip("192.168.1.2")).unwrap();
     let err = c.register_node("n3", ip("192.168.1.3")).unwrap_err();
-    assert!(
-        matches!(err, Error::SubnetsExhausted(ref n) if n == "10.0.0.0/22"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::SubnetsExhausted(ref n) if n == "10.0.0.0/22"), "{err}");
 }
 
 fn concurrent_registrations_get_distinct_subnets(kind: Kind) {
     let (backing, c) = cluster_on(kind);
     // 8 subnets for 8 nodes: a double allocation would run out.
-    let config = ClusterConfig {
-        cluster_network: "10.0.0.0/20".parse().unwrap(),
-        ..ClusterConfig::default()
-    };
+    let config = ClusterConfig { cluster_network: "10.0.0.0/20".parse().unwrap(), ..ClusterConfig::default() };
     c.init_config(&config).unwrap();
     let handles: Vec<_> = (0..4)
         .map(|t| {
             let c = Cluster::new(backing.open());
             std::thread::spawn(move || {
                 (0..2)
-                    .map(|i| {
-                        c.register_node(&format!("n{t}-{i}"), ip(&format!("192.168.{t}.{i}")))
-                            .unwrap()
-                            .subnet
-                    })
+                    .map(|i| c.register_node(&format!("n{t}-{i}"), ip(&format!("192.168.{t}.{i}"))).unwrap().subnet)
                     .collect::<Vec<_>>()
             })
         })
         .collect();
-    let subnets: HashSet<Ipv4Network> = handles
-        .into_iter()
-        .flat_map(|h| h.join().unwrap())
-        .collect();
+    let subnets: HashSet<Ipv4Network> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
     assert_eq!(subnets.len(), 8);
 }
 
@@ -755,9 +564,7 @@ fn watch_hostsubnets_after_list(kind: Kind) {
 fn batch_creation_allocates_like_one_by_one() {
     let (_backing, c) = cluster();
     let a = c.ensure_netnamespace("a").unwrap();
-    let batch = c
-        .create_netnamespaces(&names(&["b", "a", "default", "c", "b"]))
-        .unwrap();
+    let batch = c.create_netnamespaces(&names(&["b", "a", "default", "c", "b"])).unwrap();
     assert_eq!(batch.iter().map(|ns| ns.name.as_str()).collect::<Vec<_>>(), ["b", "a", "default", "c", "b"]);
     assert_eq!(batch[1], a, "an existing project is left as it is");
     assert_eq!((batch[0].id, batch[2].id, batch[3].id), (2, 3, 4));
@@ -778,23 +585,14 @@ fn batch_creation_allocates_like_one_by_one() {
 #[test]
 fn records_no_operation_could_write_are_bad() {
     let (_backing, c) = initialised();
-    let aliasing = NetNamespace {
-        name: "a".into(),
-        netid: MAX_VNID + 11,
-        id: 1,
-        labels: BTreeMap::new(),
-    };
+    let aliasing = NetNamespace { name: "a".into(), netid: MAX_VNID + 11, id: 1, labels: BTreeMap::new() };
     raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&aliasing).unwrap());
     let err = c.get_netnamespace("a").unwrap_err();
     assert_eq!(
         err.to_string(),
         "record /oxsdn/netnamespaces/a is not valid: VNID 16777226 is neither 0 nor in [10, 16777215]"
     );
-    let point = HostSubnet {
-        host: "n1".into(),
-        host_ip: ip("192.0.2.1"),
-        subnet: "10.128.0.0/31".parse().unwrap(),
-    };
+    let point = HostSubnet { host: "n1".into(), host_ip: ip("192.0.2.1"), subnet: "10.128.0.0/31".parse().unwrap() };
     raw_put(&c, &record_key::<HostSubnet>("n1"), &serde_json::to_vec(&point).unwrap());
     assert!(matches!(c.list_hostsubnets(), Err(Error::BadRecord { key, .. }) if key.ends_with("/n1")));
 }

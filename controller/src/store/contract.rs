@@ -28,21 +28,15 @@ fn compare_and_swap_and_revisions(kind: Kind) {
     assert!(!store.txn(&[rev("/a", 0)], &[put("/a", "2")]).unwrap());
     assert_eq!(value(&*store, "/a"), Some(("1".into(), r + 1)));
     // All ops of a transaction share its revision.
-    assert!(store
-        .txn(&[rev("/a", r + 1)], &[put("/a", "2"), put("/b", "x")])
-        .unwrap());
+    assert!(store.txn(&[rev("/a", r + 1)], &[put("/a", "2"), put("/b", "x")]).unwrap());
     assert_eq!(value(&*store, "/a"), Some(("2".into(), r + 2)));
     assert_eq!(value(&*store, "/b"), Some(("x".into(), r + 2)));
     // Stale compare: nothing applied, revision unchanged.
     assert!(!store.txn(&[rev("/a", r + 1)], &[del("/b")]).unwrap());
     assert_eq!(store.list("").unwrap().revision, r + 2);
     // Every compare must hold.
-    assert!(!store
-        .txn(&[rev("/a", r + 2), rev("/b", r + 1)], &[del("/b")])
-        .unwrap());
-    assert!(store
-        .txn(&[rev("/a", r + 2), rev("/b", r + 2)], &[del("/b")])
-        .unwrap());
+    assert!(!store.txn(&[rev("/a", r + 2), rev("/b", r + 1)], &[del("/b")]).unwrap());
+    assert!(store.txn(&[rev("/a", r + 2), rev("/b", r + 2)], &[del("/b")]).unwrap());
     assert_eq!(store.get("/b").unwrap(), None);
     assert_eq!(store.list("").unwrap().revision, r + 3);
     // A transaction that changes nothing does not make a revision.
@@ -53,12 +47,7 @@ fn compare_and_swap_and_revisions(kind: Kind) {
     assert!(store.txn(&[], &[put("/a", "3")]).unwrap());
     assert_eq!(value(&*store, "/a"), Some(("3".into(), r + 4)));
     // Ops apply in order: of two on one key, the later wins.
-    assert!(store
-        .txn(
-            &[],
-            &[put("/a", "4"), put("/a", "5"), put("/c", "1"), del("/c")]
-        )
-        .unwrap());
+    assert!(store.txn(&[], &[put("/a", "4"), put("/a", "5"), put("/c", "1"), del("/c")]).unwrap());
     assert_eq!(value(&*store, "/a"), Some(("5".into(), r + 5)));
     assert_eq!(store.get("/c").unwrap(), None);
     // Another handle on the same data sees the same data.
@@ -70,29 +59,12 @@ fn list_returns_sorted_keys_under_prefix(kind: Kind) {
     let backing = Backing::new(kind);
     let store = backing.open();
     let r = store.list("").unwrap().revision;
-    store
-        .txn(
-            &[],
-            &[
-                put("/a/2", "2"),
-                put("/a/1", "1"),
-                put("/ab", "x"),
-                put("/b", "y"),
-            ],
-        )
-        .unwrap();
+    store.txn(&[], &[put("/a/2", "2"), put("/a/1", "1"), put("/ab", "x"), put("/b", "y")]).unwrap();
     store.txn(&[], &[put("/a/3", "3")]).unwrap();
     let snap = store.list("/a/").unwrap();
     assert_eq!(snap.revision, r + 2);
-    let keys: Vec<_> = snap
-        .kvs
-        .iter()
-        .map(|kv| (kv.key.as_str(), kv.mod_revision))
-        .collect();
-    assert_eq!(
-        keys,
-        vec![("/a/1", r + 1), ("/a/2", r + 1), ("/a/3", r + 2)]
-    );
+    let keys: Vec<_> = snap.kvs.iter().map(|kv| (kv.key.as_str(), kv.mod_revision)).collect();
+    assert_eq!(keys, vec![("/a/1", r + 1), ("/a/2", r + 1), ("/a/3", r + 2)]);
     assert_eq!(store.list("/a").unwrap().kvs.len(), 4);
     assert_eq!(store.list("").unwrap().kvs.len(), 5);
     assert!(store.list("/c").unwrap().kvs.is_empty());
@@ -105,10 +77,7 @@ fn binary_values_round_trip(kind: Kind) {
     let binary = vec![0xff, 0x00, 0x80];
     let empty = Vec::new();
     for value in [&binary, &empty] {
-        let op = Op::Put {
-            key: "/bin".into(),
-            value: value.clone(),
-        };
+        let op = Op::Put { key: "/bin".into(), value: value.clone() };
         assert!(store.txn(&[], &[op]).unwrap());
         assert_eq!(&store.get("/bin").unwrap().unwrap().value, value);
         assert_eq!(&store.list("/bin").unwrap().kvs[0].value, value);
@@ -141,16 +110,9 @@ fn watch_reports_puts_and_deletes_in_order(kind: Kind) {
     other.txn(&[], &[del("/p/c")]).unwrap(); // r+9
     assert_eq!(
         [recv(&rx), recv(&rx), recv(&rx)],
-        [
-            put_event("/p/x", "1", r + 7),
-            put_event("/p/y", "1", r + 8),
-            delete_event("/p/c", r + 9)
-        ]
+        [put_event("/p/x", "1", r + 7), put_event("/p/y", "1", r + 8), delete_event("/p/c", r + 9)]
     );
-    assert!(
-        rx.recv_timeout(Duration::from_millis(200)).is_err(),
-        "no more events"
-    );
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "no more events");
 }
 
 /// A watcher that comes back (after its watch broke) and watches from the revision it
@@ -191,11 +153,7 @@ fn concurrent_cas_increments_lose_no_update(kind: Kind) {
     let committed = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for i in 0..THREADS {
-            let store = if i % 2 == 0 {
-                shared.clone()
-            } else {
-                backing.open()
-            };
+            let store = if i % 2 == 0 { shared.clone() } else { backing.open() };
             let committed = &committed;
             s.spawn(move || {
                 store_hammer(&*store, KEY, Some(INCREMENTS), &mut |value, _| {
@@ -209,10 +167,7 @@ fn concurrent_cas_increments_lose_no_update(kind: Kind) {
     let total = THREADS as u64 * INCREMENTS;
     let committed = committed.into_inner().unwrap();
     // Every increment committed a value no other did: none was lost or applied twice.
-    assert_eq!(
-        committed.iter().copied().collect::<HashSet<u64>>(),
-        (1..=total).collect()
-    );
+    assert_eq!(committed.iter().copied().collect::<HashSet<u64>>(), (1..=total).collect());
     assert_eq!(value(&*shared, KEY), Some((total.to_string(), r + total)));
     assert_eq!(shared.list("").unwrap().revision, r + total);
 }

@@ -9,8 +9,8 @@ use std::{
 };
 
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp,
-    WatchOptions, WatchStream,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
 };
 use tokio::runtime::Runtime;
 use tonic::Code;
@@ -62,9 +62,7 @@ pub struct EtcdStore {
 
 impl fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdStore")
-            .field("endpoints", &self.endpoints)
-            .finish_non_exhaustive()
+        f.debug_struct("EtcdStore").field("endpoints", &self.endpoints).finish_non_exhaustive()
     }
 }
 
@@ -87,9 +85,7 @@ impl EtcdStore {
             .thread_name("oxsdn-etcd")
             .enable_all()
             .build()
-            .map_err(|e| {
-                StoreError::Unavailable(format!("cannot start the etcd client for {joined}: {e}"))
-            })?;
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the etcd client for {joined}: {e}")))?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
@@ -105,13 +101,7 @@ impl EtcdStore {
         let client = runtime
             .block_on(Client::connect(config.urls(), Some(options)))
             .map_err(|e| StoreError::Config(format!("etcd endpoints {joined}: {e}")))?;
-        Ok(EtcdStore {
-            endpoints: joined,
-            tls_files: config.tls.clone(),
-            probe,
-            client,
-            runtime,
-        })
+        Ok(EtcdStore { endpoints: joined, tls_files: config.tls.clone(), probe, client, runtime })
     }
 
     /// Runs one request on the client's runtime, within `CALL_TIMEOUT`.
@@ -120,8 +110,7 @@ impl EtcdStore {
         what: &str,
         request: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, StoreError> {
-        self.call_or_etcd_error(what, request)?
-            .map_err(|e| self.error(what, e))
+        self.call_or_etcd_error(what, request)?.map_err(|e| self.error(what, e))
     }
 
     /// `call`, leaving etcd's own errors to the caller: only a timeout is an error here.
@@ -131,14 +120,9 @@ impl EtcdStore {
         request: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<Result<T, etcd_client::Error>, StoreError> {
         // The timer must be created inside the runtime, hence within the async block.
-        self.runtime
-            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, request).await })
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "etcd at {}: no answer to {what} within {CALL_TIMEOUT:?}",
-                    self.endpoints
-                ))
-            })
+        self.runtime.block_on(async { tokio::time::timeout(CALL_TIMEOUT, request).await }).map_err(|_| {
+            StoreError::Unavailable(format!("etcd at {}: no answer to {what} within {CALL_TIMEOUT:?}", self.endpoints))
+        })
     }
 
     /// Requests etcd answered with a definite refusal are `Refused` (`PermissionDenied`
@@ -157,29 +141,24 @@ impl EtcdStore {
         match self.classify(what, e) {
             // With TLS 1.3, etcd refuses a client certificate after the handshake and
             // the client sees only a closed connection; a TLS 1.2 handshake says why.
-            StoreError::Unavailable(message) => {
-                match self.probe.as_ref().and_then(HandshakeProbe::failure) {
-                    Some(tls) => self.tls_refusal(what, &tls),
-                    None => StoreError::Unavailable(message),
-                }
-            }
+            StoreError::Unavailable(message) => match self.probe.as_ref().and_then(HandshakeProbe::failure) {
+                Some(tls) => self.tls_refusal(what, &tls),
+                None => StoreError::Unavailable(message),
+            },
             other => other,
         }
     }
 
     /// Who this client is to etcd, for messages about refusals.
     fn identity(&self) -> String {
-        self.tls_files
-            .as_ref()
-            .map_or_else(|| "no client certificate".to_owned(), EtcdTls::identity)
+        self.tls_files.as_ref().map_or_else(|| "no client certificate".to_owned(), EtcdTls::identity)
     }
 
     fn tls_refusal(&self, what: &str, tls: &rustls::Error) -> StoreError {
         let why = match (tls, &self.tls_files) {
-            (rustls::Error::InvalidCertificate(_), Some(files)) => format!(
-                "etcd's certificate does not verify against --etcd-cacert {} ({tls})",
-                files.cacert.display()
-            ),
+            (rustls::Error::InvalidCertificate(_), Some(files)) => {
+                format!("etcd's certificate does not verify against --etcd-cacert {} ({tls})", files.cacert.display())
+            }
             (rustls::Error::AlertReceived(_), Some(EtcdTls { cert_and_key: None, .. })) => format!(
                 "etcd refused a connection without a client certificate ({tls}): give --etcd-cert and --etcd-key"
             ),
@@ -210,9 +189,7 @@ impl EtcdStore {
         }
         let message = format!("etcd at {}: {what}: {text}", self.endpoints);
         match status.code() {
-            Code::PermissionDenied => {
-                StoreError::PermissionDenied(format!("{message} (as {})", self.identity()))
-            }
+            Code::PermissionDenied => StoreError::PermissionDenied(format!("{message} (as {})", self.identity())),
             Code::InvalidArgument
             | Code::FailedPrecondition
             | Code::OutOfRange
@@ -223,10 +200,7 @@ impl EtcdStore {
     }
 
     fn key_value(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
-        convert(kv).map_err(|reason| StoreError::Corrupted {
-            path: format!("etcd at {}", self.endpoints),
-            reason,
-        })
+        convert(kv).map_err(|reason| StoreError::Corrupted { path: format!("etcd at {}", self.endpoints), reason })
     }
 }
 
@@ -239,12 +213,7 @@ fn written_keys(ops: &[Op]) -> String {
             Op::Put { key, .. } | Op::Delete { key } => key.as_str(),
         })
         .collect();
-    let mut text = keys
-        .iter()
-        .take(SHOWN)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut text = keys.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
     if keys.len() > SHOWN {
         text.push_str(&format!(" and {} more", keys.len() - SHOWN));
     }
@@ -253,14 +222,8 @@ fn written_keys(ops: &[Op]) -> String {
 
 /// Our form of an etcd key-value; the error says why it has none.
 fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue, String> {
-    let key = kv
-        .key_str()
-        .map_err(|_| format!("key {:?} is not UTF-8", String::from_utf8_lossy(kv.key())))?;
-    Ok(KeyValue {
-        key: key.to_owned(),
-        value: kv.value().to_vec(),
-        mod_revision: revision(kv.mod_revision()),
-    })
+    let key = kv.key_str().map_err(|_| format!("key {:?} is not UTF-8", String::from_utf8_lossy(kv.key())))?;
+    Ok(KeyValue { key: key.to_owned(), value: kv.value().to_vec(), mod_revision: revision(kv.mod_revision()) })
 }
 
 /// etcd's revisions are signed but never negative.
@@ -293,31 +256,17 @@ impl Store for EtcdStore {
     fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let mut kv = self.client.kv_client();
         let response = self.call("get", kv.get(key, None))?;
-        response
-            .kvs()
-            .first()
-            .map(|kv| self.key_value(kv))
-            .transpose()
+        response.kvs().first().map(|kv| self.key_value(kv)).transpose()
     }
 
     fn list(&self, prefix: &str) -> Result<Snapshot, StoreError> {
-        let mut kv = self
-            .client
-            .kv_client()
-            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let mut kv = self.client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         // etcd returns a range in key order (bytewise, which for UTF-8 keys is the order
         // of `str`), so no sort is asked for.
-        let response = self.call(
-            "list",
-            kv.get(prefix, Some(GetOptions::new().with_prefix())),
-        )?;
+        let response = self.call("list", kv.get(prefix, Some(GetOptions::new().with_prefix())))?;
         Ok(Snapshot {
             revision: response.header().map_or(0, |h| revision(h.revision())),
-            kvs: response
-                .kvs()
-                .iter()
-                .map(|kv| self.key_value(kv))
-                .collect::<Result<_, _>>()?,
+            kvs: response.kvs().iter().map(|kv| self.key_value(kv)).collect::<Result<_, _>>()?,
         })
     }
 
@@ -331,26 +280,19 @@ impl Store for EtcdStore {
                 // No key has a revision etcd cannot even represent.
                 return Ok(false);
             };
-            when.push(EtcdCompare::mod_revision(
-                key.as_str(),
-                CompareOp::Equal,
-                mod_revision,
-            ));
+            when.push(EtcdCompare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision));
         }
         let etcd_ops = last_op_per_key(ops);
         let (n_compares, n_ops) = (when.len(), etcd_ops.len());
         let txn = Txn::new().when(when).and_then(etcd_ops);
         let mut kv = self.client.kv_client();
         let response = self.call("txn", kv.txn(txn)).map_err(|e| match e {
-            StoreError::Refused(message) if message.contains("too many operations") => {
-                StoreError::Refused(format!(
-                    "{message} ({n_compares} compares, {n_ops} ops; etcd's --max-txn-ops limits each)"
-                ))
-            }
-            StoreError::PermissionDenied(message) => StoreError::PermissionDenied(format!(
-                "{message}; the transaction writes {}",
-                written_keys(ops)
+            StoreError::Refused(message) if message.contains("too many operations") => StoreError::Refused(format!(
+                "{message} ({n_compares} compares, {n_ops} ops; etcd's --max-txn-ops limits each)"
             )),
+            StoreError::PermissionDenied(message) => {
+                StoreError::PermissionDenied(format!("{message}; the transaction writes {}", written_keys(ops)))
+            }
             other => other,
         })?;
         Ok(response.succeeded())
@@ -365,14 +307,9 @@ impl Store for EtcdStore {
         let start = after_revision
             .checked_add(1)
             .and_then(|r| i64::try_from(r).ok())
-            .ok_or_else(|| {
-                StoreError::Refused(format!("cannot watch after revision {after_revision}"))
-            })?;
+            .ok_or_else(|| StoreError::Refused(format!("cannot watch after revision {after_revision}")))?;
         let options = WatchOptions::new().with_prefix().with_start_revision(start);
-        let mut client = self
-            .client
-            .watch_client()
-            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let mut client = self.client.watch_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
         // etcd first confirms that it created the watch: waiting for that makes a watch
         // that cannot start fail here rather than look like one that ended at once.
         let (stream, first) = self.call("watch", async {
@@ -440,10 +377,7 @@ async fn forward(mut stream: WatchStream, tx: Sender<WatchEvent>, prefix: String
             };
             let event = match event.event_type() {
                 EventType::Put => WatchEvent::Put(kv),
-                EventType::Delete => WatchEvent::Delete {
-                    key: kv.key,
-                    mod_revision: kv.mod_revision,
-                },
+                EventType::Delete => WatchEvent::Delete { key: kv.key, mod_revision: kv.mod_revision },
             };
             if tx.send(event).is_err() {
                 return;
@@ -460,8 +394,7 @@ mod tests {
 
     use super::*;
     use crate::store::testing::{
-        del, delete_event, etcd_config, expect_closed, put, put_event, recv, rev, value, Backing,
-        Kind,
+        del, delete_event, etcd_config, expect_closed, put, put_event, recv, rev, value, Backing, Kind,
     };
 
     /// How long a call may take to fail while etcd is down.
@@ -471,19 +404,12 @@ mod tests {
     fn fails_fast<T: fmt::Debug>(call: impl FnOnce() -> Result<T, StoreError>) -> StoreError {
         let started = Instant::now();
         let result = call();
-        assert!(
-            started.elapsed() < FAIL_FAST,
-            "took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < FAIL_FAST, "took {:?}", started.elapsed());
         result.expect_err("the call succeeded")
     }
 
     /// Runs `call`, which must fail as `Unavailable` naming `endpoint`, quickly.
-    fn expect_unavailable<T: fmt::Debug>(
-        endpoint: &str,
-        call: impl FnOnce() -> Result<T, StoreError>,
-    ) {
+    fn expect_unavailable<T: fmt::Debug>(endpoint: &str, call: impl FnOnce() -> Result<T, StoreError>) {
         match fails_fast(call) {
             StoreError::Unavailable(message) => {
                 assert!(message.contains(endpoint), "{message}")
@@ -521,14 +447,8 @@ mod tests {
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = silent.local_addr().unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        let cert = Pki::new(tmp.path(), "test CA")
-            .unwrap()
-            .client("root")
-            .unwrap();
-        for (endpoint, config) in [
-            (format!("http://{address}"), None),
-            (format!("https://{address}"), Some(&cert)),
-        ] {
+        let cert = Pki::new(tmp.path(), "test CA").unwrap().client("root").unwrap();
+        for (endpoint, config) in [(format!("http://{address}"), None), (format!("https://{address}"), Some(&cert))] {
             let config = match config {
                 None => EtcdConfig::new(&[&endpoint], None, false).unwrap(),
                 Some(cert) => etcd_config(&endpoint, cert),
@@ -559,32 +479,22 @@ mod tests {
         let foreign = Pki::new(tmp.path(), "another CA").unwrap();
         let foreign_client = foreign.client("root").unwrap();
         // Trusting another CA than etcd's: etcd's certificate does not verify.
-        let store =
-            EtcdStore::connect(&etcd_config(&endpoint, &ours.trusting(&foreign.ca()))).unwrap();
+        let store = EtcdStore::connect(&etcd_config(&endpoint, &ours.trusting(&foreign.ca()))).unwrap();
         let why = format!(
             "get: etcd's certificate does not verify against --etcd-cacert {} (invalid peer certificate: UnknownIssuer)",
             foreign.ca().display()
         );
         expect_tls_refusal(&why, || store.get("/a"));
         // A client certificate of another CA, and none at all: etcd refuses them.
-        let store = EtcdStore::connect(&etcd_config(&endpoint, &foreign_client.trusting(&ours.ca)))
-            .unwrap();
+        let store = EtcdStore::connect(&etcd_config(&endpoint, &foreign_client.trusting(&ours.ca))).unwrap();
         let why = format!(
             "txn: etcd refused the etcd user of certificate {} (received fatal alert: BadCertificate)",
             foreign_client.cert.display()
         );
         expect_tls_refusal(&why, || store.txn(&[], &[put("/a", "1")]));
-        let without = EtcdTls {
-            cacert: ours.ca.clone(),
-            cert_and_key: None,
-        };
-        let store =
-            EtcdStore::connect(&EtcdConfig::new(&[&endpoint], Some(without), false).unwrap())
-                .unwrap();
-        expect_tls_refusal(
-            "list: etcd refused a connection without a client certificate",
-            || store.list("/"),
-        );
+        let without = EtcdTls { cacert: ours.ca.clone(), cert_and_key: None };
+        let store = EtcdStore::connect(&EtcdConfig::new(&[&endpoint], Some(without), false).unwrap()).unwrap();
+        expect_tls_refusal("list: etcd refused a connection without a client certificate", || store.list("/"));
         // Nothing was written.
         assert_eq!(backing.open().list("/").unwrap().kvs, []);
     }
@@ -599,47 +509,19 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         let missing = tmp.path().join("missing.pem");
         let cases = [
+            (good.trusting(&missing), format!("--etcd-cacert {}: cannot read: No such file", missing.display())),
+            (good.trusting(&empty), format!("--etcd-cacert {}: no certificate in PEM form", empty.display())),
             (
-                good.trusting(&missing),
-                format!(
-                    "--etcd-cacert {}: cannot read: No such file",
-                    missing.display()
-                ),
-            ),
-            (
-                good.trusting(&empty),
-                format!(
-                    "--etcd-cacert {}: no certificate in PEM form",
-                    empty.display()
-                ),
-            ),
-            (
-                ClientCert {
-                    cert: good.key.clone(),
-                    ..good.clone()
-                },
+                ClientCert { cert: good.key.clone(), ..good.clone() },
                 format!("--etcd-cert {}: no certificate", good.key.display()),
             ),
             (
-                ClientCert {
-                    key: good.cert.clone(),
-                    ..good.clone()
-                },
-                format!(
-                    "--etcd-key {}: no private key in PEM form",
-                    good.cert.display()
-                ),
+                ClientCert { key: good.cert.clone(), ..good.clone() },
+                format!("--etcd-key {}: no private key in PEM form", good.cert.display()),
             ),
             (
-                ClientCert {
-                    key: other.key.clone(),
-                    ..good.clone()
-                },
-                format!(
-                    "--etcd-key {}: not the key of --etcd-cert {}",
-                    other.key.display(),
-                    good.cert.display()
-                ),
+                ClientCert { key: other.key.clone(), ..good.clone() },
+                format!("--etcd-key {}: not the key of --etcd-cert {}", other.key.display(), good.cert.display()),
             ),
         ];
         for (files, expected) in cases {
@@ -689,9 +571,7 @@ mod tests {
         }
         let r = store.list("").unwrap().revision;
         let mut kv = store.client.kv_client();
-        store
-            .call("compact", kv.compact(i64::try_from(r).unwrap(), None))
-            .unwrap();
+        store.call("compact", kv.compact(i64::try_from(r).unwrap(), None)).unwrap();
         // etcd no longer has the history: the watcher must list again.
         let rx = store.watch("/p/", 1).unwrap();
         expect_closed(&rx, Duration::from_secs(5));
@@ -735,10 +615,7 @@ mod tests {
         let compares: Vec<Compare> = (0..66_000).map(|i| rev(&format!("/k{i}"), 0)).collect();
         match store.txn(&compares, &[put("/a", "1")]) {
             Err(StoreError::Refused(message)) => {
-                assert!(
-                    message.contains("too many operations in txn request (66000 compares, 1 ops"),
-                    "{message}"
-                )
+                assert!(message.contains("too many operations in txn request (66000 compares, 1 ops"), "{message}")
             }
             other => panic!("expected Refused, got {other:?}"),
         }

@@ -86,10 +86,7 @@ struct DiskEntry {
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    StoreError::Io { path: path.display().to_string(), source }
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
@@ -122,14 +119,7 @@ impl State {
                         Ok(s) => (Some(s.to_owned()), None),
                         Err(_) => (None, Some(hex_encode(&e.value))),
                     };
-                    (
-                        k.clone(),
-                        DiskEntry {
-                            value,
-                            value_hex,
-                            mod_revision: e.mod_revision,
-                        },
-                    )
+                    (k.clone(), DiskEntry { value, value_hex, mod_revision: e.mod_revision })
                 })
                 .collect(),
         };
@@ -155,16 +145,10 @@ impl State {
             .ok_or_else(|| format!("no header line ({} bytes, truncated?)", bytes.len()))?;
         let (header, body) = (&bytes[..newline], &bytes[newline + 1..]);
         let header = std::str::from_utf8(header).map_err(|_| "header is not UTF-8".to_string())?;
-        let rest = header
-            .strip_prefix(HEADER_PREFIX)
-            .ok_or_else(|| format!("bad header {header:?}"))?;
-        let (version, digest) = rest
-            .split_once(" sha256=")
-            .ok_or_else(|| format!("bad header {header:?}"))?;
+        let rest = header.strip_prefix(HEADER_PREFIX).ok_or_else(|| format!("bad header {header:?}"))?;
+        let (version, digest) = rest.split_once(" sha256=").ok_or_else(|| format!("bad header {header:?}"))?;
         if version != FORMAT_VERSION.to_string() {
-            return Err(format!(
-                "unsupported format version {version:?} (this build reads {FORMAT_VERSION})"
-            ));
+            return Err(format!("unsupported format version {version:?} (this build reads {FORMAT_VERSION})"));
         }
         let actual = hex_encode(&Sha256::digest(body));
         if digest != actual {
@@ -173,39 +157,20 @@ impl State {
                 body.len()
             ));
         }
-        let disk: DiskState =
-            serde_json::from_slice(body).map_err(|e| format!("body is not valid: {e}"))?;
+        let disk: DiskState = serde_json::from_slice(body).map_err(|e| format!("body is not valid: {e}"))?;
         let mut kvs = BTreeMap::new();
         for (key, e) in disk.kvs {
             if e.mod_revision == 0 || e.mod_revision > disk.revision {
-                return Err(format!(
-                    "key {key:?} has modRevision {} outside [1, {}]",
-                    e.mod_revision, disk.revision
-                ));
+                return Err(format!("key {key:?} has modRevision {} outside [1, {}]", e.mod_revision, disk.revision));
             }
             let value = match (e.value, e.value_hex) {
                 (Some(s), None) => s.into_bytes(),
-                (None, Some(h)) => {
-                    hex_decode(&h).ok_or_else(|| format!("key {key:?} has invalid valueHex"))?
-                }
-                _ => {
-                    return Err(format!(
-                        "key {key:?} must have exactly one of value, valueHex"
-                    ))
-                }
+                (None, Some(h)) => hex_decode(&h).ok_or_else(|| format!("key {key:?} has invalid valueHex"))?,
+                _ => return Err(format!("key {key:?} must have exactly one of value, valueHex")),
             };
-            kvs.insert(
-                key,
-                Entry {
-                    value,
-                    mod_revision: e.mod_revision,
-                },
-            );
+            kvs.insert(key, Entry { value, mod_revision: e.mod_revision });
         }
-        Ok(State {
-            revision: disk.revision,
-            kvs,
-        })
+        Ok(State { revision: disk.revision, kvs })
     }
 
     fn snapshot(&self, prefix: &str) -> Snapshot {
@@ -215,11 +180,7 @@ impl State {
                 .kvs
                 .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
                 .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(k, e)| KeyValue {
-                    key: k.clone(),
-                    value: e.value.clone(),
-                    mod_revision: e.mod_revision,
-                })
+                .map(|(k, e)| KeyValue { key: k.clone(), value: e.value.clone(), mod_revision: e.mod_revision })
                 .collect(),
         }
     }
@@ -239,13 +200,7 @@ impl State {
         for op in ops {
             match op {
                 Op::Put { key, value } => {
-                    self.kvs.insert(
-                        key.clone(),
-                        Entry {
-                            value: value.clone(),
-                            mod_revision: revision,
-                        },
-                    );
+                    self.kvs.insert(key.clone(), Entry { value: value.clone(), mod_revision: revision });
                     changed = true;
                 }
                 Op::Delete { key } => changed |= self.kvs.remove(key).is_some(),
@@ -264,16 +219,8 @@ impl FileStore {
     /// removed.
     pub fn open(dir: impl AsRef<Path>) -> Result<FileStore, StoreError> {
         let dir = dir.as_ref().to_path_buf();
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| io_error(&dir, e))?;
-        let store = FileStore {
-            state_path: dir.join(STATE_FILE),
-            lock_path: dir.join(LOCK_FILE),
-            dir,
-        };
+        DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| io_error(&dir, e))?;
+        let store = FileStore { state_path: dir.join(STATE_FILE), lock_path: dir.join(LOCK_FILE), dir };
         let _lock = store.lock()?;
         store.remove_stale_temporaries()?;
         store.load()?;
@@ -312,10 +259,7 @@ impl FileStore {
     }
 
     fn corrupted(&self, reason: String) -> StoreError {
-        StoreError::Corrupted {
-            path: self.state_path.display().to_string(),
-            reason,
-        }
+        StoreError::Corrupted { path: self.state_path.display().to_string(), reason }
     }
 
     /// Reads the raw state file; `None` if it does not exist yet.
@@ -355,16 +299,12 @@ impl FileStore {
             Err(e) => return Err(io_error(&self.state_path, e)),
         };
         let mut bytes = Vec::new();
-        (&mut file)
-            .take(HEADER_LEN as u64)
-            .read_to_end(&mut bytes)
-            .map_err(|e| io_error(&self.state_path, e))?;
+        (&mut file).take(HEADER_LEN as u64).read_to_end(&mut bytes).map_err(|e| io_error(&self.state_path, e))?;
         if bytes == *last_header {
             return Ok(None);
         }
         // Same open file, so the rest belongs to the same version as the header.
-        file.read_to_end(&mut bytes)
-            .map_err(|e| io_error(&self.state_path, e))?;
+        file.read_to_end(&mut bytes).map_err(|e| io_error(&self.state_path, e))?;
         let state = self.decode(Some(&bytes))?;
         bytes.truncate(HEADER_LEN);
         *last_header = bytes;
@@ -373,11 +313,7 @@ impl FileStore {
 
     /// Installs `state` as the contents of the store, atomically and durably.
     fn write(&self, state: &State) -> Result<(), StoreError> {
-        let tmp = self.dir.join(format!(
-            "{TMP_PREFIX}{}.{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{}.{:016x}", std::process::id(), rand::random::<u64>()));
         let result = (|| {
             let mut file = OpenOptions::new()
                 .write(true)
@@ -385,8 +321,7 @@ impl FileStore {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(|e| io_error(&tmp, e))?;
-            file.write_all(&state.encode())
-                .map_err(|e| io_error(&tmp, e))?;
+            file.write_all(&state.encode()).map_err(|e| io_error(&tmp, e))?;
             file.sync_all().map_err(|e| io_error(&tmp, e))?;
             fs::rename(&tmp, &self.state_path).map_err(|e| io_error(&self.state_path, e))
         })();
@@ -396,9 +331,7 @@ impl FileStore {
         }
         result?;
         // The rename is durable only once the directory entry is.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(&self.dir, e))
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| io_error(&self.dir, e))
     }
 }
 
@@ -441,15 +374,8 @@ impl Store for FileStore {
     fn watch(&self, prefix: &str, after_revision: u64) -> Result<Receiver<WatchEvent>, StoreError> {
         let (tx, rx) = mpsc::channel();
         let mut header = Vec::new();
-        let initial = self
-            .load_if_changed(&mut header)?
-            .unwrap_or_default()
-            .snapshot(prefix);
-        let mut puts: Vec<&KeyValue> = initial
-            .kvs
-            .iter()
-            .filter(|kv| kv.mod_revision > after_revision)
-            .collect();
+        let initial = self.load_if_changed(&mut header)?.unwrap_or_default().snapshot(prefix);
+        let mut puts: Vec<&KeyValue> = initial.kvs.iter().filter(|kv| kv.mod_revision > after_revision).collect();
         puts.sort_by_key(|kv| kv.mod_revision);
         for kv in puts {
             // The receiver is still in our hands: this cannot fail.
@@ -500,11 +426,7 @@ impl FileStore {
 
 /// The events that turn `prev` into `next` (both sorted by key), in revision order.
 fn diff(prev: &Snapshot, next: &Snapshot) -> Vec<WatchEvent> {
-    let before: BTreeMap<&str, u64> = prev
-        .kvs
-        .iter()
-        .map(|kv| (kv.key.as_str(), kv.mod_revision))
-        .collect();
+    let before: BTreeMap<&str, u64> = prev.kvs.iter().map(|kv| (kv.key.as_str(), kv.mod_revision)).collect();
     let after: BTreeSet<&str> = next.kvs.iter().map(|kv| kv.key.as_str()).collect();
     let mut events: Vec<WatchEvent> = next
         .kvs
@@ -515,10 +437,7 @@ fn diff(prev: &Snapshot, next: &Snapshot) -> Vec<WatchEvent> {
             before
                 .keys()
                 .filter(|k| !after.contains(*k))
-                .map(|k| WatchEvent::Delete {
-                    key: (*k).to_owned(),
-                    mod_revision: next.revision,
-                }),
+                .map(|k| WatchEvent::Delete { key: (*k).to_owned(), mod_revision: next.revision }),
         )
         .collect();
     // Stable: deletes, seen at `next.revision`, come after the puts of that revision.
@@ -540,10 +459,7 @@ mod tests {
         match r {
             Err(StoreError::Corrupted { path, reason }) => {
                 assert!(path.ends_with("/state"), "{path}");
-                assert!(
-                    reason.contains(reason_part),
-                    "{reason:?} does not mention {reason_part:?}"
-                );
+                assert!(reason.contains(reason_part), "{reason:?} does not mention {reason_part:?}");
             }
             other => panic!("expected Corrupted, got {other:?}"),
         }
@@ -554,10 +470,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a/b");
         let store = FileStore::open(&dir).unwrap();
-        assert_eq!(
-            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(store.get("/k").unwrap(), None);
         assert_eq!(store.list("").unwrap(), Snapshot::default());
         // Nothing is written until the first change.
@@ -569,18 +482,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = FileStore::open(tmp.path()).unwrap();
         let binary = vec![0xff, 0x00, 0x80];
-        store
-            .txn(
-                &[],
-                &[
-                    put("/json", r#"{"a":1}"#),
-                    Op::Put {
-                        key: "/bin".into(),
-                        value: binary.clone(),
-                    },
-                ],
-            )
-            .unwrap();
+        store.txn(&[], &[put("/json", r#"{"a":1}"#), Op::Put { key: "/bin".into(), value: binary.clone() }]).unwrap();
         assert_eq!(store.get("/bin").unwrap().unwrap().value, binary);
         let all: Vec<u8> = (0..=255).collect();
         assert_eq!(hex_decode(&hex_encode(&all)), Some(all));
@@ -619,19 +521,11 @@ mod tests {
         expect_corrupted(store.txn(&[], &[put("/a", "x")]), "checksum mismatch");
         expect_corrupted(store.watch("", 0), "checksum mismatch");
         expect_corrupted(FileStore::open(tmp.path()), "checksum mismatch");
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            bad,
-            "a corrupted store must be left as it is"
-        );
+        assert_eq!(fs::read(&path).unwrap(), bad, "a corrupted store must be left as it is");
 
         // A flipped byte in the header's checksum.
         let mut bad = good.clone();
-        bad[HEADER_LEN - 2] = if bad[HEADER_LEN - 2] == b'0' {
-            b'1'
-        } else {
-            b'0'
-        };
+        bad[HEADER_LEN - 2] = if bad[HEADER_LEN - 2] == b'0' { b'1' } else { b'0' };
         fs::write(&path, &bad).unwrap();
         expect_corrupted(store.get("/a"), "checksum mismatch");
 
@@ -644,26 +538,13 @@ mod tests {
         }
 
         // Well-formed but inconsistent: a key newer than the store.
-        let forged = State {
-            revision: 1,
-            kvs: [(
-                "/a".to_string(),
-                Entry {
-                    value: b"v".to_vec(),
-                    mod_revision: 5,
-                },
-            )]
-            .into(),
-        };
+        let forged =
+            State { revision: 1, kvs: [("/a".to_string(), Entry { value: b"v".to_vec(), mod_revision: 5 })].into() };
         fs::write(&path, forged.encode()).unwrap();
         expect_corrupted(store.get("/a"), "modRevision 5 outside [1, 1]");
 
         // Another format version is refused rather than misread.
-        let text = String::from_utf8(good.clone()).unwrap().replacen(
-            "oxsdn-store 1 ",
-            "oxsdn-store 2 ",
-            1,
-        );
+        let text = String::from_utf8(good.clone()).unwrap().replacen("oxsdn-store 1 ", "oxsdn-store 2 ", 1);
         fs::write(&path, text).unwrap();
         expect_corrupted(store.get("/a"), "unsupported format version \"2\"");
 
@@ -674,10 +555,7 @@ mod tests {
     #[test]
     fn open_removes_stale_temporary_files() {
         let tmp = tempfile::tempdir().unwrap();
-        FileStore::open(tmp.path())
-            .unwrap()
-            .txn(&[], &[put("/a", "1")])
-            .unwrap();
+        FileStore::open(tmp.path()).unwrap().txn(&[], &[put("/a", "1")]).unwrap();
         let stale = tmp.path().join("state.tmp.1234.00000000deadbeef");
         fs::write(&stale, b"half a write").unwrap();
         let store = FileStore::open(tmp.path()).unwrap();
@@ -691,9 +569,7 @@ mod tests {
     fn watch_between_polls_and_from_zero() {
         let tmp = tempfile::tempdir().unwrap();
         let store = FileStore::open(tmp.path()).unwrap();
-        store
-            .txn(&[], &[put("/p/b", "1"), put("/p/c", "1")])
-            .unwrap(); // rev 1
+        store.txn(&[], &[put("/p/b", "1"), put("/p/c", "1")]).unwrap(); // rev 1
         let rx = store.watch("/p/", 1).unwrap();
 
         // Several transactions between two polls (made deterministic by installing their
@@ -706,11 +582,7 @@ mod tests {
         store.write(&state).unwrap();
         assert_eq!(
             [recv(&rx), recv(&rx), recv(&rx)],
-            [
-                put_event("/p/d", "1", 3),
-                put_event("/p/a", "4", 4),
-                delete_event("/p/b", 4),
-            ]
+            [put_event("/p/d", "1", 3), put_event("/p/a", "4", 4), delete_event("/p/b", 4),]
         );
         assert!(rx.recv_timeout(WATCH_POLL * 4).is_err(), "no more events");
 
@@ -718,14 +590,7 @@ mod tests {
         let rx0 = store.watch("/p/", 0).unwrap();
         let mut keys = vec![recv(&rx0), recv(&rx0), recv(&rx0)];
         keys.sort_by_key(|e| format!("{e:?}"));
-        assert_eq!(
-            keys,
-            vec![
-                put_event("/p/a", "4", 4),
-                put_event("/p/c", "1", 1),
-                put_event("/p/d", "1", 3)
-            ]
-        );
+        assert_eq!(keys, vec![put_event("/p/a", "4", 4), put_event("/p/c", "1", 1), put_event("/p/d", "1", 3)]);
     }
 
     #[test]

@@ -64,10 +64,7 @@ pub enum WatchEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     /// The store's data failed its integrity check. Never silently reset.
     #[error("store {path} is corrupted: {reason}")]
     Corrupted { path: String, reason: String },
@@ -157,9 +154,6 @@ mod tests {
         let etcd = EtcdConfig::new(&["http://127.0.0.1:1"], None, false).unwrap();
         let store = open(&StoreBackend::Etcd(etcd)).unwrap();
         let err = store.get("/k").unwrap_err();
-        assert!(
-            matches!(&err, StoreError::Unavailable(m) if m.contains("http://127.0.0.1:1")),
-            "{err}"
-        );
+        assert!(matches!(&err, StoreError::Unavailable(m) if m.contains("http://127.0.0.1:1")), "{err}");
     }
 }

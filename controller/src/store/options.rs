@@ -19,12 +19,7 @@ use super::{StoreBackend, StoreError, ETCD_ENDPOINTS_ENV};
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct StoreOptions {
     /// Directory of the embedded cluster store (used without --etcd-endpoints).
-    #[arg(
-        long,
-        global = true,
-        env = "OXSDN_STORE",
-        default_value = "/var/lib/oxsdn/store"
-    )]
+    #[arg(long, global = true, env = "OXSDN_STORE", default_value = "/var/lib/oxsdn/store")]
     pub store: PathBuf,
     /// etcd client URLs, comma-separated: the cluster store is then this etcd cluster
     /// instead of --store. https:// (with --etcd-cacert); http:// only to a loopback
@@ -63,16 +58,8 @@ impl StoreOptions {
         let cert_and_key = match (&self.etcd_cert, &self.etcd_key) {
             (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
             (None, None) => None,
-            (Some(_), None) => {
-                return Err(config_error(
-                    "--etcd-cert needs --etcd-key (its private key)",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(config_error(
-                    "--etcd-key needs --etcd-cert (its certificate)",
-                ))
-            }
+            (Some(_), None) => return Err(config_error("--etcd-cert needs --etcd-key (its private key)")),
+            (None, Some(_)) => return Err(config_error("--etcd-key needs --etcd-cert (its certificate)")),
         };
         if endpoints.is_empty() {
             let etcd_only = [
@@ -87,10 +74,7 @@ impl StoreOptions {
             }
             return Ok(StoreBackend::File(self.store.clone()));
         }
-        let tls = self.etcd_cacert.clone().map(|cacert| EtcdTls {
-            cacert,
-            cert_and_key: cert_and_key.clone(),
-        });
+        let tls = self.etcd_cacert.clone().map(|cacert| EtcdTls { cacert, cert_and_key: cert_and_key.clone() });
         if tls.is_none() && cert_and_key.is_some() {
             return Err(config_error(
                 "--etcd-cert needs --etcd-cacert (the CA certificate that signed etcd's server certificate)",
@@ -155,30 +139,16 @@ impl Endpoint {
             None if host.contains(':') => return Err(bad("an IPv6 address goes between brackets")),
             None => host,
         };
-        if host.is_empty()
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c))
-        {
+        if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c)) {
             return Err(bad("not a host name or address"));
         }
-        let port = port
-            .parse()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| bad("not a port number"))?;
-        Ok(Endpoint {
-            url: url.to_owned(),
-            tls,
-            host: host.to_owned(),
-            port,
-        })
+        let port = port.parse().ok().filter(|&p| p != 0).ok_or_else(|| bad("not a port number"))?;
+        Ok(Endpoint { url: url.to_owned(), tls, host: host.to_owned(), port })
     }
 
     /// Only this host can reach it (or see its traffic).
     fn is_loopback(&self) -> bool {
-        self.host.eq_ignore_ascii_case("localhost")
-            || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        self.host.eq_ignore_ascii_case("localhost") || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -186,15 +156,8 @@ impl EtcdConfig {
     /// Checks `endpoints` (client URLs) against `tls`: https:// needs the CA
     /// certificate, the TLS files need https://, and plain http:// to a host other than
     /// this one is refused unless `insecure`.
-    pub fn new(
-        endpoints: &[&str],
-        tls: Option<EtcdTls>,
-        insecure: bool,
-    ) -> Result<EtcdConfig, StoreError> {
-        let endpoints = endpoints
-            .iter()
-            .map(|e| Endpoint::parse(e))
-            .collect::<Result<Vec<_>, _>>()?;
+    pub fn new(endpoints: &[&str], tls: Option<EtcdTls>, insecure: bool) -> Result<EtcdConfig, StoreError> {
+        let endpoints = endpoints.iter().map(|e| Endpoint::parse(e)).collect::<Result<Vec<_>, _>>()?;
         let Some(first) = endpoints.first() else {
             return Err(config_error("no etcd endpoints given"));
         };
@@ -228,10 +191,7 @@ impl EtcdConfig {
                     open.url
                 )));
             }
-            tracing::warn!(
-                endpoint = open.url,
-                "plain HTTP to a non-loopback etcd endpoint (--etcd-insecure)"
-            );
+            tracing::warn!(endpoint = open.url, "plain HTTP to a non-loopback etcd endpoint (--etcd-insecure)");
         }
         Ok(EtcdConfig { endpoints, tls })
     }
@@ -247,9 +207,9 @@ impl EtcdConfig {
     pub fn endpoint_addrs(&self) -> Result<Vec<(Ipv4Addr, u16)>, StoreError> {
         let mut out = BTreeSet::new();
         for e in &self.endpoints {
-            let addrs = (e.host.as_str(), e.port).to_socket_addrs().map_err(|err| {
-                StoreError::Unavailable(format!("cannot resolve etcd endpoint {}: {err}", e.url))
-            })?;
+            let addrs = (e.host.as_str(), e.port)
+                .to_socket_addrs()
+                .map_err(|err| StoreError::Unavailable(format!("cannot resolve etcd endpoint {}: {err}", e.url)))?;
             let v4: Vec<(Ipv4Addr, u16)> = addrs
                 .filter_map(|a| match a.ip() {
                     IpAddr::V4(ip) => Some((ip, a.port())),
@@ -257,10 +217,7 @@ impl EtcdConfig {
                 })
                 .collect();
             if v4.is_empty() {
-                return Err(config_error(format!(
-                    "etcd endpoint {} has no IPv4 address",
-                    e.url
-                )));
+                return Err(config_error(format!("etcd endpoint {} has no IPv4 address", e.url)));
             }
             out.extend(v4);
         }
@@ -286,8 +243,7 @@ impl EtcdTls {
 
 /// `path`'s contents, or an error naming the option and the file.
 pub(crate) fn read_file(option: &str, path: &Path) -> Result<Vec<u8>, StoreError> {
-    std::fs::read(path)
-        .map_err(|e| config_error(format!("{option} {}: cannot read: {e}", path.display())))
+    std::fs::read(path).map_err(|e| config_error(format!("{option} {}: cannot read: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -318,20 +274,11 @@ mod tests {
 
     #[test]
     fn the_file_store_without_endpoints() {
-        assert_eq!(
-            options(&[]).backend().unwrap(),
-            StoreBackend::File("/var/lib/oxsdn/store".into())
-        );
-        assert_eq!(
-            options(&[" ", ","]).backend().unwrap(),
-            StoreBackend::File("/var/lib/oxsdn/store".into())
-        );
+        assert_eq!(options(&[]).backend().unwrap(), StoreBackend::File("/var/lib/oxsdn/store".into()));
+        assert_eq!(options(&[" ", ","]).backend().unwrap(), StoreBackend::File("/var/lib/oxsdn/store".into()));
         // etcd options without etcd are a mistake (a mistyped endpoint variable?).
         let message = refused(&with_tls(options(&[])));
-        assert!(
-            message.starts_with("--etcd-cacert is given but no --etcd-endpoints"),
-            "{message}"
-        );
+        assert!(message.starts_with("--etcd-cacert is given but no --etcd-endpoints"), "{message}");
         let mut insecure = options(&[]);
         insecure.etcd_insecure = true;
         assert!(refused(&insecure).starts_with("--etcd-insecure is given"));
@@ -339,23 +286,12 @@ mod tests {
 
     #[test]
     fn https_with_certificates() {
-        let backend = with_tls(options(&[
-            "https://10.0.0.5:2379, https://etcd-b.example:2379/",
-            "https://[fd00::1]:2379",
-        ]))
-        .backend()
-        .unwrap();
-        let StoreBackend::Etcd(config) = &backend else {
-            panic!("{backend:?}")
-        };
-        assert_eq!(
-            config.urls(),
-            [
-                "https://10.0.0.5:2379",
-                "https://etcd-b.example:2379/",
-                "https://[fd00::1]:2379"
-            ]
-        );
+        let backend =
+            with_tls(options(&["https://10.0.0.5:2379, https://etcd-b.example:2379/", "https://[fd00::1]:2379"]))
+                .backend()
+                .unwrap();
+        let StoreBackend::Etcd(config) = &backend else { panic!("{backend:?}") };
+        assert_eq!(config.urls(), ["https://10.0.0.5:2379", "https://etcd-b.example:2379/", "https://[fd00::1]:2379"]);
         assert_eq!(
             config.tls,
             Some(EtcdTls {
@@ -375,19 +311,11 @@ mod tests {
 
     #[test]
     fn plain_http_only_to_loopback_or_when_insecure() {
-        for url in [
-            "http://127.0.0.1:2379",
-            "http://127.8.9.1:2379",
-            "http://localhost:2379",
-            "http://[::1]:2379",
-        ] {
+        for url in ["http://127.0.0.1:2379", "http://127.8.9.1:2379", "http://localhost:2379", "http://[::1]:2379"] {
             assert!(options(&[url]).backend().is_ok(), "{url}");
         }
         let message = refused(&options(&["http://127.0.0.1:2379,http://10.0.0.5:2379"]));
-        assert!(
-            message.starts_with("refusing plain HTTP to etcd endpoint http://10.0.0.5:2379"),
-            "{message}"
-        );
+        assert!(message.starts_with("refusing plain HTTP to etcd endpoint http://10.0.0.5:2379"), "{message}");
         assert!(message.contains("--etcd-insecure"), "{message}");
         let mut insecure = options(&["http://10.0.0.5:2379"]);
         insecure.etcd_insecure = true;
@@ -399,10 +327,7 @@ mod tests {
     #[test]
     fn inconsistent_options_are_refused_naming_what_is_wrong() {
         let cases: [(StoreOptions, &str); 10] = [
-            (
-                options(&["https://10.0.0.5:2379"]),
-                "https:// etcd endpoint https://10.0.0.5:2379 needs --etcd-cacert",
-            ),
+            (options(&["https://10.0.0.5:2379"]), "https:// etcd endpoint https://10.0.0.5:2379 needs --etcd-cacert"),
             (
                 with_tls(options(&["http://127.0.0.1:2379"])),
                 "--etcd-cacert, --etcd-cert and --etcd-key are for https:// endpoints",
@@ -411,51 +336,25 @@ mod tests {
                 with_tls(options(&["https://a:2379,http://127.0.0.1:2379"])),
                 "etcd endpoints https://a:2379 and http://127.0.0.1:2379 mix",
             ),
+            (StoreOptions { etcd_key: None, ..with_tls(options(&["https://a:2379"])) }, "--etcd-cert needs --etcd-key"),
             (
-                StoreOptions {
-                    etcd_key: None,
-                    ..with_tls(options(&["https://a:2379"]))
-                },
-                "--etcd-cert needs --etcd-key",
-            ),
-            (
-                StoreOptions {
-                    etcd_cert: None,
-                    ..with_tls(options(&["https://a:2379"]))
-                },
+                StoreOptions { etcd_cert: None, ..with_tls(options(&["https://a:2379"])) },
                 "--etcd-key needs --etcd-cert",
             ),
             (
-                StoreOptions {
-                    etcd_cacert: None,
-                    ..with_tls(options(&["https://a:2379"]))
-                },
+                StoreOptions { etcd_cacert: None, ..with_tls(options(&["https://a:2379"])) },
                 "--etcd-cert needs --etcd-cacert",
             ),
-            (
-                options(&["10.0.0.5:2379"]),
-                "etcd endpoint \"10.0.0.5:2379\": must start with https://",
-            ),
-            (
-                options(&["http://127.0.0.1"]),
-                "etcd endpoint \"http://127.0.0.1\": has no port",
-            ),
+            (options(&["10.0.0.5:2379"]), "etcd endpoint \"10.0.0.5:2379\": must start with https://"),
+            (options(&["http://127.0.0.1"]), "etcd endpoint \"http://127.0.0.1\": has no port"),
             (options(&["http://127.0.0.1:99999"]), "not a port number"),
-            (
-                options(&["http://user@127.0.0.1:2379/v3"]),
-                "without a path or user",
-            ),
+            (options(&["http://user@127.0.0.1:2379/v3"]), "without a path or user"),
         ];
         for (o, expected) in cases {
             let message = refused(&o);
             assert!(message.contains(expected), "{o:?}: {message}");
         }
-        for bad in [
-            "http://::1:2379",
-            "http://[nothing]:2379",
-            "http://bad host:2379",
-            "http://:2379",
-        ] {
+        for bad in ["http://::1:2379", "http://[nothing]:2379", "http://bad host:2379", "http://:2379"] {
             assert!(options(&[bad]).backend().is_err(), "{bad}");
         }
     }
@@ -463,29 +362,15 @@ mod tests {
     #[test]
     fn endpoint_addresses_resolve_names() {
         let backend =
-            options(&["http://localhost:2379,http://127.0.0.1:2379,http://127.0.0.2:2380"])
-                .backend()
-                .unwrap();
+            options(&["http://localhost:2379,http://127.0.0.1:2379,http://127.0.0.2:2380"]).backend().unwrap();
         assert_eq!(
             backend.endpoint_addrs().unwrap(),
-            [
-                (Ipv4Addr::LOCALHOST, 2379),
-                (Ipv4Addr::new(127, 0, 0, 2), 2380)
-            ]
+            [(Ipv4Addr::LOCALHOST, 2379), (Ipv4Addr::new(127, 0, 0, 2), 2380)]
         );
-        let StoreBackend::Etcd(v6) = options(&["http://[::1]:2379"]).backend().unwrap() else {
-            panic!()
-        };
+        let StoreBackend::Etcd(v6) = options(&["http://[::1]:2379"]).backend().unwrap() else { panic!() };
         let err = v6.endpoint_addrs().unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("http://[::1]:2379 has no IPv4 address"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("http://[::1]:2379 has no IPv4 address"), "{err}");
         // The file store has no endpoints.
-        assert_eq!(
-            options(&[]).backend().unwrap().endpoint_addrs().unwrap(),
-            []
-        );
+        assert_eq!(options(&[]).backend().unwrap().endpoint_addrs().unwrap(), []);
     }
 }

@@ -45,11 +45,7 @@ pub enum Access {
 
 impl Grant {
     fn new(access: Access, key: &str, prefix: bool) -> Grant {
-        Grant {
-            access,
-            key: key.to_owned(),
-            prefix,
-        }
+        Grant { access, key: key.to_owned(), prefix }
     }
 
     fn permission_type(&self) -> PermissionType {
@@ -71,11 +67,7 @@ impl Grant {
     /// etcd's form, as a role lists it: permission type, key and range end (empty for
     /// one key).
     fn etcd_form(&self) -> (i32, Vec<u8>, Vec<u8>) {
-        (
-            self.permission_type() as i32,
-            self.key.clone().into_bytes(),
-            self.range_end(),
-        )
+        (self.permission_type() as i32, self.key.clone().into_bytes(), self.range_end())
     }
 
     fn permission(&self) -> Permission {
@@ -109,11 +101,7 @@ pub fn operator_grants() -> Vec<Grant> {
 pub fn node_grants(node: &str) -> Vec<Grant> {
     vec![
         Grant::new(Access::Read, keys::PREFIX, true),
-        Grant::new(
-            Access::Write,
-            &format!("{}{node}", keys::HOSTSUBNETS),
-            false,
-        ),
+        Grant::new(Access::Write, &format!("{}{node}", keys::HOSTSUBNETS), false),
         Grant::new(Access::Write, keys::HOSTSUBNETS_GUARD, false),
     ]
 }
@@ -176,13 +164,7 @@ impl EtcdStore {
         let (created, current) = match self.found("role get", auth.role_get(name))? {
             Some(role) => {
                 let permissions = role.permissions();
-                (
-                    false,
-                    permissions
-                        .iter()
-                        .map(|p| (p.get_type(), p.key().to_vec(), p.range_end().to_vec()))
-                        .collect(),
-                )
+                (false, permissions.iter().map(|p| (p.get_type(), p.key().to_vec(), p.range_end().to_vec())).collect())
             }
             None => {
                 self.call("role add", auth.role_add(name))?;
@@ -192,19 +174,13 @@ impl EtcdStore {
         let wanted: Vec<_> = grants.iter().map(Grant::etcd_form).collect();
         let mut changes = Vec::new();
         for (kind, key, range_end) in current.iter().filter(|p| !wanted.contains(p)) {
-            let options = (!range_end.is_empty())
-                .then(|| RoleRevokePermissionOptions::new().with_range_end(range_end.clone()));
-            self.call(
-                "role revoke-permission",
-                auth.role_revoke_permission(name, key.clone(), options),
-            )?;
+            let options =
+                (!range_end.is_empty()).then(|| RoleRevokePermissionOptions::new().with_range_end(range_end.clone()));
+            self.call("role revoke-permission", auth.role_revoke_permission(name, key.clone(), options))?;
             changes.push(format!("revoked {}", describe(*kind, key, range_end)));
         }
         for grant in grants.iter().filter(|g| !current.contains(&g.etcd_form())) {
-            self.call(
-                "role grant-permission",
-                auth.role_grant_permission(name, grant.permission()),
-            )?;
+            self.call("role grant-permission", auth.role_grant_permission(name, grant.permission()))?;
             let (kind, key, range_end) = grant.etcd_form();
             changes.push(format!("granted {}", describe(kind, &key, &range_end)));
         }
@@ -225,10 +201,7 @@ impl EtcdStore {
         };
         let mut changes = Vec::new();
         for extra in roles.iter().filter(|r| *r != role) {
-            self.call(
-                "user revoke-role",
-                auth.user_revoke_role(name, extra.as_str()),
-            )?;
+            self.call("user revoke-role", auth.user_revoke_role(name, extra.as_str()))?;
             changes.push(format!("revoked role {extra}"));
         }
         if !roles.iter().any(|r| r == role) {
@@ -279,15 +252,8 @@ mod tests {
     #[test]
     fn grants_in_etcds_form() {
         assert_eq!(
-            operator_grants()
-                .iter()
-                .map(Grant::etcd_form)
-                .collect::<Vec<_>>(),
-            [(
-                PermissionType::Readwrite as i32,
-                b"/oxsdn/".to_vec(),
-                b"/oxsdn0".to_vec()
-            )]
+            operator_grants().iter().map(Grant::etcd_form).collect::<Vec<_>>(),
+            [(PermissionType::Readwrite as i32, b"/oxsdn/".to_vec(), b"/oxsdn0".to_vec())]
         );
         let node = node_grants("node1");
         let described: Vec<String> = node
@@ -297,14 +263,7 @@ mod tests {
                 describe(kind, &key, &end)
             })
             .collect();
-        assert_eq!(
-            described,
-            [
-                "read /oxsdn/*",
-                "write /oxsdn/hostsubnets/node1",
-                "write /oxsdn/guards/hostsubnets"
-            ]
-        );
+        assert_eq!(described, ["read /oxsdn/*", "write /oxsdn/hostsubnets/node1", "write /oxsdn/guards/hostsubnets"]);
     }
 
     fn nodes(names: &[&str]) -> Vec<String> {
@@ -331,14 +290,10 @@ mod tests {
         let mut auth = root.client.auth_client();
         root.call(
             "grant",
-            auth.role_grant_permission(
-                "oxsdn-node-node1",
-                Permission::read_write("/oxsdn/").with_prefix(),
-            ),
+            auth.role_grant_permission("oxsdn-node-node1", Permission::read_write("/oxsdn/").with_prefix()),
         )
         .unwrap();
-        root.call("grant", auth.user_grant_role("oxsdn-node-node1", OPERATOR))
-            .unwrap();
+        root.call("grant", auth.user_grant_role("oxsdn-node-node1", OPERATOR)).unwrap();
         // Run again (with a new node): back to exactly what they must be.
         assert_eq!(
             root.setup_auth(&nodes(&["node1", "node2"])).unwrap(),
@@ -363,10 +318,7 @@ mod tests {
                 other => panic!("{user}: expected a refusal, got {other:?}"),
             }
         }
-        assert!(matches!(
-            root.setup_auth(&nodes(&["bad/name"])),
-            Err(Error::InvalidNodeName(_))
-        ));
+        assert!(matches!(root.setup_auth(&nodes(&["bad/name"])), Err(Error::InvalidNodeName(_))));
     }
 
     /// Whether `result` is etcd's refusal of a write of `key`.
@@ -383,10 +335,7 @@ mod tests {
     #[test]
     fn a_node_writes_only_its_own_hostsubnet_and_an_operator_writes_everything() {
         let backing = Backing::new(Kind::Etcd);
-        backing
-            .etcd_store(ROOT)
-            .setup_auth(&nodes(&["node1", "node2"]))
-            .unwrap();
+        backing.etcd_store(ROOT).setup_auth(&nodes(&["node1", "node2"])).unwrap();
         let operator = Cluster::new(Arc::new(backing.etcd_store(OPERATOR)));
         operator.init_config(&ClusterConfig::default()).unwrap();
         let red = operator.ensure_netnamespace("red").unwrap();
@@ -405,10 +354,7 @@ mod tests {
         let before = operator.store().list(keys::PREFIX).unwrap();
 
         // Nothing else.
-        assert!(denied(
-            node1.register_node("node2", node2_ip),
-            "/oxsdn/hostsubnets/node2"
-        ));
+        assert!(denied(node1.register_node("node2", node2_ip), "/oxsdn/hostsubnets/node2"));
         match node1.ensure_netnamespace("blue") {
             Err(e @ Error::ProjectCreationDenied { .. }) => assert!(
                 e.to_string().starts_with(
@@ -419,19 +365,10 @@ mod tests {
             ),
             other => panic!("expected ProjectCreationDenied, got {other:?}"),
         }
-        assert!(denied(
-            node1.make_projects_global(&["red".into()]),
-            "/oxsdn/netnamespaces/red"
-        ));
-        assert!(denied(
-            node1.delete_netnamespace("red"),
-            "/oxsdn/netnamespaces/red"
-        ));
+        assert!(denied(node1.make_projects_global(&["red".into()]), "/oxsdn/netnamespaces/red"));
+        assert!(denied(node1.delete_netnamespace("red"), "/oxsdn/netnamespaces/red"));
         let ports = [ServicePort::new(Protocol::Tcp, 80, 8080)];
-        assert!(denied(
-            node1.create_service("red", "web", &ports, None),
-            "/oxsdn/services/red/web"
-        ));
+        assert!(denied(node1.create_service("red", "web", &ports, None), "/oxsdn/services/red/web"));
         for key in [
             keys::CONFIG,
             "/oxsdn/netnamespaces/red",
@@ -439,16 +376,9 @@ mod tests {
             keys::NETNAMESPACES_GUARD,
             "/elsewhere",
         ] {
-            assert!(denied(
-                node1_store.txn(&[], &[put(key, "0")]).map_err(Error::from),
-                key
-            ));
+            assert!(denied(node1_store.txn(&[], &[put(key, "0")]).map_err(Error::from), key));
         }
-        assert_eq!(
-            operator.store().list(keys::PREFIX).unwrap(),
-            before,
-            "a refused write changed the store"
-        );
+        assert_eq!(operator.store().list(keys::PREFIX).unwrap(), before, "a refused write changed the store");
         assert!(events.try_recv().is_err(), "a refused write made an event");
 
         // The operator's credentials can do all of it.

@@ -77,10 +77,7 @@ impl Backing {
 
 /// The configuration of a TLS client of `endpoint` with the files `cert` names.
 pub(crate) fn etcd_config(endpoint: &str, cert: &ClientCert) -> EtcdConfig {
-    let tls = EtcdTls {
-        cacert: cert.ca.clone(),
-        cert_and_key: Some((cert.cert.clone(), cert.key.clone())),
-    };
+    let tls = EtcdTls { cacert: cert.ca.clone(), cert_and_key: Some((cert.cert.clone(), cert.key.clone())) };
     EtcdConfig::new(&[endpoint], Some(tls), false).expect("etcd configuration")
 }
 
@@ -111,10 +108,7 @@ pub(crate) use on_both_stores;
 // ---- shorthands -------------------------------------------------------------------------
 
 pub(crate) fn put(key: &str, value: &str) -> Op {
-    Op::Put {
-        key: key.into(),
-        value: value.into(),
-    }
+    Op::Put { key: key.into(), value: value.into() }
 }
 
 pub(crate) fn del(key: &str) -> Op {
@@ -122,38 +116,24 @@ pub(crate) fn del(key: &str) -> Op {
 }
 
 pub(crate) fn rev(key: &str, mod_revision: u64) -> Compare {
-    Compare::ModRevision {
-        key: key.into(),
-        mod_revision,
-    }
+    Compare::ModRevision { key: key.into(), mod_revision }
 }
 
 /// The value at `key` as text, with its mod revision.
 pub(crate) fn value(store: &dyn Store, key: &str) -> Option<(String, u64)> {
-    store
-        .get(key)
-        .unwrap()
-        .map(|kv| (String::from_utf8(kv.value).unwrap(), kv.mod_revision))
+    store.get(key).unwrap().map(|kv| (String::from_utf8(kv.value).unwrap(), kv.mod_revision))
 }
 
 pub(crate) fn put_event(key: &str, value: &str, mod_revision: u64) -> WatchEvent {
-    WatchEvent::Put(KeyValue {
-        key: key.into(),
-        value: value.into(),
-        mod_revision,
-    })
+    WatchEvent::Put(KeyValue { key: key.into(), value: value.into(), mod_revision })
 }
 
 pub(crate) fn delete_event(key: &str, mod_revision: u64) -> WatchEvent {
-    WatchEvent::Delete {
-        key: key.into(),
-        mod_revision,
-    }
+    WatchEvent::Delete { key: key.into(), mod_revision }
 }
 
 pub(crate) fn recv(rx: &Receiver<WatchEvent>) -> WatchEvent {
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("watch event")
+    rx.recv_timeout(Duration::from_secs(5)).expect("watch event")
 }
 
 /// Waits up to `within` for the watch to close, failing on any event.

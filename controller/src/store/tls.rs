@@ -26,62 +26,39 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Reads and checks the files `tls` names, so that a wrong file is reported by name now
 /// rather than as a failed handshake later. Returns the gRPC client's TLS settings and
 /// a probe with the same trust and identity for `endpoints`.
-pub(super) fn load(
-    tls: &EtcdTls,
-    endpoints: &[Endpoint],
-) -> Result<(TlsOptions, HandshakeProbe), StoreError> {
+pub(super) fn load(tls: &EtcdTls, endpoints: &[Endpoint]) -> Result<(TlsOptions, HandshakeProbe), StoreError> {
     let ca = read_file("--etcd-cacert", &tls.cacert)?;
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(certificates("--etcd-cacert", &tls.cacert, &ca)?);
     let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(&ca));
-    let probe =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .map_err(|e| StoreError::Config(format!("TLS 1.2: {e}")))?
-            .with_root_certificates(roots);
+    let probe = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .map_err(|e| StoreError::Config(format!("TLS 1.2: {e}")))?
+        .with_root_certificates(roots);
     let probe = match &tls.cert_and_key {
         None => probe.with_no_client_auth(),
         Some((cert_path, key_path)) => {
             let cert = read_file("--etcd-cert", cert_path)?;
             let chain = certificates("--etcd-cert", cert_path, &cert)?;
             let key = read_file("--etcd-key", key_path)?;
-            let bad_key = |why: String| {
-                StoreError::Config(format!("--etcd-key {}: {why}", key_path.display()))
-            };
+            let bad_key = |why: String| StoreError::Config(format!("--etcd-key {}: {why}", key_path.display()));
             let der = PrivateKeyDer::from_pem_slice(&key)
                 .map_err(|e| bad_key(format!("no private key in PEM form ({e})")))?;
             let signing = rustls::crypto::ring::sign::any_supported_type(&der)
                 .map_err(|e| bad_key(format!("unusable private key: {e}")))?;
             rustls::sign::CertifiedKey::new(chain.clone(), signing)
                 .keys_match()
-                .map_err(|e| {
-                    bad_key(format!(
-                        "not the key of --etcd-cert {}: {e}",
-                        cert_path.display()
-                    ))
-                })?;
+                .map_err(|e| bad_key(format!("not the key of --etcd-cert {}: {e}", cert_path.display())))?;
             options = options.identity(Identity::from_pem(cert, key));
-            probe
-                .with_client_auth_cert(chain, der)
-                .map_err(|e| bad_key(format!("unusable private key: {e}")))?
+            probe.with_client_auth_cert(chain, der).map_err(|e| bad_key(format!("unusable private key: {e}")))?
         }
     };
     let endpoints = endpoints.iter().map(|e| (e.host.clone(), e.port)).collect();
-    Ok((
-        options,
-        HandshakeProbe {
-            config: Arc::new(probe),
-            endpoints,
-        },
-    ))
+    Ok((options, HandshakeProbe { config: Arc::new(probe), endpoints }))
 }
 
 /// The certificates in PEM file `path` (given as `option`): at least one.
-fn certificates(
-    option: &str,
-    path: &Path,
-    pem: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, StoreError> {
+fn certificates(option: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, StoreError> {
     let bad = |why: String| StoreError::Config(format!("{option} {}: {why}", path.display()));
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -101,9 +78,7 @@ pub(super) fn failure<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'
         if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        let wrapped = cause
-            .downcast_ref::<io::Error>()
-            .and_then(wrapped_tls_error);
+        let wrapped = cause.downcast_ref::<io::Error>().and_then(wrapped_tls_error);
         if wrapped.is_some() {
             return wrapped;
         }
@@ -113,8 +88,7 @@ pub(super) fn failure<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'
 }
 
 fn wrapped_tls_error(e: &io::Error) -> Option<&rustls::Error> {
-    e.get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
 /// TLS 1.2 handshakes with etcd's endpoints, with the client's trust and certificate.
@@ -134,17 +108,11 @@ impl HandshakeProbe {
     /// `PROBE_TIMEOUT`.
     pub(super) fn failure(&self) -> Option<rustls::Error> {
         let deadline = Instant::now() + PROBE_TIMEOUT;
-        self.endpoints
-            .iter()
-            .find_map(|(host, port)| self.handshake(host, *port, deadline))
+        self.endpoints.iter().find_map(|(host, port)| self.handshake(host, *port, deadline))
     }
 
     fn handshake(&self, host: &str, port: u16, deadline: Instant) -> Option<rustls::Error> {
-        let left = || {
-            deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-        };
+        let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
         let name = ServerName::try_from(host.to_owned()).ok()?;
         let addr = (host, port).to_socket_addrs().ok()?.next()?;
         let mut tcp = TcpStream::connect_timeout(&addr, left()?).ok()?;

@@ -142,7 +142,10 @@ impl State {
 
     /// The endpoints a service drains.
     fn drained_by(&self, service: u32) -> Vec<Ipv4Addr> {
-        self.draining.range((service, Ipv4Addr::UNSPECIFIED)..=(service, Ipv4Addr::BROADCAST)).map(|((_, ip), _)| *ip).collect()
+        self.draining
+            .range((service, Ipv4Addr::UNSPECIFIED)..=(service, Ipv4Addr::BROADCAST))
+            .map(|((_, ip), _)| *ip)
+            .collect()
     }
 }
 
@@ -182,7 +185,10 @@ impl Services {
     /// service this agent has not applied yet.
     fn upsert(&self, svc: &Service, pinned: Option<PinnedEndpoints>) -> Result<()> {
         // The service may have come before its project reached this node's watcher.
-        let project = self.projects.lookup(&svc.project)?.with_context(|| format!("service in unknown project {}", svc.project))?;
+        let project = self
+            .projects
+            .lookup(&svc.project)?
+            .with_context(|| format!("service in unknown project {}", svc.project))?;
         let mut maps = self.maps.lock().unwrap();
         let mut state = self.state.lock().unwrap();
         let key = (svc.project.clone(), svc.name.clone());
@@ -200,7 +206,12 @@ impl Services {
             .ports
             .iter()
             .map(|port| match &old {
-                Some(o) => o.service.ports.iter().position(|p| service_key(&o.service, p) == service_key(svc, port)).map(|i| o.port_slots[i]),
+                Some(o) => o
+                    .service
+                    .ports
+                    .iter()
+                    .position(|p| service_key(&o.service, p) == service_key(svc, port))
+                    .map(|i| o.port_slots[i]),
                 None => {
                     let entry = maps.services.get(&service_key(svc, port), 0).ok().filter(|v| v.service == svc.id);
                     state.adopt(entry.map(|v| v.slot))
@@ -293,7 +304,8 @@ impl Services {
         let now = monotonic_ns();
         let mut maps = self.maps.lock().unwrap();
         let mut state = self.state.lock().unwrap();
-        let ended: Vec<(u32, Ipv4Addr)> = state.draining.iter().filter(|(_, until)| **until <= now).map(|(k, _)| *k).collect();
+        let ended: Vec<(u32, Ipv4Addr)> =
+            state.draining.iter().filter(|(_, until)| **until <= now).map(|(k, _)| *k).collect();
         for (service, ip) in &ended {
             ignore_missing(maps.draining.remove(&endpoint_member(*service, *ip)))?;
             state.remove_drain(*service, *ip);
@@ -303,7 +315,12 @@ impl Services {
 
     /// Writes `ENDPOINT_PODS` for the local pods among `ips` (endpoints a change
     /// touched), so each local address is marked iff some service lists or drains it.
-    fn flag_endpoints<'a>(&self, maps: &mut NodeMaps, state: &State, ips: impl IntoIterator<Item = &'a Ipv4Addr>) -> Result<()> {
+    fn flag_endpoints<'a>(
+        &self,
+        maps: &mut NodeMaps,
+        state: &State,
+        ips: impl IntoIterator<Item = &'a Ipv4Addr>,
+    ) -> Result<()> {
         for ip in ips {
             let Some((slot, flagged)) = entries::endpoint_pod_entry(self.subnet, *ip) else { continue };
             let value = if state.endpoints.contains_key(ip) { flagged } else { 0 };
@@ -329,13 +346,14 @@ pub fn sweep_drained_periodically(services: Arc<Services>) {
 /// written, its connections choose again), then its membership.
 fn drain(maps: &mut NodeMaps, state: &mut State, id: u32, ip: Ipv4Addr, until: u64) -> Result<()> {
     let member = endpoint_member(id, ip);
-    let recorded = state.draining.contains_key(&(id, ip)) || match maps.draining.insert(member, until, 0) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(service = id, endpoint = %ip, "cannot record the endpoint as draining; its connections choose again: {e}");
-            false
-        }
-    };
+    let recorded = state.draining.contains_key(&(id, ip))
+        || match maps.draining.insert(member, until, 0) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(service = id, endpoint = %ip, "cannot record the endpoint as draining; its connections choose again: {e}");
+                false
+            }
+        };
     if recorded {
         state.add_drain(id, ip, until);
     }
@@ -367,7 +385,8 @@ impl Mirror for Services {
     fn resync(&self) -> Result<u64> {
         let (all, revision) = self.source.list()?;
         let wanted: HashSet<(String, String)> = all.iter().map(|s| (s.project.clone(), s.name.clone())).collect();
-        let gone: Vec<(String, String)> = self.state.lock().unwrap().by_name.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        let gone: Vec<(String, String)> =
+            self.state.lock().unwrap().by_name.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
         for (project, name) in gone {
             self.remove(&project, &name)?;
         }
@@ -375,26 +394,32 @@ impl Mirror for Services {
         {
             // Entries of a previous agent that no current service explains.
             let mut maps = self.maps.lock().unwrap();
-            let ports: HashSet<ServiceKey> = all.iter().flat_map(|s| s.ports.iter().map(move |p| service_key(s, p))).collect();
+            let ports: HashSet<ServiceKey> =
+                all.iter().flat_map(|s| s.ports.iter().map(move |p| service_key(s, p))).collect();
             let ips: HashSet<u32> = all.iter().map(|s| ip_key(s.cluster_ip)).collect();
             let ids: HashSet<u32> = all.iter().map(|s| s.id).collect();
-            let stale_ports: Vec<ServiceKey> = maps.services.keys().filter_map(|k| k.ok()).filter(|k| !ports.contains(k)).collect();
+            let stale_ports: Vec<ServiceKey> =
+                maps.services.keys().filter_map(|k| k.ok()).filter(|k| !ports.contains(k)).collect();
             for k in stale_ports {
                 ignore_missing(maps.services.remove(&k))?;
             }
-            let stale_ips: Vec<u32> = maps.service_ips.keys().filter_map(|k| k.ok()).filter(|k| !ips.contains(k)).collect();
+            let stale_ips: Vec<u32> =
+                maps.service_ips.keys().filter_map(|k| k.ok()).filter(|k| !ips.contains(k)).collect();
             for k in stale_ips {
                 ignore_missing(maps.service_ips.remove(&k))?;
             }
-            let stale_endpoints: Vec<EndpointKey> = maps.endpoints.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
+            let stale_endpoints: Vec<EndpointKey> =
+                maps.endpoints.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
             for k in stale_endpoints {
                 ignore_missing(maps.endpoints.remove(&k))?;
             }
-            let stale_members: Vec<EndpointMember> = maps.endpoint_set.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
+            let stale_members: Vec<EndpointMember> =
+                maps.endpoint_set.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
             for k in stale_members {
                 ignore_missing(maps.endpoint_set.remove(&k))?;
             }
-            let stale_drains: Vec<EndpointMember> = maps.draining.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
+            let stale_drains: Vec<EndpointMember> =
+                maps.draining.keys().filter_map(|k| k.ok()).filter(|k| !ids.contains(&k.service)).collect();
             for k in stale_drains {
                 ignore_missing(maps.draining.remove(&k))?;
             }

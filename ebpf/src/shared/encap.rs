@@ -75,7 +75,8 @@ pub fn encapsulate(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32
     // 16-bit length fields.
     let mut mtu_len = 0u32;
     // SAFETY: plain helper call; mtu_len lives on the stack for it.
-    let fits = unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, cfg.underlay_ifindex, &mut mtu_len, ENCAP_LEN as i32, 0) } == 0;
+    let fits =
+        unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, cfg.underlay_ifindex, &mut mtu_len, ENCAP_LEN as i32, 0) } == 0;
     let outer_len = ctx.len() as usize + ENCAP_LEN - ETH_HLEN;
     if !fits || outer_len > u16::MAX as usize {
         return None;

@@ -4,8 +4,8 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_tunnel_key, BPF_F_DONT_FRAGMENT, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_ZERO_CSUM_TX, TC_ACT_REDIRECT,
-        TC_ACT_SHOT,
+        bpf_tunnel_key, BPF_F_DONT_FRAGMENT, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_F_ZERO_CSUM_TX,
+        TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_set_tunnel_key},
     programs::TcContext,
@@ -107,9 +107,8 @@ pub fn to_tunnel<const T: bool>(ctx: &mut TcContext, p: &P<T>, node_ip: u32, vni
     key.tunnel_ttl = TUNNEL_TTL;
     let flags = (BPF_F_ZERO_CSUM_TX | BPF_F_DONT_FRAGMENT) as u64;
     // SAFETY: the key lives on the stack for the call.
-    let set = unsafe {
-        bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, core::mem::size_of::<bpf_tunnel_key>() as u32, flags)
-    };
+    let set =
+        unsafe { bpf_skb_set_tunnel_key(ctx.skb.skb, &mut key, core::mem::size_of::<bpf_tunnel_key>() as u32, flags) };
     if set != 0 {
         return drop_at_output(p, NOT_SENT);
     }
@@ -203,4 +202,3 @@ fn rewrite_ports(ctx: &mut TcContext, ip: &Ipv4, rw: &Translation, l4_csum: Opti
     }
     ctx.store(ip.l4_offset as usize, &new, 0).is_ok()
 }
-

@@ -83,9 +83,8 @@ fn parse_arp(p: usize, end: usize) -> Arp {
     }
     // htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4.
     // SAFETY: bounds checked above.
-    let (htype, ptype, hlen, plen) = unsafe {
-        (read_u16_be(p), read_u16_be(p + 2), *((p + 4) as *const u8), *((p + 5) as *const u8))
-    };
+    let (htype, ptype, hlen, plen) =
+        unsafe { (read_u16_be(p), read_u16_be(p + 2), *((p + 4) as *const u8), *((p + 5) as *const u8)) };
     if htype != 1 || ptype != ETH_P_IP || hlen != 6 || plen != 4 {
         return none;
     }

@@ -6,9 +6,7 @@
 //! verifier removes branches but not the loads that fed them.)
 
 use aya_ebpf::{macros::map, maps::Array, programs::TcContext};
-use oxsdn_common::trace::{
-    output_kind, TraceHop, TraceRecord, MAX_HOPS, MODE_TEST_INPUT, MODE_TRACE, REG0_SET,
-};
+use oxsdn_common::trace::{output_kind, TraceHop, TraceRecord, MAX_HOPS, MODE_TEST_INPUT, MODE_TRACE, REG0_SET};
 
 use oxsdn_tables::Translation;
 

@@ -94,12 +94,17 @@ fn run(tally: &mut Tally) -> Result<()> {
 /// what it must write: node1's agent may not change any project's VNID.
 fn least_privilege(cluster: &TestCluster, tally: &mut Tally) -> Result<()> {
     let etcd = cluster.etcd.as_ref().map(|e| e.endpoint()).unwrap_or_default();
-    println!("The cluster store: etcd at {etcd}, TLS with client certificates, etcd's auth on (oxsdnctl store setup-auth):");
+    println!(
+        "The cluster store: etcd at {etcd}, TLS with client certificates, etcd's auth on (oxsdnctl store setup-auth):"
+    );
     println!("  oxsdnctl runs as etcd user {OPERATOR_USER} (writes everything of oxsdn's), each agent as {} (writes only its own HostSubnet)", node_user("NAME"));
     let node1 = &cluster.node("node1").store;
     let refused = cluster.oxsdnctl_as(node1, &["create", "project", "intruder"]);
     match &refused {
-        Err(e) => println!("  with node1's certificate, `oxsdnctl create project intruder` is refused: {}\n", last_line(&format!("{e:#}"))),
+        Err(e) => println!(
+            "  with node1's certificate, `oxsdnctl create project intruder` is refused: {}\n",
+            last_line(&format!("{e:#}"))
+        ),
         Ok(_) => println!("  with node1's certificate, `oxsdnctl create project intruder` SUCCEEDED\n"),
     }
     tally.record(refused.is_err(), "a node's credentials cannot create a project");
@@ -129,7 +134,9 @@ fn egress_and_services(cluster: &TestCluster, pods: &[Pod], tally: &mut Tally) -
     }
     cluster.oxsdnctl(&["create", "service", "web", "-n", "blue", "--tcp", "80:9090"])?;
     let ips: Vec<String> = endpoints.iter().map(|p| p.ip.to_string()).collect();
-    cluster.oxsdnctl(&[&["set", "endpoints", "web", "-n", "blue"][..], &ips.iter().map(String::as_str).collect::<Vec<_>>()].concat())?;
+    cluster.oxsdnctl(
+        &[&["set", "endpoints", "web", "-n", "blue"][..], &ips.iter().map(String::as_str).collect::<Vec<_>>()].concat(),
+    )?;
     println!("\n$ oxsdnctl get services\n{}", cluster.oxsdnctl(&["get", "services"])?);
     std::thread::sleep(std::time::Duration::from_secs(1));
     let ip = cluster.service_ip("blue", "web")?;
@@ -141,10 +148,16 @@ fn egress_and_services(cluster: &TestCluster, pods: &[Pod], tally: &mut Tally) -
         }
     }
     println!("red/r3 -> web ({ip}:80), 20 connections answered by: {answers:?}");
-    tally.record(answers.len() == 2 && answers.values().sum::<usize>() == 20, "the service spreads over both nodes' endpoints");
+    tally.record(
+        answers.len() == 2 && answers.values().sum::<usize>() == 20,
+        "the service spreads over both nodes' endpoints",
+    );
     let green = cluster.nodes[1].add_pod("green", "g1")?;
     let isolated = IdentityClient::connect(&green.netns, ip, 80).and_then(|mut c| c.ask()).is_err();
-    println!("green/g1 (a new project) -> web: {}\n", if isolated { "refused by tables 60/80 (green may not talk to blue)" } else { "ANSWERED" });
+    println!(
+        "green/g1 (a new project) -> web: {}\n",
+        if isolated { "refused by tables 60/80 (green may not talk to blue)" } else { "ANSWERED" }
+    );
     tally.record(isolated, "service isolation");
     Ok(())
 }
@@ -156,5 +169,9 @@ fn main() -> ExitCode {
         tally.failed += 1;
     }
     println!("demo: {} checks passed, {} failed", tally.passed, tally.failed);
-    if tally.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
