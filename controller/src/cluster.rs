@@ -30,8 +30,10 @@ use crate::{
     ClusterConfig, Error, HostSubnet, NetNamespace, Result, Service,
 };
 
+mod policy;
 mod services;
 
+pub use policy::{NetworkPolicyEvent, PodAddressEvent, PodMetaEvent};
 pub use services::{NewService, ServiceEvent};
 
 /// Key layout in the store.
@@ -45,6 +47,13 @@ pub mod keys {
     pub const SERVICES: &str = "/oxsdn/services/";
     pub const PROJECT_ID_COUNTER: &str = "/oxsdn/counters/project-id";
     pub const SERVICE_ID_COUNTER: &str = "/oxsdn/counters/service-id";
+    /// NetworkPolicies under `<project>/<name>`.
+    pub const NETWORK_POLICIES: &str = "/oxsdn/networkpolicies/";
+    pub const POLICY_ID_COUNTER: &str = "/oxsdn/counters/policy-id";
+    /// Pods' labels and named ports under `<project>/<name>`.
+    pub const POD_META: &str = "/oxsdn/podmeta/";
+    /// Pods' addresses under `<node>/<container id>/<ifname>`: each node writes its own.
+    pub const POD_ADDRESSES: &str = "/oxsdn/pods/";
     /// Rewritten by every change to a NetNamespace. Per-key compares cannot see a record
     /// that another writer adds meanwhile, so operations that depend on the whole set
     /// (which VNIDs are in use, who else shares a VNID) also compare this key.
@@ -53,6 +62,9 @@ pub mod keys {
     pub const HOSTSUBNETS_GUARD: &str = "/oxsdn/guards/hostsubnets";
     /// The same for Services (which ClusterIPs are taken, which projects have services).
     pub const SERVICES_GUARD: &str = "/oxsdn/guards/services";
+    pub const NETWORK_POLICIES_GUARD: &str = "/oxsdn/guards/networkpolicies";
+    pub const POD_META_GUARD: &str = "/oxsdn/guards/podmeta";
+    pub const POD_ADDRESSES_GUARD: &str = "/oxsdn/guards/pods";
 }
 
 /// How often an operation is tried before it fails with `Error::Contention`.
