@@ -121,6 +121,10 @@ struct InitArgs {
     /// MTU of pod interfaces and tun0 [default: 1450].
     #[arg(long, value_name = "BYTES")]
     mtu: Option<u32>,
+    /// The network plugin: multitenant, subnet or networkpolicy (OpenShift's names,
+    /// redhat/openshift-ovs-NAME, too) [default: multitenant].
+    #[arg(long, value_name = "NAME")]
+    network_plugin: Option<oxsdn_controller::NetworkPlugin>,
 }
 
 impl InitArgs {
@@ -132,6 +136,7 @@ impl InitArgs {
             service_network: self.service_network.unwrap_or(d.service_network),
             vxlan_port: self.vxlan_port.unwrap_or(d.vxlan_port),
             mtu: self.mtu.unwrap_or(d.mtu),
+            network_plugin: self.network_plugin.unwrap_or(d.network_plugin),
         }
     }
 }
