@@ -78,6 +78,22 @@ macro_rules! for_each_map {
             /// The cluster store's client endpoints (and, for a store on this node, the
             /// node's gateway and address with its ports): pods may not connect to them.
             STORE_ENDPOINTS store_endpoints: HashMap<$crate::StoreEndpoint, u8> [$crate::MAX_STORE_ENDPOINTS, 0];
+            /// Identities of the local pods, by slot (`policy`); 0: none yet.
+            POD_IDENTITIES pod_identities: Array<u32, u32> [$crate::MAX_POD_SLOTS, 0];
+            /// Identities of every pod of the cluster, by address.
+            IP_IDENTITIES ip_identities: HashMap<u32, u32> [$crate::policy::MAX_CLUSTER_PODS, 0];
+            /// What policies say of each identity.
+            IDENTITIES identities: Array<u32, $crate::policy::IdentityPolicy> [$crate::policy::MAX_IDENTITIES, 0];
+            /// What a subject identity may exchange with a peer identity, per direction.
+            POLICY_PEERS policy_peers: HashMap<$crate::policy::PolicyKey, $crate::policy::PortSet> [$crate::policy::MAX_POLICY_PEERS, $crate::maps::NO_PREALLOC];
+            /// What a subject identity may exchange with address blocks, per direction.
+            POLICY_CIDRS policy_cidrs: LpmTrie<$crate::policy::PolicyCidr, $crate::policy::PortSet> [$crate::policy::MAX_POLICY_CIDRS, $crate::maps::NO_PREALLOC];
+            /// Connections whose replies policies let through.
+            POLICY_CT policy_ct: HashMap<$crate::FlowKey, $crate::policy::PolicyConnection> [$crate::policy::MAX_POLICY_CONNECTIONS, 0];
+            /// The policy id in each policy counter slot (0: free).
+            POLICY_SLOTS policy_slots: Array<u32, u32> [$crate::policy::MAX_POLICIES, 0];
+            /// Counters of the per-policy rules (`policy::POLICY_RULES` per slot).
+            POLICY_STATS policy_stats: PerCpuArray<u32, $crate::Counter> [$crate::policy::MAX_POLICIES * $crate::policy::POLICY_RULES, 0];
             /// Counters of the node-wide rules, by rule id.
             RULE_STATS rule_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_RULES, 0];
             /// Counters of the per-pod rules (`stats::pod_index`).

@@ -34,6 +34,9 @@ pub mod hop_kind {
     pub const REMOTE_NODE: u32 = 3;
     /// Table 60's rule of a service port or ClusterIP; key: its counter slot.
     pub const SERVICE: u32 = 4;
+    /// A per-policy rule; key: the policy's counter slot in the low 16 bits, the index
+    /// of the policy's rule that matched in the high 16.
+    pub const POLICY: u32 = 5;
 }
 
 /// `TraceRecord.output`: the kind of `Output` the pipeline chose.

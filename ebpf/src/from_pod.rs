@@ -2,14 +2,14 @@
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 use oxsdn_common::trace::{output_kind, CB_IN_PORT};
-use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Output, Packet};
+use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, to_pod_peer, to_tun0, to_tunnel},
+    output::{drop_at_output, refused_by_policy, to_pod_peer, to_tun0, to_tunnel, Decision},
     parse::parse,
-    trace_mode,
+    scratch, trace_mode,
 };
 
 #[classifier]
@@ -26,35 +26,50 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
         env.count(t0_classify::UNCONFIGURED, ctx.len());
         return TC_ACT_SHOT;
     };
-    let frame = parse(&ctx);
+    let Some(frame) = scratch::frame() else {
+        env.count(t0_classify::UNCONFIGURED, ctx.len());
+        return TC_ACT_SHOT;
+    };
+    parse(&ctx, frame);
     let in_port = if T {
         trace_mode::cb(&ctx, CB_IN_PORT)
     } else {
         // SAFETY: reading the ingress ifindex from the skb.
         unsafe { (*ctx.skb.skb).ifindex }
     };
-    let mut p = Packet::new(env, cfg, &frame);
-    match t0_classify::from_pod(&mut p, in_port) {
-        Output::Drop => {
-            env.dropped(&p.xlate);
-            TC_ACT_SHOT
-        }
-        Output::Tun0 => {
+    let mut p = Packet::new(env, cfg, frame);
+    let mut d = Decision::default();
+    tables(&mut p, in_port, &mut d);
+    if refused_by_policy(&mut p, &d) {
+        return TC_ACT_SHOT;
+    }
+    match d.kind {
+        output_kind::TUN0 => {
             env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
             to_tun0(&mut ctx, &p)
         }
-        Output::Pod { ifindex, ip } => {
-            env.decision(output_kind::POD, ifindex, ip, 0, &p.xlate);
+        output_kind::POD => {
+            env.decision(output_kind::POD, d.ifindex, d.ip, 0, &p.xlate);
             // OpenFlow never sends a packet back out of its ingress port (a pod's packet
             // or ARP to its own address); a service hairpin, translated, goes back.
-            if ifindex == in_port && p.xlate.active == 0 {
+            if d.ifindex == in_port && p.xlate.active == 0 {
                 return drop_at_output(&p, TO_INGRESS_PORT);
             }
-            to_pod_peer(&mut ctx, &p, ifindex, ip)
+            to_pod_peer(&mut ctx, &p, d.ifindex, d.ip)
         }
-        Output::Tunnel { node_ip, vni } => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p.xlate);
-            to_tunnel(&mut ctx, &p, node_ip, vni)
+        output_kind::TUNNEL => {
+            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, d.ip, d.vni, &p.xlate);
+            to_tunnel(&mut ctx, &p, d.ip, d.vni)
+        }
+        _ => {
+            env.dropped(&p.xlate);
+            TC_ACT_SHOT
         }
     }
+}
+
+/// The tables, from table 0 of a pod port (see `Decision`).
+#[inline(never)]
+fn tables<const T: bool>(p: &mut Packet<Maps<T>>, in_port: u32, d: &mut Decision) {
+    *d = Decision::of(t0_classify::from_pod(p, in_port));
 }

@@ -3,14 +3,14 @@
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 use oxsdn_common::trace::output_kind;
-use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Output, Packet};
+use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, to_pod_veth, to_tunnel},
+    output::{drop_at_output, refused_by_policy, to_pod_veth, to_tunnel, Decision},
     parse::parse,
-    trace_mode,
+    scratch, trace_mode,
 };
 
 #[classifier]
@@ -27,26 +27,41 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
         env.count(t0_classify::UNCONFIGURED, ctx.len());
         return TC_ACT_SHOT;
     };
-    let frame = parse(&ctx);
-    let mut p = Packet::new(env, cfg, &frame);
-    match t0_classify::from_tun0(&mut p) {
-        Output::Drop => {
-            env.dropped(&p.xlate);
-            TC_ACT_SHOT
-        }
+    let Some(frame) = scratch::frame() else {
+        env.count(t0_classify::UNCONFIGURED, ctx.len());
+        return TC_ACT_SHOT;
+    };
+    parse(&ctx, frame);
+    let mut p = Packet::new(env, cfg, frame);
+    let mut d = Decision::default();
+    tables(&mut p, &mut d);
+    if refused_by_policy(&mut p, &d) {
+        return TC_ACT_SHOT;
+    }
+    match d.kind {
         // OpenFlow never sends a packet back out of its ingress port.
-        Output::Tun0 => {
+        output_kind::TUN0 => {
             env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
             drop_at_output(&p, TO_INGRESS_PORT)
         }
         // redirect_peer works from TC ingress only; this is egress.
-        Output::Pod { ifindex, ip } => {
-            env.decision(output_kind::POD, ifindex, ip, 0, &p.xlate);
-            to_pod_veth(&mut ctx, &p, ifindex)
+        output_kind::POD => {
+            env.decision(output_kind::POD, d.ifindex, d.ip, 0, &p.xlate);
+            to_pod_veth(&mut ctx, &p, d.ifindex)
         }
-        Output::Tunnel { node_ip, vni } => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p.xlate);
-            to_tunnel(&mut ctx, &p, node_ip, vni)
+        output_kind::TUNNEL => {
+            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, d.ip, d.vni, &p.xlate);
+            to_tunnel(&mut ctx, &p, d.ip, d.vni)
+        }
+        _ => {
+            env.dropped(&p.xlate);
+            TC_ACT_SHOT
         }
     }
+}
+
+/// The tables, from table 0 of tun0 (see `Decision`).
+#[inline(never)]
+fn tables<const T: bool>(p: &mut Packet<Maps<T>>, d: &mut Decision) {
+    *d = Decision::of(t0_classify::from_tun0(p));
 }

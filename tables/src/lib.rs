@@ -111,6 +111,11 @@ pub struct Packet<'a, E: Env> {
     /// Whose share of the connection tables a new service connection takes: the
     /// sending pod's project slot, or `conntrack::HOST_OWNER` / `TUNNEL_OWNER`.
     pub owner: u32,
+    /// networkpolicy mode: the sending local pod's identity (0: the sender is not a
+    /// local pod, or another mode).
+    pub src_identity: u32,
+    /// Table 30 translated a service's reply back (its connection was judged).
+    pub service_reply: bool,
     /// The service translation chosen by table 30's reply rule or table 61.
     pub xlate: Translation,
 }
@@ -118,7 +123,16 @@ pub struct Packet<'a, E: Env> {
 impl<'a, E: Env> Packet<'a, E> {
     #[inline(always)]
     pub fn new(env: E, cfg: &'a NodeConfig, frame: &'a Frame) -> Self {
-        Packet { env, cfg, frame, reg0: 0, owner: oxsdn_common::conntrack::TUNNEL_OWNER, xlate: Translation::default() }
+        Packet {
+            env,
+            cfg,
+            frame,
+            reg0: 0,
+            owner: oxsdn_common::conntrack::TUNNEL_OWNER,
+            src_identity: 0,
+            service_reply: false,
+            xlate: Translation::default(),
+        }
     }
 
     /// Counts node-wide rule `rule`.
@@ -192,6 +206,7 @@ mod tests {
                 Scope::Pod => oxsdn_common::POD_RULES,
                 Scope::RemoteNode => oxsdn_common::NODE_RULES,
                 Scope::Service => 2,
+                Scope::Policy => oxsdn_common::policy::POLICY_RULES,
             };
             assert!(rule.id < limit, "{} id {} >= {limit}", rule.name, rule.id);
         }

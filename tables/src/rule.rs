@@ -10,7 +10,8 @@
 //!   port number;
 //! - per-node rules: `{NODE_IP}` the remote node's address, `{SUBNET}` its subnet;
 //! - per-service rules: `{PROTO}`, `{IP}` the ClusterIP, `{PORT}` the port, `{VNID}` the
-//!   service project's VNID.
+//!   service project's VNID;
+//! - per-policy rules: `{POLICY}` the NetworkPolicy's `namespace/name`.
 //!
 //! Ids index the counters: node-wide rules `RULE_STATS`, the others their owner's block
 //! (`oxsdn_common::stats`). An id is never reused nor renumbered (the test
@@ -27,6 +28,8 @@ pub enum Scope {
     RemoteNode,
     /// One per service port or ClusterIP (`SERVICE_STATS`, by the entry's slot).
     Service,
+    /// One per NetworkPolicy (`POLICY_STATS`, by the policy's counter slot).
+    Policy,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -65,4 +68,5 @@ macro_rules! rules {
     (@scope pod) => { $crate::rule::Scope::Pod };
     (@scope remote_node) => { $crate::rule::Scope::RemoteNode };
     (@scope service) => { $crate::rule::Scope::Service };
+    (@scope policy) => { $crate::rule::Scope::Policy };
 }

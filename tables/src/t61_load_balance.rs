@@ -161,8 +161,8 @@ pub fn reply_key(flow: &FlowKey, conn: &ServiceConnection, gateway: u32) -> Flow
 }
 
 /// Sends a translated packet (`reply`: back to a service's client) to `dst`: a pod here,
-/// a pod over the tunnel, or the node's host stack. Table 80's policy is asked again,
-/// with the client's identity.
+/// a pod over the tunnel, or the node's host stack. (Networkpolicy mode judges the
+/// translated packet at the output, with the client's address.)
 #[inline(always)]
 pub fn deliver_translated<E: Env>(p: &mut Packet<E>, dst: u32, reply: bool) -> Output {
     // The gateway: a host process was the client. Outside the cluster network: a client
@@ -170,9 +170,6 @@ pub fn deliver_translated<E: Env>(p: &mut Packet<E>, dst: u32, reply: bool) -> O
     // are never there (the controller refuses them).
     if dst == p.cfg.gateway || (reply && !p.in_cluster(dst)) {
         return Output::Tun0;
-    }
-    if !t80_isolation::after_translation(p) {
-        return Output::Drop;
     }
     if let Some(pod) = p.local_pod(dst) {
         return Output::Pod { ifindex: pod.ifindex, ip: dst };

@@ -11,6 +11,7 @@ use aya_ebpf::{
 };
 use oxsdn_common::{
     conntrack::CLOSING,
+    policy::{IdentityPolicy, PolicyCidr, PolicyConnection, PolicyKey, PortSet, CIDR_KEY_FIXED_BITS, POLICY_RULES},
     stats,
     trace::{hop_kind, output_kind},
     Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
@@ -207,6 +208,62 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     }
 
     #[inline(always)]
+    fn pod_identity(self, slot: u32) -> u32 {
+        POD_IDENTITIES.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn ip_identity(self, ip: u32) -> u32 {
+        // SAFETY: read-only access to a map value.
+        unsafe { IP_IDENTITIES.get(&ip) }.copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn identity_policy(self, identity: u32) -> Option<IdentityPolicy> {
+        IDENTITIES.get(identity).copied()
+    }
+
+    #[inline(always)]
+    fn policy_peers(self, key: &PolicyKey) -> Option<&'static PortSet> {
+        // SAFETY: read-only access to a map value, which only userspace changes.
+        unsafe { POLICY_PEERS.get(key) }
+    }
+
+    #[inline(always)]
+    fn policy_cidrs(self, subject: u32, direction: u32, ip: u32) -> Option<&'static PortSet> {
+        let key = Key::new(CIDR_KEY_FIXED_BITS + 32, PolicyCidr { subject, direction, ip });
+        POLICY_CIDRS.get(&key)
+    }
+
+    #[inline(always)]
+    fn policy_connection(self, flow: &FlowKey, closing: bool) -> bool {
+        let Some(c) = POLICY_CT.get_ptr_mut(flow) else { return false };
+        if !TRACE {
+            // SAFETY: a map value of this map's type; a racing CPU writes the same.
+            unsafe {
+                (*c).last_seen = self.now_ns();
+                if closing {
+                    (*c).flags |= CLOSING;
+                }
+            }
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn track_policy_connection(self, flow: &FlowKey, owner: u32) -> bool {
+        if TRACE {
+            return true;
+        }
+        let connection = PolicyConnection { last_seen: self.now_ns(), owner, flags: 0 };
+        if POLICY_CT.insert(flow, &connection, 0).is_err() {
+            return false;
+        }
+        self.take_share(owner);
+        true
+    }
+
+    #[inline(always)]
     fn now_ns(self) -> u64 {
         // SAFETY: plain helper call.
         unsafe { bpf_ktime_get_ns() }
@@ -248,6 +305,14 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
             return trace_mode::hop(hop_kind::SERVICE, rule, slot);
         }
         bump(SERVICE_STATS.get_ptr_mut(slot), len);
+    }
+
+    #[inline(always)]
+    fn count_policy(self, slot: u32, rule: u32, matched: u32, len: u32) {
+        if TRACE {
+            return trace_mode::hop(hop_kind::POLICY, rule, (slot & 0xffff) | (matched << 16));
+        }
+        bump(POLICY_STATS.get_ptr_mut(slot * POLICY_RULES + rule), len);
     }
 
     #[inline(always)]

@@ -8,4 +8,5 @@ pub mod env;
 pub mod maps;
 pub mod output;
 pub mod parse;
+pub mod scratch;
 pub mod trace_mode;
