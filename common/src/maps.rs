@@ -90,8 +90,8 @@ macro_rules! for_each_map {
             POLICY_CIDRS policy_cidrs: LpmTrie<$crate::policy::PolicyCidr, $crate::policy::PortSet> [$crate::policy::MAX_POLICY_CIDRS, $crate::maps::NO_PREALLOC];
             /// Connections whose replies policies let through.
             POLICY_CT policy_ct: HashMap<$crate::FlowKey, $crate::policy::PolicyConnection> [$crate::policy::MAX_POLICY_CONNECTIONS, 0];
-            /// The policy id in each policy counter slot (0: free).
-            POLICY_SLOTS policy_slots: Array<u32, u32> [$crate::policy::MAX_POLICIES, 0];
+            /// The policy in each policy counter slot (absent: free).
+            POLICY_SLOTS policy_slots: HashMap<u32, $crate::policy::PolicySlot> [$crate::policy::MAX_POLICIES, $crate::maps::NO_PREALLOC];
             /// Counters of the per-policy rules (`policy::POLICY_RULES` per slot).
             POLICY_STATS policy_stats: PerCpuArray<u32, $crate::Counter> [$crate::policy::MAX_POLICIES * $crate::policy::POLICY_RULES, 0];
             /// Counters of the node-wide rules, by rule id.

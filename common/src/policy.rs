@@ -91,5 +91,37 @@ crate::wire! {
     }
 }
 
+crate::wire! {
+    /// Value of `POLICY_SLOTS` (read by userspace only: counters and traces name the
+    /// policy from it, without the cluster store).
+    pub struct PolicySlot {
+        pub id: u32,
+        /// `namespace/name`, UTF-8, zero-padded (chunks of 32: long arrays have no
+        /// `Default`).
+        pub name: [[u8; 32]; 10],
+    }
+}
+
+#[cfg(feature = "user")]
+extern crate std;
+
+#[cfg(feature = "user")]
+impl PolicySlot {
+    /// Policy `id` named `name` (cut at 320 bytes; object names are at most 317).
+    pub fn new(id: u32, name: &str) -> PolicySlot {
+        let mut slot = PolicySlot { id, ..PolicySlot::default() };
+        for (i, byte) in name.bytes().take(320).enumerate() {
+            slot.name[i / 32][i % 32] = byte;
+        }
+        slot
+    }
+
+    /// `namespace/name`.
+    pub fn name(&self) -> std::string::String {
+        let bytes: std::vec::Vec<u8> = self.name.iter().flatten().copied().take_while(|b| *b != 0).collect();
+        std::string::String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
 /// Bits of `PolicyCidr` before the address: matched whole.
 pub const CIDR_KEY_FIXED_BITS: u32 = 64;

@@ -1,7 +1,8 @@
-//! The collector of the service connection tables (`oxsdn_common::conntrack`): the
+//! The collector of the connection tables (`oxsdn_common::conntrack`: services' two
+//! halves, and `POLICY_CT`'s connections whose replies policies let through): the
 //! programs insert connections and never remove them; this removes those idle longer
-//! than their protocol's timeout, both halves at once, and gives their owners' shares
-//! back. It is the only place connections leave the tables, so no connection loses one
+//! than their protocol's timeout, a service connection's both halves at once, and gives
+//! their owners' shares back. It is the only place connections leave the tables, so no connection loses one
 //! half and keeps the other.
 
 use std::{
@@ -17,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use aya::maps::MapData;
 use oxsdn_common::{
     conntrack::{CLOSING, SHARES},
+    policy::PolicyConnection,
     FlowKey, ServiceConnection, ServiceReply,
 };
 use oxsdn_tables::{frame::IPPROTO_TCP, t61_load_balance::reply_key};
@@ -183,6 +185,19 @@ pub fn sweep(maps: &mut NodeMaps, shares: &Shares, now: u64, recount: bool) -> R
         if !paired && now.saturating_sub(reply.last_seen) > ORPHAN_GRACE.as_nanos() as u64 {
             ignore_missing(maps.ct_reverse.remove(&reverse))?;
             swept.orphans += 1;
+        }
+    }
+    let policy: Vec<(FlowKey, PolicyConnection)> = maps.policy_ct.iter().filter_map(|e| e.ok()).collect();
+    for (flow, conn) in policy {
+        if expired(flow.proto, conn.flags & CLOSING != 0, conn.last_seen, now) {
+            ignore_missing(maps.policy_ct.remove(&flow))?;
+            if !recount {
+                shares.give_back(conn.owner);
+            }
+            swept.removed += 1;
+        } else {
+            swept.kept += 1;
+            *counts.entry(conn.owner).or_default() += 1;
         }
     }
     if recount {

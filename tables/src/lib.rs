@@ -274,6 +274,12 @@ mod tests {
             (30, 54, "GW_STORE"),
             (61, 55, "OVER_QUOTA"),
             (61, 56, "TABLE_FULL"),
+            (80, 57, "POLICY_REPLY"),
+            (80, 58, "EGRESS_OPEN"),
+            (80, 59, "INGRESS_OPEN"),
+            (80, 60, "NO_IDENTITY"),
+            (80, 61, "TRACKING_FULL"),
+            (60, 62, "NO_ISOLATION"),
         ];
         let node_wide: Vec<(u8, u32, &str)> =
             rules().filter(|r| r.scope == Scope::Node).map(|r| (r.table, r.id, r.name)).collect();

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use oxsdn_common::{
     conntrack::CLOSING,
-    policy::{IdentityPolicy, PolicyCidr, PolicyConnection, PolicyKey, PortSet, CIDR_KEY_FIXED_BITS, POLICY_RULES},
+    policy::{IdentityPolicy, PolicyCidr, PolicyConnection, PolicyKey, PortSet, CIDR_KEY_FIXED_BITS},
     stats,
     trace::{hop_kind, output_kind},
     Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
@@ -20,6 +20,9 @@ use oxsdn_common::{
 use oxsdn_tables::{Env, Translation};
 
 use crate::shared::{maps::*, trace_mode};
+
+/// `bpf_map_update_elem` flag: only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
 
 /// The maps, with trace mode a constant of the copy.
 #[derive(Clone, Copy, Default)]
@@ -256,8 +259,9 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
             return true;
         }
         let connection = PolicyConnection { last_seen: self.now_ns(), owner, flags: 0 };
-        if POLICY_CT.insert(flow, &connection, 0).is_err() {
-            return false;
+        // BPF_NOEXIST: a connection another CPU tracked a moment ago keeps its one share.
+        if POLICY_CT.insert(flow, &connection, BPF_NOEXIST).is_err() {
+            return POLICY_CT.get_ptr(flow).is_some();
         }
         self.take_share(owner);
         true
@@ -312,7 +316,7 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
         if TRACE {
             return trace_mode::hop(hop_kind::POLICY, rule, (slot & 0xffff) | (matched << 16));
         }
-        bump(POLICY_STATS.get_ptr_mut(slot * POLICY_RULES + rule), len);
+        bump(POLICY_STATS.get_ptr_mut(stats::policy_index(slot, rule)), len);
     }
 
     #[inline(always)]
