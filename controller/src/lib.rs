@@ -7,7 +7,6 @@
 mod allocator;
 pub mod cluster;
 pub mod config;
-pub mod debug;
 pub mod error;
 pub mod fuzzing;
 pub mod hostsubnets;
