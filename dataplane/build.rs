@@ -11,11 +11,13 @@ use std::{env, path::PathBuf, process::Command};
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let ebpf_dir = manifest_dir.join("../ebpf");
-    let common_dir = manifest_dir.join("../common");
     for p in ["src", "Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", ebpf_dir.join(p).display());
     }
-    println!("cargo:rerun-if-changed={}", common_dir.join("src").display());
+    // The crates the programs are built from.
+    for dir in ["../common/src", "../tables/src"] {
+        println!("cargo:rerun-if-changed={}", manifest_dir.join(dir).display());
+    }
 
     println!("cargo:rerun-if-env-changed=OXSDN_SKIP_EBPF_BUILD");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
