@@ -41,7 +41,7 @@ use rand::{rngs::StdRng, SeedableRng};
 const TUN0_IFINDEX: u32 = 2;
 const VXLAN_IFINDEX: u32 = 3;
 /// Pod ports (veths in the test's namespace) a state can use.
-const POD_PORTS: usize = 8;
+const POD_PORT_VETHS: usize = 8;
 const CASES_PER_STATE: usize = 100;
 /// Disagreements reported in full before the test gives up.
 const MAX_REPORTED: usize = 20;
@@ -289,7 +289,7 @@ fn from_hex(frame: &str, names: &[(&str, Ipv4Addr)]) -> Vec<u8> {
 fn in_sandbox<T: Send + 'static>(name: &str, f: impl FnOnce(&mut Harness) -> Result<T> + Send + 'static) -> Result<T> {
     let prefix = format!("oxt{}-{name}", std::process::id());
     let netns = Netns::create(&prefix)?;
-    let names: Vec<String> = (0..POD_PORTS).map(|i| format!("port{i}")).collect();
+    let names: Vec<String> = (0..POD_PORT_VETHS).map(|i| format!("port{i}")).collect();
     for name in &names {
         netns.ip(&["link", "add", name, "type", "veth", "peer", "name", &format!("{name}-peer")])?;
     }
