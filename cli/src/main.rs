@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ipnetwork::Ipv4Network;
 use oxsdn_controller::{
-    debug::store_hammer,
     netnamespaces::DEFAULT_PROJECT,
     store::{self, EtcdStore, Store, StoreBackend, StoreOptions},
     Cluster, ClusterConfig, Error, Protocol, ServicePort,
@@ -72,8 +71,6 @@ enum Command {
     /// the node's live maps and changes no counter and no map. Run it in the node's
     /// network namespace (for interface names).
     Trace(TraceArgs),
-    #[command(subcommand, hide = true)]
-    Debug(DebugCommand),
 }
 
 #[derive(Debug, Args)]
@@ -329,19 +326,6 @@ enum StoreCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum DebugCommand {
-    /// Increment a counter key in a tight loop, printing `committed value=V revision=R`
-    /// after each commit: a writer to SIGKILL in crash-safety tests.
-    StoreHammer {
-        #[arg(long, default_value = "/oxsdn/debug/hammer")]
-        key: String,
-        /// Stop after this many commits (default: never).
-        #[arg(long)]
-        count: Option<u64>,
-    },
-}
-
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -524,13 +508,6 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 src_port: args.src_port,
             };
             packet_trace::trace(&args.bpffs_dir.join(&args.node), &args.node, &request, args.output, out)?;
-        }
-        Command::Debug(DebugCommand::StoreHammer { key, count }) => {
-            let store = open_store(&store.backend()?)?;
-            store_hammer(&*store, &key, count, &mut |value, revision| {
-                writeln!(out, "committed value={value} revision={revision}").and_then(|()| out.flush()).is_ok()
-            })
-            .with_context(|| format!("store-hammer on {key}"))?;
         }
     }
     Ok(())

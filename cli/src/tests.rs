@@ -193,13 +193,6 @@ fn dump_flows_of_a_node_without_dataplane_says_so() {
     assert!(err.starts_with("node n1 has no dataplane here"), "{err}");
 }
 
-#[test]
-fn store_hammer_reports_each_commit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = ok(&tmp, &["debug", "store-hammer", "--count", "3"]);
-    assert_eq!(out, "committed value=1 revision=1\ncommitted value=2 revision=2\ncommitted value=3 revision=3\n");
-}
-
 /// A TLS etcd on loopback and the arguments that reach it as etcd user `user`.
 fn etcd_as(tmp: &TempDir, user: &str) -> (EtcdServer, Vec<String>) {
     let etcd = EtcdServer::start_on_loopback(&tmp.path().join("etcd"), Transport::Tls).unwrap();

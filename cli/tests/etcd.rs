@@ -3,11 +3,13 @@
 
 use std::{
     collections::HashSet,
+    path::Path,
     process::{Command, Stdio},
     thread,
 };
 
 use oxsdn_tests::{
+    bins,
     etcd::{EtcdServer, Transport},
     pki::ClientCert,
 };
@@ -21,10 +23,17 @@ fn etcd() -> (tempfile::TempDir, EtcdServer, ClientCert) {
     (tmp, server, cert)
 }
 
-/// `oxsdnctl <args>` on etcd at `endpoint` with `cert` (from the environment, as
-/// operators may set them); its stdout, which it must succeed.
+/// `oxsdnctl <args>` on etcd at `endpoint` with `cert`; its stdout, which it must
+/// succeed.
 fn oxsdnctl(endpoint: &str, cert: &ClientCert, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_oxsdnctl"))
+    run(Path::new(env!("CARGO_BIN_EXE_oxsdnctl")), endpoint, cert, args)
+}
+
+/// `binary <args>` (oxsdnctl or a tool taking its store options) on etcd at `endpoint`
+/// with `cert` (from the environment, as operators may set them); its stdout, which it
+/// must succeed.
+fn run(binary: &Path, endpoint: &str, cert: &ClientCert, args: &[&str]) -> String {
+    let out = Command::new(binary)
         .args(args)
         .env("OXSDN_ETCD_ENDPOINTS", endpoint)
         .env("OXSDN_ETCD_CACERT", &cert.ca)
@@ -35,7 +44,7 @@ fn oxsdnctl(endpoint: &str, cert: &ClientCert, args: &[&str]) -> String {
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    assert!(out.status.success(), "oxsdnctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{} {args:?}: {}", binary.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -52,16 +61,18 @@ fn committed_values(output: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Two processes incrementing one counter with compare-and-swap (the test tool
+/// `oxsdn-store-hammer`, with oxsdnctl's store options).
 #[test]
 fn racing_store_hammers_lose_no_update() {
     const EACH: u64 = 100;
     let (_tmp, etcd, cert) = etcd();
     let endpoint = etcd.endpoint();
     let count = EACH.to_string();
+    let hammer = bins::store_hammer();
     let outputs: Vec<String> = thread::scope(|s| {
-        let hammers: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| oxsdnctl(&endpoint, &cert, &["debug", "store-hammer", "--count", &count])))
-            .collect();
+        let hammers: Vec<_> =
+            (0..2).map(|_| s.spawn(|| run(&hammer, &endpoint, &cert, &["--count", &count]))).collect();
         hammers.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut all = HashSet::new();

@@ -23,7 +23,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{
     hostsubnets::validate_node_name,
     netnamespaces::{validate_labels, validate_project_name, LabelSelector, DEFAULT_PROJECT},
-    services::{validate_ports, validate_service_name},
+    service::{validate_ports, validate_service_name},
     store::{Compare, KeyValue, Op, Store, StoreError, WatchEvent},
     subnets::SubnetAllocator,
     vnid::{VnidAllocator, GLOBAL_VNID, MAX_VNID, MIN_VNID},

@@ -2,6 +2,13 @@
 //! next to the code that applies them; the code counts a rule by the constant the macro
 //! defines, and `dump-flows` prints the same declaration with its counter.
 //!
+//! `matches` is Open vSwitch's match syntax, and the code is held to it: the differential
+//! test traces random frames through the programs and checks every rule a frame went
+//! through against its text (`tests/src/rule_text.rs`): the frame matches it, it is the
+//! only rule counted in its table, and no rule of higher priority in its table matches
+//! too. A field that test cannot evaluate (connection tracking state and the like) must
+//! be in its `NOT_CHECKED` list; any other field it does not know fails the test.
+//!
 //! Placeholders in `matches` / `actions`, filled in by userspace:
 //! - every rule: `{GW}` gateway, `{L}` node subnet, `{C}` cluster network, `{S}` service
 //!   network, `{NODEIP}` the node's address, `{VXP}` the VXLAN port;

@@ -184,6 +184,12 @@ impl TestCluster {
         self.oxsdnctl_as(&self.store, args)
     }
 
+    /// `oxsdn-store-hammer <store> <args>` (raw counter increments), run on the underlay
+    /// like `oxsdnctl_as`; stdout on success.
+    pub fn store_hammer_as(&self, store: &StoreArgs, args: &[&str]) -> Result<String> {
+        run(self.underlay.command(bins::store_hammer()).args(store.args()).args(args))
+    }
+
     /// Every project's VNID (`oxsdnctl get netnamespaces -o json`), by name.
     pub fn netids(&self) -> Result<Vec<(String, u32)>> {
         let list: Value = serde_json::from_str(&self.oxsdnctl(&["get", "netnamespaces", "-o", "json"])?)?;
