@@ -17,6 +17,7 @@ on_both_stores!(
     a_file_applies_in_one_transaction,
     an_invalid_object_in_a_file_applies_nothing,
     deleting_a_namespace_deletes_its_policies_and_pods_labels,
+    concurrent_applies_get_distinct_policy_ids,
 );
 
 fn initialised(kind: Kind) -> (crate::store::testing::Backing, Cluster) {
@@ -287,6 +288,29 @@ fn a_file_applies_in_one_transaction(kind: Kind) {
     assert_eq!(c.get_netnamespace("x").unwrap().unwrap().labels, labels(&[("env", "prod")]));
     assert_eq!(c.get_network_policy("x", "web").unwrap().unwrap().id, 2);
     assert_eq!(c.get_pod_meta("x", "a").unwrap().unwrap().labels, labels(&[("app", "api")]));
+}
+
+fn concurrent_applies_get_distinct_policy_ids(kind: Kind) {
+    const EACH: usize = 10;
+    let (backing, c) = initialised(kind);
+    c.create_netnamespaces(&["x".into()]).unwrap();
+    std::thread::scope(|s| {
+        for writer in ["p", "q"] {
+            let c = Cluster::new(backing.open());
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let policy = Object::NetworkPolicy {
+                        namespace: "x".into(),
+                        name: format!("{writer}{i}"),
+                        spec: spec("podSelector: {}\npolicyTypes: [Ingress]"),
+                    };
+                    c.apply_objects(&[policy]).unwrap();
+                }
+            });
+        }
+    });
+    let ids: std::collections::BTreeSet<u32> = c.list_network_policies(None).unwrap().0.iter().map(|p| p.id).collect();
+    assert_eq!(ids, (1..=2 * EACH as u32).collect());
 }
 
 #[test]
