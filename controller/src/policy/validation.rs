@@ -566,6 +566,23 @@ fn validate_peer(peer: &NetworkPolicyPeer, path: &FieldPath) -> FieldErrors {
     errors
 }
 
+/// An ingress or egress rule: its ports, and its peers (`from` or `to`: `peers_field`).
+fn validate_rule(
+    ports: Option<&[NetworkPolicyPort]>,
+    peers: Option<&[NetworkPolicyPeer]>,
+    peers_field: &str,
+    path: &FieldPath,
+) -> FieldErrors {
+    let mut errors = FieldErrors::default();
+    for (i, port) in ports.unwrap_or_default().iter().enumerate() {
+        errors.extend(validate_policy_port(port, &path.child("ports").index(i)).0);
+    }
+    for (i, peer) in peers.unwrap_or_default().iter().enumerate() {
+        errors.extend(validate_peer(peer, &path.child(peers_field).index(i)).0);
+    }
+    errors
+}
+
 /// `ValidateNetworkPolicySpec`: selectors, ports and peers of every rule, policy types.
 pub fn validate_network_policy_spec(spec: &NetworkPolicySpec, path: &FieldPath) -> FieldErrors {
     let mut errors = FieldErrors::default();
@@ -573,22 +590,12 @@ pub fn validate_network_policy_spec(spec: &NetworkPolicySpec, path: &FieldPath) 
         errors.extend(validate_label_selector(selector, &path.child("podSelector")).0);
     }
     for (i, rule) in spec.ingress.iter().flatten().enumerate() {
-        let rule_path = path.child("ingress").index(i);
-        for (j, port) in rule.ports.iter().flatten().enumerate() {
-            errors.extend(validate_policy_port(port, &rule_path.child("ports").index(j)).0);
-        }
-        for (j, peer) in rule.from.iter().flatten().enumerate() {
-            errors.extend(validate_peer(peer, &rule_path.child("from").index(j)).0);
-        }
+        let path = path.child("ingress").index(i);
+        errors.extend(validate_rule(rule.ports.as_deref(), rule.from.as_deref(), "from", &path).0);
     }
     for (i, rule) in spec.egress.iter().flatten().enumerate() {
-        let rule_path = path.child("egress").index(i);
-        for (j, port) in rule.ports.iter().flatten().enumerate() {
-            errors.extend(validate_policy_port(port, &rule_path.child("ports").index(j)).0);
-        }
-        for (j, peer) in rule.to.iter().flatten().enumerate() {
-            errors.extend(validate_peer(peer, &rule_path.child("to").index(j)).0);
-        }
+        let path = path.child("egress").index(i);
+        errors.extend(validate_rule(rule.ports.as_deref(), rule.to.as_deref(), "to", &path).0);
     }
     let types = spec.policy_types.as_deref().unwrap_or_default();
     if types.len() > POLICY_TYPES.len() {
