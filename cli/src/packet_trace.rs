@@ -11,7 +11,7 @@ use oxsdn_dataplane::{
 };
 use serde_json::json;
 
-use crate::output::Format;
+use crate::output::{write_value, Format};
 
 /// Where the packet comes from: `pod:IP`, `node` or `tunnel:NODE_IP:VNI`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out:
     let rules = flows::collect(&maps, flows::ifname_or_index)?;
     let passed: Vec<Option<&Flow>> = result.hops.iter().map(|hop| rules.iter().find(|f| f.id == *hop)).collect();
     match format {
-        Format::Json => print_json(out, node, &packet, &ingress, &result, &passed),
+        Format::Json | Format::Yaml => print_structured(out, node, &packet, &ingress, &result, &passed, format),
         Format::Table => print_table(out, node, &packet, &ingress, &result, &passed),
     }
 }
@@ -165,13 +165,14 @@ fn print_table(
     Ok(())
 }
 
-fn print_json(
+fn print_structured(
     out: &mut dyn Write,
     node: &str,
     packet: &Packet,
     ingress: &Ingress,
     t: &Trace,
     passed: &[Option<&Flow>],
+    format: Format,
 ) -> Result<()> {
     let rules: Vec<_> = t
         .hops
@@ -195,9 +196,7 @@ fn print_json(
         "datapath_actions": actions(&t.output),
         "verdict": verdict_name(t.verdict),
     });
-    serde_json::to_writer_pretty(&mut *out, &value)?;
-    writeln!(out)?;
-    Ok(())
+    write_value(out, &value, format)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::{
 mod policy;
 mod services;
 
-pub use policy::{NetworkPolicyEvent, PodAddressEvent, PodMetaEvent};
+pub use policy::{ApplyOutcome, LabelOutcome, LabelTarget, Labeled, NetworkPolicyEvent, PodAddressEvent, PodMetaEvent};
 pub use services::{NewService, ServiceEvent};
 
 /// Key layout in the store.
@@ -595,8 +595,9 @@ impl Cluster {
         self.list_records("")
     }
 
-    /// Deletes project `name`. Its VNID becomes free once no other project uses it; its
-    /// id is never reused. A project that still has services is not deleted
+    /// Deletes project `name`, with its NetworkPolicies and pods' labels, as Kubernetes
+    /// deletes a namespace's objects. Its VNID becomes free once no other project uses it;
+    /// its id is never reused. A project that still has services is not deleted
     /// (`Error::ProjectHasServices`): they would outlive it, isolated by a VNID that is
     /// no longer its, so they go first, as Kubernetes deletes a namespace's contents
     /// before the namespace.
@@ -614,7 +615,7 @@ impl Cluster {
                     services: services.into_iter().map(|s| s.name).collect(),
                 });
             }
-            Ok(())
+            a.delete_namespace_contents(name, &HashSet::new())
         })
     }
 
@@ -628,11 +629,13 @@ impl Cluster {
     /// `oc adm pod-network join-projects --to=<to> <projects>`: every project other than
     /// `to` gets `to`'s current VNID (so joining a global project makes them global).
     /// Returns the resulting records of those projects. Any unknown project, `to`
-    /// included, fails the whole command.
+    /// included, fails the whole command. Like every pod-network command, refused with
+    /// `Error::NotMultitenant` unless the cluster runs the multitenant plugin.
     pub fn join_projects(&self, to: &str, projects: &[String]) -> Result<Vec<NetNamespace>> {
         validate_project_name(to)?;
         validate_project_names(projects)?;
         self.transact("netnamespaces", |a| {
+            a.require_multitenant()?;
             let mut all = a.netnamespaces()?;
             let target = all.get(to).ok_or_else(|| Error::UnknownProject(to.to_owned()))?.netid;
             let mut out = Vec::new();
@@ -660,6 +663,7 @@ impl Cluster {
         }
         validate_project_names(projects)?;
         self.transact("netnamespaces", |a| {
+            a.require_multitenant()?;
             let mut all = a.netnamespaces()?;
             let selected = select(&all, projects)?;
             let mut users: HashMap<u32, usize> = HashMap::new();
@@ -688,6 +692,7 @@ impl Cluster {
     pub fn make_projects_global(&self, projects: &[String]) -> Result<Vec<NetNamespace>> {
         validate_project_names(projects)?;
         self.transact("netnamespaces", |a| {
+            a.require_multitenant()?;
             let mut all = a.netnamespaces()?;
             let mut out = Vec::new();
             for name in select(&all, projects)? {

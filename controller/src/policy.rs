@@ -4,16 +4,24 @@
 //! where each pod is (`PodAddress`, written by the agent that plugged it in: every node
 //! must know every pod's address to apply selectors to traffic from other nodes).
 
+pub mod manifest;
+pub mod validation;
+
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 pub use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+use k8s_openapi::{
+    api::{core::v1::Namespace, networking::v1::NetworkPolicy},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     hostsubnets::validate_node_name,
-    netnamespaces::{is_dns1123_label, validate_labels, validate_project_name},
-    Error, Result,
+    netnamespaces::{validate_labels, validate_project_name},
+    Error, NetNamespace, Result,
 };
+use validation::{dns1123_subdomain_errors, port_name_errors, validate_network_policy_spec, FieldPath, PROTOCOLS};
 
 /// A NetworkPolicy of a project.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,20 +75,41 @@ pub struct PodAddress {
 /// The label Kubernetes gives every namespace, with its name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// Checks the name of a policy or pod: a DNS-1123 subdomain, as the API server requires.
 pub(crate) fn validate_policy_name(name: &str) -> Result<()> {
-    // A DNS-1123 subdomain, as the API server requires of object names.
-    let ok = !name.is_empty() && name.len() <= 253 && name.split('.').all(is_dns1123_label);
-    if ok {
+    match dns1123_subdomain_errors(name).first() {
+        None => Ok(()),
+        Some(why) => Err(Error::Invalid(format!("invalid name {name:?}: {why}"))),
+    }
+}
+
+/// Checks a policy's spec as the API server does (`validation`), naming the policy.
+pub(crate) fn validate_policy_spec(name: &str, spec: &NetworkPolicySpec) -> Result<()> {
+    let errors = validate_network_policy_spec(spec, &FieldPath::new("spec"));
+    if errors.is_empty() {
         Ok(())
     } else {
-        Err(Error::Invalid(format!("invalid name {name:?}: must be a DNS-1123 subdomain")))
+        Err(Error::InvalidObject { kind: "NetworkPolicy", name: name.to_owned(), errors })
     }
 }
 
 impl NetworkPolicyRecord {
     pub(crate) fn check(&self) -> Result<()> {
         validate_project_name(&self.namespace)?;
-        validate_policy_name(&self.name)
+        validate_policy_name(&self.name)?;
+        validate_policy_spec(&self.name, &self.spec)
+    }
+
+    /// The policy as the API serves it (networking.k8s.io/v1).
+    pub fn to_object(&self) -> NetworkPolicy {
+        NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(self.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(self.spec.clone()),
+        }
     }
 }
 
@@ -90,14 +119,31 @@ impl PodMeta {
         validate_policy_name(&self.name)?;
         validate_labels(&self.labels)?;
         for port in &self.ports {
-            if !is_dns1123_label(&port.name) || port.name.len() > 15 || port.port == 0 {
-                return Err(Error::Invalid(format!("invalid container port {port:?}")));
+            if let Some(why) = port_name_errors(&port.name).first() {
+                return Err(Error::Invalid(format!("invalid name {:?} of a container port: {why}", port.name)));
             }
-            if !["TCP", "UDP", "SCTP"].contains(&port.protocol.as_str()) {
+            if port.port == 0 {
+                return Err(Error::Invalid(format!("container port {:?} has number 0", port.name)));
+            }
+            if !PROTOCOLS.contains(&port.protocol.as_str()) {
                 return Err(Error::Invalid(format!("invalid protocol {:?} of port {}", port.protocol, port.name)));
             }
         }
         Ok(())
+    }
+}
+
+impl NetNamespace {
+    /// The namespace as the API serves it (v1), with its effective labels.
+    pub fn to_namespace(&self) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                labels: Some(self.effective_labels()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        }
     }
 }
 
