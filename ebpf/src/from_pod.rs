@@ -1,7 +1,10 @@
 //! Entry for frames a pod sends: TC ingress of the pod's host-side veth (a pod port).
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
-use oxsdn_common::trace::{output_kind, CB_IN_PORT};
+use oxsdn_common::{
+    monitor::port,
+    trace::{output_kind, CB_IN_PORT},
+};
 use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Output, Packet};
 
 use crate::shared::{
@@ -33,18 +36,18 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
         // SAFETY: reading the ingress ifindex from the skb.
         unsafe { (*ctx.skb.skb).ifindex }
     };
-    let mut p = Packet::new(env, cfg, &frame);
+    let mut p = Packet::new(env, cfg, &frame).arriving(port::POD, in_port);
     match t0_classify::from_pod(&mut p, in_port) {
         Output::Drop => {
             env.dropped(&p.xlate);
             TC_ACT_SHOT
         }
         Output::Tun0 => {
-            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
+            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p);
             to_tun0(&mut ctx, &p)
         }
         Output::Pod { ifindex, ip } => {
-            env.decision(output_kind::POD, ifindex, ip, 0, &p.xlate);
+            env.decision(output_kind::POD, ifindex, ip, 0, &p);
             // OpenFlow never sends a packet back out of its ingress port (a pod's packet
             // or ARP to its own address); a service hairpin, translated, goes back.
             if ifindex == in_port && p.xlate.active == 0 {
@@ -53,7 +56,7 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
             to_pod_peer(&mut ctx, &p, ifindex, ip)
         }
         Output::Tunnel { node_ip, vni } => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p.xlate);
+            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p);
             to_tunnel(&mut ctx, &p, node_ip, vni)
         }
     }

@@ -10,6 +10,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use oxsdn_common::{
+    monitor::port,
     trace::{output_kind, CB_TUN_SRC, CB_VNI},
     NodeConfig,
 };
@@ -61,14 +62,14 @@ fn run<const T: bool>(ctx: TcContext) -> i32 {
 pub fn deliver<const T: bool>(mut ctx: TcContext, cfg: &NodeConfig, tun_src: u32, vni: u32) -> i32 {
     let env = Maps::<T>;
     let frame = parse(&ctx);
-    let mut p = Packet::new(env, cfg, &frame);
+    let mut p = Packet::new(env, cfg, &frame).arriving(port::TUNNEL, tun_src);
     match t0_classify::from_tunnel(&mut p, tun_src, vni) {
         Output::Pod { ifindex, ip } => {
-            env.decision(output_kind::POD, ifindex, ip, 0, &p.xlate);
+            env.decision(output_kind::POD, ifindex, ip, 0, &p);
             to_pod_peer(&mut ctx, &p, ifindex, ip)
         }
         Output::Tun0 => {
-            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
+            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p);
             to_tun0(&mut ctx, &p)
         }
         Output::Drop => {
@@ -77,7 +78,7 @@ pub fn deliver<const T: bool>(mut ctx: TcContext, cfg: &NodeConfig, tun_src: u32
         }
         // OpenFlow never sends a packet back out of its ingress port.
         Output::Tunnel { node_ip, vni } => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p.xlate);
+            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p);
             drop_at_output(&p, TO_INGRESS_PORT)
         }
     }

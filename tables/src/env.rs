@@ -5,6 +5,7 @@
 //!
 //! Every method is a single map access or helper; the tables hold the logic.
 
+use crate::Verdict;
 use oxsdn_common::{
     EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
@@ -61,6 +62,12 @@ pub trait Env: Copy {
     fn count_remote_node(self, slot: u32, rule: u32, len: u32);
     /// Counts per-service rule `rule` of the service port or ClusterIP in `slot`.
     fn count_service(self, slot: u32, rule: u32, len: u32);
+    /// Counts a dropped packet against its source (`SOURCE_DROPS[source]`, see
+    /// `oxsdn_common::monitor::drop_source`); nothing in trace mode.
+    fn count_drop(self, source: u32);
+    /// Reports a verdict to the monitor (`MONITOR_EVENTS`) if one runs and wants it, within
+    /// the CPU's budget; nothing in trace mode.
+    fn report(self, verdict: &Verdict);
     /// Trace mode: records a register as the tables computed it
     /// (`oxsdn_common::trace::REG0_SET` / `REG1_SET`).
     fn register(self, which: u32, value: u32);

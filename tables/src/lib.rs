@@ -35,7 +35,7 @@ pub mod t70_to_local_pod;
 pub mod t80_isolation;
 pub mod t90_to_remote_pod;
 
-use oxsdn_common::{addr, NodeConfig, PodEntry};
+use oxsdn_common::{addr, monitor, NodeConfig, PodEntry};
 
 pub use env::Env;
 use frame::Frame;
@@ -113,18 +113,86 @@ pub struct Packet<'a, E: Env> {
     pub owner: u32,
     /// The service translation chosen by table 30's reply rule or table 61.
     pub xlate: Translation,
+    /// reg1: the destination VNID, once table 80 has it (for the monitor).
+    pub reg1: u32,
+    /// Where the frame came in (`oxsdn_common::monitor::port`), and the port's ifindex
+    /// or, from the tunnel, the sending node's address: for drop accounting and the
+    /// monitor (`arriving`).
+    pub port: u32,
+    pub ingress: u32,
+}
+
+/// What the tables tell a monitor about a packet's verdict (`Env::report`).
+pub struct Verdict<'a> {
+    /// `oxsdn_common::trace::output_kind`.
+    pub output: u32,
+    /// The node-wide rule that dropped it, or `monitor::NO_RULE`.
+    pub rule: u32,
+    pub port: u32,
+    pub ingress: u32,
+    pub owner: u32,
+    pub reg0: u32,
+    pub reg1: u32,
+    pub frame: &'a Frame,
+    /// A forward's output port, address and VNI (`Env::report`'s callers).
+    pub out_ifindex: u32,
+    pub out_ip: u32,
+    pub vni: u32,
 }
 
 impl<'a, E: Env> Packet<'a, E> {
     #[inline(always)]
     pub fn new(env: E, cfg: &'a NodeConfig, frame: &'a Frame) -> Self {
-        Packet { env, cfg, frame, reg0: 0, owner: oxsdn_common::conntrack::TUNNEL_OWNER, xlate: Translation::default() }
+        Packet {
+            env,
+            cfg,
+            frame,
+            reg0: 0,
+            owner: oxsdn_common::conntrack::TUNNEL_OWNER,
+            xlate: Translation::default(),
+            reg1: 0,
+            port: 0,
+            ingress: 0,
+        }
     }
 
-    /// Counts node-wide rule `rule`.
+    /// The packet came in on `port` (`monitor::port`), with `ingress` its ifindex or
+    /// the sending node's address.
+    #[inline(always)]
+    pub fn arriving(self, port: u32, ingress: u32) -> Self {
+        Packet { port, ingress, ..self }
+    }
+
+    /// Counts node-wide rule `rule`; a drop rule's count is also the drop's, by source,
+    /// and a monitor hears of it. (`rule` is a constant at nearly every call, so
+    /// `is_drop` folds away.)
     #[inline(always)]
     pub fn count(&self, rule: u32) {
         self.env.count(rule, self.frame.len);
+        if rule::is_drop(rule) {
+            self.env.count_drop(monitor::drop_source(self.port, self.owner));
+            self.report(oxsdn_common::trace::output_kind::DROP, rule, 0, 0, 0);
+        }
+    }
+
+    /// Tells a monitor, if one listens, the verdict on this packet: `output`
+    /// (`trace::output_kind`) by `rule` (or `monitor::NO_RULE`), to `out_ifindex`,
+    /// `out_ip`, `vni`.
+    #[inline(always)]
+    pub fn report(&self, output: u32, rule: u32, out_ifindex: u32, out_ip: u32, vni: u32) {
+        self.env.report(&Verdict {
+            output,
+            rule,
+            port: self.port,
+            ingress: self.ingress,
+            owner: self.owner,
+            reg0: self.reg0,
+            reg1: self.reg1,
+            frame: self.frame,
+            out_ifindex,
+            out_ip,
+            vni,
+        });
     }
 
     /// Counts `rule`, a drop rule, and drops.
@@ -181,6 +249,17 @@ mod tests {
     use std::{collections::HashSet, vec::Vec};
 
     use super::{rule::Scope, *};
+
+    #[test]
+    fn drop_rules_are_the_node_wide_rules_that_drop() {
+        for rule in rules() {
+            let drops = rule.scope == Scope::Node && rule.actions == "drop";
+            assert_eq!(rule::is_drop(rule.id) && rule.scope == Scope::Node, drops, "{} {}", rule.table, rule.name);
+        }
+        assert!(rule::is_drop(t80_isolation::ISOLATED));
+        assert!(!rule::is_drop(t80_isolation::SAME_VNID));
+        assert!(!rule::is_drop(oxsdn_common::MAX_RULES));
+    }
 
     #[test]
     fn rule_ids_are_unique_and_fit_their_counters() {

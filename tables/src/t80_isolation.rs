@@ -25,6 +25,7 @@ crate::rules! {
 #[inline(always)]
 pub fn table80<E: Env>(p: &mut Packet<E>, ip: &Ipv4, reg1: u32) -> bool {
     p.env.register(REG1_SET, reg1);
+    p.reg1 = reg1;
     match p.cfg.mode {
         mode::MULTITENANT => multitenant(p, ip, reg1),
         // An unknown mode isolates like the strictest known one.

@@ -1,7 +1,8 @@
 //! The tables' environment (`oxsdn_tables::Env`) on the pinned maps, in two copies: the
 //! live programs count rules and write connection tracking; trace mode
-//! (`oxsdn_common::trace`) records the rules in `TRACE` and writes no map. Which copy a
-//! program runs is chosen once, at its entry (`trace_mode::by_mode`).
+//! (`oxsdn_common::trace`) records the rules in `TRACE` and writes no map (nor reports to
+//! the monitor). Which copy a program runs is chosen once, at its entry
+//! (`trace_mode::by_mode`).
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -11,14 +12,15 @@ use aya_ebpf::{
 };
 use oxsdn_common::{
     conntrack::CLOSING,
+    monitor::NO_RULE,
     stats,
     trace::{hop_kind, output_kind},
     Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, StoreEndpoint,
 };
-use oxsdn_tables::{Env, Translation};
+use oxsdn_tables::{Env, Packet, Translation, Verdict};
 
-use crate::shared::{maps::*, trace_mode};
+use crate::shared::{maps::*, monitor, trace_mode};
 
 /// The maps, with trace mode a constant of the copy.
 #[derive(Clone, Copy, Default)]
@@ -39,17 +41,24 @@ fn bump(counter: Option<*mut Counter>, len: u32) {
 }
 
 impl<const TRACE: bool> Maps<TRACE> {
-    /// Trace mode: records the pipeline's decision (`kind`: `output_kind`).
+    /// The pipeline's decision on `p` (`kind`: `output_kind`): trace mode records it, the
+    /// live programs tell a monitor that wants forwards.
     #[inline(always)]
-    pub fn decision(self, kind: u32, ifindex: u32, ip: u32, vni: u32, xlate: &Translation) {
+    pub fn decision(self, kind: u32, ifindex: u32, ip: u32, vni: u32, p: &Packet<Self>) {
         if TRACE {
-            trace_mode::decision(kind, ifindex, ip, vni, xlate);
+            trace_mode::decision(kind, ifindex, ip, vni, &p.xlate);
+        } else {
+            p.report(kind, NO_RULE, ifindex, ip, vni);
         }
     }
 
+    /// Trace mode: records that the pipeline dropped (a monitor hears of a drop where
+    /// the tables count it).
     #[inline(always)]
     pub fn dropped(self, xlate: &Translation) {
-        self.decision(output_kind::DROP, 0, 0, 0, xlate);
+        if TRACE {
+            trace_mode::decision(output_kind::DROP, 0, 0, 0, xlate);
+        }
     }
 }
 
@@ -248,6 +257,24 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
             return trace_mode::hop(hop_kind::SERVICE, rule, slot);
         }
         bump(SERVICE_STATS.get_ptr_mut(slot), len);
+    }
+
+    #[inline(always)]
+    fn count_drop(self, source: u32) {
+        if TRACE {
+            return;
+        }
+        if let Some(count) = SOURCE_DROPS.get_ptr_mut(source) {
+            // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+            unsafe { *count += 1 };
+        }
+    }
+
+    #[inline(always)]
+    fn report(self, verdict: &Verdict) {
+        if !TRACE {
+            monitor::report(verdict);
+        }
     }
 
     #[inline(always)]
