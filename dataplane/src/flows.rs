@@ -81,6 +81,11 @@ fn flow(rule: &Rule, id: RuleRef, cfg: &NodeConfig, values: &[(&str, &str)], cou
     }
 }
 
+/// A node-wide rule as `dump-flows` shows it on this node (without its counter).
+pub fn node_wide(rule: &Rule, cfg: &NodeConfig) -> Flow {
+    flow(rule, RuleRef::NodeWide { rule: rule.id }, cfg, &[], Counter::default())
+}
+
 fn rules_of(scope: Scope) -> impl Iterator<Item = &'static Rule> {
     oxsdn_tables::rules().filter(move |r| r.scope == scope)
 }
