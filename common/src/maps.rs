@@ -179,8 +179,7 @@ mod user {
         (HashMap, $k:ty, $v:ty) => { aya::maps::HashMap<MapData, $k, $v> };
         (LruHashMap, $k:ty, $v:ty) => { aya::maps::HashMap<MapData, $k, $v> };
         (LpmTrie, $k:ty, $v:ty) => { aya::maps::LpmTrie<MapData, $k, $v> };
-        // Left as a `Map`: a ring buffer's handle maps its pages, which only its one
-        // reader (`oxsdnctl monitor`) needs.
+        // Left as a `Map`: its one reader (`oxsdnctl monitor`) maps its pages itself.
         (RingBuf, $k:ty, $v:ty) => { Map };
     }
 

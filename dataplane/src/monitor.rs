@@ -5,16 +5,17 @@
 //! died (`end_expired_leases`), so the programs go back to costing nothing.
 
 use std::{
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
     path::Path,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
     time::{Duration, SystemTime},
 };
 
 use anyhow::{bail, Context, Result};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::MapData;
 use oxsdn_common::{
     conntrack::{HOST_OWNER, TUNNEL_OWNER},
-    monitor::{port, MonitorBudget, MonitorConfig, MonitorEvent, L3_ARP, L3_IPV4, NO_RULE},
+    monitor::{port, MonitorBudget, MonitorConfig, MonitorEvent, EVENTS_BYTES, L3_ARP, L3_IPV4, NO_RULE},
     trace::output_kind,
     NodeConfig,
 };
@@ -127,22 +128,79 @@ pub fn end_expired_leases(pin_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The reader of a node's `MONITOR_EVENTS`.
+/// The reader of a node's `MONITOR_EVENTS`, on the kernel's ring buffer ABI (as libbpf's
+/// `ring_buffer__consume`). Not aya 0.13's `RingBuf`: it starts with a producer position
+/// of 0 in its cache, so a reader that finds the consumer position elsewhere (any monitor
+/// after the first) walks the ring forever.
 pub struct Events {
-    ring: RingBuf<MapData>,
+    /// The consumer page (read-write): the consumer position.
+    consumer: Mapping,
+    /// The producer page, then the data pages twice (read-only).
+    producer: Mapping,
+    page: usize,
+    mask: u64,
+    map: MapData,
 }
+
+/// A shared mapping of part of a map's memory, unmapped on drop.
+struct Mapping {
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(fd: i32, len: usize, writable: bool, offset: usize) -> Result<Mapping> {
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        // SAFETY: a shared mapping of the ring buffer's pages, of the sizes the kernel
+        // allows at these offsets.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, offset as libc::off_t) };
+        if base == libc::MAP_FAILED {
+            bail!("mapping MONITOR_EVENTS: {}", std::io::Error::last_os_error());
+        }
+        Ok(Mapping { base: std::ptr::NonNull::new(base.cast()).context("mmap returned null")?, len })
+    }
+
+    /// The position (u64) at the start of the page.
+    fn position(&self) -> &AtomicU64 {
+        // SAFETY: page-aligned, within the mapping; the kernel and this reader access it
+        // atomically.
+        unsafe { &*self.base.as_ptr().cast::<AtomicU64>() }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+const RINGBUF_BUSY: u32 = 1 << 31;
+const RINGBUF_DISCARD: u32 = 1 << 30;
+const RINGBUF_HEADER: u64 = 8;
 
 impl Events {
     pub fn open(pin_dir: &Path) -> Result<Events> {
-        let maps = NodeMaps::open(pin_dir)?;
-        Ok(Events { ring: RingBuf::try_from(maps.monitor_events).context("opening MONITOR_EVENTS")? })
+        let path = pin_dir.join("MONITOR_EVENTS");
+        let map = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: plain sysconf call.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let size = EVENTS_BYTES as usize;
+        Ok(Events {
+            consumer: Mapping::new(fd, page, true, 0)?,
+            producer: Mapping::new(fd, page + 2 * size, false, page)?,
+            page,
+            mask: size as u64 - 1,
+            map,
+        })
     }
 
     /// The events there are, waiting up to `timeout` for the first.
     pub fn next_batch(&mut self, timeout: Duration) -> Result<Vec<MonitorEvent>> {
         let mut events = self.drain();
         if events.is_empty() {
-            let mut fds = [libc::pollfd { fd: self.ring.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+            let mut fds = [libc::pollfd { fd: self.map.fd().as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 }];
             // SAFETY: one valid pollfd for the call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout.as_millis() as i32) };
             if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
@@ -153,14 +211,31 @@ impl Events {
         Ok(events)
     }
 
+    /// Every committed record from the consumer position to the producer's.
     fn drain(&mut self) -> Vec<MonitorEvent> {
         let mut events = Vec::new();
-        while let Some(item) = self.ring.next() {
-            if item.len() >= std::mem::size_of::<MonitorEvent>() {
-                // SAFETY: the programs write whole `MonitorEvent`s (plain data, any bit
-                // pattern valid); the length is checked.
-                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<MonitorEvent>()) });
+        let mut consumed = self.consumer.position().load(Ordering::Acquire);
+        let produced = self.producer.position().load(Ordering::Acquire);
+        while consumed < produced {
+            let at = self.page + (consumed & self.mask) as usize;
+            // SAFETY: the header lies in the first copy of the data pages (`at` < page +
+            // size), 8-byte aligned; the kernel writes it atomically.
+            let header = unsafe { &*self.producer.base.as_ptr().add(at).cast::<AtomicU32>() }.load(Ordering::Acquire);
+            if header & RINGBUF_BUSY != 0 {
+                break;
             }
+            let len = header & !(RINGBUF_BUSY | RINGBUF_DISCARD);
+            if header & RINGBUF_DISCARD == 0 && len as usize >= std::mem::size_of::<MonitorEvent>() {
+                // SAFETY: the record (at most the ring's size) lies within the doubly
+                // mapped data pages; `MonitorEvent` is plain data, any bit pattern valid.
+                events.push(unsafe {
+                    std::ptr::read_unaligned(
+                        self.producer.base.as_ptr().add(at + RINGBUF_HEADER as usize).cast::<MonitorEvent>(),
+                    )
+                });
+            }
+            consumed += (RINGBUF_HEADER + u64::from(len)).next_multiple_of(8);
+            self.consumer.position().store(consumed, Ordering::Release);
         }
         events
     }
