@@ -16,7 +16,10 @@ pub fn status(paths: &NodePaths, cluster: Result<Cluster>, format: Format, out: 
         Format::Table => {
             writeln!(out, "Node:          {}", status.node)?;
             for c in &status.checks {
-                let name = format!("{}{}:", c.name[..1].to_uppercase(), &c.name[1..]);
+                let name = match c.name.strip_prefix("cni ") {
+                    Some(rest) => format!("CNI {rest}:"),
+                    None => format!("{}{}:", c.name[..1].to_uppercase(), &c.name[1..]),
+                };
                 writeln!(out, "{name:<14} {:<6} {}", if c.ok { "OK" } else { "FAILED" }, c.detail)?;
             }
         }

@@ -366,3 +366,16 @@ fn encode_dataplane(e: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), fmt::
         ],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    #[test]
+    fn a_rule_series_is_named_by_table_and_rule_alone() {
+        let mut seen = HashSet::new();
+        for rule in oxsdn_tables::rules() {
+            assert!(seen.insert((rule.table, rule.name)), "table {} {} twice", rule.table, rule.name);
+        }
+    }
+}
