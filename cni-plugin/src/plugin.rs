@@ -154,15 +154,7 @@ where
 }
 
 fn request(command: Command) -> Request {
-    Request {
-        command,
-        attachment: None,
-        netns: None,
-        pod_namespace: None,
-        pod_name: None,
-        host_veth: None,
-        valid_attachments: Vec::new(),
-    }
+    Request::of(command)
 }
 
 fn unexpected(command: &str, r: &Response) -> CniError {

@@ -55,6 +55,22 @@ pub struct Request {
     pub valid_attachments: Vec<Attachment>,
 }
 
+impl Request {
+    /// A request of `command` alone, without pod fields (STATUS, HEALTH, and the start of
+    /// every other).
+    pub fn of(command: Command) -> Request {
+        Request {
+            command,
+            attachment: None,
+            netns: None,
+            pod_namespace: None,
+            pod_name: None,
+            host_veth: None,
+            valid_attachments: Vec::new(),
+        }
+    }
+}
+
 /// What a pod's interface must look like: the agent's answer to ADD and CHECK.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodNetwork {

@@ -160,16 +160,7 @@ fn age_secs(unix_ms: u64) -> u64 {
 }
 
 fn ask_agent(socket: &Path) -> Result<AgentHealth> {
-    let request = Request {
-        command: Command::Health,
-        attachment: None,
-        netns: None,
-        pod_namespace: None,
-        pod_name: None,
-        host_veth: None,
-        valid_attachments: Vec::new(),
-    };
-    match client::call_with_timeouts(socket, &request, SOCKET_TIMEOUT, SOCKET_TIMEOUT) {
+    match client::call_with_timeouts(socket, &Request::of(Command::Health), SOCKET_TIMEOUT, SOCKET_TIMEOUT) {
         Ok(Response::Health(h)) => Ok(h),
         Ok(other) => bail!("the agent answered HEALTH with {other:?}"),
         Err(e) => bail!("no answer on {}: {}", socket.display(), e.msg),
@@ -178,16 +169,7 @@ fn ask_agent(socket: &Path) -> Result<AgentHealth> {
 
 /// The CNI plugin's own STATUS call.
 fn cni_status(socket: &Path) -> Result<String> {
-    let request = Request {
-        command: Command::Status,
-        attachment: None,
-        netns: None,
-        pod_namespace: None,
-        pod_name: None,
-        host_veth: None,
-        valid_attachments: Vec::new(),
-    };
-    match client::call_with_timeouts(socket, &request, SOCKET_TIMEOUT, SOCKET_TIMEOUT) {
+    match client::call_with_timeouts(socket, &Request::of(Command::Status), SOCKET_TIMEOUT, SOCKET_TIMEOUT) {
         Ok(Response::Done) => Ok(format!("{} answers STATUS", socket.display())),
         Ok(other) => bail!("{} answered STATUS with {other:?}", socket.display()),
         Err(e) => bail!("{} does not answer STATUS: {}", socket.display(), e.msg),
