@@ -89,9 +89,9 @@ pub struct NodePaths {
     pub cni_conf_dir: PathBuf,
 }
 
-/// How long a node's last sync may be, with its watch open, before it is stale: the
-/// mirrors list again after a broken watch within a second, and an open watch keeps them
-/// current however long it is quiet.
+/// How long the agent has to accept and to answer on its socket. (A mirror's last sync
+/// has no age limit: an open watch keeps it current however quiet the store is; a
+/// broken one is listed again within a second, so `watching` is what tells.)
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(5);
 /// A dataplane that differs from the store is read again after this, to tell a change
 /// still on its way from a lasting difference.
