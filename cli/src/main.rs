@@ -1,7 +1,9 @@
 //! `oxsdnctl`: the operator's command line, after `oc adm pod-network` and `oc get`.
 
+mod monitor;
 mod output;
 mod packet_trace;
+mod status;
 
 use std::{
     collections::BTreeMap,
@@ -91,6 +93,68 @@ enum Command {
     /// the node's live maps and changes no counter and no map. Run it in the node's
     /// network namespace (for interface names).
     Trace(TraceArgs),
+    /// Stream a node's drops as they happen (with --all, every forwarding decision too),
+    /// like `cilium monitor --type drop`: addresses, ports, VNIDs, and the table and rule
+    /// that dropped. The programs rate-limit events per CPU and count what they
+    /// suppress. Run it in the node's network namespace (for interface names).
+    Monitor(MonitorArgs),
+    /// Check a node like `cilium status`: agent, CNI socket, store, sync, programs on
+    /// every device, maps against the store, CNI config, the last minute's drops. Exits
+    /// non-zero if anything is wrong (a liveness or readiness probe). Run it in the
+    /// node's network namespace.
+    Status(StatusArgs),
+}
+
+/// Where a node's agent keeps its parts (as given to `oxsdn-agent`).
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// The node.
+    #[arg(long, env = "OXSDN_NODE_NAME")]
+    node: String,
+    /// bpffs directory of the pins, as given to the node's agent.
+    #[arg(long, default_value = "/sys/fs/bpf/oxsdn")]
+    bpffs_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct MonitorArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Only drops (the default).
+    #[arg(long, conflicts_with = "all")]
+    drops: bool,
+    /// Drops and every forwarding decision.
+    #[arg(long)]
+    all: bool,
+    /// Only events of this project: its VNID as source or destination, or a pod of it
+    /// as the source (needs the store).
+    #[arg(long, value_name = "PROJECT")]
+    project: Option<String>,
+    /// Events per second each CPU may send; more are suppressed and counted.
+    #[arg(long, default_value_t = oxsdn_common::monitor::DEFAULT_RATE)]
+    rate: u32,
+    /// Events a CPU may send at once after a quiet time.
+    #[arg(long, default_value_t = oxsdn_common::monitor::DEFAULT_BURST)]
+    burst: u32,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: Format,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The node agent's CNI socket.
+    #[arg(long, default_value = "/run/oxsdn/cni.sock")]
+    socket: PathBuf,
+    /// Where the node's agent writes the CNI config.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: Format,
 }
 
 #[derive(Debug, Args)]
@@ -787,6 +851,28 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 src_port: args.src_port,
             };
             packet_trace::trace(&args.bpffs_dir.join(&args.node), &args.node, &request, args.output, out)?;
+        }
+        Command::Monitor(args) => {
+            let request = monitor::Request {
+                all: args.all,
+                rate: args.rate,
+                burst: args.burst,
+                project: args.project,
+                count: args.count,
+                output: args.output,
+            };
+            // The store gives project names; a monitor works without it.
+            let cluster = open_cluster(store).ok();
+            monitor::monitor(&args.node.bpffs_dir.join(&args.node.node), cluster, &request, out)?;
+        }
+        Command::Status(args) => {
+            let paths = oxsdn_dataplane::health::NodePaths {
+                pin_dir: args.node.bpffs_dir.join(&args.node.node),
+                node: args.node.node,
+                socket: args.socket,
+                cni_conf_dir: args.cni_conf_dir,
+            };
+            status::status(&paths, open_cluster(store), args.output, out)?;
         }
     }
     Ok(())

@@ -39,6 +39,17 @@ pub fn write_value(out: &mut dyn Write, value: &impl Serialize, format: Format) 
     Ok(())
 }
 
+/// Writes `value` as one record of a stream: a line of JSON, or a YAML document.
+pub fn write_record(out: &mut dyn Write, value: &impl Serialize, format: Format) -> Result<()> {
+    if format == Format::Yaml {
+        writeln!(out, "---")?;
+        serde_yaml_ng::to_writer(&mut *out, value)?;
+    } else {
+        writeln!(out, "{}", serde_json::to_string(value)?)?;
+    }
+    Ok(())
+}
+
 /// Kubernetes objects as kubectl prints them: one object, or a `List` of them.
 fn write_objects<T: Serialize>(out: &mut dyn Write, mut objects: Vec<T>, single: bool, format: Format) -> Result<()> {
     match objects.pop() {

@@ -14,6 +14,7 @@ pub enum MapKind {
     PerCpuArray = 6,
     LruHashMap = 9,
     LpmTrie = 11,
+    RingBuf = 27,
 }
 
 /// `BPF_F_NO_PREALLOC`, which the kernel requires of LPM tries.
@@ -35,7 +36,8 @@ pub struct MapSpec {
 
 /// Calls `$callback!` with every pinned map as `NAME field: Kind<Key, Value> [max_entries,
 /// flags];` (doc comments first). Array keys are `u32` indexes; an LPM trie's key type is
-/// that of the address in its `Key`.
+/// that of the address in its `Key`. A ring buffer has no key (`()`), its value is the
+/// record it carries (part of the layout version) and its size is in bytes.
 #[macro_export]
 macro_rules! for_each_map {
     ($callback:ident) => {
@@ -102,6 +104,15 @@ macro_rules! for_each_map {
             NODE_STATS node_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_NODES * $crate::NODE_RULES, 0];
             /// Counters of the per-service-port and per-ClusterIP rules (table 60).
             SERVICE_STATS service_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_SERVICE_SLOTS, 0];
+            /// Dropped packets by their source (`monitor::drop_source`): a project slot,
+            /// the host, the tunnel, or an unidentified pod.
+            SOURCE_DROPS source_drops: PerCpuArray<u32, u64> [$crate::monitor::SOURCES, 0];
+            /// Entry 0: what the running `oxsdnctl monitor` wants reported (none: 0).
+            MONITOR_CONFIG monitor_config: Array<u32, $crate::monitor::MonitorConfig> [1, 0];
+            /// Entry 0, per CPU: the monitor's token bucket and what it suppressed.
+            MONITOR_BUDGET monitor_budget: PerCpuArray<u32, $crate::monitor::MonitorBudget> [1, 0];
+            /// The monitor's events.
+            MONITOR_EVENTS monitor_events: RingBuf<(), $crate::monitor::MonitorEvent> [$crate::monitor::EVENTS_BYTES, 0];
         }
     };
 }
@@ -184,6 +195,18 @@ mod user {
         (HashMap, $k:ty, $v:ty) => { aya::maps::HashMap<MapData, $k, $v> };
         (LruHashMap, $k:ty, $v:ty) => { aya::maps::HashMap<MapData, $k, $v> };
         (LpmTrie, $k:ty, $v:ty) => { aya::maps::LpmTrie<MapData, $k, $v> };
+        // Left as a `Map`: its one reader (`oxsdnctl monitor`) maps its pages itself.
+        (RingBuf, $k:ty, $v:ty) => { Map };
+    }
+
+    /// The handle of a map kind from the pinned map.
+    macro_rules! open {
+        (RingBuf, $k:ty, $v:ty, $data:expr) => {
+            Map::RingBuf($data)
+        };
+        ($kind:ident, $k:ty, $v:ty, $data:expr) => {
+            <handle!($kind, $k, $v)>::try_from(Map::$kind($data))?
+        };
     }
 
     macro_rules! node_maps {
@@ -198,7 +221,7 @@ mod user {
                 /// Opens the maps pinned in a node's bpffs directory.
                 pub fn open(dir: &Path) -> anyhow::Result<NodeMaps> {
                     Ok(NodeMaps {
-                        $( $field: <handle!($kind, $k, $v)>::try_from(Map::$kind(pinned(dir, stringify!($name))?))?, )*
+                        $( $field: open!($kind, $k, $v, pinned(dir, stringify!($name))?), )*
                     })
                 }
             }

@@ -182,6 +182,11 @@ impl Agent {
         Ok(agent)
     }
 
+    /// The projects this node knows (for the metrics' project names).
+    pub fn projects(&self) -> Arc<Projects> {
+        self.projects.clone()
+    }
+
     /// Writes the CNI config: kubelet's signal that the node's network is ready.
     pub fn announce_ready(&self) -> Result<()> {
         let conf = serde_json::json!({
@@ -297,6 +302,7 @@ impl Agent {
             Command::Check => self.check(&req).map(Response::Pod),
             Command::Gc => self.gc(&req).map(|_| Response::Done),
             Command::Status => Ok(Response::Done),
+            Command::Health => Ok(Response::Health(crate::health::agent_report(&self.config.node_name))),
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(command = ?req.command, "{e}");

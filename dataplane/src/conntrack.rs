@@ -216,7 +216,11 @@ pub fn sweep_periodically(pin_dir: &Path) -> Result<()> {
     std::thread::spawn(move || {
         let mut recount = true;
         loop {
-            match sweep(&mut maps, &shares, monotonic_ns(), recount) {
+            let swept = sweep(&mut maps, &shares, monotonic_ns(), recount);
+            if let Ok(swept) = &swept {
+                crate::metrics::global().set_tracked_connections(swept.kept);
+            }
+            match swept {
                 Ok(swept) if swept.removed + swept.orphans > 0 => tracing::debug!(?swept, "connection tables swept"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("sweeping the connection tables: {e:#}"),

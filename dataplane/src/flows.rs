@@ -30,6 +30,20 @@ pub enum RuleRef {
     Policy { slot: u32, rule: u32 },
 }
 
+impl RuleRef {
+    /// The `rules!` declaration this rule comes from.
+    pub fn declaration(self) -> &'static Rule {
+        let (scope, id) = match self {
+            RuleRef::NodeWide { rule } => (Scope::Node, rule),
+            RuleRef::Pod { rule, .. } => (Scope::Pod, rule),
+            RuleRef::RemoteNode { rule, .. } => (Scope::RemoteNode, rule),
+            RuleRef::Service { rule, .. } => (Scope::Service, rule),
+            RuleRef::Policy { rule, .. } => (Scope::Policy, rule),
+        };
+        oxsdn_tables::rules().find(|r| r.scope == scope && r.id == id).expect("every rule has its declaration")
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Flow {
     pub id: RuleRef,
@@ -82,6 +96,17 @@ fn flow(rule: &Rule, id: RuleRef, cfg: &NodeConfig, values: &[(&str, &str)], cou
         actions: if vnid_unknown { "drop".into() } else { expand(rule.actions, cfg, values) },
         counter,
     }
+}
+
+/// A node-wide rule as `dump-flows` shows it on this node (without its counter).
+pub fn node_wide(rule: &Rule, cfg: &NodeConfig) -> Flow {
+    flow(rule, RuleRef::NodeWide { rule: rule.id }, cfg, &[], Counter::default())
+}
+
+/// Per-policy rule `rule` of the NetworkPolicy `name` in counter slot `slot`, without
+/// its counter.
+pub fn policy(rule: &Rule, slot: u32, name: &str, cfg: &NodeConfig) -> Flow {
+    flow(rule, RuleRef::Policy { slot, rule: rule.id }, cfg, &[("{POLICY}", name)], Counter::default())
 }
 
 fn rules_of(scope: Scope) -> impl Iterator<Item = &'static Rule> {

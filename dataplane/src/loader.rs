@@ -54,6 +54,7 @@ impl Programs {
                 );
                 remove_pins(pin_dir)?;
                 std::fs::create_dir_all(pin_dir.join("links"))?;
+                crate::metrics::global().dataplane_rebuilt();
             }
         }
         let mut ebpf = load_programs(OBJECT, pin_dir, 0)?;
@@ -125,7 +126,7 @@ impl Programs {
     /// Attaches program `name` to `ifname`, its link pinned as `pin_name`. An existing
     /// pinned link (left by a previous agent) gets the new program atomically instead,
     /// so traffic never sees a moment without a program.
-    fn attach(&mut self, name: &str, ifname: &str, pin_name: &str, direction: TcAttachType) -> Result<()> {
+    fn attach(&mut self, name: &'static str, ifname: &str, pin_name: &str, direction: TcAttachType) -> Result<()> {
         let pin = self.link_pin(pin_name);
         let program = classifier(&mut self.ebpf, name)?;
         if pin.exists() {
@@ -134,6 +135,7 @@ impl Programs {
                 let id = program.attach_to_link(link).with_context(|| format!("updating the link on {ifname}"))?;
                 // The pin keeps the link; this process's handle on it can go.
                 drop(program.take_link(id)?);
+                crate::metrics::global().program_loaded(name, true);
                 return Ok(());
             }
             std::fs::remove_file(&pin)?;
@@ -141,6 +143,7 @@ impl Programs {
         let id = program.attach(ifname, direction).with_context(|| format!("attaching {name} to {ifname}"))?;
         let link = FdLink::try_from(program.take_link(id)?)?;
         link.pin(&pin).with_context(|| format!("pinning the link of {ifname}"))?;
+        crate::metrics::global().program_loaded(name, false);
         Ok(())
     }
 }

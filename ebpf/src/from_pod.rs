@@ -1,7 +1,10 @@
 //! Entry for frames a pod sends: TC ingress of the pod's host-side veth (a pod port).
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
-use oxsdn_common::trace::{output_kind, CB_IN_PORT};
+use oxsdn_common::{
+    monitor::port,
+    trace::{output_kind, CB_IN_PORT},
+};
 use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
@@ -37,39 +40,46 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
         // SAFETY: reading the ingress ifindex from the skb.
         unsafe { (*ctx.skb.skb).ifindex }
     };
-    let mut p = Packet::new(env, cfg, frame);
+    let mut p = Packet::new(env, cfg, frame, port::POD, in_port);
     let mut d = Decision::default();
     tables(&mut p, in_port, &mut d);
     if refused_by_policy(&mut p, &d) {
         return TC_ACT_SHOT;
     }
-    match d.kind {
-        output_kind::TUN0 => {
-            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
-            to_tun0(&mut ctx, &p)
-        }
-        output_kind::POD => {
-            env.decision(output_kind::POD, d.ifindex, d.ip, 0, &p.xlate);
-            // OpenFlow never sends a packet back out of its ingress port (a pod's packet
-            // or ARP to its own address); a service hairpin, translated, goes back.
-            if d.ifindex == in_port && p.xlate.active == 0 {
-                return drop_at_output(&p, TO_INGRESS_PORT);
-            }
-            to_pod_peer(&mut ctx, &p, d.ifindex, d.ip)
-        }
-        output_kind::TUNNEL => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, d.ip, d.vni, &p.xlate);
-            to_tunnel(&mut ctx, &p, d.ip, d.vni)
-        }
-        _ => {
-            env.dropped(&p.xlate);
-            TC_ACT_SHOT
-        }
+    if d.kind == output_kind::DROP {
+        env.dropped(&p);
+        return TC_ACT_SHOT;
     }
+    env.decision(&d, &p);
+    output(&mut ctx, &p, &d, in_port)
 }
 
 /// The tables, from table 0 of a pod port (see `Decision`).
 #[inline(never)]
 fn tables<const T: bool>(p: &mut Packet<Maps<T>>, in_port: u32, d: &mut Decision) {
-    *d = Decision::of(t0_classify::from_pod(p, in_port));
+    *d = Decision::of(t0_classify::from_pod(p, in_port), p.cfg);
+}
+
+/// What the output port does with the packet the tables sent to `d`: a function of its
+/// own, so its locals (and the encapsulation's) are not on the stack while the tables
+/// run (the 512 bytes are for the deepest chain of calls).
+#[inline(never)]
+fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision, in_port: u32) -> i32 {
+    match d.kind {
+        output_kind::TUN0 => {
+            to_tun0(ctx, p)
+        }
+        output_kind::POD => {
+            // OpenFlow never sends a packet back out of its ingress port (a pod's packet
+            // or ARP to its own address); a service hairpin, translated, goes back.
+            if d.ifindex == in_port && p.xlate.active == 0 {
+                return drop_at_output(p, TO_INGRESS_PORT);
+            }
+            to_pod_peer(ctx, p, d.ifindex, d.ip)
+        }
+        output_kind::TUNNEL => {
+            to_tunnel(ctx, p, d.ip, d.vni)
+        }
+        _ => TC_ACT_SHOT,
+    }
 }

@@ -2,7 +2,7 @@
 //! Nothing here goes out of tun0's peer; every frame is redirected or dropped.
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
-use oxsdn_common::trace::output_kind;
+use oxsdn_common::{monitor::port, trace::output_kind};
 use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
@@ -32,36 +32,43 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
         return TC_ACT_SHOT;
     };
     parse(&ctx, frame);
-    let mut p = Packet::new(env, cfg, frame);
+    let mut p = Packet::new(env, cfg, frame, port::TUN0, cfg.tun0_ifindex);
     let mut d = Decision::default();
     tables(&mut p, &mut d);
     if refused_by_policy(&mut p, &d) {
         return TC_ACT_SHOT;
     }
-    match d.kind {
-        // OpenFlow never sends a packet back out of its ingress port.
-        output_kind::TUN0 => {
-            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
-            drop_at_output(&p, TO_INGRESS_PORT)
-        }
-        // redirect_peer works from TC ingress only; this is egress.
-        output_kind::POD => {
-            env.decision(output_kind::POD, d.ifindex, d.ip, 0, &p.xlate);
-            to_pod_veth(&mut ctx, &p, d.ifindex)
-        }
-        output_kind::TUNNEL => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, d.ip, d.vni, &p.xlate);
-            to_tunnel(&mut ctx, &p, d.ip, d.vni)
-        }
-        _ => {
-            env.dropped(&p.xlate);
-            TC_ACT_SHOT
-        }
+    if d.kind == output_kind::DROP {
+        env.dropped(&p);
+        return TC_ACT_SHOT;
     }
+    env.decision(&d, &p);
+    output(&mut ctx, &p, &d)
 }
 
 /// The tables, from table 0 of tun0 (see `Decision`).
 #[inline(never)]
 fn tables<const T: bool>(p: &mut Packet<Maps<T>>, d: &mut Decision) {
-    *d = Decision::of(t0_classify::from_tun0(p));
+    *d = Decision::of(t0_classify::from_tun0(p), p.cfg);
+}
+
+/// What the output port does with the packet the tables sent to `d`: a function of its
+/// own, so its locals (and the encapsulation's) are not on the stack while the tables
+/// run (the 512 bytes are for the deepest chain of calls).
+#[inline(never)]
+fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision) -> i32 {
+    match d.kind {
+        // OpenFlow never sends a packet back out of its ingress port.
+        output_kind::TUN0 => {
+            drop_at_output(p, TO_INGRESS_PORT)
+        }
+        // redirect_peer works from TC ingress only; this is egress.
+        output_kind::POD => {
+            to_pod_veth(ctx, p, d.ifindex)
+        }
+        output_kind::TUNNEL => {
+            to_tunnel(ctx, p, d.ip, d.vni)
+        }
+        _ => TC_ACT_SHOT,
+    }
 }

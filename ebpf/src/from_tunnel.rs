@@ -10,6 +10,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use oxsdn_common::{
+    monitor::port,
     trace::{output_kind, CB_TUN_SRC, CB_VNI},
     NodeConfig,
 };
@@ -82,35 +83,42 @@ pub fn deliver<const T: bool>(mut ctx: TcContext, cfg: &NodeConfig, tun_src: u32
         return TC_ACT_SHOT;
     };
     parse(&ctx, frame);
-    let mut p = Packet::new(env, cfg, frame);
+    let mut p = Packet::new(env, cfg, frame, port::TUNNEL, tun_src);
     let mut d = Decision::default();
     tables(&mut p, tun_src, vni, &mut d);
     if refused_by_policy(&mut p, &d) {
         return TC_ACT_SHOT;
     }
-    match d.kind {
-        output_kind::POD => {
-            env.decision(output_kind::POD, d.ifindex, d.ip, 0, &p.xlate);
-            to_pod_peer(&mut ctx, &p, d.ifindex, d.ip)
-        }
-        output_kind::TUN0 => {
-            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
-            to_tun0(&mut ctx, &p)
-        }
-        // OpenFlow never sends a packet back out of its ingress port.
-        output_kind::TUNNEL => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, d.ip, d.vni, &p.xlate);
-            drop_at_output(&p, TO_INGRESS_PORT)
-        }
-        _ => {
-            env.dropped(&p.xlate);
-            TC_ACT_SHOT
-        }
+    if d.kind == output_kind::DROP {
+        env.dropped(&p);
+        return TC_ACT_SHOT;
     }
+    env.decision(&d, &p);
+    output(&mut ctx, &p, &d)
 }
 
 /// The tables, from table 0 of the tunnel port (see `Decision`).
 #[inline(never)]
 fn tables<const T: bool>(p: &mut Packet<Maps<T>>, tun_src: u32, vni: u32, d: &mut Decision) {
-    *d = Decision::of(t0_classify::from_tunnel(p, tun_src, vni));
+    *d = Decision::of(t0_classify::from_tunnel(p, tun_src, vni), p.cfg);
+}
+
+/// What the output port does with the packet the tables sent to `d`: a function of its
+/// own, so its locals (and the encapsulation's) are not on the stack while the tables
+/// run (the 512 bytes are for the deepest chain of calls).
+#[inline(never)]
+fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision) -> i32 {
+    match d.kind {
+        output_kind::POD => {
+            to_pod_peer(ctx, p, d.ifindex, d.ip)
+        }
+        output_kind::TUN0 => {
+            to_tun0(ctx, p)
+        }
+        // OpenFlow never sends a packet back out of its ingress port.
+        output_kind::TUNNEL => {
+            drop_at_output(p, TO_INGRESS_PORT)
+        }
+        _ => TC_ACT_SHOT,
+    }
 }

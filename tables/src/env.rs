@@ -81,6 +81,9 @@ pub trait Env: Copy {
     /// Counts per-policy rule `rule` of the policy in counter slot `slot`; `matched`: the
     /// index of the policy's rule that matched (for a trace).
     fn count_policy(self, slot: u32, rule: u32, matched: u32, len: u32);
+    /// Counts a dropped packet against its source (`SOURCE_DROPS[source]`, see
+    /// `oxsdn_common::monitor::drop_source`); nothing in trace mode.
+    fn count_drop(self, source: u32);
     /// Trace mode: records a register as the tables computed it
     /// (`oxsdn_common::trace::REG0_SET` / `REG1_SET`).
     fn register(self, which: u32, value: u32);

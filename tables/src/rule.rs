@@ -77,3 +77,42 @@ macro_rules! rules {
     (@scope service) => { $crate::rule::Scope::Service };
     (@scope policy) => { $crate::rule::Scope::Policy };
 }
+
+/// Node-wide rules that drop (action `drop`), as bits by id: the tables report a drop
+/// where they count it (`Packet::count`), and this tells which counts are drops. Built
+/// at compile time from the rule lists, so a call with a constant id costs nothing.
+const DROP_MASK: [u64; 2] = drop_mask(crate::TABLES);
+
+const fn drop_mask(tables: &[&[Rule]]) -> [u64; 2] {
+    let mut mask = [0u64; 2];
+    let mut t = 0;
+    while t < tables.len() {
+        let mut r = 0;
+        while r < tables[t].len() {
+            let rule = &tables[t][r];
+            if matches!(rule.scope, Scope::Node) && is_drop_action(rule.actions) {
+                mask[(rule.id / 64) as usize] |= 1 << (rule.id % 64);
+            }
+            r += 1;
+        }
+        t += 1;
+    }
+    mask
+}
+
+const fn is_drop_action(actions: &str) -> bool {
+    let a = actions.as_bytes();
+    a.len() == 4 && a[0] == b'd' && a[1] == b'r' && a[2] == b'o' && a[3] == b'p'
+}
+
+/// Whether node-wide rule `id` drops.
+#[inline(always)]
+pub const fn is_drop(id: u32) -> bool {
+    if id < 64 {
+        DROP_MASK[0] >> id & 1 == 1
+    } else if id < 128 {
+        DROP_MASK[1] >> (id - 64) & 1 == 1
+    } else {
+        false
+    }
+}

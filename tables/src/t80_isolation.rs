@@ -58,6 +58,7 @@ crate::rules! {
 #[inline(always)]
 pub fn table80<E: Env>(p: &mut Packet<E>, ip: &Ipv4, reg1: u32) -> bool {
     p.env.register(REG1_SET, reg1);
+    p.reg1 = reg1;
     match p.cfg.mode {
         // Judged at the output (`at_output`).
         mode::NETWORKPOLICY => true,
@@ -187,7 +188,7 @@ fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
         if !egress_isolated {
             p.count(EGRESS_OPEN);
         } else if !allows(p, p.src_identity, EGRESS, dst_identity, t.dst, t, ALLOW_EGRESS) {
-            p.env.count_policy(src_policy.egress_slot, DENY_EGRESS, 0, p.frame.len);
+            p.count_policy_drop(src_policy.egress_slot, DENY_EGRESS);
             return false;
         }
     }
@@ -196,7 +197,7 @@ fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
         if !ingress_isolated {
             p.count(INGRESS_OPEN);
         } else if !allows(p, dst_identity, INGRESS, src_identity, t.src, t, ALLOW_INGRESS) {
-            p.env.count_policy(dst_policy.ingress_slot, DENY_INGRESS, 0, p.frame.len);
+            p.count_policy_drop(dst_policy.ingress_slot, DENY_INGRESS);
             return false;
         }
     }

@@ -48,6 +48,9 @@ pub struct TestCluster {
     pub external: Netns,
     /// Dropped last: the namespace etcd lives in.
     pub underlay: Netns,
+    /// Extra arguments of every agent started from now on; `{NODE_IP}` is replaced by
+    /// the node's address.
+    pub agent_args: Vec<String>,
 }
 
 /// Store options of `oxsdn-agent` and `oxsdnctl`: a file store directory, or etcd and,
@@ -95,6 +98,7 @@ pub struct Node {
     bpffs: PathBuf,
     prefix: String,
     agent: Option<Child>,
+    agent_args: Vec<String>,
 }
 
 pub struct Pod {
@@ -155,6 +159,7 @@ impl TestCluster {
             external,
             nodes: Vec::new(),
             etcd: None,
+            agent_args: Vec::new(),
         };
         if etcd {
             let ports = Ports { ip: UNDERLAY_HOST.parse()?, client: 2379, peer: 2380, metrics: 2381 };
@@ -257,6 +262,7 @@ impl TestCluster {
             bpffs: self.bpffs.clone(),
             prefix: self.prefix.clone(),
             agent: None,
+            agent_args: self.agent_args.iter().map(|a| a.replace("{NODE_IP}", &ip.to_string())).collect(),
         };
         std::fs::create_dir_all(&node_dir)?;
         node.start_agent()?;
@@ -340,6 +346,7 @@ impl Node {
             .arg(&self.bpffs)
             .arg("--cni-conf-dir")
             .arg(&self.conf_dir)
+            .args(&self.agent_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -476,6 +483,17 @@ impl Node {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// `oxsdnctl <args>` in this node's namespace, with the agent's store options; its
+    /// output whether it succeeded or not.
+    pub fn oxsdnctl_output(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(self.netns.command(bins::oxsdnctl()).args(self.store.args()).args(args).output()?)
+    }
+
+    /// The node options of `oxsdnctl status` and `monitor`: the node and its pins.
+    pub fn node_args(&self) -> Vec<String> {
+        vec!["--node".into(), self.name.clone(), "--bpffs-dir".into(), self.bpffs.display().to_string()]
     }
 }
 

@@ -31,7 +31,6 @@ use oxsdn_model::state::{
     Connection, Draining, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP, IPPROTO_UDP,
 };
 use oxsdn_model::{pipeline, Delivery, Ingress, Out, State, Verdict};
-use oxsdn_tables::rule::{Rule, Scope};
 use oxsdn_tests::{
     netns::Netns,
     rule_text::{self, RuleText},
@@ -459,7 +458,7 @@ impl Flows {
         // Pod ports by ifindex: the rule texts say `in_port=<ifindex>` for them.
         for flow in flows::collect(maps, |ifindex| ifindex.to_string())? {
             let text = RuleText::parse(&flow.matches).map_err(anyhow::Error::msg)?;
-            let in_effect = !(declared(flow.id).actions.contains("{VNID}") && flow.actions == "drop");
+            let in_effect = !(flow.id.declaration().actions.contains("{VNID}") && flow.actions == "drop");
             flows.by_id.insert(flow.id, flows.flows.len());
             flows.flows.push(ParsedFlow { flow, text, in_effect });
         }
@@ -511,18 +510,6 @@ impl Flows {
         }
         Ok(())
     }
-}
-
-/// The `rules!` declaration a flow comes from.
-fn declared(id: RuleRef) -> &'static Rule {
-    let (scope, rule) = match id {
-        RuleRef::NodeWide { rule } => (Scope::Node, rule),
-        RuleRef::Pod { rule, .. } => (Scope::Pod, rule),
-        RuleRef::RemoteNode { rule, .. } => (Scope::RemoteNode, rule),
-        RuleRef::Service { rule, .. } => (Scope::Service, rule),
-        RuleRef::Policy { rule, .. } => (Scope::Policy, rule),
-    };
-    oxsdn_tables::rules().find(|r| r.scope == scope && r.id == rule).expect("every flow has its declaration")
 }
 
 fn describe_flow(flow: &Flow) -> String {

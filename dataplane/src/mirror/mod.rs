@@ -149,23 +149,37 @@ pub trait Mirror: Send + Sync + 'static {
 
 const RETRY: Duration = Duration::from_millis(500);
 
-/// Follows the store from `revision` forever, on its own thread.
+/// Follows the store from `revision` (that of a resync just done) forever, on its own
+/// thread. Each step is counted (`metrics`): events and the time from an event's arrival
+/// to the dataplane holding it, broken watches, resyncs.
 pub fn follow<M: Mirror>(mirror: Arc<M>, mut revision: u64) {
+    let metrics = crate::metrics::global();
+    metrics.resynced(M::WHAT, &Ok(revision));
     std::thread::spawn(move || loop {
         match mirror.watch(revision) {
             Ok(events) => {
+                metrics.watching(M::WHAT, Ok(()));
                 for event in events {
-                    if let Err(e) = mirror.apply(event) {
+                    let received = std::time::Instant::now();
+                    let applied = mirror.apply(event);
+                    if let Err(e) = &applied {
                         tracing::error!("applying a {} change: {e:#}", M::WHAT);
                     }
+                    metrics.mirror_event(M::WHAT, received, &applied);
                 }
                 tracing::warn!("{} watch ended; resyncing", M::WHAT);
+                metrics.watch_ended(M::WHAT);
             }
-            Err(e) => tracing::warn!("cannot watch {}: {e:#}", M::WHAT),
+            Err(e) => {
+                tracing::warn!("cannot watch {}: {e:#}", M::WHAT);
+                metrics.watching(M::WHAT, Err(format!("cannot watch: {e:#}")));
+            }
         }
         loop {
             std::thread::sleep(RETRY);
-            match mirror.resync() {
+            let resynced = mirror.resync();
+            metrics.resynced(M::WHAT, &resynced);
+            match resynced {
                 Ok(r) => {
                     revision = r;
                     break;

@@ -1,7 +1,8 @@
 //! The tables' environment (`oxsdn_tables::Env`) on the pinned maps, in two copies: the
 //! live programs count rules and write connection tracking; trace mode
-//! (`oxsdn_common::trace`) records the rules in `TRACE` and writes no map. Which copy a
-//! program runs is chosen once, at its entry (`trace_mode::by_mode`).
+//! (`oxsdn_common::trace`) records the rules in `TRACE` and writes no map (nor reports to
+//! the monitor). Which copy a program runs is chosen once, at its entry
+//! (`trace_mode::by_mode`).
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -12,14 +13,15 @@ use aya_ebpf::{
 use oxsdn_common::{
     conntrack::CLOSING,
     policy::{IdentityPolicy, PolicyCidr, PolicyConnection, PolicyKey, PortSet, CIDR_KEY_FIXED_BITS},
+    monitor::NO_RULE,
     stats,
     trace::{hop_kind, output_kind},
     Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, StoreEndpoint,
 };
-use oxsdn_tables::{Env, Translation};
+use oxsdn_tables::{Env, Packet};
 
-use crate::shared::{maps::*, trace_mode};
+use crate::shared::{maps::*, monitor, output::Decision, trace_mode};
 
 /// `bpf_map_update_elem` flag: only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
@@ -43,17 +45,35 @@ fn bump(counter: Option<*mut Counter>, len: u32) {
 }
 
 impl<const TRACE: bool> Maps<TRACE> {
-    /// Trace mode: records the pipeline's decision (`kind`: `output_kind`).
+    /// The pipeline's decision `d` on `p`: trace mode records it, the live programs tell
+    /// a monitor that wants forwards.
     #[inline(always)]
-    pub fn decision(self, kind: u32, ifindex: u32, ip: u32, vni: u32, xlate: &Translation) {
+    pub fn decision(self, d: &Decision, p: &Packet<Self>) {
         if TRACE {
-            trace_mode::decision(kind, ifindex, ip, vni, xlate);
+            trace_mode::decision(d.kind, d.ifindex, d.ip, d.vni, &p.xlate);
+        } else {
+            monitor::report(p, d, NO_RULE);
         }
     }
 
+    /// The pipeline dropped `p`: trace mode records it, the live programs tell a monitor
+    /// the rule that dropped it.
     #[inline(always)]
-    pub fn dropped(self, xlate: &Translation) {
-        self.decision(output_kind::DROP, 0, 0, 0, xlate);
+    pub fn dropped(self, p: &Packet<Self>) {
+        if TRACE {
+            trace_mode::decision(output_kind::DROP, 0, 0, 0, &p.xlate);
+        } else {
+            monitor::report(p, &Decision { kind: output_kind::DROP, ..Decision::default() }, p.dropped_by.get());
+        }
+    }
+
+    /// The output dropped `p` by table 254's `rule` (counted): the live programs tell a
+    /// monitor (a trace has the decision and the rule's hop already).
+    #[inline(always)]
+    pub fn dropped_at_output(self, p: &Packet<Self>, rule: u32) {
+        if !TRACE {
+            monitor::report(p, &Decision { kind: output_kind::DROP, ..Decision::default() }, rule);
+        }
     }
 }
 
@@ -317,6 +337,17 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
             return trace_mode::hop(hop_kind::POLICY, rule, (slot & 0xffff) | (matched << 16));
         }
         bump(POLICY_STATS.get_ptr_mut(stats::policy_index(slot, rule)), len);
+    }
+
+    #[inline(always)]
+    fn count_drop(self, source: u32) {
+        if TRACE {
+            return;
+        }
+        if let Some(count) = SOURCE_DROPS.get_ptr_mut(source) {
+            // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+            unsafe { *count += 1 };
+        }
     }
 
     #[inline(always)]

@@ -10,7 +10,7 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_set_tunnel_key},
     programs::TcContext,
 };
-use oxsdn_common::trace::output_kind;
+use oxsdn_common::{trace::output_kind, NodeConfig};
 use oxsdn_tables::{
     frame::{Ipv4, IPPROTO_TCP, IPPROTO_UDP, L3},
     t254_output::{NOT_SENT, TRANSLATION_FAILED},
@@ -40,7 +40,7 @@ type P<'a, const T: bool> = Packet<'a, Maps<T>>;
 #[derive(Clone, Copy, Default)]
 pub struct Decision {
     pub kind: u32,
-    /// `POD`: its host veth; otherwise 0.
+    /// The output port: `POD`: the pod's host veth; `TUN0`: tun0; `TUNNEL`: vxlan0.
     pub ifindex: u32,
     /// `POD`: its address; `TUNNEL`: the node's underlay address.
     pub ip: u32,
@@ -50,12 +50,14 @@ pub struct Decision {
 
 impl Decision {
     #[inline(always)]
-    pub fn of(out: Output) -> Decision {
+    pub fn of(out: Output, cfg: &NodeConfig) -> Decision {
         match out {
             Output::Drop => Decision { kind: output_kind::DROP, ..Decision::default() },
-            Output::Tun0 => Decision { kind: output_kind::TUN0, ..Decision::default() },
+            Output::Tun0 => Decision { kind: output_kind::TUN0, ifindex: cfg.tun0_ifindex, ..Decision::default() },
             Output::Pod { ifindex, ip } => Decision { kind: output_kind::POD, ifindex, ip, vni: 0 },
-            Output::Tunnel { node_ip, vni } => Decision { kind: output_kind::TUNNEL, ifindex: 0, ip: node_ip, vni },
+            Output::Tunnel { node_ip, vni } => {
+                Decision { kind: output_kind::TUNNEL, ifindex: cfg.vxlan_ifindex, ip: node_ip, vni }
+            }
         }
     }
 }
@@ -73,7 +75,7 @@ pub fn refused_by_policy<const T: bool>(p: &mut P<T>, d: &Decision) -> bool {
     if t80_isolation::at_output(p, dst_slot) {
         return false;
     }
-    p.env.dropped(&p.xlate);
+    p.env.dropped(p);
     true
 }
 
@@ -81,6 +83,7 @@ pub fn refused_by_policy<const T: bool>(p: &mut P<T>, d: &Decision) -> bool {
 #[inline(always)]
 pub fn drop_at_output<const T: bool>(p: &P<T>, rule: u32) -> i32 {
     p.count(rule);
+    p.env.dropped_at_output(p, rule);
     TC_ACT_SHOT
 }
 

@@ -35,8 +35,9 @@ fn read_u16_be(p: usize) -> u16 {
 
 /// Parses the frame of `ctx` into `frame`, as the tables see it. The frame lives in a
 /// per-CPU scratch map (`scratch`), not on the stack: BPF's stack is 512 bytes for a
-/// program and the functions it calls together.
-#[inline(always)]
+/// program and the functions it calls together. Out of line for the same reason: the
+/// parser's spills then leave the stack before the tables run.
+#[inline(never)]
 pub fn parse(ctx: &TcContext, frame: &mut Frame) {
     let len = ctx.len();
     // Headers of skbs from veths are linear; pull only if a sender made them not so.
