@@ -1,0 +1,159 @@
+//! End to end: oxsdn-kube's translation, fed the watcher events the API would send,
+//! drives real agents and pods in network namespaces (the harness's `TestCluster`): a
+//! Service created "in the API" becomes reachable from a pod, and a NetworkPolicy applied
+//! "in the API" is enforced, then lifted when deleted.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use futures::stream;
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+    networking::v1::NetworkPolicy,
+};
+use kube::runtime::watcher::Event;
+use oxsdn_controller::{store, store::StoreOptions, Cluster};
+use oxsdn_kube::{
+    run,
+    translate::{Change, Translator},
+};
+use oxsdn_tests::{
+    cluster::StoreArgs,
+    probe::{serve_identity, IdentityClient},
+    TestCluster,
+};
+use serde_json::json;
+
+const CLUSTER_IP: &str = "172.30.0.80";
+
+fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
+    serde_json::from_value(value).unwrap()
+}
+
+fn namespace(name: &str) -> Namespace {
+    object(json!({"metadata": {"name": name}}))
+}
+
+fn node(name: &str, ip: Ipv4Addr) -> Node {
+    object(
+        json!({"metadata": {"name": name}, "status": {"addresses": [{"type": "InternalIP", "address": ip.to_string()}]}}),
+    )
+}
+
+fn pod(namespace: &str, name: &str, app: &str, node: &str) -> Pod {
+    object(json!({
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox", "ports": [{"name": "http", "containerPort": 8080}]}]}
+    }))
+}
+
+fn service(namespace: &str) -> Service {
+    object(json!({
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"type": "ClusterIP", "clusterIP": CLUSTER_IP, "selector": {"app": "web"},
+                 "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": "http"}]}
+    }))
+}
+
+fn slice(namespace: &str, endpoint: Ipv4Addr) -> EndpointSlice {
+    object(json!({
+        "metadata": {"name": "web-x1", "namespace": namespace, "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+        "endpoints": [{"addresses": [endpoint.to_string()], "conditions": {"ready": true}}]
+    }))
+}
+
+/// Only pods labelled app=client of the namespace may reach app=web.
+fn clients_only(namespace: &str) -> NetworkPolicy {
+    object(json!({
+        "metadata": {"name": "clients-only", "namespace": namespace},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]}
+    }))
+}
+
+fn listed<K>(objects: Vec<K>, wrap: fn(Event<K>) -> Change) -> Vec<Change> {
+    let mut events = vec![wrap(Event::Init)];
+    events.extend(objects.into_iter().map(|o| wrap(Event::InitApply(o))));
+    events.push(wrap(Event::InitDone));
+    events
+}
+
+/// The test cluster's store, as oxsdn-kube opens it.
+fn open_store(store: &StoreArgs) -> Result<Cluster> {
+    let StoreArgs::File(dir) = store else { anyhow::bail!("the test cluster runs on the file store") };
+    let options = StoreOptions { store: dir.clone(), ..StoreOptions::default() };
+    Ok(Cluster::new(store::open(&options.backend()?)?))
+}
+
+/// Sends `changes` through the product's path (`run::follow`: the translation thread)
+/// and waits for it to finish them.
+fn follow(translator: Translator, changes: Vec<Change>) -> Result<Translator> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run::follow(translator, stream::iter(changes)))
+}
+
+/// Whether `from` gets an answer from the service within `within`, asking until it does
+/// (or, for `expected == false`, that it never does over that time).
+fn reaches(from: &oxsdn_tests::Pod, expected: bool, within: Duration) -> bool {
+    let ip: Ipv4Addr = CLUSTER_IP.parse().unwrap();
+    let start = Instant::now();
+    loop {
+        let answered = IdentityClient::connect(&from.netns, ip, 80).and_then(|mut c| c.ask()).is_ok();
+        if answered == expected || start.elapsed() > within {
+            return answered;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn services_and_policies_of_the_api_reach_the_dataplane() -> Result<()> {
+    let mut cluster = TestCluster::new(&["--network-plugin", "networkpolicy"])?;
+    cluster.add_node("n1")?;
+    cluster.add_node("n2")?;
+    let web = cluster.node("n1").add_pod("shop", "web-0")?;
+    serve_identity(&web.netns, 8080, "web-0")?;
+    let client = cluster.node("n2").add_pod("shop", "client-0")?;
+    let other = cluster.node("n2").add_pod("shop", "other-0")?;
+    let nodes: Vec<Node> = cluster.nodes.iter().map(|n| node(&n.name, n.ip)).collect();
+    let pods = vec![
+        pod("shop", "web-0", "web", "n1"),
+        pod("shop", "client-0", "client", "n2"),
+        pod("shop", "other-0", "other", "n2"),
+    ];
+
+    // Before the component runs, the ClusterIP goes nowhere (table 60 drops it).
+    assert!(!reaches(&client, false, Duration::from_secs(1)));
+
+    let mut changes = listed(vec![namespace("default"), namespace("shop")], Change::Namespace);
+    changes.extend(listed(nodes, Change::Node));
+    changes.extend(listed(pods, Change::Pod));
+    changes.extend(listed(vec![service("shop")], Change::Service));
+    changes.extend(listed(vec![slice("shop", web.ip)], Change::EndpointSlice));
+    changes.extend(listed(vec![], Change::NetworkPolicy));
+    let store = open_store(&cluster.store)?;
+    let translator = follow(Translator::new(open_store(&cluster.store)?)?, changes)?;
+    assert!(translator.synced());
+    assert_eq!(store.list_hostsubnets()?.0.len(), 2, "the agents' nodes are the API's: none was removed");
+    assert!(reaches(&client, true, Duration::from_secs(10)), "the API's service is reachable");
+    assert!(reaches(&other, true, Duration::from_secs(10)), "no policy yet: every pod reaches it");
+
+    let translator = follow(translator, vec![Change::NetworkPolicy(Event::Apply(clients_only("shop")))])?;
+    assert!(!reaches(&other, false, Duration::from_secs(5)), "the API's policy isolates web from other");
+    assert!(reaches(&client, true, Duration::from_secs(10)), "and still admits the client");
+
+    let translator = follow(translator, vec![Change::NetworkPolicy(Event::Delete(clients_only("shop")))])?;
+    assert!(reaches(&other, true, Duration::from_secs(10)), "the policy's deletion lifts it");
+
+    let translator = follow(translator, vec![Change::Service(Event::Delete(service("shop")))])?;
+    assert!(!reaches(&client, false, Duration::from_secs(5)), "a deleted service is gone from the dataplane");
+    assert_eq!(store.get_service("shop", "web")?, None);
+    assert_eq!(translator.pending(), 0);
+    Ok(())
+}
