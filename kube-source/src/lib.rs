@@ -3,5 +3,6 @@
 //! are safe.
 
 pub mod lease;
+pub mod openshift;
 pub mod run;
 pub mod translate;

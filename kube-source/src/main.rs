@@ -11,6 +11,7 @@ use oxsdn_controller::{
 };
 use oxsdn_kube::{
     lease::{LeaderElector, LeaseTimings, LEASE_NAME},
+    openshift::NetNamespace,
     run,
     translate::Translator,
 };
@@ -51,6 +52,11 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         // Exiting stops every write; the Deployment restarts this replica as a candidate.
         lost = elector.hold() => Err(lost),
-        done = run::follow(translator, run::changes(&client)) => done.map(drop),
+        done = {
+            let api = Api::<NetNamespace>::all(client.clone());
+            let runtime = tokio::runtime::Handle::current();
+            let write = move |w| run::write_netnamespace(&api, &runtime, w);
+            run::follow(translator, run::changes(&client), write)
+        } => done.map(drop),
     }
 }

@@ -1,5 +1,5 @@
 //! From the Kubernetes API's watch streams to the cluster store: a pure layer, fed the
-//! `kube_runtime::watcher::Event`s of six watchers, that keeps the store equal to what the
+//! `kube_runtime::watcher::Event`s of seven watchers, that keeps the store equal to what the
 //! API holds, with the existing `Cluster` operations.
 //!
 //! It is level-triggered: each event updates this layer's copy of the API (per kind), then
@@ -15,6 +15,10 @@
 //! use. Objects of a namespace follow the namespace: while it is absent from the API, its
 //! pods, services and policies are absent from the store, whatever order the streams
 //! deliver their deletions in.
+//!
+//! The one way back: OpenShift's NetNamespace objects follow the projects (their NETID,
+//! the change-network annotation applied and removed); this layer only says which writes
+//! that takes (`take_api_writes`), and the caller makes them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -38,10 +42,12 @@ use oxsdn_controller::{
 };
 use tracing::{info, warn};
 
+use crate::openshift::{self, ChangeNetwork, NetNamespaceWrite};
+
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// One event of one of the six watch streams.
+/// One event of one of the seven watch streams.
 // Each change is moved once, into the translation thread: boxing the large variants
 // would only add an allocation per event.
 #[allow(clippy::large_enum_variant)]
@@ -53,6 +59,8 @@ pub enum Change {
     EndpointSlice(Event<EndpointSlice>),
     Pod(Event<Pod>),
     NetworkPolicy(Event<NetworkPolicy>),
+    /// OpenShift's NetNamespace objects (network.openshift.io/v1).
+    NetNamespace(Event<openshift::NetNamespace>),
 }
 
 /// An object's place: (namespace, name); the namespace is empty for cluster-scoped kinds.
@@ -132,6 +140,10 @@ pub struct Translator {
     slices: Mirror<EndpointSlice>,
     pods: Mirror<Pod>,
     policies: Mirror<NetworkPolicy>,
+    netnamespace_objects: Mirror<openshift::NetNamespace>,
+    /// Writes to the API that make the NetNamespace objects equal to the store's
+    /// projects, for the caller to make (`take_api_writes`).
+    api_writes: Vec<NetNamespaceWrite>,
     /// Objects whose store write failed on the store (unreachable, contention), to retry.
     failed: BTreeSet<(Kind, Key)>,
 }
@@ -143,6 +155,7 @@ enum Kind {
     Service,
     Pod,
     NetworkPolicy,
+    NetNamespaceObject,
 }
 
 impl Translator {
@@ -158,6 +171,8 @@ impl Translator {
             slices: Mirror::new(),
             pods: Mirror::new(),
             policies: Mirror::new(),
+            netnamespace_objects: Mirror::new(),
+            api_writes: Vec::new(),
             failed: BTreeSet::new(),
         })
     }
@@ -174,6 +189,12 @@ impl Translator {
             && self.slices.listed
             && self.pods.listed
             && self.policies.listed
+            && self.netnamespace_objects.listed
+    }
+
+    /// The writes to the API the changes so far call for (NetNamespace objects).
+    pub fn take_api_writes(&mut self) -> Vec<NetNamespaceWrite> {
+        std::mem::take(&mut self.api_writes)
     }
 
     /// Objects whose last write failed on the store and waits for `retry_failed`.
@@ -188,7 +209,9 @@ impl Translator {
             Change::Namespace(event) => match self.namespaces.apply(event) {
                 Touched::Keys(keys) => {
                     for ((_, name), old) in keys {
-                        self.sync(Kind::Namespace, &(String::new(), name.clone()));
+                        let key = (String::new(), name.clone());
+                        self.sync(Kind::Namespace, &key);
+                        self.sync(Kind::NetNamespaceObject, &key);
                         // A namespace that appears or goes takes its objects with it.
                         if old.is_none() || self.namespaces.get("", &name).is_none() {
                             self.sync_namespace_contents(&name);
@@ -197,6 +220,7 @@ impl Translator {
                 }
                 Touched::All => {
                     self.reconcile(Kind::Namespace);
+                    self.reconcile(Kind::NetNamespaceObject);
                     self.reconcile(Kind::Service);
                     self.reconcile(Kind::Pod);
                     self.reconcile(Kind::NetworkPolicy);
@@ -207,6 +231,9 @@ impl Translator {
             Change::Pod(event) => self.follow(Kind::Pod, |t| t.pods.apply(event)),
             Change::NetworkPolicy(event) => self.follow(Kind::NetworkPolicy, |t| t.policies.apply(event)),
             Change::Service(event) => self.follow(Kind::Service, |t| t.services.apply(event)),
+            Change::NetNamespace(event) => {
+                self.follow(Kind::NetNamespaceObject, |t| t.netnamespace_objects.apply(event))
+            }
             Change::EndpointSlice(event) => match self.slices.apply(event) {
                 Touched::Keys(keys) => {
                     let mut services = BTreeSet::new();
@@ -260,6 +287,7 @@ impl Translator {
             Kind::Pod => self.namespaces.listed && self.pods.listed,
             Kind::NetworkPolicy => self.namespaces.listed && self.policies.listed,
             Kind::Service => self.namespaces.listed && self.services.listed && self.slices.listed,
+            Kind::NetNamespaceObject => self.namespaces.listed && self.netnamespace_objects.listed,
         }
     }
 
@@ -292,13 +320,16 @@ impl Translator {
             Kind::Service => self.services.objects.keys().cloned().collect(),
             Kind::Pod => self.pods.objects.keys().cloned().collect(),
             Kind::NetworkPolicy => self.policies.objects.keys().cloned().collect(),
+            Kind::NetNamespaceObject => self.netnamespace_objects.objects.keys().cloned().collect(),
         }
     }
 
     fn stored_keys(&self, kind: Kind) -> oxsdn_controller::Result<BTreeSet<Key>> {
         let c = &self.cluster;
         Ok(match kind {
-            Kind::Namespace => c.list_netnamespaces()?.0.into_iter().map(|n| (String::new(), n.name)).collect(),
+            Kind::Namespace | Kind::NetNamespaceObject => {
+                c.list_netnamespaces()?.0.into_iter().map(|n| (String::new(), n.name)).collect()
+            }
             Kind::Node => c.list_hostsubnets()?.0.into_iter().map(|h| (String::new(), h.host)).collect(),
             Kind::Service => c.list_services()?.0.into_iter().map(|s| (s.project, s.name)).collect(),
             Kind::Pod => c.list_pod_meta()?.0.into_iter().map(|p| (p.namespace, p.name)).collect(),
@@ -321,6 +352,7 @@ impl Translator {
             Kind::Service => self.sync_service(&key.0, &key.1),
             Kind::Pod => self.sync_pod(&key.0, &key.1),
             Kind::NetworkPolicy => self.sync_policy(&key.0, &key.1),
+            Kind::NetNamespaceObject => self.sync_netnamespace_object(&key.1),
         };
         match result {
             Ok(()) => {
@@ -344,6 +376,7 @@ impl Translator {
         match self.namespaces.get("", name) {
             Some(namespace) => {
                 let object = manifest::namespace_object(namespace.clone()).map_err(Error::Invalid)?;
+                self.adopt_netid(name)?;
                 self.cluster.apply_objects(&[object])?;
                 Ok(())
             }
@@ -357,6 +390,64 @@ impl Translator {
                 ignore_absent(self.cluster.delete_netnamespace(name))
             }
         }
+    }
+
+    /// A new project takes the NETID of its NetNamespace object if there is one (one
+    /// OpenShift's master assigned: a node-by-node migration keeps every VNID).
+    fn adopt_netid(&self, name: &str) -> oxsdn_controller::Result<()> {
+        let Some(object) = self.netnamespace_objects.get("", name) else { return Ok(()) };
+        if self.cluster.get_netnamespace(name)?.is_some() {
+            return Ok(());
+        }
+        match self.cluster.import_netnamespace(name, object.netid) {
+            Ok(ns) => {
+                info!(project = name, netid = ns.netid, "NETID adopted from its NetNamespace");
+                Ok(())
+            }
+            Err(Error::Store(e)) => Err(Error::Store(e)),
+            Err(e) => {
+                warn!(project = name, "NETID of its NetNamespace not adopted, allocating one: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies the change-network annotation of NetNamespace `name`, then asks for the
+    /// object to be made equal to the project (its NETID; the annotation removed, as
+    /// `oc adm pod-network` waits for), created if missing, deleted with its namespace.
+    fn sync_netnamespace_object(&mut self, name: &str) -> oxsdn_controller::Result<()> {
+        let object = self.netnamespace_objects.get("", name).cloned();
+        let request = object.as_ref().and_then(ChangeNetwork::of);
+        if let (Some(request), true) = (&request, self.has_namespace(name)) {
+            let projects = [name.to_owned()];
+            let applied = match request {
+                Ok(ChangeNetwork::Join(to)) => self.cluster.join_projects(to, &projects).map(drop),
+                Ok(ChangeNetwork::Isolate) => self.cluster.isolate_projects(&projects).map(drop),
+                Ok(ChangeNetwork::Global) => self.cluster.make_projects_global(&projects).map(drop),
+                Err(value) => Err(Error::Invalid(format!("unknown change-network request {value:?}"))),
+            };
+            match applied {
+                Err(Error::Store(e)) => return Err(Error::Store(e)),
+                // Removed all the same: the request cannot succeed as it is (oc would wait forever).
+                Err(e) => warn!(project = name, "change-network request refused: {e}"),
+                Ok(()) => info!(project = name, ?request, "change-network request applied"),
+            }
+        }
+        let project = self.cluster.get_netnamespace(name)?;
+        let write = match (object, project) {
+            (None, Some(project)) => Some(NetNamespaceWrite::Create { name: name.to_owned(), netid: project.netid }),
+            (Some(object), Some(project)) if object.netid != project.netid || request.is_some() => {
+                Some(NetNamespaceWrite::Update {
+                    name: name.to_owned(),
+                    netid: project.netid,
+                    clear_change_network: request.is_some(),
+                })
+            }
+            (Some(_), None) if !self.has_namespace(name) => Some(NetNamespaceWrite::Delete { name: name.to_owned() }),
+            _ => None,
+        };
+        self.api_writes.extend(write);
+        Ok(())
     }
 
     fn sync_node(&self, name: &str) -> oxsdn_controller::Result<()> {

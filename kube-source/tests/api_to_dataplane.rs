@@ -1,10 +1,12 @@
 //! End to end: oxsdn-kube's translation, fed the watcher events the API would send,
 //! drives real agents and pods in network namespaces (the harness's `TestCluster`): a
 //! Service created "in the API" becomes reachable from a pod, and a NetworkPolicy applied
-//! "in the API" is enforced, then lifted when deleted.
+//! "in the API" is enforced, then lifted when deleted; the change-network annotation of
+//! a NetNamespace joins two projects.
 
 use std::{
     net::Ipv4Addr,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,6 +20,7 @@ use k8s_openapi::api::{
 use kube::runtime::watcher::Event;
 use oxsdn_controller::{store, store::StoreOptions, Cluster};
 use oxsdn_kube::{
+    openshift::{self, NetNamespaceWrite, CHANGE_NETWORK_ANNOTATION},
     run,
     translate::{Change, Translator},
 };
@@ -94,8 +97,19 @@ fn open_store(store: &StoreArgs) -> Result<Cluster> {
 /// Sends `changes` through the product's path (`run::follow`: the translation thread)
 /// and waits for it to finish them.
 fn follow(translator: Translator, changes: Vec<Change>) -> Result<Translator> {
+    let (translator, _) = follow_writing(translator, changes)?;
+    Ok(translator)
+}
+
+/// `follow`, also returning the writes to NetNamespace objects it asked for.
+fn follow_writing(translator: Translator, changes: Vec<Change>) -> Result<(Translator, Vec<NetNamespaceWrite>)> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(run::follow(translator, stream::iter(changes)))
+    let writes = Arc::new(Mutex::new(Vec::new()));
+    let sink = writes.clone();
+    let translator =
+        runtime.block_on(run::follow(translator, stream::iter(changes), move |w| sink.lock().unwrap().push(w)))?;
+    let writes = std::mem::take(&mut *writes.lock().unwrap());
+    Ok((translator, writes))
 }
 
 /// Whether `from` gets an answer from the service within `within`, asking until it does
@@ -137,6 +151,7 @@ fn services_and_policies_of_the_api_reach_the_dataplane() -> Result<()> {
     changes.extend(listed(vec![service("shop")], Change::Service));
     changes.extend(listed(vec![slice("shop", web.ip)], Change::EndpointSlice));
     changes.extend(listed(vec![], Change::NetworkPolicy));
+    changes.extend(listed(vec![], Change::NetNamespace));
     let store = open_store(&cluster.store)?;
     let translator = follow(Translator::new(open_store(&cluster.store)?)?, changes)?;
     assert!(translator.synced());
@@ -155,5 +170,49 @@ fn services_and_policies_of_the_api_reach_the_dataplane() -> Result<()> {
     assert!(!reaches(&client, false, Duration::from_secs(5)), "a deleted service is gone from the dataplane");
     assert_eq!(store.get_service("shop", "web")?, None);
     assert_eq!(translator.pending(), 0);
+    Ok(())
+}
+
+#[test]
+fn a_netnamespace_annotation_joins_two_projects() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("n1")?;
+    let a = cluster.node("n1").add_pod("shop", "a-0")?;
+    let b = cluster.node("n1").add_pod("billing", "b-0")?;
+    serve_identity(&b.netns, 8080, "b-0")?;
+    let asks = |within| {
+        let start = Instant::now();
+        loop {
+            let answered = IdentityClient::connect(&a.netns, b.ip, 8080).and_then(|mut c| c.ask()).is_ok();
+            if answered || start.elapsed() > within {
+                return answered;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let node = &cluster.nodes[0];
+    let mut changes = listed(vec![namespace("default"), namespace("shop"), namespace("billing")], Change::Namespace);
+    changes.extend(listed(vec![crate::node(&node.name, node.ip)], Change::Node));
+    changes.extend(listed(vec![pod("shop", "a-0", "a", "n1"), pod("billing", "b-0", "b", "n1")], Change::Pod));
+    changes.extend(listed(vec![], Change::Service));
+    changes.extend(listed(vec![], Change::EndpointSlice));
+    changes.extend(listed(vec![], Change::NetworkPolicy));
+    changes.extend(listed(vec![], Change::NetNamespace));
+    let (translator, writes) = follow_writing(Translator::new(open_store(&cluster.store)?)?, changes)?;
+    assert_eq!(writes.len(), 3, "a NetNamespace object for each project: {writes:?}");
+    assert!(!asks(Duration::from_secs(2)), "two projects are isolated");
+
+    // `oc adm pod-network join-projects --to=shop billing` annotates billing's object.
+    let store = open_store(&cluster.store)?;
+    let mut object = openshift::NetNamespace::new("billing", cluster.netid("billing")?);
+    object.metadata.annotations = Some([(CHANGE_NETWORK_ANNOTATION.to_owned(), "join:shop".to_owned())].into());
+    let (_, writes) = follow_writing(translator, vec![Change::NetNamespace(Event::Apply(object))])?;
+    let shop = store.get_netnamespace("shop")?.unwrap().netid;
+    assert_eq!(store.get_netnamespace("billing")?.unwrap().netid, shop);
+    assert_eq!(
+        writes,
+        vec![NetNamespaceWrite::Update { name: "billing".into(), netid: shop, clear_change_network: true }]
+    );
+    assert!(asks(Duration::from_secs(10)), "joined, they reach each other");
     Ok(())
 }

@@ -8,7 +8,10 @@ use k8s_openapi::api::{
     apps::v1::DaemonSet,
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
-use oxsdn_kube::{lease::LEASE_NAME, run::watched};
+use oxsdn_kube::{
+    lease::LEASE_NAME,
+    run::{watched, NETNAMESPACE_WRITE_VERBS},
+};
 use serde::Deserialize;
 
 /// The Kubernetes version of the API types oxsdn is built with (k8s-openapi's v1_33).
@@ -91,14 +94,21 @@ fn rules(rules: Option<Vec<PolicyRule>>) -> Vec<(String, String, Vec<String>, Ve
 }
 
 #[test]
-fn the_kube_component_may_only_list_and_watch_what_it_watches_and_hold_its_lease() {
+fn the_kube_component_may_only_read_what_it_watches_write_netnamespaces_and_hold_its_lease() {
     let role = objects::<ClusterRole>("ClusterRole")
         .into_iter()
         .find(|r| r.metadata.name.as_deref() == Some("oxsdn-kube"))
         .unwrap();
     let mut expected: Vec<_> = watched()
         .into_iter()
-        .map(|(group, resource)| (group, resource, vec!["list".to_owned(), "watch".to_owned()], vec![]))
+        .map(|(group, resource)| {
+            let mut verbs = vec!["list".to_owned(), "watch".to_owned()];
+            if resource == "netnamespaces" {
+                verbs.extend(NETNAMESPACE_WRITE_VERBS.map(String::from));
+                verbs.sort();
+            }
+            (group, resource, verbs, vec![])
+        })
         .collect();
     expected.sort();
     assert_eq!(rules(role.rules), expected);

@@ -8,6 +8,7 @@ use oxsdn_controller::{store::FileStore, ClusterConfig, Service};
 use serde::de::DeserializeOwned;
 
 use super::*;
+use crate::openshift;
 
 fn yaml<K: DeserializeOwned>(text: &str) -> K {
     serde_yaml_ng::from_str(text).unwrap()
@@ -176,7 +177,7 @@ fn feed<K>(t: &mut Translator, wrap: fn(Event<K>) -> Change, events: Vec<Event<K
     events.into_iter().for_each(|e| t.handle(wrap(e)));
 }
 
-/// Lists all six kinds: the namespaces `ns`, node-1, my-service in `ns[0]` with one
+/// Lists all seven kinds: the namespaces `ns`, node-1, my-service in `ns[0]` with one
 /// ready endpoint, a pod in each namespace, the policy in `ns[0]`.
 fn list_all(t: &mut Translator, ns: &[&str]) {
     feed(t, Change::Namespace, listed(ns.iter().map(|n| namespace(n, &[("team", "a")])).collect()));
@@ -185,6 +186,7 @@ fn list_all(t: &mut Translator, ns: &[&str]) {
     feed(t, Change::EndpointSlice, listed(vec![slice(ns[0], "my-service-abc", &[("10.128.0.5", true, false)])]));
     feed(t, Change::Pod, listed(ns.iter().map(|n| pod(n, "web-0", "MyApp")).collect()));
     feed(t, Change::NetworkPolicy, listed(vec![policy(ns[0])]));
+    feed(t, Change::NetNamespace, listed(vec![]));
     assert!(t.synced());
 }
 
@@ -443,4 +445,95 @@ fn objects_the_store_refuses_are_left_out_and_the_rest_goes_on() {
     assert_eq!(c.get_service("shop", "outside").unwrap(), None);
     assert_eq!(pods(&c), ["shop/web-0", "shop/web-1"]);
     assert_eq!(t.pending(), 0, "a refusal is not retried");
+}
+
+fn netnamespace(name: &str, netid: u32, change_network: Option<&str>) -> openshift::NetNamespace {
+    let mut object = openshift::NetNamespace::new(name, netid);
+    if let Some(value) = change_network {
+        object.metadata.annotations =
+            Some(BTreeMap::from([(openshift::CHANGE_NETWORK_ANNOTATION.to_owned(), value.to_owned())]));
+    }
+    object
+}
+
+fn netid(c: &Cluster, project: &str) -> u32 {
+    c.get_netnamespace(project).unwrap().unwrap().netid
+}
+
+#[test]
+fn netnamespace_objects_follow_the_projects() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    list_all(&mut t, &["shop", "billing"]);
+    let c = f.cluster();
+    let mut writes = t.take_api_writes();
+    writes.sort_by_key(|w| format!("{w:?}"));
+    assert_eq!(
+        writes,
+        vec![
+            NetNamespaceWrite::Create { name: "billing".into(), netid: netid(&c, "billing") },
+            NetNamespaceWrite::Create { name: "shop".into(), netid: netid(&c, "shop") },
+        ]
+    );
+    // The objects appear; one with a NETID that is not the project's is corrected.
+    t.handle(Change::NetNamespace(Event::Apply(netnamespace("shop", netid(&c, "shop"), None))));
+    t.handle(Change::NetNamespace(Event::Apply(netnamespace("billing", 999, None))));
+    let update =
+        NetNamespaceWrite::Update { name: "billing".into(), netid: netid(&c, "billing"), clear_change_network: false };
+    assert_eq!(t.take_api_writes(), vec![update]);
+    t.handle(Change::NetNamespace(Event::Apply(netnamespace("billing", netid(&c, "billing"), None))));
+    assert_eq!(t.take_api_writes(), vec![]);
+    t.handle(Change::Namespace(Event::Delete(namespace("billing", &[]))));
+    assert_eq!(t.take_api_writes(), vec![NetNamespaceWrite::Delete { name: "billing".into() }]);
+}
+
+#[test]
+fn the_change_network_annotation_is_applied_then_removed() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    list_all(&mut t, &["shop", "billing", "infra"]);
+    let c = f.cluster();
+    t.take_api_writes();
+    let shop = netid(&c, "shop");
+    let billing = netid(&c, "billing");
+    let request = |t: &mut Translator, name: &str, value: &str| {
+        t.handle(Change::NetNamespace(Event::Apply(netnamespace(name, netid(&c, name), Some(value)))));
+        let writes = t.take_api_writes();
+        assert_eq!(
+            writes,
+            vec![NetNamespaceWrite::Update { name: name.into(), netid: netid(&c, name), clear_change_network: true }],
+            "{name} {value}"
+        );
+    };
+    request(&mut t, "billing", "join:shop");
+    assert_eq!(netid(&c, "billing"), shop);
+    request(&mut t, "billing", "isolate");
+    assert_ne!(netid(&c, "billing"), shop);
+    assert_ne!(netid(&c, "billing"), 0);
+    request(&mut t, "infra", "global");
+    assert_eq!(netid(&c, "infra"), 0);
+    // A request that cannot succeed is removed all the same (oc would wait forever).
+    let before = netid(&c, "shop");
+    request(&mut t, "shop", "join:no-such-project");
+    request(&mut t, "shop", "bogus");
+    assert_eq!(netid(&c, "shop"), before);
+    assert_ne!(billing, 0);
+}
+
+#[test]
+fn a_new_project_adopts_the_netid_of_its_netnamespace() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    // OpenShift's master assigned these: the objects are listed before the namespaces.
+    feed(&mut t, Change::NetNamespace, listed(vec![netnamespace("shop", 4242, None), netnamespace("infra", 0, None)]));
+    feed(
+        &mut t,
+        Change::Namespace,
+        listed(vec![namespace("shop", &[]), namespace("infra", &[]), namespace("new", &[])]),
+    );
+    let c = f.cluster();
+    assert_eq!(netid(&c, "shop"), 4242);
+    assert_eq!(netid(&c, "infra"), 0);
+    assert!(![0, 4242].contains(&netid(&c, "new")));
+    assert_eq!(t.take_api_writes(), vec![NetNamespaceWrite::Create { name: "new".into(), netid: netid(&c, "new") }]);
 }
