@@ -112,18 +112,22 @@ fn follow_writing(translator: Translator, changes: Vec<Change>) -> Result<(Trans
     Ok((translator, writes))
 }
 
-/// Whether `from` gets an answer from the service within `within`, asking until it does
-/// (or, for `expected == false`, that it never does over that time).
-fn reaches(from: &oxsdn_tests::Pod, expected: bool, within: Duration) -> bool {
-    let ip: Ipv4Addr = CLUSTER_IP.parse().unwrap();
+/// Whether `from` gets an answer from `to:port`, asking until the answer is `expected`
+/// or `within` has passed.
+fn answers(from: &oxsdn_tests::Pod, to: Ipv4Addr, port: u16, expected: bool, within: Duration) -> bool {
     let start = Instant::now();
     loop {
-        let answered = IdentityClient::connect(&from.netns, ip, 80).and_then(|mut c| c.ask()).is_ok();
+        let answered = IdentityClient::connect(&from.netns, to, port).and_then(|mut c| c.ask()).is_ok();
         if answered == expected || start.elapsed() > within {
             return answered;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `answers` from the service.
+fn reaches(from: &oxsdn_tests::Pod, expected: bool, within: Duration) -> bool {
+    answers(from, CLUSTER_IP.parse().unwrap(), 80, expected, within)
 }
 
 #[test]
@@ -180,16 +184,7 @@ fn a_netnamespace_annotation_joins_two_projects() -> Result<()> {
     let a = cluster.node("n1").add_pod("shop", "a-0")?;
     let b = cluster.node("n1").add_pod("billing", "b-0")?;
     serve_identity(&b.netns, 8080, "b-0")?;
-    let asks = |within| {
-        let start = Instant::now();
-        loop {
-            let answered = IdentityClient::connect(&a.netns, b.ip, 8080).and_then(|mut c| c.ask()).is_ok();
-            if answered || start.elapsed() > within {
-                return answered;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let asks = |expected, within| answers(&a, b.ip, 8080, expected, within);
     let node = &cluster.nodes[0];
     let mut changes = listed(vec![namespace("default"), namespace("shop"), namespace("billing")], Change::Namespace);
     changes.extend(listed(vec![crate::node(&node.name, node.ip)], Change::Node));
@@ -200,7 +195,7 @@ fn a_netnamespace_annotation_joins_two_projects() -> Result<()> {
     changes.extend(listed(vec![], Change::NetNamespace));
     let (translator, writes) = follow_writing(Translator::new(open_store(&cluster.store)?)?, changes)?;
     assert_eq!(writes.len(), 3, "a NetNamespace object for each project: {writes:?}");
-    assert!(!asks(Duration::from_secs(2)), "two projects are isolated");
+    assert!(!asks(false, Duration::from_secs(2)), "two projects are isolated");
 
     // `oc adm pod-network join-projects --to=shop billing` annotates billing's object.
     let store = open_store(&cluster.store)?;
@@ -213,6 +208,6 @@ fn a_netnamespace_annotation_joins_two_projects() -> Result<()> {
         writes,
         vec![NetNamespaceWrite::Update { name: "billing".into(), netid: shop, clear_change_network: true }]
     );
-    assert!(asks(Duration::from_secs(10)), "joined, they reach each other");
+    assert!(asks(true, Duration::from_secs(10)), "joined, they reach each other");
     Ok(())
 }
