@@ -86,6 +86,10 @@ macro_rules! for_each_map {
             NODE_STATS node_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_NODES * $crate::NODE_RULES, 0];
             /// Counters of the per-service-port and per-ClusterIP rules (table 60).
             SERVICE_STATS service_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_SERVICE_SLOTS, 0];
+            /// Source networks the operator denies at the underlay device (the XDP
+            /// prefilter, table 0): every IPv4 frame from them is dropped there. The value
+            /// is unused (1).
+            PREFILTER_DENY prefilter_deny: LpmTrie<u32, u8> [$crate::MAX_PREFILTER_DENY, $crate::maps::NO_PREALLOC];
         }
     };
 }

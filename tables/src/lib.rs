@@ -259,6 +259,9 @@ mod tests {
             (30, 54, "GW_STORE"),
             (61, 55, "OVER_QUOTA"),
             (61, 56, "TABLE_FULL"),
+            (0, 80, "XDP_DENIED"),
+            (0, 81, "XDP_MALFORMED"),
+            (10, 82, "XDP_UNKNOWN_NODE"),
         ];
         let node_wide: Vec<(u8, u32, &str)> =
             rules().filter(|r| r.scope == Scope::Node).map(|r| (r.table, r.id, r.name)).collect();

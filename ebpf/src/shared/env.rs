@@ -81,6 +81,11 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     }
 
     #[inline(always)]
+    fn prefilter_denied(self, addr: u32) -> bool {
+        PREFILTER_DENY.get(&Key::new(32, addr)).is_some()
+    }
+
+    #[inline(always)]
     fn store_endpoint(self, ip: u32, port: u16) -> bool {
         STORE_ENDPOINTS.get_ptr(&StoreEndpoint { ip, port, _pad: 0 }).is_some()
     }
