@@ -15,7 +15,7 @@ use oxsdn_controller::{
     Cluster, ClusterConfig, Error, Protocol, ServicePort,
 };
 
-use oxsdn_dataplane::{flows, maps::NodeMaps};
+use oxsdn_dataplane::{flows, maps::NodeMaps, prefilter};
 
 use crate::output::{print_hostsubnets, print_netnamespaces, print_services, Format};
 
@@ -503,7 +503,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::DumpFlows { table, node, bpffs_dir } => {
             let maps = NodeMaps::open(&bpffs_dir.join(&node))
                 .with_context(|| format!("node {node} has no dataplane here (is its agent started?)"))?;
-            writeln!(out, "OXSDN_FLOW reply (node={node}):")?;
+            writeln!(out, "OXSDN_FLOW reply (node={node}, {}):", prefilter::describe(&bpffs_dir.join(&node), &maps))?;
             for flow in flows::collect(&maps, flows::ifname_or_index)? {
                 if table.is_none_or(|t| t == flow.table) {
                     writeln!(out, "{flow}")?;

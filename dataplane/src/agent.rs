@@ -35,6 +35,7 @@ use crate::{
     mirror::{self, projects::Projects, remote_nodes::RemoteNodes, services::Services, Mirror},
     netdev::{self, HostVeth},
     pods::{PodRecord, PodTable},
+    prefilter::{self, PrefilterMode},
 };
 
 pub struct AgentConfig {
@@ -51,6 +52,10 @@ pub struct AgentConfig {
     /// Connections each project (and the host, and the tunnel) may hold in the tracking
     /// tables (`oxsdn_common::conntrack`); 0: no limit but the tables' size.
     pub ct_quota: u32,
+    /// How to attach the underlay device's XDP prefilter.
+    pub prefilter: PrefilterMode,
+    /// Source networks the prefilter drops everything from.
+    pub prefilter_deny: Vec<Ipv4Network>,
 }
 
 struct PodState {
@@ -130,6 +135,16 @@ impl Agent {
         pipeline.attach_tun0(netdev::TUN0)?;
         pipeline.attach_vxlan0(netdev::VXLAN0)?;
         pipeline.attach_underlay(underlay.as_ref().map(|(name, _)| name.as_str()))?;
+        if config.prefilter == PrefilterMode::Off && !config.prefilter_deny.is_empty() {
+            anyhow::bail!("--prefilter-deny needs the prefilter: it cannot be off");
+        }
+        prefilter::set_deny_list(&mut maps, &config.prefilter_deny)?;
+        let device = underlay.as_ref().map(|(name, index)| (name.as_str(), *index));
+        match pipeline.attach_prefilter(device, config.prefilter)? {
+            Some(mode) => tracing::info!(%mode, device = device.map(|(name, _)| name), "underlay XDP prefilter"),
+            None if config.prefilter_deny.is_empty() => {}
+            None => tracing::warn!("no underlay device: the prefilter's deny list drops nothing"),
+        }
         let maps = Arc::new(Mutex::new(maps));
 
         let projects = Arc::new(Projects::new(cluster.clone(), maps.clone()));

@@ -13,5 +13,6 @@ pub mod maps;
 pub mod mirror;
 pub mod netdev;
 pub mod pods;
+pub mod prefilter;
 pub mod test_run;
 pub mod tracer;

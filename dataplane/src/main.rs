@@ -4,11 +4,13 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::Result;
 use clap::Parser;
+use ipnetwork::Ipv4Network;
 use nix::sys::signal::{SigSet, Signal};
 use oxsdn_controller::store::StoreOptions;
 use oxsdn_dataplane::{
     agent::{self, Agent, AgentConfig},
     cni_server,
+    prefilter::{parse_deny_cidr, PrefilterMode},
 };
 
 #[derive(Parser)]
@@ -39,6 +41,16 @@ struct Args {
     /// tables' size.
     #[arg(long, env = "OXSDN_CT_QUOTA", default_value_t = oxsdn_common::conntrack::DEFAULT_QUOTA)]
     ct_quota: u32,
+    /// The XDP prefilter on the underlay device (the one holding --node-ip), which drops
+    /// VXLAN from unknown nodes, malformed VXLAN and denied sources before the kernel
+    /// builds an skb: `auto` in the driver where it has XDP, else generic; `off` removes it.
+    #[arg(long, env = "OXSDN_PREFILTER", value_enum, default_value_t)]
+    prefilter: PrefilterMode,
+    /// Source networks (CIDRs, comma-separated) whose IPv4 frames the prefilter drops at
+    /// the underlay device, whatever they carry. Replaces the list an earlier agent set;
+    /// at most 1024.
+    #[arg(long, env = "OXSDN_PREFILTER_DENY", value_name = "CIDR,...", value_delimiter = ',', value_parser = parse_deny_cidr)]
+    prefilter_deny: Vec<Ipv4Network>,
     /// Uninstall: remove this node's dataplane (programs, maps and their pins, tun0,
     /// vxlan0, the nftables table), CNI config and socket, then exit. Pods lose their
     /// network. A plain stop (SIGTERM) leaves the dataplane running for an upgrade.
@@ -71,6 +83,8 @@ fn main() -> Result<()> {
         bpffs_dir: args.bpffs_dir,
         cni_conf_dir: args.cni_conf_dir,
         ct_quota: args.ct_quota,
+        prefilter: args.prefilter,
+        prefilter_deny: args.prefilter_deny,
     })?;
     let listener = cni_server::bind(&agent.config.socket)?;
     std::thread::spawn({

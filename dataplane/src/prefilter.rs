@@ -1,0 +1,277 @@
+//! The underlay device's XDP prefilter (`xdp_underlay`, table 0's and 10's rules at the
+//! XDP hook): the mode the agent attaches it in, the mode the kernel runs it in, and the
+//! operator's deny list (`PREFILTER_DENY`).
+
+use std::{
+    ffi::CString,
+    fmt,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::Path,
+};
+
+use anyhow::{bail, Context, Result};
+use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
+use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+use oxsdn_cni::{netlink, netns::with_netlink};
+use oxsdn_common::MAX_PREFILTER_DENY;
+
+use crate::{
+    entries::subnet_key,
+    maps::{ignore_missing, ip_from_key, ip_key, NodeMaps},
+};
+
+/// The link pin of the prefilter, under `<pins>/links/` (named for its role, as the
+/// underlay's TC link).
+pub const PIN: &str = "underlay-xdp";
+
+/// How the agent attaches the prefilter (`oxsdn-agent --prefilter`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrefilterMode {
+    /// In the driver where it has XDP (veth does), else generic.
+    #[default]
+    Auto,
+    /// In the driver only: the agent fails to start where the driver has no XDP.
+    Native,
+    /// Generic XDP: after the driver built the skb (no gain in allocation, but the
+    /// same drops before the rest of the stack).
+    Generic,
+    /// No prefilter: the TC programs and the host stack drop what it would.
+    Off,
+}
+
+/// The mode the kernel runs an XDP program in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver, before an skb exists.
+    Native,
+    /// In the core stack on the skb (`XDP_FLAGS_SKB_MODE`).
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+impl PrefilterMode {
+    /// Whether a program running in `mode` is what this setting asks for.
+    pub fn accepts(self, mode: XdpMode) -> bool {
+        match self {
+            // Native where it runs so; a generic link is attached again, in case the
+            // driver gained XDP.
+            PrefilterMode::Auto => mode == XdpMode::Native,
+            PrefilterMode::Native => mode == XdpMode::Native,
+            PrefilterMode::Generic => mode == XdpMode::Generic,
+            PrefilterMode::Off => false,
+        }
+    }
+}
+
+/// The mode of the XDP program attached to device `ifindex` of this network namespace,
+/// if one is (`IFLA_XDP_ATTACHED`).
+pub fn xdp_mode(ifindex: u32) -> Result<Option<XdpMode>> {
+    with_netlink(|h| async move {
+        let message = match h.link().get().match_index(ifindex).execute().try_next().await {
+            Err(e) if netlink::is_not_found(&e) => None,
+            r => r.with_context(|| format!("looking up device {ifindex}"))?,
+        };
+        let Some(message) = message else { bail!("no device with index {ifindex}") };
+        let attached = message.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+                LinkXdp::Attached(attached) => Some(*attached),
+                _ => None,
+            }),
+            _ => None,
+        });
+        Ok(match attached {
+            Some(XdpAttached::Driver) => Some(XdpMode::Native),
+            Some(XdpAttached::SocketBuffer) => Some(XdpMode::Generic),
+            _ => None,
+        })
+    })?
+}
+
+/// `bpf(2)` commands (`enum bpf_cmd`).
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `BPF_LINK_TYPE_XDP` (`enum bpf_link_type`).
+const BPF_LINK_TYPE_XDP: u32 = 6;
+
+/// The `obj` member of `union bpf_attr` (linux/bpf.h), up to `file_flags`.
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// The `info` member of `union bpf_attr` (linux/bpf.h).
+#[repr(C)]
+struct InfoByFdAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The start of `struct bpf_link_info` with its `xdp` member (linux/bpf.h): type, id,
+/// program id, then the union (8-byte aligned), whose `xdp.ifindex` comes first.
+#[repr(C)]
+#[derive(Default)]
+struct XdpLinkInfo {
+    kind: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    _rest: [u32; 11],
+}
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
+    // SAFETY: callers pass the `union bpf_attr` member of `cmd`, whose pointers are
+    // valid for the sizes it gives, for the duration of the call.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>() as libc::c_uint) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(rc)
+}
+
+/// The device the XDP link pinned at `pin` is attached to (0 once the device is gone).
+/// (aya 0.13 has no link info.)
+pub fn pinned_link_ifindex(pin: &Path) -> Result<u32> {
+    let path = CString::new(pin.as_os_str().as_bytes())?;
+    let mut get = ObjGetAttr { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    let fd = bpf(BPF_OBJ_GET, &mut get).with_context(|| format!("opening {}", pin.display()))?;
+    // SAFETY: BPF_OBJ_GET returned a new descriptor, owned here.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut info = XdpLinkInfo::default();
+    let mut attr = InfoByFdAttr {
+        bpf_fd: link.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<XdpLinkInfo>() as u32,
+        info: &mut info as *mut XdpLinkInfo as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).with_context(|| format!("reading the link info of {}", pin.display()))?;
+    if info.kind != BPF_LINK_TYPE_XDP {
+        bail!("{} is not an XDP link (link type {})", pin.display(), info.kind);
+    }
+    Ok(info.ifindex)
+}
+
+/// Where the prefilter runs, as the kernel says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attached {
+    pub ifindex: u32,
+    /// None if the device has no XDP program any more (the link outlived it).
+    pub mode: Option<XdpMode>,
+}
+
+/// The prefilter of the node pinned in `pin_dir`, if its link is pinned: run it in the
+/// node's network namespace (the device is looked up there).
+pub fn attached(pin_dir: &Path) -> Result<Option<Attached>> {
+    let pin = pin_dir.join("links").join(PIN);
+    if !pin.exists() {
+        return Ok(None);
+    }
+    let ifindex = pinned_link_ifindex(&pin)?;
+    let mode = if ifindex == 0 { None } else { xdp_mode(ifindex)? };
+    Ok(Some(Attached { ifindex, mode }))
+}
+
+/// `--prefilter-deny`'s CIDRs: the network address with a prefix, at most
+/// `MAX_PREFILTER_DENY` of them.
+pub fn parse_deny_cidr(s: &str) -> Result<Ipv4Network, String> {
+    if !s.contains('/') {
+        return Err(format!("{s:?} has no prefix length (a CIDR such as 203.0.113.0/24; /32 for one address)"));
+    }
+    let net: Ipv4Network = s.parse().map_err(|e| format!("{s:?} is not an IPv4 CIDR: {e}"))?;
+    if net.ip() != net.network() {
+        return Err(format!("{s:?} has host bits set: did you mean {}/{}?", net.network(), net.prefix()));
+    }
+    Ok(net)
+}
+
+/// Makes `PREFILTER_DENY` hold exactly `deny`: the new entries first, then the stale
+/// ones removed, so a network in both lists is never let through meanwhile.
+pub fn set_deny_list(maps: &mut NodeMaps, deny: &[Ipv4Network]) -> Result<()> {
+    if deny.len() > MAX_PREFILTER_DENY as usize {
+        bail!("the prefilter's deny list holds at most {MAX_PREFILTER_DENY} networks, not {}", deny.len());
+    }
+    for net in deny {
+        maps.prefilter_deny.insert(&subnet_key(*net), 1, 0).with_context(|| format!("denying {net}"))?;
+    }
+    let stale: Vec<_> = maps
+        .prefilter_deny
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| {
+            !deny.iter().any(|net| (u32::from(net.prefix()), ip_key(net.network())) == (k.prefix_len(), k.data()))
+        })
+        .collect();
+    for key in stale {
+        ignore_missing(maps.prefilter_deny.remove(&key))?;
+    }
+    Ok(())
+}
+
+/// The networks `PREFILTER_DENY` holds, sorted.
+pub fn deny_list(maps: &NodeMaps) -> Result<Vec<Ipv4Network>> {
+    let mut nets = Vec::new();
+    for key in maps.prefilter_deny.keys() {
+        let key = key?;
+        nets.push(Ipv4Network::new(ip_from_key(key.data()), key.prefix_len() as u8)?);
+    }
+    nets.sort();
+    Ok(nets)
+}
+
+/// The prefilter of the node pinned in `pin_dir` in one line, as `dump-flows` heads its
+/// rules with it: where it runs and in which mode, and the deny list.
+pub fn describe(pin_dir: &Path, maps: &NodeMaps) -> String {
+    let hook = match attached(pin_dir) {
+        Ok(None) => "off".to_string(),
+        Ok(Some(Attached { ifindex, mode })) => {
+            let mode = mode.map_or("detached".to_string(), |m| format!("{m} XDP"));
+            format!("{} on {} ({mode})", crate::loader::XDP_UNDERLAY, crate::flows::ifname_or_index(ifindex))
+        }
+        Err(e) => format!("unknown ({e:#})"),
+    };
+    let deny = match deny_list(maps) {
+        Ok(nets) if nets.is_empty() => "none".to_string(),
+        Ok(nets) => nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+        Err(e) => format!("unknown ({e:#})"),
+    };
+    format!("prefilter={hook}, deny_list={deny}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_cidrs_are_networks_with_a_prefix() {
+        assert_eq!(parse_deny_cidr("203.0.113.0/24"), Ok("203.0.113.0/24".parse().unwrap()));
+        assert_eq!(parse_deny_cidr("198.51.100.7/32"), Ok("198.51.100.7/32".parse().unwrap()));
+        assert!(parse_deny_cidr("203.0.113.0").unwrap_err().contains("no prefix length"));
+        assert!(parse_deny_cidr("203.0.113.9/24").unwrap_err().contains("did you mean 203.0.113.0/24?"));
+        assert!(parse_deny_cidr("203.0.113.0/33").unwrap_err().contains("not an IPv4 CIDR"));
+        assert!(parse_deny_cidr("2001:db8::/32").unwrap_err().contains("not an IPv4 CIDR"));
+    }
+
+    #[test]
+    fn auto_keeps_only_a_native_prefilter() {
+        assert!(PrefilterMode::Auto.accepts(XdpMode::Native));
+        assert!(!PrefilterMode::Auto.accepts(XdpMode::Generic));
+        assert!(PrefilterMode::Generic.accepts(XdpMode::Generic));
+        assert!(!PrefilterMode::Native.accepts(XdpMode::Generic));
+        assert!(!PrefilterMode::Off.accepts(XdpMode::Native));
+    }
+}
