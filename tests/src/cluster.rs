@@ -95,6 +95,8 @@ pub struct Node {
     bpffs: PathBuf,
     prefix: String,
     agent: Option<Child>,
+    /// Further options of the node's agent, from its next start.
+    pub agent_args: Vec<String>,
 }
 
 pub struct Pod {
@@ -251,6 +253,7 @@ impl TestCluster {
             bpffs: self.bpffs.clone(),
             prefix: self.prefix.clone(),
             agent: None,
+            agent_args: Vec::new(),
         };
         std::fs::create_dir_all(&node_dir)?;
         node.start_agent()?;
@@ -334,6 +337,7 @@ impl Node {
             .arg(&self.bpffs)
             .arg("--cni-conf-dir")
             .arg(&self.conf_dir)
+            .args(&self.agent_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
