@@ -84,9 +84,11 @@ struct TraceArgs {
     /// bpffs directory of the pins, as given to the node's agent.
     #[arg(long, default_value = "/sys/fs/bpf/oxsdn")]
     bpffs_dir: PathBuf,
-    /// Where the packet enters: pod:IP (a local pod), node (the host, into tun0) or
-    /// tunnel:NODE_IP:VNI (VXLAN from another node).
-    #[arg(long, value_name = "pod:IP|node|tunnel:NODE_IP:VNI")]
+    /// Where the packet enters: pod:IP (a local pod), node (the host, into tun0),
+    /// tunnel:NODE_IP:VNI (VXLAN from another node, as vxlan0 delivers it) or
+    /// underlay:NODE_IP:VNI (the same VXLAN on the underlay device, through the XDP
+    /// prefilter first; NODE_IP may be any address).
+    #[arg(long, value_name = "pod:IP|node|tunnel:NODE_IP:VNI|underlay:NODE_IP:VNI")]
     from: packet_trace::Source,
     /// Destination address, and port for TCP and UDP.
     #[arg(long, value_name = "IP[:PORT]", value_parser = packet_trace::parse_destination)]

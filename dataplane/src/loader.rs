@@ -112,7 +112,7 @@ impl Programs {
             };
             if let Some(running) = running.filter(|m| mode.accepts(*m)) {
                 let link = FdLink::from(PinnedLink::from_pin(&pin)?);
-                let program = xdp(&mut self.ebpf, XDP_UNDERLAY)?;
+                let program = load_prefilter(&mut self.ebpf)?;
                 let id = program
                     .attach_to_link(XdpLink::try_from(link)?)
                     .with_context(|| format!("updating the XDP link on {ifname}"))?;
@@ -122,7 +122,7 @@ impl Programs {
         }
         remove_if_exists(&pin)?;
         let Some((ifname, ifindex)) = device else { return Ok(None) };
-        let program = xdp(&mut self.ebpf, XDP_UNDERLAY)?;
+        let program = load_prefilter(&mut self.ebpf)?;
         let attempts: &[(XdpFlags, XdpMode)] = match mode {
             PrefilterMode::Auto => &[(XdpFlags::DRV_MODE, XdpMode::Native), (XdpFlags::SKB_MODE, XdpMode::Generic)],
             PrefilterMode::Native => &[(XdpFlags::DRV_MODE, XdpMode::Native)],
@@ -217,16 +217,20 @@ pub(crate) fn load_programs(object: &[u8], pin_dir: &Path, mode: u32) -> Result<
     for name in [FROM_POD, FROM_TUN0, FROM_TUNNEL] {
         classifier(&mut ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
     }
-    // An earlier build's object (compared by the benchmark) may have no prefilter.
-    if ebpf.program(XDP_UNDERLAY).is_some() {
-        xdp(&mut ebpf, XDP_UNDERLAY)?.load().with_context(|| format!("loading program {XDP_UNDERLAY}"))?;
-    }
     Ok(ebpf)
 }
 
-pub(crate) fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
-    let Some(program) = ebpf.program_mut(name) else { bail!("program {name} missing from the eBPF object") };
-    Ok(program.try_into()?)
+/// The prefilter of `ebpf`, loaded into the kernel on first use (a trace or test run of
+/// another program need not wait for its verification).
+pub(crate) fn load_prefilter(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let Some(program) = ebpf.program_mut(XDP_UNDERLAY) else {
+        bail!("program {XDP_UNDERLAY} missing from the eBPF object")
+    };
+    let program: &mut Xdp = program.try_into()?;
+    if program.fd().is_err() {
+        program.load().with_context(|| format!("loading program {XDP_UNDERLAY}"))?;
+    }
+    Ok(program)
 }
 
 pub(crate) fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {

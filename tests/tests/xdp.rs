@@ -368,3 +368,52 @@ fn the_prefilter_stays_attached_while_no_agent_runs_and_teardown_removes_it() ->
     assert!(!pin.exists());
     Ok(())
 }
+
+/// `oxsdnctl trace --from underlay:...` runs the prefilter (trace mode, with
+/// BPF_PROG_TEST_RUN) on the frame with its outer headers and, if it passes, the tunnel
+/// port's tables on the inner frame; it counts nothing.
+#[test]
+fn trace_from_the_underlay_shows_the_prefilter() -> Result<()> {
+    let s = Setup::new()?;
+    let (node1, node2) = (s.node1(), &s.cluster.nodes[1]);
+    let trace = |outer_src: &str| -> Result<serde_json::Value> {
+        let text = oxsdn_tests::netns::run(
+            node1
+                .netns
+                .command(oxsdn_tests::bins::oxsdnctl())
+                .args(["trace", "--node", &node1.name, "-o", "json", "--bpffs-dir"])
+                .arg(node1.pin_dir().parent().context("pins in a bpffs directory")?)
+                .args(["--from", &format!("underlay:{outer_src}:{}", s.red), "--src", "10.129.0.99"])
+                .args(["--to", &format!("{}:9", s.victim.ip), "--proto", "udp"]),
+        )?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    // Pods send IPv6 on their own, which table 0's catch-all rule counts meanwhile.
+    let counters = || -> Result<Vec<FlowLine>> {
+        Ok(node1.dump_flows()?.into_iter().filter(|f| !(f.table == 0 && f.priority == 0)).collect())
+    };
+    let before = counters()?;
+
+    let t = trace(STRANGER)?;
+    assert_eq!((t["prefilter"].as_str(), t["verdict"].as_str()), (Some("XDP_DROP"), Some("XDP_DROP")), "{t:#}");
+    assert_eq!(t["output"]["to"], "drop", "{t:#}");
+    let rules = t["rules"].as_array().context("rules")?;
+    assert_eq!(rules.len(), 1, "{t:#}");
+    assert_eq!(
+        (rules[0]["table"].as_u64(), rules[0]["matches"].as_str()),
+        (Some(10), Some(unknown_node_rule(node1).as_str()))
+    );
+
+    let t = trace(&node2.ip.to_string())?;
+    assert_eq!((t["prefilter"].as_str(), t["verdict"].as_str()), (Some("XDP_PASS"), Some("TC_ACT_REDIRECT")), "{t:#}");
+    assert_eq!(t["output"]["ip"], s.victim.ip.to_string(), "{t:#}");
+    let passed_table10 = t["rules"]
+        .as_array()
+        .context("rules")?
+        .iter()
+        .any(|r| r["table"] == 10 && r["matches"] == format!("tun_src={}", node2.ip));
+    assert!(passed_table10, "{t:#}");
+
+    assert!(counters()? == before, "tracing changed counters");
+    Ok(())
+}
