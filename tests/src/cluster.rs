@@ -223,6 +223,11 @@ impl TestCluster {
     /// Adds a node namespace wired to the underlay and starts its agent; on etcd, as the
     /// node's own etcd user, which etcd's root user sets up first.
     pub fn add_node(&mut self, name: &str) -> Result<&mut Node> {
+        self.add_node_with(name, &[])
+    }
+
+    /// The same, the agent started with further options `agent_args`.
+    pub fn add_node_with(&mut self, name: &str, agent_args: &[&str]) -> Result<&mut Node> {
         let (store, project_creator) = match &self.etcd {
             Some(_) => {
                 self.oxsdnctl_as(&self.etcd_user(ROOT_USER)?, &["store", "setup-auth", "--node", name])?;
@@ -253,7 +258,7 @@ impl TestCluster {
             bpffs: self.bpffs.clone(),
             prefix: self.prefix.clone(),
             agent: None,
-            agent_args: Vec::new(),
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
         };
         std::fs::create_dir_all(&node_dir)?;
         node.start_agent()?;

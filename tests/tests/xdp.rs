@@ -68,14 +68,6 @@ fn xdp_attachment(ns: &Netns, ifname: &str) -> Result<Option<String>> {
     })
 }
 
-/// The MAC of `ifname` in namespace `ns`.
-fn mac_of(ns: &Netns, ifname: &str) -> Result<Mac> {
-    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show", ifname])?)?;
-    let text = v[0]["address"].as_str().unwrap_or_default().to_string();
-    let bytes: Vec<u8> = text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
-    bytes.try_into().map_err(|_| anyhow::anyhow!("no MAC for {ifname}: {text}"))
-}
-
 /// Recomputes the outer IPv4 header checksum of an Ethernet frame.
 fn fix_ip_checksum(f: &mut [u8]) {
     f[24..26].copy_from_slice(&[0, 0]);
@@ -108,8 +100,7 @@ impl Setup {
         let red = cluster.netid("red")?;
         let watch = RawSocket::open(&victim.netns, "eth0")?;
         let tx = RawSocket::open(&cluster.underlay, "p1")?;
-        let (node1_mac, node2_mac) =
-            (mac_of(&cluster.nodes[0].netns, "eth0")?, mac_of(&cluster.nodes[1].netns, "eth0")?);
+        let (node1_mac, node2_mac) = (cluster.nodes[0].netns.mac("eth0")?, cluster.nodes[1].netns.mac("eth0")?);
         Ok(Setup { victim, red, watch, tx, node1_mac, node2_mac, cluster })
     }
 
