@@ -46,7 +46,7 @@ bench: setup
 # land in fuzz/work/<target>/ and crashes in fuzz/artifacts/<target>/ (both untracked):
 # a crash, once fixed, goes into fuzz/corpus/<target>/ as a regression input.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= netconf cni_env agent_protocol prev_result store_file store_record
+FUZZ_TARGETS ?= netconf cni_env agent_protocol prev_result store_file store_record manifest
 fuzz: setup
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

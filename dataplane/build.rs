@@ -12,10 +12,15 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let ebpf_dir = manifest_dir.join("../ebpf");
     let common_dir = manifest_dir.join("../common");
+    let tables_dir = manifest_dir.join("../tables");
     for p in ["src", "Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", ebpf_dir.join(p).display());
     }
-    println!("cargo:rerun-if-changed={}", common_dir.join("src").display());
+    // The programs are built from the contract and the tables too.
+    for crate_dir in [&common_dir, &tables_dir] {
+        println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
+        println!("cargo:rerun-if-changed={}", crate_dir.join("Cargo.toml").display());
+    }
 
     println!("cargo:rerun-if-env-changed=OXSDN_SKIP_EBPF_BUILD");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());

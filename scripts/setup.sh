@@ -7,7 +7,7 @@ log() { printf 'setup: %s\n' "$*"; }
 
 # Debian packages: the test tools and the real servers/daemons the suite drives.
 PACKAGES=(iperf3 iputils-ping iproute2 bpftool tcpdump ethtool nftables iptables
-          protobuf-compiler etcd-server etcd-client openvswitch-switch curl)
+          protobuf-compiler etcd-server etcd-client openvswitch-switch curl prometheus)
 # The container runtimes the runtime tests drive (containerd's CRI plugin with runc,
 # podman's CNI backend), Debian's reference CNI plugins (containerd runs `loopback` for
 # every pod) and busybox-static (the tests' images). Without their recommends: podman's
@@ -24,7 +24,7 @@ mapfile -t missing_runtimes < <(missing_of "${RUNTIME_PACKAGES[@]}")
 if ((${#missing[@]} + ${#missing_runtimes[@]})); then
   log "installing Debian packages: ${missing[*]} ${missing_runtimes[*]}"
   apt-get update -qq
-  # Packaged daemons (openvswitch-switch, etcd-server, containerd) must not start in the
+  # Packaged daemons (openvswitch-switch, etcd-server, containerd, prometheus) must not start in the
   # root namespace: the benchmark and tests run their own in namespaces they create. A
   # policy-rc.d that refuses every start does that during the install only.
   policy=/usr/sbin/policy-rc.d

@@ -58,10 +58,10 @@ struct Setup {
 
 impl Setup {
     fn new(name: &'static str, prefilter: &str) -> Result<Setup> {
-        let args = ["--prefilter", prefilter];
         let mut cluster = TestCluster::new(&[])?;
-        cluster.add_node_with("node1", &args)?;
-        cluster.add_node_with("node2", &args)?;
+        cluster.agent_args = vec!["--prefilter".into(), prefilter.into()];
+        cluster.add_node("node1")?;
+        cluster.add_node("node2")?;
         let client = cluster.nodes[0].add_pod("bench", "client")?;
         let server = cluster.nodes[1].add_pod("bench", "server")?;
         let ns = Netns::create(&format!("{}-flooder", cluster.prefix))?;

@@ -98,9 +98,9 @@ fn account(key: &str) -> Option<&'static str> {
         k if k.starts_with("cross_node_tcp1") && k.ends_with("ovs_userspace") => {
             "bench/README.md#open-vswitch-userspace-datapath"
         }
-        k if k.starts_with("egress_tcp1") => "docs/design.md#egress-path-what-was-measured-2026-11-25-issue-5",
+        k if k.starts_with("egress_tcp1") => "docs/design.md#what-bounds-the-egress-figure",
         "cni_add_p99_concurrent_ms" => "bench/README.md#cni-add-with-20-pods-at-once-where-the-time-goes",
-        "longest_path_without_encapsulation_ns" => "docs/design.md#per-packet-cost-of-each-path-issue-5",
+        "longest_path_without_encapsulation_ns" => "docs/design.md#per-packet-cost-of-each-path",
         k if k.starts_with("flood") || k.ends_with("no_prefilter") => {
             "docs/design.md#xdp-on-the-underlay-the-prefilter"
         }

@@ -176,8 +176,9 @@ fn oxsdn_same_node() -> Result<Scenario> {
 /// agents started with `agent_args`.
 fn oxsdn_cross_node(name: &'static str, agent_args: &[&str]) -> Result<Scenario> {
     let mut cluster = TestCluster::new(&[])?;
-    cluster.add_node_with("node1", agent_args)?;
-    cluster.add_node_with("node2", agent_args)?;
+    cluster.agent_args = agent_args.iter().map(|a| a.to_string()).collect();
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
     let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
     let Pod { netns: server, ip: server_ip, .. } = cluster.nodes[1].add_pod("bench", "server")?;
     Ok(Scenario::new(name, client, server, server_ip, vec![Box::new(cluster)]))

@@ -1,23 +1,36 @@
 //! `oxsdnctl`: the operator's command line, after `oc adm pod-network` and `oc get`.
 
+mod monitor;
 mod output;
 mod packet_trace;
+mod status;
 
-use std::{collections::BTreeMap, io::Write, net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ipnetwork::Ipv4Network;
 use oxsdn_controller::{
-    debug::store_hammer,
+    cluster::LabelTarget,
     netnamespaces::DEFAULT_PROJECT,
+    policy::manifest::{self, Object, MAX_MANIFEST_BYTES},
     store::{self, EtcdStore, Store, StoreBackend, StoreOptions},
-    Cluster, ClusterConfig, Error, Protocol, ServicePort,
+    Cluster, ClusterConfig, Error, NetworkPlugin, Protocol, ServicePort,
 };
 
 use oxsdn_dataplane::{flows, maps::NodeMaps, prefilter};
 
-use crate::output::{print_hostsubnets, print_netnamespaces, print_services, Format};
+use crate::output::{
+    print_cluster_network, print_hostsubnets, print_namespaces, print_netnamespaces, print_network_policies,
+    print_pods, print_services, Format,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "oxsdnctl", version, about = "Manage an oxsdn pod network")]
@@ -39,15 +52,23 @@ enum Command {
     /// Create a project or a service.
     #[command(subcommand)]
     Create(CreateCommand),
-    /// Delete a project or a service.
-    #[command(subcommand)]
-    Delete(DeleteCommand),
-    /// Change a service's ports or endpoints (oc set).
+    /// Create or update the objects of Kubernetes manifests (kubectl apply -f):
+    /// NetworkPolicy (networking.k8s.io/v1), Namespace and Pod (v1), in YAML or JSON,
+    /// several documents or a List. All or nothing: one invalid object and nothing is
+    /// applied.
+    Apply(ApplyArgs),
+    /// Delete the objects of manifests (-f), a project, a service or a NetworkPolicy.
+    Delete(DeleteArgs),
+    /// Change the network plugin, or a service's ports or endpoints (oc set).
     #[command(subcommand)]
     Set(SetCommand),
-    /// List NetNamespaces, HostSubnets or Services (oc get).
+    /// List NetNamespaces, HostSubnets, Services, the ClusterNetwork, NetworkPolicies,
+    /// namespaces or pods (oc get).
     #[command(subcommand)]
     Get(GetCommand),
+    /// Add, change or remove labels of a namespace or a pod (kubectl label): KEY=VALUE
+    /// sets, KEY- removes; changing an existing label needs --overwrite.
+    Label(LabelArgs),
     /// Register or remove nodes (their HostSubnets).
     #[command(subcommand)]
     Node(NodeCommand),
@@ -72,8 +93,68 @@ enum Command {
     /// the node's live maps and changes no counter and no map. Run it in the node's
     /// network namespace (for interface names).
     Trace(TraceArgs),
-    #[command(subcommand, hide = true)]
-    Debug(DebugCommand),
+    /// Stream a node's drops as they happen (with --all, every forwarding decision too),
+    /// like `cilium monitor --type drop`: addresses, ports, VNIDs, and the table and rule
+    /// that dropped. The programs rate-limit events per CPU and count what they
+    /// suppress. Run it in the node's network namespace (for interface names).
+    Monitor(MonitorArgs),
+    /// Check a node like `cilium status`: agent, CNI socket, store, sync, programs on
+    /// every device, maps against the store, CNI config, the last minute's drops. Exits
+    /// non-zero if anything is wrong (a liveness or readiness probe). Run it in the
+    /// node's network namespace.
+    Status(StatusArgs),
+}
+
+/// Where a node's agent keeps its parts (as given to `oxsdn-agent`).
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// The node.
+    #[arg(long, env = "OXSDN_NODE_NAME")]
+    node: String,
+    /// bpffs directory of the pins, as given to the node's agent.
+    #[arg(long, default_value = "/sys/fs/bpf/oxsdn")]
+    bpffs_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct MonitorArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Only drops (the default).
+    #[arg(long, conflicts_with = "all")]
+    drops: bool,
+    /// Drops and every forwarding decision.
+    #[arg(long)]
+    all: bool,
+    /// Only events of this project: its VNID as source or destination, or a pod of it
+    /// as the source (needs the store).
+    #[arg(long, value_name = "PROJECT")]
+    project: Option<String>,
+    /// Events per second each CPU may send; more are suppressed and counted.
+    #[arg(long, default_value_t = oxsdn_common::monitor::DEFAULT_RATE)]
+    rate: u32,
+    /// Events a CPU may send at once after a quiet time.
+    #[arg(long, default_value_t = oxsdn_common::monitor::DEFAULT_BURST)]
+    burst: u32,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: Format,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The node agent's CNI socket.
+    #[arg(long, default_value = "/run/oxsdn/cni.sock")]
+    socket: PathBuf,
+    /// Where the node's agent writes the CNI config.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    #[arg(short, long, value_enum, default_value_t)]
+    output: Format,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +204,10 @@ struct InitArgs {
     /// MTU of pod interfaces and tun0 [default: 1450].
     #[arg(long, value_name = "BYTES")]
     mtu: Option<u32>,
+    /// The network plugin: multitenant, subnet or networkpolicy (OpenShift's names,
+    /// redhat/openshift-ovs-NAME, too) [default: multitenant].
+    #[arg(long, value_name = "NAME")]
+    network_plugin: Option<oxsdn_controller::NetworkPlugin>,
 }
 
 impl InitArgs {
@@ -134,6 +219,7 @@ impl InitArgs {
             service_network: self.service_network.unwrap_or(d.service_network),
             vxlan_port: self.vxlan_port.unwrap_or(d.vxlan_port),
             mtu: self.mtu.unwrap_or(d.mtu),
+            network_plugin: self.network_plugin.unwrap_or(d.network_plugin),
         }
     }
 }
@@ -239,6 +325,73 @@ enum CreateCommand {
     },
 }
 
+/// The manifest file of apply and delete, and the namespace of its objects.
+#[derive(Debug, Args)]
+struct ManifestArgs {
+    /// The manifest file (YAML or JSON, at most 16 MiB); - reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: PathBuf,
+    /// The namespace of objects that name none [default: default]; objects naming
+    /// another are refused.
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct DeleteArgs {
+    /// The manifest file whose objects to delete (- reads standard input).
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    file: Option<PathBuf>,
+    /// The namespace of objects that name none [default: default].
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE", requires = "file")]
+    namespace: Option<String>,
+    /// Objects of the file that do not exist are not an error.
+    #[arg(long, requires = "file")]
+    ignore_not_found: bool,
+    #[command(subcommand)]
+    command: Option<DeleteCommand>,
+}
+
+/// The namespace of a NetworkPolicy or pod command (kubectl's -n).
+#[derive(Debug, Args)]
+struct InNamespace {
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE", default_value = manifest::DEFAULT_NAMESPACE)]
+    namespace: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LabelResource {
+    #[value(alias = "namespaces", alias = "ns")]
+    Namespace,
+    #[value(alias = "pods", alias = "po")]
+    Pod,
+}
+
+#[derive(Debug, Args)]
+struct LabelArgs {
+    /// What to label.
+    #[arg(value_enum)]
+    resource: LabelResource,
+    /// Its name.
+    name: String,
+    /// KEY=VALUE to set a label, KEY- to remove one.
+    #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+    changes: Vec<String>,
+    /// The pod's namespace.
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE", default_value = manifest::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Change labels that have another value.
+    #[arg(long)]
+    overwrite: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum DeleteCommand {
     /// Delete a project's NetNamespace (refused while it has services).
@@ -250,10 +403,24 @@ enum DeleteCommand {
         #[command(flatten)]
         project: InProject,
     },
+    /// Delete a NetworkPolicy.
+    #[command(aliases = ["networkpolicies", "netpol"])]
+    Networkpolicy {
+        name: String,
+        #[command(flatten)]
+        namespace: InNamespace,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum SetCommand {
+    /// Switch the cluster to another network plugin: multitenant, subnet or networkpolicy
+    /// (or OpenShift's names, redhat/openshift-ovs-NAME). Every node follows within a
+    /// second; no pod restarts.
+    NetworkPlugin {
+        #[arg(value_name = "NAME")]
+        plugin: NetworkPlugin,
+    },
     /// Replace a service's ports (its ClusterIP and endpoints are kept).
     Ports {
         /// The service.
@@ -297,6 +464,40 @@ enum GetCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Show the cluster network configuration and its network plugin (oc get
+    /// clusternetwork).
+    #[command(alias = "clusternetworks")]
+    Clusternetwork {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// List NetworkPolicies (kubectl get networkpolicies): of every namespace, or of one;
+    /// or one by name.
+    #[command(aliases = ["networkpolicy", "netpol"])]
+    Networkpolicies {
+        /// Only this policy (needs its namespace, -n, default "default").
+        name: Option<String>,
+        /// Only this namespace's policies.
+        #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// List namespaces with their labels (kubectl get namespaces --show-labels).
+    #[command(aliases = ["namespace", "ns"])]
+    Namespaces {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// List pods' labels and named ports, with the addresses of those added.
+    #[command(aliases = ["pod", "po"])]
+    Pods {
+        /// Only this namespace's pods.
+        #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -326,19 +527,6 @@ enum StoreCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum DebugCommand {
-    /// Increment a counter key in a tight loop, printing `committed value=V revision=R`
-    /// after each commit: a writer to SIGKILL in crash-safety tests.
-    StoreHammer {
-        #[arg(long, default_value = "/oxsdn/debug/hammer")]
-        key: String,
-        /// Stop after this many commits (default: never).
-        #[arg(long)]
-        count: Option<u64>,
-    },
-}
-
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -362,6 +550,133 @@ fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
         None => number(s).map(|port| (port, port)),
         Some((port, target)) => Ok((number(port)?, number(target)?)),
     }
+}
+
+/// kubectl label's arguments: `KEY=VALUE` to set, `KEY-` to remove.
+fn parse_label_changes(changes: &[String]) -> Result<(BTreeMap<String, String>, Vec<String>)> {
+    let mut set = BTreeMap::new();
+    let mut remove = Vec::new();
+    for change in changes {
+        match (change.split_once('='), change.strip_suffix('-')) {
+            (Some((key, value)), _) => {
+                set.insert(key.to_owned(), value.to_owned());
+            }
+            (None, Some(key)) if !key.is_empty() => remove.push(key.to_owned()),
+            _ => bail!("invalid label spec: {change:?} (KEY=VALUE sets a label, KEY- removes it)"),
+        }
+    }
+    Ok((set, remove))
+}
+
+/// A manifest file (`-`: standard input), read up to one byte more than a manifest may
+/// have, so that a larger one is refused without being read whole.
+fn read_manifest(file: &Path) -> Result<Vec<u8>> {
+    let limit = MAX_MANIFEST_BYTES as u64 + 1;
+    let mut data = Vec::new();
+    if file == Path::new("-") {
+        std::io::stdin().lock().take(limit).read_to_end(&mut data).context("reading standard input")?;
+    } else {
+        let opened = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        opened.take(limit).read_to_end(&mut data).with_context(|| format!("reading {}", file.display()))?;
+    }
+    Ok(data)
+}
+
+/// The objects of a manifest file, every one valid, or every error. `verb` and `done`:
+/// what is to be done with them, for messages.
+fn manifest_objects(manifest: &ManifestArgs, verb: &str, done: &str) -> Result<Vec<Object>> {
+    let name = if manifest.file == Path::new("-") { "<stdin>".into() } else { manifest.file.display().to_string() };
+    let data = read_manifest(&manifest.file)?;
+    let objects = manifest::parse(&data, manifest.namespace.as_deref())
+        .map_err(Error::from)
+        .with_context(|| format!("{name}: nothing was {done}"))?;
+    if objects.is_empty() {
+        bail!("{name}: no objects passed to {verb}");
+    }
+    Ok(objects)
+}
+
+fn apply(store: &StoreOptions, args: &ApplyArgs, out: &mut dyn Write) -> Result<()> {
+    let objects = manifest_objects(&args.manifest, "apply", "applied")?;
+    for (reference, outcome) in open_cluster(store)?.apply_objects(&objects)? {
+        writeln!(out, "{reference} {outcome}")?;
+    }
+    Ok(())
+}
+
+fn delete(store: &StoreOptions, args: DeleteArgs, out: &mut dyn Write) -> Result<()> {
+    if let Some(command) = args.command {
+        return delete_one(store, command, out);
+    }
+    // clap requires one of them.
+    let Some(file) = args.file else { bail!("give -f FILE, or what to delete (project, service, networkpolicy)") };
+    let manifest = ManifestArgs { file, namespace: args.namespace };
+    let objects = manifest_objects(&manifest, "delete", "deleted")?;
+    let mut not_found = Vec::new();
+    for (reference, found) in open_cluster(store)?.delete_objects(&objects)? {
+        let (kind, name) = reference.split_once('/').unwrap_or(("", &reference));
+        if found {
+            writeln!(out, "{kind} {name:?} deleted")?;
+        } else if !args.ignore_not_found {
+            not_found.push(format!("{kind} {name:?}"));
+        }
+    }
+    if !not_found.is_empty() {
+        bail!("not found: {}", not_found.join(", "));
+    }
+    Ok(())
+}
+
+fn delete_one(store: &StoreOptions, command: DeleteCommand, out: &mut dyn Write) -> Result<()> {
+    match command {
+        DeleteCommand::Project { name } => {
+            open_cluster(store)?.delete_netnamespace(&name)?;
+            writeln!(out, "netnamespace {name:?} deleted")?;
+        }
+        DeleteCommand::Service { name, project: InProject { project } } => {
+            open_cluster(store)?.delete_service(&project, &name)?;
+            writeln!(out, "service {name:?} deleted")?;
+        }
+        DeleteCommand::Networkpolicy { name, namespace: InNamespace { namespace } } => {
+            open_cluster(store)?.delete_network_policy(&namespace, &name)?;
+            writeln!(out, "networkpolicy.networking.k8s.io {name:?} deleted")?;
+        }
+    }
+    Ok(())
+}
+
+fn label(store: &StoreOptions, args: &LabelArgs, out: &mut dyn Write) -> Result<()> {
+    let (set, remove) = parse_label_changes(&args.changes)?;
+    let (target, reference) = match args.resource {
+        LabelResource::Namespace => (LabelTarget::Namespace(&args.name), format!("namespace/{}", args.name)),
+        LabelResource::Pod => {
+            (LabelTarget::Pod { namespace: &args.namespace, name: &args.name }, format!("pod/{}", args.name))
+        }
+    };
+    let labeled = open_cluster(store)?.label(target, &set, &remove, args.overwrite)?;
+    for key in &labeled.not_found {
+        eprintln!("label {key:?} not found.");
+    }
+    writeln!(out, "{reference} {}", labeled.outcome)?;
+    Ok(())
+}
+
+fn get_network_policies(
+    cluster: &Cluster,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    output: Format,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let Some(name) = name else {
+        let (all, _) = cluster.list_network_policies(namespace)?;
+        return print_network_policies(out, &all, output, namespace.is_none(), false);
+    };
+    let namespace = namespace.unwrap_or(manifest::DEFAULT_NAMESPACE);
+    let policy = cluster
+        .get_network_policy(namespace, name)?
+        .ok_or_else(|| Error::UnknownNetworkPolicy { namespace: namespace.to_owned(), name: name.to_owned() })?;
+    print_network_policies(out, &[policy], output, false, true)
 }
 
 fn open_store(backend: &StoreBackend) -> Result<Arc<dyn Store>> {
@@ -452,13 +767,13 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let service = open_cluster(store)?.create_service(&project, &name, &ports.ports(), cluster_ip)?;
             print_services(out, &[service], Format::Table, false)?;
         }
-        Command::Delete(DeleteCommand::Project { name }) => {
-            open_cluster(store)?.delete_netnamespace(&name)?;
-            writeln!(out, "netnamespace {name:?} deleted")?;
-        }
-        Command::Delete(DeleteCommand::Service { name, project: InProject { project } }) => {
-            open_cluster(store)?.delete_service(&project, &name)?;
-            writeln!(out, "service {name:?} deleted")?;
+        Command::Apply(args) => apply(store, &args, out)?,
+        Command::Delete(args) => delete(store, args, out)?,
+        Command::Label(args) => label(store, &args, out)?,
+        Command::Set(SetCommand::NetworkPlugin { plugin }) => {
+            let config = open_cluster(store)?.set_network_plugin(plugin)?;
+            let plugin = config.network_plugin;
+            writeln!(out, "network plugin {plugin} ({})", plugin.openshift_name())?;
         }
         Command::Set(SetCommand::Ports { name, project: InProject { project }, ports }) => {
             let service = open_cluster(store)?.update_service_ports(&project, &name, &ports.ports())?;
@@ -485,6 +800,23 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             };
             // Like `oc get svc`: a NAMESPACE column only when listing every project.
             print_services(out, &all, output, project.is_none())?;
+        }
+        Command::Get(GetCommand::Clusternetwork { output }) => {
+            print_cluster_network(out, &open_cluster(store)?.config()?, output)?;
+        }
+        Command::Get(GetCommand::Networkpolicies { name, namespace, output }) => {
+            get_network_policies(&open_cluster(store)?, name.as_deref(), namespace.as_deref(), output, out)?;
+        }
+        Command::Get(GetCommand::Namespaces { output }) => {
+            let (all, _) = open_cluster(store)?.list_netnamespaces()?;
+            print_namespaces(out, &all, output)?;
+        }
+        Command::Get(GetCommand::Pods { namespace, output }) => {
+            let cluster = open_cluster(store)?;
+            let (mut pods, _) = cluster.list_pod_meta()?;
+            pods.retain(|p| namespace.as_ref().is_none_or(|ns| *ns == p.namespace));
+            let (addresses, _) = cluster.list_pod_addresses(None)?;
+            print_pods(out, &pods, &addresses, output)?;
         }
         Command::Node(NodeCommand::Add { name, ip }) => {
             let hs = open_cluster(store)?.register_node(&name, ip)?;
@@ -522,12 +854,27 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             };
             packet_trace::trace(&args.bpffs_dir.join(&args.node), &args.node, &request, args.output, out)?;
         }
-        Command::Debug(DebugCommand::StoreHammer { key, count }) => {
-            let store = open_store(&store.backend()?)?;
-            store_hammer(&*store, &key, count, &mut |value, revision| {
-                writeln!(out, "committed value={value} revision={revision}").and_then(|()| out.flush()).is_ok()
-            })
-            .with_context(|| format!("store-hammer on {key}"))?;
+        Command::Monitor(args) => {
+            let request = monitor::Request {
+                all: args.all,
+                rate: args.rate,
+                burst: args.burst,
+                project: args.project,
+                count: args.count,
+                output: args.output,
+            };
+            // The store gives project names; a monitor works without it.
+            let cluster = open_cluster(store).ok();
+            monitor::monitor(&args.node.bpffs_dir.join(&args.node.node), cluster, &request, out)?;
+        }
+        Command::Status(args) => {
+            let paths = oxsdn_dataplane::health::NodePaths {
+                pin_dir: args.node.bpffs_dir.join(&args.node.node),
+                node: args.node.node,
+                socket: args.socket,
+                cni_conf_dir: args.cni_conf_dir,
+            };
+            status::status(&paths, open_cluster(store), args.output, out)?;
         }
     }
     Ok(())

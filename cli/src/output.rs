@@ -2,17 +2,65 @@
 
 use std::io::Write;
 
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+};
+
 use anyhow::Result;
-use oxsdn_controller::{HostSubnet, NetNamespace, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use oxsdn_controller::{
+    policy::{NetworkPolicyRecord, PodAddress, PodMeta},
+    ClusterConfig, HostSubnet, NetNamespace, Service,
+};
 use serde::Serialize;
+use serde_json::json;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Aligned columns.
     #[default]
     Table,
-    /// A JSON array of the records.
+    /// JSON: oxsdn's records as an array; Kubernetes' objects as the API serves them
+    /// (a `List` of them).
     Json,
+    /// YAML, as JSON.
+    Yaml,
+}
+
+/// Writes `value` as JSON or YAML.
+pub fn write_value(out: &mut dyn Write, value: &impl Serialize, format: Format) -> Result<()> {
+    if format == Format::Yaml {
+        serde_yaml_ng::to_writer(&mut *out, value)?;
+    } else {
+        serde_json::to_writer_pretty(&mut *out, value)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// Writes `value` as one record of a stream: a line of JSON, or a YAML document.
+pub fn write_record(out: &mut dyn Write, value: &impl Serialize, format: Format) -> Result<()> {
+    if format == Format::Yaml {
+        writeln!(out, "---")?;
+        serde_yaml_ng::to_writer(&mut *out, value)?;
+    } else {
+        writeln!(out, "{}", serde_json::to_string(value)?)?;
+    }
+    Ok(())
+}
+
+/// Kubernetes objects as kubectl prints them: one object, or a `List` of them.
+fn write_objects<T: Serialize>(out: &mut dyn Write, mut objects: Vec<T>, single: bool, format: Format) -> Result<()> {
+    match objects.pop() {
+        Some(object) if single && objects.is_empty() => write_value(out, &object, format),
+        last => {
+            objects.extend(last);
+            let list =
+                json!({"apiVersion": "v1", "kind": "List", "items": objects, "metadata": {"resourceVersion": ""}});
+            write_value(out, &list, format)
+        }
+    }
 }
 
 /// Columns as kubectl aligns them: each but the last padded to its widest cell plus 3
@@ -49,10 +97,7 @@ fn print<T: Serialize>(
     row: impl Fn(&T) -> Vec<String>,
 ) -> Result<()> {
     match format {
-        Format::Json => {
-            serde_json::to_writer_pretty(&mut *out, records)?;
-            writeln!(out)?;
-        }
+        Format::Json | Format::Yaml => write_value(out, &records, format)?,
         Format::Table if records.is_empty() => eprintln!("No resources found."),
         Format::Table => table(out, headers, &records.iter().map(row).collect::<Vec<_>>())?,
     }
@@ -96,4 +141,108 @@ fn endpoints_cell(s: &Service) -> String {
         cell.push_str(&format!(" + {} more...", s.endpoints.len() - ENDPOINTS_SHOWN));
     }
     cell
+}
+
+/// `oc get clusternetwork`: the table, or OpenShift's ClusterNetwork object.
+pub fn print_cluster_network(out: &mut dyn Write, config: &ClusterConfig, format: Format) -> Result<()> {
+    let plugin = config.network_plugin.openshift_name();
+    if format == Format::Table {
+        let row =
+            vec!["default".to_owned(), config.cluster_network.to_string(), config.service_network.to_string(), plugin];
+        return table(out, &["NAME", "CLUSTER NETWORK", "SERVICE NETWORK", "PLUGIN NAME"], &[row]);
+    }
+    let object = json!({
+        "apiVersion": "network.openshift.io/v1",
+        "kind": "ClusterNetwork",
+        "metadata": {"name": "default"},
+        "clusterNetworks": [{"CIDR": config.cluster_network.to_string(), "hostSubnetLength": config.host_subnet_length}],
+        "network": config.cluster_network.to_string(),
+        "hostsubnetlength": config.host_subnet_length,
+        "serviceNetwork": config.service_network.to_string(),
+        "pluginName": plugin,
+        "vxlanPort": config.vxlan_port,
+        "mtu": config.mtu,
+    });
+    write_value(out, &object, format)
+}
+
+/// A label selector as kubectl shows it: requirements by key, `k=v`, `k in (a,b)`,
+/// `k notin (a)`, `k`, `!k`; `<none>` for the empty one, which selects everything.
+pub fn format_selector(selector: Option<&LabelSelector>) -> String {
+    let Some(selector) = selector else { return "<none>".into() };
+    let mut requirements: Vec<(String, String)> =
+        selector.match_labels.iter().flatten().map(|(k, v)| (k.clone(), format!("{k}={v}"))).collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let mut values = e.values.clone().unwrap_or_default();
+        values.sort();
+        let text = match e.operator.as_str() {
+            "In" => format!("{} in ({})", e.key, values.join(",")),
+            "NotIn" => format!("{} notin ({})", e.key, values.join(",")),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            other => format!("{} {other} ({})", e.key, values.join(",")),
+        };
+        requirements.push((e.key.clone(), text));
+    }
+    requirements.sort();
+    match requirements.is_empty() {
+        true => "<none>".into(),
+        false => requirements.into_iter().map(|(_, text)| text).collect::<Vec<_>>().join(","),
+    }
+}
+
+/// `kubectl get networkpolicies`: `NAMESPACE` first if `with_namespace`; JSON and YAML
+/// as networking.k8s.io/v1 objects (`single`: the one object, not a List).
+pub fn print_network_policies(
+    out: &mut dyn Write,
+    records: &[NetworkPolicyRecord],
+    format: Format,
+    with_namespace: bool,
+    single: bool,
+) -> Result<()> {
+    if format != Format::Table {
+        return write_objects(out, records.iter().map(NetworkPolicyRecord::to_object).collect(), single, format);
+    }
+    let headers = ["NAMESPACE", "NAME", "POD-SELECTOR"];
+    let skip = usize::from(!with_namespace);
+    print(out, records, format, &headers[skip..], |p| {
+        let row = [p.namespace.clone(), p.name.clone(), format_selector(p.spec.pod_selector.as_ref())];
+        row[skip..].to_vec()
+    })
+}
+
+fn labels_cell(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "<none>".into();
+    }
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// `kubectl get namespaces --show-labels`, with the labels selectors see (the implied
+/// `kubernetes.io/metadata.name` included); JSON and YAML as v1 Namespaces.
+pub fn print_namespaces(out: &mut dyn Write, records: &[NetNamespace], format: Format) -> Result<()> {
+    if format != Format::Table {
+        return write_objects(out, records.iter().map(NetNamespace::to_namespace).collect(), false, format);
+    }
+    print(out, records, format, &["NAME", "NETID", "LABELS"], |ns| {
+        vec![ns.name.clone(), ns.netid.to_string(), labels_cell(&ns.effective_labels())]
+    })
+}
+
+/// Pods' labels and named ports (from manifests or `label pod`), with the addresses of
+/// those the CNI plugin added (`<none>` before the ADD).
+pub fn print_pods(out: &mut dyn Write, pods: &[PodMeta], addresses: &[PodAddress], format: Format) -> Result<()> {
+    let mut ips: HashMap<(&str, &str), Vec<Ipv4Addr>> = HashMap::new();
+    for a in addresses {
+        ips.entry((&a.namespace, &a.name)).or_default().push(a.ip);
+    }
+    print(out, pods, format, &["NAMESPACE", "NAME", "IP", "LABELS", "NAMED PORTS"], |p| {
+        let ip = match ips.get(&(p.namespace.as_str(), p.name.as_str())) {
+            Some(ips) => ips.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(","),
+            None => "<none>".into(),
+        };
+        let ports: Vec<String> = p.ports.iter().map(|n| format!("{}:{}/{}", n.name, n.port, n.protocol)).collect();
+        let ports = if ports.is_empty() { "<none>".into() } else { ports.join(",") };
+        vec![p.namespace.clone(), p.name.clone(), ip, labels_cell(&p.labels), ports]
+    })
 }

@@ -11,7 +11,7 @@ use oxsdn_dataplane::{
 };
 use serde_json::json;
 
-use crate::output::Format;
+use crate::output::{write_value, Format};
 
 /// Where the packet comes from: `pod:IP`, `node`, `tunnel:NODE_IP:VNI` or
 /// `underlay:NODE_IP:VNI`.
@@ -85,7 +85,7 @@ pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out:
     let rules = flows::collect(&maps, flows::ifname_or_index)?;
     let passed: Vec<Option<&Flow>> = result.hops.iter().map(|hop| rules.iter().find(|f| f.id == *hop)).collect();
     match format {
-        Format::Json => print_json(out, node, &packet, &ingress, &result, &passed),
+        Format::Json | Format::Yaml => print_structured(out, node, &packet, &ingress, &result, &passed, format),
         Format::Table => print_table(out, node, &packet, &ingress, &result, &passed),
     }
 }
@@ -177,13 +177,14 @@ fn print_table(
     Ok(())
 }
 
-fn print_json(
+fn print_structured(
     out: &mut dyn Write,
     node: &str,
     packet: &Packet,
     ingress: &Ingress,
     t: &Trace,
     passed: &[Option<&Flow>],
+    format: Format,
 ) -> Result<()> {
     let rules: Vec<_> = t
         .hops
@@ -208,9 +209,7 @@ fn print_json(
         "prefilter": t.prefilter.map(xdp_action_name),
         "verdict": t.verdict_name(),
     });
-    serde_json::to_writer_pretty(&mut *out, &value)?;
-    writeln!(out)?;
-    Ok(())
+    write_value(out, &value, format)
 }
 
 #[cfg(test)]

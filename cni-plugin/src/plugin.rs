@@ -154,15 +154,7 @@ where
 }
 
 fn request(command: Command) -> Request {
-    Request {
-        command,
-        attachment: None,
-        netns: None,
-        pod_namespace: None,
-        pod_name: None,
-        host_veth: None,
-        valid_attachments: Vec::new(),
-    }
+    Request::of(command)
 }
 
 fn unexpected(command: &str, r: &Response) -> CniError {
@@ -170,6 +162,7 @@ fn unexpected(command: &str, r: &Response) -> CniError {
         Response::Pod(_) => "a pod network",
         Response::Done => "done",
         Response::Error(_) => "an error",
+        Response::Health(_) => "its health report",
     };
     CniError::new(code::INTERNAL, format!("oxsdn node agent answered {command} with {kind}"))
 }
@@ -412,7 +405,7 @@ fn cmd_del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     // The host veth goes in any case (kubelet retries DEL until the agent has answered).
     let veth = delete_host_veth(&host);
     match answer? {
-        Response::Done | Response::Pod(_) => {}
+        Response::Done | Response::Pod(_) | Response::Health(_) => {}
         Response::Error(e) => return Err(e),
     }
     veth.map(drop)

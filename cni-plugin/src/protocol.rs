@@ -21,6 +21,8 @@ pub enum Command {
     Check,
     Status,
     Gc,
+    /// `oxsdnctl status`: the agent's own view of its health (`AgentHealth`).
+    Health,
 }
 
 /// A pod interface, as CNI identifies an attachment.
@@ -53,6 +55,22 @@ pub struct Request {
     pub valid_attachments: Vec<Attachment>,
 }
 
+impl Request {
+    /// A request of `command` alone, without pod fields (STATUS, HEALTH, and the start of
+    /// every other).
+    pub fn of(command: Command) -> Request {
+        Request {
+            command,
+            attachment: None,
+            netns: None,
+            pod_namespace: None,
+            pod_name: None,
+            host_veth: None,
+            valid_attachments: Vec::new(),
+        }
+    }
+}
+
 /// What a pod's interface must look like: the agent's answer to ADD and CHECK.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodNetwork {
@@ -77,6 +95,47 @@ pub enum Response {
     /// DEL, GC, STATUS.
     Done,
     Error(CniError),
+    /// HEALTH.
+    Health(AgentHealth),
+}
+
+/// What a running agent says of itself (`Command::Health`, for `oxsdnctl status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    pub node: String,
+    pub pid: u32,
+    pub version: String,
+    /// When this agent started, Unix time in ms.
+    pub started_unix_ms: u64,
+    /// Each mirror of the store (projects, nodes, services).
+    pub mirrors: Vec<MirrorHealth>,
+    /// Where the agent serves its metrics, if it does.
+    pub metrics_address: Option<String>,
+    /// Packets dropped over the last `drops_window_secs`, by rule (table, rule name).
+    pub recent_drops: Vec<RecentDrops>,
+    pub drops_window_secs: u64,
+}
+
+/// One mirror of the store, as the agent sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorHealth {
+    pub kind: String,
+    /// Its watch is open.
+    pub watching: bool,
+    /// When the dataplane last became equal to the store (a list, or an event applied),
+    /// Unix time in ms; 0: never.
+    pub last_sync_unix_ms: u64,
+    /// Watches that broke and were listed again.
+    pub restarts: u64,
+    /// The last failure since the last success.
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentDrops {
+    pub table: u8,
+    pub rule: String,
+    pub packets: u64,
 }
 
 /// `0a:58:` followed by the four bytes of `ip`, as OpenShift SDN assigns pod MACs.

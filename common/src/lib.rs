@@ -9,6 +9,8 @@ pub mod conntrack;
 pub mod entries;
 pub mod maps;
 pub mod mode;
+pub mod monitor;
+pub mod policy;
 pub mod stats;
 pub mod trace;
 pub mod wire;

@@ -14,6 +14,7 @@ pub enum MapKind {
     PerCpuArray = 6,
     LruHashMap = 9,
     LpmTrie = 11,
+    RingBuf = 27,
 }
 
 /// `BPF_F_NO_PREALLOC`, which the kernel requires of LPM tries.
@@ -35,7 +36,8 @@ pub struct MapSpec {
 
 /// Calls `$callback!` with every pinned map as `NAME field: Kind<Key, Value> [max_entries,
 /// flags];` (doc comments first). Array keys are `u32` indexes; an LPM trie's key type is
-/// that of the address in its `Key`.
+/// that of the address in its `Key`. A ring buffer has no key (`()`), its value is the
+/// record it carries (part of the layout version) and its size is in bytes.
 #[macro_export]
 macro_rules! for_each_map {
     ($callback:ident) => {
@@ -78,6 +80,22 @@ macro_rules! for_each_map {
             /// The cluster store's client endpoints (and, for a store on this node, the
             /// node's gateway and address with its ports): pods may not connect to them.
             STORE_ENDPOINTS store_endpoints: HashMap<$crate::StoreEndpoint, u8> [$crate::MAX_STORE_ENDPOINTS, 0];
+            /// Identities of the local pods, by slot (`policy`); 0: none yet.
+            POD_IDENTITIES pod_identities: Array<u32, u32> [$crate::MAX_POD_SLOTS, 0];
+            /// Identities of every pod of the cluster, by address.
+            IP_IDENTITIES ip_identities: HashMap<u32, u32> [$crate::policy::MAX_CLUSTER_PODS, 0];
+            /// What policies say of each identity.
+            IDENTITIES identities: Array<u32, $crate::policy::IdentityPolicy> [$crate::policy::MAX_IDENTITIES, 0];
+            /// What a subject identity may exchange with a peer identity, per direction.
+            POLICY_PEERS policy_peers: HashMap<$crate::policy::PolicyKey, $crate::policy::PortSet> [$crate::policy::MAX_POLICY_PEERS, $crate::maps::NO_PREALLOC];
+            /// What a subject identity may exchange with address blocks, per direction.
+            POLICY_CIDRS policy_cidrs: LpmTrie<$crate::policy::PolicyCidr, $crate::policy::PortSet> [$crate::policy::MAX_POLICY_CIDRS, $crate::maps::NO_PREALLOC];
+            /// Connections whose replies policies let through.
+            POLICY_CT policy_ct: HashMap<$crate::FlowKey, $crate::policy::PolicyConnection> [$crate::policy::MAX_POLICY_CONNECTIONS, 0];
+            /// The policy in each policy counter slot (absent: free).
+            POLICY_SLOTS policy_slots: HashMap<u32, $crate::policy::PolicySlot> [$crate::policy::MAX_POLICIES, $crate::maps::NO_PREALLOC];
+            /// Counters of the per-policy rules (`policy::POLICY_RULES` per slot).
+            POLICY_STATS policy_stats: PerCpuArray<u32, $crate::Counter> [$crate::policy::MAX_POLICIES * $crate::policy::POLICY_RULES, 0];
             /// Counters of the node-wide rules, by rule id.
             RULE_STATS rule_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_RULES, 0];
             /// Counters of the per-pod rules (`stats::pod_index`).
@@ -86,6 +104,15 @@ macro_rules! for_each_map {
             NODE_STATS node_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_NODES * $crate::NODE_RULES, 0];
             /// Counters of the per-service-port and per-ClusterIP rules (table 60).
             SERVICE_STATS service_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_SERVICE_SLOTS, 0];
+            /// Dropped packets by their source (`monitor::drop_source`): a project slot,
+            /// the host, the tunnel, or an unidentified pod.
+            SOURCE_DROPS source_drops: PerCpuArray<u32, u64> [$crate::monitor::SOURCES, 0];
+            /// Entry 0: what the running `oxsdnctl monitor` wants reported (none: 0).
+            MONITOR_CONFIG monitor_config: Array<u32, $crate::monitor::MonitorConfig> [1, 0];
+            /// Entry 0, per CPU: the monitor's token bucket and what it suppressed.
+            MONITOR_BUDGET monitor_budget: PerCpuArray<u32, $crate::monitor::MonitorBudget> [1, 0];
+            /// The monitor's events.
+            MONITOR_EVENTS monitor_events: RingBuf<(), $crate::monitor::MonitorEvent> [$crate::monitor::EVENTS_BYTES, 0];
             /// Source networks the operator denies at the underlay device (the XDP
             /// prefilter, table 0): every IPv4 frame from them is dropped there. The value
             /// is unused (1).
@@ -172,6 +199,18 @@ mod user {
         (HashMap, $k:ty, $v:ty) => { aya::maps::HashMap<MapData, $k, $v> };
         (LruHashMap, $k:ty, $v:ty) => { aya::maps::HashMap<MapData, $k, $v> };
         (LpmTrie, $k:ty, $v:ty) => { aya::maps::LpmTrie<MapData, $k, $v> };
+        // Left as a `Map`: its one reader (`oxsdnctl monitor`) maps its pages itself.
+        (RingBuf, $k:ty, $v:ty) => { Map };
+    }
+
+    /// The handle of a map kind from the pinned map.
+    macro_rules! open {
+        (RingBuf, $k:ty, $v:ty, $data:expr) => {
+            Map::RingBuf($data)
+        };
+        ($kind:ident, $k:ty, $v:ty, $data:expr) => {
+            <handle!($kind, $k, $v)>::try_from(Map::$kind($data))?
+        };
     }
 
     macro_rules! node_maps {
@@ -186,7 +225,7 @@ mod user {
                 /// Opens the maps pinned in a node's bpffs directory.
                 pub fn open(dir: &Path) -> anyhow::Result<NodeMaps> {
                     Ok(NodeMaps {
-                        $( $field: <handle!($kind, $k, $v)>::try_from(Map::$kind(pinned(dir, stringify!($name))?))?, )*
+                        $( $field: open!($kind, $k, $v, pinned(dir, stringify!($name))?), )*
                     })
                 }
             }

@@ -26,14 +26,17 @@ pub const MAX_HOPS: usize = 32;
 
 /// `TraceHop.kind`: which counter the rule has, hence what `TraceHop.key` is.
 pub mod hop_kind {
-    /// A node-wide rule, `rule` an id of `rules::RULES`; no key.
+    /// A node-wide rule, `rule` its id (`oxsdn_tables`, scope `node`); no key.
     pub const NODE_WIDE: u32 = 1;
-    /// A per-pod rule (`pod_rule`); key: the pod's IP.
+    /// A per-pod rule (`Env::count_pod`); key: the pod's IP.
     pub const POD: u32 = 2;
-    /// A per-remote-node rule (`node_rule`); key: the node's counter slot.
+    /// A per-remote-node rule (`Env::count_remote_node`); key: the node's counter slot.
     pub const REMOTE_NODE: u32 = 3;
     /// Table 60's rule of a service port or ClusterIP; key: its counter slot.
     pub const SERVICE: u32 = 4;
+    /// A per-policy rule; key: the policy's counter slot in the low 16 bits, the index
+    /// of the policy's rule that matched in the high 16.
+    pub const POLICY: u32 = 5;
 }
 
 /// `TraceRecord.output`: the kind of `Output` the pipeline chose.

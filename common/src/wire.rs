@@ -11,6 +11,11 @@ pub trait Wire: Copy + 'static {
     const LAYOUT: &'static str;
 }
 
+/// No data: the key of a map without keys (a ring buffer).
+impl Wire for () {
+    const LAYOUT: &'static str = "()";
+}
+
 impl Wire for u8 {
     const LAYOUT: &'static str = "u8";
 }

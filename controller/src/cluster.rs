@@ -23,15 +23,17 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::{
     hostsubnets::validate_node_name,
     netnamespaces::{validate_labels, validate_project_name, LabelSelector, DEFAULT_PROJECT},
-    services::{validate_ports, validate_service_name},
+    service::{validate_ports, validate_service_name},
     store::{Compare, KeyValue, Op, Store, StoreError, WatchEvent},
     subnets::SubnetAllocator,
     vnid::{VnidAllocator, GLOBAL_VNID, MAX_VNID, MIN_VNID},
     ClusterConfig, Error, HostSubnet, NetNamespace, Result, Service,
 };
 
+mod policy;
 mod services;
 
+pub use policy::{ApplyOutcome, LabelOutcome, LabelTarget, Labeled, NetworkPolicyEvent, PodAddressEvent, PodMetaEvent};
 pub use services::{NewService, ServiceEvent};
 
 /// Key layout in the store.
@@ -45,6 +47,13 @@ pub mod keys {
     pub const SERVICES: &str = "/oxsdn/services/";
     pub const PROJECT_ID_COUNTER: &str = "/oxsdn/counters/project-id";
     pub const SERVICE_ID_COUNTER: &str = "/oxsdn/counters/service-id";
+    /// NetworkPolicies under `<project>/<name>`.
+    pub const NETWORK_POLICIES: &str = "/oxsdn/networkpolicies/";
+    pub const POLICY_ID_COUNTER: &str = "/oxsdn/counters/policy-id";
+    /// Pods' labels and named ports under `<project>/<name>`.
+    pub const POD_META: &str = "/oxsdn/podmeta/";
+    /// Pods' addresses under `<node>/<container id>/<ifname>`: each node writes its own.
+    pub const POD_ADDRESSES: &str = "/oxsdn/pods/";
     /// Rewritten by every change to a NetNamespace. Per-key compares cannot see a record
     /// that another writer adds meanwhile, so operations that depend on the whole set
     /// (which VNIDs are in use, who else shares a VNID) also compare this key.
@@ -53,6 +62,9 @@ pub mod keys {
     pub const HOSTSUBNETS_GUARD: &str = "/oxsdn/guards/hostsubnets";
     /// The same for Services (which ClusterIPs are taken, which projects have services).
     pub const SERVICES_GUARD: &str = "/oxsdn/guards/services";
+    pub const NETWORK_POLICIES_GUARD: &str = "/oxsdn/guards/networkpolicies";
+    pub const POD_META_GUARD: &str = "/oxsdn/guards/podmeta";
+    pub const POD_ADDRESSES_GUARD: &str = "/oxsdn/guards/pods";
 }
 
 /// How often an operation is tried before it fails with `Error::Contention`.
@@ -583,8 +595,9 @@ impl Cluster {
         self.list_records("")
     }
 
-    /// Deletes project `name`. Its VNID becomes free once no other project uses it; its
-    /// id is never reused. A project that still has services is not deleted
+    /// Deletes project `name`, with its NetworkPolicies and pods' labels, as Kubernetes
+    /// deletes a namespace's objects. Its VNID becomes free once no other project uses it;
+    /// its id is never reused. A project that still has services is not deleted
     /// (`Error::ProjectHasServices`): they would outlive it, isolated by a VNID that is
     /// no longer its, so they go first, as Kubernetes deletes a namespace's contents
     /// before the namespace.
@@ -602,7 +615,7 @@ impl Cluster {
                     services: services.into_iter().map(|s| s.name).collect(),
                 });
             }
-            Ok(())
+            a.delete_namespace_contents(name, &HashSet::new())
         })
     }
 
@@ -616,11 +629,13 @@ impl Cluster {
     /// `oc adm pod-network join-projects --to=<to> <projects>`: every project other than
     /// `to` gets `to`'s current VNID (so joining a global project makes them global).
     /// Returns the resulting records of those projects. Any unknown project, `to`
-    /// included, fails the whole command.
+    /// included, fails the whole command. Like every pod-network command, refused with
+    /// `Error::NotMultitenant` unless the cluster runs the multitenant plugin.
     pub fn join_projects(&self, to: &str, projects: &[String]) -> Result<Vec<NetNamespace>> {
         validate_project_name(to)?;
         validate_project_names(projects)?;
         self.transact("netnamespaces", |a| {
+            a.require_multitenant()?;
             let mut all = a.netnamespaces()?;
             let target = all.get(to).ok_or_else(|| Error::UnknownProject(to.to_owned()))?.netid;
             let mut out = Vec::new();
@@ -648,6 +663,7 @@ impl Cluster {
         }
         validate_project_names(projects)?;
         self.transact("netnamespaces", |a| {
+            a.require_multitenant()?;
             let mut all = a.netnamespaces()?;
             let selected = select(&all, projects)?;
             let mut users: HashMap<u32, usize> = HashMap::new();
@@ -676,6 +692,7 @@ impl Cluster {
     pub fn make_projects_global(&self, projects: &[String]) -> Result<Vec<NetNamespace>> {
         validate_project_names(projects)?;
         self.transact("netnamespaces", |a| {
+            a.require_multitenant()?;
             let mut all = a.netnamespaces()?;
             let mut out = Vec::new();
             for name in select(&all, projects)? {

@@ -28,6 +28,61 @@ pub struct ClusterConfig {
     pub vxlan_port: u16,
     /// MTU of pod interfaces and tun0 (default 1450).
     pub mtu: u32,
+    /// Which OpenShift SDN plugin's isolation the cluster applies; the one setting that
+    /// may change after `init` (`Cluster::set_network_plugin`).
+    #[serde(default)]
+    pub network_plugin: NetworkPlugin,
+}
+
+/// OpenShift SDN's three network plugins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPlugin {
+    /// `redhat/openshift-ovs-multitenant`: projects isolated by VNID.
+    #[default]
+    Multitenant,
+    /// `redhat/openshift-ovs-subnet`: flat, every pod reaches every pod.
+    Subnet,
+    /// `redhat/openshift-ovs-networkpolicy`: no isolation until NetworkPolicies select
+    /// pods.
+    #[serde(rename = "networkpolicy")]
+    NetworkPolicy,
+}
+
+impl NetworkPlugin {
+    pub const ALL: [NetworkPlugin; 3] =
+        [NetworkPlugin::Multitenant, NetworkPlugin::Subnet, NetworkPlugin::NetworkPolicy];
+
+    /// The short name (`multitenant`, `subnet`, `networkpolicy`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkPlugin::Multitenant => "multitenant",
+            NetworkPlugin::Subnet => "subnet",
+            NetworkPlugin::NetworkPolicy => "networkpolicy",
+        }
+    }
+
+    /// OpenShift's name (`redhat/openshift-ovs-multitenant`, ...).
+    pub fn openshift_name(self) -> String {
+        format!("redhat/openshift-ovs-{}", self.name())
+    }
+}
+
+impl std::fmt::Display for NetworkPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for NetworkPlugin {
+    type Err = String;
+
+    /// The short names and OpenShift's.
+    fn from_str(s: &str) -> Result<Self, String> {
+        NetworkPlugin::ALL.into_iter().find(|p| s == p.name() || s == p.openshift_name()).ok_or_else(|| {
+            format!("unknown network plugin {s:?}: one of multitenant, subnet, networkpolicy (or redhat/openshift-ovs-NAME)")
+        })
+    }
 }
 
 /// Builds a network from constants known to be valid.
@@ -44,6 +99,7 @@ impl Default for ClusterConfig {
             service_network: constant_network(172, 30, 16),
             vxlan_port: 4789,
             mtu: 1450,
+            network_plugin: NetworkPlugin::Multitenant,
         }
     }
 }
@@ -103,6 +159,7 @@ impl ClusterConfig {
         cmp("serviceNetwork", self.service_network.to_string(), other.service_network.to_string());
         cmp("vxlanPort", self.vxlan_port.to_string(), other.vxlan_port.to_string());
         cmp("mtu", self.mtu.to_string(), other.mtu.to_string());
+        cmp("networkPlugin", self.network_plugin.to_string(), other.network_plugin.to_string());
         out
     }
 }
@@ -113,6 +170,19 @@ mod tests {
 
     fn net(s: &str) -> Ipv4Network {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn network_plugins_by_either_name() {
+        for p in NetworkPlugin::ALL {
+            assert_eq!(p.name().parse::<NetworkPlugin>(), Ok(p));
+            assert_eq!(p.openshift_name().parse::<NetworkPlugin>(), Ok(p));
+        }
+        assert_eq!("redhat/openshift-ovs-networkpolicy".parse(), Ok(NetworkPlugin::NetworkPolicy));
+        assert!("ovs-subnet".parse::<NetworkPlugin>().unwrap_err().contains("unknown network plugin"));
+        // Records written before the field existed are multitenant.
+        let old = r#"{"clusterNetwork":"10.128.0.0/14","hostSubnetLength":9,"serviceNetwork":"172.30.0.0/16","vxlanPort":4789,"mtu":1450}"#;
+        assert_eq!(serde_json::from_str::<ClusterConfig>(old).unwrap().network_plugin, NetworkPlugin::Multitenant);
     }
 
     fn err_of(c: &ClusterConfig) -> String {
@@ -180,7 +250,8 @@ mod tests {
             j,
             serde_json::json!({
                 "clusterNetwork": "10.128.0.0/14", "hostSubnetLength": 9,
-                "serviceNetwork": "172.30.0.0/16", "vxlanPort": 4789, "mtu": 1450
+                "serviceNetwork": "172.30.0.0/16", "vxlanPort": 4789, "mtu": 1450,
+                "networkPlugin": "multitenant"
             })
         );
         let mut j2 = j.clone();

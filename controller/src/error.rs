@@ -1,4 +1,8 @@
-use crate::store::StoreError;
+use crate::{
+    policy::{manifest::ManifestErrors, validation::FieldErrors},
+    store::StoreError,
+    NetworkPlugin,
+};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -67,6 +71,20 @@ pub enum Error {
     Contention(String),
     #[error("{0}")]
     Invalid(String),
+    /// An object the API server would refuse, with every field error (kubectl's form).
+    #[error("The {kind} {name:?} is invalid: {errors}")]
+    InvalidObject { kind: &'static str, name: String, errors: FieldErrors },
+    /// Manifests with invalid documents: each with its errors. Nothing of them applies.
+    #[error(transparent)]
+    InvalidManifests(#[from] ManifestErrors),
+    /// `oc adm pod-network` works on VNIDs, which isolate projects only in multitenant mode.
+    #[error("managing pod networks is only supported for the multitenant network plugin (the cluster runs {}): `oxsdnctl set network-plugin multitenant` switches to it", .0.openshift_name())]
+    NotMultitenant(NetworkPlugin),
+    #[error("networkpolicy {name:?} not found in namespace {namespace:?}")]
+    UnknownNetworkPolicy { namespace: String, name: String },
+    /// kubectl label's refusal to change a label without --overwrite.
+    #[error("'{key}' already has a value ({value}), and --overwrite is false")]
+    LabelExists { key: String, value: String },
 }
 
 /// "service \"a\"" or "3 services (\"a\", \"b\", \"c\")", naming at most a few.

@@ -8,6 +8,10 @@ use serde::Serialize;
 
 use crate::{
     cluster::{decode_config, decode_counter, decode_record, keys, Record},
+    policy::{
+        manifest::{parse, Object},
+        NetworkPolicyRecord, PodAddress, PodMeta,
+    },
     store::{file::State, KeyValue},
     HostSubnet, NetNamespace, Service,
 };
@@ -16,7 +20,8 @@ use crate::{
 pub type Check = fn(&[u8]);
 
 /// Names of the targets, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: &[(&str, Check)] = &[("store_file", store_file), ("store_record", store_record)];
+pub const TARGETS: &[(&str, Check)] =
+    &[("store_file", store_file), ("store_record", store_record), ("manifest", manifest)];
 
 /// A `FileStore` state file: as given (the checksum must hold), and the input as the body
 /// of a file with a correct header, so that the fuzzer gets past the checksum. Whatever
@@ -49,6 +54,32 @@ pub fn store_record(data: &[u8]) {
         record_round_trip::<NetNamespace>(&kv);
         record_round_trip::<HostSubnet>(&kv);
         record_round_trip::<Service>(&kv);
+        record_round_trip::<NetworkPolicyRecord>(&kv);
+        record_round_trip::<PodMeta>(&kv);
+        record_round_trip::<PodAddress>(&kv);
+    }
+}
+
+/// A manifest file (`oxsdnctl apply -f`). Whatever parses is a valid record, and a policy
+/// or namespace printed as `get -o json` prints it parses back to the same object.
+pub fn manifest(data: &[u8]) {
+    let Ok(objects) = parse(data, None) else { return };
+    for object in &objects {
+        object.check().expect("a parsed object passes the operations' checks");
+        let printed = match object {
+            Object::NetworkPolicy { namespace, name, spec } => {
+                let record =
+                    NetworkPolicyRecord { namespace: namespace.clone(), name: name.clone(), id: 1, spec: spec.clone() };
+                serde_json::to_vec(&record.to_object())
+            }
+            Object::Namespace { name, labels } => {
+                let ns = NetNamespace { name: name.clone(), netid: 0, id: 1, labels: labels.clone() };
+                serde_json::to_vec(&ns.to_namespace())
+            }
+            Object::Pod(_) => continue,
+        };
+        let again = parse(&printed.expect("an object serialises"), None).expect("a printed object parses");
+        assert_eq!(again.as_slice(), std::slice::from_ref(object), "printed and parsed again");
     }
 }
 

@@ -7,19 +7,22 @@
 mod allocator;
 pub mod cluster;
 pub mod config;
-pub mod debug;
 pub mod error;
 pub mod fuzzing;
 pub mod hostsubnets;
 pub mod netnamespaces;
-pub mod services;
+pub mod policy;
+pub mod service;
 pub mod store;
 pub mod subnets;
 pub mod vnid;
 
-pub use cluster::{Cluster, HostSubnetEvent, NetNamespaceEvent, NewService, ServiceEvent};
-pub use config::ClusterConfig;
+pub use cluster::{
+    Cluster, HostSubnetEvent, NetNamespaceEvent, NetworkPolicyEvent, NewService, PodAddressEvent, PodMetaEvent,
+    ServiceEvent,
+};
+pub use config::{ClusterConfig, NetworkPlugin};
 pub use error::{Error, Result};
 pub use hostsubnets::HostSubnet;
 pub use netnamespaces::NetNamespace;
-pub use services::{Protocol, Service, ServicePort};
+pub use service::{Protocol, Service, ServicePort};

@@ -5,7 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::{
+    policy::{
+        validation::{label_key_errors, label_value_errors},
+        NAMESPACE_NAME_LABEL,
+    },
+    Error, Result,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,6 +25,18 @@ pub struct NetNamespace {
     pub id: u32,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+impl NetNamespace {
+    /// The labels selectors see: the record's, and `kubernetes.io/metadata.name` with the
+    /// name, which Kubernetes gives every namespace. Records need not carry it (manifests'
+    /// and label commands' values for it are not stored): it is implied, and a stored
+    /// value for it is overridden here.
+    pub fn effective_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.labels.clone();
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), self.name.clone());
+        labels
+    }
 }
 
 /// The project every cluster has, always global (VNID 0) at creation.
@@ -44,40 +62,24 @@ pub fn validate_project_name(name: &str) -> Result<()> {
     }
 }
 
-/// A label name segment or value: at most 63 of `[A-Za-z0-9._-]`, starting and ending
-/// with an alphanumeric (Kubernetes' "qualified name" part).
-fn is_label_segment(s: &str) -> bool {
-    let alnum = |c: u8| c.is_ascii_alphanumeric();
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|c| alnum(c) || matches!(c, b'-' | b'_' | b'.'))
-        && s.bytes().next().is_some_and(alnum)
-        && s.bytes().last().is_some_and(alnum)
-}
-
-/// A label key: `[prefix/]name`, the prefix a DNS subdomain.
+/// A label key: `[prefix/]name`, the prefix a DNS subdomain (Kubernetes' qualified name).
 fn is_label_key(s: &str) -> bool {
-    match s.split_once('/') {
-        None => is_label_segment(s),
-        Some((prefix, name)) => {
-            prefix.len() <= 253 && prefix.split('.').all(is_dns1123_label) && is_label_segment(name)
-        }
-    }
+    label_key_errors(s).is_empty()
 }
 
-/// A label value: empty, or a label segment.
+/// A label value: empty, or like a label key's name.
 fn is_label_value(s: &str) -> bool {
-    s.is_empty() || is_label_segment(s)
+    label_value_errors(s).is_empty()
 }
 
 /// Checks label keys and values with Kubernetes' syntax rules.
 pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
     for (k, v) in labels {
-        if !is_label_key(k) {
-            return Err(Error::Invalid(format!("invalid label key {k:?}")));
+        if let Some(why) = label_key_errors(k).first() {
+            return Err(Error::Invalid(format!("invalid label key {k:?}: {why}")));
         }
-        if !is_label_value(v) {
-            return Err(Error::Invalid(format!("invalid value {v:?} for label {k:?}")));
+        if let Some(why) = label_value_errors(v).first() {
+            return Err(Error::Invalid(format!("invalid value {v:?} for label {k:?}: {why}")));
         }
     }
     Ok(())

@@ -3,11 +3,14 @@
 //! so concurrent requests never hand out one address twice or half-remove a pod.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::Ipv4Addr,
     os::fd::AsFd,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        mpsc::{RecvTimeoutError, Sender},
+        Arc, Mutex,
+    },
 };
 
 use anyhow::{Context, Result};
@@ -22,6 +25,7 @@ use oxsdn_cni::{
 };
 use oxsdn_common::{mode, stats, PodEntry, POD_RULES};
 use oxsdn_controller::{
+    policy::{NetworkPolicyRecord, PodAddress, PodMeta},
     store::{self, StoreBackend, StoreError},
     Cluster, ClusterConfig, Error as ControllerError, NetNamespace,
 };
@@ -32,9 +36,10 @@ use crate::{
     ipam::{Ipam, IpamError},
     loader::{remove_if_exists, Programs},
     maps::{self, ip_key, LocalPods, NodeMaps},
-    mirror::{self, projects::Projects, remote_nodes::RemoteNodes, services::Services, Mirror},
+    mirror::{self, mode::Mode, projects::Projects, remote_nodes::RemoteNodes, services::Services, Mirror},
     netdev::{self, HostVeth},
     pods::{PodRecord, PodTable},
+    policy::{mirrors::Follow, LocalPod, PolicyEngine},
     prefilter::{self, PrefilterMode},
 };
 
@@ -72,7 +77,10 @@ pub struct Agent {
     pipeline: Mutex<Programs>,
     maps: Arc<Mutex<NodeMaps>>,
     projects: Arc<Projects>,
+    policy: Arc<PolicyEngine>,
     pods: Mutex<PodState>,
+    /// Wakes the publisher of this node's pods' addresses (`publish_pod_addresses`).
+    addresses_changed: Mutex<Option<Sender<()>>>,
     /// The pod table generation known to be on disk. Held while saving, so requests
     /// that changed the table meanwhile find their change saved by that one write
     /// (group commit) instead of each waiting for an fsync of its own.
@@ -129,7 +137,10 @@ impl Agent {
             service: network.service_network,
             vxlan_port: network.vxlan_port,
         };
-        let settings = entries::NodeSettings { mode: mode::MULTITENANT, ct_quota: config.ct_quota };
+        // The mode the programs run in stays until the policy engine has taken the pods
+        // back (`Mode` follows the cluster's from then on).
+        let running_mode = maps.config.get(&0, 0).map_or(mode::MULTITENANT, |c| c.mode);
+        let settings = entries::NodeSettings { mode: running_mode, ct_quota: config.ct_quota };
         maps.config.set(0, entries::node_config(&networks, &node, &settings), 0)?;
         close_store_to_pods(&mut maps, &config.store, &node)?;
         pipeline.attach_tun0(netdev::TUN0)?;
@@ -155,6 +166,11 @@ impl Agent {
         mirror::follow(services.clone(), services.resync()?);
         mirror::services::sweep_drained_periodically(services);
         conntrack::sweep_periodically(&pin_dir)?;
+        let policy = PolicyEngine::start(&config.node_name, &pin_dir)?;
+        follow_policy_input::<NetNamespace>(&cluster, &policy)?;
+        follow_policy_input::<NetworkPolicyRecord>(&cluster, &policy)?;
+        follow_policy_input::<PodMeta>(&cluster, &policy)?;
+        follow_policy_input::<PodAddress>(&cluster, &policy)?;
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;
@@ -168,12 +184,22 @@ impl Agent {
             pipeline: Mutex::new(pipeline),
             maps,
             projects,
+            policy,
             pods: Mutex::new(PodState { table, ipam }),
+            addresses_changed: Mutex::new(None),
             saved: Mutex::new(0),
         });
         agent.apply_queued_deletions()?;
         agent.restore_pods()?;
+        let mode = Arc::new(Mode::new(agent.cluster.clone(), agent.maps.clone()));
+        mirror::follow(mode.clone(), mode.resync()?);
+        publish_pod_addresses_periodically(&agent);
         Ok(agent)
+    }
+
+    /// The projects this node knows (for the metrics' project names).
+    pub fn projects(&self) -> Arc<Projects> {
+        self.projects.clone()
     }
 
     /// Writes the CNI config: kubelet's signal that the node's network is ready.
@@ -240,9 +266,13 @@ impl Agent {
     /// released.
     fn restore_pods(&self) -> Result<()> {
         let mut state = self.pods.lock().unwrap();
-        let records: Vec<PodRecord> = state.table.iter().cloned().collect();
-        for rec in records {
-            if recorded_veth_present(&rec) {
+        let records: Vec<(PodRecord, bool)> =
+            state.table.iter().map(|rec| (rec.clone(), recorded_veth_present(rec))).collect();
+        // Their policy state before any `PODS` entry is written anew.
+        let present = records.iter().filter(|(_, present)| *present);
+        self.policy.begin(present.map(|(rec, _)| (attachment_key(rec), self.local_pod(rec))))?;
+        for (rec, present) in records {
+            if present {
                 state.ipam.reserve(rec.ip)?;
                 if let Err(e) = self.plug(&rec) {
                     tracing::error!(pod = %rec.container_id, "cannot restore pod: {e:#}");
@@ -287,6 +317,7 @@ impl Agent {
             Command::Check => self.check(&req).map(Response::Pod),
             Command::Gc => self.gc(&req).map(|_| Response::Done),
             Command::Status => Ok(Response::Done),
+            Command::Health => Ok(Response::Health(crate::health::agent_report(&self.config.node_name))),
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(command = ?req.command, "{e}");
@@ -343,7 +374,12 @@ impl Agent {
             ip,
         };
         state.table.last_ip = state.ipam.last();
-        if let Err(e) = self.reset_pod_counters(ip).and_then(|_| self.enter_maps(&record, project_ref)) {
+        let plugged = self
+            .reset_pod_counters(ip)
+            // Its policy state first: the pod is isolated from its first packet.
+            .and_then(|_| self.policy.add_local_pod(&attachment_key(&record), self.local_pod(&record)))
+            .and_then(|_| self.enter_maps(&record, project_ref));
+        if let Err(e) = plugged {
             self.unplug(&record);
             state.ipam.release(ip);
             return Err(internal(e));
@@ -358,6 +394,12 @@ impl Agent {
             return Err(internal(e));
         }
         tracing::info!(pod = %record.container_id, project = %record.project, %ip, "pod added");
+        // Other nodes learn the pod's identity from its address record (retried by the
+        // publisher if the store does not take it now).
+        if let Err(e) = self.cluster.put_pod_address(&self.pod_address(&record)) {
+            tracing::warn!(pod = %record.container_id, "publishing the pod's address: {e}");
+            self.wake_address_publisher();
+        }
         self.pod_network(&record)
     }
 
@@ -393,7 +435,11 @@ impl Agent {
         }
         let generation = self.forget(&mut state, &rec);
         drop(state);
-        self.persist(generation).map_err(internal)
+        self.persist(generation).map_err(internal)?;
+        if let Err(e) = self.cluster.delete_pod_address(&self.config.node_name, &rec.container_id, &rec.ifname) {
+            tracing::warn!(pod = %rec.container_id, "withdrawing the pod's address: {e}");
+        }
+        Ok(())
     }
 
     fn check(&self, req: &Request) -> Result<PodNetwork, CniError> {
@@ -450,6 +496,7 @@ impl Agent {
         self.unplug(rec);
         state.ipam.release(rec.ip);
         tracing::info!(pod = %rec.container_id, ip = %rec.ip, "pod deleted");
+        self.wake_address_publisher();
         state.table.remove(&rec.attachment())
     }
 
@@ -469,7 +516,7 @@ impl Agent {
     /// left counts). Not on restore: a restarted agent keeps its pods' counters.
     fn reset_pod_counters(&self, ip: Ipv4Addr) -> Result<()> {
         let mut maps = self.maps.lock().unwrap();
-        let (slot, _) = entries::pod_entry(self.subnet, ip, 0, ProjectRef { slot: 0, id: 0 });
+        let slot = entries::local_pod_slot(self.subnet, ip);
         for rule in 0..POD_RULES {
             maps::reset(&mut maps.pod_stats, stats::pod_index(slot, rule))?;
         }
@@ -499,12 +546,59 @@ impl Agent {
         let mut maps = self.maps.lock().unwrap();
         if let Ok(Some(pod)) = maps.local_pod(rec.ip) {
             if pod.ifindex == rec.ifindex {
-                let (slot, _) = entries::pod_entry(self.subnet, rec.ip, 0, ProjectRef { slot: 0, id: 0 });
-                let _ = maps.pods.set(slot, PodEntry::default(), 0);
+                let _ = maps.pods.set(entries::local_pod_slot(self.subnet, rec.ip), PodEntry::default(), 0);
             }
         }
         drop(maps);
+        self.policy.remove_local_pod(&attachment_key(rec));
         self.detach(&rec.host_veth);
+    }
+
+    /// A pod as the policy engine knows it.
+    fn local_pod(&self, rec: &PodRecord) -> LocalPod {
+        LocalPod {
+            slot: entries::local_pod_slot(self.subnet, rec.ip),
+            namespace: rec.project.clone(),
+            name: rec.pod_name.clone(),
+            ip: rec.ip,
+        }
+    }
+
+    /// A pod's address record, from which other nodes know its identity.
+    fn pod_address(&self, rec: &PodRecord) -> PodAddress {
+        PodAddress {
+            node: self.config.node_name.clone(),
+            container_id: rec.container_id.clone(),
+            ifname: rec.ifname.clone(),
+            namespace: rec.project.clone(),
+            name: rec.pod_name.clone(),
+            ip: rec.ip,
+        }
+    }
+
+    fn wake_address_publisher(&self) {
+        if let Some(wake) = self.addresses_changed.lock().unwrap().as_ref() {
+            let _ = wake.send(());
+        }
+    }
+
+    /// Makes the store's address records of this node's pods equal to the pod table.
+    fn publish_pod_addresses(&self) -> Result<()> {
+        let wanted: HashMap<String, PodAddress> = {
+            let state = self.pods.lock().unwrap();
+            state.table.iter().map(|rec| self.pod_address(rec)).map(|a| (a.key_name(), a)).collect()
+        };
+        let (published, _) = self.cluster.list_pod_addresses(Some(&self.config.node_name))?;
+        let published: HashMap<String, PodAddress> = published.into_iter().map(|a| (a.key_name(), a)).collect();
+        for (key, address) in &wanted {
+            if published.get(key) != Some(address) {
+                self.cluster.put_pod_address(address)?;
+            }
+        }
+        for stale in published.values().filter(|a| !wanted.contains_key(&a.key_name())) {
+            self.cluster.delete_pod_address(&stale.node, &stale.container_id, &stale.ifname)?;
+        }
+        Ok(())
     }
 
     /// Removes the link pin of a pod port. Best effort, as `unplug`.
@@ -529,6 +623,45 @@ impl Agent {
             vnid,
         })
     }
+}
+
+/// Follows the cluster's records of one kind of policy input into the engine.
+fn follow_policy_input<R: crate::policy::mirrors::PolicyInput>(
+    cluster: &Arc<Cluster>,
+    engine: &Arc<PolicyEngine>,
+) -> Result<()>
+where
+    Cluster: mirror::Feed<R, Event = R::Event>,
+{
+    let follower = Arc::new(Follow::<R>::new(cluster.clone(), engine.clone()));
+    mirror::follow(follower.clone(), follower.resync()?);
+    Ok(())
+}
+
+/// How often the address records are compared with the pod table when nothing woke the
+/// publisher.
+const ADDRESS_RECONCILE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Publishes the node's pods' addresses at once, when woken (a pod went, or a store
+/// write failed) and every `ADDRESS_RECONCILE`, on its own thread.
+fn publish_pod_addresses_periodically(agent: &Arc<Agent>) {
+    let (wake, woken) = std::sync::mpsc::channel();
+    *agent.addresses_changed.lock().unwrap() = Some(wake);
+    let agent = agent.clone();
+    std::thread::spawn(move || loop {
+        if let Err(e) = agent.publish_pod_addresses() {
+            tracing::warn!("publishing the pods' addresses: {e:#}");
+        }
+        match woken.recv_timeout(ADDRESS_RECONCILE) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => while woken.try_recv().is_ok() {},
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    });
+}
+
+/// A pod's key in the policy engine.
+fn attachment_key(rec: &PodRecord) -> String {
+    format!("{}/{}", rec.container_id, rec.ifname)
 }
 
 /// Fills `STORE_ENDPOINTS` (its one writer): pods may not connect to the store, whatever
@@ -646,6 +779,9 @@ pub fn teardown(
     remove_if_exists(&cni_conf_dir.join(CNI_CONF_FILE))?;
     remove_if_exists(socket)?;
     egress::remove_masquerade()?;
+    // The underlay device stays: its prefilter is detached now, not when the kernel
+    // gets round to releasing the unpinned link.
+    crate::health::detach_pinned_link(&bpffs_dir.join(node_name).join("links").join(prefilter::PIN))?;
     crate::loader::remove_pins(&bpffs_dir.join(node_name))?;
     for link in [netdev::TUN0, netdev::VXLAN0] {
         netdev::delete_link(link)?;

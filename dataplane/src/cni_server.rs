@@ -274,7 +274,9 @@ fn handle(
     _buffered: Buffered,
     _admitted: Admitted,
 ) {
+    let (command, started) = (request.command, std::time::Instant::now());
     let response = agent.handle(request);
+    crate::metrics::global().cni_request(command, &response, started.elapsed());
     let written = stream
         .set_nonblocking(false)
         .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))

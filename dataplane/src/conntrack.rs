@@ -1,7 +1,8 @@
-//! The collector of the service connection tables (`oxsdn_common::conntrack`): the
+//! The collector of the connection tables (`oxsdn_common::conntrack`: services' two
+//! halves, and `POLICY_CT`'s connections whose replies policies let through): the
 //! programs insert connections and never remove them; this removes those idle longer
-//! than their protocol's timeout, both halves at once, and gives their owners' shares
-//! back. It is the only place connections leave the tables, so no connection loses one
+//! than their protocol's timeout, a service connection's both halves at once, and gives
+//! their owners' shares back. It is the only place connections leave the tables, so no connection loses one
 //! half and keeps the other.
 
 use std::{
@@ -17,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use aya::maps::MapData;
 use oxsdn_common::{
     conntrack::{CLOSING, SHARES},
+    policy::PolicyConnection,
     FlowKey, ServiceConnection, ServiceReply,
 };
 use oxsdn_tables::{frame::IPPROTO_TCP, t61_load_balance::reply_key};
@@ -185,6 +187,19 @@ pub fn sweep(maps: &mut NodeMaps, shares: &Shares, now: u64, recount: bool) -> R
             swept.orphans += 1;
         }
     }
+    let policy: Vec<(FlowKey, PolicyConnection)> = maps.policy_ct.iter().filter_map(|e| e.ok()).collect();
+    for (flow, conn) in policy {
+        if expired(flow.proto, conn.flags & CLOSING != 0, conn.last_seen, now) {
+            ignore_missing(maps.policy_ct.remove(&flow))?;
+            if !recount {
+                shares.give_back(conn.owner);
+            }
+            swept.removed += 1;
+        } else {
+            swept.kept += 1;
+            *counts.entry(conn.owner).or_default() += 1;
+        }
+    }
     if recount {
         shares.set_all(&counts);
     }
@@ -201,7 +216,11 @@ pub fn sweep_periodically(pin_dir: &Path) -> Result<()> {
     std::thread::spawn(move || {
         let mut recount = true;
         loop {
-            match sweep(&mut maps, &shares, monotonic_ns(), recount) {
+            let swept = sweep(&mut maps, &shares, monotonic_ns(), recount);
+            if let Ok(swept) = &swept {
+                crate::metrics::global().set_tracked_connections(swept.kept);
+            }
+            match swept {
                 Ok(swept) if swept.removed + swept.orphans > 0 => tracing::debug!(?swept, "connection tables swept"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("sweeping the connection tables: {e:#}"),

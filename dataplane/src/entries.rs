@@ -114,8 +114,15 @@ pub fn project_entry(id: u32, vnid: u32) -> ProjectEntry {
 
 /// The slot in `PODS` of a local pod and its entry.
 pub fn pod_entry(subnet: Ipv4Network, ip: Ipv4Addr, ifindex: u32, project: ProjectRef) -> (u32, PodEntry) {
-    let slot = pod_slot(ip_key(ip), mask_key(subnet.prefix()));
-    (slot, PodEntry { ifindex, ip: ip_key(ip), project_slot: project.slot, project_id: project.id })
+    (
+        local_pod_slot(subnet, ip),
+        PodEntry { ifindex, ip: ip_key(ip), project_slot: project.slot, project_id: project.id },
+    )
+}
+
+/// The slot of a local pod's address in `PODS` (and in every per-pod array).
+pub fn local_pod_slot(subnet: Ipv4Network, ip: Ipv4Addr) -> u32 {
+    pod_slot(ip_key(ip), mask_key(subnet.prefix()))
 }
 
 /// The slot in `ENDPOINT_PODS` of a local service endpoint, and its entry (the address).

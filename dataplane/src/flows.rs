@@ -1,7 +1,8 @@
 //! `dump-flows`: the pipeline's rules with their counters, in `ovs-ofctl dump-flows`
 //! style, read from a node's pinned maps. Every rule's text is its table's declaration
-//! (`oxsdn_tables`): node-wide rules once, per-pod, per-remote-node and per-service rules
-//! once per pod, node or service entry, with their placeholders filled in.
+//! (`oxsdn_tables`): node-wide rules once, per-pod, per-remote-node, per-service and
+//! per-policy rules once per pod, node, service or NetworkPolicy entry, with their
+//! placeholders filled in.
 
 use std::fmt;
 
@@ -25,6 +26,22 @@ pub enum RuleRef {
     RemoteNode { slot: u32, rule: u32 },
     /// Table 60's rule of the service port or ClusterIP in counter `slot`.
     Service { slot: u32, rule: u32 },
+    /// Table 80's rule of the NetworkPolicy in counter `slot`.
+    Policy { slot: u32, rule: u32 },
+}
+
+impl RuleRef {
+    /// The `rules!` declaration this rule comes from.
+    pub fn declaration(self) -> &'static Rule {
+        let (scope, id) = match self {
+            RuleRef::NodeWide { rule } => (Scope::Node, rule),
+            RuleRef::Pod { rule, .. } => (Scope::Pod, rule),
+            RuleRef::RemoteNode { rule, .. } => (Scope::RemoteNode, rule),
+            RuleRef::Service { rule, .. } => (Scope::Service, rule),
+            RuleRef::Policy { rule, .. } => (Scope::Policy, rule),
+        };
+        oxsdn_tables::rules().find(|r| r.scope == scope && r.id == id).expect("every rule has its declaration")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +97,17 @@ fn flow(rule: &Rule, id: RuleRef, cfg: &NodeConfig, values: &[(&str, &str)], cou
         actions: if vnid_unknown { "drop".into() } else { expand(rule.actions, cfg, values) },
         counter,
     }
+}
+
+/// A node-wide rule as `dump-flows` shows it on this node (without its counter).
+pub fn node_wide(rule: &Rule, cfg: &NodeConfig) -> Flow {
+    flow(rule, RuleRef::NodeWide { rule: rule.id }, cfg, &[], Counter::default())
+}
+
+/// Per-policy rule `rule` of the NetworkPolicy `name` in counter slot `slot`, without
+/// its counter.
+pub fn policy(rule: &Rule, slot: u32, name: &str, cfg: &NodeConfig) -> Flow {
+    flow(rule, RuleRef::Policy { slot, rule: rule.id }, cfg, &[("{POLICY}", name)], Counter::default())
 }
 
 fn rules_of(scope: Scope) -> impl Iterator<Item = &'static Rule> {
@@ -157,6 +185,14 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
         let rule = service_rule(oxsdn_tables::t60_service::LATER_FRAGMENTS);
         let counter = total(&maps.service_stats, svc.slot)?;
         flows.push(flow(rule, RuleRef::Service { slot: svc.slot, rule: rule.id }, &cfg, &values, counter));
+    }
+    for entry in maps.policy_slots.iter() {
+        let (slot, policy) = entry?;
+        let name = policy.name();
+        for rule in rules_of(Scope::Policy) {
+            let counter = total(&maps.policy_stats, stats::policy_index(slot, rule.id))?;
+            flows.push(flow(rule, RuleRef::Policy { slot, rule: rule.id }, &cfg, &[("{POLICY}", &name)], counter));
+        }
     }
     flows.sort_by(|a, b| {
         (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(b.table, std::cmp::Reverse(b.priority), &b.matches))

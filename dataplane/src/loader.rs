@@ -20,6 +20,7 @@ use aya::{
 use oxsdn_common::LAYOUT_VERSION;
 
 use crate::{
+    health,
     maps::{self, NodeMaps},
     netdev,
     prefilter::{self, PrefilterMode, XdpMode},
@@ -58,6 +59,7 @@ impl Programs {
                 );
                 remove_pins(pin_dir)?;
                 std::fs::create_dir_all(pin_dir.join("links"))?;
+                crate::metrics::global().dataplane_rebuilt();
             }
         }
         let mut ebpf = load_programs(OBJECT, pin_dir, 0)?;
@@ -106,8 +108,8 @@ impl Programs {
         let pin = self.link_pin(prefilter::PIN);
         let device = device.filter(|_| mode != PrefilterMode::Off);
         if let Some((ifname, ifindex)) = device.filter(|_| pin.exists()) {
-            let running = match prefilter::pinned_link_ifindex(&pin) {
-                Ok(on) if on == ifindex => prefilter::xdp_mode(ifindex)?,
+            let running = match health::pinned_xdp_link(&pin) {
+                Ok(link) if link.ifindex == ifindex => prefilter::xdp_mode(ifindex)?,
                 _ => None,
             };
             if let Some(running) = running.filter(|m| mode.accepts(*m)) {
@@ -120,7 +122,7 @@ impl Programs {
                 return Ok(Some(running));
             }
         }
-        remove_if_exists(&pin)?;
+        health::detach_pinned_link(&pin)?;
         let Some((ifname, ifindex)) = device else { return Ok(None) };
         let program = load_prefilter(&mut self.ebpf)?;
         let attempts: &[(XdpFlags, XdpMode)] = match mode {
@@ -180,7 +182,7 @@ impl Programs {
     /// Attaches program `name` to `ifname`, its link pinned as `pin_name`. An existing
     /// pinned link (left by a previous agent) gets the new program atomically instead,
     /// so traffic never sees a moment without a program.
-    fn attach(&mut self, name: &str, ifname: &str, pin_name: &str, direction: TcAttachType) -> Result<()> {
+    fn attach(&mut self, name: &'static str, ifname: &str, pin_name: &str, direction: TcAttachType) -> Result<()> {
         let pin = self.link_pin(pin_name);
         let program = classifier(&mut self.ebpf, name)?;
         if pin.exists() {
@@ -189,6 +191,7 @@ impl Programs {
                 let id = program.attach_to_link(link).with_context(|| format!("updating the link on {ifname}"))?;
                 // The pin keeps the link; this process's handle on it can go.
                 drop(program.take_link(id)?);
+                crate::metrics::global().program_loaded(name, true);
                 return Ok(());
             }
             std::fs::remove_file(&pin)?;
@@ -196,6 +199,7 @@ impl Programs {
         let id = program.attach(ifname, direction).with_context(|| format!("attaching {name} to {ifname}"))?;
         let link = FdLink::try_from(program.take_link(id)?)?;
         link.pin(&pin).with_context(|| format!("pinning the link of {ifname}"))?;
+        crate::metrics::global().program_loaded(name, false);
         Ok(())
     }
 }

@@ -9,7 +9,9 @@ use nix::sys::signal::{SigSet, Signal};
 use oxsdn_controller::store::StoreOptions;
 use oxsdn_dataplane::{
     agent::{self, Agent, AgentConfig},
-    cni_server,
+    cni_server, health,
+    metrics::{self, collector::NodeCollector, recent::RecentDropsWindow, Starts},
+    monitor,
     prefilter::{parse_deny_cidr, PrefilterMode},
 };
 
@@ -51,6 +53,10 @@ struct Args {
     /// at most 1024.
     #[arg(long, env = "OXSDN_PREFILTER_DENY", value_name = "CIDR,...", value_delimiter = ',', value_parser = parse_deny_cidr)]
     prefilter_deny: Vec<Ipv4Network>,
+    /// Where to serve Prometheus metrics (GET /metrics), ADDRESS:PORT, or `off`. The
+    /// default is OpenShift SDN's, on loopback only.
+    #[arg(long, env = "OXSDN_METRICS_ADDRESS", default_value = "127.0.0.1:9101", value_parser = metrics::server::parse_address)]
+    metrics_address: metrics::server::MetricsAddress,
     /// Uninstall: remove this node's dataplane (programs, maps and their pins, tun0,
     /// vxlan0, the nftables table), CNI config and socket, then exit. Pods lose their
     /// network. A plain stop (SIGTERM) leaves the dataplane running for an upgrade.
@@ -86,6 +92,19 @@ fn main() -> Result<()> {
         prefilter: args.prefilter,
         prefilter_deny: args.prefilter_deny,
     })?;
+    let pin_dir = agent.config.bpffs_dir.join(&agent.config.node_name);
+    let starts = Starts::record(&agent.config.state_dir)?;
+    let metrics_address = match args.metrics_address.0 {
+        Some(address) => {
+            Some(metrics::server::serve(address, NodeCollector::new(&pin_dir, agent.projects(), starts)?)?)
+        }
+        None => None,
+    };
+    health::observe(health::Observed {
+        recent_drops: RecentDropsWindow::start(&pin_dir)?,
+        metrics_address: metrics_address.map(|a| a.to_string()),
+    });
+    monitor::end_expired_leases(&pin_dir)?;
     let listener = cni_server::bind(&agent.config.socket)?;
     std::thread::spawn({
         let agent = agent.clone();

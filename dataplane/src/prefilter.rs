@@ -2,15 +2,7 @@
 //! XDP hook): the mode the agent attaches it in, the mode the kernel runs it in, and the
 //! operator's deny list (`PREFILTER_DENY`).
 
-use std::{
-    ffi::CString,
-    fmt,
-    os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::ffi::OsStrExt,
-    },
-    path::Path,
-};
+use std::{fmt, path::Path};
 
 use anyhow::{bail, Context, Result};
 use futures::TryStreamExt;
@@ -21,6 +13,7 @@ use oxsdn_common::MAX_PREFILTER_DENY;
 
 use crate::{
     entries::subnet_key,
+    health,
     maps::{ignore_missing, ip_from_key, ip_key, NodeMaps},
 };
 
@@ -100,76 +93,12 @@ pub fn xdp_mode(ifindex: u32) -> Result<Option<XdpMode>> {
     })?
 }
 
-/// `bpf(2)` commands (`enum bpf_cmd`).
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-/// `BPF_LINK_TYPE_XDP` (`enum bpf_link_type`).
-const BPF_LINK_TYPE_XDP: u32 = 6;
-
-/// The `obj` member of `union bpf_attr` (linux/bpf.h), up to `file_flags`.
-#[repr(C)]
-struct ObjGetAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-}
-
-/// The `info` member of `union bpf_attr` (linux/bpf.h).
-#[repr(C)]
-struct InfoByFdAttr {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
-}
-
-/// The start of `struct bpf_link_info` with its `xdp` member (linux/bpf.h): type, id,
-/// program id, then the union (8-byte aligned), whose `xdp.ifindex` comes first.
-#[repr(C)]
-#[derive(Default)]
-struct XdpLinkInfo {
-    kind: u32,
-    id: u32,
-    prog_id: u32,
-    _pad: u32,
-    ifindex: u32,
-    _rest: [u32; 11],
-}
-
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
-    // SAFETY: callers pass the `union bpf_attr` member of `cmd`, whose pointers are
-    // valid for the sizes it gives, for the duration of the call.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>() as libc::c_uint) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(rc)
-}
-
-/// The device the XDP link pinned at `pin` is attached to (0 once the device is gone).
-/// (aya 0.13 has no link info.)
-pub fn pinned_link_ifindex(pin: &Path) -> Result<u32> {
-    let path = CString::new(pin.as_os_str().as_bytes())?;
-    let mut get = ObjGetAttr { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
-    let fd = bpf(BPF_OBJ_GET, &mut get).with_context(|| format!("opening {}", pin.display()))?;
-    // SAFETY: BPF_OBJ_GET returned a new descriptor, owned here.
-    let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut info = XdpLinkInfo::default();
-    let mut attr = InfoByFdAttr {
-        bpf_fd: link.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<XdpLinkInfo>() as u32,
-        info: &mut info as *mut XdpLinkInfo as u64,
-    };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).with_context(|| format!("reading the link info of {}", pin.display()))?;
-    if info.kind != BPF_LINK_TYPE_XDP {
-        bail!("{} is not an XDP link (link type {})", pin.display(), info.kind);
-    }
-    Ok(info.ifindex)
-}
-
 /// Where the prefilter runs, as the kernel says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Attached {
+    /// 0 once the device is gone (the link outlived it).
     pub ifindex: u32,
+    pub prog_id: u32,
     /// None if the device has no XDP program any more (the link outlived it).
     pub mode: Option<XdpMode>,
 }
@@ -181,9 +110,9 @@ pub fn attached(pin_dir: &Path) -> Result<Option<Attached>> {
     if !pin.exists() {
         return Ok(None);
     }
-    let ifindex = pinned_link_ifindex(&pin)?;
-    let mode = if ifindex == 0 { None } else { xdp_mode(ifindex)? };
-    Ok(Some(Attached { ifindex, mode }))
+    let link = health::pinned_xdp_link(&pin)?;
+    let mode = if link.ifindex == 0 { None } else { xdp_mode(link.ifindex)? };
+    Ok(Some(Attached { ifindex: link.ifindex, prog_id: link.prog_id, mode }))
 }
 
 /// `--prefilter-deny`'s CIDRs: the network address with a prefix, at most
@@ -238,7 +167,7 @@ pub fn deny_list(maps: &NodeMaps) -> Result<Vec<Ipv4Network>> {
 pub fn describe(pin_dir: &Path, maps: &NodeMaps) -> String {
     let hook = match attached(pin_dir) {
         Ok(None) => "off".to_string(),
-        Ok(Some(Attached { ifindex, mode })) => {
+        Ok(Some(Attached { ifindex, mode, .. })) => {
             let mode = mode.map_or("detached".to_string(), |m| format!("{m} XDP"));
             format!("{} on {} ({mode})", crate::loader::XDP_UNDERLAY, crate::flows::ifname_or_index(ifindex))
         }

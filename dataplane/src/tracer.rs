@@ -34,6 +34,7 @@ use oxsdn_common::{
     },
     LAYOUT_VERSION,
 };
+use oxsdn_tables::t80_isolation::{ALLOW_EGRESS, ALLOW_INGRESS};
 use serde::Serialize;
 
 use crate::{
@@ -232,6 +233,9 @@ pub struct Trace {
     pub output: Option<Output>,
     /// The service translation applied, if any.
     pub translation: Option<Translation>,
+    /// The NetworkPolicy rules that allowed it: which policy (its `hops` entry) and the
+    /// index of the rule among the policy's ingress or egress rules.
+    pub policy_rules: Vec<PolicyRule>,
     /// The verdict of the last program that ran: a TC verdict (`TC_ACT_*`), or the
     /// prefilter's XDP action when it stopped the frame.
     pub verdict: i32,
@@ -251,6 +255,14 @@ impl Trace {
             _ => verdict_name(self.verdict),
         }
     }
+}
+
+/// A NetworkPolicy rule that allowed a traced packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyRule {
+    pub policy: RuleRef,
+    /// Index in the policy's `ingress` or `egress` list.
+    pub index: u32,
 }
 
 /// The node's programs in trace mode; see the module documentation.
@@ -327,8 +339,14 @@ fn decode(r: &TraceRecord, run: TestRun) -> Trace {
             hop_kind::POD => Some(RuleRef::Pod { ip: h.key, rule: h.rule }),
             hop_kind::REMOTE_NODE => Some(RuleRef::RemoteNode { slot: h.key, rule: h.rule }),
             hop_kind::SERVICE => Some(RuleRef::Service { slot: h.key, rule: h.rule }),
+            hop_kind::POLICY => Some(RuleRef::Policy { slot: h.key & 0xffff, rule: h.rule }),
             _ => None,
         })
+        .collect();
+    let policy_rules = r.hop[..(r.hops as usize).min(r.hop.len())]
+        .iter()
+        .filter(|h| h.kind == hop_kind::POLICY && [ALLOW_INGRESS, ALLOW_EGRESS].contains(&h.rule))
+        .map(|h| PolicyRule { policy: RuleRef::Policy { slot: h.key & 0xffff, rule: h.rule }, index: h.key >> 16 })
         .collect();
     let output = (r.decided != 0).then(|| match r.output {
         output_kind::TUN0 => Output::Tun0 { ifindex: r.ifindex },
@@ -348,6 +366,7 @@ fn decode(r: &TraceRecord, run: TestRun) -> Trace {
         reg1: (r.regs_set & REG1_SET != 0).then_some(r.reg1),
         output,
         translation,
+        policy_rules,
         verdict: run.retval,
         prefilter: None,
         frame: run.frame,

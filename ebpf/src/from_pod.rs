@@ -1,15 +1,18 @@
 //! Entry for frames a pod sends: TC ingress of the pod's host-side veth (a pod port).
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
-use oxsdn_common::trace::{output_kind, CB_IN_PORT};
-use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Output, Packet};
+use oxsdn_common::{
+    monitor::port,
+    trace::{output_kind, CB_IN_PORT},
+};
+use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, to_pod_peer, to_tun0, to_tunnel},
+    output::{drop_at_output, refused_by_policy, to_pod_peer, to_tun0, to_tunnel, Decision},
     parse::parse,
-    trace_mode,
+    scratch, trace_mode,
 };
 
 #[classifier]
@@ -26,35 +29,57 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
         env.count(t0_classify::UNCONFIGURED, ctx.len());
         return TC_ACT_SHOT;
     };
-    let frame = parse(&ctx);
+    let Some(frame) = scratch::frame() else {
+        env.count(t0_classify::UNCONFIGURED, ctx.len());
+        return TC_ACT_SHOT;
+    };
+    parse(&ctx, frame);
     let in_port = if T {
         trace_mode::cb(&ctx, CB_IN_PORT)
     } else {
         // SAFETY: reading the ingress ifindex from the skb.
         unsafe { (*ctx.skb.skb).ifindex }
     };
-    let mut p = Packet::new(env, cfg, &frame);
-    match t0_classify::from_pod(&mut p, in_port) {
-        Output::Drop => {
-            env.dropped(&p.xlate);
-            TC_ACT_SHOT
+    let mut p = Packet::new(env, cfg, frame, port::POD, in_port);
+    let mut d = Decision::default();
+    tables(&mut p, in_port, &mut d);
+    if refused_by_policy(&mut p, &d) {
+        return TC_ACT_SHOT;
+    }
+    if d.kind == output_kind::DROP {
+        env.dropped(&p);
+        return TC_ACT_SHOT;
+    }
+    env.decision(&d, &p);
+    output(&mut ctx, &p, &d, in_port)
+}
+
+/// The tables, from table 0 of a pod port (see `Decision`).
+#[inline(never)]
+fn tables<const T: bool>(p: &mut Packet<Maps<T>>, in_port: u32, d: &mut Decision) {
+    *d = Decision::of(t0_classify::from_pod(p, in_port), p.cfg);
+}
+
+/// What the output port does with the packet the tables sent to `d`: a function of its
+/// own, so its locals (and the encapsulation's) are not on the stack while the tables
+/// run (the 512 bytes are for the deepest chain of calls).
+#[inline(never)]
+fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision, in_port: u32) -> i32 {
+    match d.kind {
+        output_kind::TUN0 => {
+            to_tun0(ctx, p)
         }
-        Output::Tun0 => {
-            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
-            to_tun0(&mut ctx, &p)
-        }
-        Output::Pod { ifindex, ip } => {
-            env.decision(output_kind::POD, ifindex, ip, 0, &p.xlate);
+        output_kind::POD => {
             // OpenFlow never sends a packet back out of its ingress port (a pod's packet
             // or ARP to its own address); a service hairpin, translated, goes back.
-            if ifindex == in_port && p.xlate.active == 0 {
-                return drop_at_output(&p, TO_INGRESS_PORT);
+            if d.ifindex == in_port && p.xlate.active == 0 {
+                return drop_at_output(p, TO_INGRESS_PORT);
             }
-            to_pod_peer(&mut ctx, &p, ifindex, ip)
+            to_pod_peer(ctx, p, d.ifindex, d.ip)
         }
-        Output::Tunnel { node_ip, vni } => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p.xlate);
-            to_tunnel(&mut ctx, &p, node_ip, vni)
+        output_kind::TUNNEL => {
+            to_tunnel(ctx, p, d.ip, d.vni)
         }
+        _ => TC_ACT_SHOT,
     }
 }

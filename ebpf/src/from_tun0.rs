@@ -2,15 +2,15 @@
 //! Nothing here goes out of tun0's peer; every frame is redirected or dropped.
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
-use oxsdn_common::trace::output_kind;
-use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Output, Packet};
+use oxsdn_common::{monitor::port, trace::output_kind};
+use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, to_pod_veth, to_tunnel},
+    output::{drop_at_output, refused_by_policy, to_pod_veth, to_tunnel, Decision},
     parse::parse,
-    trace_mode,
+    scratch, trace_mode,
 };
 
 #[classifier]
@@ -27,26 +27,48 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
         env.count(t0_classify::UNCONFIGURED, ctx.len());
         return TC_ACT_SHOT;
     };
-    let frame = parse(&ctx);
-    let mut p = Packet::new(env, cfg, &frame);
-    match t0_classify::from_tun0(&mut p) {
-        Output::Drop => {
-            env.dropped(&p.xlate);
-            TC_ACT_SHOT
-        }
+    let Some(frame) = scratch::frame() else {
+        env.count(t0_classify::UNCONFIGURED, ctx.len());
+        return TC_ACT_SHOT;
+    };
+    parse(&ctx, frame);
+    let mut p = Packet::new(env, cfg, frame, port::TUN0, cfg.tun0_ifindex);
+    let mut d = Decision::default();
+    tables(&mut p, &mut d);
+    if refused_by_policy(&mut p, &d) {
+        return TC_ACT_SHOT;
+    }
+    if d.kind == output_kind::DROP {
+        env.dropped(&p);
+        return TC_ACT_SHOT;
+    }
+    env.decision(&d, &p);
+    output(&mut ctx, &p, &d)
+}
+
+/// The tables, from table 0 of tun0 (see `Decision`).
+#[inline(never)]
+fn tables<const T: bool>(p: &mut Packet<Maps<T>>, d: &mut Decision) {
+    *d = Decision::of(t0_classify::from_tun0(p), p.cfg);
+}
+
+/// What the output port does with the packet the tables sent to `d`: a function of its
+/// own, so its locals (and the encapsulation's) are not on the stack while the tables
+/// run (the 512 bytes are for the deepest chain of calls).
+#[inline(never)]
+fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision) -> i32 {
+    match d.kind {
         // OpenFlow never sends a packet back out of its ingress port.
-        Output::Tun0 => {
-            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
-            drop_at_output(&p, TO_INGRESS_PORT)
+        output_kind::TUN0 => {
+            drop_at_output(p, TO_INGRESS_PORT)
         }
         // redirect_peer works from TC ingress only; this is egress.
-        Output::Pod { ifindex, ip } => {
-            env.decision(output_kind::POD, ifindex, ip, 0, &p.xlate);
-            to_pod_veth(&mut ctx, &p, ifindex)
+        output_kind::POD => {
+            to_pod_veth(ctx, p, d.ifindex)
         }
-        Output::Tunnel { node_ip, vni } => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p.xlate);
-            to_tunnel(&mut ctx, &p, node_ip, vni)
+        output_kind::TUNNEL => {
+            to_tunnel(ctx, p, d.ip, d.vni)
         }
+        _ => TC_ACT_SHOT,
     }
 }

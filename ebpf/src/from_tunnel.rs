@@ -10,16 +10,18 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use oxsdn_common::{
+    monitor::port,
     trace::{output_kind, CB_TUN_SRC, CB_VNI},
     NodeConfig,
 };
-use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Output, Packet};
+use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, to_pod_peer, to_tun0},
+    output::{drop_at_output, refused_by_policy, to_pod_peer, to_tun0, Decision},
     parse::parse,
+    scratch,
     trace_mode::{self, test_input},
 };
 
@@ -37,14 +39,9 @@ fn run<const T: bool>(ctx: TcContext) -> i32 {
         env.count(t0_classify::UNCONFIGURED, ctx.len());
         return TC_ACT_SHOT;
     };
-    // SAFETY: an all-zero bpf_tunnel_key is valid; the helper fills it.
-    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
-    // SAFETY: the key lives on the stack for the call.
-    let got =
-        unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, core::mem::size_of::<bpf_tunnel_key>() as u32, 0) };
-    let (tun_src, vni) = if got == 0 {
-        // SAFETY: an IPv4 tunnel fills remote_ipv4 (host byte order).
-        (unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be(), key.tunnel_id)
+    let key = tunnel_key(&ctx);
+    let (tun_src, vni) = if key != NO_TUNNEL_KEY {
+        (key as u32, (key >> 32) as u32)
     } else if test_input() {
         // A test run's skb has no tunnel metadata: the caller put the key in cb[].
         (trace_mode::cb(&ctx, CB_TUN_SRC), trace_mode::cb(&ctx, CB_VNI))
@@ -55,30 +52,73 @@ fn run<const T: bool>(ctx: TcContext) -> i32 {
     deliver::<T>(ctx, cfg, tun_src, vni)
 }
 
+/// `tunnel_key`'s answer for a frame without tunnel metadata.
+const NO_TUNNEL_KEY: u64 = u64::MAX;
+
+/// The sending node's address (low 32 bits, as the maps hold addresses) and the VNI
+/// (high 32 bits) of the frame's tunnel metadata, or `NO_TUNNEL_KEY`. A function of its
+/// own, so the key's buffer is off the program's stack while the tables run.
+#[inline(never)]
+fn tunnel_key(ctx: &TcContext) -> u64 {
+    // SAFETY: an all-zero bpf_tunnel_key is valid; the helper fills it.
+    let mut key: bpf_tunnel_key = unsafe { core::mem::zeroed() };
+    // SAFETY: the key lives on the stack for the call.
+    let got =
+        unsafe { bpf_skb_get_tunnel_key(ctx.skb.skb, &mut key, core::mem::size_of::<bpf_tunnel_key>() as u32, 0) };
+    if got != 0 {
+        return NO_TUNNEL_KEY;
+    }
+    // SAFETY: an IPv4 tunnel fills remote_ipv4 (host byte order).
+    let src = unsafe { key.__bindgen_anon_1.remote_ipv4 }.to_be();
+    u64::from(src) | u64::from(key.tunnel_id) << 32
+}
+
 /// Table 0 of the tunnel port onwards, for a frame without its outer headers that
 /// node `tun_src` sent with VNI `vni`.
 #[inline(always)]
 pub fn deliver<const T: bool>(mut ctx: TcContext, cfg: &NodeConfig, tun_src: u32, vni: u32) -> i32 {
     let env = Maps::<T>;
-    let frame = parse(&ctx);
-    let mut p = Packet::new(env, cfg, &frame);
-    match t0_classify::from_tunnel(&mut p, tun_src, vni) {
-        Output::Pod { ifindex, ip } => {
-            env.decision(output_kind::POD, ifindex, ip, 0, &p.xlate);
-            to_pod_peer(&mut ctx, &p, ifindex, ip)
+    let Some(frame) = scratch::frame() else {
+        env.count(t0_classify::UNCONFIGURED, ctx.len());
+        return TC_ACT_SHOT;
+    };
+    parse(&ctx, frame);
+    let mut p = Packet::new(env, cfg, frame, port::TUNNEL, tun_src);
+    let mut d = Decision::default();
+    tables(&mut p, tun_src, vni, &mut d);
+    if refused_by_policy(&mut p, &d) {
+        return TC_ACT_SHOT;
+    }
+    if d.kind == output_kind::DROP {
+        env.dropped(&p);
+        return TC_ACT_SHOT;
+    }
+    env.decision(&d, &p);
+    output(&mut ctx, &p, &d)
+}
+
+/// The tables, from table 0 of the tunnel port (see `Decision`).
+#[inline(never)]
+fn tables<const T: bool>(p: &mut Packet<Maps<T>>, tun_src: u32, vni: u32, d: &mut Decision) {
+    *d = Decision::of(t0_classify::from_tunnel(p, tun_src, vni), p.cfg);
+}
+
+/// What the output port does with the packet the tables sent to `d`: a function of its
+/// own, so its locals (and the encapsulation's) are not on the stack while the tables
+/// run (the 512 bytes are for the deepest chain of calls).
+#[inline(never)]
+fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision) -> i32 {
+    match d.kind {
+        output_kind::POD => {
+            to_pod_peer(ctx, p, d.ifindex, d.ip)
         }
-        Output::Tun0 => {
-            env.decision(output_kind::TUN0, cfg.tun0_ifindex, 0, 0, &p.xlate);
-            to_tun0(&mut ctx, &p)
-        }
-        Output::Drop => {
-            env.dropped(&p.xlate);
-            TC_ACT_SHOT
+        output_kind::TUN0 => {
+            to_tun0(ctx, p)
         }
         // OpenFlow never sends a packet back out of its ingress port.
-        Output::Tunnel { node_ip, vni } => {
-            env.decision(output_kind::TUNNEL, cfg.vxlan_ifindex, node_ip, vni, &p.xlate);
-            drop_at_output(&p, TO_INGRESS_PORT)
+        output_kind::TUNNEL => {
+            drop_at_output(p, TO_INGRESS_PORT)
         }
+        _ => TC_ACT_SHOT,
     }
 }

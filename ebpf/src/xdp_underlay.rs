@@ -10,7 +10,7 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use oxsdn_tables::{t0_classify, Translation};
+use oxsdn_tables::t0_classify;
 
 use crate::shared::{encap::outer_headers, env::Maps, maps::CONFIG, trace_mode};
 
@@ -31,6 +31,6 @@ fn run<const T: bool>(ctx: XdpContext) -> u32 {
     if t0_classify::prefilter(env, outer.kind, (end - p) as u32) {
         return XDP_PASS;
     }
-    env.dropped(&Translation::default());
+    env.dropped_at_prefilter();
     XDP_DROP
 }

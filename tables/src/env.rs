@@ -6,6 +6,7 @@
 //! Every method is a single map access or helper; the tables hold the logic.
 
 use oxsdn_common::{
+    policy::{IdentityPolicy, PolicyKey, PortSet},
     EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
 };
@@ -52,6 +53,22 @@ pub trait Env: Copy {
     fn fragment_ports(self, key: &FragmentKey) -> Option<FragmentPorts>;
     /// Records a first fragment's ports (not in trace mode).
     fn record_fragment(self, key: &FragmentKey, ports: &FragmentPorts);
+    /// The identity of the local pod in `slot` (0: none yet).
+    fn pod_identity(self, slot: u32) -> u32;
+    /// The identity of the pod of the cluster with address `ip` (0: not a known pod).
+    fn ip_identity(self, ip: u32) -> u32;
+    /// What policies say of `identity`.
+    fn identity_policy(self, identity: u32) -> Option<IdentityPolicy>;
+    /// What a subject may exchange with a peer identity in a direction.
+    fn policy_peers(self, key: &PolicyKey) -> Option<&'static PortSet>;
+    /// What a subject may exchange, in a direction, with the address block holding `ip`.
+    fn policy_cidrs(self, subject: u32, direction: u32, ip: u32) -> Option<&'static PortSet>;
+    /// Whether policies track the connection whose first packet was `flow`, and that
+    /// it was used now (and is closing if `closing`).
+    fn policy_connection(self, flow: &FlowKey, closing: bool) -> bool;
+    /// Tracks a connection policies let through, in `owner`'s share; whether it is in
+    /// (trace mode tracks nothing and says yes).
+    fn track_policy_connection(self, flow: &FlowKey, owner: u32) -> bool;
     /// CLOCK_MONOTONIC in ns.
     fn now_ns(self) -> u64;
     fn random(self) -> u32;
@@ -64,6 +81,12 @@ pub trait Env: Copy {
     fn count_remote_node(self, slot: u32, rule: u32, len: u32);
     /// Counts per-service rule `rule` of the service port or ClusterIP in `slot`.
     fn count_service(self, slot: u32, rule: u32, len: u32);
+    /// Counts per-policy rule `rule` of the policy in counter slot `slot`; `matched`: the
+    /// index of the policy's rule that matched (for a trace).
+    fn count_policy(self, slot: u32, rule: u32, matched: u32, len: u32);
+    /// Counts a dropped packet against its source (`SOURCE_DROPS[source]`, see
+    /// `oxsdn_common::monitor::drop_source`); nothing in trace mode.
+    fn count_drop(self, source: u32);
     /// Trace mode: records a register as the tables computed it
     /// (`oxsdn_common::trace::REG0_SET` / `REG1_SET`).
     fn register(self, which: u32, value: u32);

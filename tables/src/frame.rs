@@ -7,8 +7,17 @@ pub const ETH_P_ARP: u16 = 0x0806;
 /// 802.1Q and 802.1ad tags.
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
+/// ICMP types: echo reply and request carry an identifier; the errors carry the header
+/// of the packet they are about.
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
 #[derive(Clone, Copy, Default)]
 pub struct Arp {
@@ -32,18 +41,52 @@ pub struct Ipv4 {
     pub id: u16,
     /// Offset of the L4 header from the start of the frame.
     pub l4_offset: u16,
-    /// TCP/UDP ports (host byte order); 0 when the packet has none (other protocols,
-    /// later fragments, truncated headers).
+    /// TCP/UDP/SCTP ports (host byte order); 0 when the packet has none (other
+    /// protocols, later fragments, truncated headers).
     pub sport: u16,
     pub dport: u16,
     /// TCP's flags byte (FIN 0x01, SYN 0x02, RST 0x04, ...); 0 for other packets.
     pub tcp_flags: u8,
+    /// ICMP: the type (0 for other packets), and an echo's identifier.
+    pub icmp_type: u8,
+    pub icmp_id: u16,
+    /// ICMP errors: the packet they are about, as its header and ports say (its sender is
+    /// the one this error goes to); `embedded.proto` 0 when there is none.
+    pub embedded: Tuple,
+}
+
+/// A packet's addresses, protocol and ports.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: u32,
+    pub dst: u32,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
 }
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_RST: u8 = 0x04;
 
 impl Ipv4 {
+    /// An ICMP error (destination unreachable, time exceeded, parameter problem).
+    #[inline(always)]
+    pub fn is_icmp_error(&self) -> bool {
+        self.proto == IPPROTO_ICMP
+            && matches!(self.icmp_type, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM)
+    }
+
+    /// The ports a connection of this packet is known by: TCP/UDP/SCTP's, an ICMP echo's
+    /// identifier as both.
+    #[inline(always)]
+    pub fn flow_ports(&self) -> (u16, u16) {
+        if self.proto == IPPROTO_ICMP {
+            (self.icmp_id, self.icmp_id)
+        } else {
+            (self.sport, self.dport)
+        }
+    }
+
     /// A TCP FIN or RST: the connection is closing.
     #[inline(always)]
     pub fn closes(&self) -> bool {

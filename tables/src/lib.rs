@@ -35,7 +35,9 @@ pub mod t70_to_local_pod;
 pub mod t80_isolation;
 pub mod t90_to_remote_pod;
 
-use oxsdn_common::{addr, NodeConfig, PodEntry};
+use core::cell::Cell;
+
+use oxsdn_common::{addr, monitor, NodeConfig, PodEntry};
 
 pub use env::Env;
 use frame::Frame;
@@ -111,20 +113,67 @@ pub struct Packet<'a, E: Env> {
     /// Whose share of the connection tables a new service connection takes: the
     /// sending pod's project slot, or `conntrack::HOST_OWNER` / `TUNNEL_OWNER`.
     pub owner: u32,
+    /// networkpolicy mode: the sending local pod's identity (0: the sender is not a
+    /// local pod, or another mode).
+    pub src_identity: u32,
+    /// Table 30 translated a service's reply back (its connection was judged).
+    pub service_reply: bool,
     /// The service translation chosen by table 30's reply rule or table 61.
     pub xlate: Translation,
+    /// reg1: the destination VNID, once table 80 has it (for the monitor).
+    pub reg1: u32,
+    /// Where the frame came in (`oxsdn_common::monitor::port`), and the port's ifindex
+    /// or, from the tunnel, the sending node's address: for drop accounting and the
+    /// monitor (`arriving`).
+    pub port: u32,
+    pub ingress: u32,
+    /// The last drop rule counted (`monitor::NO_RULE`: none; a NetworkPolicy's as
+    /// `monitor::policy_rule`), for the monitor: the entry programs report a drop once,
+    /// after the tables (reporting from inside them would put the monitor's stack on
+    /// top of the tables' deepest call chain).
+    pub dropped_by: Cell<u32>,
 }
 
 impl<'a, E: Env> Packet<'a, E> {
     #[inline(always)]
-    pub fn new(env: E, cfg: &'a NodeConfig, frame: &'a Frame) -> Self {
-        Packet { env, cfg, frame, reg0: 0, owner: oxsdn_common::conntrack::TUNNEL_OWNER, xlate: Translation::default() }
+    /// A packet that came in on `port` (`monitor::port`), with `ingress` its ifindex or
+    /// the sending node's address.
+    pub fn new(env: E, cfg: &'a NodeConfig, frame: &'a Frame, port: u32, ingress: u32) -> Self {
+        Packet {
+            env,
+            cfg,
+            frame,
+            reg0: 0,
+            owner: oxsdn_common::conntrack::TUNNEL_OWNER,
+            src_identity: 0,
+            service_reply: false,
+            xlate: Translation::default(),
+            reg1: 0,
+            port,
+            ingress,
+            dropped_by: Cell::new(monitor::NO_RULE),
+        }
     }
 
-    /// Counts node-wide rule `rule`.
+    /// Counts node-wide rule `rule`; a drop rule's count is also the drop's, by source,
+    /// and the monitor's (`dropped_by`). (`rule` is a constant at nearly every call, so
+    /// `is_drop` folds away.)
     #[inline(always)]
     pub fn count(&self, rule: u32) {
         self.env.count(rule, self.frame.len);
+        if rule::is_drop(rule) {
+            self.env.count_drop(monitor::drop_source(self.port, self.owner));
+            self.dropped_by.set(rule);
+        }
+    }
+
+    /// Counts per-policy drop rule `rule` of the NetworkPolicy in counter slot `slot`,
+    /// as the drop's too (see `count`).
+    #[inline(always)]
+    pub fn count_policy_drop(&self, slot: u32, rule: u32) {
+        self.env.count_policy(slot, rule, 0, self.frame.len);
+        self.env.count_drop(monitor::drop_source(self.port, self.owner));
+        self.dropped_by.set(monitor::policy_rule(slot, rule));
     }
 
     /// Counts `rule`, a drop rule, and drops.
@@ -183,6 +232,17 @@ mod tests {
     use super::{rule::Scope, *};
 
     #[test]
+    fn drop_rules_are_the_node_wide_rules_that_drop() {
+        for rule in rules() {
+            let drops = rule.scope == Scope::Node && rule.actions == "drop";
+            assert_eq!(rule::is_drop(rule.id) && rule.scope == Scope::Node, drops, "{} {}", rule.table, rule.name);
+        }
+        assert!(rule::is_drop(t80_isolation::ISOLATED));
+        assert!(!rule::is_drop(t80_isolation::SAME_VNID));
+        assert!(!rule::is_drop(oxsdn_common::MAX_RULES));
+    }
+
+    #[test]
     fn rule_ids_are_unique_and_fit_their_counters() {
         let mut seen = HashSet::new();
         for rule in rules() {
@@ -192,6 +252,7 @@ mod tests {
                 Scope::Pod => oxsdn_common::POD_RULES,
                 Scope::RemoteNode => oxsdn_common::NODE_RULES,
                 Scope::Service => 2,
+                Scope::Policy => oxsdn_common::policy::POLICY_RULES,
             };
             assert!(rule.id < limit, "{} id {} >= {limit}", rule.name, rule.id);
         }
@@ -259,6 +320,12 @@ mod tests {
             (30, 54, "GW_STORE"),
             (61, 55, "OVER_QUOTA"),
             (61, 56, "TABLE_FULL"),
+            (80, 57, "POLICY_REPLY"),
+            (80, 58, "EGRESS_OPEN"),
+            (80, 59, "INGRESS_OPEN"),
+            (80, 60, "NO_IDENTITY"),
+            (80, 61, "TRACKING_FULL"),
+            (60, 62, "NO_ISOLATION"),
             (0, 80, "XDP_DENIED"),
             (0, 81, "XDP_MALFORMED"),
             (10, 82, "XDP_UNKNOWN_NODE"),

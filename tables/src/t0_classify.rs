@@ -4,7 +4,7 @@
 //! the VNI as the source VNID, to table 10. VLAN-tagged frames pass nowhere: a pod's tag
 //! would reach other pods, and the underlay as the outer tag (VLAN hopping).
 
-use oxsdn_common::conntrack;
+use oxsdn_common::{conntrack, monitor};
 
 use crate::{frame::L3, is_multicast, t10_vxlan_source, t20_antispoof, t30_route, Env, Output, Packet};
 
@@ -117,15 +117,20 @@ pub fn prefilter<E: Env>(env: E, frame: Underlay, len: u32) -> bool {
         Underlay::Ipv4 { src } | Underlay::Malformed { src } | Underlay::Vxlan { src } => src,
     };
     if env.prefilter_denied(src) {
-        env.count(XDP_DENIED, len);
-        return false;
+        return prefilter_drop(env, XDP_DENIED, len);
     }
     match frame {
-        Underlay::Malformed { .. } => {
-            env.count(XDP_MALFORMED, len);
-            false
-        }
+        Underlay::Malformed { .. } => prefilter_drop(env, XDP_MALFORMED, len),
         Underlay::Vxlan { src } => t10_vxlan_source::known_node_at_prefilter(env, src, len),
         Underlay::NotIpv4 | Underlay::Ipv4 { .. } => true,
     }
+}
+
+/// Counts the prefilter's drop rule `rule`, and the drop as the tunnel's (the underlay
+/// device is the overlay's way in): `false`, the frame does not go on.
+#[inline(always)]
+pub fn prefilter_drop<E: Env>(env: E, rule: u32, len: u32) -> bool {
+    env.count(rule, len);
+    env.count_drop(monitor::drop_source(monitor::port::TUNNEL, 0));
+    false
 }

@@ -1,7 +1,7 @@
 //! Table 10: VXLAN is accepted only from the underlay IP of a known node; the VNI it
 //! carries (already in reg0) is trusted.
 
-use crate::{t30_route, Env, Output, Packet};
+use crate::{t0_classify, t30_route, Env, Output, Packet};
 
 crate::rules! {
     table 10;
@@ -31,6 +31,5 @@ pub fn known_node_at_prefilter<E: Env>(env: E, tun_src: u32, len: u32) -> bool {
     if env.remote_node_ip(tun_src).is_some() {
         return true;
     }
-    env.count(XDP_UNKNOWN_NODE, len);
-    false
+    t0_classify::prefilter_drop(env, XDP_UNKNOWN_NODE, len)
 }

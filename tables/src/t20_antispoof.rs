@@ -1,5 +1,8 @@
 //! Table 20: a pod may only send ARP and IPv4 as itself (its address, and for ARP the
-//! low four bytes of its MAC), on its own port; loads its VNID into reg0.
+//! low four bytes of its MAC), on its own port; loads its VNID into reg0 (0 in subnet
+//! mode, where every pod is global) and, in networkpolicy mode, notes its identity.
+
+use oxsdn_common::mode;
 
 use crate::{frame::L3, t21_post_source, Env, Output, Packet};
 
@@ -26,9 +29,14 @@ pub fn table20<E: Env>(p: &mut Packet<E>, in_port: u32) -> Output {
     let Some(vnid) = p.vnid(pod.project_slot, pod.project_id) else {
         return p.drop_by(SPOOFED);
     };
-    p.env.count_pod(p.slot(claimed), claimed, rule, p.frame.len);
-    p.reg0 = vnid;
+    let slot = p.slot(claimed);
+    p.env.count_pod(slot, claimed, rule, p.frame.len);
+    // Subnet mode: every pod is global (OpenShift's ovs-subnet loads VNID 0).
+    p.reg0 = if p.cfg.mode == mode::SUBNET { 0 } else { vnid };
     p.owner = pod.project_slot;
-    let maybe_reply = p.env.endpoint_pod(p.slot(claimed)) == claimed;
+    if p.cfg.mode == mode::NETWORKPOLICY {
+        p.src_identity = p.env.pod_identity(slot);
+    }
+    let maybe_reply = p.env.endpoint_pod(slot) == claimed;
     t21_post_source::table21(p, maybe_reply)
 }

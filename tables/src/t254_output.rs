@@ -1,7 +1,7 @@
 //! "Table 254" (oxsdn's own): what happens at the output port, after the tables chose
 //! one, so that every packet a program drops is counted by some rule. OpenFlow never
 //! sends a packet back out of the port it came in on; the kernel may refuse to rewrite
-//! or redirect a frame.
+//! or redirect a frame, and a translation's new destination may have no way there.
 
 crate::rules! {
     table 254;

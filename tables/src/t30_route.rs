@@ -37,17 +37,18 @@ pub fn table30<E: Env>(p: &mut Packet<E>, maybe_reply: bool) -> Output {
     p.env.register(REG0_SET, p.reg0);
     match p.frame.l3 {
         L3::Arp => {
-            let arp = p.frame.arp;
-            route_arp(p, &arp)
+            let frame = p.frame;
+            route_arp(p, &frame.arp)
         }
         L3::Ipv4 => {
-            let ip = p.frame.ipv4;
+            let frame = p.frame;
+            let ip = &frame.ipv4;
             if maybe_reply {
-                if let Some(out) = service_reply(p, &ip) {
+                if let Some(out) = service_reply(p, ip) {
                     return out;
                 }
             }
-            route_ip(p, &ip)
+            route_ip(p, ip)
         }
         // Table 0 passes only ARP and IPv4 on.
         L3::Other => Output::Drop,
@@ -105,6 +106,7 @@ fn service_reply<E: Env>(p: &mut Packet<E>, ip: &Ipv4) -> Option<Output> {
     let reply = p.env.reply(&key)?;
     p.env.refresh_reply(&key, ip.closes());
     p.count(SERVICE_REPLY);
+    p.service_reply = true;
     p.xlate = Translation {
         active: 1,
         src: reply.service_ip,

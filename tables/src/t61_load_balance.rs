@@ -12,7 +12,7 @@ use oxsdn_common::{
 use crate::{
     fragments,
     frame::{Ipv4, IPPROTO_TCP},
-    t80_isolation, Env, Output, Packet, Translation,
+    t254_output, t80_isolation, Env, Output, Packet, Translation,
 };
 
 crate::rules! {
@@ -24,7 +24,9 @@ crate::rules! {
     node OVER_QUOTA = 55, priority 100, "ct_state=+new,ct_zone_limit=reached" => "drop";
     /// The tracking tables are full.
     node TABLE_FULL = 56, priority 100, "ct_state=+new,ct_table=full" => "drop";
-    node UNKNOWN_FRAGMENT = 44, priority 50, "ip,nw_frag=later" => "drop";
+    /// A later fragment whose first fragment's ports are unknown (as OVS's tracker
+    /// marks a fragment it cannot place).
+    node UNKNOWN_FRAGMENT = 44, priority 50, "ip,nw_frag=later,ct_state=+inv" => "drop";
     node NO_ENDPOINT = 45, priority 0, "" => "drop";
 }
 
@@ -161,8 +163,9 @@ pub fn reply_key(flow: &FlowKey, conn: &ServiceConnection, gateway: u32) -> Flow
 }
 
 /// Sends a translated packet (`reply`: back to a service's client) to `dst`: a pod here,
-/// a pod over the tunnel, or the node's host stack. Table 80's policy is asked again,
-/// with the client's identity.
+/// a pod over the tunnel, or the node's host stack. (Networkpolicy mode judges the
+/// translated packet at the output, with the client's address.) A `dst` with no way
+/// there fails at the output (table 254): the rule that chose it was counted already.
 #[inline(always)]
 pub fn deliver_translated<E: Env>(p: &mut Packet<E>, dst: u32, reply: bool) -> Output {
     // The gateway: a host process was the client. Outside the cluster network: a client
@@ -170,9 +173,6 @@ pub fn deliver_translated<E: Env>(p: &mut Packet<E>, dst: u32, reply: bool) -> O
     // are never there (the controller refuses them).
     if dst == p.cfg.gateway || (reply && !p.in_cluster(dst)) {
         return Output::Tun0;
-    }
-    if !t80_isolation::after_translation(p) {
-        return Output::Drop;
     }
     if let Some(pod) = p.local_pod(dst) {
         return Output::Pod { ifindex: pod.ifindex, ip: dst };
@@ -182,5 +182,5 @@ pub fn deliver_translated<E: Env>(p: &mut Packet<E>, dst: u32, reply: bool) -> O
             return Output::Tunnel { node_ip: node.node_ip, vni: t80_isolation::translated_vni(p) };
         }
     }
-    p.drop_by(NO_ENDPOINT)
+    p.drop_by(t254_output::NOT_SENT)
 }

@@ -2,15 +2,33 @@
 //! (to `reg2`) or dropped. `NodeConfig.mode` says which plugin decides; this is the
 //! one place a mode plugs in (OpenShift's `osdnPolicy`):
 //! - `ovs-multitenant`: deliver iff the source is the gateway, either VNID is 0
-//!   (global), or both VNIDs are equal.
+//!   (global), or both VNIDs are equal;
+//! - `ovs-subnet`: every pod's reg0 is 0 (table 20), so everything is delivered;
+//! - `ovs-networkpolicy`: NetworkPolicies (`oxsdn_common::policy`): a pod no policy
+//!   selects for a direction is open in that direction; a selected one exchanges only
+//!   what some rule of a selecting policy allows, plus the replies of connections it was
+//!   allowed to open or accept (and ICMP errors about them). The node always reaches its
+//!   pods. This mode judges a packet once its output is known (`at_output`, called by
+//!   the entry programs): the sending pod's egress policy wherever its packet goes, the
+//!   receiving local pod's ingress policy, after a service's translation (so with the
+//!   client's address and the endpoint's port). One place, called once per program: in
+//!   each table that routes it made the programs too large for the verifier.
 //!
-//! A service's translated traffic asks again with the client's identity after table
-//! 61 picked the endpoint (`after_translation`), and `translated_vni` is the VNI it
-//! carries to an endpoint on another node.
+//! `translated_vni` is the VNI a service's translated traffic carries to an endpoint on
+//! another node.
 
-use oxsdn_common::{mode, trace::REG1_SET};
+use oxsdn_common::{
+    mode,
+    policy::{PolicyKey, PortRange, PortSet, ANY_PROTO, EGRESS, INGRESS},
+    trace::REG1_SET,
+    FlowKey,
+};
 
-use crate::{frame::Ipv4, Env, Packet};
+use crate::{
+    fragments,
+    frame::{Ipv4, Tuple, L3},
+    Env, Packet,
+};
 
 crate::rules! {
     table 80;
@@ -19,17 +37,43 @@ crate::rules! {
     node DST_GLOBAL = 25, priority 200, "reg1=0" => "output:NXM_NX_REG2[]";
     node SAME_VNID = 26, priority 100, "reg0=reg1" => "output:NXM_NX_REG2[]";
     node ISOLATED = 27, priority 0, "" => "drop";
+    /// networkpolicy: a reply (or an ICMP error) of a connection policies let through.
+    node POLICY_REPLY = 57, priority 250, "ip,ct_state=+est+rpl,policy" => "output:NXM_NX_REG2[]";
+    /// networkpolicy: no policy selects the source for egress.
+    node EGRESS_OPEN = 58, priority 200, "ip,policy=egress,isolated=no" => "resubmit";
+    /// networkpolicy: no policy selects the destination for ingress.
+    node INGRESS_OPEN = 59, priority 200, "ip,policy=ingress,isolated=no" => "output:NXM_NX_REG2[]";
+    /// networkpolicy: the destination pod has no identity yet (its labels are not in
+    /// place): nothing reaches it.
+    node NO_IDENTITY = 60, priority 150, "ip,policy=ingress,identity=none" => "drop";
+    /// networkpolicy: the connection tables have no room to let its replies through.
+    node TRACKING_FULL = 61, priority 150, "ip,ct_state=+new,policy,ct_table=full" => "drop";
+    policy ALLOW_INGRESS = 0, priority 100, "ip,policy=ingress,policy_name={POLICY}" => "ct(commit),output:NXM_NX_REG2[]";
+    policy ALLOW_EGRESS = 1, priority 100, "ip,policy=egress,policy_name={POLICY}" => "ct(commit),resubmit";
+    policy DENY_INGRESS = 2, priority 0, "ip,policy=ingress,isolated_by={POLICY}" => "drop";
+    policy DENY_EGRESS = 3, priority 0, "ip,policy=egress,isolated_by={POLICY}" => "drop";
 }
 
-/// Whether a packet from reg0 may reach a destination with VNID `reg1`.
+/// Whether a packet from reg0 may reach a local pod with VNID `reg1`.
 #[inline(always)]
 pub fn table80<E: Env>(p: &mut Packet<E>, ip: &Ipv4, reg1: u32) -> bool {
     p.env.register(REG1_SET, reg1);
+    p.reg1 = reg1;
     match p.cfg.mode {
-        mode::MULTITENANT => multitenant(p, ip, reg1),
-        // An unknown mode isolates like the strictest known one.
+        // Judged at the output (`at_output`).
+        mode::NETWORKPOLICY => true,
+        // Subnet mode loads reg0 = 0 for every pod: the multitenant predicate passes all.
+        // An unknown mode isolates like multitenant.
         _ => multitenant(p, ip, reg1),
     }
+}
+
+/// Multitenant mode's table 60: whether a packet from reg0 may use a service of a
+/// project with VNID `reg1` (the same predicate as for pods).
+#[inline(always)]
+pub fn service_isolation<E: Env>(p: &mut Packet<E>, ip: &Ipv4, reg1: u32) -> bool {
+    p.env.register(REG1_SET, reg1);
+    multitenant(p, ip, reg1)
 }
 
 #[inline(always)]
@@ -50,16 +94,167 @@ fn multitenant<E: Env>(p: &mut Packet<E>, ip: &Ipv4, reg1: u32) -> bool {
     true
 }
 
-/// Whether a service's translated packet may go on to its endpoint, the client being
-/// reg0. Multitenant mode judged it in table 60 against the service's project, and the
-/// translated packet travels as OpenShift's masqueraded traffic did: as global.
+/// networkpolicy mode: whether the packet the tables sent to the local pod in `dst_slot`
+/// (or, with `NOT_LOCAL`, elsewhere) may go there. Called by the entry programs once
+/// the output is known, in every mode (it passes everything in the others); a service's
+/// reply, translated back by table 30, passes (its connection was judged).
 #[inline(always)]
-pub fn after_translation<E: Env>(_p: &mut Packet<E>) -> bool {
+pub fn at_output<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
+    if p.cfg.mode != mode::NETWORKPOLICY || p.service_reply {
+        return true;
+    }
+    networkpolicy(p, dst_slot)
+}
+
+/// The VNI a translated packet carries to an endpoint on another node: the client's in
+/// networkpolicy mode (the endpoint's node judges it by the client), else global.
+#[inline(always)]
+pub fn translated_vni<E: Env>(p: &Packet<E>) -> u32 {
+    if p.cfg.mode == mode::NETWORKPOLICY {
+        p.reg0
+    } else {
+        0
+    }
+}
+
+/// The packet's addresses, protocol and ports as it leaves (a service's translation
+/// applied; a later fragment's ports from its first fragment); `None`: a later fragment
+/// whose first was not seen, which no port rule can judge.
+#[inline(always)]
+fn tuple<E: Env>(p: &Packet<E>, ip: &Ipv4) -> Option<Tuple> {
+    let x = &p.xlate;
+    if x.active != 0 {
+        return Some(Tuple { src: x.src, dst: x.dst, proto: ip.proto, sport: x.sport, dport: x.dport });
+    }
+    let (sport, dport) = if ip.later_fragment { fragments::ports(p, ip)? } else { ip.flow_ports() };
+    Some(Tuple { src: ip.src, dst: ip.dst, proto: ip.proto, sport, dport })
+}
+
+fn flow(t: &Tuple) -> FlowKey {
+    FlowKey { src: t.src, dst: t.dst, sport: t.sport, dport: t.dport, proto: t.proto, _pad: [0; 3] }
+}
+
+/// `at_output`'s `dst_slot` when the destination is not a local pod.
+pub const NOT_LOCAL: u32 = u32::MAX;
+
+/// networkpolicy mode: whether the packet may pass from its source (a local pod when
+/// `p.src_identity` is set) to its destination (the local pod in `dst_slot`, or
+/// `NOT_LOCAL`). A function of its own in the programs (a BPF-to-BPF call), so the
+/// caller's stack stays small; its arguments are plain integers (an `Option`'s payload
+/// is undefined when it is `None`, and the verifier refuses a register left unset).
+#[inline(never)]
+fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
+    if p.frame.l3 != L3::Ipv4 {
+        // ARP is never isolated.
+        return true;
+    }
+    let frame = p.frame;
+    let ip = &frame.ipv4;
+    let Some(t) = tuple(p, ip) else { return false };
+    let t = &t;
+    let closing = ip.closes();
+    let dst_slot = (dst_slot != NOT_LOCAL).then_some(dst_slot);
+    // The node reaches its pods, whatever their policies (Kubernetes' rule).
+    if t.src == p.cfg.gateway {
+        p.count(FROM_GW);
+        return true;
+    }
+    let src_policy = (p.src_identity != 0).then(|| p.env.identity_policy(p.src_identity)).flatten().unwrap_or_default();
+    let dst_identity = match dst_slot {
+        Some(slot) => p.env.pod_identity(slot),
+        None => p.env.ip_identity(t.dst),
+    };
+    if dst_slot.is_some() && dst_identity == 0 {
+        p.count(NO_IDENTITY);
+        return false;
+    }
+    let dst_policy = dst_slot.and_then(|_| p.env.identity_policy(dst_identity)).unwrap_or_default();
+    let egress_isolated = p.src_identity != 0 && src_policy.isolated & EGRESS != 0;
+    let ingress_isolated = dst_slot.is_some() && dst_policy.isolated & INGRESS != 0;
+    if egress_isolated || ingress_isolated {
+        // A reply, or an ICMP error about a connection policies let through.
+        let original = if p.frame.ipv4.is_icmp_error() {
+            let e = p.frame.ipv4.embedded;
+            FlowKey { src: e.src, dst: e.dst, sport: e.sport, dport: e.dport, proto: e.proto, _pad: [0; 3] }
+        } else {
+            FlowKey { src: t.dst, dst: t.src, sport: t.dport, dport: t.sport, proto: t.proto, _pad: [0; 3] }
+        };
+        if original.proto != 0 && p.env.policy_connection(&original, closing) {
+            p.count(POLICY_REPLY);
+            return true;
+        }
+    }
+    if p.src_identity != 0 {
+        if !egress_isolated {
+            p.count(EGRESS_OPEN);
+        } else if !allows(p, p.src_identity, EGRESS, dst_identity, t.dst, t, ALLOW_EGRESS) {
+            p.count_policy_drop(src_policy.egress_slot, DENY_EGRESS);
+            return false;
+        }
+    }
+    if dst_slot.is_some() {
+        let src_identity = if p.src_identity != 0 { p.src_identity } else { p.env.ip_identity(t.src) };
+        if !ingress_isolated {
+            p.count(INGRESS_OPEN);
+        } else if !allows(p, dst_identity, INGRESS, src_identity, t.src, t, ALLOW_INGRESS) {
+            p.count_policy_drop(dst_policy.ingress_slot, DENY_INGRESS);
+            return false;
+        }
+    }
+    // Its replies will be judged by an isolating policy: track the connection.
+    let replies_judged = (p.src_identity != 0 && src_policy.isolated & INGRESS != 0)
+        || (dst_slot.is_some() && dst_policy.isolated & EGRESS != 0);
+    let forward = flow(t);
+    if replies_judged
+        && !p.env.policy_connection(&forward, closing)
+        && ((p.cfg.ct_quota != 0 && p.env.share(p.owner) >= p.cfg.ct_quota)
+            || !p.env.track_policy_connection(&forward, p.owner))
+    {
+        p.count(TRACKING_FULL);
+        return false;
+    }
     true
 }
 
-/// The VNI a translated packet carries to an endpoint on another node.
+/// Whether a rule of `subject`'s policies allows, in `direction`, the peer with
+/// `peer_identity` (0: not a pod) and address `peer_ip`, for `t`'s protocol and
+/// destination port; counts the allowing rule as `allow` of its policy.
 #[inline(always)]
-pub fn translated_vni<E: Env>(_p: &Packet<E>) -> u32 {
-    0
+fn allows<E: Env>(
+    p: &Packet<E>,
+    subject: u32,
+    direction: u32,
+    peer_identity: u32,
+    peer_ip: u32,
+    t: &Tuple,
+    allow: u32,
+) -> bool {
+    let mut found = None;
+    if peer_identity != 0 {
+        if let Some(set) = p.env.policy_peers(&PolicyKey { subject, peer: peer_identity, direction }) {
+            found = matching(set, t);
+        }
+    }
+    if found.is_none() {
+        if let Some(set) = p.env.policy_cidrs(subject, direction, peer_ip) {
+            found = matching(set, t);
+        }
+    }
+    let Some(range) = found else { return false };
+    p.env.count_policy(u32::from(range.slot), allow, range.rule, p.frame.len);
+    true
+}
+
+/// The first range of `set` that `t`'s protocol and destination port fall in.
+#[inline(always)]
+fn matching(set: &PortSet, t: &Tuple) -> Option<PortRange> {
+    for range in set.ranges.iter() {
+        if range.used == 0 {
+            break;
+        }
+        if range.proto == ANY_PROTO || (range.proto == t.proto && range.start <= t.dport && t.dport <= range.end) {
+            return Some(*range);
+        }
+    }
+    None
 }

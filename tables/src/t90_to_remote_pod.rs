@@ -1,5 +1,6 @@
 //! Table 90: IPv4 to a pod on another node, with the source VNID as VNI. No isolation
-//! check here: the receiving node's table 80 decides.
+//! check here: the receiving node's table 80 decides (networkpolicy mode judges the
+//! source's egress policy at the output first).
 
 use crate::{Env, Output, Packet};
 

@@ -33,3 +33,8 @@ pub fn cni_plugin() -> PathBuf {
 pub fn oxsdnctl() -> PathBuf {
     path("oxsdnctl")
 }
+
+/// The test tool that increments a store counter (tests/src/bin/store_hammer.rs).
+pub fn store_hammer() -> PathBuf {
+    path("oxsdn-store-hammer")
+}

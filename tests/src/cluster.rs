@@ -48,6 +48,9 @@ pub struct TestCluster {
     pub external: Netns,
     /// Dropped last: the namespace etcd lives in.
     pub underlay: Netns,
+    /// Extra arguments of every agent started from now on; `{NODE_IP}` is replaced by
+    /// the node's address.
+    pub agent_args: Vec<String>,
 }
 
 /// Store options of `oxsdn-agent` and `oxsdnctl`: a file store directory, or etcd and,
@@ -157,6 +160,7 @@ impl TestCluster {
             external,
             nodes: Vec::new(),
             etcd: None,
+            agent_args: Vec::new(),
         };
         if etcd {
             let ports = Ports { ip: UNDERLAY_HOST.parse()?, client: 2379, peer: 2380, metrics: 2381 };
@@ -184,6 +188,12 @@ impl TestCluster {
     /// success.
     pub fn oxsdnctl(&self, args: &[&str]) -> Result<String> {
         self.oxsdnctl_as(&self.store, args)
+    }
+
+    /// `oxsdn-store-hammer <store> <args>` (raw counter increments), run on the underlay
+    /// like `oxsdnctl_as`; stdout on success.
+    pub fn store_hammer_as(&self, store: &StoreArgs, args: &[&str]) -> Result<String> {
+        run(self.underlay.command(bins::store_hammer()).args(store.args()).args(args))
     }
 
     /// Every project's VNID (`oxsdnctl get netnamespaces -o json`), by name.
@@ -223,11 +233,6 @@ impl TestCluster {
     /// Adds a node namespace wired to the underlay and starts its agent; on etcd, as the
     /// node's own etcd user, which etcd's root user sets up first.
     pub fn add_node(&mut self, name: &str) -> Result<&mut Node> {
-        self.add_node_with(name, &[])
-    }
-
-    /// The same, the agent started with further options `agent_args`.
-    pub fn add_node_with(&mut self, name: &str, agent_args: &[&str]) -> Result<&mut Node> {
         let (store, project_creator) = match &self.etcd {
             Some(_) => {
                 self.oxsdnctl_as(&self.etcd_user(ROOT_USER)?, &["store", "setup-auth", "--node", name])?;
@@ -258,7 +263,7 @@ impl TestCluster {
             bpffs: self.bpffs.clone(),
             prefix: self.prefix.clone(),
             agent: None,
-            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
+            agent_args: self.agent_args.iter().map(|a| a.replace("{NODE_IP}", &ip.to_string())).collect(),
         };
         std::fs::create_dir_all(&node_dir)?;
         node.start_agent()?;
@@ -479,6 +484,29 @@ impl Node {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// `oxsdnctl <args>` in this node's namespace, with the agent's store options; its
+    /// output whether it succeeded or not.
+    pub fn oxsdnctl_output(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(self.netns.command(bins::oxsdnctl()).args(self.store.args()).args(args).output()?)
+    }
+
+    /// The node options of `oxsdnctl status` and `monitor`: the node and its pins.
+    pub fn node_args(&self) -> Vec<String> {
+        vec!["--node".into(), self.name.clone(), "--bpffs-dir".into(), self.bpffs.display().to_string()]
+    }
+
+    /// `oxsdnctl status` on this node: whether it succeeded, and its report (JSON).
+    pub fn status(&self) -> Result<(bool, Value)> {
+        let mut args = vec!["status".to_string()];
+        args.extend(self.node_args());
+        args.extend(["--socket".into(), self.socket.display().to_string()]);
+        args.extend(["--cni-conf-dir".into(), self.conf_dir.display().to_string(), "-o".into(), "json".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.oxsdnctl_output(&args)?;
+        let report: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("{out:?}"))?;
+        Ok((out.status.success(), report))
     }
 }
 

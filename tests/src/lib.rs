@@ -17,6 +17,7 @@ pub mod matrix;
 pub mod netns;
 pub mod pki;
 pub mod probe;
+pub mod rule_text;
 pub mod runtime;
 pub mod runtime_cri;
 pub mod runtime_podman;

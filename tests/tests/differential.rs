@@ -3,12 +3,14 @@
 //! the model of Profile A (`oxsdn-model`). In trace mode, verdict, output interface,
 //! tunnel node and VNI, and the rewritten frame must agree; the programs as they run
 //! attached (which show no decision, only their TC verdict and the frame) must agree on
-//! those two.
+//! those two. Every rule the trace says a frame matched must match it by its `dump-flows`
+//! text, with no rule of higher priority in its table matching too (`rule_text`).
 //!
 //! `OXSDN_DIFF_CASES` (default 5000) sets how many frames run; `OXSDN_DIFF_SEED` the
 //! first state's seed (default: random, printed). Each state's frames come from the
 //! state's own seed, so a failure is replayed with the seed it prints.
 
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +19,7 @@ use ipnetwork::Ipv4Network;
 use oxsdn_common::{trace::MODE_TEST_INPUT, PodEntry, ProjectEntry, MAX_POD_SLOTS, MAX_PROJECT_SLOTS};
 use oxsdn_dataplane::{
     entries::{self, Networks, NodeAddresses, NodeSettings, ProjectRef},
+    flows::{self, Flow, RuleRef},
     loader::Programs,
     maps::{ip_key, monotonic_ns, NodeMaps},
     test_run::TestRun,
@@ -28,13 +31,16 @@ use oxsdn_model::state::{
     Connection, Draining, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP, IPPROTO_UDP,
 };
 use oxsdn_model::{pipeline, Delivery, Ingress, Out, State, Verdict};
-use oxsdn_tests::netns::Netns;
+use oxsdn_tests::{
+    netns::Netns,
+    rule_text::{self, RuleText},
+};
 use rand::{rngs::StdRng, SeedableRng};
 
 const TUN0_IFINDEX: u32 = 2;
 const VXLAN_IFINDEX: u32 = 3;
 /// Pod ports (veths in the test's namespace) a state can use.
-const POD_PORTS: usize = 8;
+const POD_PORT_VETHS: usize = 8;
 const CASES_PER_STATE: usize = 100;
 /// Disagreements reported in full before the test gives up.
 const MAX_REPORTED: usize = 20;
@@ -282,7 +288,7 @@ fn from_hex(frame: &str, names: &[(&str, Ipv4Addr)]) -> Vec<u8> {
 fn in_sandbox<T: Send + 'static>(name: &str, f: impl FnOnce(&mut Harness) -> Result<T> + Send + 'static) -> Result<T> {
     let prefix = format!("oxt{}-{name}", std::process::id());
     let netns = Netns::create(&prefix)?;
-    let names: Vec<String> = (0..POD_PORTS).map(|i| format!("port{i}")).collect();
+    let names: Vec<String> = (0..POD_PORT_VETHS).map(|i| format!("port{i}")).collect();
     for name in &names {
         netns.ip(&["link", "add", name, "type", "veth", "peer", "name", &format!("{name}-peer")])?;
     }
@@ -323,6 +329,8 @@ struct Harness {
     /// ifindexes of the namespace's pod-port veths: the live `from_pod` reads its
     /// ingress port from the skb's device.
     ports: Vec<u32>,
+    /// The state's rules as `dump-flows` shows them.
+    flows: Flows,
 }
 
 impl Harness {
@@ -333,13 +341,16 @@ impl Harness {
             tracer: Tracer::load(pin_dir).context("loading the programs in trace mode")?,
             live: TestPrograms::load(pin_dir, MODE_TEST_INPUT).context("loading the programs for test runs")?,
             ports,
+            flows: Flows::default(),
         })
     }
 
     /// Replaces what the maps hold with `state`.
     fn load(&mut self, state: &State) -> Result<()> {
         clear(&mut self.maps)?;
-        fill(&mut self.maps, state)
+        fill(&mut self.maps, state)?;
+        self.flows = Flows::of(&self.maps)?;
+        Ok(())
     }
 
     /// Puts the connection and fragment tables back as `state` has them, after a live
@@ -377,23 +388,30 @@ impl Harness {
         Ok(report)
     }
 
-    /// One frame through the model and the programs: a description of how they
+    /// One frame through the model and the programs: descriptions of how they
     /// disagree, if they do.
-    fn check(&mut self, state: &State, case: &Case, name: &str) -> Result<Option<String>> {
+    fn check(&mut self, state: &State, case: &Case, name: &str) -> Result<Vec<String>> {
         let expected = pipeline(state, case.ingress, &case.frame);
         let context =
             format!("  ingress {:?}\n  frame {}\n  model {}", case.ingress, hex(&case.frame), describe(&expected));
         let actual = match self.tracer.trace(ingress(case.ingress), &case.frame) {
             Ok(actual) => actual,
-            Err(e) => return Ok(Some(format!("{name}: the test run failed: {e:#}\n{context}"))),
+            Err(e) => return Ok(vec![format!("{name}: the test run failed: {e:#}\n{context}")]),
         };
         if let Err(why) = agree(&expected, &actual) {
-            return Ok(Some(format!(
+            return Ok(vec![format!(
                 "{name}: {why}\n{context}\n  ebpf {} {:?} hops {:?}\n  state {state:?}",
                 trace::verdict_name(actual.verdict),
                 actual.output,
                 actual.hops,
-            )));
+            )]);
+        }
+        let mut found = Vec::new();
+        if let Err(why) = self.flows.check(case, &actual) {
+            found.push(format!(
+                "{name}: dump-flows: {why}\n{context}\n  ebpf hops {:?} reg0 {:?} reg1 {:?}\n  state {state:?}",
+                actual.hops, actual.reg0, actual.reg1,
+            ));
         }
         let live = self.live.run(ingress(case.ingress), &case.frame, 1);
         if may_track(state, &case.frame) {
@@ -401,16 +419,108 @@ impl Harness {
         }
         let live = match live {
             Ok(live) => live,
-            Err(e) => return Ok(Some(format!("{name}: the live test run failed: {e:#}\n{context}"))),
+            Err(e) => {
+                found.push(format!("{name}: the live test run failed: {e:#}\n{context}"));
+                return Ok(found);
+            }
         };
-        Ok(agree_live(&expected, &live).err().map(|why| {
+        found.extend(agree_live(&expected, &live).err().map(|why| {
             format!(
                 "{name}: live programs: {why}\n{context}\n  ebpf {} {}\n  state {state:?}",
                 trace::verdict_name(live.retval),
                 hex(&live.frame),
             )
-        }))
+        }));
+        Ok(found)
     }
+}
+
+/// A node's rules as `dump-flows` shows them (placeholders filled in from the maps), with
+/// their match texts parsed.
+#[derive(Default)]
+struct Flows {
+    flows: Vec<ParsedFlow>,
+    by_id: HashMap<RuleRef, usize>,
+}
+
+struct ParsedFlow {
+    flow: Flow,
+    text: RuleText,
+    /// False for a pod's or service's rule whose project has no VNID: `dump-flows` shows
+    /// it with `actions=drop`, and the programs take its packets as matching no rule of
+    /// that pod or service (the table's priority-0 drop counts them).
+    in_effect: bool,
+}
+
+impl Flows {
+    fn of(maps: &NodeMaps) -> Result<Self> {
+        let mut flows = Flows::default();
+        // Pod ports by ifindex: the rule texts say `in_port=<ifindex>` for them.
+        for flow in flows::collect(maps, |ifindex| ifindex.to_string())? {
+            let text = RuleText::parse(&flow.matches).map_err(anyhow::Error::msg)?;
+            let in_effect = !(flow.id.declaration().actions.contains("{VNID}") && flow.actions == "drop");
+            flows.by_id.insert(flow.id, flows.flows.len());
+            flows.flows.push(ParsedFlow { flow, text, in_effect });
+        }
+        Ok(flows)
+    }
+
+    /// Whether the rules a trace went through are the ones their texts select, as OVS
+    /// would: each matches the frame (in what its text evaluates), it is the only one
+    /// counted in its table, and no rule of higher priority in the table whose text is
+    /// fully evaluated matches.
+    fn check(&self, case: &Case, trace: &Trace) -> Result<(), String> {
+        let in_port = match case.ingress {
+            Ingress::Pod(ifindex) => ifindex.to_string(),
+            Ingress::Tun0 => "tun0".into(),
+            Ingress::Tunnel { .. } => "vxlan0".into(),
+        };
+        let tun_src = match case.ingress {
+            Ingress::Tunnel { src, .. } => src,
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
+        // The programs traced are the TC ones: a prefilter's (`hook=xdp`) rule never matches.
+        let context = rule_text::Context {
+            in_port: &in_port,
+            tun_src,
+            reg0: trace.reg0,
+            reg1: trace.reg1,
+            configured: true,
+            xdp: false,
+        };
+        let packet = rule_text::Packet::new(&case.frame, context);
+        let mut tables = HashSet::new();
+        for hop in &trace.hops {
+            let hopped = &self.flows[*self.by_id.get(hop).ok_or_else(|| format!("{hop:?}: no such rule"))?];
+            let (table, priority) = (hopped.flow.table, hopped.flow.priority);
+            if !hopped.in_effect {
+                return Err(format!("{} counted: its project has no VNID", describe_flow(&hopped.flow)));
+            }
+            if !tables.insert(table) {
+                return Err(format!("{} counted after another rule of table {table}", describe_flow(&hopped.flow)));
+            }
+            if !hopped.text.matches(&packet)? {
+                return Err(format!("{} counted, but its text does not match", describe_flow(&hopped.flow)));
+            }
+            let above = self.flows.iter().filter(|f| {
+                f.flow.table == table && f.flow.priority > priority && f.in_effect && f.text.fully_checked()
+            });
+            for f in above {
+                if f.text.matches(&packet)? {
+                    return Err(format!(
+                        "{} counted, but {} matches too",
+                        describe_flow(&hopped.flow),
+                        describe_flow(&f.flow)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_flow(flow: &Flow) -> String {
+    format!("table={} priority={} {:?} ({:?})", flow.table, flow.priority, flow.matches, flow.id)
 }
 
 /// BPF_PROG_TEST_RUN refuses (EINVAL) an IPv4 or IPv6 frame too short for the network

@@ -132,22 +132,20 @@ fn a_nodes_credentials_write_only_its_own_hostsubnet() -> Result<()> {
     let before = store_state(&cluster)?;
     // The node's agent registered it (it runs with these credentials); reading works.
     assert!(cluster.oxsdnctl_as(&node1, &["get", "hostsubnets"])?.contains("node1"));
-    let attempts: [(&[&str], &str); 7] = [
-        (&["node", "add", "node2", "--ip", "172.22.122.99"], "/oxsdn/hostsubnets/node2"),
-        (&["node", "delete", "node2"], "/oxsdn/hostsubnets/node2"),
-        (&["create", "project", "green"], "/oxsdn/netnamespaces/green"),
-        (&["pod-network", "make-projects-global", "red"], "/oxsdn/netnamespaces/red"),
-        (&["create", "service", "web", "-n", "red", "--tcp", "80"], "/oxsdn/services/red/web"),
+    type Tool = fn(&TestCluster, &StoreArgs, &[&str]) -> Result<String>;
+    let (oxsdnctl, hammer): (Tool, Tool) = (TestCluster::oxsdnctl_as, TestCluster::store_hammer_as);
+    let attempts: [(Tool, &[&str], &str); 7] = [
+        (oxsdnctl, &["node", "add", "node2", "--ip", "172.22.122.99"], "/oxsdn/hostsubnets/node2"),
+        (oxsdnctl, &["node", "delete", "node2"], "/oxsdn/hostsubnets/node2"),
+        (oxsdnctl, &["create", "project", "green"], "/oxsdn/netnamespaces/green"),
+        (oxsdnctl, &["pod-network", "make-projects-global", "red"], "/oxsdn/netnamespaces/red"),
+        (oxsdnctl, &["create", "service", "web", "-n", "red", "--tcp", "80"], "/oxsdn/services/red/web"),
         // Raw writes (the configuration's key too: see store::roles's tests).
-        (
-            &["debug", "store-hammer", "--key", "/oxsdn/counters/project-id", "--count", "1"],
-            "/oxsdn/counters/project-id",
-        ),
-        (&["debug", "store-hammer", "--key", "/oxsdn/netnamespaces/zz", "--count", "1"], "/oxsdn/netnamespaces/zz"),
+        (hammer, &["--key", "/oxsdn/counters/project-id", "--count", "1"], "/oxsdn/counters/project-id"),
+        (hammer, &["--key", "/oxsdn/netnamespaces/zz", "--count", "1"], "/oxsdn/netnamespaces/zz"),
     ];
-    for (args, key) in attempts {
-        let err =
-            format!("{:#}", cluster.oxsdnctl_as(&node1, args).err().with_context(|| format!("{args:?} succeeded"))?);
+    for (tool, args, key) in attempts {
+        let err = format!("{:#}", tool(&cluster, &node1, args).err().with_context(|| format!("{args:?} succeeded"))?);
         assert!(err.contains("store permission denied: etcd at https://172.22.122.1:2379"), "{args:?}: {err}");
         let written = err.split("the transaction writes ").nth(1).unwrap_or_default();
         assert!(written.contains(key), "{args:?}: {err}");

@@ -333,13 +333,27 @@ fn pinned_link_id(pin: &std::path::Path) -> Result<u64> {
     v["id"].as_u64().with_context(|| format!("no link id in {out}"))
 }
 
+/// The `programs` check of `oxsdnctl status` on `node`: it passed, and its detail.
+fn status_programs(node: &Node) -> Result<String> {
+    let (ok, report) = node.status()?;
+    let programs = report["checks"].as_array().into_iter().flatten().find(|c| c["name"] == "programs");
+    let programs = programs.with_context(|| format!("no programs check: {report:#}"))?;
+    if !ok || programs["ok"] != true {
+        bail!("status is not healthy: {report:#}");
+    }
+    Ok(programs["detail"].as_str().unwrap_or_default().to_string())
+}
+
 /// The prefilter's link is pinned: it keeps dropping while no agent runs, a restarted
 /// agent swaps its program in place (the same link), and `--teardown` removes it.
+/// `oxsdnctl status` names the mode it runs in (native, generic, none).
 #[test]
 fn the_prefilter_stays_attached_while_no_agent_runs_and_teardown_removes_it() -> Result<()> {
     let mut s = Setup::new()?;
     let pin = s.node1().pin_dir().join("links/underlay-xdp");
     let link = pinned_link_id(&pin)?;
+    let programs = status_programs(s.node1())?;
+    assert!(programs.ends_with("; native XDP prefilter"), "{programs}");
     s.cluster.nodes[0].kill_agent();
     let node1 = s.node1();
     assert_eq!(xdp_attachment(&node1.netns, "eth0")?.as_deref(), Some("native"), "detached with the agent");
@@ -352,6 +366,26 @@ fn the_prefilter_stays_attached_while_no_agent_runs_and_teardown_removes_it() ->
     let node1 = s.node1();
     assert_eq!(xdp_attachment(&node1.netns, "eth0")?.as_deref(), Some("native"));
     assert!(s.delivered(&s.vxlan(s.cluster.nodes[1].ip, b"oxsdn-after-restart"), b"oxsdn-after-restart")?);
+
+    // Generic XDP where asked for, said as such; off, none.
+    for (mode, attached, said) in
+        [("generic", Some("generic"), "; generic XDP prefilter"), ("off", None, "; no XDP prefilter")]
+    {
+        let node1 = &mut s.cluster.nodes[0];
+        node1.agent_args = vec!["--prefilter".into(), mode.into()];
+        node1.stop_agent();
+        node1.start_agent()?;
+        assert_eq!(xdp_attachment(&s.node1().netns, "eth0")?.as_deref(), attached, "--prefilter {mode}");
+        let programs = status_programs(s.node1())?;
+        assert!(programs.ends_with(said), "--prefilter {mode}: {programs}");
+    }
+    let unknown = unknown_node_drops(&s.node1().dump_flows()?, s.node1());
+    let node1 = &mut s.cluster.nodes[0];
+    node1.agent_args = vec!["--prefilter".into(), "generic".into()];
+    node1.stop_agent();
+    node1.start_agent()?;
+    assert!(!s.delivered(&s.vxlan(STRANGER.parse()?, b"oxsdn-generic"), b"oxsdn-generic")?);
+    assert_eq!(unknown_node_drops(&s.node1().dump_flows()?, s.node1()) - unknown, 1, "generic XDP drops it");
 
     s.cluster.nodes[0].stop_agent();
     s.cluster.nodes[0].teardown()?;

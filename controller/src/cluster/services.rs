@@ -14,7 +14,7 @@ use std::{
 use super::{keys, Attempt, Cluster};
 use crate::{
     netnamespaces::validate_project_name,
-    services::{
+    service::{
         check_cluster_ip, cluster_ip_allocator, normalize_endpoints, validate_ports, validate_service_name, ServicePort,
     },
     Error, NetNamespace, Result, Service,

@@ -5,9 +5,8 @@ use std::{collections::HashSet, sync::Mutex, time::Duration};
 
 use super::{
     testing::{del, delete_event, on_both_stores, put, put_event, recv, rev, value, Backing, Kind},
-    Op,
+    Op, Store,
 };
-use crate::debug::store_hammer;
 
 on_both_stores!(
     compare_and_swap_and_revisions,
@@ -156,11 +155,10 @@ fn concurrent_cas_increments_lose_no_update(kind: Kind) {
             let store = if i % 2 == 0 { shared.clone() } else { backing.open() };
             let committed = &committed;
             s.spawn(move || {
-                store_hammer(&*store, KEY, Some(INCREMENTS), &mut |value, _| {
+                for _ in 0..INCREMENTS {
+                    let value = increment(&*store, KEY);
                     committed.lock().unwrap().push(value);
-                    true
-                })
-                .unwrap();
+                }
             });
         }
     });
@@ -170,4 +168,16 @@ fn concurrent_cas_increments_lose_no_update(kind: Kind) {
     assert_eq!(committed.iter().copied().collect::<HashSet<u64>>(), (1..=total).collect());
     assert_eq!(value(&*shared, KEY), Some((total.to_string(), r + total)));
     assert_eq!(shared.list("").unwrap().revision, r + total);
+}
+
+/// Adds one to the decimal counter at `key` (absent = 0) with compare-and-swap, retrying
+/// at once when another writer committed first; the value it committed.
+fn increment(store: &dyn Store, key: &str) -> u64 {
+    loop {
+        let current = value(store, key);
+        let (next, mod_revision) = current.map_or((1, 0), |(v, r)| (v.parse::<u64>().unwrap() + 1, r));
+        if store.txn(&[rev(key, mod_revision)], &[put(key, &next.to_string())]).unwrap() {
+            return next;
+        }
+    }
 }

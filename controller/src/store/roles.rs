@@ -9,9 +9,11 @@
 //!   what `oxsdnctl` needs for init, projects, pod-network commands, services and nodes.
 //! - `oxsdn-node-NAME` (role `oxsdn-node-NAME`), one per node, for its agent: reads every
 //!   key under `/oxsdn/` (it follows the configuration, projects, nodes and services) and
-//!   writes two keys: its own HostSubnet and the HostSubnets guard, which registering a
-//!   node rewrites (`cluster::keys::HOSTSUBNETS_GUARD`). It cannot create a project nor
-//!   change any VNID, service, the configuration or another node's HostSubnet.
+//!   writes its own HostSubnet and the HostSubnets guard, which registering a node
+//!   rewrites (`cluster::keys::HOSTSUBNETS_GUARD`), and the addresses of its own pods
+//!   (`/oxsdn/pods/NAME/`, and their guard). It cannot create a project nor change any
+//!   VNID, service, policy, label, the configuration, another node's HostSubnet or
+//!   another node's pods.
 
 use etcd_client::{Permission, PermissionType, RoleRevokePermissionOptions, UserAddOptions};
 
@@ -97,12 +99,14 @@ pub fn operator_grants() -> Vec<Grant> {
 }
 
 /// A node agent's permissions: read everything of oxsdn's, write its HostSubnet and
-/// the guard that registering rewrites.
+/// the guard that registering rewrites, and its pods' addresses with their guard.
 pub fn node_grants(node: &str) -> Vec<Grant> {
     vec![
         Grant::new(Access::Read, keys::PREFIX, true),
         Grant::new(Access::Write, &format!("{}{node}", keys::HOSTSUBNETS), false),
         Grant::new(Access::Write, keys::HOSTSUBNETS_GUARD, false),
+        Grant::new(Access::Write, &format!("{}{node}/", keys::POD_ADDRESSES), true),
+        Grant::new(Access::Write, keys::POD_ADDRESSES_GUARD, false),
     ]
 }
 
@@ -263,7 +267,16 @@ mod tests {
                 describe(kind, &key, &end)
             })
             .collect();
-        assert_eq!(described, ["read /oxsdn/*", "write /oxsdn/hostsubnets/node1", "write /oxsdn/guards/hostsubnets"]);
+        assert_eq!(
+            described,
+            [
+                "read /oxsdn/*",
+                "write /oxsdn/hostsubnets/node1",
+                "write /oxsdn/guards/hostsubnets",
+                "write /oxsdn/pods/node1/*",
+                "write /oxsdn/guards/pods"
+            ]
+        );
     }
 
     fn nodes(names: &[&str]) -> Vec<String> {
@@ -281,7 +294,8 @@ mod tests {
                 "role oxsdn-operator: created, granted readwrite /oxsdn/*",
                 "user oxsdn-operator: created, granted role oxsdn-operator",
                 "role oxsdn-node-node1: created, granted read /oxsdn/*, granted write /oxsdn/hostsubnets/node1, \
-                 granted write /oxsdn/guards/hostsubnets",
+                 granted write /oxsdn/guards/hostsubnets, granted write /oxsdn/pods/node1/*, \
+                 granted write /oxsdn/guards/pods",
                 "user oxsdn-node-node1: created, granted role oxsdn-node-node1",
                 "auth: enabled",
             ]
@@ -304,7 +318,8 @@ mod tests {
                 "role oxsdn-node-node1: revoked readwrite /oxsdn/*, granted read /oxsdn/*",
                 "user oxsdn-node-node1: revoked role oxsdn-operator",
                 "role oxsdn-node-node2: created, granted read /oxsdn/*, granted write /oxsdn/hostsubnets/node2, \
-                 granted write /oxsdn/guards/hostsubnets",
+                 granted write /oxsdn/guards/hostsubnets, granted write /oxsdn/pods/node2/*, \
+                 granted write /oxsdn/guards/pods",
                 "user oxsdn-node-node2: created, granted role oxsdn-node-node2",
                 "auth: enabled",
             ]

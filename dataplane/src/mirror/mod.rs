@@ -7,8 +7,12 @@
 //!
 //! - `projects`: NetNamespaces -> `PROJECTS` (VNIDs by node-local project slot);
 //! - `remote_nodes`: the other nodes' HostSubnets -> `REMOTE_SUBNETS`, `NODE_IPS`;
-//! - `services`: Services -> the service maps and `ENDPOINT_PODS`.
+//! - `services`: Services -> the service maps and `ENDPOINT_PODS`;
+//! - `mode`: the cluster's network plugin -> `CONFIG.mode`;
+//! - `crate::policy::mirrors`: namespaces' labels, NetworkPolicies, pods' labels and
+//!   addresses -> the policy engine.
 
+pub mod mode;
 pub mod projects;
 pub mod remote_nodes;
 pub mod services;
@@ -17,8 +21,9 @@ use std::{sync::mpsc::Receiver, sync::Arc, time::Duration};
 
 use anyhow::Result;
 use oxsdn_controller::{
-    cluster::{HostSubnetEvent, NetNamespaceEvent, ServiceEvent},
-    Cluster, HostSubnet, NetNamespace, Service,
+    cluster::{HostSubnetEvent, NetNamespaceEvent, NetworkPolicyEvent, PodAddressEvent, PodMetaEvent, ServiceEvent},
+    policy::{NetworkPolicyRecord, PodAddress, PodMeta},
+    Cluster, ClusterConfig, HostSubnet, NetNamespace, Service,
 };
 
 /// A source of one kind of record: a list at a revision, then the changes after it.
@@ -73,6 +78,64 @@ impl Feed<Service> for Cluster {
     }
 }
 
+impl Feed<NetworkPolicyRecord> for Cluster {
+    type Event = NetworkPolicyEvent;
+    fn list(&self) -> Result<(Vec<NetworkPolicyRecord>, u64)> {
+        Ok(self.list_network_policies(None)?)
+    }
+    fn watch(&self, after_revision: u64) -> Result<Receiver<NetworkPolicyEvent>> {
+        Ok(self.watch_network_policies(after_revision)?)
+    }
+    fn get(&self, key: &str) -> Result<Option<NetworkPolicyRecord>> {
+        let Some((namespace, name)) = key.split_once('/') else { return Ok(None) };
+        Ok(self.get_network_policy(namespace, name)?)
+    }
+}
+
+impl Feed<PodMeta> for Cluster {
+    type Event = PodMetaEvent;
+    fn list(&self) -> Result<(Vec<PodMeta>, u64)> {
+        Ok(self.list_pod_meta()?)
+    }
+    fn watch(&self, after_revision: u64) -> Result<Receiver<PodMetaEvent>> {
+        Ok(self.watch_pod_meta(after_revision)?)
+    }
+    fn get(&self, key: &str) -> Result<Option<PodMeta>> {
+        let Some((namespace, name)) = key.split_once('/') else { return Ok(None) };
+        Ok(self.get_pod_meta(namespace, name)?)
+    }
+}
+
+impl Feed<PodAddress> for Cluster {
+    type Event = PodAddressEvent;
+    fn list(&self) -> Result<(Vec<PodAddress>, u64)> {
+        Ok(self.list_pod_addresses(None)?)
+    }
+    fn watch(&self, after_revision: u64) -> Result<Receiver<PodAddressEvent>> {
+        Ok(self.watch_pod_addresses(after_revision)?)
+    }
+    /// `key`: `node/container_id/ifname`.
+    fn get(&self, key: &str) -> Result<Option<PodAddress>> {
+        let Some((node, _)) = key.split_once('/') else { return Ok(None) };
+        Ok(self.list_pod_addresses(Some(node))?.0.into_iter().find(|a| a.key_name() == key))
+    }
+}
+
+/// The configuration is one record; its watch reports it whole at each change.
+impl Feed<ClusterConfig> for Cluster {
+    type Event = ClusterConfig;
+    fn list(&self) -> Result<(Vec<ClusterConfig>, u64)> {
+        let (config, revision) = self.config_at()?;
+        Ok((vec![config], revision))
+    }
+    fn watch(&self, after_revision: u64) -> Result<Receiver<ClusterConfig>> {
+        Ok(self.watch_config(after_revision)?)
+    }
+    fn get(&self, _key: &str) -> Result<Option<ClusterConfig>> {
+        Ok(Some(self.config()?))
+    }
+}
+
 /// Something kept equal to a set of store records.
 pub trait Mirror: Send + Sync + 'static {
     type Event: Send;
@@ -86,23 +149,37 @@ pub trait Mirror: Send + Sync + 'static {
 
 const RETRY: Duration = Duration::from_millis(500);
 
-/// Follows the store from `revision` forever, on its own thread.
+/// Follows the store from `revision` (that of a resync just done) forever, on its own
+/// thread. Each step is counted (`metrics`): events and the time from an event's arrival
+/// to the dataplane holding it, broken watches, resyncs.
 pub fn follow<M: Mirror>(mirror: Arc<M>, mut revision: u64) {
+    let metrics = crate::metrics::global();
+    metrics.resynced(M::WHAT, &Ok(revision));
     std::thread::spawn(move || loop {
         match mirror.watch(revision) {
             Ok(events) => {
+                metrics.watching(M::WHAT, Ok(()));
                 for event in events {
-                    if let Err(e) = mirror.apply(event) {
+                    let received = std::time::Instant::now();
+                    let applied = mirror.apply(event);
+                    if let Err(e) = &applied {
                         tracing::error!("applying a {} change: {e:#}", M::WHAT);
                     }
+                    metrics.mirror_event(M::WHAT, received, &applied);
                 }
                 tracing::warn!("{} watch ended; resyncing", M::WHAT);
+                metrics.watch_ended(M::WHAT);
             }
-            Err(e) => tracing::warn!("cannot watch {}: {e:#}", M::WHAT),
+            Err(e) => {
+                tracing::warn!("cannot watch {}: {e:#}", M::WHAT);
+                metrics.watching(M::WHAT, Err(format!("cannot watch: {e:#}")));
+            }
         }
         loop {
             std::thread::sleep(RETRY);
-            match mirror.resync() {
+            let resynced = mirror.resync();
+            metrics.resynced(M::WHAT, &resynced);
+            match resynced {
                 Ok(r) => {
                     revision = r;
                     break;

@@ -60,6 +60,11 @@ impl Projects {
         state.known.get(name).map(|(ns, slot)| (ns.clone(), ProjectRef { slot: *slot, id: ns.id }))
     }
 
+    /// The name of the project in each slot this node holds.
+    pub fn names_by_slot(&self) -> HashMap<u32, String> {
+        self.state.lock().unwrap().known.iter().map(|(name, (_, slot))| (*slot, name.clone())).collect()
+    }
+
     /// Where the VNID of the project with id `id` lives, if this node knows it.
     pub fn by_id(&self, id: u32) -> Option<ProjectRef> {
         self.state.lock().unwrap().slot_of_id(id).map(|slot| ProjectRef { slot, id })

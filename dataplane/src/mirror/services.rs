@@ -26,7 +26,7 @@ use std::{
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
 use oxsdn_common::{EndpointKey, EndpointMember, ServiceKey, MAX_SERVICE_SLOTS};
-use oxsdn_controller::{cluster::ServiceEvent, services::Protocol, Service};
+use oxsdn_controller::{cluster::ServiceEvent, Protocol, Service, ServicePort};
 
 use super::{projects::Projects, Feed, Mirror};
 use crate::{
@@ -161,7 +161,7 @@ pub struct Services {
     state: Mutex<State>,
 }
 
-fn service_key(svc: &Service, port: &oxsdn_controller::services::ServicePort) -> ServiceKey {
+fn service_key(svc: &Service, port: &ServicePort) -> ServiceKey {
     let proto = match port.protocol {
         Protocol::Tcp => IPPROTO_TCP,
         Protocol::Udp => IPPROTO_UDP,

@@ -76,10 +76,21 @@ const IPV4_DF: u16 = 0x4000;
 const SPORT_MIN: u32 = 32768;
 const SPORT_MAX: u32 = 61000;
 
+/// `encapsulate`'s answer when it left the frame as it was, for vxlan0 to carry.
+pub const NOT_ENCAPSULATED: i32 = -1;
+
 /// Puts the VXLAN headers on the frame and sends it out of the underlay device: the
-/// verdict, or None when the frame is left as it was for vxlan0 to carry.
+/// verdict, or `NOT_ENCAPSULATED`. A function of its own in the programs (a BPF-to-BPF
+/// call), so its headers are not on the stack of the program that calls it while it
+/// calls the others (BPF's 512 bytes are for the whole chain of calls); it takes and
+/// returns plain values for the same reason as `t80_isolation::networkpolicy`.
+#[inline(never)]
+pub fn encapsulate(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32) -> i32 {
+    encapsulated(ctx, cfg, node_ip, vni).unwrap_or(NOT_ENCAPSULATED)
+}
+
 #[inline(always)]
-pub fn encapsulate(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32) -> Option<i32> {
+fn encapsulated(ctx: &mut TcContext, cfg: &NodeConfig, node_ip: u32, vni: u32) -> Option<i32> {
     if cfg.underlay_ifindex == 0 {
         return None;
     }

@@ -1,7 +1,8 @@
 //! The tables' environment (`oxsdn_tables::Env`) on the pinned maps, in two copies: the
 //! live programs count rules and write connection tracking; trace mode
-//! (`oxsdn_common::trace`) records the rules in `TRACE` and writes no map. Which copy a
-//! program runs is chosen once, at its entry (`trace_mode::by_mode`).
+//! (`oxsdn_common::trace`) records the rules in `TRACE` and writes no map (nor reports to
+//! the monitor). Which copy a program runs is chosen once, at its entry
+//! (`trace_mode::by_mode`).
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -11,14 +12,19 @@ use aya_ebpf::{
 };
 use oxsdn_common::{
     conntrack::CLOSING,
+    policy::{IdentityPolicy, PolicyCidr, PolicyConnection, PolicyKey, PortSet, CIDR_KEY_FIXED_BITS},
+    monitor::NO_RULE,
     stats,
     trace::{hop_kind, output_kind},
     Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, StoreEndpoint,
 };
-use oxsdn_tables::{Env, Translation};
+use oxsdn_tables::{Env, Packet, Translation};
 
-use crate::shared::{maps::*, trace_mode};
+use crate::shared::{maps::*, monitor, output::Decision, trace_mode};
+
+/// `bpf_map_update_elem` flag: only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
 
 /// The maps, with trace mode a constant of the copy.
 #[derive(Clone, Copy, Default)]
@@ -39,17 +45,45 @@ fn bump(counter: Option<*mut Counter>, len: u32) {
 }
 
 impl<const TRACE: bool> Maps<TRACE> {
-    /// Trace mode: records the pipeline's decision (`kind`: `output_kind`).
+    /// The pipeline's decision `d` on `p`: trace mode records it, the live programs tell
+    /// a monitor that wants forwards.
     #[inline(always)]
-    pub fn decision(self, kind: u32, ifindex: u32, ip: u32, vni: u32, xlate: &Translation) {
+    pub fn decision(self, d: &Decision, p: &Packet<Self>) {
         if TRACE {
-            trace_mode::decision(kind, ifindex, ip, vni, xlate);
+            trace_mode::decision(d.kind, d.ifindex, d.ip, d.vni, &p.xlate);
+        } else {
+            monitor::report(p, d, NO_RULE);
         }
     }
 
+    /// The pipeline dropped `p`: trace mode records it, the live programs tell a monitor
+    /// the rule that dropped it.
     #[inline(always)]
-    pub fn dropped(self, xlate: &Translation) {
-        self.decision(output_kind::DROP, 0, 0, 0, xlate);
+    pub fn dropped(self, p: &Packet<Self>) {
+        if TRACE {
+            trace_mode::decision(output_kind::DROP, 0, 0, 0, &p.xlate);
+        } else {
+            monitor::report(p, &Decision { kind: output_kind::DROP, ..Decision::default() }, p.dropped_by.get());
+        }
+    }
+
+    /// The underlay's XDP prefilter dropped a frame (counted): trace mode records it.
+    /// The monitor is not told: its events describe a parsed packet, which the
+    /// prefilter does not build.
+    #[inline(always)]
+    pub fn dropped_at_prefilter(self) {
+        if TRACE {
+            trace_mode::decision(output_kind::DROP, 0, 0, 0, &Translation::default());
+        }
+    }
+
+    /// The output dropped `p` by table 254's `rule` (counted): the live programs tell a
+    /// monitor (a trace has the decision and the rule's hop already).
+    #[inline(always)]
+    pub fn dropped_at_output(self, p: &Packet<Self>, rule: u32) {
+        if !TRACE {
+            monitor::report(p, &Decision { kind: output_kind::DROP, ..Decision::default() }, rule);
+        }
     }
 }
 
@@ -212,6 +246,63 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     }
 
     #[inline(always)]
+    fn pod_identity(self, slot: u32) -> u32 {
+        POD_IDENTITIES.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn ip_identity(self, ip: u32) -> u32 {
+        // SAFETY: read-only access to a map value.
+        unsafe { IP_IDENTITIES.get(&ip) }.copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn identity_policy(self, identity: u32) -> Option<IdentityPolicy> {
+        IDENTITIES.get(identity).copied()
+    }
+
+    #[inline(always)]
+    fn policy_peers(self, key: &PolicyKey) -> Option<&'static PortSet> {
+        // SAFETY: read-only access to a map value, which only userspace changes.
+        unsafe { POLICY_PEERS.get(key) }
+    }
+
+    #[inline(always)]
+    fn policy_cidrs(self, subject: u32, direction: u32, ip: u32) -> Option<&'static PortSet> {
+        let key = Key::new(CIDR_KEY_FIXED_BITS + 32, PolicyCidr { subject, direction, ip });
+        POLICY_CIDRS.get(&key)
+    }
+
+    #[inline(always)]
+    fn policy_connection(self, flow: &FlowKey, closing: bool) -> bool {
+        let Some(c) = POLICY_CT.get_ptr_mut(flow) else { return false };
+        if !TRACE {
+            // SAFETY: a map value of this map's type; a racing CPU writes the same.
+            unsafe {
+                (*c).last_seen = self.now_ns();
+                if closing {
+                    (*c).flags |= CLOSING;
+                }
+            }
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn track_policy_connection(self, flow: &FlowKey, owner: u32) -> bool {
+        if TRACE {
+            return true;
+        }
+        let connection = PolicyConnection { last_seen: self.now_ns(), owner, flags: 0 };
+        // BPF_NOEXIST: a connection another CPU tracked a moment ago keeps its one share.
+        if POLICY_CT.insert(flow, &connection, BPF_NOEXIST).is_err() {
+            return POLICY_CT.get_ptr(flow).is_some();
+        }
+        self.take_share(owner);
+        true
+    }
+
+    #[inline(always)]
     fn now_ns(self) -> u64 {
         // SAFETY: plain helper call.
         unsafe { bpf_ktime_get_ns() }
@@ -253,6 +344,25 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
             return trace_mode::hop(hop_kind::SERVICE, rule, slot);
         }
         bump(SERVICE_STATS.get_ptr_mut(slot), len);
+    }
+
+    #[inline(always)]
+    fn count_policy(self, slot: u32, rule: u32, matched: u32, len: u32) {
+        if TRACE {
+            return trace_mode::hop(hop_kind::POLICY, rule, (slot & 0xffff) | (matched << 16));
+        }
+        bump(POLICY_STATS.get_ptr_mut(stats::policy_index(slot, rule)), len);
+    }
+
+    #[inline(always)]
+    fn count_drop(self, source: u32) {
+        if TRACE {
+            return;
+        }
+        if let Some(count) = SOURCE_DROPS.get_ptr_mut(source) {
+            // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+            unsafe { *count += 1 };
+        }
     }
 
     #[inline(always)]

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// The eBPF map type of a contract kind (arrays are indexed by `u32`).
@@ -13,6 +13,7 @@ macro_rules! map_type {
     (HashMap, $k:ty, $v:ty) => { HashMap<$k, $v> };
     (LruHashMap, $k:ty, $v:ty) => { LruHashMap<$k, $v> };
     (LpmTrie, $k:ty, $v:ty) => { LpmTrie<$k, $v> };
+    (RingBuf, $k:ty, $v:ty) => { RingBuf };
 }
 
 macro_rules! pinned_maps {

@@ -10,15 +10,16 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_skb_set_tunnel_key},
     programs::TcContext,
 };
+use oxsdn_common::{trace::output_kind, NodeConfig};
 use oxsdn_tables::{
     frame::{Ipv4, IPPROTO_TCP, IPPROTO_UDP, L3},
     t254_output::{NOT_SENT, TRANSLATION_FAILED},
-    Packet, Translation,
+    t80_isolation, Output, Packet, Translation,
 };
 
 use crate::shared::{
     csum::{csum_add, csum_change, csum_fold},
-    encap::{encapsulate, TUNNEL_TTL},
+    encap::{encapsulate, NOT_ENCAPSULATED, TUNNEL_TTL},
     env::Maps,
 };
 
@@ -29,10 +30,60 @@ const IP_CSUM_OFF: usize = 14 + 10;
 
 type P<'a, const T: bool> = Packet<'a, Maps<T>>;
 
+/// Where the tables sent a packet, as plain values (`oxsdn_common::trace::output_kind`
+/// and its fields). The entry programs run the tables in a function of their own (a
+/// BPF-to-BPF call) and act on this: the tables' locals then leave BPF's stack before
+/// the policy and the output functions put theirs there (the 512 bytes are for the
+/// whole chain of calls). An `Output` carried across the call would be copied with
+/// undefined payload bytes, which the verifier refuses.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct Decision {
+    pub kind: u32,
+    /// The output port: `POD`: the pod's host veth; `TUN0`: tun0; `TUNNEL`: vxlan0.
+    pub ifindex: u32,
+    /// `POD`: its address; `TUNNEL`: the node's underlay address.
+    pub ip: u32,
+    /// `TUNNEL`: the VNI.
+    pub vni: u32,
+}
+
+impl Decision {
+    #[inline(always)]
+    pub fn of(out: Output, cfg: &NodeConfig) -> Decision {
+        match out {
+            Output::Drop => Decision { kind: output_kind::DROP, ..Decision::default() },
+            Output::Tun0 => Decision { kind: output_kind::TUN0, ifindex: cfg.tun0_ifindex, ..Decision::default() },
+            Output::Pod { ifindex, ip } => Decision { kind: output_kind::POD, ifindex, ip, vni: 0 },
+            Output::Tunnel { node_ip, vni } => {
+                Decision { kind: output_kind::TUNNEL, ifindex: cfg.vxlan_ifindex, ip: node_ip, vni }
+            }
+        }
+    }
+}
+
+/// Whether table 80's policy refuses the packet the tables decided `d` for
+/// (networkpolicy mode judges at the output, once per program). A refusal is counted by
+/// table 80 and recorded as the decision.
+#[inline(always)]
+pub fn refused_by_policy<const T: bool>(p: &mut P<T>, d: &Decision) -> bool {
+    let dst_slot = match d.kind {
+        output_kind::DROP => return false,
+        output_kind::POD => p.slot(d.ip),
+        _ => t80_isolation::NOT_LOCAL,
+    };
+    if t80_isolation::at_output(p, dst_slot) {
+        return false;
+    }
+    p.env.dropped(p);
+    true
+}
+
 /// Counts a drop at the output port (`rule` of table 254).
 #[inline(always)]
 pub fn drop_at_output<const T: bool>(p: &P<T>, rule: u32) -> i32 {
     p.count(rule);
+    p.env.dropped_at_output(p, rule);
     TC_ACT_SHOT
 }
 
@@ -96,7 +147,8 @@ pub fn to_tunnel<const T: bool>(ctx: &mut TcContext, p: &P<T>, node_ip: u32, vni
     }
     // A trace shows the decision (port vxlan0), not the outer headers.
     if !T {
-        if let Some(verdict) = encapsulate(ctx, p.cfg, node_ip, vni) {
+        let verdict = encapsulate(ctx, p.cfg, node_ip, vni);
+        if verdict != NOT_ENCAPSULATED {
             return sent(p, verdict as i64);
         }
     }
@@ -128,7 +180,7 @@ fn apply<const T: bool>(ctx: &mut TcContext, p: &P<T>, to_pod: bool) -> bool {
     if p.frame.l3 != L3::Ipv4 {
         return true;
     }
-    let ip = p.frame.ipv4;
+    let ip = &p.frame.ipv4;
     let rewrite = &p.xlate;
     if rewrite.active == 0 {
         return true;
@@ -142,8 +194,8 @@ fn apply<const T: bool>(ctx: &mut TcContext, p: &P<T>, to_pod: bool) -> bool {
         _ => None,
     };
     let o = rewrite.dst.to_ne_bytes();
-    rewrite_addrs(ctx, &ip, rewrite, l4_csum)
-        && (ip.later_fragment || rewrite_ports(ctx, &ip, rewrite, l4_csum))
+    rewrite_addrs(ctx, ip, rewrite, l4_csum)
+        && (ip.later_fragment || rewrite_ports(ctx, ip, rewrite, l4_csum))
         && (!to_pod || ctx.store(0, &[0x0a, 0x58, o[0], o[1], o[2], o[3]], 0).is_ok())
 }
 

@@ -3,13 +3,16 @@
 
 use aya_ebpf::programs::TcContext;
 use oxsdn_tables::frame::{
-    Arp, Frame, Ipv4, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, L3,
+    Arp, Frame, Ipv4, Tuple, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, L3,
 };
 
 const ARP_LEN: usize = 28;
 pub const IPV4_MIN_LEN: usize = 20;
 const TCP_MIN_LEN: usize = 20;
 pub const UDP_LEN: usize = 8;
+const SCTP_COMMON_LEN: usize = 12;
+const ICMP_LEN: usize = 8;
 /// Bytes the parser may read: an Ethernet header, the longest IPv4 header and the L4
 /// header up to TCP's flags.
 const PARSE_LEN: usize = ETH_HLEN + 60 + TCP_FLAGS_END;
@@ -30,9 +33,12 @@ fn read_u16_be(p: usize) -> u16 {
     u16::from_be(unsafe { core::ptr::read_unaligned(p as *const u16) })
 }
 
-/// The frame of `ctx`, as the tables see it.
-#[inline(always)]
-pub fn parse(ctx: &TcContext) -> Frame {
+/// Parses the frame of `ctx` into `frame`, as the tables see it. The frame lives in a
+/// per-CPU scratch map (`scratch`), not on the stack: BPF's stack is 512 bytes for a
+/// program and the functions it calls together. Out of line for the same reason: the
+/// parser's spills then leave the stack before the tables run.
+#[inline(never)]
+pub fn parse(ctx: &TcContext, frame: &mut Frame) {
     let len = ctx.len();
     // Headers of skbs from veths are linear; pull only if a sender made them not so.
     let want = PARSE_LEN.min(len as usize);
@@ -41,38 +47,38 @@ pub fn parse(ctx: &TcContext) -> Frame {
     }
     // SAFETY: reading the skb's VLAN metadata.
     let tag_in_metadata = unsafe { (*ctx.skb.skb).vlan_present } != 0;
+    frame.len = len;
+    frame.vlan = tag_in_metadata;
+    frame.dst_mac_hi = 0;
+    frame.dst_mac_lo = 0;
+    frame.l3 = L3::Other;
+    frame.arp = Arp::default();
+    frame.ipv4 = Ipv4::default();
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + ETH_HLEN > end {
-        return Frame {
-            len,
-            vlan: tag_in_metadata,
-            dst_mac_hi: 0,
-            dst_mac_lo: 0,
-            l3: L3::Other,
-            arp: Arp::default(),
-            ipv4: Ipv4::default(),
-        };
+        return;
     }
     // SAFETY: bounds checked above.
-    let dst_mac_hi = unsafe { core::ptr::read_unaligned(start as *const u16) };
-    let dst_mac_lo = read_u32(start + 2);
+    frame.dst_mac_hi = unsafe { core::ptr::read_unaligned(start as *const u16) };
+    frame.dst_mac_lo = read_u32(start + 2);
     let ethertype = read_u16_be(start + 12);
-    let (mut l3, mut arp, mut ipv4) = (L3::Other, Arp::default(), Ipv4::default());
     match ethertype {
         ETH_P_ARP => {
-            l3 = L3::Arp;
-            arp = parse_arp(start + ETH_HLEN, end);
+            frame.l3 = L3::Arp;
+            frame.arp = parse_arp(start + ETH_HLEN, end);
         }
         ETH_P_IP => {
             if let Some(ip) = parse_ipv4(start + ETH_HLEN, end, len as usize) {
-                l3 = L3::Ipv4;
-                ipv4 = ip;
+                frame.l3 = L3::Ipv4;
+                frame.ipv4 = ip;
+                if ip.is_icmp_error() {
+                    frame.ipv4.embedded = embedded(ctx, ip.l4_offset as u32 + ICMP_LEN as u32);
+                }
             }
         }
         _ => {}
     }
-    let vlan = tag_in_metadata || ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD;
-    Frame { len, vlan, dst_mac_hi, dst_mac_lo, l3, arp, ipv4 }
+    frame.vlan = tag_in_metadata || ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD;
 }
 
 #[inline(always)]
@@ -110,17 +116,31 @@ fn parse_ipv4(p: usize, end: usize, frame_len: usize) -> Option<Ipv4> {
     let frag = read_u16_be(p + 6);
     let later_fragment = frag & 0x1fff != 0;
     let l4 = p + ihl;
-    // ... and ports only from a whole TCP or UDP header.
+    // ... and ports only from a whole TCP, UDP or SCTP header.
     let l4_len = match proto {
         IPPROTO_TCP => TCP_MIN_LEN,
         IPPROTO_UDP => UDP_LEN,
+        IPPROTO_SCTP => SCTP_COMMON_LEN,
+        IPPROTO_ICMP => ICMP_LEN,
         _ => 0,
     };
-    let (mut sport, mut dport, mut tcp_flags) = (0, 0, 0);
-    let linear = if proto == IPPROTO_TCP { TCP_FLAGS_END } else { PORTS_END };
+    let (mut sport, mut dport, mut tcp_flags, mut icmp_type, mut icmp_id) = (0, 0, 0, 0, 0);
+    let linear = match proto {
+        IPPROTO_TCP => TCP_FLAGS_END,
+        IPPROTO_ICMP => ICMP_LEN,
+        _ => PORTS_END,
+    };
     if !later_fragment && l4_len != 0 && ETH_HLEN + ihl + l4_len <= frame_len && l4 + linear <= end {
-        sport = read_u16_be(l4);
-        dport = read_u16_be(l4 + 2);
+        if proto == IPPROTO_ICMP {
+            // SAFETY: `l4 + ICMP_LEN <= end`, checked above for ICMP.
+            icmp_type = unsafe { *(l4 as *const u8) };
+            if icmp_type == ICMP_ECHO_REQUEST || icmp_type == ICMP_ECHO_REPLY {
+                icmp_id = read_u16_be(l4 + 4);
+            }
+        } else {
+            sport = read_u16_be(l4);
+            dport = read_u16_be(l4 + 2);
+        }
         if proto == IPPROTO_TCP {
             // SAFETY: `l4 + TCP_FLAGS_END <= end`, checked above for TCP.
             tcp_flags = unsafe { *((l4 + TCP_FLAGS_END - 1) as *const u8) };
@@ -137,5 +157,39 @@ fn parse_ipv4(p: usize, end: usize, frame_len: usize) -> Option<Ipv4> {
         sport,
         dport,
         tcp_flags,
+        icmp_type,
+        icmp_id,
+        embedded: Tuple::default(),
     })
+}
+
+/// The header and ports of the packet an ICMP error at `offset` is about (read with the
+/// skb helper: errors are rare, and their quoted packet may lie past the linear data).
+#[inline(always)]
+fn embedded(ctx: &TcContext, offset: u32) -> Tuple {
+    let Ok(header) = ctx.load::<[u8; IPV4_MIN_LEN]>(offset as usize) else { return Tuple::default() };
+    let ihl = ((header[0] & 0x0f) as usize) * 4;
+    if header[0] >> 4 != 4 || ihl < IPV4_MIN_LEN {
+        return Tuple::default();
+    }
+    let proto = header[9];
+    let (sport, dport) = match proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => match ctx.load::<[u8; 4]>(offset as usize + ihl) {
+            Ok(p) => (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])),
+            Err(_) => return Tuple::default(),
+        },
+        IPPROTO_ICMP => match ctx.load::<[u8; ICMP_LEN]>(offset as usize + ihl) {
+            // The quoted echo's identifier, as its connection is known by.
+            Ok(h) => (u16::from_be_bytes([h[4], h[5]]), u16::from_be_bytes([h[4], h[5]])),
+            Err(_) => return Tuple::default(),
+        },
+        _ => (0, 0),
+    };
+    Tuple {
+        src: u32::from_ne_bytes([header[12], header[13], header[14], header[15]]),
+        dst: u32::from_ne_bytes([header[16], header[17], header[18], header[19]]),
+        proto,
+        sport,
+        dport,
+    }
 }

@@ -12,7 +12,7 @@ use crate::{
         record_key,
         tests::{cluster_on, everything, ip, raw_put, recv},
     },
-    services::Protocol,
+    service::Protocol,
     store::{
         testing::{on_both_stores, Backing, Kind},
         Op,

@@ -82,13 +82,6 @@ pub struct Service {
     pub id: u32,
 }
 
-impl Service {
-    /// Where traffic to `port` goes: each endpoint at the port's target port.
-    pub fn backends<'s>(&'s self, port: &'s ServicePort) -> impl Iterator<Item = (Ipv4Addr, u16)> + 's {
-        self.endpoints.iter().map(|ip| (*ip, port.target_port))
-    }
-}
-
 /// Checks a service name, which becomes part of a store key. Kubernetes requires a
 /// DNS-1035 label, stricter than a project name's DNS-1123 label: it must start with a
 /// letter, since it is the first label of the service's DNS name
@@ -251,20 +244,11 @@ mod tests {
     }
 
     #[test]
-    fn port_display_and_backends() {
+    fn port_display() {
         let http = ServicePort::new(Protocol::Tcp, 80, 8080);
         let dns = ServicePort::new(Protocol::Udp, 53, 53);
         assert_eq!(http.to_string(), "80:8080/TCP");
         assert_eq!(dns.to_string(), "53/UDP");
-        let svc = Service {
-            project: "a".into(),
-            name: "web".into(),
-            cluster_ip: ip("172.30.0.10"),
-            ports: vec![http.clone(), dns],
-            endpoints: vec![ip("10.128.0.5"), ip("10.129.0.7")],
-            id: 1,
-        };
-        assert_eq!(svc.backends(&http).collect::<Vec<_>>(), [(ip("10.128.0.5"), 8080), (ip("10.129.0.7"), 8080)]);
     }
 
     #[test]
