@@ -154,7 +154,11 @@ impl Agent {
         match pipeline.attach_prefilter(device, config.prefilter)? {
             Some(mode) => tracing::info!(%mode, device = device.map(|(name, _)| name), "underlay XDP prefilter"),
             None if config.prefilter_deny.is_empty() => {}
-            None => tracing::warn!("no underlay device: the prefilter's deny list drops nothing"),
+            None if device.is_none() => tracing::warn!("no underlay device: the prefilter's deny list drops nothing"),
+            None => anyhow::bail!(
+                "--prefilter-deny needs the prefilter, which --prefilter auto does not attach to this underlay device \
+                 (a veth, or no XDP in its driver): add --prefilter generic or native"
+            ),
         }
         let maps = Arc::new(Mutex::new(maps));
 

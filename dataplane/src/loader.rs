@@ -98,8 +98,9 @@ impl Programs {
     }
 
     /// Attaches `xdp_underlay` (the prefilter) to the XDP hook of the underlay device
-    /// (name, ifindex) in `mode`, or, with None or `Off`, only removes it from where an
-    /// earlier agent put it; returns the mode the kernel runs it in. A link an earlier
+    /// (name, ifindex) in `mode`, or, with None, `Off` or `Auto` where it attaches none
+    /// (`PrefilterMode::attempts`), only removes it from where an earlier agent put it;
+    /// returns the mode the kernel runs it in. A link an earlier
     /// agent pinned on the same device, in a mode `mode` accepts, gets the new program
     /// atomically (no moment without a prefilter); otherwise the old link goes first
     /// (a device has one XDP program, and native and generic ones cannot coexist) and
@@ -107,12 +108,16 @@ impl Programs {
     pub fn attach_prefilter(&mut self, device: Option<(&str, u32)>, mode: PrefilterMode) -> Result<Option<XdpMode>> {
         let pin = self.link_pin(prefilter::PIN);
         let device = device.filter(|_| mode != PrefilterMode::Off);
+        let veth = match device {
+            Some((_, ifindex)) => prefilter::is_veth(ifindex)?,
+            None => false,
+        };
         if let Some((ifname, ifindex)) = device.filter(|_| pin.exists()) {
             let running = match health::pinned_xdp_link(&pin) {
                 Ok(link) if link.ifindex == ifindex => prefilter::xdp_mode(ifindex)?,
                 _ => None,
             };
-            if let Some(running) = running.filter(|m| mode.accepts(*m)) {
+            if let Some(running) = running.filter(|m| mode.accepts(*m, veth)) {
                 let link = FdLink::from(PinnedLink::from_pin(&pin)?);
                 let program = load_prefilter(&mut self.ebpf)?;
                 let id = program
@@ -124,15 +129,18 @@ impl Programs {
         }
         health::detach_pinned_link(&pin)?;
         let Some((ifname, ifindex)) = device else { return Ok(None) };
+        if mode.attempts(veth).is_empty() {
+            tracing::info!(device = ifname, "a veth: no XDP prefilter unless asked for (--prefilter native|generic)");
+            return Ok(None);
+        }
         let program = load_prefilter(&mut self.ebpf)?;
-        let attempts: &[(XdpFlags, XdpMode)] = match mode {
-            PrefilterMode::Auto => &[(XdpFlags::DRV_MODE, XdpMode::Native), (XdpFlags::SKB_MODE, XdpMode::Generic)],
-            PrefilterMode::Native => &[(XdpFlags::DRV_MODE, XdpMode::Native)],
-            PrefilterMode::Generic | PrefilterMode::Off => &[(XdpFlags::SKB_MODE, XdpMode::Generic)],
-        };
         let mut failure = None;
-        for (flags, attached) in attempts {
-            match program.attach_to_if_index(ifindex, *flags) {
+        for attached in mode.attempts(veth) {
+            let flags = match attached {
+                XdpMode::Native => XdpFlags::DRV_MODE,
+                XdpMode::Generic => XdpFlags::SKB_MODE,
+            };
+            match program.attach_to_if_index(ifindex, flags) {
                 Ok(id) => {
                     let link = FdLink::try_from(program.take_link(id)?)?;
                     link.pin(&pin).with_context(|| format!("pinning the XDP link of {ifname}"))?;
@@ -145,6 +153,10 @@ impl Programs {
             }
         }
         let e = failure.expect("at least one attempt");
+        if mode == PrefilterMode::Auto {
+            tracing::info!(device = ifname, error = %e, "no XDP in the driver: no prefilter");
+            return Ok(None);
+        }
         Err(e).with_context(|| format!("attaching {XDP_UNDERLAY} to {ifname} ({mode:?})"))
     }
 

@@ -7,7 +7,7 @@ use std::{fmt, path::Path};
 use anyhow::{bail, Context, Result};
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
-use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached};
 use oxsdn_cni::{netlink, netns::with_netlink};
 use oxsdn_common::MAX_PREFILTER_DENY;
 
@@ -24,7 +24,10 @@ pub const PIN: &str = "underlay-xdp";
 /// How the agent attaches the prefilter (`oxsdn-agent --prefilter`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum PrefilterMode {
-    /// In the driver where it has XDP (veth does), else generic.
+    /// In the driver where it has XDP; none on a veth or where the driver has no XDP:
+    /// there a frame is an skb already, so XDP saves no allocation, and either mode
+    /// costs legitimate traffic (on a veth native XDP cut cross-node TCP to a third,
+    /// generic to three quarters; docs/design.md).
     #[default]
     Auto,
     /// In the driver only: the agent fails to start where the driver has no XDP.
@@ -56,28 +59,47 @@ impl fmt::Display for XdpMode {
 }
 
 impl PrefilterMode {
-    /// Whether a program running in `mode` is what this setting asks for.
-    pub fn accepts(self, mode: XdpMode) -> bool {
+    /// The mode to attach in on a device (a veth or not), if any.
+    pub fn attempts(self, veth: bool) -> &'static [XdpMode] {
         match self {
-            // Native where it runs so; a generic link is attached again, in case the
-            // driver gained XDP.
-            PrefilterMode::Auto => mode == XdpMode::Native,
-            PrefilterMode::Native => mode == XdpMode::Native,
-            PrefilterMode::Generic => mode == XdpMode::Generic,
-            PrefilterMode::Off => false,
+            PrefilterMode::Auto if veth => &[],
+            PrefilterMode::Auto | PrefilterMode::Native => &[XdpMode::Native],
+            PrefilterMode::Generic => &[XdpMode::Generic],
+            PrefilterMode::Off => &[],
         }
+    }
+
+    /// Whether a program running in `mode` on a device (a veth or not) is what this
+    /// setting asks for.
+    pub fn accepts(self, mode: XdpMode, veth: bool) -> bool {
+        self.attempts(veth).first() == Some(&mode)
     }
 }
 
-/// The mode of the XDP program attached to device `ifindex` of this network namespace,
-/// if one is (`IFLA_XDP_ATTACHED`).
-pub fn xdp_mode(ifindex: u32) -> Result<Option<XdpMode>> {
+/// Device `ifindex` of this network namespace as netlink describes it.
+fn link(ifindex: u32) -> Result<LinkMessage> {
     with_netlink(|h| async move {
         let message = match h.link().get().match_index(ifindex).execute().try_next().await {
             Err(e) if netlink::is_not_found(&e) => None,
             r => r.with_context(|| format!("looking up device {ifindex}"))?,
         };
-        let Some(message) = message else { bail!("no device with index {ifindex}") };
+        message.with_context(|| format!("no device with index {ifindex}"))
+    })?
+}
+
+/// Whether device `ifindex` of this network namespace is a veth.
+pub fn is_veth(ifindex: u32) -> Result<bool> {
+    Ok(link(ifindex)?.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(info) => info.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))),
+        _ => false,
+    }))
+}
+
+/// The mode of the XDP program attached to device `ifindex` of this network namespace,
+/// if one is (`IFLA_XDP_ATTACHED`).
+pub fn xdp_mode(ifindex: u32) -> Result<Option<XdpMode>> {
+    {
+        let message = link(ifindex)?;
         let attached = message.attributes.iter().find_map(|a| match a {
             LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
                 LinkXdp::Attached(attached) => Some(*attached),
@@ -90,7 +112,7 @@ pub fn xdp_mode(ifindex: u32) -> Result<Option<XdpMode>> {
             Some(XdpAttached::SocketBuffer) => Some(XdpMode::Generic),
             _ => None,
         })
-    })?
+    }
 }
 
 /// Where the prefilter runs, as the kernel says.
@@ -196,11 +218,15 @@ mod tests {
     }
 
     #[test]
-    fn auto_keeps_only_a_native_prefilter() {
-        assert!(PrefilterMode::Auto.accepts(XdpMode::Native));
-        assert!(!PrefilterMode::Auto.accepts(XdpMode::Generic));
-        assert!(PrefilterMode::Generic.accepts(XdpMode::Generic));
-        assert!(!PrefilterMode::Native.accepts(XdpMode::Generic));
-        assert!(!PrefilterMode::Off.accepts(XdpMode::Native));
+    fn auto_is_native_but_on_a_veth() {
+        assert!(PrefilterMode::Auto.accepts(XdpMode::Native, false));
+        assert!(!PrefilterMode::Auto.accepts(XdpMode::Generic, false));
+        assert!(PrefilterMode::Auto.attempts(true).is_empty());
+        assert!(!PrefilterMode::Auto.accepts(XdpMode::Generic, true));
+        assert!(!PrefilterMode::Auto.accepts(XdpMode::Native, true));
+        assert!(PrefilterMode::Generic.accepts(XdpMode::Generic, false));
+        assert!(PrefilterMode::Native.accepts(XdpMode::Native, true));
+        assert!(!PrefilterMode::Native.accepts(XdpMode::Generic, false));
+        assert!(!PrefilterMode::Off.accepts(XdpMode::Native, false));
     }
 }
