@@ -98,21 +98,18 @@ pub fn is_veth(ifindex: u32) -> Result<bool> {
 /// The mode of the XDP program attached to device `ifindex` of this network namespace,
 /// if one is (`IFLA_XDP_ATTACHED`).
 pub fn xdp_mode(ifindex: u32) -> Result<Option<XdpMode>> {
-    {
-        let message = link(ifindex)?;
-        let attached = message.attributes.iter().find_map(|a| match a {
-            LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
-                LinkXdp::Attached(attached) => Some(*attached),
-                _ => None,
-            }),
+    let attached = link(ifindex)?.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+            LinkXdp::Attached(attached) => Some(*attached),
             _ => None,
-        });
-        Ok(match attached {
-            Some(XdpAttached::Driver) => Some(XdpMode::Native),
-            Some(XdpAttached::SocketBuffer) => Some(XdpMode::Generic),
-            _ => None,
-        })
-    }
+        }),
+        _ => None,
+    });
+    Ok(match attached {
+        Some(XdpAttached::Driver) => Some(XdpMode::Native),
+        Some(XdpAttached::SocketBuffer) => Some(XdpMode::Generic),
+        _ => None,
+    })
 }
 
 /// Where the prefilter runs, as the kernel says.

@@ -186,16 +186,16 @@ fn vxlan_from_unknown_sources_and_from_pods_cannot_inject_traffic() -> Result<()
             "checksum {checksum}"
         );
 
-        // From an address that is no node's: dropped by table 10 (at the underlay's XDP
-        // hook, tests/tests/xdp.rs) and counted.
-        let xdp_rule = format!("hook=xdp,in_port=eth0,udp,nw_dst={node1_ip},tp_dst=4789");
-        let before = packets(&t(&cluster, 0)?, 10, 0, &xdp_rule);
+        // From an address that is no node's: dropped by table 10 and counted (at TC: the
+        // test nodes' underlay devices are veths, where `--prefilter auto` attaches no
+        // XDP prefilter; tests/tests/xdp.rs has the prefilter's drop).
+        let before = packets(&t(&cluster, 0)?, 10, 0, "");
         send_udp(&cluster.underlay, node1_ip, vxlan_payload(red, &inner(unknown)), checksum)?;
         assert!(
             watch.capture(std::time::Duration::from_millis(300), |f| frames::contains(f, unknown)).is_empty(),
             "checksum {checksum}"
         );
-        assert_eq!(packets(&t(&cluster, 0)?, 10, 0, &xdp_rule) - before, 1, "checksum {checksum}");
+        assert_eq!(packets(&t(&cluster, 0)?, 10, 0, "") - before, 1, "checksum {checksum}");
     }
 
     // From a pod of another project, aimed at node1's VXLAN port with red's VNI: pods
