@@ -7,6 +7,7 @@
 mod cni_latency;
 mod cost;
 mod cpu;
+mod flood;
 mod measure;
 mod ovs;
 mod report;
@@ -82,13 +83,20 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Measure only these scenarios (comma-separated names; `cni` for the CNI latency,
-    /// `cost` for the per-path cost, `scale` for the scale figures), to look into one
-    /// figure. Results go where they would go otherwise.
+    /// `cost` for the per-path cost, `scale` for the scale figures, `flood` for the
+    /// underlay flood figures), to look into one figure. Results go where they would go otherwise.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Packets per timing of the per-path cost (BPF_PROG_TEST_RUN, --rounds rounds).
     #[arg(long, default_value_t = 1_000_000)]
     cost_repeat: u32,
+    /// Seconds of each TCP sample of the flood figures (`flood`), with and without the
+    /// flood.
+    #[arg(long, default_value_t = 4)]
+    flood_tcp_seconds: u32,
+    /// Flood packets each flood-alone sample sends (its drop rate and CPU per packet).
+    #[arg(long, default_value_t = 1_000_000)]
+    flood_packets: u64,
     /// Only the per-path cost of the programs, printed as JSON (nothing written).
     #[arg(long)]
     cost_only: bool,
@@ -138,6 +146,8 @@ fn main() -> Result<()> {
         args.results_dir = dir.clone();
         args.markdown = dir.join("RESULTS.md");
         args.cost_repeat = 10_000;
+        args.flood_tcp_seconds = 1;
+        args.flood_packets = 20_000;
         args.scale = scale::Load::smoke();
         cni_latency::Plan { sequential: 3, concurrent: 4, batches: 1 }
     } else {
@@ -154,7 +164,7 @@ fn main() -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let load_before = load_average();
 
-    const EXTRAS: [&str; 3] = ["cni", "cost", "scale"];
+    const EXTRAS: [&str; 4] = ["cni", "cost", "scale", "flood"];
     if let Some(unknown) =
         args.only.iter().find(|o| !scenarios::NAMES.contains(&o.as_str()) && !EXTRAS.contains(&o.as_str()))
     {
@@ -191,6 +201,13 @@ fn main() -> Result<()> {
     let cni = extra(wanted("cni"), "CNI latency", || cni_latency::measure(&cni_plan));
     let cost = extra(wanted("cost"), "per-path cost", || cost::measure(args.cost_repeat, args.rounds, None));
     let scale = extra(wanted("scale"), "scale", || scale::measure(&args.scale));
+    let flood_plan = flood::Plan {
+        rounds: args.rounds,
+        tcp_seconds: args.flood_tcp_seconds,
+        flood_packets: args.flood_packets,
+        idle: amounts.idle,
+    };
+    let flood = extra(wanted("flood"), "flood", || flood::measure(&meter, &flood_plan));
 
     let scenarios = report::object(measured.iter().map(|name| {
         let value = match setup_errors.get(name) {
@@ -210,7 +227,7 @@ fn main() -> Result<()> {
         (name.clone(), value)
     }));
     let resolution = report::resolution(&scenarios);
-    let mut ratios = report::ratios(&scenarios, &cni, &cost, &scale);
+    let mut ratios = report::ratios(&scenarios, &cni, &cost, &scale, &flood);
     report::attach_resolution(&mut ratios, &resolution);
     let ab = report::ab(&scenarios, &resolution);
     let date = run_text(Command::new("date").args(["-u", "+%Y-%m-%d-%H%M"]))?;
@@ -245,6 +262,7 @@ fn main() -> Result<()> {
         "cni": cni,
         "cost": cost,
         "scale": scale,
+        "flood": flood,
     });
     write(&args, &date, &results)?;
     if args.smoke {
@@ -605,7 +623,7 @@ fn check_smoke(results: &Value) -> Result<()> {
             }
         }
     }
-    for part in ["cni", "cost", "scale"] {
+    for part in ["cni", "cost", "scale", "flood"] {
         if let Some(e) = results[part]["error"].as_str() {
             problems.push(format!("{part}: {e}"));
         }

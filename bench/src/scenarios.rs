@@ -172,14 +172,16 @@ fn oxsdn_same_node() -> Result<Scenario> {
     Ok(Scenario::new("oxsdn-same-node", client, server, server_ip, vec![Box::new(cluster)]))
 }
 
-/// Two pods of one project on two oxsdn nodes, across the VXLAN overlay.
-fn oxsdn_cross_node() -> Result<Scenario> {
+/// Two pods of one project on two oxsdn nodes, across the VXLAN overlay, with the
+/// agents started with `agent_args`.
+fn oxsdn_cross_node(name: &'static str, agent_args: &[&str]) -> Result<Scenario> {
     let mut cluster = TestCluster::new(&[])?;
+    cluster.agent_args = agent_args.iter().map(|a| a.to_string()).collect();
     cluster.add_node("node1")?;
     cluster.add_node("node2")?;
     let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
     let Pod { netns: server, ip: server_ip, .. } = cluster.nodes[1].add_pod("bench", "server")?;
-    Ok(Scenario::new("oxsdn-cross-node", client, server, server_ip, vec![Box::new(cluster)]))
+    Ok(Scenario::new(name, client, server, server_ip, vec![Box::new(cluster)]))
 }
 
 /// A pod of node1 to a ClusterIP whose only endpoint is on node2 (iperf3's port).
@@ -286,7 +288,7 @@ fn ovs_cross_node(prefix: &str) -> Result<Scenario> {
 }
 
 /// Every scenario's name, in the order they are measured.
-pub const NAMES: [&str; 11] = [
+pub const NAMES: [&str; 12] = [
     "raw-veth",
     "linux-bridge",
     "oxsdn-same-node",
@@ -294,6 +296,7 @@ pub const NAMES: [&str; 11] = [
     "underlay",
     "kernel-vxlan",
     "oxsdn-cross-node",
+    "oxsdn-cross-node-xdp-generic",
     "ovs-userspace-cross-node",
     "oxsdn-service",
     "oxsdn-egress",
@@ -313,7 +316,8 @@ pub fn setup(name: &str, copy: &str) -> Result<Scenario> {
         "ovs-userspace-same-node" => ovs_same_node(prefix),
         "underlay" => underlay(prefix),
         "kernel-vxlan" => kernel_vxlan(prefix),
-        "oxsdn-cross-node" => oxsdn_cross_node(),
+        "oxsdn-cross-node" => oxsdn_cross_node("oxsdn-cross-node", &[]),
+        "oxsdn-cross-node-xdp-generic" => oxsdn_cross_node("oxsdn-cross-node-xdp-generic", &["--prefilter", "generic"]),
         "ovs-userspace-cross-node" => ovs_cross_node(prefix),
         "oxsdn-service" => oxsdn_service(),
         "oxsdn-egress" => oxsdn_egress(),

@@ -25,7 +25,7 @@ use oxsdn_controller::{
     Cluster, ClusterConfig, Error, NetworkPlugin, Protocol, ServicePort,
 };
 
-use oxsdn_dataplane::{flows, maps::NodeMaps};
+use oxsdn_dataplane::{flows, maps::NodeMaps, prefilter};
 
 use crate::output::{
     print_cluster_network, print_hostsubnets, print_namespaces, print_netnamespaces, print_network_policies,
@@ -165,9 +165,11 @@ struct TraceArgs {
     /// bpffs directory of the pins, as given to the node's agent.
     #[arg(long, default_value = "/sys/fs/bpf/oxsdn")]
     bpffs_dir: PathBuf,
-    /// Where the packet enters: pod:IP (a local pod), node (the host, into tun0) or
-    /// tunnel:NODE_IP:VNI (VXLAN from another node).
-    #[arg(long, value_name = "pod:IP|node|tunnel:NODE_IP:VNI")]
+    /// Where the packet enters: pod:IP (a local pod), node (the host, into tun0),
+    /// tunnel:NODE_IP:VNI (VXLAN from another node, as vxlan0 delivers it) or
+    /// underlay:NODE_IP:VNI (the same VXLAN on the underlay device, through the XDP
+    /// prefilter first; NODE_IP may be any address).
+    #[arg(long, value_name = "pod:IP|node|tunnel:NODE_IP:VNI|underlay:NODE_IP:VNI")]
     from: packet_trace::Source,
     /// Destination address, and port for TCP and UDP.
     #[arg(long, value_name = "IP[:PORT]", value_parser = packet_trace::parse_destination)]
@@ -851,7 +853,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::DumpFlows { table, node, bpffs_dir } => {
             let maps = NodeMaps::open(&bpffs_dir.join(&node))
                 .with_context(|| format!("node {node} has no dataplane here (is its agent started?)"))?;
-            writeln!(out, "OXSDN_FLOW reply (node={node}):")?;
+            writeln!(out, "OXSDN_FLOW reply (node={node}, {}):", prefilter::describe(&bpffs_dir.join(&node), &maps))?;
             for flow in flows::collect(&maps, flows::ifname_or_index)? {
                 if table.is_none_or(|t| t == flow.table) {
                     writeln!(out, "{flow}")?;

@@ -7,13 +7,14 @@ use anyhow::{Context, Result};
 use oxsdn_dataplane::{
     flows::{self, Flow, RuleRef},
     maps::{ip_from_key, LocalPods, NodeMaps},
-    tracer::{verdict_name, Ingress, Output, Packet, Proto, Trace, Tracer},
+    tracer::{xdp_action_name, Ingress, Output, Packet, Proto, Trace, Tracer},
 };
 use serde_json::json;
 
 use crate::output::{write_value, Format};
 
-/// Where the packet comes from: `pod:IP`, `node` or `tunnel:NODE_IP:VNI`.
+/// Where the packet comes from: `pod:IP`, `node`, `tunnel:NODE_IP:VNI` or
+/// `underlay:NODE_IP:VNI`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     /// A local pod, by its IP.
@@ -22,6 +23,9 @@ pub enum Source {
     Node,
     /// Another node, over VXLAN with this VNI.
     Tunnel(Ipv4Addr, u32),
+    /// A VXLAN frame with this outer source and VNI arriving on the underlay device,
+    /// through the prefilter first.
+    Underlay(Ipv4Addr, u32),
 }
 
 impl FromStr for Source {
@@ -32,11 +36,11 @@ impl FromStr for Source {
         match s.split(':').collect::<Vec<_>>()[..] {
             ["node"] => Ok(Source::Node),
             ["pod", addr] => Ok(Source::Pod(ip(addr)?)),
-            ["tunnel", addr, vni] => {
+            [kind @ ("tunnel" | "underlay"), addr, vni] => {
                 let vni = vni.parse().map_err(|_| format!("{vni:?} is not a VNI (0-4294967295)"))?;
-                Ok(Source::Tunnel(ip(addr)?, vni))
+                Ok(if kind == "tunnel" { Source::Tunnel(ip(addr)?, vni) } else { Source::Underlay(ip(addr)?, vni) })
             }
-            _ => Err(format!("{s:?} is not pod:IP, node or tunnel:NODE_IP:VNI")),
+            _ => Err(format!("{s:?} is not pod:IP, node, tunnel:NODE_IP:VNI or underlay:NODE_IP:VNI")),
         }
     }
 }
@@ -70,6 +74,10 @@ pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out:
             let src = request.src.context("--from tunnel needs --src: the sending pod's address")?;
             (Ingress::Tunnel { src: node_ip, vni }, src)
         }
+        Source::Underlay(node_ip, vni) => {
+            let src = request.src.context("--from underlay needs --src: the sending pod's address")?;
+            (Ingress::Underlay { src: node_ip, vni }, src)
+        }
     };
     let packet = Packet::new(request.proto, request.src.unwrap_or(default_src), request.to.0)
         .ports(request.src_port, request.to.1);
@@ -97,6 +105,7 @@ fn flow_line(packet: &Packet, ingress: &Ingress) -> String {
         Ingress::Pod { in_port } => flows::ifname_or_index(*in_port),
         Ingress::Tun0 => "tun0".into(),
         Ingress::Tunnel { src, vni } => format!("vxlan0,tun_src={src},tun_id={vni:#x}"),
+        Ingress::Underlay { src, vni } => format!("underlay,tun_src={src},tun_id={vni:#x}"),
     };
     let (src, dst) = (packet.src, packet.dst);
     match packet.proto {
@@ -161,7 +170,10 @@ fn print_table(
         writeln!(out, "Translation: nw_src={},tp_src={},nw_dst={},tp_dst={}", x.src, x.sport, x.dst, x.dport)?;
     }
     writeln!(out, "Datapath actions: {}", actions(&t.output))?;
-    writeln!(out, "Verdict: {}", verdict_name(t.verdict))?;
+    if let Some(action) = t.prefilter {
+        writeln!(out, "Prefilter: {}", xdp_action_name(action))?;
+    }
+    writeln!(out, "Verdict: {}", t.verdict_name())?;
     Ok(())
 }
 
@@ -194,7 +206,8 @@ fn print_structured(
         "output": t.output,
         "translation": t.translation,
         "datapath_actions": actions(&t.output),
-        "verdict": verdict_name(t.verdict),
+        "prefilter": t.prefilter.map(xdp_action_name),
+        "verdict": t.verdict_name(),
     });
     write_value(out, &value, format)
 }
@@ -210,6 +223,7 @@ mod tests {
         assert_eq!("pod:10.128.0.2".parse::<Source>(), Ok(Source::Pod(ip("10.128.0.2"))));
         assert_eq!("tunnel:172.22.122.12:7".parse::<Source>(), Ok(Source::Tunnel(ip("172.22.122.12"), 7)));
         assert!("pod:10.128.0.300".parse::<Source>().unwrap_err().contains("10.128.0.300"));
+        assert_eq!("underlay:172.22.122.12:7".parse::<Source>(), Ok(Source::Underlay(ip("172.22.122.12"), 7)));
         assert!("tunnel:172.22.122.12".parse::<Source>().unwrap_err().contains("tunnel:NODE_IP:VNI"));
         assert!("tunnel:172.22.122.12:x".parse::<Source>().unwrap_err().contains("\"x\" is not a VNI"));
         assert_eq!(parse_destination("172.30.0.1:80"), Ok((ip("172.30.0.1"), 80)));

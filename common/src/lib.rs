@@ -37,6 +37,8 @@ pub const MAX_CONNECTIONS: u32 = 131072;
 pub const MAX_FRAGMENTED: u32 = 8192;
 /// Addresses and ports of the cluster store pods may not reach.
 pub const MAX_STORE_ENDPOINTS: u32 = 64;
+/// Source networks the underlay prefilter's deny list holds at most.
+pub const MAX_PREFILTER_DENY: u32 = 1024;
 /// Size of `RULE_STATS`: room for the rules later tables add without resizing the map.
 pub const MAX_RULES: u32 = 128;
 /// Per-pod rules (ids in `oxsdn-tables`), counted per pod slot.

@@ -113,6 +113,10 @@ macro_rules! for_each_map {
             MONITOR_BUDGET monitor_budget: PerCpuArray<u32, $crate::monitor::MonitorBudget> [1, 0];
             /// The monitor's events.
             MONITOR_EVENTS monitor_events: RingBuf<(), $crate::monitor::MonitorEvent> [$crate::monitor::EVENTS_BYTES, 0];
+            /// Source networks the operator denies at the underlay device (the XDP
+            /// prefilter, table 0): every IPv4 frame from them is dropped there. The value
+            /// is unused (1).
+            PREFILTER_DENY prefilter_deny: LpmTrie<u32, u8> [$crate::MAX_PREFILTER_DENY, $crate::maps::NO_PREALLOC];
         }
     };
 }

@@ -40,6 +40,7 @@ use crate::{
     netdev::{self, HostVeth},
     pods::{PodRecord, PodTable},
     policy::{mirrors::Follow, LocalPod, PolicyEngine},
+    prefilter::{self, PrefilterMode},
 };
 
 pub struct AgentConfig {
@@ -56,6 +57,10 @@ pub struct AgentConfig {
     /// Connections each project (and the host, and the tunnel) may hold in the tracking
     /// tables (`oxsdn_common::conntrack`); 0: no limit but the tables' size.
     pub ct_quota: u32,
+    /// How to attach the underlay device's XDP prefilter.
+    pub prefilter: PrefilterMode,
+    /// Source networks the prefilter drops everything from.
+    pub prefilter_deny: Vec<Ipv4Network>,
 }
 
 struct PodState {
@@ -141,6 +146,20 @@ impl Agent {
         pipeline.attach_tun0(netdev::TUN0)?;
         pipeline.attach_vxlan0(netdev::VXLAN0)?;
         pipeline.attach_underlay(underlay.as_ref().map(|(name, _)| name.as_str()))?;
+        if config.prefilter == PrefilterMode::Off && !config.prefilter_deny.is_empty() {
+            anyhow::bail!("--prefilter-deny needs the prefilter: it cannot be off");
+        }
+        prefilter::set_deny_list(&mut maps, &config.prefilter_deny)?;
+        let device = underlay.as_ref().map(|(name, index)| (name.as_str(), *index));
+        match pipeline.attach_prefilter(device, config.prefilter)? {
+            Some(mode) => tracing::info!(%mode, device = device.map(|(name, _)| name), "underlay XDP prefilter"),
+            None if config.prefilter_deny.is_empty() => {}
+            None if device.is_none() => tracing::warn!("no underlay device: the prefilter's deny list drops nothing"),
+            None => anyhow::bail!(
+                "--prefilter-deny needs the prefilter, which --prefilter auto does not attach to this underlay device \
+                 (a veth, or no XDP in its driver): add --prefilter generic or native"
+            ),
+        }
         let maps = Arc::new(Mutex::new(maps));
 
         let projects = Arc::new(Projects::new(cluster.clone(), maps.clone()));
@@ -764,6 +783,9 @@ pub fn teardown(
     remove_if_exists(&cni_conf_dir.join(CNI_CONF_FILE))?;
     remove_if_exists(socket)?;
     egress::remove_masquerade()?;
+    // The underlay device stays: its prefilter is detached now, not when the kernel
+    // gets round to releasing the unpinned link.
+    crate::health::detach_pinned_link(&bpffs_dir.join(node_name).join("links").join(prefilter::PIN))?;
     crate::loader::remove_pins(&bpffs_dir.join(node_name))?;
     for link in [netdev::TUN0, netdev::VXLAN0] {
         netdev::delete_link(link)?;

@@ -80,6 +80,7 @@ fn expand(template: &str, cfg: &NodeConfig, values: &[(&str, &str)]) -> String {
         ("{S}", network(cfg.service_net, cfg.service_mask)),
         ("{NODEIP}", ip_from_key(cfg.node_ip).to_string()),
         ("{VXP}", cfg.vxlan_port.to_string()),
+        ("{UNDERLAY}", if cfg.underlay_ifindex == 0 { "none".into() } else { ifname_or_index(cfg.underlay_ifindex) }),
     ];
     let text = node.iter().fold(template.to_string(), |t, (k, v)| t.replace(k, v));
     values.iter().fold(text, |t, (k, v)| t.replace(k, v))

@@ -24,8 +24,10 @@ use serde::Serialize;
 use crate::{
     agent::CNI_CONF_FILE,
     flows::ifname_or_index,
+    loader::XDP_UNDERLAY,
     maps::{ip_from_key, LocalPods, NodeMaps},
     metrics::{self, recent::RecentDropsWindow},
+    prefilter::{self, Attached},
 };
 
 /// What the agent's report needs beyond the agent: set once by `oxsdn-agent`.
@@ -282,20 +284,25 @@ fn differences(maps: &NodeMaps, view: &StoreView, node: &str) -> Result<Vec<Stri
     Ok(found)
 }
 
-/// A pinned tcx link: the program it runs, where and in which direction.
+/// A pinned tcx or XDP link: the program it runs, where and in which direction (XDP:
+/// ingress).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PinnedLinkInfo {
     pub prog_id: u32,
+    /// 0 once the device is gone (the link outlived it).
     pub ifindex: u32,
     pub ingress: bool,
 }
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_DETACH: libc::c_long = 34;
+const BPF_LINK_TYPE_XDP: u32 = 6;
 const BPF_LINK_TYPE_TCX: u32 = 11;
 const BPF_TCX_INGRESS: u32 = 46;
 
-/// `bpf_link_info`'s head and its tcx member (the union is 8-byte aligned).
+/// `bpf_link_info`'s head and its tcx member, whose ifindex is also the xdp member's
+/// (the union is 8-byte aligned).
 #[repr(C)]
 #[derive(Default)]
 struct LinkInfo {
@@ -308,8 +315,43 @@ struct LinkInfo {
     _rest: [u64; 6],
 }
 
-/// Reads the link pinned at `path`.
+/// Reads the tcx link pinned at `path`.
 pub fn pinned_link(path: &Path) -> Result<PinnedLinkInfo> {
+    let info = link_info(path)?;
+    if info.kind != BPF_LINK_TYPE_TCX {
+        bail!("the link pinned at {} is not a tcx link (type {})", path.display(), info.kind);
+    }
+    Ok(PinnedLinkInfo { prog_id: info.prog_id, ifindex: info.ifindex, ingress: info.attach_type == BPF_TCX_INGRESS })
+}
+
+/// Reads the XDP link pinned at `path` (aya 0.13 has no link info).
+pub fn pinned_xdp_link(path: &Path) -> Result<PinnedLinkInfo> {
+    let info = link_info(path)?;
+    if info.kind != BPF_LINK_TYPE_XDP {
+        bail!("the link pinned at {} is not an XDP link (type {})", path.display(), info.kind);
+    }
+    Ok(PinnedLinkInfo { prog_id: info.prog_id, ifindex: info.ifindex, ingress: true })
+}
+
+/// Detaches the link pinned at `path` at once and removes the pin, if there is one.
+/// Removing the pin alone releases the link later, from a kernel work queue: until then
+/// the program stays attached, and a device's XDP hook refuses another program.
+pub fn detach_pinned_link(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let fd = open_pinned(path)?;
+    // BPF_LINK_DETACH's attr: link_fd (u32).
+    let mut attr = [fd.as_raw_fd() as u32, 0];
+    // SAFETY: the attr is a valid BPF_LINK_DETACH attr of the size given.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
+    if r < 0 {
+        bail!("detaching the link pinned at {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+    crate::loader::remove_if_exists(path)
+}
+
+fn open_pinned(path: &Path) -> Result<OwnedFd> {
     let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
     // BPF_OBJ_GET's attr: pathname (u64), bpf_fd, file_flags.
     let mut get = [0u64; 2];
@@ -321,7 +363,11 @@ pub fn pinned_link(path: &Path) -> Result<PinnedLinkInfo> {
         bail!("opening the link pinned at {}: {}", path.display(), std::io::Error::last_os_error());
     }
     // SAFETY: the kernel just gave us this descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn link_info(path: &Path) -> Result<LinkInfo> {
+    let fd = open_pinned(path)?;
     let mut info = LinkInfo::default();
     // BPF_OBJ_GET_INFO_BY_FD's attr: bpf_fd (u32), info_len (u32), info (u64).
     #[repr(C)]
@@ -347,15 +393,13 @@ pub fn pinned_link(path: &Path) -> Result<PinnedLinkInfo> {
     if r < 0 {
         bail!("reading the link pinned at {}: {}", path.display(), std::io::Error::last_os_error());
     }
-    if info.kind != BPF_LINK_TYPE_TCX {
-        bail!("the link pinned at {} is not a tcx link (type {})", path.display(), info.kind);
-    }
-    Ok(PinnedLinkInfo { prog_id: info.prog_id, ifindex: info.ifindex, ingress: info.attach_type == BPF_TCX_INGRESS })
+    Ok(info)
 }
 
 /// Every expected device has its program through its pinned link: tun0 (egress,
 /// `from_tun0`), vxlan0 and the underlay (ingress), each local pod's veth (ingress,
-/// `from_pod`); and there is no link pin of a pod this node does not have.
+/// `from_pod`), and the underlay's XDP prefilter where the agent attached one (`xdp_underlay`,
+/// its mode named); and there is no link pin of a pod this node does not have.
 fn programs(maps: &NodeMaps, pin_dir: &Path) -> Result<String> {
     let names: BTreeMap<u32, String> = aya::programs::loaded_programs()
         .filter_map(|p| p.ok())
@@ -391,18 +435,43 @@ fn programs(maps: &NodeMaps, pin_dir: &Path) -> Result<String> {
             }
         }
     }
+    let prefilter = match prefilter::attached(pin_dir) {
+        Ok(None) => "no XDP prefilter".to_string(),
+        Ok(Some(Attached { ifindex, prog_id, mode })) => {
+            let name = names.get(&prog_id).map_or("?", String::as_str);
+            match mode {
+                Some(mode) if ifindex == cfg.underlay_ifindex && name == XDP_UNDERLAY => {
+                    format!("{mode} XDP prefilter")
+                }
+                _ => {
+                    wrong.push(format!(
+                        "{}: the link runs {name} on ifindex {ifindex} ({}), expected {XDP_UNDERLAY} on {}",
+                        prefilter::PIN,
+                        mode.map_or("no XDP program there".to_string(), |m| format!("{m} XDP")),
+                        cfg.underlay_ifindex,
+                    ));
+                    String::new()
+                }
+            }
+        }
+        Err(e) => {
+            wrong.push(format!("{}: {e:#}", prefilter::PIN));
+            String::new()
+        }
+    };
     let pins: BTreeSet<String> = std::fs::read_dir(pin_dir.join("links"))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    for stale in pins.iter().filter(|p| !expected.iter().any(|(pin, ..)| pin == *p)) {
+    let known = |p: &String| p == prefilter::PIN || expected.iter().any(|(pin, ..)| pin == p);
+    for stale in pins.iter().filter(|p| !known(p)) {
         wrong.push(format!("link pin {stale} belongs to no device this node expects"));
     }
     if !wrong.is_empty() {
         bail!("{}", wrong.join("; "));
     }
     Ok(format!(
-        "{} links: tun0, vxlan0{}, {} pod veths",
+        "{} links: tun0, vxlan0{}, {} pod veths; {prefilter}",
         expected.len(),
         if cfg.underlay_ifindex != 0 { ", underlay" } else { "" },
         pods.len()

@@ -17,5 +17,6 @@ pub mod monitor;
 pub mod netdev;
 pub mod pods;
 pub mod policy;
+pub mod prefilter;
 pub mod test_run;
 pub mod tracer;

@@ -1,8 +1,9 @@
 //! Loading the eBPF programs, with their maps pinned in the node's bpffs directory, and
 //! attaching them: `from_tun0` on tun0's TC egress, `from_tunnel` on vxlan0's TC
-//! ingress, `from_underlay` on the underlay device's TC ingress, `from_pod` on the TC
-//! ingress of every pod's host-side veth. Attachments are tcx links pinned under
-//! `links/`, so the dataplane keeps forwarding while no agent runs.
+//! ingress, `from_underlay` on the underlay device's TC ingress and `xdp_underlay` on its
+//! XDP hook, `from_pod` on the TC ingress of every pod's host-side veth. Attachments are
+//! tcx and XDP links pinned under `links/`, so the dataplane keeps forwarding while no
+//! agent runs.
 
 use std::path::{Path, PathBuf};
 
@@ -11,15 +12,18 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLink,
-        SchedClassifier, TcAttachType,
+        xdp::XdpLink,
+        SchedClassifier, TcAttachType, Xdp, XdpFlags,
     },
     Ebpf, EbpfLoader,
 };
 use oxsdn_common::LAYOUT_VERSION;
 
 use crate::{
+    health,
     maps::{self, NodeMaps},
     netdev,
+    prefilter::{self, PrefilterMode, XdpMode},
 };
 
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oxsdn-ebpf.o"));
@@ -28,6 +32,7 @@ pub(crate) const FROM_POD: &str = "from_pod";
 pub(crate) const FROM_TUN0: &str = "from_tun0";
 pub(crate) const FROM_TUNNEL: &str = "from_tunnel";
 const FROM_UNDERLAY: &str = "from_underlay";
+pub(crate) const XDP_UNDERLAY: &str = "xdp_underlay";
 /// The link pin of the underlay device's program (named for its role: the device is
 /// whichever holds the node's address).
 const UNDERLAY_PIN: &str = "underlay";
@@ -92,6 +97,69 @@ impl Programs {
         }
     }
 
+    /// Attaches `xdp_underlay` (the prefilter) to the XDP hook of the underlay device
+    /// (name, ifindex) in `mode`, or, with None, `Off` or `Auto` where it attaches none
+    /// (`PrefilterMode::attempts`), only removes it from where an earlier agent put it;
+    /// returns the mode the kernel runs it in. A link an earlier
+    /// agent pinned on the same device, in a mode `mode` accepts, gets the new program
+    /// atomically (no moment without a prefilter); otherwise the old link goes first
+    /// (a device has one XDP program, and native and generic ones cannot coexist) and
+    /// frames meanwhile meet only the TC programs, which drop the same.
+    pub fn attach_prefilter(&mut self, device: Option<(&str, u32)>, mode: PrefilterMode) -> Result<Option<XdpMode>> {
+        let pin = self.link_pin(prefilter::PIN);
+        let device = device.filter(|_| mode != PrefilterMode::Off);
+        let veth = match device {
+            Some((_, ifindex)) => prefilter::is_veth(ifindex)?,
+            None => false,
+        };
+        if let Some((ifname, ifindex)) = device.filter(|_| pin.exists()) {
+            let running = match health::pinned_xdp_link(&pin) {
+                Ok(link) if link.ifindex == ifindex => prefilter::xdp_mode(ifindex)?,
+                _ => None,
+            };
+            if let Some(running) = running.filter(|m| mode.accepts(*m, veth)) {
+                let link = FdLink::from(PinnedLink::from_pin(&pin)?);
+                let program = load_prefilter(&mut self.ebpf)?;
+                let id = program
+                    .attach_to_link(XdpLink::try_from(link)?)
+                    .with_context(|| format!("updating the XDP link on {ifname}"))?;
+                drop(program.take_link(id)?);
+                return Ok(Some(running));
+            }
+        }
+        health::detach_pinned_link(&pin)?;
+        let Some((ifname, ifindex)) = device else { return Ok(None) };
+        if mode.attempts(veth).is_empty() {
+            tracing::info!(device = ifname, "a veth: no XDP prefilter unless asked for (--prefilter native|generic)");
+            return Ok(None);
+        }
+        let program = load_prefilter(&mut self.ebpf)?;
+        let mut failure = None;
+        for attached in mode.attempts(veth) {
+            let flags = match attached {
+                XdpMode::Native => XdpFlags::DRV_MODE,
+                XdpMode::Generic => XdpFlags::SKB_MODE,
+            };
+            match program.attach_to_if_index(ifindex, flags) {
+                Ok(id) => {
+                    let link = FdLink::try_from(program.take_link(id)?)?;
+                    link.pin(&pin).with_context(|| format!("pinning the XDP link of {ifname}"))?;
+                    return Ok(Some(*attached));
+                }
+                Err(e) => {
+                    tracing::info!(device = ifname, mode = %attached, error = %e, "XDP attach failed");
+                    failure = Some(e);
+                }
+            }
+        }
+        let e = failure.expect("at least one attempt");
+        if mode == PrefilterMode::Auto {
+            tracing::info!(device = ifname, error = %e, "no XDP in the driver: no prefilter");
+            return Ok(None);
+        }
+        Err(e).with_context(|| format!("attaching {XDP_UNDERLAY} to {ifname} ({mode:?})"))
+    }
+
     /// Attaches `from_pod` to the ingress of a pod's host-side veth.
     pub fn attach_pod_port(&mut self, host_veth: &str) -> Result<()> {
         self.attach(FROM_POD, host_veth, host_veth, TcAttachType::Ingress)
@@ -103,12 +171,12 @@ impl Programs {
     }
 
     /// The interfaces with a pinned pod port link (every link pin but tun0's, vxlan0's
-    /// and the underlay's).
+    /// and the underlay's two).
     pub fn pod_port_pins(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(self.pin_dir.join("links"))? {
             let name = entry?.file_name().to_string_lossy().into_owned();
-            if name != netdev::TUN0 && name != netdev::VXLAN0 && name != UNDERLAY_PIN {
+            if ![netdev::TUN0, netdev::VXLAN0, UNDERLAY_PIN, prefilter::PIN].contains(&name.as_str()) {
                 names.push(name);
             }
         }
@@ -166,6 +234,19 @@ pub(crate) fn load_programs(object: &[u8], pin_dir: &Path, mode: u32) -> Result<
         classifier(&mut ebpf, name)?.load().with_context(|| format!("loading program {name}"))?;
     }
     Ok(ebpf)
+}
+
+/// The prefilter of `ebpf`, loaded into the kernel on first use (a trace or test run of
+/// another program need not wait for its verification).
+pub(crate) fn load_prefilter(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let Some(program) = ebpf.program_mut(XDP_UNDERLAY) else {
+        bail!("program {XDP_UNDERLAY} missing from the eBPF object")
+    };
+    let program: &mut Xdp = program.try_into()?;
+    if program.fd().is_err() {
+        program.load().with_context(|| format!("loading program {XDP_UNDERLAY}"))?;
+    }
+    Ok(program)
 }
 
 pub(crate) fn classifier<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {

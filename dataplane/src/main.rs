@@ -4,6 +4,7 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::Result;
 use clap::Parser;
+use ipnetwork::Ipv4Network;
 use nix::sys::signal::{SigSet, Signal};
 use oxsdn_controller::store::StoreOptions;
 use oxsdn_dataplane::{
@@ -11,6 +12,7 @@ use oxsdn_dataplane::{
     cni_server, health,
     metrics::{self, collector::NodeCollector, recent::RecentDropsWindow, Starts},
     monitor,
+    prefilter::{parse_deny_cidr, PrefilterMode},
 };
 
 #[derive(Parser)]
@@ -41,6 +43,16 @@ struct Args {
     /// tables' size.
     #[arg(long, env = "OXSDN_CT_QUOTA", default_value_t = oxsdn_common::conntrack::DEFAULT_QUOTA)]
     ct_quota: u32,
+    /// The XDP prefilter on the underlay device (the one holding --node-ip), which drops
+    /// VXLAN from unknown nodes, malformed VXLAN and denied sources before the kernel
+    /// builds an skb: `auto` in the driver where it has XDP, else generic; `off` removes it.
+    #[arg(long, env = "OXSDN_PREFILTER", value_enum, default_value_t)]
+    prefilter: PrefilterMode,
+    /// Source networks (CIDRs, comma-separated) whose IPv4 frames the prefilter drops at
+    /// the underlay device, whatever they carry. Replaces the list an earlier agent set;
+    /// at most 1024.
+    #[arg(long, env = "OXSDN_PREFILTER_DENY", value_name = "CIDR,...", value_delimiter = ',', value_parser = parse_deny_cidr)]
+    prefilter_deny: Vec<Ipv4Network>,
     /// Where to serve Prometheus metrics (GET /metrics), ADDRESS:PORT, or `off`. The
     /// default is OpenShift SDN's, on loopback only.
     #[arg(long, env = "OXSDN_METRICS_ADDRESS", default_value = "127.0.0.1:9101", value_parser = metrics::server::parse_address)]
@@ -77,6 +89,8 @@ fn main() -> Result<()> {
         bpffs_dir: args.bpffs_dir,
         cni_conf_dir: args.cni_conf_dir,
         ct_quota: args.ct_quota,
+        prefilter: args.prefilter,
+        prefilter_deny: args.prefilter_deny,
     })?;
     let pin_dir = agent.config.bpffs_dir.join(&agent.config.node_name);
     let starts = Starts::record(&agent.config.state_dir)?;

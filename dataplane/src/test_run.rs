@@ -1,5 +1,5 @@
-//! BPF_PROG_TEST_RUN for TC programs: runs a loaded program on a frame the caller
-//! builds, without attaching it anywhere (aya 0.13 has no wrapper for it).
+//! BPF_PROG_TEST_RUN for TC and XDP programs: runs a loaded program on a frame the
+//! caller builds, without attaching it anywhere (aya 0.13 has no wrapper for it).
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -84,11 +84,12 @@ const HEADROOM: usize = 256;
 /// What one BPF_PROG_TEST_RUN call returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRun {
-    /// The program's return value (a TC verdict: `TC_ACT_*`) of the last repetition.
+    /// The program's return value of the last repetition (a TC verdict, `TC_ACT_*`, or
+    /// an XDP action, `XDP_*`).
     pub retval: i32,
     /// The frame as the program left it.
     pub frame: Vec<u8>,
-    /// The context as the program left it.
+    /// The context as the program left it (a TC program's; zero for XDP).
     pub ctx: SkBuff,
     /// Average time of one repetition, as the kernel measured it (ns).
     pub duration_ns: u32,
@@ -98,8 +99,19 @@ pub struct TestRun {
 /// as 1) on `frame`, with context `ctx`. The kernel runs every repetition on the same
 /// skb: what a program writes into the frame, the next repetition sees.
 pub fn run(prog: impl AsFd, frame: &[u8], ctx: &SkBuff, repeat: u32) -> Result<TestRun> {
+    run_with(prog, frame, Some(ctx), repeat)
+}
+
+/// Runs the XDP program `prog` `repeat` times on `frame`, received on no device in
+/// particular (the kernel makes up a context on loopback).
+pub fn run_xdp(prog: impl AsFd, frame: &[u8], repeat: u32) -> Result<TestRun> {
+    run_with(prog, frame, None, repeat)
+}
+
+fn run_with(prog: impl AsFd, frame: &[u8], ctx: Option<&SkBuff>, repeat: u32) -> Result<TestRun> {
     let mut frame_out = vec![0u8; frame.len() + HEADROOM];
     let mut ctx_out = SkBuff::default();
+    let ctx_size = if ctx.is_some() { std::mem::size_of::<SkBuff>() as u32 } else { 0 };
     let mut attr = TestRunAttr {
         prog_fd: prog.as_fd().as_raw_fd() as u32,
         data_size_in: frame.len() as u32,
@@ -107,10 +119,10 @@ pub fn run(prog: impl AsFd, frame: &[u8], ctx: &SkBuff, repeat: u32) -> Result<T
         data_in: frame.as_ptr() as u64,
         data_out: frame_out.as_mut_ptr() as u64,
         repeat,
-        ctx_size_in: std::mem::size_of::<SkBuff>() as u32,
-        ctx_size_out: std::mem::size_of::<SkBuff>() as u32,
-        ctx_in: ctx as *const SkBuff as u64,
-        ctx_out: &mut ctx_out as *mut SkBuff as u64,
+        ctx_size_in: ctx_size,
+        ctx_size_out: ctx_size,
+        ctx_in: ctx.map_or(0, |c| c as *const SkBuff as u64),
+        ctx_out: if ctx.is_some() { &mut ctx_out as *mut SkBuff as u64 } else { 0 },
         ..Default::default()
     };
     // SAFETY: `attr` matches the kernel's layout; every buffer it points to outlives the

@@ -39,7 +39,10 @@ use serde::Serialize;
 
 use crate::{
     flows::RuleRef,
-    loader::{classifier, load_programs, pinned_layout_version, FROM_POD, FROM_TUN0, FROM_TUNNEL, OBJECT},
+    loader::{
+        classifier, load_prefilter, load_programs, pinned_layout_version, FROM_POD, FROM_TUN0, FROM_TUNNEL, OBJECT,
+        XDP_UNDERLAY,
+    },
     maps::{self, ip_from_key, ip_key},
     test_run::{self, SkBuff, TestRun},
 };
@@ -58,6 +61,10 @@ pub enum Ingress {
     Tun0,
     /// Received over VXLAN from the node with underlay address `src`: `from_tunnel`.
     Tunnel { src: Ipv4Addr, vni: u32 },
+    /// Received on the underlay device as VXLAN from `src`: `xdp_underlay`, the
+    /// prefilter, on the frame with its outer headers; then, if it passes, `from_tunnel`
+    /// on the inner frame (which `from_underlay` or vxlan0 hand the tables the same way).
+    Underlay { src: Ipv4Addr, vni: u32 },
 }
 
 /// A copy of the node's three programs, loaded for test runs with `MODE` = `mode`
@@ -97,6 +104,8 @@ impl TestPrograms {
 
     /// Runs `frame` through the program of `ingress`, `repeat` times (see
     /// [`test_run::run`]: every repetition sees the frame as the previous one left it).
+    /// From the underlay, `frame` has its outer headers ([`vxlan_frame`]) and only the
+    /// prefilter runs.
     pub fn run(&mut self, ingress: Ingress, frame: &[u8], repeat: u32) -> Result<TestRun> {
         let mut ctx = SkBuff::default();
         let program = match ingress {
@@ -114,6 +123,10 @@ impl TestPrograms {
                 ctx.cb[CB_TUN_SRC] = ip_key(src);
                 ctx.cb[CB_VNI] = vni;
                 FROM_TUNNEL
+            }
+            Ingress::Underlay { .. } => {
+                let fd = load_prefilter(&mut self.ebpf)?.fd()?;
+                return test_run::run_xdp(fd, frame, repeat).with_context(|| format!("running {XDP_UNDERLAY}"));
             }
         };
         let fd = classifier(&mut self.ebpf, program)?.fd()?;
@@ -183,6 +196,10 @@ pub const TC_ACT_OK: i32 = 0;
 pub const TC_ACT_SHOT: i32 = 2;
 pub const TC_ACT_REDIRECT: i32 = 7;
 
+/// XDP actions the prefilter returns.
+pub const XDP_DROP: i32 = 1;
+pub const XDP_PASS: i32 = 2;
+
 /// The name of a TC verdict.
 pub fn verdict_name(verdict: i32) -> String {
     match verdict {
@@ -190,6 +207,15 @@ pub fn verdict_name(verdict: i32) -> String {
         TC_ACT_SHOT => "TC_ACT_SHOT".into(),
         TC_ACT_REDIRECT => "TC_ACT_REDIRECT".into(),
         other => format!("TC_ACT({other})"),
+    }
+}
+
+/// The name of an XDP action.
+pub fn xdp_action_name(action: i32) -> String {
+    match action {
+        XDP_DROP => "XDP_DROP".into(),
+        XDP_PASS => "XDP_PASS".into(),
+        other => format!("XDP({other})"),
     }
 }
 
@@ -210,11 +236,25 @@ pub struct Trace {
     /// The NetworkPolicy rules that allowed it: which policy (its `hops` entry) and the
     /// index of the rule among the policy's ingress or egress rules.
     pub policy_rules: Vec<PolicyRule>,
-    /// The program's TC verdict (`TC_ACT_*`).
+    /// The verdict of the last program that ran: a TC verdict (`TC_ACT_*`), or the
+    /// prefilter's XDP action when it stopped the frame.
     pub verdict: i32,
+    /// From the underlay: the prefilter's XDP action (`XDP_DROP`, `XDP_PASS`).
+    pub prefilter: Option<i32>,
     /// The frame as the program left it (translated, addressed to the pod).
     #[serde(skip)]
     pub frame: Vec<u8>,
+}
+
+impl Trace {
+    /// The verdict's name: the prefilter's action if it stopped the frame, else the TC
+    /// verdict's.
+    pub fn verdict_name(&self) -> String {
+        match self.prefilter {
+            Some(action) if action != XDP_PASS => xdp_action_name(action),
+            _ => verdict_name(self.verdict),
+        }
+    }
 }
 
 /// A NetworkPolicy rule that allowed a traced packet.
@@ -229,6 +269,9 @@ pub struct PolicyRule {
 pub struct Tracer {
     programs: TestPrograms,
     record: Array<MapData, TraceRecord>,
+    /// The node's address and VXLAN port, for frames from the underlay.
+    node_ip: Ipv4Addr,
+    vxlan_port: u16,
 }
 
 impl Tracer {
@@ -236,17 +279,57 @@ impl Tracer {
     pub fn load(pin_dir: &Path) -> Result<Self> {
         let mut programs = TestPrograms::load(pin_dir, MODE_TRACE | MODE_TEST_INPUT)?;
         let map = programs.ebpf.take_map(TRACE_MAP).context("the eBPF object has no trace map")?;
-        Ok(Tracer { programs, record: Array::try_from(map)? })
+        let cfg = maps::pinned_node_config(pin_dir)?;
+        Ok(Tracer {
+            programs,
+            record: Array::try_from(map)?,
+            node_ip: ip_from_key(cfg.node_ip),
+            vxlan_port: cfg.vxlan_port,
+        })
     }
 
-    /// Runs `frame` once through the program of `ingress`.
+    /// Runs `frame` once through the program of `ingress`. From the underlay, `frame`
+    /// is the inner frame: the tracer puts the outer headers on (to the node's address
+    /// and VXLAN port), runs the prefilter, and, if it passes the frame, `from_tunnel`,
+    /// with the rules of both in one trace.
     pub fn trace(&mut self, ingress: Ingress, frame: &[u8]) -> Result<Trace> {
         self.record.set(0, TraceRecord::default(), 0)?;
+        let mut prefilter = None;
+        if let Ingress::Underlay { src, vni } = ingress {
+            let outer = vxlan_frame(src, self.node_ip, self.vxlan_port, vni, frame);
+            let run = self.programs.run(ingress, &outer, 1)?;
+            if run.retval != XDP_PASS {
+                let record = self.record.get(&0, 0)?;
+                return Ok(Trace { prefilter: Some(run.retval), ..decode(&record, run) });
+            }
+            prefilter = Some(run.retval);
+        }
+        let ingress = match ingress {
+            Ingress::Underlay { src, vni } => Ingress::Tunnel { src, vni },
+            other => other,
+        };
         let run = self.programs.run(ingress, frame, 1)?;
         let record = self.record.get(&0, 0)?;
-        Ok(decode(&record, run))
+        Ok(Trace { prefilter, ..decode(&record, run) })
     }
 }
+
+/// `inner` in the outer headers a node puts on (RFC 7348, no UDP checksum), from
+/// underlay address `src` to `dst`:`port` with VNI `vni`; the outer MACs are made up.
+pub fn vxlan_frame(src: Ipv4Addr, dst: Ipv4Addr, port: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut payload = vec![0x08, 0, 0, 0];
+    payload.extend_from_slice(&(vni << 8).to_be_bytes());
+    payload.extend_from_slice(inner);
+    let outer = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src.octets(), dst.octets(), 64);
+    let mut frame = Vec::new();
+    outer.udp(VXLAN_SPORT, port).write(&mut frame, &payload).expect("writing into a Vec cannot fail");
+    // The UDP checksum, as nodes send VXLAN: none.
+    frame[40..42].copy_from_slice(&[0, 0]);
+    frame
+}
+
+/// The outer UDP source port of a traced VXLAN frame (nodes pick one by flow hash).
+const VXLAN_SPORT: u16 = 49152;
 
 fn decode(r: &TraceRecord, run: TestRun) -> Trace {
     let hops = r.hop[..(r.hops as usize).min(r.hop.len())]
@@ -285,6 +368,7 @@ fn decode(r: &TraceRecord, run: TestRun) -> Trace {
         translation,
         policy_rules,
         verdict: run.retval,
+        prefilter: None,
         frame: run.frame,
     }
 }

@@ -8,7 +8,9 @@
 //! cannot take off correctly here: GSO aggregates (on this kernel a BPF decapsulation
 //! leaves their UDP tunnel GSO state behind; `BPF_F_ADJ_ROOM_DECAP_L4_UDP` came later),
 //! frames with a UDP checksum to verify, IPv4 options or fragments, and inner frames
-//! other than IPv4 (ARP). Anything not VXLAN to this node goes on untouched.
+//! other than IPv4 (ARP). Anything not VXLAN to this node goes on untouched. Which
+//! frames are VXLAN to this node, and which of them are malformed, it reads as the XDP
+//! prefilter before it does (`encap::outer_headers`).
 
 use aya_ebpf::{
     bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_CSUM_LEVEL_DEC, TC_ACT_UNSPEC},
@@ -17,23 +19,16 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use oxsdn_common::NodeConfig;
-use oxsdn_tables::{
-    frame::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP},
-    t254_output::NOT_SENT,
-    Env,
-};
+use oxsdn_tables::{frame::ETH_HLEN, t0_classify::Underlay, t254_output::NOT_SENT, Env};
 
 use crate::{
     from_tunnel::deliver,
     shared::{
-        encap::{ipv4_header_valid, OUTER_LEN, VXLAN_I_FLAG, VXLAN_LEN},
+        encap::{outer_headers, OUTER_END, OUTER_LEN},
         env::Live,
         maps::CONFIG,
-        parse::{IPV4_MIN_LEN, UDP_LEN},
     },
 };
-/// The frame up to the inner IPv4 header, read before deciding.
-const READ_LEN: usize = ETH_HLEN + OUTER_LEN;
 
 #[classifier]
 pub fn from_underlay(ctx: TcContext) -> i32 {
@@ -66,45 +61,23 @@ fn vxlan_to_this_node(ctx: &TcContext, cfg: &NodeConfig) -> Option<(u32, u32, [u
     // left in the metadata (no VLAN device took it) would stay on the inner frame.
     // SAFETY: reading the skb's GSO size and VLAN metadata.
     let (gso, tagged) = unsafe { ((*ctx.skb.skb).gso_size, (*ctx.skb.skb).vlan_present) };
-    if cfg.underlay_ifindex == 0 || gso != 0 || tagged != 0 || (ctx.len() as usize) < READ_LEN {
+    let len = ctx.len() as usize;
+    if cfg.underlay_ifindex == 0 || gso != 0 || tagged != 0 || len < OUTER_END {
         return None;
     }
-    if ctx.data() + READ_LEN > ctx.data_end() {
-        ctx.pull_data(READ_LEN as u32).ok()?;
+    if ctx.data() + OUTER_END > ctx.data_end() {
+        ctx.pull_data(OUTER_END as u32).ok()?;
     }
     let (p, end) = (ctx.data(), ctx.data_end());
-    if p + READ_LEN > end {
+    // SAFETY: the skb's linear data and its length.
+    let outer = unsafe { outer_headers(p, end, len, cfg) };
+    // Anything odd goes to the host's IP and UDP layers and vxlan0, which drop or trim
+    // it (or the XDP prefilter already dropped it).
+    let Underlay::Vxlan { src } = outer.kind else { return None };
+    if !outer.plain || p + OUTER_END > end {
         return None;
     }
-    let ip = p + ETH_HLEN;
-    let udp = ip + IPV4_MIN_LEN;
-    let vxlan = udp + UDP_LEN;
-    let inner_eth = vxlan + VXLAN_LEN;
-    // SAFETY: every read below lies within [p, p + READ_LEN), checked above.
-    unsafe {
-        let be16 = |at: usize| u16::from_be(core::ptr::read_unaligned(at as *const u16));
-        // What the host's ip_rcv and udp_rcv would check before vxlan0 saw the frame:
-        // the header checksum, and lengths that match the frame (anything odd goes to
-        // them, which drop or trim it).
-        let ip_len = ctx.len() as usize - ETH_HLEN;
-        let ours = be16(p + 12) == ETH_P_IP
-            && *(ip as *const u8) == 0x45
-            && ipv4_header_valid(ip)
-            && usize::from(be16(ip + 2)) == ip_len
-            && usize::from(be16(udp + 4)) == ip_len - IPV4_MIN_LEN
-            // Neither more fragments nor a fragment offset.
-            && be16(ip + 6) & 0x3fff == 0
-            && *((ip + 9) as *const u8) == IPPROTO_UDP
-            && core::ptr::read_unaligned((ip + 16) as *const u32) == cfg.node_ip
-            && be16(udp + 2) == cfg.vxlan_port
-            && be16(udp + 6) == 0
-            && *(vxlan as *const u8) == VXLAN_I_FLAG
-            && be16(inner_eth + 12) == ETH_P_IP;
-        if !ours {
-            return None;
-        }
-        let tun_src = core::ptr::read_unaligned((ip + 12) as *const u32);
-        let vni = u32::from_be(core::ptr::read_unaligned((vxlan + 4) as *const u32)) >> 8;
-        Some((tun_src, vni, core::ptr::read_unaligned(inner_eth as *const [u8; ETH_HLEN])))
-    }
+    // SAFETY: within [p, p + OUTER_END), checked above.
+    let inner_eth = unsafe { core::ptr::read_unaligned((p + OUTER_END - ETH_HLEN) as *const [u8; ETH_HLEN]) };
+    Some((src, outer.vni, inner_eth))
 }

@@ -5,7 +5,9 @@
 //! - `from_tun0`: TC egress of tun0 (what the node's host stack sends into the network);
 //! - `from_tunnel`: TC ingress of vxlan0 (what other nodes send over the overlay);
 //! - `from_underlay`: TC ingress of the node's underlay device, where most overlay
-//!   frames are decapsulated before the host stack sees them (then as `from_tunnel`).
+//!   frames are decapsulated before the host stack sees them (then as `from_tunnel`);
+//! - `xdp_underlay`: XDP of the same device, the prefilter that drops what the pipeline
+//!   would drop anyway before the kernel builds an skb.
 //!
 //! Each parses the frame, runs the tables from table 0 of its port, and turns the
 //! tables' output into a redirect (`shared/`, as Cilium's `bpf/lib/`).
@@ -20,6 +22,7 @@ mod from_tun0;
 mod from_tunnel;
 mod from_underlay;
 mod shared;
+mod xdp_underlay;
 
 #[cfg(not(test))]
 #[panic_handler]

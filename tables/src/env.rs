@@ -23,6 +23,9 @@ pub trait Env: Copy {
     fn remote_subnet(self, addr: u32) -> Option<RemoteNode>;
     /// The remote node with underlay address `addr` (`NODE_IPS`).
     fn remote_node_ip(self, addr: u32) -> Option<RemoteNode>;
+    /// Whether `addr` lies in a source network the operator denies at the underlay
+    /// device (`PREFILTER_DENY`).
+    fn prefilter_denied(self, addr: u32) -> bool;
     /// Whether `ip`:`port` is an endpoint of the cluster store (`STORE_ENDPOINTS`).
     fn store_endpoint(self, ip: u32, port: u16) -> bool;
     fn service_port(self, key: &ServiceKey) -> Option<ServicePort>;

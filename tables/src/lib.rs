@@ -326,6 +326,9 @@ mod tests {
             (80, 60, "NO_IDENTITY"),
             (80, 61, "TRACKING_FULL"),
             (60, 62, "NO_ISOLATION"),
+            (0, 80, "XDP_DENIED"),
+            (0, 81, "XDP_MALFORMED"),
+            (10, 82, "XDP_UNKNOWN_NODE"),
         ];
         let node_wide: Vec<(u8, u32, &str)> =
             rules().filter(|r| r.scope == Scope::Node).map(|r| (r.table, r.id, r.name)).collect();

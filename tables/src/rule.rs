@@ -11,7 +11,8 @@
 //!
 //! Placeholders in `matches` / `actions`, filled in by userspace:
 //! - every rule: `{GW}` gateway, `{L}` node subnet, `{C}` cluster network, `{S}` service
-//!   network, `{NODEIP}` the node's address, `{VXP}` the VXLAN port;
+//!   network, `{NODEIP}` the node's address, `{VXP}` the VXLAN port, `{UNDERLAY}` the
+//!   underlay device;
 //! - per-pod rules: `{PORT}` the pod's host veth, `{IP}` its address, `{MAC}` the low
 //!   four bytes of its MAC as an OVS masked match, `{VNID}` its VNID, `{IFINDEX}` its
 //!   port number;

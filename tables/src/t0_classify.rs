@@ -4,7 +4,7 @@
 //! the VNI as the source VNID, to table 10. VLAN-tagged frames pass nowhere: a pod's tag
 //! would reach other pods, and the underlay as the outer tag (VLAN hopping).
 
-use oxsdn_common::conntrack;
+use oxsdn_common::{conntrack, monitor};
 
 use crate::{frame::L3, is_multicast, t10_vxlan_source, t20_antispoof, t30_route, Env, Output, Packet};
 
@@ -29,6 +29,28 @@ crate::rules! {
     node TUNNEL_NO_KEY = 47, priority 300, "in_port=vxlan0,tun_src=0" => "drop";
     /// The node's configuration is missing (never, once an agent has started).
     node UNCONFIGURED = 51, priority 300, "config=none" => "drop";
+    /// The underlay device's XDP hook (`prefilter`), before the kernel builds an skb:
+    /// IPv4 from a source network on the operator's deny list (`PREFILTER_DENY`).
+    node XDP_DENIED = 80, priority 500, "hook=xdp,in_port={UNDERLAY},ip,nw_src=deny_list" => "drop";
+    /// The same hook: VXLAN to the node's port with outer headers that the host's IP or
+    /// UDP layer or vxlan0 would refuse.
+    node XDP_MALFORMED = 81, priority 500, "hook=xdp,in_port={UNDERLAY},udp,nw_dst={NODEIP},tp_dst={VXP},outer=invalid" => "drop";
+}
+
+/// A frame on the underlay device as the XDP hook reads its outer headers (`oxsdn-ebpf`'s
+/// `encap::outer_headers`, which `from_underlay` shares).
+#[derive(Clone, Copy)]
+pub enum Underlay {
+    /// Not IPv4 (ARP, IPv6, ...).
+    NotIpv4,
+    /// IPv4 from `src` that is not VXLAN to the node's port, or cannot be told from the
+    /// first fragment's or an options header's bytes: the host's IP layer decides.
+    Ipv4 { src: u32 },
+    /// VXLAN to the node's port from `src` that the host's IP or UDP layer or vxlan0
+    /// refuses (a bad header checksum, lengths beyond the frame, reserved VXLAN bits).
+    Malformed { src: u32 },
+    /// VXLAN to the node's port from `src` with valid outer headers.
+    Vxlan { src: u32 },
 }
 
 /// Everything the host injects is global: reg0 = 0.
@@ -82,4 +104,33 @@ pub fn from_tunnel<E: Env>(p: &mut Packet<E>, tun_src: u32, vni: u32) -> Output 
     }
     p.reg0 = vni;
     t10_vxlan_source::table10(p, tun_src)
+}
+
+/// Table 0 at the underlay device's XDP hook (the prefilter), before the kernel builds an
+/// skb: drops the deny list's sources, and VXLAN to the node's port that the pipeline
+/// would drop later anyway (malformed, or from no known node: table 10). Whether the
+/// frame goes on, untouched, to the host stack and `from_underlay`.
+#[inline(always)]
+pub fn prefilter<E: Env>(env: E, frame: Underlay, len: u32) -> bool {
+    let src = match frame {
+        Underlay::NotIpv4 => return true,
+        Underlay::Ipv4 { src } | Underlay::Malformed { src } | Underlay::Vxlan { src } => src,
+    };
+    if env.prefilter_denied(src) {
+        return prefilter_drop(env, XDP_DENIED, len);
+    }
+    match frame {
+        Underlay::Malformed { .. } => prefilter_drop(env, XDP_MALFORMED, len),
+        Underlay::Vxlan { src } => t10_vxlan_source::known_node_at_prefilter(env, src, len),
+        Underlay::NotIpv4 | Underlay::Ipv4 { .. } => true,
+    }
+}
+
+/// Counts the prefilter's drop rule `rule`, and the drop as the tunnel's (the underlay
+/// device is the overlay's way in): `false`, the frame does not go on.
+#[inline(always)]
+pub fn prefilter_drop<E: Env>(env: E, rule: u32, len: u32) -> bool {
+    env.count(rule, len);
+    env.count_drop(monitor::drop_source(monitor::port::TUNNEL, 0));
+    false
 }

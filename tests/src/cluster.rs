@@ -98,7 +98,8 @@ pub struct Node {
     bpffs: PathBuf,
     prefix: String,
     agent: Option<Child>,
-    agent_args: Vec<String>,
+    /// Further options of the node's agent, from its next start.
+    pub agent_args: Vec<String>,
 }
 
 pub struct Pod {
@@ -494,6 +495,18 @@ impl Node {
     /// The node options of `oxsdnctl status` and `monitor`: the node and its pins.
     pub fn node_args(&self) -> Vec<String> {
         vec!["--node".into(), self.name.clone(), "--bpffs-dir".into(), self.bpffs.display().to_string()]
+    }
+
+    /// `oxsdnctl status` on this node: whether it succeeded, and its report (JSON).
+    pub fn status(&self) -> Result<(bool, Value)> {
+        let mut args = vec!["status".to_string()];
+        args.extend(self.node_args());
+        args.extend(["--socket".into(), self.socket.display().to_string()]);
+        args.extend(["--cni-conf-dir".into(), self.conf_dir.display().to_string(), "-o".into(), "json".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.oxsdnctl_output(&args)?;
+        let report: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("{out:?}"))?;
+        Ok((out.status.success(), report))
     }
 }
 

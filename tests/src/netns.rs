@@ -65,6 +65,14 @@ impl Netns {
     pub fn ip(&self, args: &[&str]) -> Result<String> {
         run(self.command("ip").args(args))
     }
+
+    /// The MAC address of `ifname` in this namespace.
+    pub fn mac(&self, ifname: &str) -> Result<[u8; 6]> {
+        let v: serde_json::Value = serde_json::from_str(&self.ip(&["-j", "link", "show", ifname])?)?;
+        let text = v[0]["address"].as_str().unwrap_or_default().to_string();
+        let bytes: Vec<u8> = text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+        bytes.try_into().map_err(|_| anyhow::anyhow!("no MAC for {ifname}: {text}"))
+    }
 }
 
 impl Drop for Netns {

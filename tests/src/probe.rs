@@ -244,6 +244,57 @@ impl RawSocket {
         })?
     }
 
+    /// Sends past the device's qdisc (`PACKET_QDISC_BYPASS`), as a flood generator does.
+    pub fn bypass_qdisc(&self) -> Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt with a c_int option on our socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if rc < 0 {
+            bail!("PACKET_QDISC_BYPASS: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Sends `frame` over and over, 64 per system call, until `limit` are out or `stop`
+    /// is set (a full device queue is tried again); how many went out.
+    pub fn send_repeatedly(&self, frame: &[u8], limit: u64, stop: &std::sync::atomic::AtomicBool) -> Result<u64> {
+        const BATCH: u64 = 64;
+        let mut iov = libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() };
+        let mut messages: Vec<libc::mmsghdr> = (0..BATCH)
+            .map(|_| {
+                // SAFETY: an all-zero mmsghdr is valid.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = &mut iov;
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let mut sent = 0;
+        while sent < limit && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let n = (limit - sent).min(BATCH) as u32;
+            // SAFETY: `messages` holds `n` mmsghdrs pointing to `iov` and `frame`, which
+            // outlive the call.
+            let rc = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), messages.as_mut_ptr(), n, 0) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) {
+                    continue;
+                }
+                bail!("sendmmsg: {e}");
+            }
+            sent += rc as u64;
+        }
+        Ok(sent)
+    }
+
     pub fn send(&self, frame: &[u8]) -> Result<()> {
         // SAFETY: writing a byte buffer to our socket.
         let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };

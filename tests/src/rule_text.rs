@@ -42,6 +42,8 @@ pub const NOT_CHECKED: &[(&str, &str)] = &[
     ("identity", "whether the pod's labels are known to the policy maps"),
     ("policy_name", "the NetworkPolicy rules that allow the packet"),
     ("isolated_by", "the NetworkPolicy that isolates the pod"),
+    ("nw_src=deny_list", "the operator's deny list at the prefilter (`PREFILTER_DENY`)"),
+    ("outer", "the validity of the outer headers, which the prefilter reads before decapsulation"),
 ];
 
 /// A packet as the rules see it: the frame, parsed once, and what else they match on.
@@ -69,6 +71,9 @@ pub struct Context<'a> {
     pub reg1: Option<u32>,
     /// Whether the node has its configuration (`config=none` otherwise).
     pub configured: bool,
+    /// Whether the frame is at the underlay device's XDP hook (`hook=xdp`, the
+    /// prefilter) rather than at a TC hook.
+    pub xdp: bool,
 }
 
 /// A parsed match text: the conditions it is the conjunction of.
@@ -113,6 +118,8 @@ enum Condition {
     },
     /// `config=none`.
     Unconfigured,
+    /// `hook=xdp`.
+    XdpHook,
 }
 
 impl RuleText {
@@ -150,6 +157,7 @@ impl RuleText {
                     Condition::VlanTci { value: number(value)?, mask: number(mask)? }
                 }
                 ("config", "none") => Condition::Unconfigured,
+                ("hook", "xdp") => Condition::XdpHook,
                 _ => return Err(format!("{item:?} in {text:?} is neither evaluated nor listed as not checked")),
             };
             rule.conditions.push(condition);
@@ -194,6 +202,7 @@ impl RuleText {
                 Condition::RegistersEqual => register(0)? == register(1)?,
                 Condition::VlanTci { value, mask } => vlan_tci(frame) & mask == value & mask,
                 Condition::Unconfigured => !context.configured,
+                Condition::XdpHook => context.xdp,
             };
             if !holds {
                 return Ok(false);
@@ -256,7 +265,14 @@ mod tests {
     const POD: &str = "7";
 
     fn context(in_port: &str) -> Context<'_> {
-        Context { in_port, tun_src: Ipv4Addr::UNSPECIFIED, reg0: Some(10), reg1: Some(10), configured: true }
+        Context {
+            in_port,
+            tun_src: Ipv4Addr::UNSPECIFIED,
+            reg0: Some(10),
+            reg1: Some(10),
+            configured: true,
+            xdp: false,
+        }
     }
 
     /// Ethernet + IPv4 (20 bytes) + UDP (8 bytes) from `src` to `dst`, destination port
@@ -339,6 +355,9 @@ mod tests {
         assert!(matches("in_port=vxlan0,tun_src=192.168.1.2", &frame, &tunnel));
         assert!(!matches("in_port=vxlan0,tun_src=0", &frame, &tunnel));
         assert!(!matches("config=none", &frame, &tunnel));
+        let underlay = Context { xdp: true, ..context("eth0") };
+        assert!(!matches("hook=xdp,in_port=eth0,udp", &frame, &context("eth0")));
+        assert!(matches("hook=xdp,in_port=eth0,udp", &frame, &underlay));
         assert!(!matches("vlan_tci=0x1000/0x1000", &frame, &tunnel));
         let mut tagged = frame[..12].to_vec();
         tagged.extend([0x81, 0x00, 0x00, 0x05]);
@@ -358,6 +377,9 @@ mod tests {
         assert!(RuleText::parse("ip,nw_tos=4").is_err());
         assert!(RuleText::parse("ip,nw_dst=10.300.0.0/16").is_err());
         assert!(RuleText::parse("in_port").is_err());
+        assert!(RuleText::parse("hook=tc").is_err());
+        let denied = RuleText::parse("hook=xdp,ip,nw_src=deny_list").unwrap();
+        assert_eq!(denied.not_checked, ["nw_src=deny_list"]);
     }
 
     /// Every rule the tables declare parses, with the placeholders filled in as
@@ -377,6 +399,7 @@ mod tests {
             ("{NODE_IP}", "192.168.1.2"),
             ("{SUBNET}", "10.128.2.0/23"),
             ("{PROTO}", "tcp"),
+            ("{UNDERLAY}", "eth0"),
         ];
         for rule in oxsdn_tables::rules() {
             // A service's {PORT} is a port number, a pod's its port name: both are numbers here.

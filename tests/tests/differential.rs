@@ -479,8 +479,15 @@ impl Flows {
             Ingress::Tunnel { src, .. } => src,
             _ => Ipv4Addr::UNSPECIFIED,
         };
-        let context =
-            rule_text::Context { in_port: &in_port, tun_src, reg0: trace.reg0, reg1: trace.reg1, configured: true };
+        // The programs traced are the TC ones: a prefilter's (`hook=xdp`) rule never matches.
+        let context = rule_text::Context {
+            in_port: &in_port,
+            tun_src,
+            reg0: trace.reg0,
+            reg1: trace.reg1,
+            configured: true,
+            xdp: false,
+        };
         let packet = rule_text::Packet::new(&case.frame, context);
         let mut tables = HashSet::new();
         for hop in &trace.hops {

@@ -186,7 +186,9 @@ fn vxlan_from_unknown_sources_and_from_pods_cannot_inject_traffic() -> Result<()
             "checksum {checksum}"
         );
 
-        // From an address that is no node's: dropped by table 10 and counted.
+        // From an address that is no node's: dropped by table 10 and counted (at TC: the
+        // test nodes' underlay devices are veths, where `--prefilter auto` attaches no
+        // XDP prefilter; tests/tests/xdp.rs has the prefilter's drop).
         let before = packets(&t(&cluster, 0)?, 10, 0, "");
         send_udp(&cluster.underlay, node1_ip, vxlan_payload(red, &inner(unknown)), checksum)?;
         assert!(
@@ -207,14 +209,6 @@ fn vxlan_from_unknown_sources_and_from_pods_cannot_inject_traffic() -> Result<()
     Ok(())
 }
 
-/// The MAC of `ifname` in namespace `ns`.
-fn mac_of(ns: &oxsdn_tests::netns::Netns, ifname: &str) -> Result<oxsdn_tests::frames::Mac> {
-    let v: serde_json::Value = serde_json::from_str(&ns.ip(&["-j", "link", "show", ifname])?)?;
-    let text = v[0]["address"].as_str().unwrap_or_default().to_string();
-    let bytes: Vec<u8> = text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
-    bytes.try_into().map_err(|_| anyhow::anyhow!("no MAC for {ifname}: {text}"))
-}
-
 /// Where the receiving node's program takes the outer headers off itself, it checks what
 /// the host's IP layer would have: an outer IPv4 header with a bad checksum is not
 /// delivered either way.
@@ -227,7 +221,7 @@ fn vxlan_with_a_corrupt_outer_header_is_not_delivered() -> Result<()> {
     let victim = cluster.nodes[0].add_pod("red", "victim")?;
     let red = cluster.netid("red")?;
     let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let (n1_mac, n2_mac) = (mac_of(&n1.netns, "eth0")?, mac_of(&n2.netns, "eth0")?);
+    let (n1_mac, n2_mac) = (n1.netns.mac("eth0")?, n2.netns.mac("eth0")?);
     let watch = RawSocket::open(&victim.netns, "eth0")?;
     // Sent out of node1's port on the underlay bridge, not through the bridge, whose
     // br_netfilter would drop a bad IPv4 header before node1 saw it.

@@ -425,18 +425,6 @@ fn a_monitor_killed_loses_its_lease() -> Result<()> {
     Ok(())
 }
 
-/// `oxsdnctl status` on a node: whether it succeeded, and its checks.
-fn status(node: &Node) -> Result<(bool, Value)> {
-    let mut args = vec!["status".to_string()];
-    args.extend(node.node_args());
-    args.extend(["--socket".into(), node.socket.display().to_string()]);
-    args.extend(["--cni-conf-dir".into(), node.conf_dir.display().to_string(), "-o".into(), "json".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = node.oxsdnctl_output(&args)?;
-    let report: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("{out:?}"))?;
-    Ok((out.status.success(), report))
-}
-
 fn failed_checks(report: &Value) -> Vec<String> {
     report["checks"]
         .as_array()
@@ -456,7 +444,7 @@ fn status_is_healthy_and_finds_a_dead_agent_and_a_removed_link_pin() -> Result<(
     let c = cluster.nodes[0].add_pod("blue", "c")?;
     cluster.oxsdnctl(&["create", "service", "web", "-n", "red", "--tcp", "80:8080"])?;
     assert!(!probe::ping(&a.netns, c.ip));
-    let (ok, report) = status(&cluster.nodes[0])?;
+    let (ok, report) = cluster.nodes[0].status()?;
     assert!(ok, "{report:#}");
     let checks: Vec<&str> = report["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(checks, ["agent", "cni socket", "store", "sync", "programs", "maps", "cni config", "drops"]);
@@ -466,18 +454,18 @@ fn status_is_healthy_and_finds_a_dead_agent_and_a_removed_link_pin() -> Result<(
     // A link pin removed: its program is detached from tun0.
     let node = &mut cluster.nodes[0];
     std::fs::remove_file(node.pin_dir().join("links/tun0"))?;
-    let (ok, report) = status(node)?;
+    let (ok, report) = node.status()?;
     assert!(!ok);
     assert_eq!(failed_checks(&report), ["programs"], "{report:#}");
     // The next agent puts it back.
     node.stop_agent();
     node.start_agent()?;
-    let (ok, report) = status(node)?;
+    let (ok, report) = node.status()?;
     assert!(ok, "{report:#}");
 
     // The agent killed: no answer on its socket (the dataplane itself stays).
     node.kill_agent();
-    let (ok, report) = status(node)?;
+    let (ok, report) = node.status()?;
     assert!(!ok);
     assert_eq!(failed_checks(&report), ["agent", "cni socket"], "{report:#}");
     Ok(())
@@ -487,13 +475,13 @@ fn status_is_healthy_and_finds_a_dead_agent_and_a_removed_link_pin() -> Result<(
 fn status_finds_the_store_down() -> Result<()> {
     let mut cluster = TestCluster::with_etcd(&[])?;
     cluster.add_node("node1")?;
-    let (ok, report) = status(&cluster.nodes[0])?;
+    let (ok, report) = cluster.nodes[0].status()?;
     assert!(ok, "{report:#}");
     cluster.etcd.as_mut().context("etcd")?.stop();
     let start = Instant::now();
     // The agent notices its watches broke; oxsdnctl cannot read the store either.
     loop {
-        let (ok, report) = status(&cluster.nodes[0])?;
+        let (ok, report) = cluster.nodes[0].status()?;
         let failed = failed_checks(&report);
         if failed == ["store", "sync"] {
             assert!(!ok);

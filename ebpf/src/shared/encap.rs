@@ -1,6 +1,7 @@
 //! VXLAN as OVS sends it (RFC 7348: zero UDP checksum, don't-fragment set, source port
 //! from the flow hash), put on by the programs themselves (`encapsulate`), and the
-//! checks `from_underlay` makes before taking it off.
+//! reading of a received frame's outer headers (`outer_headers`) that both the underlay
+//! device's XDP prefilter and `from_underlay` make before dropping or taking them off.
 
 use aya_ebpf::{
     bindings::{
@@ -11,7 +12,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use oxsdn_common::NodeConfig;
-use oxsdn_tables::frame::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP};
+use oxsdn_tables::{
+    frame::{ETH_HLEN, ETH_P_IP, IPPROTO_UDP},
+    t0_classify::Underlay,
+};
 
 use crate::shared::{
     csum::csum_fold,
@@ -26,6 +30,14 @@ pub const VXLAN_I_FLAG: u8 = 0x08;
 /// takes off.
 pub const OUTER_LEN: usize = IPV4_MIN_LEN + UDP_LEN + VXLAN_LEN + ETH_HLEN;
 pub const TUNNEL_TTL: u8 = 64;
+/// The VXLAN header's first word with only the I flag set: vxlan0 (no extensions
+/// configured) refuses any other flag and reserved bit.
+const VXLAN_FLAGS_WORD: u32 = (VXLAN_I_FLAG as u32) << 24;
+/// The frame up to the end of the outer UDP header: what says whether it is VXLAN to
+/// this node.
+const UDP_END: usize = ETH_HLEN + IPV4_MIN_LEN + UDP_LEN;
+/// The frame up to the inner IPv4 header: what decapsulation reads.
+pub const OUTER_END: usize = ETH_HLEN + OUTER_LEN;
 
 /// The headers of a natively encapsulated frame, written in one store over the
 /// frame's Ethernet header and the room made after it: the outer Ethernet header
@@ -162,10 +174,89 @@ fn ipv4_header_csum(h: &VxlanHeaders) -> u16 {
 /// # Safety
 /// `ip + 20` must lie within the packet, checked by the caller.
 #[inline(always)]
-pub unsafe fn ipv4_header_valid(ip: usize) -> bool {
+unsafe fn ipv4_header_valid(ip: usize) -> bool {
     let mut sum = 0u32;
     for i in 0..IPV4_MIN_LEN / 2 {
         sum += u32::from(core::ptr::read_unaligned((ip + 2 * i) as *const u16));
     }
     csum_fold(sum) == 0
+}
+
+/// A frame on the underlay device as its outer headers say.
+#[derive(Clone, Copy)]
+pub struct Outer {
+    /// What the prefilter judges (table 0 at the XDP hook).
+    pub kind: Underlay,
+    /// VXLAN that `from_underlay` can take off itself: IP and UDP lengths exactly the
+    /// frame's (nothing for the host to trim), no UDP checksum to verify, IPv4 inside.
+    pub plain: bool,
+    pub vni: u32,
+}
+
+/// Reads the outer headers of the frame at `p`, `len` bytes long, against this node's
+/// address and VXLAN port. A frame is VXLAN to this node when it is IPv4 without options
+/// and unfragmented (the host's IP layer decides those), UDP, to the node's address and
+/// VXLAN port. Such a frame is `Malformed` when the host's `ip_rcv` (header checksum,
+/// a total length beyond the frame or short of the headers), `udp_rcv` (a UDP length
+/// beyond the IP payload) or vxlan0 (a payload short of the VXLAN and inner Ethernet
+/// headers, flags other than I, reserved bits) would drop it.
+///
+/// # Safety
+/// `[p, end)` must be the frame's readable bytes (the context's `data`, `data_end`),
+/// and `len` its whole length (more than `end - p` for an skb's paged data).
+#[inline(always)]
+pub unsafe fn outer_headers(p: usize, end: usize, len: usize, cfg: &NodeConfig) -> Outer {
+    let mut outer = Outer { kind: Underlay::NotIpv4, plain: false, vni: 0 };
+    let ip = p + ETH_HLEN;
+    let udp = ip + IPV4_MIN_LEN;
+    let vxlan = udp + UDP_LEN;
+    let inner_eth = vxlan + VXLAN_LEN;
+    if udp > end {
+        return outer;
+    }
+    let be16 = |at: usize| u16::from_be(core::ptr::read_unaligned(at as *const u16));
+    let be32 = |at: usize| u32::from_be(core::ptr::read_unaligned(at as *const u32));
+    if be16(p + 12) != ETH_P_IP {
+        return outer;
+    }
+    let src = core::ptr::read_unaligned((ip + 12) as *const u32);
+    outer.kind = Underlay::Ipv4 { src };
+    let to_our_port = p + UDP_END <= end
+        && *(ip as *const u8) == 0x45
+        // Neither more fragments nor a fragment offset.
+        && be16(ip + 6) & 0x3fff == 0
+        && *((ip + 9) as *const u8) == IPPROTO_UDP
+        && core::ptr::read_unaligned((ip + 16) as *const u32) == cfg.node_ip
+        && be16(udp + 2) == cfg.vxlan_port;
+    if !to_our_port {
+        return outer;
+    }
+    // A frame longer than its IP length is trimmed by the host (Ethernet padding), one
+    // shorter dropped; so is a UDP length beyond the IP payload.
+    let ip_len = usize::from(be16(ip + 2));
+    let udp_len = usize::from(be16(udp + 4));
+    let valid = ipv4_header_valid(ip)
+        && ip_len <= len - ETH_HLEN
+        && ip_len >= IPV4_MIN_LEN + UDP_LEN
+        && udp_len <= ip_len - IPV4_MIN_LEN
+        && udp_len >= UDP_LEN + VXLAN_LEN + ETH_HLEN;
+    if !valid {
+        outer.kind = Underlay::Malformed { src };
+        return outer;
+    }
+    // Present whenever the lengths are valid (the caller pulled an skb's headers in).
+    if p + OUTER_END > end {
+        return outer;
+    }
+    if be32(vxlan) != VXLAN_FLAGS_WORD || *((vxlan + 7) as *const u8) != 0 {
+        outer.kind = Underlay::Malformed { src };
+        return outer;
+    }
+    outer.kind = Underlay::Vxlan { src };
+    outer.vni = be32(vxlan + 4) >> 8;
+    outer.plain = ip_len == len - ETH_HLEN
+        && udp_len == ip_len - IPV4_MIN_LEN
+        && be16(udp + 6) == 0
+        && be16(inner_eth + 12) == ETH_P_IP;
+    outer
 }

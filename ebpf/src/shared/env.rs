@@ -19,7 +19,7 @@ use oxsdn_common::{
     Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, StoreEndpoint,
 };
-use oxsdn_tables::{Env, Packet};
+use oxsdn_tables::{Env, Packet, Translation};
 
 use crate::shared::{maps::*, monitor, output::Decision, trace_mode};
 
@@ -67,6 +67,16 @@ impl<const TRACE: bool> Maps<TRACE> {
         }
     }
 
+    /// The underlay's XDP prefilter dropped a frame (counted): trace mode records it.
+    /// The monitor is not told: its events describe a parsed packet, which the
+    /// prefilter does not build.
+    #[inline(always)]
+    pub fn dropped_at_prefilter(self) {
+        if TRACE {
+            trace_mode::decision(output_kind::DROP, 0, 0, 0, &Translation::default());
+        }
+    }
+
     /// The output dropped `p` by table 254's `rule` (counted): the live programs tell a
     /// monitor (a trace has the decision and the rule's hop already).
     #[inline(always)]
@@ -102,6 +112,11 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     fn remote_node_ip(self, addr: u32) -> Option<RemoteNode> {
         // SAFETY: read-only access to a map value.
         unsafe { NODE_IPS.get(&addr) }.copied()
+    }
+
+    #[inline(always)]
+    fn prefilter_denied(self, addr: u32) -> bool {
+        PREFILTER_DENY.get(&Key::new(32, addr)).is_some()
     }
 
     #[inline(always)]

@@ -36,7 +36,7 @@ pub fn tracing() -> bool {
 /// code between them and leaves the live copy with registers only the trace copy sets,
 /// which the verifier refuses.
 #[inline(always)]
-pub fn by_mode(ctx: TcContext, traced: impl FnOnce(TcContext) -> i32, live: impl FnOnce(TcContext) -> i32) -> i32 {
+pub fn by_mode<C, R>(ctx: C, traced: impl FnOnce(C) -> R, live: impl FnOnce(C) -> R) -> R {
     if tracing() {
         traced(ctx)
     } else {
