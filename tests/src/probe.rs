@@ -195,6 +195,38 @@ impl IdentityFlow {
     }
 }
 
+/// A transport protocol a probe speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+/// Whether a `serve_identity` server at `to:port` answers `from` over `l4` within
+/// `timeout` (TCP: the connection opens and a line is answered; UDP: a datagram is).
+pub fn answers(from: &Netns, l4: L4, to: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+    from.enter(move || -> Result<()> {
+        let addr = SocketAddr::from((to, port));
+        let mut buf = [0u8; 256];
+        match l4 {
+            L4::Tcp => {
+                let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+                s.set_read_timeout(Some(timeout))?;
+                s.write_all(b"probe\n")?;
+                s.read_exact(&mut buf[..1])?;
+            }
+            L4::Udp => {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                s.set_read_timeout(Some(timeout))?;
+                s.send_to(b"probe", addr)?;
+                s.recv(&mut buf)?;
+            }
+        }
+        Ok(())
+    })
+    .is_ok_and(|r| r.is_ok())
+}
+
 /// Connects from `from` to `to:port`, sends a line and expects it echoed back.
 pub fn tcp_echo(from: &Netns, to: Ipv4Addr, port: u16) -> bool {
     from.enter(move || -> Result<()> {
