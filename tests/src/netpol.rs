@@ -245,12 +245,20 @@ impl NetpolCluster {
             .collect()
     }
 
+    /// `mismatches` of every probe, all probed at once.
+    fn all_mismatches(&self, probes: &[Probe]) -> Vec<String> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = probes.iter().map(|p| s.spawn(|| self.mismatches(p))).collect();
+            handles.into_iter().flat_map(|h| h.join().expect("probe thread")).collect()
+        })
+    }
+
     /// Waits until every probe finds what it expects (the dataplanes enforce what was
     /// applied), probing all of them again each round; how long that took.
     pub fn check(&self, what: &str, probes: &[Probe]) -> Result<Duration> {
         let start = Instant::now();
         loop {
-            let bad: Vec<String> = probes.iter().flat_map(|p| self.mismatches(p)).collect();
+            let bad = self.all_mismatches(probes);
             if bad.is_empty() {
                 return Ok(start.elapsed());
             }
@@ -262,7 +270,7 @@ impl NetpolCluster {
 
     /// Probes once, without waiting: every probe must find what it expects now.
     pub fn check_now(&self, what: &str, probes: &[Probe]) -> Result<()> {
-        let bad: Vec<String> = probes.iter().flat_map(|p| self.mismatches(p)).collect();
+        let bad = self.all_mismatches(probes);
         if !bad.is_empty() {
             bail!("{what}: {} pairs differ:\n{}", bad.len(), bad.join("\n"));
         }
