@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use oxsdn_dataplane::{
     flows::{self, Flow, RuleRef},
     maps::{ip_from_key, LocalPods, NodeMaps},
-    tracer::{verdict_name, Ingress, Output, Packet, Proto, Trace, Tracer},
+    tracer::{verdict_name, Ingress, Output, Packet, PolicyRule, Proto, Trace, Tracer},
 };
 use serde_json::json;
 
@@ -76,9 +76,36 @@ pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out:
     let result = Tracer::load(pin_dir)?.trace(ingress, &packet.frame())?;
     let rules = flows::collect(&maps, flows::ifname_or_index)?;
     let passed: Vec<Option<&Flow>> = result.hops.iter().map(|hop| rules.iter().find(|f| f.id == *hop)).collect();
+    let policies = policy_verdicts(&maps, &result)?;
     match format {
-        Format::Json | Format::Yaml => print_structured(out, node, &packet, &ingress, &result, &passed, format),
-        Format::Table => print_table(out, node, &packet, &ingress, &result, &passed),
+        Format::Json | Format::Yaml => {
+            print_structured(out, node, &packet, &ingress, &result, &passed, &policies, format)
+        }
+        Format::Table => print_table(out, node, &packet, &ingress, &result, &passed, &policies),
+    }
+}
+
+/// What NetworkPolicies said of the packet, each with the policy's `namespace/name`.
+fn policy_verdicts(maps: &NodeMaps, t: &Trace) -> Result<Vec<(String, PolicyRule)>> {
+    t.policy_rules
+        .iter()
+        .map(|rule| {
+            let name = match maps.policy_slots.get(&rule.slot, 0) {
+                Ok(slot) => slot.name(),
+                Err(_) => format!("(policy slot {}, no longer in the node's maps)", rule.slot),
+            };
+            Ok((name, *rule))
+        })
+        .collect()
+}
+
+/// A policy verdict as a sentence.
+fn policy_line((name, rule): &(String, PolicyRule)) -> String {
+    let (direction, pod) = if rule.direction == "ingress" { ("ingress", "destination") } else { ("egress", "source") };
+    if rule.allowed {
+        format!("allowed by NetworkPolicy {name}, {direction} rule {}", rule.index)
+    } else {
+        format!("no NetworkPolicy allowed it: {name} (and any other selecting the {pod}) isolates the {pod} for {direction}")
     }
 }
 
@@ -135,6 +162,7 @@ fn print_table(
     ingress: &Ingress,
     t: &Trace,
     passed: &[Option<&Flow>],
+    policies: &[(String, PolicyRule)],
 ) -> Result<()> {
     writeln!(out, "Flow: {}", flow_line(packet, ingress))?;
     writeln!(out)?;
@@ -160,6 +188,9 @@ fn print_table(
     if let Some(x) = &t.translation {
         writeln!(out, "Translation: nw_src={},tp_src={},nw_dst={},tp_dst={}", x.src, x.sport, x.dst, x.dport)?;
     }
+    for policy in policies {
+        writeln!(out, "NetworkPolicy: {}", policy_line(policy))?;
+    }
     writeln!(out, "Datapath actions: {}", actions(&t.output))?;
     writeln!(out, "Verdict: {}", verdict_name(t.verdict))?;
     Ok(())
@@ -172,6 +203,7 @@ fn print_structured(
     ingress: &Ingress,
     t: &Trace,
     passed: &[Option<&Flow>],
+    policies: &[(String, PolicyRule)],
     format: Format,
 ) -> Result<()> {
     let rules: Vec<_> = t
@@ -193,6 +225,13 @@ fn print_structured(
         "reg1": t.reg1,
         "output": t.output,
         "translation": t.translation,
+        "network_policies": policies.iter().map(|(name, rule)| json!({
+            "policy": name,
+            "direction": rule.direction,
+            "allowed": rule.allowed,
+            "rule": rule.allowed.then_some(rule.index),
+            "says": policy_line(&(name.clone(), *rule)),
+        })).collect::<Vec<_>>(),
         "datapath_actions": actions(&t.output),
         "verdict": verdict_name(t.verdict),
     });

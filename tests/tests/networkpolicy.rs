@@ -61,7 +61,11 @@ fn ingress_selectors() -> Result<()> {
     scenario(
         &np,
         "podSelector matchLabels",
-        &policy("allow-b", "x", &format!("{{podSelector: {POD_A}, ingress: [{{from: [{{podSelector: {{matchLabels: {{pod: b}}}}}}]}}]}}")),
+        &policy(
+            "allow-b",
+            "x",
+            &format!("{{podSelector: {POD_A}, ingress: [{{from: [{{podSelector: {{matchLabels: {{pod: b}}}}}}]}}]}}"),
+        ),
         &[tcp(80, &only_from_xb)],
     )?;
     scenario(
@@ -241,7 +245,10 @@ fn egress_and_ip_blocks() -> Result<()> {
             + &policy(
                 "cidr-xb",
                 "x",
-                &format!("{{podSelector: {POD_A}, policyTypes: [Egress], egress: [{{to: [{}]}}]}}", xb_blocks.join(", ")),
+                &format!(
+                    "{{podSelector: {POD_A}, policyTypes: [Egress], egress: [{{to: [{}]}}]}}",
+                    xb_blocks.join(", ")
+                ),
             )),
         &[tcp(80, &all_allowed())],
     )?;
@@ -329,7 +336,8 @@ fn updates_deletes_and_label_changes() -> Result<()> {
     let from = |peer: &str| {
         policy("from-peer", "x", &format!("{{podSelector: {POD_A}, ingress: [{{from: [{{podSelector: {peer}}}]}}]}}"))
     };
-    let only = |p: &'static str| all_allowed().expect(ANY, pod("x", "a"), false).expect(pod("x", p), pod("x", "a"), true);
+    let only =
+        |p: &'static str| all_allowed().expect(ANY, pod("x", "a"), false).expect(pod("x", p), pod("x", "a"), true);
 
     // Updated in place: b's permission becomes c's.
     np.apply(&from("{matchLabels: {pod: b}}"))?;
@@ -352,10 +360,7 @@ fn updates_deletes_and_label_changes() -> Result<()> {
     };
     let not_x = all_allowed().expect(ns("x"), pod("x", "a"), false);
     np.apply(&stacked("allow-81", 81))?;
-    np.check(
-        "one policy on port 81",
-        &[tcp(81, &not_x), tcp(80, &all_allowed().expect(ANY, pod("x", "a"), false))],
-    )?;
+    np.check("one policy on port 81", &[tcp(81, &not_x), tcp(80, &all_allowed().expect(ANY, pod("x", "a"), false))])?;
     np.apply(&stacked("allow-80", 80))?;
     np.check("a second policy adds port 80", &[tcp(81, &not_x), tcp(80, &not_x)])?;
     np.delete(&(stacked("allow-81", 81) + &stacked("allow-80", 80)))?;
@@ -376,7 +381,8 @@ fn updates_deletes_and_label_changes() -> Result<()> {
     np.delete(&from("{matchLabels: {role: client}}"))?;
 
     // A pod's label moves it into and out of a policy's subjects.
-    let target = policy("isolate-targets", "x", "{podSelector: {matchLabels: {target: 'yes'}}, policyTypes: [Ingress]}");
+    let target =
+        policy("isolate-targets", "x", "{podSelector: {matchLabels: {target: 'yes'}}, policyTypes: [Ingress]}");
     np.apply(&target)?;
     np.check("no target yet", &[tcp(80, &all_allowed())])?;
     for a in np.instances(XA) {
@@ -393,7 +399,9 @@ fn updates_deletes_and_label_changes() -> Result<()> {
     let by_team = policy(
         "from-blue",
         "x",
-        &format!("{{podSelector: {POD_A}, ingress: [{{from: [{{namespaceSelector: {{matchLabels: {{team: blue}}}}}}]}}]}}"),
+        &format!(
+            "{{podSelector: {POD_A}, ingress: [{{from: [{{namespaceSelector: {{matchLabels: {{team: blue}}}}}}]}}]}}"
+        ),
     );
     np.apply(&by_team)?;
     np.check("no blue namespace", &[tcp(80, &shut)])?;
@@ -403,5 +411,100 @@ fn updates_deletes_and_label_changes() -> Result<()> {
     np.check("z's label removed", &[tcp(80, &shut)])?;
     np.delete(&by_team)?;
     np.check("all deleted", &[tcp(80, &all_allowed())])?;
+    Ok(())
+}
+
+/// `oxsdnctl trace` on `node` (table output).
+fn trace(np: &NetpolCluster, node: usize, args: &[&str]) -> Result<String> {
+    let node = &np.cluster.nodes[node];
+    let mut all = vec!["trace", "--node", node.name.as_str(), "--bpffs-dir"];
+    let bpffs = np.cluster.bpffs.display().to_string();
+    all.push(&bpffs);
+    all.extend_from_slice(args);
+    oxsdn_tests::netns::run(node.netns.command(oxsdn_tests::bins::oxsdnctl()).args(&all))
+}
+
+/// Whether a UDP datagram from `from` to a closed port of `to` comes back as an ICMP
+/// port unreachable (the socket reports the connection refused).
+fn icmp_error_comes_back(from: &oxsdn_tests::netns::Netns, to: std::net::Ipv4Addr) -> Result<bool> {
+    from.enter(move || -> Result<bool> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect((to, 82))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(1)))?;
+        s.send(b"anyone?")?;
+        let mut buf = [0u8; 16];
+        Ok(matches!(s.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused))
+    })?
+}
+
+/// What policies leave open (the node to its pods; replies and ICMP errors of allowed
+/// connections), and how a user sees a verdict: per-policy counters in dump-flows and
+/// `oxsdnctl trace` naming the policy and rule that allowed a packet, or none.
+#[test]
+fn node_access_replies_counters_and_trace() -> Result<()> {
+    use oxsdn_tests::probe::{answers, ping, L4};
+    let np = NetpolCluster::new(&[])?;
+    let a_shut = policy(
+        "a-shut",
+        "x",
+        &format!(
+            "{{podSelector: {POD_A}, policyTypes: [Ingress, Egress], \
+             ingress: [{{from: [{{namespaceSelector: {{matchLabels: {{ns: z}}}}}}], ports: [{{port: 80}}]}}], \
+             egress: [{{to: [{{namespaceSelector: {{matchLabels: {{ns: y}}}}}}]}}]}}"
+        ),
+    );
+    np.apply(&a_shut)?;
+    let expected = all_allowed()
+        .expect(ANY, pod("x", "a"), false)
+        .expect(ns("z"), pod("x", "a"), true)
+        .expect(pod("x", "a"), ANY, false)
+        .expect(pod("x", "a"), ns("y"), true);
+    np.check("x/a shut but from z on 80 and to y", &[tcp(80, &expected)])?;
+
+    // The node reaches its own pods whatever their policies, and their replies return.
+    for (n, node) in np.cluster.nodes.iter().enumerate() {
+        let a = np.instances(XA).find(|p| p.node == node.name).expect("x/a on every node");
+        assert!(ping(&node.netns, a.ip), "node {n} cannot ping its isolated pod x/a");
+        let timeout = std::time::Duration::from_secs(1);
+        assert!(answers(&node.netns, L4::Tcp, a.ip, 81, timeout), "node {n} cannot reach its isolated pod x/a");
+    }
+    // The ICMP error about an allowed datagram gets back to the isolated pod, on one
+    // node and across nodes.
+    let yb = PodId { ns: "y", pod: "b" };
+    for a in np.instances(XA) {
+        for b in np.instances(yb) {
+            assert!(icmp_error_comes_back(&a.netns, b.ip)?, "no port unreachable from {} to {}", b.name, a.name);
+        }
+    }
+
+    // Drops by policy are counted on the policy's rule, named.
+    let flows = np.cluster.nodes[0].dump_flows_text()?;
+    let count = |needle: &str| -> Result<u64> {
+        let lines: Vec<_> =
+            oxsdn_tests::flows::parse(&flows)?.into_iter().filter(|f| f.matches.contains(needle)).collect();
+        anyhow::ensure!(!lines.is_empty(), "no rule with {needle} in\n{flows}");
+        Ok(lines.iter().map(|f| f.n_packets).sum())
+    };
+    for needle in [
+        "policy=ingress,isolated_by=x/a-shut",
+        "policy=egress,isolated_by=x/a-shut",
+        "policy=ingress,policy_name=x/a-shut",
+    ] {
+        anyhow::ensure!(count(needle)? > 0, "{needle} counted nothing:\n{flows}");
+    }
+
+    // trace names the policy and the rule that allowed a packet, or says none did.
+    let (za, ya, xa) =
+        (np.ip(PodId { ns: "z", pod: "a" }, "node1"), np.ip(PodId { ns: "y", pod: "a" }, "node1"), np.ip(XA, "node1"));
+    let allowed = trace(&np, 0, &["--from", &format!("pod:{za}"), "--to", &format!("{xa}:80"), "--proto", "tcp"])?;
+    anyhow::ensure!(allowed.contains("NetworkPolicy: allowed by NetworkPolicy x/a-shut, ingress rule 0"), "{allowed}");
+    let egress = trace(&np, 0, &["--from", &format!("pod:{xa}"), "--to", &format!("{ya}:81"), "--proto", "udp"])?;
+    anyhow::ensure!(egress.contains("NetworkPolicy: allowed by NetworkPolicy x/a-shut, egress rule 0"), "{egress}");
+    let refused = trace(&np, 0, &["--from", &format!("pod:{ya}"), "--to", &format!("{xa}:80"), "--proto", "tcp"])?;
+    anyhow::ensure!(
+        refused.contains("NetworkPolicy: no NetworkPolicy allowed it: x/a-shut (and any other selecting the destination) isolates the destination for ingress"),
+        "{refused}"
+    );
+    eprintln!("{allowed}\n{refused}");
     Ok(())
 }
