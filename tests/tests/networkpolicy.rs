@@ -508,3 +508,86 @@ fn node_access_replies_counters_and_trace() -> Result<()> {
     eprintln!("{allowed}\n{refused}");
     Ok(())
 }
+
+/// The VNIs of the VXLAN datagrams (UDP port 4789) among `frames` (Ethernet, IPv4).
+fn vxlan_vnis(frames: &[Vec<u8>]) -> Vec<u32> {
+    frames
+        .iter()
+        .filter_map(|f| {
+            let ihl = usize::from(*f.get(14)? & 0x0f) * 4;
+            let udp = 14 + ihl;
+            (f.get(23) == Some(&17) && f.get(udp + 2..udp + 4)? == 4789u16.to_be_bytes()).then_some(())?;
+            let vni = f.get(udp + 12..udp + 15)?;
+            Some(u32::from_be_bytes([0, vni[0], vni[1], vni[2]]))
+        })
+        .collect()
+}
+
+/// The VNIs node2 receives while `traffic` runs from node1's pods to node2's.
+fn vnis_on_the_wire(np: &NetpolCluster, traffic: impl FnOnce()) -> Result<Vec<u32>> {
+    let socket = oxsdn_tests::probe::RawSocket::open(&np.cluster.nodes[1].netns, "eth0")?;
+    std::thread::scope(|s| {
+        let capture = s.spawn(|| socket.capture(std::time::Duration::from_millis(1500), |_| true));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        traffic();
+        Ok(vxlan_vnis(&capture.join().expect("capture thread")))
+    })
+}
+
+/// `oxsdnctl set network-plugin` on a running cluster under traffic: multitenant,
+/// networkpolicy, subnet and back, the judged matrix checked right after each switch,
+/// an established connection judged by the new mode, and the VNI on the wire (the
+/// source namespace's VNID, 0 in subnet mode).
+#[test]
+fn mode_switches_under_traffic() -> Result<()> {
+    use oxsdn_tests::probe::IdentityClient;
+    let np = NetpolCluster::new(&["--network-plugin", "multitenant"])?;
+    let by_namespace = Reachability::new(false).expect(ns("x"), ns("x"), true).expect(ns("y"), ns("y"), true).expect(
+        ns("z"),
+        ns("z"),
+        true,
+    );
+    np.check("multitenant", &[tcp(80, &by_namespace)])?;
+    // A policy isolating x/a applies only in networkpolicy mode.
+    np.apply(&policy("deny-a", "x", &format!("{{podSelector: {POD_A}, policyTypes: [Ingress]}}")))?;
+    np.check("multitenant with a policy", &[tcp(80, &by_namespace)])?;
+    let xa2 = np.instances(XA).find(|p| p.node == "node2").expect("x/a on node2");
+    let xb1 = np.instances(XB).find(|p| p.node == "node1").expect("x/b on node1");
+    let mut to_be_cut = IdentityClient::connect(&xb1.netns, xa2.ip, 80)?;
+    let mut to_stay = IdentityClient::connect(&xb1.netns, np.ip(XB, "node2"), 80)?;
+    to_be_cut.ask()?;
+    to_stay.ask()?;
+
+    let x_netid = np.cluster.netid("x")?;
+    let a_shut = all_allowed().expect(ANY, pod("x", "a"), false);
+    for (plugin, expected, vni) in [
+        ("networkpolicy", &a_shut, Some(x_netid)),
+        ("subnet", &all_allowed(), Some(0)),
+        ("multitenant", &by_namespace, None),
+        ("redhat/openshift-ovs-networkpolicy", &a_shut, Some(x_netid)),
+    ] {
+        let start = Instant::now();
+        np.cluster.oxsdnctl(&["set", "network-plugin", plugin])?;
+        let took = np.check(plugin, &[tcp(80, expected), udp(81, expected)])?;
+        eprintln!("{plugin}: the matrix holds {took:?} after the switch ({:?} with the command)", start.elapsed());
+        anyhow::ensure!(to_stay.ask().is_ok(), "{plugin}: an allowed established connection broke");
+        if let Some(vni) = vni {
+            let seen = vnis_on_the_wire(&np, || {
+                for _ in 0..3 {
+                    let _ = to_stay.ask();
+                }
+            })?;
+            anyhow::ensure!(
+                !seen.is_empty() && seen.iter().all(|v| *v == vni),
+                "{plugin}: VNIs on the wire {seen:?}, not {vni}"
+            );
+        }
+        if plugin == "networkpolicy" {
+            anyhow::ensure!(
+                to_be_cut.ask().is_err(),
+                "an established connection to x/a outlived the policy isolating it"
+            );
+        }
+    }
+    Ok(())
+}
