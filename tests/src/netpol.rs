@@ -1,6 +1,6 @@
 //! The upstream Kubernetes NetworkPolicy e2e model (kubernetes `test/e2e/network/netpol`):
-//! namespaces x, y and z (label `ns`), each with pods a, b and c (label `pod`) serving TCP
-//! and UDP on ports 80 and 81 (named `serve-80-tcp` etc.), and a truth table over every
+//! namespaces x, y and z (label `ns`), each with pods a, b and c (label `pod`) serving TCP,
+//! UDP and SCTP (raw, `probe::serve_sctp`) on ports 80 and 81 (named `serve-80-tcp` etc.), and a truth table over every
 //! pod pair (`Reachability`), probed in parallel through the real dataplane.
 //!
 //! Each pod of the model runs twice, once on each of two nodes (`xa-node1` and `xa-node2` for x/a,
@@ -22,7 +22,7 @@ use anyhow::{bail, Result};
 use crate::{
     cluster::{Pod, TestCluster},
     netns::Netns,
-    probe::{answers, serve_identity, L4},
+    probe::{answers, serve_identity, serve_sctp, L4},
 };
 
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -120,6 +120,10 @@ pub fn udp(port: u16, expected: &Reachability) -> Probe {
     Probe { l4: L4::Udp, port, expected: expected.clone() }
 }
 
+pub fn sctp(port: u16, expected: &Reachability) -> Probe {
+    Probe { l4: L4::Sctp, port, expected: expected.clone() }
+}
+
 /// The model's pods on a two-node cluster in networkpolicy mode.
 pub struct NetpolCluster {
     /// Every pod of the model on each node, in `model_pods()` order, node1's first.
@@ -181,6 +185,7 @@ impl NetpolCluster {
                 for port in PORTS {
                     serve_identity(&pod.netns, port, &pod.name)?;
                 }
+                serve_sctp(&pod.netns, &PORTS)?;
                 np.pods.push((p, pod));
             }
         }

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use oxsdn_tests::netpol::{ns, pod, tcp, udp, NetpolCluster, PodId, Probe, Reachability, ANY};
+use oxsdn_tests::netpol::{ns, pod, sctp, tcp, udp, NetpolCluster, PodId, Probe, Reachability, ANY};
 
 const XA: PodId = PodId { ns: "x", pod: "a" };
 const XB: PodId = PodId { ns: "x", pod: "b" };
@@ -40,14 +40,14 @@ const POD_A: &str = "{matchLabels: {pod: a}}";
 #[test]
 fn ingress_selectors() -> Result<()> {
     let np = NetpolCluster::new(&[])?;
-    np.check("no policy", &[tcp(80, &all_allowed()), udp(81, &all_allowed())])?;
+    np.check("no policy", &[tcp(80, &all_allowed()), udp(81, &all_allowed()), sctp(80, &all_allowed())])?;
 
     let deny_x = all_allowed().expect(ANY, ns("x"), false);
     scenario(
         &np,
         "default-deny-ingress",
         &policy("deny-ingress", "x", "{podSelector: {}, policyTypes: [Ingress]}"),
-        &[tcp(80, &deny_x), udp(81, &deny_x)],
+        &[tcp(80, &deny_x), udp(81, &deny_x), sctp(80, &deny_x)],
     )?;
     scenario(
         &np,
@@ -221,7 +221,7 @@ fn egress_and_ip_blocks() -> Result<()> {
                  egress: [{{to: [{{namespaceSelector: {{matchLabels: {{ns: z}}}}}}]}}]}}"
             ),
         ),
-        &[tcp(80, &both), udp(81, &both)],
+        &[tcp(80, &both), udp(81, &both), sctp(81, &both)],
     )?;
 
     // ipBlocks on pods' addresses: the cluster network, except x/b's.
@@ -286,7 +286,13 @@ fn ports_and_protocols() -> Result<()> {
         &np,
         "a policy for SCTP does not allow TCP",
         &ingress_ports("sctp", "{protocol: SCTP, port: 80}"),
-        &[tcp(80, &a_shut), udp(80, &a_shut)],
+        &[tcp(80, &a_shut), udp(80, &a_shut), sctp(80, &all_allowed()), sctp(81, &a_shut)],
+    )?;
+    scenario(
+        &np,
+        "ingress on a named SCTP port",
+        &ingress_ports("named-sctp", "{protocol: SCTP, port: serve-81-sctp}"),
+        &[sctp(81, &all_allowed()), sctp(80, &a_shut), tcp(81, &a_shut)],
     )?;
     scenario(
         &np,
