@@ -77,12 +77,22 @@ pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out:
     let rules = flows::collect(&maps, flows::ifname_or_index)?;
     let passed: Vec<Option<&Flow>> = result.hops.iter().map(|hop| rules.iter().find(|f| f.id == *hop)).collect();
     let policies = policy_verdicts(&maps, &result)?;
+    let traced = Traced { packet, ingress, result, passed, policies };
     match format {
-        Format::Json | Format::Yaml => {
-            print_structured(out, node, &packet, &ingress, &result, &passed, &policies, format)
-        }
-        Format::Table => print_table(out, node, &packet, &ingress, &result, &passed, &policies),
+        Format::Json | Format::Yaml => print_structured(out, node, &traced, format),
+        Format::Table => print_table(out, node, &traced),
     }
+}
+
+/// A traced packet and what the node's rules and policies made of it.
+struct Traced<'a> {
+    packet: Packet,
+    ingress: Ingress,
+    result: Trace,
+    /// The rule of each hop, if the node still has it.
+    passed: Vec<Option<&'a Flow>>,
+    /// What NetworkPolicies said, with each policy's `namespace/name`.
+    policies: Vec<(String, PolicyRule)>,
 }
 
 /// What NetworkPolicies said of the packet, each with the policy's `namespace/name`.
@@ -155,15 +165,8 @@ fn missing(hop: &RuleRef) -> String {
     format!("(rule {hop:?}, no longer in the node's maps)")
 }
 
-fn print_table(
-    out: &mut dyn Write,
-    node: &str,
-    packet: &Packet,
-    ingress: &Ingress,
-    t: &Trace,
-    passed: &[Option<&Flow>],
-    policies: &[(String, PolicyRule)],
-) -> Result<()> {
+fn print_table(out: &mut dyn Write, node: &str, traced: &Traced) -> Result<()> {
+    let Traced { packet, ingress, result: t, passed, policies } = traced;
     writeln!(out, "Flow: {}", flow_line(packet, ingress))?;
     writeln!(out)?;
     let title = format!("node(\"{node}\")");
@@ -196,16 +199,8 @@ fn print_table(
     Ok(())
 }
 
-fn print_structured(
-    out: &mut dyn Write,
-    node: &str,
-    packet: &Packet,
-    ingress: &Ingress,
-    t: &Trace,
-    passed: &[Option<&Flow>],
-    policies: &[(String, PolicyRule)],
-    format: Format,
-) -> Result<()> {
+fn print_structured(out: &mut dyn Write, node: &str, traced: &Traced, format: Format) -> Result<()> {
+    let Traced { packet, ingress, result: t, passed, policies } = traced;
     let rules: Vec<_> = t
         .hops
         .iter()
