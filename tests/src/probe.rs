@@ -272,10 +272,21 @@ pub fn answers(from: &Netns, l4: L4, to: Ipv4Addr, port: u16, timeout: Duration)
                 s.read_exact(&mut buf[..1])?;
             }
             L4::Udp => {
+                // Sent again every 300 ms within `timeout`: a datagram lost on a busy
+                // machine is not a refusal.
                 let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
-                s.set_read_timeout(Some(timeout))?;
-                s.send_to(b"probe", addr)?;
-                s.recv(&mut buf)?;
+                let deadline = Instant::now() + timeout;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        bail!("no answer");
+                    }
+                    s.send_to(b"probe", addr)?;
+                    s.set_read_timeout(Some(left.min(Duration::from_millis(300))))?;
+                    if s.recv(&mut buf).is_ok() {
+                        break;
+                    }
+                }
             }
             L4::Sctp => {
                 let s = raw_sctp_socket()?;
@@ -297,7 +308,8 @@ pub fn answers(from: &Netns, l4: L4, to: Ipv4Addr, port: u16, timeout: Duration)
         }
         Ok(())
     })
-    .is_ok_and(|r| r.is_ok())
+    .expect("entering the prober's namespace")
+    .is_ok()
 }
 
 /// Connects from `from` to `to:port`, sends a line and expects it echoed back.
