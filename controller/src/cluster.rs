@@ -30,6 +30,7 @@ use crate::{
     ClusterConfig, Error, HostSubnet, NetNamespace, Result, Service,
 };
 
+mod import;
 mod policy;
 mod services;
 
