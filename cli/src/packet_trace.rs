@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use oxsdn_dataplane::{
     flows::{self, Flow, RuleRef},
     maps::{ip_from_key, LocalPods, NodeMaps},
-    tracer::{xdp_action_name, Ingress, Output, Packet, Proto, Trace, Tracer},
+    tracer::{xdp_action_name, Ingress, Output, Packet, PolicyRule, Proto, Trace, Tracer},
 };
 use serde_json::json;
 
@@ -84,9 +84,46 @@ pub fn trace(pin_dir: &Path, node: &str, request: &Request, format: Format, out:
     let result = Tracer::load(pin_dir)?.trace(ingress, &packet.frame())?;
     let rules = flows::collect(&maps, flows::ifname_or_index)?;
     let passed: Vec<Option<&Flow>> = result.hops.iter().map(|hop| rules.iter().find(|f| f.id == *hop)).collect();
+    let policies = policy_verdicts(&maps, &result)?;
+    let traced = Traced { packet, ingress, result, passed, policies };
     match format {
-        Format::Json | Format::Yaml => print_structured(out, node, &packet, &ingress, &result, &passed, format),
-        Format::Table => print_table(out, node, &packet, &ingress, &result, &passed),
+        Format::Json | Format::Yaml => print_structured(out, node, &traced, format),
+        Format::Table => print_table(out, node, &traced),
+    }
+}
+
+/// A traced packet and what the node's rules and policies made of it.
+struct Traced<'a> {
+    packet: Packet,
+    ingress: Ingress,
+    result: Trace,
+    /// The rule of each hop, if the node still has it.
+    passed: Vec<Option<&'a Flow>>,
+    /// What NetworkPolicies said, with each policy's `namespace/name`.
+    policies: Vec<(String, PolicyRule)>,
+}
+
+/// What NetworkPolicies said of the packet, each with the policy's `namespace/name`.
+fn policy_verdicts(maps: &NodeMaps, t: &Trace) -> Result<Vec<(String, PolicyRule)>> {
+    t.policy_rules
+        .iter()
+        .map(|rule| {
+            let name = match maps.policy_slots.get(&rule.slot, 0) {
+                Ok(slot) => slot.name(),
+                Err(_) => format!("(policy slot {}, no longer in the node's maps)", rule.slot),
+            };
+            Ok((name, *rule))
+        })
+        .collect()
+}
+
+/// A policy verdict as a sentence.
+fn policy_line((name, rule): &(String, PolicyRule)) -> String {
+    let (direction, pod) = if rule.direction == "ingress" { ("ingress", "destination") } else { ("egress", "source") };
+    if rule.allowed {
+        format!("allowed by NetworkPolicy {name}, {direction} rule {}", rule.index)
+    } else {
+        format!("no NetworkPolicy allowed it: {name} (and any other selecting the {pod}) isolates the {pod} for {direction}")
     }
 }
 
@@ -137,14 +174,8 @@ fn missing(hop: &RuleRef) -> String {
     format!("(rule {hop:?}, no longer in the node's maps)")
 }
 
-fn print_table(
-    out: &mut dyn Write,
-    node: &str,
-    packet: &Packet,
-    ingress: &Ingress,
-    t: &Trace,
-    passed: &[Option<&Flow>],
-) -> Result<()> {
+fn print_table(out: &mut dyn Write, node: &str, traced: &Traced) -> Result<()> {
+    let Traced { packet, ingress, result: t, passed, policies } = traced;
     writeln!(out, "Flow: {}", flow_line(packet, ingress))?;
     writeln!(out)?;
     let title = format!("node(\"{node}\")");
@@ -169,6 +200,9 @@ fn print_table(
     if let Some(x) = &t.translation {
         writeln!(out, "Translation: nw_src={},tp_src={},nw_dst={},tp_dst={}", x.src, x.sport, x.dst, x.dport)?;
     }
+    for policy in policies {
+        writeln!(out, "NetworkPolicy: {}", policy_line(policy))?;
+    }
     writeln!(out, "Datapath actions: {}", actions(&t.output))?;
     if let Some(action) = t.prefilter {
         writeln!(out, "Prefilter: {}", xdp_action_name(action))?;
@@ -177,15 +211,8 @@ fn print_table(
     Ok(())
 }
 
-fn print_structured(
-    out: &mut dyn Write,
-    node: &str,
-    packet: &Packet,
-    ingress: &Ingress,
-    t: &Trace,
-    passed: &[Option<&Flow>],
-    format: Format,
-) -> Result<()> {
+fn print_structured(out: &mut dyn Write, node: &str, traced: &Traced, format: Format) -> Result<()> {
+    let Traced { packet, ingress, result: t, passed, policies } = traced;
     let rules: Vec<_> = t
         .hops
         .iter()
@@ -205,6 +232,13 @@ fn print_structured(
         "reg1": t.reg1,
         "output": t.output,
         "translation": t.translation,
+        "network_policies": policies.iter().map(|(name, rule)| json!({
+            "policy": name,
+            "direction": rule.direction,
+            "allowed": rule.allowed,
+            "rule": rule.allowed.then_some(rule.index),
+            "says": policy_line(&(name.clone(), *rule)),
+        })).collect::<Vec<_>>(),
         "datapath_actions": actions(&t.output),
         "prefilter": t.prefilter.map(xdp_action_name),
         "verdict": t.verdict_name(),

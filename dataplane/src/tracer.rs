@@ -34,7 +34,7 @@ use oxsdn_common::{
     },
     LAYOUT_VERSION,
 };
-use oxsdn_tables::t80_isolation::{ALLOW_EGRESS, ALLOW_INGRESS};
+use oxsdn_tables::t80_isolation::{ALLOW_EGRESS, ALLOW_INGRESS, DENY_INGRESS};
 use serde::Serialize;
 
 use crate::{
@@ -233,8 +233,8 @@ pub struct Trace {
     pub output: Option<Output>,
     /// The service translation applied, if any.
     pub translation: Option<Translation>,
-    /// The NetworkPolicy rules that allowed it: which policy (its `hops` entry) and the
-    /// index of the rule among the policy's ingress or egress rules.
+    /// The NetworkPolicy rules that judged it, in order: those that allowed it, and the
+    /// policy a refusal is counted for (the first, by id, of those isolating the pod).
     pub policy_rules: Vec<PolicyRule>,
     /// The verdict of the last program that ran: a TC verdict (`TC_ACT_*`), or the
     /// prefilter's XDP action when it stopped the frame.
@@ -257,11 +257,18 @@ impl Trace {
     }
 }
 
-/// A NetworkPolicy rule that allowed a traced packet.
+/// A NetworkPolicy's verdict on a traced packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct PolicyRule {
+    /// Its `hops` entry (the policy's counter slot and table 80's rule).
     pub policy: RuleRef,
-    /// Index in the policy's `ingress` or `egress` list.
+    /// The policy's counter slot (`POLICY_SLOTS` names it).
+    pub slot: u32,
+    /// `ingress` or `egress`: the destination's policy or the source's.
+    pub direction: &'static str,
+    /// Allowed by the rule at `index` in the policy's `ingress` or `egress` list; else
+    /// refused: no rule of any policy isolating the pod allowed it.
+    pub allowed: bool,
     pub index: u32,
 }
 
@@ -345,8 +352,17 @@ fn decode(r: &TraceRecord, run: TestRun) -> Trace {
         .collect();
     let policy_rules = r.hop[..(r.hops as usize).min(r.hop.len())]
         .iter()
-        .filter(|h| h.kind == hop_kind::POLICY && [ALLOW_INGRESS, ALLOW_EGRESS].contains(&h.rule))
-        .map(|h| PolicyRule { policy: RuleRef::Policy { slot: h.key & 0xffff, rule: h.rule }, index: h.key >> 16 })
+        .filter(|h| h.kind == hop_kind::POLICY)
+        .map(|h| {
+            let slot = h.key & 0xffff;
+            PolicyRule {
+                policy: RuleRef::Policy { slot, rule: h.rule },
+                slot,
+                direction: if [ALLOW_INGRESS, DENY_INGRESS].contains(&h.rule) { "ingress" } else { "egress" },
+                allowed: [ALLOW_INGRESS, ALLOW_EGRESS].contains(&h.rule),
+                index: h.key >> 16,
+            }
+        })
         .collect();
     let output = (r.decided != 0).then(|| match r.output {
         output_kind::TUN0 => Output::Tun0 { ifindex: r.ifindex },

@@ -154,9 +154,22 @@ fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
     let t = &t;
     let closing = ip.closes();
     let dst_slot = (dst_slot != NOT_LOCAL).then_some(dst_slot);
-    // The node reaches its pods, whatever their policies (Kubernetes' rule).
+    // The node reaches its pods, whatever their policies (Kubernetes' rule). The pod's
+    // egress policy judges the replies: the connection is tracked (if the tables have
+    // room, else only its replies are lost).
     if t.src == p.cfg.gateway {
         p.count(FROM_GW);
+        if let Some(slot) = dst_slot {
+            let identity = p.env.pod_identity(slot);
+            let isolated = identity != 0 && p.env.identity_policy(identity).is_some_and(|d| d.isolated & EGRESS != 0);
+            let forward = flow(t);
+            if isolated
+                && !p.env.policy_connection(&forward, closing)
+                && (p.cfg.ct_quota == 0 || p.env.share(p.owner) < p.cfg.ct_quota)
+            {
+                let _ = p.env.track_policy_connection(&forward, p.owner);
+            }
+        }
         return true;
     }
     let src_policy = (p.src_identity != 0).then(|| p.env.identity_policy(p.src_identity)).flatten().unwrap_or_default();

@@ -30,7 +30,9 @@ pub const UNDERLAY_HOST: &str = "172.22.122.1";
 /// the underlay namespace of the run.
 pub const EXTERNAL_HOST: &str = "198.51.100.10";
 const EXTERNAL_GATEWAY: &str = "198.51.100.1";
-const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Loading and verifying the programs takes seconds, many more on a loaded machine
+/// (several clusters of the e2e tests starting at once on two cores).
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
 

@@ -15,6 +15,7 @@ pub mod fuzz_corpus;
 pub mod inventory;
 pub mod matrix;
 pub mod netns;
+pub mod netpol;
 pub mod pki;
 pub mod probe;
 pub mod rule_text;

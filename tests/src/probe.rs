@@ -195,6 +195,123 @@ impl IdentityFlow {
     }
 }
 
+/// A transport protocol a probe speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    Tcp,
+    Udp,
+    /// SCTP packets on raw sockets (the kernel need not have SCTP): an INIT chunk to
+    /// the port, answered by `serve_sctp` with an INIT ACK.
+    Sctp,
+}
+
+const IPPROTO_SCTP: i32 = 132;
+const SCTP_INIT: u8 = 1;
+const SCTP_INIT_ACK: u8 = 2;
+static NEXT_SCTP_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(30000);
+
+/// A raw IPv4 socket for SCTP in the calling thread's namespace (sends SCTP payloads
+/// the kernel puts an IP header on; receives every SCTP packet with its IP header).
+fn raw_sctp_socket() -> Result<std::net::UdpSocket> {
+    // SAFETY: socket(2); the descriptor is owned by the returned socket.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, IPPROTO_SCTP) };
+    if fd < 0 {
+        bail!("raw SCTP socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket nothing else owns; sendto/recvfrom on it are what a
+    // UdpSocket calls.
+    Ok(unsafe { std::net::UdpSocket::from_raw_fd(fd) })
+}
+
+/// An SCTP packet (common header without checksum, one chunk of `chunk` type).
+fn sctp_packet(sport: u16, dport: u16, chunk: u8) -> Vec<u8> {
+    let mut p = Vec::with_capacity(16);
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0; 8]);
+    p.extend_from_slice(&[chunk, 0, 0, 4]);
+    p
+}
+
+/// A received raw packet's source address, SCTP ports and first chunk type.
+fn parse_sctp(packet: &[u8]) -> Option<(Ipv4Addr, u16, u16, u8)> {
+    let ihl = usize::from(*packet.first()? & 0x0f) * 4;
+    let src = Ipv4Addr::new(*packet.get(12)?, *packet.get(13)?, *packet.get(14)?, *packet.get(15)?);
+    let sctp = packet.get(ihl..ihl + 13)?;
+    Some((src, u16::from_be_bytes([sctp[0], sctp[1]]), u16::from_be_bytes([sctp[2], sctp[3]]), sctp[12]))
+}
+
+/// Answers every SCTP INIT to one of `ports` in `ns` with an INIT ACK, until the
+/// process ends.
+pub fn serve_sctp(ns: &Netns, ports: &'static [u16]) -> Result<()> {
+    let socket = ns.enter(raw_sctp_socket)??;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = socket.recv_from(&mut buf) {
+            if let Some((src, sport, dport, SCTP_INIT)) = parse_sctp(&buf[..n]) {
+                if ports.contains(&dport) {
+                    let _ = socket.send_to(&sctp_packet(dport, sport, SCTP_INIT_ACK), (src, 0));
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Whether a `serve_identity` server at `to:port` answers `from` over `l4` within
+/// `timeout` (TCP: the connection opens and a line is answered; UDP: a datagram is).
+pub fn answers(from: &Netns, l4: L4, to: Ipv4Addr, port: u16, timeout: Duration) -> bool {
+    from.enter(move || -> Result<()> {
+        let addr = SocketAddr::from((to, port));
+        let mut buf = [0u8; 256];
+        match l4 {
+            L4::Tcp => {
+                let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+                s.set_read_timeout(Some(timeout))?;
+                s.write_all(b"probe\n")?;
+                s.read_exact(&mut buf[..1])?;
+            }
+            L4::Udp => {
+                // Sent again every 300 ms within `timeout`: a datagram lost on a busy
+                // machine is not a refusal.
+                let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+                let deadline = Instant::now() + timeout;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        bail!("no answer");
+                    }
+                    s.send_to(b"probe", addr)?;
+                    s.set_read_timeout(Some(left.min(Duration::from_millis(300))))?;
+                    if s.recv(&mut buf).is_ok() {
+                        break;
+                    }
+                }
+            }
+            L4::Sctp => {
+                let s = raw_sctp_socket()?;
+                let sport = NEXT_SCTP_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).max(30000);
+                s.send_to(&sctp_packet(sport, port, SCTP_INIT), (to, 0))?;
+                let deadline = Instant::now() + timeout;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        bail!("no INIT ACK");
+                    }
+                    s.set_read_timeout(Some(left))?;
+                    let (n, _) = s.recv_from(&mut buf)?;
+                    if parse_sctp(&buf[..n]) == Some((to, port, sport, SCTP_INIT_ACK)) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+    .expect("entering the prober's namespace")
+    .is_ok()
+}
+
 /// Connects from `from` to `to:port`, sends a line and expects it echoed back.
 pub fn tcp_echo(from: &Netns, to: Ipv4Addr, port: u16) -> bool {
     from.enter(move || -> Result<()> {

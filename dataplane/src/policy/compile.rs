@@ -276,7 +276,17 @@ fn compile_policy(
     }
     for (direction, index, peers, ports) in rules {
         let peer_sets: Vec<Peers> = match peers.filter(|p| !p.is_empty()) {
-            None => vec![Peers::Block(Ipv4Network::new([0, 0, 0, 0].into(), 0).expect("/0"), Vec::new())],
+            None => {
+                let everyone = Peers::Block(Ipv4Network::new([0, 0, 0, 0].into(), 0).expect("/0"), Vec::new());
+                // An egress rule's named ports are the destination's: with every pod a
+                // peer, each identity gets the ports its own names resolve to (an address
+                // block has no pod to resolve them against).
+                if direction == EGRESS && has_named_port(ports) {
+                    vec![everyone, Peers::Identities(identities.values().copied().collect())]
+                } else {
+                    vec![everyone]
+                }
+            }
             Some(peers) => {
                 peers.iter().filter_map(|peer| peer_set(policy, peer, namespaces, identities, out)).collect()
             }
@@ -311,6 +321,10 @@ fn compile_policy(
             }
         }
     }
+}
+
+fn has_named_port(ports: Option<&Vec<NetworkPolicyPort>>) -> bool {
+    ports.iter().flat_map(|p| p.iter()).any(|p| matches!(p.port, Some(IntOrString::String(_))))
 }
 
 fn key_of(identities: &BTreeMap<IdentityKey, u32>, id: u32) -> Option<&IdentityKey> {
