@@ -326,6 +326,9 @@ mod tests {
             (80, 60, "NO_IDENTITY"),
             (80, 61, "TRACKING_FULL"),
             (60, 62, "NO_ISOLATION"),
+            (80, 63, "TO_GW"),
+            (80, 64, "TO_NODE_IP"),
+            (80, 65, "SUBNET"),
         ];
         let node_wide: Vec<(u8, u32, &str)> =
             rules().filter(|r| r.scope == Scope::Node).map(|r| (r.table, r.id, r.name)).collect();

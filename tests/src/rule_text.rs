@@ -36,8 +36,7 @@ pub const NOT_CHECKED: &[(&str, &str)] = &[
     ("output", "the outcome of the output (table 254)"),
     ("nw_dst:tp_dst", "the cluster store's endpoints"),
     ("tp_dst=cluster_store", "the cluster store's endpoints"),
-    ("mode", "the network plugin mode (the differential test's nodes are multitenant)"),
-    ("policy", "which NetworkPolicy direction the packet is judged in"),
+    ("policy=ingress", "whether the packet goes to a local pod: a trace records no output for a refused one"),
     ("isolated", "whether a NetworkPolicy selects the pod"),
     ("identity", "whether the pod's labels are known to the policy maps"),
     ("policy_name", "the NetworkPolicy rules that allow the packet"),
@@ -69,6 +68,8 @@ pub struct Context<'a> {
     pub reg1: Option<u32>,
     /// Whether the node has its configuration (`config=none` otherwise).
     pub configured: bool,
+    /// The network plugin: `multitenant`, `subnet` or `networkpolicy`.
+    pub mode: &'a str,
 }
 
 /// A parsed match text: the conditions it is the conjunction of.
@@ -113,6 +114,12 @@ enum Condition {
     },
     /// `config=none`.
     Unconfigured,
+    /// `mode=a|b`: the network plugin is one of these.
+    Mode(Vec<String>),
+    /// `policy`: NetworkPolicies judge the packet (networkpolicy mode, IPv4).
+    Policy,
+    /// `policy=egress`: judged by its source pod's egress policies (from a pod port).
+    PolicyEgress,
 }
 
 impl RuleText {
@@ -150,6 +157,9 @@ impl RuleText {
                     Condition::VlanTci { value: number(value)?, mask: number(mask)? }
                 }
                 ("config", "none") => Condition::Unconfigured,
+                ("mode", modes) if !modes.is_empty() => Condition::Mode(modes.split('|').map(str::to_owned).collect()),
+                ("policy", "") => Condition::Policy,
+                ("policy", "egress") => Condition::PolicyEgress,
                 _ => return Err(format!("{item:?} in {text:?} is neither evaluated nor listed as not checked")),
             };
             rule.conditions.push(condition);
@@ -194,6 +204,11 @@ impl RuleText {
                 Condition::RegistersEqual => register(0)? == register(1)?,
                 Condition::VlanTci { value, mask } => vlan_tci(frame) & mask == value & mask,
                 Condition::Unconfigured => !context.configured,
+                Condition::Mode(modes) => modes.iter().any(|m| m == context.mode),
+                Condition::Policy => context.mode == NETWORKPOLICY && ip.is_some(),
+                Condition::PolicyEgress => {
+                    context.mode == NETWORKPOLICY && ip.is_some() && !matches!(context.in_port, "tun0" | "vxlan0")
+                }
             };
             if !holds {
                 return Ok(false);
@@ -202,6 +217,9 @@ impl RuleText {
         Ok(true)
     }
 }
+
+/// The `mode` of networkpolicy nodes.
+const NETWORKPOLICY: &str = "networkpolicy";
 
 /// IP protocol numbers of the protocol keywords.
 mod packet_protocol {
@@ -256,7 +274,14 @@ mod tests {
     const POD: &str = "7";
 
     fn context(in_port: &str) -> Context<'_> {
-        Context { in_port, tun_src: Ipv4Addr::UNSPECIFIED, reg0: Some(10), reg1: Some(10), configured: true }
+        Context {
+            in_port,
+            tun_src: Ipv4Addr::UNSPECIFIED,
+            reg0: Some(10),
+            reg1: Some(10),
+            configured: true,
+            mode: "multitenant",
+        }
     }
 
     /// Ethernet + IPv4 (20 bytes) + UDP (8 bytes) from `src` to `dst`, destination port
@@ -340,6 +365,13 @@ mod tests {
         assert!(!matches("in_port=vxlan0,tun_src=0", &frame, &tunnel));
         assert!(!matches("config=none", &frame, &tunnel));
         assert!(!matches("vlan_tci=0x1000/0x1000", &frame, &tunnel));
+        assert!(matches("mode=multitenant|subnet", &frame, &tunnel));
+        assert!(!matches("mode=subnet|networkpolicy", &frame, &tunnel));
+        assert!(!matches("ip,policy", &frame, &tunnel));
+        let policy = Context { mode: "networkpolicy", ..c };
+        assert!(matches("ip,policy", &frame, &policy));
+        assert!(matches("ip,policy=egress", &frame, &policy));
+        assert!(!matches("ip,policy=egress", &frame, &Context { in_port: "tun0", ..policy }));
         let mut tagged = frame[..12].to_vec();
         tagged.extend([0x81, 0x00, 0x00, 0x05]);
         tagged.extend(&frame[12..]);

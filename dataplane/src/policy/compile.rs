@@ -216,16 +216,17 @@ pub fn compile(
     out
 }
 
-/// Which directions a policy isolates (`policyTypes`, or Kubernetes' default: Ingress,
-/// and Egress if it has egress rules).
+/// Which directions a policy isolates (`policyTypes`, or, absent or empty, the API
+/// server's default: Ingress, and Egress if it has an egress rule; `egress: []` has
+/// none).
 fn directions(policy: &NetworkPolicyRecord) -> u32 {
     match &policy.spec.policy_types {
-        Some(types) => types.iter().fold(0, |d, t| match t.as_str() {
+        Some(types) if !types.is_empty() => types.iter().fold(0, |d, t| match t.as_str() {
             "Ingress" => d | INGRESS,
             "Egress" => d | EGRESS,
             _ => d,
         }),
-        None => INGRESS | if policy.spec.egress.is_some() { EGRESS } else { 0 },
+        _ => INGRESS | if policy.spec.egress.as_ref().is_some_and(|rules| !rules.is_empty()) { EGRESS } else { 0 },
     }
 }
 
