@@ -16,11 +16,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
+use k8s_openapi::{
+    api::networking::v1::{
+        NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
 use oxsdn_common::{
     mode, policy::PolicyConnection, trace::MODE_TEST_INPUT, FlowKey, PodEntry, ProjectEntry, MAX_POD_SLOTS,
     MAX_PROJECT_SLOTS,
 };
-use oxsdn_controller::policy::{NamedPort, NetworkPolicyRecord};
+use oxsdn_controller::policy::{NamedPort, NetworkPolicyRecord, NAMESPACE_NAME_LABEL};
 use oxsdn_dataplane::{
     entries::{self, Networks, NodeAddresses, NodeSettings, ProjectRef},
     flows::{self, Flow, RuleRef},
@@ -35,9 +41,10 @@ use oxsdn_dataplane::{
 };
 use oxsdn_model::generate::{self, Case, Ports};
 use oxsdn_model::packet::{self, L3};
-use oxsdn_model::policy::IPPROTO_SCTP;
+use oxsdn_model::policy::{NamedPort as ModelNamedPort, PodInfo, Policies, Policy, IPPROTO_SCTP};
 use oxsdn_model::state::{
-    Connection, Draining, Mode, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP, IPPROTO_UDP,
+    Connection, Draining, Mode, Net, Pod, RemoteNode, Service, ServicePort as ModelServicePort, IPPROTO_TCP,
+    IPPROTO_UDP,
 };
 use oxsdn_model::{pipeline, Delivery, Ingress, Out, State, Verdict};
 use oxsdn_tests::{
@@ -136,6 +143,133 @@ fn regressions() -> Result<()> {
                 "regression {index}: the model's verdict {expected:?}"
             );
             found.extend(harness.check(&state, case, &format!("regression {index}"))?);
+        }
+        Ok(found)
+    })?;
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    Ok(())
+}
+
+/// NetworkPolicy and subnet cases the random test found, pinned, with Kubernetes'
+/// verdicts: the programs got each wrong before their fix. Pods a and b (namespace x)
+/// and c (namespace z) here, r (namespace y) on another node.
+#[test]
+fn policy_regressions() -> Result<()> {
+    let disagreements = in_sandbox("diffpol", |harness| {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
+        let (local, cluster) = (state.node.local, state.node.cluster);
+        let remote_subnet =
+            Net::new(cluster.nth(if local.addr == cluster.addr { local.size() } else { 0 }), local.prefix);
+        state.remote_nodes = vec![RemoteNode { subnet: remote_subnet, node_ip: Ipv4Addr::new(192, 168, 101, 1) }];
+        let (a, b, c, r) = (local.nth(2), local.nth(3), local.nth(4), remote_subnet.nth(2));
+        let [port_a, port_b, port_c] = [harness.ports[0], harness.ports[1], harness.ports[2]];
+        state.projects = BTreeMap::from([(1, 10), (2, 11)]);
+        state.pods = vec![
+            Pod { ip: a, ifindex: port_a, project: 1 },
+            Pod { ip: b, ifindex: port_b, project: 1 },
+            Pod { ip: c, ifindex: port_c, project: 2 },
+        ];
+        (state.services, state.connections, state.fragments) = (Vec::new(), Vec::new(), Vec::new());
+        let labels = |app: &str| BTreeMap::from([("app".to_string(), app.to_string())]);
+        let pod = |namespace: &str, app: &str, ports: Vec<ModelNamedPort>| PodInfo {
+            namespace: namespace.into(),
+            labels: labels(app),
+            ports,
+        };
+        let serve = |port| vec![ModelNamedPort { name: "serve-81".into(), port, protocol: IPPROTO_TCP }];
+        let selecting = |app: &str| Some(LabelSelector { match_labels: Some(labels(app)), ..Default::default() });
+        state.policy = Policies {
+            namespaces: ["x", "y", "z"]
+                .map(|n| (n.to_string(), BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), n.to_string())])))
+                .into(),
+            pods: BTreeMap::from([
+                (a, pod("x", "a", Vec::new())),
+                (b, pod("x", "b", serve(81))),
+                (c, pod("z", "c", Vec::new())),
+                (r, pod("y", "r", serve(8081))),
+            ]),
+            policies: vec![
+                // a may send only to named ports "serve-81", to anyone.
+                Policy {
+                    namespace: "x".into(),
+                    name: "egress-named".into(),
+                    spec: NetworkPolicySpec {
+                        pod_selector: selecting("a"),
+                        policy_types: Some(vec!["Egress".into()]),
+                        egress: Some(vec![NetworkPolicyEgressRule {
+                            to: None,
+                            ports: Some(vec![NetworkPolicyPort {
+                                port: Some(IntOrString::String("serve-81".into())),
+                                protocol: None,
+                                end_port: None,
+                            }]),
+                        }]),
+                        ingress: None,
+                    },
+                },
+                // b accepts only a; `egress: []` without policyTypes isolates no egress.
+                Policy {
+                    namespace: "x".into(),
+                    name: "ingress-from-a".into(),
+                    spec: NetworkPolicySpec {
+                        pod_selector: selecting("b"),
+                        policy_types: None,
+                        ingress: Some(vec![NetworkPolicyIngressRule {
+                            from: Some(vec![NetworkPolicyPeer { pod_selector: selecting("a"), ..Default::default() }]),
+                            ports: None,
+                        }]),
+                        egress: Some(Vec::new()),
+                    },
+                },
+            ],
+            connections: Vec::new(),
+        };
+        let (gateway, node_ip) = (state.node.gateway(), state.node.node_ip);
+        let udp = |src, dst, dport| Packet::new(Proto::Udp, src, dst).ports(40000, dport).frame();
+        let tcp = |src, dst, dport| Packet::new(Proto::Tcp, src, dst).ports(40000, dport).frame();
+        let later_fragment = |src, dst| {
+            let mut frame = udp(src, dst, 81);
+            frame[packet::ETH_LEN + 6..packet::ETH_LEN + 8].copy_from_slice(&16u16.to_be_bytes());
+            frame
+        };
+        let tunnel = Ingress::Tunnel { src: Ipv4Addr::new(192, 168, 101, 1), vni: 11 };
+        let cases = [
+            // A rule without peers allows a named port of any destination pod (was
+            // dropped: the name was resolved against no pod).
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, b, 81), true),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, r, 8081), true),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, r, 81), false),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), udp(a, r, 8081), false),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, b, 80), false),
+            // A pod always reaches its own node (was dropped by a's egress policy).
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, gateway, 22), true),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), udp(a, node_ip, 53), true),
+            // `egress: []` and no policyTypes: b's egress is open (was isolated).
+            (Mode::NetworkPolicy, Ingress::Pod(port_b), tcp(b, r, 443), true),
+            (Mode::NetworkPolicy, tunnel, tcp(r, b, 80), false),
+            // A later fragment whose first was not seen, between pods no policy isolates
+            // for it (was dropped).
+            (Mode::NetworkPolicy, tunnel, later_fragment(r, c), true),
+            (Mode::NetworkPolicy, tunnel, later_fragment(r, b), false),
+            // Subnet mode delivers whatever VNI the tunnel carries (was isolated by it).
+            (Mode::Subnet, tunnel, tcp(r, c, 80), true),
+            (Mode::Subnet, Ingress::Tunnel { src: Ipv4Addr::new(192, 168, 101, 1), vni: 77 }, tcp(r, a, 80), true),
+        ];
+        let mut found = Vec::new();
+        for (index, (mode, ingress, frame, delivered)) in cases.into_iter().enumerate() {
+            if state.mode != mode {
+                state.mode = mode;
+                harness.load(&state)?;
+            }
+            let case = Case { ingress, frame };
+            let expected = pipeline(&state, case.ingress, &case.frame);
+            assert_eq!(
+                !matches!(expected, Verdict::Drop(_)),
+                delivered,
+                "policy regression {index}: the model's verdict {expected:?}"
+            );
+            found.extend(harness.check(&state, &case, &format!("policy regression {index}"))?);
         }
         Ok(found)
     })?;

@@ -277,7 +277,17 @@ fn compile_policy(
     }
     for (direction, index, peers, ports) in rules {
         let peer_sets: Vec<Peers> = match peers.filter(|p| !p.is_empty()) {
-            None => vec![Peers::Block(Ipv4Network::new([0, 0, 0, 0].into(), 0).expect("/0"), Vec::new())],
+            None => {
+                let everyone = Peers::Block(Ipv4Network::new([0, 0, 0, 0].into(), 0).expect("/0"), Vec::new());
+                // A named port to anyone is each destination pod's own: every identity
+                // gets the rule with its ports (an address has none).
+                let named = ports.iter().flat_map(|p| p.iter()).any(|p| matches!(p.port, Some(IntOrString::String(_))));
+                if direction == EGRESS && named {
+                    vec![everyone, Peers::Identities(identities.values().copied().collect())]
+                } else {
+                    vec![everyone]
+                }
+            }
             Some(peers) => {
                 peers.iter().filter_map(|peer| peer_set(policy, peer, namespaces, identities, out)).collect()
             }
