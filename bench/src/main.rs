@@ -9,6 +9,7 @@ mod cost;
 mod cpu;
 mod measure;
 mod ovs;
+mod policy;
 mod report;
 mod scale;
 mod scenarios;
@@ -82,7 +83,8 @@ struct Args {
     #[arg(long)]
     smoke: bool,
     /// Measure only these scenarios (comma-separated names; `cni` for the CNI latency,
-    /// `cost` for the per-path cost, `scale` for the scale figures), to look into one
+    /// `cost` for the per-path cost, `scale` for the scale figures, `policy` for the
+    /// NetworkPolicy figures), to look into one
     /// figure. Results go where they would go otherwise.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -102,6 +104,13 @@ struct Args {
     scale_only: bool,
     #[command(flatten)]
     scale: scale::Load,
+    /// Only the NetworkPolicy figures (the policy maps of a large cluster's policies,
+    /// the same-node path's cost with them against none), printed as JSON (nothing
+    /// written).
+    #[arg(long)]
+    policy_only: bool,
+    #[command(flatten)]
+    policy: policy::PolicyLoad,
     /// Set up the scenarios (all, or those of --only), print where each one's ends are,
     /// and keep them until standard input closes: to run iperf3 or perf by hand on a
     /// path, as when looking into why a target is missed. Measures nothing.
@@ -126,6 +135,9 @@ fn main() -> Result<()> {
     if args.scale_only {
         return print_json(&scale::measure(&args.scale)?);
     }
+    if args.policy_only {
+        return print_json(&policy::measure(&args.policy, args.cost_repeat, args.rounds)?);
+    }
     let cni_plan = if args.smoke {
         let dir = std::env::temp_dir().join(format!("oxsdn-bench-smoke-{}", std::process::id()));
         args.rounds = 1;
@@ -139,6 +151,7 @@ fn main() -> Result<()> {
         args.markdown = dir.join("RESULTS.md");
         args.cost_repeat = 10_000;
         args.scale = scale::Load::smoke();
+        args.policy = policy::PolicyLoad::smoke();
         cni_latency::Plan { sequential: 3, concurrent: 4, batches: 1 }
     } else {
         cni_latency::Plan { sequential: 50, concurrent: 20, batches: 3 }
@@ -154,7 +167,7 @@ fn main() -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let load_before = load_average();
 
-    const EXTRAS: [&str; 3] = ["cni", "cost", "scale"];
+    const EXTRAS: [&str; 4] = ["cni", "cost", "scale", "policy"];
     if let Some(unknown) =
         args.only.iter().find(|o| !scenarios::NAMES.contains(&o.as_str()) && !EXTRAS.contains(&o.as_str()))
     {
@@ -191,6 +204,8 @@ fn main() -> Result<()> {
     let cni = extra(wanted("cni"), "CNI latency", || cni_latency::measure(&cni_plan));
     let cost = extra(wanted("cost"), "per-path cost", || cost::measure(args.cost_repeat, args.rounds, None));
     let scale = extra(wanted("scale"), "scale", || scale::measure(&args.scale));
+    let policy =
+        extra(wanted("policy"), "NetworkPolicy", || policy::measure(&args.policy, args.cost_repeat, args.rounds));
 
     let scenarios = report::object(measured.iter().map(|name| {
         let value = match setup_errors.get(name) {
@@ -245,6 +260,7 @@ fn main() -> Result<()> {
         "cni": cni,
         "cost": cost,
         "scale": scale,
+        "policy": policy,
     });
     write(&args, &date, &results)?;
     if args.smoke {
@@ -605,7 +621,7 @@ fn check_smoke(results: &Value) -> Result<()> {
             }
         }
     }
-    for part in ["cni", "cost", "scale"] {
+    for part in ["cni", "cost", "scale", "policy"] {
         if let Some(e) = results[part]["error"].as_str() {
             problems.push(format!("{part}: {e}"));
         }

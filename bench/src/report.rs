@@ -188,7 +188,7 @@ const fn tcp1(key: &'static str, a: &'static str, b: &'static str, at_least: f64
     }
 }
 
-const THROUGHPUT_TARGETS: [ThroughputTarget; 7] = [
+const THROUGHPUT_TARGETS: [ThroughputTarget; 8] = [
     tcp1("same_node_tcp1_vs_raw_veth", "oxsdn-same-node", "raw-veth", 0.95),
     tcp1("same_node_tcp1_vs_linux_bridge", "oxsdn-same-node", "linux-bridge", 1.0),
     ThroughputTarget {
@@ -204,6 +204,7 @@ const THROUGHPUT_TARGETS: [ThroughputTarget; 7] = [
     tcp1("cross_node_tcp1_vs_ovs_userspace", "oxsdn-cross-node", "ovs-userspace-cross-node", 10.0),
     tcp1("service_tcp1_vs_cross_node", "oxsdn-service", "oxsdn-cross-node", 0.9),
     tcp1("egress_tcp1_vs_node_egress", "oxsdn-egress", "node-egress", 0.9),
+    tcp1("networkpolicy_tcp1_vs_multitenant", "oxsdn-same-node-networkpolicy", "oxsdn-same-node", 0.95),
 ];
 
 /// The targets of the benchmark issue, from the paired rounds in `scenarios`, the CNI
