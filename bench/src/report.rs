@@ -761,7 +761,7 @@ mod tests {
         assert_eq!(cross["resolution_from"], "widest A/A of this figure (oxsdn-same-node)");
         let md = markdown(&json!({ "ratios": r, "resolution": res }));
         assert!(md.contains("| yes (within noise) |"), "{md}");
-        assert!(md.contains("1 of 19 met; of the 2 judged against an A/A band, 1 resolved"), "{md}");
+        assert!(md.contains("1 of 21 met; of the 2 judged against an A/A band, 1 resolved"), "{md}");
         assert!(md.contains("## Resolution (A/A)"), "{md}");
     }
 

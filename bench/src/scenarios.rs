@@ -194,7 +194,7 @@ fn oxsdn_same_node_networkpolicy() -> Result<Scenario> {
     let mut manifest = String::new();
     for (name, app) in [("client", "client"), ("server", "server")] {
         manifest += &format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: bench, labels: {{app: {app}}}}}\n"
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: bench, labels: {{app: {app}}}}}\nspec: {{containers: [{{name: iperf3, image: iperf3}}]}}\n"
         );
     }
     manifest += &policy("server", "server", "client", "");
