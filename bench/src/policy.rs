@@ -77,6 +77,9 @@ fn selector(pairs: &[(&str, String)]) -> Option<LabelSelector> {
     Some(LabelSelector { match_labels: Some(labels(pairs)), ..Default::default() })
 }
 
+/// Namespaces' labels, pods, policies: what the policy compilation takes.
+type PolicyInputs = (BTreeMap<String, BTreeMap<String, String>>, Vec<PodView>, Vec<NetworkPolicyRecord>);
+
 /// A cluster's namespaces (labelled by team), pods (app and tier labels, a named port)
 /// and policies: each selects one app of its namespace, accepts the next app of its
 /// namespace and another app of its team's namespaces on port 80 and the named port,
@@ -84,11 +87,7 @@ fn selector(pairs: &[(&str, String)]) -> Option<LabelSelector> {
 /// namespaces and an address block.
 /// Pods 0 and 1 are this node's: pod 1 (app 0) is isolated (ingress and egress) and
 /// accepts pod 0 (app 1, isolated for ingress).
-fn cluster(
-    load: &PolicyLoad,
-    cluster: Ipv4Network,
-    local: Ipv4Network,
-) -> (BTreeMap<String, BTreeMap<String, String>>, Vec<PodView>, Vec<NetworkPolicyRecord>) {
+fn cluster(load: &PolicyLoad, cluster: Ipv4Network, local: Ipv4Network) -> PolicyInputs {
     let namespace = |i: usize| format!("ns-{i}");
     let namespaces = (0..load.namespaces)
         .map(|i| {

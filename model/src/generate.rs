@@ -200,7 +200,7 @@ fn labels(rng: &mut StdRng) -> Labels {
 }
 
 fn protocol_name(rng: &mut StdRng) -> &'static str {
-    *["TCP", "TCP", "UDP", "SCTP"].choose(rng).unwrap()
+    ["TCP", "TCP", "UDP", "SCTP"].choose(rng).unwrap()
 }
 
 fn protocol_number(name: &str) -> u8 {

@@ -683,14 +683,14 @@ impl Flows {
             if tables.insert(table, hopped.flow.actions.contains("resubmit")) == Some(false) {
                 return Err(format!("{} counted after another rule of table {table}", describe_flow(&hopped.flow)));
             }
-            if !hopped.text.matches(&packet)? {
+            if !hopped.text.matches(packet)? {
                 return Err(format!("{} counted, but its text does not match", describe_flow(&hopped.flow)));
             }
             let above = self.flows.iter().filter(|f| {
                 f.flow.table == table && f.flow.priority > priority && f.in_effect && f.text.fully_checked()
             });
             for f in above {
-                if f.text.matches(&packet)? {
+                if f.text.matches(packet)? {
                     return Err(format!(
                         "{} counted, but {} matches too",
                         describe_flow(&hopped.flow),
@@ -860,12 +860,13 @@ fn clear_tracking(maps: &mut NodeMaps) -> Result<()> {
     Ok(())
 }
 
+/// Namespaces' labels, pods, policies: what the policy compilation takes.
+type PolicyInputs = (BTreeMap<String, BTreeMap<String, String>>, Vec<PodView>, Vec<NetworkPolicyRecord>);
+
 /// What the agent's policy engine holds for a state: namespaces' labels, every pod of
 /// the cluster with its labels and named ports (this node's with their slot), and the
 /// NetworkPolicies (numbered in order).
-fn policy_inputs(
-    state: &State,
-) -> (BTreeMap<String, BTreeMap<String, String>>, Vec<PodView>, Vec<NetworkPolicyRecord>) {
+fn policy_inputs(state: &State) -> PolicyInputs {
     let subnet = network(state.node.local);
     let pods = state
         .policy
