@@ -10,6 +10,7 @@ mod cpu;
 mod flood;
 mod measure;
 mod ovs;
+mod policy;
 mod report;
 mod scale;
 mod scenarios;
@@ -84,7 +85,8 @@ struct Args {
     smoke: bool,
     /// Measure only these scenarios (comma-separated names; `cni` for the CNI latency,
     /// `cost` for the per-path cost, `scale` for the scale figures, `flood` for the
-    /// underlay flood figures), to look into one figure. Results go where they would go otherwise.
+    /// underlay flood figures, `policy` for the NetworkPolicy figures), to look into one
+    /// figure. Results go where they would go otherwise.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Packets per timing of the per-path cost (BPF_PROG_TEST_RUN, --rounds rounds).
@@ -110,6 +112,13 @@ struct Args {
     scale_only: bool,
     #[command(flatten)]
     scale: scale::Load,
+    /// Only the NetworkPolicy figures (the policy maps of a large cluster's policies,
+    /// the same-node path's cost with them against none), printed as JSON (nothing
+    /// written).
+    #[arg(long)]
+    policy_only: bool,
+    #[command(flatten)]
+    policy: policy::PolicyLoad,
     /// Set up the scenarios (all, or those of --only), print where each one's ends are,
     /// and keep them until standard input closes: to run iperf3 or perf by hand on a
     /// path, as when looking into why a target is missed. Measures nothing.
@@ -134,6 +143,9 @@ fn main() -> Result<()> {
     if args.scale_only {
         return print_json(&scale::measure(&args.scale)?);
     }
+    if args.policy_only {
+        return print_json(&policy::measure(&args.policy, args.cost_repeat, args.rounds)?);
+    }
     let cni_plan = if args.smoke {
         let dir = std::env::temp_dir().join(format!("oxsdn-bench-smoke-{}", std::process::id()));
         args.rounds = 1;
@@ -149,6 +161,7 @@ fn main() -> Result<()> {
         args.flood_tcp_seconds = 1;
         args.flood_packets = 20_000;
         args.scale = scale::Load::smoke();
+        args.policy = policy::PolicyLoad::smoke();
         cni_latency::Plan { sequential: 3, concurrent: 4, batches: 1 }
     } else {
         cni_latency::Plan { sequential: 50, concurrent: 20, batches: 3 }
@@ -164,7 +177,7 @@ fn main() -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let load_before = load_average();
 
-    const EXTRAS: [&str; 4] = ["cni", "cost", "scale", "flood"];
+    const EXTRAS: [&str; 5] = ["cni", "cost", "scale", "flood", "policy"];
     if let Some(unknown) =
         args.only.iter().find(|o| !scenarios::NAMES.contains(&o.as_str()) && !EXTRAS.contains(&o.as_str()))
     {
@@ -208,6 +221,8 @@ fn main() -> Result<()> {
         idle: amounts.idle,
     };
     let flood = extra(wanted("flood"), "flood", || flood::measure(&meter, &flood_plan));
+    let policy =
+        extra(wanted("policy"), "NetworkPolicy", || policy::measure(&args.policy, args.cost_repeat, args.rounds));
 
     let scenarios = report::object(measured.iter().map(|name| {
         let value = match setup_errors.get(name) {
@@ -263,6 +278,7 @@ fn main() -> Result<()> {
         "cost": cost,
         "scale": scale,
         "flood": flood,
+        "policy": policy,
     });
     write(&args, &date, &results)?;
     if args.smoke {
@@ -623,7 +639,7 @@ fn check_smoke(results: &Value) -> Result<()> {
             }
         }
     }
-    for part in ["cni", "cost", "scale", "flood"] {
+    for part in ["cni", "cost", "scale", "flood", "policy"] {
         if let Some(e) = results[part]["error"].as_str() {
             problems.push(format!("{part}: {e}"));
         }

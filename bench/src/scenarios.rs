@@ -1,6 +1,6 @@
 //! The scenarios, each two network endpoints in namespaces of this run.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context, Result};
 use oxsdn_tests::{
@@ -172,6 +172,50 @@ fn oxsdn_same_node() -> Result<Scenario> {
     Ok(Scenario::new("oxsdn-same-node", client, server, server_ip, vec![Box::new(cluster)]))
 }
 
+/// Policies in the networkpolicy scenario's namespace besides the one that isolates the
+/// server (each selects pods that do not exist).
+const OTHER_POLICIES: usize = 99;
+
+/// `oxsdn-same-node` in networkpolicy mode: the server isolated by a NetworkPolicy that
+/// lets the client in, among `OTHER_POLICIES` more of its namespace, so every packet
+/// takes the policy path (identities, the allowing rule, the connection kept for the
+/// replies).
+fn oxsdn_same_node_networkpolicy() -> Result<Scenario> {
+    let mut cluster = TestCluster::new(&["--network-plugin", "networkpolicy"])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let Pod { netns: client, .. } = node.add_pod("bench", "client")?;
+    let Pod { netns: server, ip: server_ip, .. } = node.add_pod("bench", "server")?;
+    let policy = |name: &str, selected: &str, from: &str, ports: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: bench}}\nspec:\n  podSelector: {{matchLabels: {{app: {selected}}}}}\n  ingress:\n  - from: [{{podSelector: {{matchLabels: {{app: {from}}}}}}}]\n{ports}"
+        )
+    };
+    let mut manifest = String::new();
+    for (name, app) in [("client", "client"), ("server", "server")] {
+        manifest += &format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: bench, labels: {{app: {app}}}}}\nspec: {{containers: [{{name: iperf3, image: iperf3}}]}}\n"
+        );
+    }
+    manifest += &policy("server", "server", "client", "");
+    for i in 0..OTHER_POLICIES {
+        manifest += &policy(&format!("other-{i}"), &format!("other-{i}"), "client", "    ports: [{port: 80}]\n");
+    }
+    let file = std::env::temp_dir().join(format!("oxt{}-bench-policies.yaml", std::process::id()));
+    std::fs::write(&file, manifest)?;
+    let applied = cluster.oxsdnctl(&["apply", "-f", &file.to_string_lossy()]);
+    let _ = std::fs::remove_file(&file);
+    applied?;
+    // The node has compiled them once the server's identity is isolated.
+    let maps = oxsdn_dataplane::maps::NodeMaps::open(&cluster.bpffs.join("node1"))?;
+    let start = std::time::Instant::now();
+    while maps.policy_slots.iter().count() <= OTHER_POLICIES {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "the policies never reached node1's maps");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Scenario::new("oxsdn-same-node-networkpolicy", client, server, server_ip, vec![Box::new(cluster)]))
+}
+
 /// Two pods of one project on two oxsdn nodes, across the VXLAN overlay, with the
 /// agents started with `agent_args`.
 fn oxsdn_cross_node(name: &'static str, agent_args: &[&str]) -> Result<Scenario> {
@@ -205,7 +249,7 @@ fn oxsdn_service() -> Result<Scenario> {
         "172.30.0.10",
     ])?;
     cluster.oxsdnctl(&["set", "endpoints", "iperf", "-n", "bench", &endpoint.to_string()])?;
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(1));
     let mut scenario = Scenario::new("oxsdn-service", client, server, "172.30.0.10".parse()?, vec![Box::new(cluster)]);
     scenario.no_ping = Some("a ClusterIP answers only its declared ports (table 60 drops ICMP), as with kube-proxy");
     Ok(scenario)
@@ -288,10 +332,11 @@ fn ovs_cross_node(prefix: &str) -> Result<Scenario> {
 }
 
 /// Every scenario's name, in the order they are measured.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "raw-veth",
     "linux-bridge",
     "oxsdn-same-node",
+    "oxsdn-same-node-networkpolicy",
     "ovs-userspace-same-node",
     "underlay",
     "kernel-vxlan",
@@ -313,6 +358,7 @@ pub fn setup(name: &str, copy: &str) -> Result<Scenario> {
         "raw-veth" => raw_veth(prefix),
         "linux-bridge" => linux_bridge(prefix),
         "oxsdn-same-node" => oxsdn_same_node(),
+        "oxsdn-same-node-networkpolicy" => oxsdn_same_node_networkpolicy(),
         "ovs-userspace-same-node" => ovs_same_node(prefix),
         "underlay" => underlay(prefix),
         "kernel-vxlan" => kernel_vxlan(prefix),

@@ -13,8 +13,15 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use crate::packet::{pod_mac, ETH_LEN};
 use crate::pipeline::Ingress;
+use crate::policy::{Flow, Labels, NamedPort, PodInfo, Policies, Policy, IPPROTO_SCTP};
 use crate::state::*;
 
 const SECOND: u64 = 1_000_000_000;
@@ -80,6 +87,8 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
         projects.remove(&project(rng));
     }
     let mut state = State {
+        mode: Mode::Multitenant,
+        policy: Policies::default(),
         node,
         pods,
         projects,
@@ -92,6 +101,12 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
     };
     let mut cluster_ips: Vec<u32> = (1..200).collect();
     cluster_ips.shuffle(rng);
+    // Namespaces, pods' labels and ports, policies: written in every mode (the agent
+    // compiles them in every mode), judged in networkpolicy mode.
+    state.mode = *[Mode::Multitenant, Mode::Multitenant, Mode::Subnet, Mode::NetworkPolicy, Mode::NetworkPolicy]
+        .choose(rng)
+        .unwrap();
+    state.policy = policies(rng, &state);
     for cluster_ip in cluster_ips.iter().take(rng.gen_range(0..=4)) {
         let mut ports: Vec<ServicePort> = Vec::new();
         for _ in 0..rng.gen_range(1..=3) {
@@ -160,7 +175,220 @@ pub fn state(rng: &mut StdRng, ports: &Ports) -> State {
             state.fragments.push(f);
         }
     }
+    for _ in 0..rng.gen_range(0..=6) {
+        let flow = policy_flow(rng, &state);
+        if !state.policy.connections.contains(&flow) {
+            state.policy.connections.push(flow);
+        }
+    }
     state
+}
+
+/// Label keys and values: few, so selectors often match.
+const LABEL_KEYS: [&str; 3] = ["app", "tier", "team"];
+const LABEL_VALUES: [&str; 3] = ["a", "b", "c"];
+const PORT_NAMES: [&str; 4] = ["http", "dns", "metrics", "serve-81"];
+
+fn labels(rng: &mut StdRng) -> Labels {
+    let mut l = Labels::new();
+    for key in LABEL_KEYS {
+        if rng.gen_bool(0.5) {
+            l.insert(key.to_string(), LABEL_VALUES.choose(rng).unwrap().to_string());
+        }
+    }
+    l
+}
+
+fn protocol_name(rng: &mut StdRng) -> &'static str {
+    ["TCP", "TCP", "UDP", "SCTP"].choose(rng).unwrap()
+}
+
+fn protocol_number(name: &str) -> u8 {
+    match name {
+        "UDP" => IPPROTO_UDP,
+        "SCTP" => IPPROTO_SCTP,
+        _ => IPPROTO_TCP,
+    }
+}
+
+fn named_ports(rng: &mut StdRng, state: &State) -> Vec<NamedPort> {
+    let mut ports: Vec<NamedPort> = Vec::new();
+    for _ in 0..rng.gen_range(0..=3) {
+        let name = PORT_NAMES.choose(rng).unwrap().to_string();
+        let protocol = protocol_number(protocol_name(rng));
+        // Kubernetes refuses two ports of one name.
+        if !ports.iter().any(|p| p.name == name) {
+            ports.push(NamedPort { name, port: port(rng, state), protocol });
+        }
+    }
+    ports
+}
+
+fn namespace_name(project: u32) -> String {
+    format!("ns{project}")
+}
+
+/// Namespaces (one per project, and one with pods on other nodes only), the labels and
+/// named ports of local pods (most of them) and of pods on the remote nodes, and
+/// policies over them.
+fn policies(rng: &mut StdRng, state: &State) -> Policies {
+    let mut p = Policies::default();
+    let names: Vec<String> = state.projects.keys().map(|id| namespace_name(*id)).chain(["other".to_string()]).collect();
+    for name in &names {
+        let mut l = labels(rng);
+        l.insert("kubernetes.io/metadata.name".into(), name.clone());
+        p.namespaces.insert(name.clone(), l);
+    }
+    for pod in &state.pods {
+        if rng.gen_bool(0.95) {
+            let info =
+                PodInfo { namespace: namespace_name(pod.project), labels: labels(rng), ports: named_ports(rng, state) };
+            p.pods.insert(pod.ip, info);
+        }
+    }
+    for node in &state.remote_nodes {
+        for _ in 0..rng.gen_range(0..=4) {
+            let ip = node.subnet.nth(rng.gen_range(2..node.subnet.size() - 1));
+            let info = PodInfo {
+                namespace: names.choose(rng).unwrap().clone(),
+                labels: labels(rng),
+                ports: named_ports(rng, state),
+            };
+            p.pods.insert(ip, info);
+        }
+    }
+    for i in 0..rng.gen_range(0..=6) {
+        let namespace = names.choose(rng).unwrap().clone();
+        p.policies.push(Policy { namespace, name: format!("policy-{i}"), spec: policy_spec(rng, state, &p) });
+    }
+    p
+}
+
+fn selector(rng: &mut StdRng) -> LabelSelector {
+    let mut s = LabelSelector::default();
+    if rng.gen_bool(0.5) {
+        s.match_labels = Some(labels(rng));
+    }
+    if rng.gen_bool(0.4) {
+        let expressions = (0..rng.gen_range(1..=2))
+            .map(|_| {
+                let operator = *["In", "NotIn", "Exists", "DoesNotExist"].choose(rng).unwrap();
+                let values = matches!(operator, "In" | "NotIn").then(|| {
+                    let mut v: Vec<String> =
+                        LABEL_VALUES.iter().filter(|_| rng.gen_bool(0.5)).map(|v| v.to_string()).collect();
+                    if v.is_empty() {
+                        v.push(LABEL_VALUES.choose(rng).unwrap().to_string());
+                    }
+                    v
+                });
+                LabelSelectorRequirement {
+                    key: LABEL_KEYS.choose(rng).unwrap().to_string(),
+                    operator: operator.into(),
+                    values,
+                }
+            })
+            .collect();
+        s.match_expressions = Some(expressions);
+    }
+    s
+}
+
+/// An address block around addresses frames use, with exceptions inside it.
+fn ip_block(rng: &mut StdRng, state: &State, policies: &Policies) -> IPBlock {
+    let known: Vec<Ipv4Addr> = policies.pods.keys().copied().collect();
+    let around = match known.choose(rng) {
+        Some(ip) if rng.gen_bool(0.5) => *ip,
+        _ => address(rng, state),
+    };
+    let prefix = *[0, 8, 14, 16, 24, 26, 28, 32, rng.gen_range(0..=32)].choose(rng).unwrap();
+    let block = Net::new(around, prefix);
+    let except = (0..rng.gen_range(0..=2))
+        .filter_map(|_| {
+            let inner = if block.prefix == 32 { return None } else { rng.gen_range(block.prefix + 1..=32) };
+            let inside = match known.iter().filter(|ip| block.contains(**ip)).collect::<Vec<_>>().choose(rng) {
+                Some(ip) if rng.gen_bool(0.6) => **ip,
+                _ => block.nth(rng.gen_range(0..block.size().max(1))),
+            };
+            let e = Net::new(inside, inner);
+            Some(format!("{}/{}", e.addr, e.prefix))
+        })
+        .collect::<Vec<_>>();
+    IPBlock { cidr: format!("{}/{}", block.addr, block.prefix), except: (!except.is_empty()).then_some(except) }
+}
+
+fn peer(rng: &mut StdRng, state: &State, policies: &Policies) -> NetworkPolicyPeer {
+    match rng.gen_range(0..4) {
+        0 => NetworkPolicyPeer { pod_selector: Some(selector(rng)), ..Default::default() },
+        1 => NetworkPolicyPeer { namespace_selector: Some(selector(rng)), ..Default::default() },
+        2 => NetworkPolicyPeer {
+            pod_selector: Some(selector(rng)),
+            namespace_selector: Some(selector(rng)),
+            ..Default::default()
+        },
+        _ => NetworkPolicyPeer { ip_block: Some(ip_block(rng, state, policies)), ..Default::default() },
+    }
+}
+
+fn policy_port(rng: &mut StdRng, state: &State) -> NetworkPolicyPort {
+    let protocol = rng.gen_bool(0.8).then(|| protocol_name(rng).to_string());
+    let (port, end_port) = match rng.gen_range(0..10) {
+        0 => (None, None),
+        1..=3 => (Some(IntOrString::String(PORT_NAMES.choose(rng).unwrap().to_string())), None),
+        4 | 5 => {
+            let start = port(rng, state).max(1);
+            (Some(IntOrString::Int(i32::from(start))), Some(i32::from(start.saturating_add(rng.gen_range(0..1000)))))
+        }
+        _ => (Some(IntOrString::Int(i32::from(port(rng, state).max(1)))), None),
+    };
+    NetworkPolicyPort { protocol, port, end_port }
+}
+
+/// A list of some length, sometimes absent, sometimes empty.
+fn some_of<T>(rng: &mut StdRng, mut item: impl FnMut(&mut StdRng) -> T) -> Option<Vec<T>> {
+    match rng.gen_range(0..10) {
+        0 | 1 => None,
+        2 => Some(Vec::new()),
+        _ => Some((0..rng.gen_range(1..=3)).map(|_| item(rng)).collect()),
+    }
+}
+
+fn policy_spec(rng: &mut StdRng, state: &State, policies: &Policies) -> NetworkPolicySpec {
+    let ingress = some_of(rng, |rng| NetworkPolicyIngressRule {
+        from: some_of(rng, |rng| peer(rng, state, policies)),
+        ports: some_of(rng, |rng| policy_port(rng, state)),
+    });
+    let egress = some_of(rng, |rng| NetworkPolicyEgressRule {
+        to: some_of(rng, |rng| peer(rng, state, policies)),
+        ports: some_of(rng, |rng| policy_port(rng, state)),
+    });
+    let policy_types = match rng.gen_range(0..5) {
+        0 => None,
+        4 => Some(Vec::new()),
+        1 => Some(vec!["Ingress".to_string()]),
+        2 => Some(vec!["Egress".to_string()]),
+        _ => Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+    };
+    let pod_selector = if rng.gen_bool(0.3) { Some(LabelSelector::default()) } else { Some(selector(rng)) };
+    NetworkPolicySpec { pod_selector, policy_types, ingress, egress }
+}
+
+/// A connection policies let through: between pods, the node and others, of any
+/// protocol policies know (an ICMP echo by its identifier).
+fn policy_flow(rng: &mut StdRng, state: &State) -> Flow {
+    let known: Vec<Ipv4Addr> = state.policy.pods.keys().copied().collect();
+    let end = |rng: &mut StdRng| match known.choose(rng) {
+        Some(ip) if rng.gen_bool(0.7) => *ip,
+        _ => address(rng, state),
+    };
+    let (src, dst) = (end(rng), end(rng));
+    let protocol = *[IPPROTO_TCP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_ICMP].choose(rng).unwrap();
+    let (sport, dport) = if protocol == IPPROTO_ICMP {
+        let id = rng.gen_range(0..4);
+        (id, id)
+    } else {
+        (rng.gen_range(32768..32800), port(rng, state))
+    };
+    Flow { protocol, src: (src, sport), dst: (dst, dport) }
 }
 
 /// When a drain window ends: mostly still open (at least 10 s ahead, so it stays open
@@ -210,6 +438,9 @@ fn connection(rng: &mut StdRng, state: &State) -> Option<Connection> {
 /// subnet (or in no node's subnet).
 fn pod_address(rng: &mut StdRng, state: &State) -> Ipv4Addr {
     let local = state.node.local;
+    if !state.policy.pods.is_empty() && rng.gen_bool(0.3) {
+        return **state.policy.pods.keys().collect::<Vec<_>>().choose(rng).unwrap();
+    }
     match rng.gen_range(0..5) {
         0 | 1 | 4 if !state.pods.is_empty() => state.pods.choose(rng).unwrap().ip,
         2 if !state.remote_nodes.is_empty() => {
@@ -238,10 +469,15 @@ pub fn address(rng: &mut StdRng, state: &State) -> Ipv4Addr {
     }
 }
 
-/// A port worth sending to: declared service ports and target ports, DNS, VXLAN.
+/// A port worth sending to: declared service ports and target ports, pods' named
+/// ports, DNS, VXLAN.
 fn port(rng: &mut StdRng, state: &State) -> u16 {
     let declared: Vec<u16> =
         state.services.iter().flat_map(|s| s.ports.iter().flat_map(|p| [p.port, p.target_port])).collect();
+    let named: Vec<u16> = state.policy.pods.values().flat_map(|p| p.ports.iter().map(|n| n.port)).collect();
+    if !named.is_empty() && rng.gen_bool(0.2) {
+        return *named.choose(rng).unwrap();
+    }
     match rng.gen_range(0..6) {
         0 | 1 if !declared.is_empty() => *declared.choose(rng).unwrap(),
         2 => 53,
@@ -260,7 +496,7 @@ pub struct Case {
 /// A random frame at a random ingress.
 pub fn case(rng: &mut StdRng, state: &State, ports: &Ports) -> Case {
     let mut ingress = ingress(rng, state, ports);
-    let mut frame = match rng.gen_range(0..22) {
+    let mut frame = match rng.gen_range(0..25) {
         0..=3 => arp(rng, state, ingress),
         4..=14 => ipv4(rng, state, ingress),
         18 => vxlan_inside(rng, state, ingress),
@@ -269,6 +505,7 @@ pub fn case(rng: &mut StdRng, state: &State, ports: &Ports) -> Case {
             let tracked = match kind {
                 15 | 16 => reply(rng, state),
                 17 => later_fragment(rng, state),
+                22..=24 => policy_reply(rng, state),
                 _ => client_packet(rng, state),
             };
             match tracked {
@@ -390,7 +627,8 @@ fn ipv4(rng: &mut StdRng, state: &State, ingress: Ingress) -> Vec<u8> {
         Some(service) if rng.gen_bool(0.25) => service.cluster_ip,
         _ => address(rng, state),
     };
-    let any_protocol = *[IPPROTO_TCP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDP, IPPROTO_ICMP, 47].choose(rng).unwrap();
+    let any_protocol =
+        *[IPPROTO_TCP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_SCTP, 47].choose(rng).unwrap();
     let (protocol, dport) = match state.services.iter().find(|s| s.cluster_ip == dst) {
         Some(s) if rng.gen_bool(0.8) => {
             let declared = s.ports.choose(rng).unwrap();
@@ -433,8 +671,17 @@ fn transport(rng: &mut StdRng, ip: &Ip, sport: u16, dport: u16, payload: &[u8]) 
             Some(6)
         }
         IPPROTO_ICMP => {
-            l4.extend_from_slice(&[8, 0, 0, 0]);
-            l4.extend_from_slice(&rng.gen::<[u8; 4]>());
+            l4.extend_from_slice(&[*[8, 0, 8, 3].choose(rng).unwrap(), 0, 0, 0]);
+            // Identifiers the tracked echoes use, mostly.
+            l4.extend_from_slice(&rng.gen_range(0u16..6).to_be_bytes());
+            l4.extend_from_slice(&rng.gen::<[u8; 2]>());
+            None
+        }
+        IPPROTO_SCTP => {
+            l4.extend_from_slice(&sport.to_be_bytes());
+            l4.extend_from_slice(&dport.to_be_bytes());
+            // Verification tag and CRC32c: nothing here checks them.
+            l4.extend_from_slice(&rng.gen::<[u8; 8]>());
             None
         }
         _ => None,
@@ -529,6 +776,69 @@ fn reply(rng: &mut StdRng, state: &State) -> Option<(Ipv4Addr, Vec<u8>)> {
     let sport = if rng.gen_bool(0.9) { c.endpoint.1 } else { rng.gen() };
     let l4 = transport(rng, &ip, sport, to_port, b"reply");
     Some((ip.src, ip_frame(rng, &ip, &l4)))
+}
+
+/// A packet of a connection policies let through: its reply (or a near miss), or an
+/// ICMP error about it from its destination; and its source.
+fn policy_reply(rng: &mut StdRng, state: &State) -> Option<(Ipv4Addr, Vec<u8>)> {
+    let flow = *state.policy.connections.choose(rng)?;
+    let reply = flow.reversed();
+    if rng.gen_bool(0.7) {
+        let ip = Ip {
+            src: reply.src.0,
+            dst: reply.dst.0,
+            protocol: reply.protocol,
+            id: rng.gen_range(0..4),
+            more_fragments: false,
+            offset_units: 0,
+            options: 0,
+        };
+        let (sport, dport) = if rng.gen_bool(0.9) { (reply.src.1, reply.dst.1) } else { (rng.gen(), reply.dst.1) };
+        let l4 = if ip.protocol == IPPROTO_ICMP {
+            let mut echo = vec![0, 0, 0, 0];
+            echo.extend_from_slice(&sport.to_be_bytes());
+            echo.extend_from_slice(&[0, 1]);
+            let sum = checksum(&echo);
+            echo[2..4].copy_from_slice(&sum.to_be_bytes());
+            echo
+        } else {
+            transport(rng, &ip, sport, dport, b"reply")
+        };
+        return Some((ip.src, ip_frame(rng, &ip, &l4)));
+    }
+    // Destination unreachable from the flow's destination, quoting its first packet.
+    let quoted_ip = Ip {
+        src: flow.src.0,
+        dst: flow.dst.0,
+        protocol: flow.protocol,
+        id: 0,
+        more_fragments: false,
+        offset_units: 0,
+        options: 0,
+    };
+    let quoted_l4 = if flow.protocol == IPPROTO_ICMP {
+        let mut echo = vec![8, 0, 0, 0];
+        echo.extend_from_slice(&flow.src.1.to_be_bytes());
+        echo.extend_from_slice(&[0, 1]);
+        echo
+    } else {
+        transport(rng, &quoted_ip, flow.src.1, flow.dst.1, b"")
+    };
+    let quoted = ip_frame(rng, &quoted_ip, &quoted_l4);
+    let mut icmp = vec![3, *[1, 3, 13].choose(rng).unwrap(), 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&quoted[ETH_LEN..(ETH_LEN + 28).min(quoted.len())]);
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let ip = Ip {
+        src: if rng.gen_bool(0.8) { flow.dst.0 } else { state.node.gateway() },
+        dst: flow.src.0,
+        protocol: IPPROTO_ICMP,
+        id: 0,
+        more_fragments: false,
+        offset_units: 0,
+        options: 0,
+    };
+    Some((ip.src, ip_frame(rng, &ip, &icmp)))
 }
 
 /// A fragment after the first, of a datagram whose first fragment was tracked (mostly),

@@ -7,6 +7,7 @@
 pub mod generate;
 pub mod packet;
 pub mod pipeline;
+pub mod policy;
 pub mod state;
 
 pub use pipeline::{pipeline, Delivery, Ingress, Out, Verdict};

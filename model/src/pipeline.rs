@@ -6,7 +6,8 @@
 use std::net::Ipv4Addr;
 
 use crate::packet::{self, Arp, Ipv4, Translation, L3};
-use crate::state::{Connection, State, IPPROTO_UDP};
+use crate::policy::{self, Direction, Flow};
+use crate::state::{Connection, Mode, State, IPPROTO_UDP};
 
 /// Where a frame enters the pipeline (OpenShift's in_port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +87,8 @@ impl Pass<'_> {
             return Verdict::Drop("T20 spoofed");
         }
         let Some(vnid) = self.state.vnid(pod.project) else { return Verdict::Drop("T20 project without VNID") };
+        // ovs-subnet: every pod is global.
+        let vnid = if self.state.mode == Mode::Subnet { 0 } else { vnid };
         self.table30(l3, vnid, self.state.is_endpoint(pod.ip))
     }
 
@@ -126,7 +129,7 @@ impl Pass<'_> {
             L3::Arp(a) => self.out(self.route_arp(a, src_vnid)),
             L3::Ipv4(ip) => {
                 if may_be_reply {
-                    if let Some(verdict) = self.service_reply(&ip) {
+                    if let Some(verdict) = self.service_reply(&ip, src_vnid) {
                         return verdict;
                     }
                 }
@@ -183,8 +186,12 @@ impl Pass<'_> {
         Ok(Out::Pod(pod.ifindex))
     }
 
-    /// Table 80, the isolation predicate (spec §5.1 step 4).
+    /// Table 80, the isolation predicate (spec §5.1 step 4); ovs-subnet delivers
+    /// everything (its single priority-200 rule), networkpolicy judges at the output.
     fn table80(&self, ip: &Ipv4, src_vnid: u32, dst_vnid: u32) -> Result<(), &'static str> {
+        if self.state.mode != Mode::Multitenant {
+            return Ok(());
+        }
         let admitted = ip.src == self.gateway() || src_vnid == 0 || dst_vnid == 0 || src_vnid == dst_vnid;
         admitted.then_some(()).ok_or("T80 isolated")
     }
@@ -200,9 +207,10 @@ impl Pass<'_> {
     }
 
     /// Table 60: service isolation per declared port (the ClusterIP alone for later
-    /// fragments); global sources skip the check.
+    /// fragments); global sources skip the check, and services are isolated only in
+    /// multitenant mode (the others judge the translated packet by the endpoint's pod).
     fn table60(&self, ip: &Ipv4, src_vnid: u32) -> Verdict {
-        if src_vnid != 0 {
+        if src_vnid != 0 && self.state.mode == Mode::Multitenant {
             let project = if ip.later_fragment {
                 self.state.service_by_ip(ip.dst).map(|s| s.project)
             } else {
@@ -216,7 +224,7 @@ impl Pass<'_> {
                 return Verdict::Drop(why);
             }
         }
-        self.table61(ip)
+        self.table61(ip, src_vnid)
     }
 
     /// The ports of a packet, from the first fragment's record for later fragments.
@@ -231,7 +239,7 @@ impl Pass<'_> {
     /// Table 61: the service translation (kube-proxy's DNAT, done here). A tracked
     /// connection keeps its endpoint while the service still lists it, or while a TCP
     /// connection's endpoint drains; otherwise any listed endpoint may be chosen.
-    fn table61(&self, ip: &Ipv4) -> Verdict {
+    fn table61(&self, ip: &Ipv4, src_vnid: u32) -> Verdict {
         let Some((sport, dport)) = self.ports(ip) else { return Verdict::Drop("T61 no ports") };
         let Some((service, port)) = self.state.service_port(ip.dst, ip.protocol, dport) else {
             return Verdict::Drop("T61 no service port");
@@ -249,7 +257,7 @@ impl Pass<'_> {
             .into_iter()
             .map(|endpoint| {
                 let source = if endpoint.0 == ip.src { (self.gateway(), sport) } else { client };
-                self.deliver_translated(ip, Translation { src: source, dst: endpoint }, false)
+                self.deliver_translated(ip, Translation { src: source, dst: endpoint }, false, src_vnid)
             })
             .collect();
         choices.dedup();
@@ -262,18 +270,21 @@ impl Pass<'_> {
 
     /// A reply of a tracked service connection gets the service address back (table
     /// 30's reply rule).
-    fn service_reply(&self, ip: &Ipv4) -> Option<Verdict> {
+    fn service_reply(&self, ip: &Ipv4, src_vnid: u32) -> Option<Verdict> {
         let (sport, dport) = self.ports(ip)?;
         let c: &Connection = self.state.connection_from_endpoint(ip.protocol, (ip.src, sport), (ip.dst, dport))?;
-        Some(self.deliver_translated(ip, Translation { src: c.service, dst: c.client }, true))
+        Some(self.deliver_translated(ip, Translation { src: c.service, dst: c.client }, true, src_vnid))
     }
 
     /// A translated packet continues as the host's masqueraded packet did in OpenShift:
     /// global (VNI 0, no isolation check), to its new destination. Endpoints are in the
     /// cluster network (the controller refuses others); a reply may go to a client
     /// outside it (routed to the node by an external router, spec §5 case 22): the host
-    /// sends it on.
-    fn deliver_translated(&self, ip: &Ipv4, to: Translation, reply: bool) -> Verdict {
+    /// sends it on. In networkpolicy mode it keeps the client's VNID (the endpoint's
+    /// node judges it by the client) and policies judge it as translated; a reply of a
+    /// translated connection passes (the connection was judged).
+    fn deliver_translated(&self, ip: &Ipv4, to: Translation, reply: bool, src_vnid: u32) -> Verdict {
+        let vni = if self.state.mode == Mode::NetworkPolicy { src_vnid } else { 0 };
         let node = &self.state.node;
         let dst = to.dst.0;
         let routed = if dst == self.gateway() {
@@ -281,7 +292,7 @@ impl Pass<'_> {
         } else if node.local.contains(dst) {
             self.state.pod_by_ip(dst).map(|p| Out::Pod(p.ifindex)).ok_or("T70 no pod")
         } else if self.in_cluster(dst) {
-            self.state.remote_node_for(dst).map(|n| Out::Tunnel { node_ip: n.node_ip, vni: 0 }).ok_or("T90 no node")
+            self.state.remote_node_for(dst).map(|n| Out::Tunnel { node_ip: n.node_ip, vni }).ok_or("T90 no node")
         } else if reply {
             Ok(Out::Tun0)
         } else {
@@ -294,6 +305,10 @@ impl Pass<'_> {
                 Verdict::Drop("output to the ingress port")
             }
             Ok(out) => {
+                let flow = Flow { protocol: ip.protocol, src: to.src, dst: to.dst };
+                if let Err(why) = self.policy_allows(out, ip, Some(flow), reply) {
+                    return Verdict::Drop(why);
+                }
                 let to_pod = !matches!(out, Out::Tun0);
                 Verdict::Deliver(Delivery { out, frame: packet::translate(self.frame, ip, to, to_pod) })
             }
@@ -306,9 +321,80 @@ impl Pass<'_> {
     fn out(&self, routed: Result<Out, &'static str>) -> Verdict {
         match routed {
             Ok(out) if self.is_ingress(out) => Verdict::Drop("output to the ingress port"),
-            Ok(out) => Verdict::Deliver(Delivery { out, frame: self.frame.to_vec() }),
+            Ok(out) => {
+                if let L3::Ipv4(ip) = packet::parse(self.frame) {
+                    let ports = if ip.later_fragment {
+                        self.state.fragment_ports(ip.src, ip.dst, ip.id, ip.protocol)
+                    } else {
+                        Some(policy::first_fragment_ports(self.frame, &ip))
+                    };
+                    let flow = ports.map(|(sport, dport)| Flow {
+                        protocol: ip.protocol,
+                        src: (ip.src, sport),
+                        dst: (ip.dst, dport),
+                    });
+                    if let Err(why) = self.policy_allows(out, &ip, flow, false) {
+                        return Verdict::Drop(why);
+                    }
+                }
+                Verdict::Deliver(Delivery { out, frame: self.frame.to_vec() })
+            }
             Err(why) => Verdict::Drop(why),
         }
+    }
+
+    /// networkpolicy mode: whether policies let an IPv4 packet the tables send to `out`
+    /// go (`flow`: as it leaves, `None` if its ports are unknown; `reply`: a service's
+    /// reply translated back). The sending pod's egress policies (for a packet from a
+    /// pod port) and the receiving local pod's ingress policies, after a service's
+    /// translation.
+    fn policy_allows(&self, out: Out, ip: &Ipv4, flow: Option<Flow>, reply: bool) -> Result<(), &'static str> {
+        if self.state.mode != Mode::NetworkPolicy || reply {
+            return Ok(());
+        }
+        let policies = &self.state.policy;
+        let ports_known = flow.is_some();
+        let flow = flow.unwrap_or(Flow { protocol: ip.protocol, src: (ip.src, 0), dst: (ip.dst, 0) });
+        let node = &self.state.node;
+        // Traffic from the node always reaches its pods.
+        if flow.src.0 == self.gateway() {
+            return Ok(());
+        }
+        let source = match self.ingress {
+            Ingress::Pod(port) => self.state.pod_by_port(port).and_then(|p| policies.pods.get(&p.ip)),
+            _ => None,
+        };
+        let destination = match out {
+            Out::Pod(port) => match self.state.pod_by_port(port).map(|p| policies.pods.get(&p.ip)) {
+                Some(Some(info)) => Some(info),
+                // A local pod whose labels are not known yet receives nothing.
+                _ => return Err("T80 pod without identity"),
+            },
+            _ => None,
+        };
+        // A pod always reaches its own node.
+        let to_node = flow.dst.0 == self.gateway() || flow.dst.0 == node.node_ip;
+        let egress = source.filter(|s| !to_node && policies.isolated(s, Direction::Egress));
+        let ingress = destination.filter(|d| policies.isolated(d, Direction::Ingress));
+        if egress.is_none() && ingress.is_none() {
+            return Ok(());
+        }
+        // A reply of a connection policies let through, or an ICMP error about one.
+        let original = match policy::icmp_error_about(self.frame, ip) {
+            Some(quoted) => Some(quoted),
+            None if ports_known && !policy::is_icmp_error(self.frame, ip) => Some(flow.reversed()),
+            None => None,
+        };
+        if original.is_some_and(|o| policies.tracked(&o)) {
+            return Ok(());
+        }
+        if egress.is_some_and(|s| !policies.allows(s, Direction::Egress, &flow, ports_known)) {
+            return Err("T80 egress not allowed");
+        }
+        if ingress.is_some_and(|d| !policies.allows(d, Direction::Ingress, &flow, ports_known)) {
+            return Err("T80 ingress not allowed");
+        }
+        Ok(())
     }
 
     fn is_ingress(&self, out: Out) -> bool {

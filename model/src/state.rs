@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use crate::policy::Policies;
+
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
@@ -137,8 +139,24 @@ pub struct Fragmented {
     pub ports: (u16, u16),
 }
 
+/// The network plugin (`NodeConfig.mode`): what table 80 decides with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// `ovs-multitenant`: projects isolated by VNID.
+    #[default]
+    Multitenant,
+    /// `ovs-subnet`: flat; pods send VNI 0, table 80 delivers everything.
+    Subnet,
+    /// `ovs-networkpolicy`: VNIDs on the wire, isolation by NetworkPolicies
+    /// (`crate::policy`), judged once the output is known.
+    NetworkPolicy,
+}
+
 #[derive(Clone, Debug)]
 pub struct State {
+    pub mode: Mode,
+    /// Namespaces, pods' labels and ports, NetworkPolicies, allowed connections.
+    pub policy: Policies,
     pub node: Node,
     pub pods: Vec<Pod>,
     /// Project id -> VNID (NetNamespace.netid); `default` and global projects have 0.

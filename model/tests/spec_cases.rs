@@ -22,6 +22,8 @@ fn ip(s: &str) -> Ipv4Addr {
 /// Node 1 owns 10.128.0.0/23; node 2 (192.168.1.2) owns 10.128.2.0/23.
 fn state() -> State {
     State {
+        mode: Mode::Multitenant,
+        policy: Default::default(),
         node: Node {
             cluster: Net::new(ip("10.128.0.0"), 14),
             local: Net::new(ip("10.128.0.0"), 23),

@@ -329,6 +329,9 @@ mod tests {
             (0, 80, "XDP_DENIED"),
             (0, 81, "XDP_MALFORMED"),
             (10, 82, "XDP_UNKNOWN_NODE"),
+            (80, 63, "TO_GW"),
+            (80, 64, "TO_NODE_IP"),
+            (80, 65, "SUBNET"),
         ];
         let node_wide: Vec<(u8, u32, &str)> =
             rules().filter(|r| r.scope == Scope::Node).map(|r| (r.table, r.id, r.name)).collect();

@@ -3,7 +3,8 @@
 //! one place a mode plugs in (OpenShift's `osdnPolicy`):
 //! - `ovs-multitenant`: deliver iff the source is the gateway, either VNID is 0
 //!   (global), or both VNIDs are equal;
-//! - `ovs-subnet`: every pod's reg0 is 0 (table 20), so everything is delivered;
+//! - `ovs-subnet`: everything is delivered (every pod's reg0 is 0 too, table 20, so
+//!   its packets cross the tunnel with VNI 0);
 //! - `ovs-networkpolicy`: NetworkPolicies (`oxsdn_common::policy`): a pod no policy
 //!   selects for a direction is open in that direction; a selected one exchanges only
 //!   what some rule of a selecting policy allows, plus the replies of connections it was
@@ -33,14 +34,20 @@ use crate::{
 crate::rules! {
     table 80;
     node FROM_GW = 23, priority 300, "ip,nw_src={GW}" => "output:NXM_NX_REG2[]";
-    node SRC_GLOBAL = 24, priority 200, "reg0=0" => "output:NXM_NX_REG2[]";
-    node DST_GLOBAL = 25, priority 200, "reg1=0" => "output:NXM_NX_REG2[]";
+    node SRC_GLOBAL = 24, priority 200, "mode=multitenant,reg0=0" => "output:NXM_NX_REG2[]";
+    node DST_GLOBAL = 25, priority 200, "mode=multitenant,reg1=0" => "output:NXM_NX_REG2[]";
     node SAME_VNID = 26, priority 100, "reg0=reg1" => "output:NXM_NX_REG2[]";
     node ISOLATED = 27, priority 0, "" => "drop";
     /// networkpolicy: a reply (or an ICMP error) of a connection policies let through.
     node POLICY_REPLY = 57, priority 250, "ip,ct_state=+est+rpl,policy" => "output:NXM_NX_REG2[]";
     /// networkpolicy: no policy selects the source for egress.
     node EGRESS_OPEN = 58, priority 200, "ip,policy=egress,isolated=no" => "resubmit";
+    /// networkpolicy: a pod always reaches its own node (Kubernetes' rule), by the
+    /// gateway or the node's address.
+    node TO_GW = 63, priority 200, "ip,policy=egress,nw_dst={GW}" => "resubmit";
+    node TO_NODE_IP = 64, priority 200, "ip,policy=egress,nw_dst={NODEIP}" => "resubmit";
+    /// ovs-subnet: everything is delivered (OpenShift's single table-80 rule).
+    node SUBNET = 65, priority 400, "mode=subnet" => "output:NXM_NX_REG2[]";
     /// networkpolicy: no policy selects the destination for ingress.
     node INGRESS_OPEN = 59, priority 200, "ip,policy=ingress,isolated=no" => "output:NXM_NX_REG2[]";
     /// networkpolicy: the destination pod has no identity yet (its labels are not in
@@ -48,10 +55,10 @@ crate::rules! {
     node NO_IDENTITY = 60, priority 150, "ip,policy=ingress,identity=none" => "drop";
     /// networkpolicy: the connection tables have no room to let its replies through.
     node TRACKING_FULL = 61, priority 150, "ip,ct_state=+new,policy,ct_table=full" => "drop";
-    policy ALLOW_INGRESS = 0, priority 100, "ip,policy=ingress,policy_name={POLICY}" => "ct(commit),output:NXM_NX_REG2[]";
-    policy ALLOW_EGRESS = 1, priority 100, "ip,policy=egress,policy_name={POLICY}" => "ct(commit),resubmit";
-    policy DENY_INGRESS = 2, priority 0, "ip,policy=ingress,isolated_by={POLICY}" => "drop";
-    policy DENY_EGRESS = 3, priority 0, "ip,policy=egress,isolated_by={POLICY}" => "drop";
+    policy ALLOW_INGRESS = 0, priority 110, "ip,policy=ingress,policy_name={POLICY}" => "ct(commit),output:NXM_NX_REG2[]";
+    policy ALLOW_EGRESS = 1, priority 110, "ip,policy=egress,policy_name={POLICY}" => "ct(commit),resubmit";
+    policy DENY_INGRESS = 2, priority 100, "ip,policy=ingress,isolated_by={POLICY}" => "drop";
+    policy DENY_EGRESS = 3, priority 100, "ip,policy=egress,isolated_by={POLICY}" => "drop";
 }
 
 /// Whether a packet from reg0 may reach a local pod with VNID `reg1`.
@@ -62,7 +69,11 @@ pub fn table80<E: Env>(p: &mut Packet<E>, ip: &Ipv4, reg1: u32) -> bool {
     match p.cfg.mode {
         // Judged at the output (`at_output`).
         mode::NETWORKPOLICY => true,
-        // Subnet mode loads reg0 = 0 for every pod: the multitenant predicate passes all.
+        // Whatever the VNI a packet came with over the tunnel.
+        mode::SUBNET => {
+            p.count(SUBNET);
+            true
+        }
         // An unknown mode isolates like multitenant.
         _ => multitenant(p, ip, reg1),
     }
@@ -150,7 +161,10 @@ fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
     }
     let frame = p.frame;
     let ip = &frame.ipv4;
-    let Some(t) = tuple(p, ip) else { return false };
+    // A later fragment whose first was not seen has no ports: only a rule for every
+    // protocol and port allows it (protocol 0 is in no port range), and it starts no
+    // connection. Between pods no policy isolates, it passes.
+    let t = tuple(p, ip).unwrap_or(Tuple { src: ip.src, dst: ip.dst, proto: 0, sport: 0, dport: 0 });
     let t = &t;
     let closing = ip.closes();
     let dst_slot = (dst_slot != NOT_LOCAL).then_some(dst_slot);
@@ -198,7 +212,11 @@ fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
         }
     }
     if p.src_identity != 0 {
-        if !egress_isolated {
+        if t.dst == p.cfg.gateway {
+            p.count(TO_GW);
+        } else if t.dst == p.cfg.node_ip {
+            p.count(TO_NODE_IP);
+        } else if !egress_isolated {
             p.count(EGRESS_OPEN);
         } else if !allows(p, p.src_identity, EGRESS, dst_identity, t.dst, t, ALLOW_EGRESS) {
             p.count_policy_drop(src_policy.egress_slot, DENY_EGRESS);
@@ -219,6 +237,7 @@ fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
         || (dst_slot.is_some() && dst_policy.isolated & EGRESS != 0);
     let forward = flow(t);
     if replies_judged
+        && t.proto != 0
         && !p.env.policy_connection(&forward, closing)
         && ((p.cfg.ct_quota != 0 && p.env.share(p.owner) >= p.cfg.ct_quota)
             || !p.env.track_policy_connection(&forward, p.owner))

@@ -36,8 +36,7 @@ pub const NOT_CHECKED: &[(&str, &str)] = &[
     ("output", "the outcome of the output (table 254)"),
     ("nw_dst:tp_dst", "the cluster store's endpoints"),
     ("tp_dst=cluster_store", "the cluster store's endpoints"),
-    ("mode", "the network plugin mode (the differential test's nodes are multitenant)"),
-    ("policy", "which NetworkPolicy direction the packet is judged in"),
+    ("policy=ingress", "whether the packet goes to a local pod: a trace records no output for a refused one"),
     ("isolated", "whether a NetworkPolicy selects the pod"),
     ("identity", "whether the pod's labels are known to the policy maps"),
     ("policy_name", "the NetworkPolicy rules that allow the packet"),
@@ -74,6 +73,8 @@ pub struct Context<'a> {
     /// Whether the frame is at the underlay device's XDP hook (`hook=xdp`, the
     /// prefilter) rather than at a TC hook.
     pub xdp: bool,
+    /// The network plugin: `multitenant`, `subnet` or `networkpolicy`.
+    pub mode: &'a str,
 }
 
 /// A parsed match text: the conditions it is the conjunction of.
@@ -120,6 +121,12 @@ enum Condition {
     Unconfigured,
     /// `hook=xdp`.
     XdpHook,
+    /// `mode=a|b`: the network plugin is one of these.
+    Mode(Vec<String>),
+    /// `policy`: NetworkPolicies judge the packet (networkpolicy mode, IPv4).
+    Policy,
+    /// `policy=egress`: judged by its source pod's egress policies (from a pod port).
+    PolicyEgress,
 }
 
 impl RuleText {
@@ -158,6 +165,9 @@ impl RuleText {
                 }
                 ("config", "none") => Condition::Unconfigured,
                 ("hook", "xdp") => Condition::XdpHook,
+                ("mode", modes) if !modes.is_empty() => Condition::Mode(modes.split('|').map(str::to_owned).collect()),
+                ("policy", "") => Condition::Policy,
+                ("policy", "egress") => Condition::PolicyEgress,
                 _ => return Err(format!("{item:?} in {text:?} is neither evaluated nor listed as not checked")),
             };
             rule.conditions.push(condition);
@@ -203,6 +213,11 @@ impl RuleText {
                 Condition::VlanTci { value, mask } => vlan_tci(frame) & mask == value & mask,
                 Condition::Unconfigured => !context.configured,
                 Condition::XdpHook => context.xdp,
+                Condition::Mode(modes) => modes.iter().any(|m| m == context.mode),
+                Condition::Policy => context.mode == NETWORKPOLICY && ip.is_some(),
+                Condition::PolicyEgress => {
+                    context.mode == NETWORKPOLICY && ip.is_some() && !matches!(context.in_port, "tun0" | "vxlan0")
+                }
             };
             if !holds {
                 return Ok(false);
@@ -211,6 +226,9 @@ impl RuleText {
         Ok(true)
     }
 }
+
+/// The `mode` of networkpolicy nodes.
+const NETWORKPOLICY: &str = "networkpolicy";
 
 /// IP protocol numbers of the protocol keywords.
 mod packet_protocol {
@@ -272,6 +290,7 @@ mod tests {
             reg1: Some(10),
             configured: true,
             xdp: false,
+            mode: "multitenant",
         }
     }
 
@@ -359,6 +378,13 @@ mod tests {
         assert!(!matches("hook=xdp,in_port=eth0,udp", &frame, &context("eth0")));
         assert!(matches("hook=xdp,in_port=eth0,udp", &frame, &underlay));
         assert!(!matches("vlan_tci=0x1000/0x1000", &frame, &tunnel));
+        assert!(matches("mode=multitenant|subnet", &frame, &tunnel));
+        assert!(!matches("mode=subnet|networkpolicy", &frame, &tunnel));
+        assert!(!matches("ip,policy", &frame, &tunnel));
+        let policy = Context { mode: "networkpolicy", ..c };
+        assert!(matches("ip,policy", &frame, &policy));
+        assert!(matches("ip,policy=egress", &frame, &policy));
+        assert!(!matches("ip,policy=egress", &frame, &Context { in_port: "tun0", ..policy }));
         let mut tagged = frame[..12].to_vec();
         tagged.extend([0x81, 0x00, 0x00, 0x05]);
         tagged.extend(&frame[12..]);

@@ -10,25 +10,41 @@
 //! first state's seed (default: random, printed). Each state's frames come from the
 //! state's own seed, so a failure is replayed with the seed it prints.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
-use oxsdn_common::{trace::MODE_TEST_INPUT, PodEntry, ProjectEntry, MAX_POD_SLOTS, MAX_PROJECT_SLOTS};
+use k8s_openapi::{
+    api::networking::v1::{
+        NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use oxsdn_common::{
+    mode, policy::PolicyConnection, trace::MODE_TEST_INPUT, FlowKey, PodEntry, ProjectEntry, MAX_POD_SLOTS,
+    MAX_PROJECT_SLOTS,
+};
+use oxsdn_controller::policy::{NamedPort, NetworkPolicyRecord, NAMESPACE_NAME_LABEL};
 use oxsdn_dataplane::{
     entries::{self, Networks, NodeAddresses, NodeSettings, ProjectRef},
     flows::{self, Flow, RuleRef},
     loader::Programs,
     maps::{ip_key, monotonic_ns, NodeMaps},
+    policy::{
+        self as engine,
+        compile::{compile, Compiled, Numbering, PodView},
+    },
     test_run::TestRun,
     tracer::{self as trace, Output, Packet, Proto, TestPrograms, Trace, Tracer, TC_ACT_REDIRECT, TC_ACT_SHOT},
 };
 use oxsdn_model::generate::{self, Case, Ports};
 use oxsdn_model::packet::{self, L3};
+use oxsdn_model::policy::{NamedPort as ModelNamedPort, PodInfo, Policies, Policy, IPPROTO_SCTP};
 use oxsdn_model::state::{
-    Connection, Draining, Pod, Service, ServicePort as ModelServicePort, IPPROTO_TCP, IPPROTO_UDP,
+    Connection, Draining, Mode, Net, Pod, RemoteNode, Service, ServicePort as ModelServicePort, IPPROTO_TCP,
+    IPPROTO_UDP,
 };
 use oxsdn_model::{pipeline, Delivery, Ingress, Out, State, Verdict};
 use oxsdn_tests::{
@@ -81,6 +97,7 @@ fn regressions() -> Result<()> {
         let mut rng = StdRng::seed_from_u64(0);
         let port = harness.ports[0];
         let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
+        state.mode = Mode::Multitenant;
         let (pod, gateway, service) = (state.node.local.nth(2), state.node.gateway(), state.node.service.nth(10));
         state.pods = vec![Pod { ip: pod, ifindex: port, project: 1 }];
         state.projects.insert(1, 10);
@@ -133,6 +150,133 @@ fn regressions() -> Result<()> {
     Ok(())
 }
 
+/// NetworkPolicy and subnet cases the random test found, pinned, with Kubernetes'
+/// verdicts: the programs got each wrong before their fix. Pods a and b (namespace x)
+/// and c (namespace z) here, r (namespace y) on another node.
+#[test]
+fn policy_regressions() -> Result<()> {
+    let disagreements = in_sandbox("diffpol", |harness| {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
+        let (local, cluster) = (state.node.local, state.node.cluster);
+        let remote_subnet =
+            Net::new(cluster.nth(if local.addr == cluster.addr { local.size() } else { 0 }), local.prefix);
+        state.remote_nodes = vec![RemoteNode { subnet: remote_subnet, node_ip: Ipv4Addr::new(192, 168, 101, 1) }];
+        let (a, b, c, r) = (local.nth(2), local.nth(3), local.nth(4), remote_subnet.nth(2));
+        let [port_a, port_b, port_c] = [harness.ports[0], harness.ports[1], harness.ports[2]];
+        state.projects = BTreeMap::from([(1, 10), (2, 11)]);
+        state.pods = vec![
+            Pod { ip: a, ifindex: port_a, project: 1 },
+            Pod { ip: b, ifindex: port_b, project: 1 },
+            Pod { ip: c, ifindex: port_c, project: 2 },
+        ];
+        (state.services, state.connections, state.fragments) = (Vec::new(), Vec::new(), Vec::new());
+        let labels = |app: &str| BTreeMap::from([("app".to_string(), app.to_string())]);
+        let pod = |namespace: &str, app: &str, ports: Vec<ModelNamedPort>| PodInfo {
+            namespace: namespace.into(),
+            labels: labels(app),
+            ports,
+        };
+        let serve = |port| vec![ModelNamedPort { name: "serve-81".into(), port, protocol: IPPROTO_TCP }];
+        let selecting = |app: &str| Some(LabelSelector { match_labels: Some(labels(app)), ..Default::default() });
+        state.policy = Policies {
+            namespaces: ["x", "y", "z"]
+                .map(|n| (n.to_string(), BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), n.to_string())])))
+                .into(),
+            pods: BTreeMap::from([
+                (a, pod("x", "a", Vec::new())),
+                (b, pod("x", "b", serve(81))),
+                (c, pod("z", "c", Vec::new())),
+                (r, pod("y", "r", serve(8081))),
+            ]),
+            policies: vec![
+                // a may send only to named ports "serve-81", to anyone.
+                Policy {
+                    namespace: "x".into(),
+                    name: "egress-named".into(),
+                    spec: NetworkPolicySpec {
+                        pod_selector: selecting("a"),
+                        policy_types: Some(vec!["Egress".into()]),
+                        egress: Some(vec![NetworkPolicyEgressRule {
+                            to: None,
+                            ports: Some(vec![NetworkPolicyPort {
+                                port: Some(IntOrString::String("serve-81".into())),
+                                protocol: None,
+                                end_port: None,
+                            }]),
+                        }]),
+                        ingress: None,
+                    },
+                },
+                // b accepts only a; `egress: []` without policyTypes isolates no egress.
+                Policy {
+                    namespace: "x".into(),
+                    name: "ingress-from-a".into(),
+                    spec: NetworkPolicySpec {
+                        pod_selector: selecting("b"),
+                        policy_types: None,
+                        ingress: Some(vec![NetworkPolicyIngressRule {
+                            from: Some(vec![NetworkPolicyPeer { pod_selector: selecting("a"), ..Default::default() }]),
+                            ports: None,
+                        }]),
+                        egress: Some(Vec::new()),
+                    },
+                },
+            ],
+            connections: Vec::new(),
+        };
+        let (gateway, node_ip) = (state.node.gateway(), state.node.node_ip);
+        let udp = |src, dst, dport| Packet::new(Proto::Udp, src, dst).ports(40000, dport).frame();
+        let tcp = |src, dst, dport| Packet::new(Proto::Tcp, src, dst).ports(40000, dport).frame();
+        let later_fragment = |src, dst| {
+            let mut frame = udp(src, dst, 81);
+            frame[packet::ETH_LEN + 6..packet::ETH_LEN + 8].copy_from_slice(&16u16.to_be_bytes());
+            frame
+        };
+        let tunnel = Ingress::Tunnel { src: Ipv4Addr::new(192, 168, 101, 1), vni: 11 };
+        let cases = [
+            // A rule without peers allows a named port of any destination pod (was
+            // dropped: the name was resolved against no pod).
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, b, 81), true),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, r, 8081), true),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, r, 81), false),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), udp(a, r, 8081), false),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, b, 80), false),
+            // A pod always reaches its own node (was dropped by a's egress policy).
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), tcp(a, gateway, 22), true),
+            (Mode::NetworkPolicy, Ingress::Pod(port_a), udp(a, node_ip, 53), true),
+            // `egress: []` and no policyTypes: b's egress is open (was isolated).
+            (Mode::NetworkPolicy, Ingress::Pod(port_b), tcp(b, r, 443), true),
+            (Mode::NetworkPolicy, tunnel, tcp(r, b, 80), false),
+            // A later fragment whose first was not seen, between pods no policy isolates
+            // for it (was dropped).
+            (Mode::NetworkPolicy, tunnel, later_fragment(r, c), true),
+            (Mode::NetworkPolicy, tunnel, later_fragment(r, b), false),
+            // Subnet mode delivers whatever VNI the tunnel carries (was isolated by it).
+            (Mode::Subnet, tunnel, tcp(r, c, 80), true),
+            (Mode::Subnet, Ingress::Tunnel { src: Ipv4Addr::new(192, 168, 101, 1), vni: 77 }, tcp(r, a, 80), true),
+        ];
+        let mut found = Vec::new();
+        for (index, (mode, ingress, frame, delivered)) in cases.into_iter().enumerate() {
+            if state.mode != mode {
+                state.mode = mode;
+                harness.load(&state)?;
+            }
+            let case = Case { ingress, frame };
+            let expected = pipeline(&state, case.ingress, &case.frame);
+            assert_eq!(
+                !matches!(expected, Verdict::Drop(_)),
+                delivered,
+                "policy regression {index}: the model's verdict {expected:?}"
+            );
+            found.extend(harness.check(&state, &case, &format!("policy regression {index}"))?);
+        }
+        Ok(found)
+    })?;
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    Ok(())
+}
+
 /// Tracked connections to an endpoint that left its service, each kind, with drain
 /// windows on the kernel's clock: TCP keeps the endpoint while the window is open and
 /// chooses again once it ended; UDP chooses again at once; new connections never pick
@@ -144,6 +288,7 @@ fn draining_endpoints() -> Result<()> {
     let disagreements = in_sandbox("diffdrain", |harness| {
         let mut rng = StdRng::seed_from_u64(1);
         let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
+        state.mode = Mode::Multitenant;
         let local = state.node.local;
         let (client, serving, leaving, service) =
             (local.nth(2), local.nth(3), local.nth(4), state.node.service.nth(10));
@@ -210,6 +355,7 @@ fn full_connection_tables_refuse_new_connections_and_keep_every_entry() -> Resul
     let disagreements = in_sandbox("diffct", |harness| {
         let mut rng = StdRng::seed_from_u64(2);
         let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
+        state.mode = Mode::Multitenant;
         let local = state.node.local;
         let (client, endpoint, service) = (local.nth(2), local.nth(3), state.node.service.nth(10));
         state.pods = vec![
@@ -313,7 +459,7 @@ impl Drop for PinDir {
 struct Report {
     cases: usize,
     /// What the model said of the cases run: how many of each kind (`outcome`).
-    outcomes: std::collections::BTreeMap<&'static str, usize>,
+    outcomes: BTreeMap<String, usize>,
     /// Frames BPF_PROG_TEST_RUN does not take (not run, not counted in `cases`).
     refused: usize,
     disagreements: Vec<String>,
@@ -331,6 +477,11 @@ struct Harness {
     ports: Vec<u32>,
     /// The state's rules as `dump-flows` shows them.
     flows: Flows,
+    /// What the policy engine's compilation wrote into the maps, and its numbering: each
+    /// state's policies are written as the difference from the previous state's, as the
+    /// agent writes a change.
+    policy_written: Compiled,
+    numbering: Numbering,
 }
 
 impl Harness {
@@ -342,6 +493,8 @@ impl Harness {
             live: TestPrograms::load(pin_dir, MODE_TEST_INPUT).context("loading the programs for test runs")?,
             ports,
             flows: Flows::default(),
+            policy_written: Compiled::default(),
+            numbering: Numbering::default(),
         })
     }
 
@@ -349,7 +502,18 @@ impl Harness {
     fn load(&mut self, state: &State) -> Result<()> {
         clear(&mut self.maps)?;
         fill(&mut self.maps, state)?;
+        self.fill_policy(state)?;
         self.flows = Flows::of(&self.maps)?;
+        Ok(())
+    }
+
+    /// The state's namespaces, pods and NetworkPolicies through the policy engine's
+    /// compilation, written as the engine writes a change.
+    fn fill_policy(&mut self, state: &State) -> Result<()> {
+        let (namespaces, pods, policies) = policy_inputs(state);
+        let compiled = compile(&mut self.numbering, &namespaces, &pods, &policies);
+        engine::write(&mut self.maps, &self.policy_written, &compiled)?;
+        self.policy_written = compiled;
         Ok(())
     }
 
@@ -379,7 +543,11 @@ impl Harness {
                 report.cases += 1;
                 *report
                     .outcomes
-                    .entry(outcome(&pipeline(&state, case.ingress, &case.frame), &case.frame))
+                    .entry(format!(
+                        "{:?}: {}",
+                        state.mode,
+                        outcome(&pipeline(&state, case.ingress, &case.frame), &case.frame)
+                    ))
                     .or_default() += 1;
                 report.disagreements.extend(self.check(&state, &case, &format!("seed {state_seed} case {index}"))?);
             }
@@ -407,14 +575,14 @@ impl Harness {
             )]);
         }
         let mut found = Vec::new();
-        if let Err(why) = self.flows.check(case, &actual) {
+        if let Err(why) = self.flows.check(case, &actual, state.mode) {
             found.push(format!(
                 "{name}: dump-flows: {why}\n{context}\n  ebpf hops {:?} reg0 {:?} reg1 {:?}\n  state {state:?}",
                 actual.hops, actual.reg0, actual.reg1,
             ));
         }
         let live = self.live.run(ingress(case.ingress), &case.frame, 1);
-        if may_track(state, &case.frame) {
+        if may_track(state, &case.frame) || state.mode == Mode::NetworkPolicy {
             self.reset_tracking(state)?;
         }
         let live = match live {
@@ -469,7 +637,7 @@ impl Flows {
     /// would: each matches the frame (in what its text evaluates), it is the only one
     /// counted in its table, and no rule of higher priority in the table whose text is
     /// fully evaluated matches.
-    fn check(&self, case: &Case, trace: &Trace) -> Result<(), String> {
+    fn check(&self, case: &Case, trace: &Trace, mode: Mode) -> Result<(), String> {
         let in_port = match case.ingress {
             Ingress::Pod(ifindex) => ifindex.to_string(),
             Ingress::Tun0 => "tun0".into(),
@@ -480,6 +648,11 @@ impl Flows {
             _ => Ipv4Addr::UNSPECIFIED,
         };
         // The programs traced are the TC ones: a prefilter's (`hook=xdp`) rule never matches.
+        let mode = match mode {
+            Mode::Multitenant => "multitenant",
+            Mode::Subnet => "subnet",
+            Mode::NetworkPolicy => "networkpolicy",
+        };
         let context = rule_text::Context {
             in_port: &in_port,
             tun_src,
@@ -487,26 +660,39 @@ impl Flows {
             reg1: trace.reg1,
             configured: true,
             xdp: false,
+            mode,
         };
         let packet = rule_text::Packet::new(&case.frame, context);
-        let mut tables = HashSet::new();
+        // The tables after the translation (table 61's, or a reply's `ct(nat)`) see a
+        // service's packet as translated, as OVS's tables after ct(nat) do.
+        let translated_frame = trace.translation.map(|t| translated(&case.frame, &t));
+        let translated = translated_frame.as_deref().map(|frame| rule_text::Packet::new(frame, context));
+        // Tables passed, and whether the rule counted there resubmits to it (table 80's
+        // egress rules go on to the ingress rules, as OVS's `resubmit`).
+        let mut tables: HashMap<u8, bool> = HashMap::new();
+        let mut nat_done = false;
         for hop in &trace.hops {
             let hopped = &self.flows[*self.by_id.get(hop).ok_or_else(|| format!("{hop:?}: no such rule"))?];
             let (table, priority) = (hopped.flow.table, hopped.flow.priority);
+            let packet = match &translated {
+                Some(translated) if nat_done => translated,
+                _ => &packet,
+            };
+            nat_done |= table == 61 || hopped.flow.actions.contains("ct(nat)");
             if !hopped.in_effect {
                 return Err(format!("{} counted: its project has no VNID", describe_flow(&hopped.flow)));
             }
-            if !tables.insert(table) {
+            if tables.insert(table, hopped.flow.actions.contains("resubmit")) == Some(false) {
                 return Err(format!("{} counted after another rule of table {table}", describe_flow(&hopped.flow)));
             }
-            if !hopped.text.matches(&packet)? {
+            if !hopped.text.matches(packet)? {
                 return Err(format!("{} counted, but its text does not match", describe_flow(&hopped.flow)));
             }
             let above = self.flows.iter().filter(|f| {
                 f.flow.table == table && f.flow.priority > priority && f.in_effect && f.text.fully_checked()
             });
             for f in above {
-                if f.text.matches(&packet)? {
+                if f.text.matches(packet)? {
                     return Err(format!(
                         "{} counted, but {} matches too",
                         describe_flow(&hopped.flow),
@@ -517,6 +703,21 @@ impl Flows {
         }
         Ok(())
     }
+}
+
+/// A frame with a service translation's addresses and ports (checksums left as they
+/// are: the rule texts do not read them).
+fn translated(frame: &[u8], t: &trace::Translation) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    if let L3::Ipv4(ip) = packet::parse(frame) {
+        out[packet::ETH_LEN + 12..packet::ETH_LEN + 16].copy_from_slice(&t.src.octets());
+        out[packet::ETH_LEN + 16..packet::ETH_LEN + 20].copy_from_slice(&t.dst.octets());
+        if ip.ports.is_some() {
+            out[ip.l4_offset..ip.l4_offset + 2].copy_from_slice(&t.sport.to_be_bytes());
+            out[ip.l4_offset + 2..ip.l4_offset + 4].copy_from_slice(&t.dport.to_be_bytes());
+        }
+    }
+    out
 }
 
 fn describe_flow(flow: &Flow) -> String {
@@ -581,6 +782,7 @@ fn agree(expected: &Verdict, actual: &Trace) -> Result<(), String> {
 /// The kind of a verdict, for the run's summary.
 fn outcome(v: &Verdict, frame: &[u8]) -> &'static str {
     match v {
+        Verdict::Drop(why) if why.starts_with("T80 ") && *why != "T80 isolated" => "dropped by policies",
         Verdict::Drop(_) => "dropped",
         Verdict::AnyOf(_) => "new service connection",
         Verdict::Deliver(d) if d.frame != frame => "translated",
@@ -656,8 +858,56 @@ fn clear(maps: &mut NodeMaps) -> Result<()> {
 }
 
 fn clear_tracking(maps: &mut NodeMaps) -> Result<()> {
-    empty!(maps.ct_forward, maps.ct_reverse, maps.fragments);
+    empty!(maps.ct_forward, maps.ct_reverse, maps.fragments, maps.policy_ct);
     Ok(())
+}
+
+/// Namespaces' labels, pods, policies: what the policy compilation takes.
+type PolicyInputs = (BTreeMap<String, BTreeMap<String, String>>, Vec<PodView>, Vec<NetworkPolicyRecord>);
+
+/// What the agent's policy engine holds for a state: namespaces' labels, every pod of
+/// the cluster with its labels and named ports (this node's with their slot), and the
+/// NetworkPolicies (numbered in order).
+fn policy_inputs(state: &State) -> PolicyInputs {
+    let subnet = network(state.node.local);
+    let pods = state
+        .policy
+        .pods
+        .iter()
+        .map(|(ip, info)| PodView {
+            namespace: info.namespace.clone(),
+            ip: *ip,
+            local_slot: state.pod_by_ip(*ip).map(|_| entries::local_pod_slot(subnet, *ip)),
+            labels: info.labels.clone(),
+            ports: info
+                .ports
+                .iter()
+                .map(|p| NamedPort {
+                    name: p.name.clone(),
+                    port: p.port,
+                    protocol: match p.protocol {
+                        IPPROTO_UDP => "UDP",
+                        IPPROTO_SCTP => "SCTP",
+                        _ => "TCP",
+                    }
+                    .into(),
+                })
+                .collect(),
+        })
+        .collect();
+    let policies = state
+        .policy
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| NetworkPolicyRecord {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            id: i as u32 + 1,
+            spec: p.spec.clone(),
+        })
+        .collect();
+    (state.policy.namespaces.clone(), pods, policies)
 }
 
 /// Project slots the states use: a project's slot is its id (ids are small here).
@@ -689,7 +939,15 @@ fn fill(maps: &mut NodeMaps, state: &State) -> Result<()> {
         // Test runs have no underlay device: frames to other nodes take vxlan0.
         underlay_ifindex: 0,
     };
-    maps.config.set(0, entries::node_config(&networks, &addresses, &NodeSettings::default()), 0)?;
+    let settings = NodeSettings {
+        mode: match state.mode {
+            Mode::Multitenant => mode::MULTITENANT,
+            Mode::Subnet => mode::SUBNET,
+            Mode::NetworkPolicy => mode::NETWORKPOLICY,
+        },
+        ..NodeSettings::default()
+    };
+    maps.config.set(0, entries::node_config(&networks, &addresses, &settings), 0)?;
     for (project, vnid) in &state.projects {
         maps.projects.set(project_ref(*project).slot, entries::project_entry(*project, *vnid), 0)?;
     }
@@ -753,6 +1011,19 @@ fn fill_tracking(maps: &mut NodeMaps, state: &State) -> Result<()> {
     for f in &state.fragments {
         let (key, ports) = entries::fragment_entry(f.src, f.dst, f.id, f.protocol, f.ports);
         maps.fragments.insert(key, ports, 0)?;
+    }
+    for flow in &state.policy.connections {
+        let key = FlowKey {
+            src: ip_key(flow.src.0),
+            dst: ip_key(flow.dst.0),
+            sport: flow.src.1,
+            dport: flow.dst.1,
+            proto: flow.protocol,
+            _pad: [0; 3],
+        };
+        let connection =
+            PolicyConnection { last_seen: monotonic_ns(), owner: oxsdn_common::conntrack::HOST_OWNER, flags: 0 };
+        maps.policy_ct.insert(key, connection, 0)?;
     }
     Ok(())
 }
