@@ -176,6 +176,15 @@ impl<'a, E: Env> Packet<'a, E> {
         self.dropped_by.set(monitor::policy_rule(slot, rule));
     }
 
+    /// Counts egress firewall drop rule `rule` of the entry in counter slot `slot`, as
+    /// the drop's too (see `count`).
+    #[inline(always)]
+    pub fn count_egress_drop(&self, slot: u32, rule: u32) {
+        self.env.count_egress(slot, rule, self.frame.len);
+        self.env.count_drop(monitor::drop_source(self.port, self.owner));
+        self.dropped_by.set(monitor::egress_rule(slot, rule));
+    }
+
     /// Counts `rule`, a drop rule, and drops.
     #[inline(always)]
     pub fn drop_by(&self, rule: u32) -> Output {
