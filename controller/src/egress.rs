@@ -101,12 +101,21 @@ fn parse_cidr(text: &str) -> std::result::Result<Ipv4Network, String> {
     Ipv4Network::new(net.network(), prefix).map_err(|_| bad())
 }
 
+fn not_allowed(project: &str) -> Error {
+    Error::Invalid(format!(
+        "project {project:?} is global (VNID 0): EgressNetworkPolicy is not allowed in the default or a global project"
+    ))
+}
+
 impl EgressNetworkPolicyRecord {
     /// Checks names and rules as OpenShift's validation does, with the issue's limit of
     /// `MAX_EGRESS_RULES` rules; every error of the spec at once.
     pub fn check(&self) -> Result<()> {
         validate_project_name(&self.namespace)?;
         validate_policy_name(&self.name)?;
+        if self.namespace == DEFAULT_PROJECT {
+            return Err(not_allowed(&self.namespace));
+        }
         let mut errors = Vec::new();
         if self.spec.egress.len() > MAX_EGRESS_RULES {
             errors.push(format!(
@@ -127,15 +136,11 @@ impl EgressNetworkPolicyRecord {
         }
     }
 
-    /// Refuses a policy its project cannot have (OpenShift: none in `default` nor in a
-    /// global project, whose traffic every project may see).
+    /// Refuses a policy its project cannot have (OpenShift: none in a global project,
+    /// whose traffic every project may see; `check` refuses `default`).
     pub(crate) fn check_project(&self, project: &NetNamespace) -> Result<()> {
-        if project.name == DEFAULT_PROJECT || project.netid == 0 {
-            return Err(Error::Invalid(format!(
-                "project {:?} is global (VNID 0): EgressNetworkPolicy is not allowed in the default or a global \
-                 project",
-                project.name
-            )));
+        if project.netid == 0 {
+            return Err(not_allowed(&project.name));
         }
         Ok(())
     }

@@ -41,6 +41,10 @@ struct Args {
     /// tables' size.
     #[arg(long, env = "OXSDN_CT_QUOTA", default_value_t = oxsdn_common::conntrack::DEFAULT_QUOTA)]
     ct_quota: u32,
+    /// The DNS server (ADDRESS:PORT) that resolves the `dnsName` rules of egress
+    /// firewalls; by default the first nameserver of /etc/resolv.conf.
+    #[arg(long, env = "OXSDN_DNS_SERVER")]
+    dns_server: Option<std::net::SocketAddr>,
     /// Where to serve Prometheus metrics (GET /metrics), ADDRESS:PORT, or `off`. The
     /// default is OpenShift SDN's, on loopback only.
     #[arg(long, env = "OXSDN_METRICS_ADDRESS", default_value = "127.0.0.1:9101", value_parser = metrics::server::parse_address)]
@@ -77,6 +81,7 @@ fn main() -> Result<()> {
         bpffs_dir: args.bpffs_dir,
         cni_conf_dir: args.cni_conf_dir,
         ct_quota: args.ct_quota,
+        dns_server: args.dns_server,
     })?;
     let pin_dir = agent.config.bpffs_dir.join(&agent.config.node_name);
     let starts = Starts::record(&agent.config.state_dir)?;

@@ -73,15 +73,20 @@ fn a_manifest_with_a_bad_egress_policy_changes_nothing(kind: Kind) {
     assert_eq!(applied[1], ("egressnetworkpolicy.network.openshift.io/default".into(), ApplyOutcome::Created));
     assert_eq!(c.get_egress_policy("p").unwrap().unwrap().spec.egress.len(), 2);
 
-    // A bad CIDR is refused by the parser; a policy for `default` in a file with a new
-    // namespace by the transaction: neither the namespace nor anything else is written.
+    // A bad CIDR and the default project are refused by the parser; a global project
+    // in a file with a new namespace by the transaction: nothing of the file is written.
     let bad_cidr = good.replace("0.0.0.0/0", "0.0.0.0/40");
     let err = parse(bad_cidr.as_bytes(), None).unwrap_err().to_string();
     assert!(err.contains("spec.egress[1].to.cidrSelector"), "{err}");
-    let before = everything(&c);
-    let in_default = "apiVersion: v1\nkind: Namespace\nmetadata: {name: q}\n---\napiVersion: network.openshift.io/v1\n\
-                      kind: EgressNetworkPolicy\nmetadata: {name: default, namespace: default}\nspec: {egress: []}\n";
-    let err = c.apply_objects(&parse(in_default.as_bytes(), None).unwrap()).unwrap_err().to_string();
+    let in_default = good.replace("namespace: p", "namespace: default");
+    let err = parse(in_default.as_bytes(), None).unwrap_err().to_string();
     assert!(err.contains("not allowed in the default"), "{err}");
+    c.create_netnamespace("g", Default::default()).unwrap();
+    c.make_projects_global(&["g".into()]).unwrap();
+    let before = everything(&c);
+    let in_global = "apiVersion: v1\nkind: Namespace\nmetadata: {name: q}\n---\napiVersion: network.openshift.io/v1\n\
+                     kind: EgressNetworkPolicy\nmetadata: {name: default, namespace: g}\nspec: {egress: []}\n";
+    let err = c.apply_objects(&parse(in_global.as_bytes(), None).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("not allowed in the default or a global project"), "{err}");
     assert_eq!(everything(&c).kvs, before.kvs);
 }
