@@ -262,6 +262,9 @@ mod tests {
                 Scope::RemoteNode => oxsdn_common::NODE_RULES,
                 Scope::Service => 2,
                 Scope::Policy => oxsdn_common::policy::POLICY_RULES,
+                // Not counter indexes (each entry has its slot): ids from the node-wide
+                // range that node-wide rules do not use, below `monitor::egress_rule`'s 8 bits.
+                Scope::Egress => oxsdn_common::MAX_RULES,
             };
             assert!(rule.id < limit, "{} id {} >= {limit}", rule.name, rule.id);
         }
@@ -335,9 +338,15 @@ mod tests {
             (80, 60, "NO_IDENTITY"),
             (80, 61, "TRACKING_FULL"),
             (60, 62, "NO_ISOLATION"),
+            // Table 101's per-entry rules (scope egress): ids kept apart from node-wide ones.
+            (101, 90, "INVALID"),
+            (101, 91, "ALLOW_CIDR"),
+            (101, 92, "DENY_CIDR"),
         ];
-        let node_wide: Vec<(u8, u32, &str)> =
-            rules().filter(|r| r.scope == Scope::Node).map(|r| (r.table, r.id, r.name)).collect();
+        let node_wide: Vec<(u8, u32, &str)> = rules()
+            .filter(|r| matches!(r.scope, Scope::Node | Scope::Egress))
+            .map(|r| (r.table, r.id, r.name))
+            .collect();
         for rule in &node_wide {
             assert!(expected.contains(rule), "rule {rule:?} is not in the list of ids: append it");
         }
