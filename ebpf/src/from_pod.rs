@@ -66,9 +66,7 @@ fn tables<const T: bool>(p: &mut Packet<Maps<T>>, in_port: u32, d: &mut Decision
 #[inline(never)]
 fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision, in_port: u32) -> i32 {
     match d.kind {
-        output_kind::TUN0 => {
-            to_tun0(ctx, p)
-        }
+        output_kind::TUN0 => to_tun0(ctx, p),
         output_kind::POD => {
             // OpenFlow never sends a packet back out of its ingress port (a pod's packet
             // or ARP to its own address); a service hairpin, translated, goes back.
@@ -77,9 +75,7 @@ fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision,
             }
             to_pod_peer(ctx, p, d.ifindex, d.ip)
         }
-        output_kind::TUNNEL => {
-            to_tunnel(ctx, p, d.ip, d.vni)
-        }
+        output_kind::TUNNEL => to_tunnel(ctx, p, d.ip, d.vni),
         _ => TC_ACT_SHOT,
     }
 }

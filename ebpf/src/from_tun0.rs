@@ -59,16 +59,10 @@ fn tables<const T: bool>(p: &mut Packet<Maps<T>>, d: &mut Decision) {
 fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision) -> i32 {
     match d.kind {
         // OpenFlow never sends a packet back out of its ingress port.
-        output_kind::TUN0 => {
-            drop_at_output(p, TO_INGRESS_PORT)
-        }
+        output_kind::TUN0 => drop_at_output(p, TO_INGRESS_PORT),
         // redirect_peer works from TC ingress only; this is egress.
-        output_kind::POD => {
-            to_pod_veth(ctx, p, d.ifindex)
-        }
-        output_kind::TUNNEL => {
-            to_tunnel(ctx, p, d.ip, d.vni)
-        }
+        output_kind::POD => to_pod_veth(ctx, p, d.ifindex),
+        output_kind::TUNNEL => to_tunnel(ctx, p, d.ip, d.vni),
         _ => TC_ACT_SHOT,
     }
 }

@@ -109,16 +109,10 @@ fn tables<const T: bool>(p: &mut Packet<Maps<T>>, tun_src: u32, vni: u32, d: &mu
 #[inline(never)]
 fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision) -> i32 {
     match d.kind {
-        output_kind::POD => {
-            to_pod_peer(ctx, p, d.ifindex, d.ip)
-        }
-        output_kind::TUN0 => {
-            to_tun0(ctx, p)
-        }
+        output_kind::POD => to_pod_peer(ctx, p, d.ifindex, d.ip),
+        output_kind::TUN0 => to_tun0(ctx, p),
         // OpenFlow never sends a packet back out of its ingress port.
-        output_kind::TUNNEL => {
-            drop_at_output(p, TO_INGRESS_PORT)
-        }
+        output_kind::TUNNEL => drop_at_output(p, TO_INGRESS_PORT),
         _ => TC_ACT_SHOT,
     }
 }

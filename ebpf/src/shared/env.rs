@@ -13,8 +13,8 @@ use aya_ebpf::{
 use oxsdn_common::{
     conntrack::CLOSING,
     egress::{EgressCidr, EgressVerdict, EGRESS_KEY_FIXED_BITS},
-    policy::{IdentityPolicy, PolicyCidr, PolicyConnection, PolicyKey, PortSet, CIDR_KEY_FIXED_BITS},
     monitor::NO_RULE,
+    policy::{IdentityPolicy, PolicyCidr, PolicyConnection, PolicyKey, PortSet, CIDR_KEY_FIXED_BITS},
     stats,
     trace::{hop_kind, output_kind},
     Counter, EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
