@@ -163,6 +163,26 @@ fn the_egress_firewall_applies_first_match_and_follows_dns() -> Result<()> {
     assert!(entry(2, "198.51.100.10/32") > 0, "rule 1");
     assert!(entry(1, "0.0.0.0/0") > 0, "rule 2");
 
+    // A killed agent leaves the entries and their counters in place, and the agent that
+    // starts after it keeps them (no window in which the project's traffic is open).
+    let table101 = |flows: Vec<oxsdn_tests::flows::FlowLine>| -> Vec<(u16, String, u64)> {
+        flows
+            .into_iter()
+            .filter(|f| f.table == 101 && f.priority > 0)
+            .map(|f| (f.priority, f.matches, f.n_packets))
+            .collect()
+    };
+    let before = table101(cluster.nodes[0].dump_flows()?);
+    cluster.nodes[0].kill_agent();
+    assert!(!reaches(&red, second), "open while the agent is down");
+    cluster.nodes[0].start_agent()?;
+    assert!(!reaches(&red, second), "open after the restart");
+    let after = table101(cluster.nodes[0].dump_flows()?);
+    assert_eq!(after.len(), before.len(), "{before:?} -> {after:?}");
+    for ((p0, m0, n0), (p1, m1, n1)) in before.iter().zip(&after) {
+        assert!(p0 == p1 && m0 == m1 && n1 >= n0, "{before:?} -> {after:?}");
+    }
+
     // The name's answer changes: within its TTL (1 s) and a resolution, the firewall
     // follows it.
     dns.set("www.egress.test", &[second])?;

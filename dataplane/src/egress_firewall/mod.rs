@@ -8,7 +8,8 @@
 //! has a policy, loses all external traffic (`EGRESS_INVALID`); policies of global
 //! projects (VNID 0) are ignored. `dnsName` rules follow the name's A records, resolved
 //! again when their TTL ends (at most 30 s; `dns`); a name that does not resolve (yet)
-//! matches no address, and a failed resolution keeps the addresses it had.
+//! matches no address, a failed resolution keeps the addresses it had, and so does a
+//! restarted agent until its first answer.
 
 pub mod dns;
 
@@ -32,7 +33,7 @@ use oxsdn_controller::{
 };
 
 use crate::{
-    maps::{ignore_missing, ip_key, reset, NodeMaps},
+    maps::{ignore_missing, ip_from_key, ip_key, reset, NodeMaps},
     policy::mirrors::PolicyInput,
 };
 
@@ -64,8 +65,9 @@ struct State {
     policies: BTreeMap<String, EgressNetworkPolicyRecord>,
     /// VNIDs by project.
     vnids: HashMap<String, u32>,
-    /// The `dnsName`s of the policies, with their addresses and when to resolve again.
-    names: HashMap<String, (BTreeSet<Ipv4Addr>, Instant)>,
+    /// The `dnsName`s of the policies, with their addresses (`None`: not resolved since
+    /// this agent started) and when to resolve again.
+    names: HashMap<String, (Option<BTreeSet<Ipv4Addr>>, Instant)>,
     /// What `EGRESS_CIDRS` holds.
     written: HashMap<EntryKey, EgressVerdict>,
     /// Counter slots no entry holds.
@@ -117,7 +119,7 @@ impl EgressFirewall {
         for name in names {
             state.names.entry(name).or_insert_with(|| {
                 new_names = true;
-                (BTreeSet::new(), now)
+                (None, now)
             });
         }
         if new_names {
@@ -134,7 +136,18 @@ impl EgressFirewall {
     /// Makes `EGRESS_CIDRS` what the state compiles to: new and changed entries first,
     /// then the stale ones removed (first if the counter slots are short).
     fn write(&self, state: &mut State) -> Result<()> {
-        let wanted = compile(&state.policies, &state.vnids, |name| state.names.get(name).map(|(a, _)| a));
+        // A name not resolved since the agent started keeps the addresses its rule has in
+        // the map (a previous agent's answer), so a restart neither opens nor closes them.
+        let addresses = |name: &str, vnid: u32, rule: u32| match state.names.get(name) {
+            Some((Some(resolved), _)) => resolved.clone(),
+            _ => state
+                .written
+                .iter()
+                .filter(|((v, prefix, _), verdict)| *v == vnid && *prefix == 32 && verdict.rule == rule)
+                .map(|((_, _, ip), _)| ip_from_key(*ip))
+                .collect(),
+        };
+        let wanted = compile(&state.policies, &state.vnids, addresses);
         let stale: Vec<EntryKey> = state.written.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
         let new = wanted.keys().filter(|k| !state.written.contains_key(k)).count();
         let mut maps = self.maps.lock().unwrap();
@@ -210,11 +223,11 @@ impl EgressFirewall {
                 let changed = match resolved {
                     Ok(r) => {
                         *at = Instant::now() + r.refresh;
-                        let changed = *addresses != r.addresses;
+                        let changed = addresses.as_ref() != Some(&r.addresses);
                         if changed {
                             tracing::info!(%name, addresses = ?r.addresses, "egress firewall dnsName resolved");
                         }
-                        *addresses = r.addresses;
+                        *addresses = Some(r.addresses);
                         changed
                     }
                     Err(e) => {
@@ -258,10 +271,11 @@ fn resolv_conf_server() -> Option<SocketAddr> {
 /// each CIDR (or resolved address) written only if no earlier rule's covers it. CIDRs
 /// are nested or disjoint, so for any address the longest entry holding it is then the
 /// first rule matching it: the LPM lookup is first match.
-fn compile<'a>(
+/// `resolved(name, vnid, rule)`: the addresses of rule `rule`'s name in VNID `vnid`.
+fn compile(
     policies: &BTreeMap<String, EgressNetworkPolicyRecord>,
     vnids: &HashMap<String, u32>,
-    resolved: impl Fn(&str) -> Option<&'a BTreeSet<Ipv4Addr>>,
+    resolved: impl Fn(&str, u32, u32) -> BTreeSet<Ipv4Addr>,
 ) -> BTreeMap<EntryKey, Wanted> {
     let mut projects_per_vnid: HashMap<u32, u32> = HashMap::new();
     for vnid in vnids.values() {
@@ -285,10 +299,9 @@ fn compile<'a>(
             };
             let networks: Vec<Ipv4Network> = match rule.target() {
                 Ok(EgressTarget::Cidr(net)) => vec![net],
-                Ok(EgressTarget::DnsName(name)) => resolved(&name)
+                Ok(EgressTarget::DnsName(name)) => resolved(&name, vnid, i as u32)
                     .into_iter()
-                    .flatten()
-                    .map(|a| Ipv4Network::new(*a, 32).expect("/32 is a prefix"))
+                    .map(|a| Ipv4Network::new(a, 32).expect("/32 is a prefix"))
                     .collect(),
                 // Validated when stored.
                 Err(_) => Vec::new(),

@@ -47,7 +47,7 @@ fn the_lpm_lookup_is_first_match() {
         rule(Deny, "0.0.0.0/0"),
     ];
     let vnids = [("p".to_owned(), 11)].into();
-    let entries = compile(&policies("p", rules.clone()), &vnids, |_| None);
+    let entries = compile(&policies("p", rules.clone()), &vnids, |_, _, _| BTreeSet::new());
     assert_eq!(entries.len(), 4, "shadowed rules are not written: {entries:?}");
     let mut rng = 0x1234_5678u32;
     let mut samples: Vec<Ipv4Addr> =
@@ -75,11 +75,17 @@ fn dns_names_become_addresses_at_their_rules_place() {
     let rules = vec![rule(Allow, "example.com"), rule(Deny, "0.0.0.0/0")];
     let vnids = [("p".to_owned(), 11)].into();
     let addresses: BTreeSet<Ipv4Addr> = ["192.0.2.1".parse().unwrap(), "192.0.2.9".parse().unwrap()].into();
-    let entries = compile(&policies("p", rules.clone()), &vnids, |n| (n == "example.com").then_some(&addresses));
+    let entries = compile(&policies("p", rules.clone()), &vnids, |n, _, _| {
+        if n == "example.com" {
+            addresses.clone()
+        } else {
+            BTreeSet::new()
+        }
+    });
     assert_eq!(lookup(&entries, 11, "192.0.2.1".parse().unwrap()), Some((EGRESS_ALLOW, 0)));
     assert_eq!(lookup(&entries, 11, "192.0.2.2".parse().unwrap()), Some((EGRESS_DENY, 1)));
     // Not resolved yet: matches nothing.
-    let entries = compile(&policies("p", rules), &vnids, |_| None);
+    let entries = compile(&policies("p", rules), &vnids, |_, _, _| BTreeSet::new());
     assert_eq!(lookup(&entries, 11, "192.0.2.1".parse().unwrap()), Some((EGRESS_DENY, 1)));
 }
 
@@ -87,12 +93,12 @@ fn dns_names_become_addresses_at_their_rules_place() {
 fn joined_projects_lose_egress_and_global_ones_ignore_policies() {
     let rules = vec![rule(EgressRuleType::Allow, "0.0.0.0/0")];
     let joined = [("p".to_owned(), 11), ("q".to_owned(), 11)].into();
-    let entries = compile(&policies("p", rules.clone()), &joined, |_| None);
+    let entries = compile(&policies("p", rules.clone()), &joined, |_, _, _| BTreeSet::new());
     assert_eq!(
         entries.into_iter().collect::<Vec<_>>(),
         vec![((11, 0, 0), Wanted { action: EGRESS_INVALID, rule: 0, rules: 0 })]
     );
     let global = [("p".to_owned(), 0)].into();
-    assert!(compile(&policies("p", rules.clone()), &global, |_| None).is_empty());
-    assert!(compile(&policies("p", rules), &HashMap::new(), |_| None).is_empty(), "unknown project");
+    assert!(compile(&policies("p", rules.clone()), &global, |_, _, _| BTreeSet::new()).is_empty());
+    assert!(compile(&policies("p", rules), &HashMap::new(), |_, _, _| BTreeSet::new()).is_empty(), "unknown project");
 }
