@@ -10,7 +10,7 @@ use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, refused_by_policy, to_pod_peer, to_tun0, to_tunnel, Decision},
+    output::{drop_at_output, judged, to_pod_peer, to_tun0, to_tunnel, Decision},
     parse::parse,
     scratch, trace_mode,
 };
@@ -43,14 +43,9 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
     let mut p = Packet::new(env, cfg, frame, port::POD, in_port);
     let mut d = Decision::default();
     tables(&mut p, in_port, &mut d);
-    if refused_by_policy(&mut p, &d) {
+    if !judged(&mut p, &d) {
         return TC_ACT_SHOT;
     }
-    if d.kind == output_kind::DROP {
-        env.dropped(&p);
-        return TC_ACT_SHOT;
-    }
-    env.decision(&d, &p);
     output(&mut ctx, &p, &d, in_port)
 }
 

@@ -8,7 +8,7 @@ use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, refused_by_policy, to_pod_veth, to_tunnel, Decision},
+    output::{drop_at_output, judged, to_pod_veth, to_tunnel, Decision},
     parse::parse,
     scratch, trace_mode,
 };
@@ -35,14 +35,9 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
     let mut p = Packet::new(env, cfg, frame, port::TUN0, cfg.tun0_ifindex);
     let mut d = Decision::default();
     tables(&mut p, &mut d);
-    if refused_by_policy(&mut p, &d) {
+    if !judged(&mut p, &d) {
         return TC_ACT_SHOT;
     }
-    if d.kind == output_kind::DROP {
-        env.dropped(&p);
-        return TC_ACT_SHOT;
-    }
-    env.decision(&d, &p);
     output(&mut ctx, &p, &d)
 }
 

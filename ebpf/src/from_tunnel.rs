@@ -19,7 +19,7 @@ use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, refused_by_policy, to_pod_peer, to_tun0, Decision},
+    output::{drop_at_output, judged, to_pod_peer, to_tun0, Decision},
     parse::parse,
     scratch,
     trace_mode::{self, test_input},
@@ -86,14 +86,9 @@ pub fn deliver<const T: bool>(mut ctx: TcContext, cfg: &NodeConfig, tun_src: u32
     let mut p = Packet::new(env, cfg, frame, port::TUNNEL, tun_src);
     let mut d = Decision::default();
     tables(&mut p, tun_src, vni, &mut d);
-    if refused_by_policy(&mut p, &d) {
+    if !judged(&mut p, &d) {
         return TC_ACT_SHOT;
     }
-    if d.kind == output_kind::DROP {
-        env.dropped(&p);
-        return TC_ACT_SHOT;
-    }
-    env.decision(&d, &p);
     output(&mut ctx, &p, &d)
 }
 

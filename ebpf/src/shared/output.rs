@@ -62,20 +62,25 @@ impl Decision {
     }
 }
 
-/// Whether table 80's policy refuses the packet the tables decided `d` for
-/// (networkpolicy mode judges at the output, once per program). A refusal is counted by
-/// table 80 and recorded as the decision.
+/// Whether the packet the tables decided `d` for goes on to the output: not if they
+/// dropped it, nor if table 80's policy refuses it (networkpolicy mode judges here,
+/// once per program, after any translation; a refusal is counted by table 80). Either
+/// way the verdict is recorded (trace mode) or reported (the monitor).
 #[inline(always)]
-pub fn refused_by_policy<const T: bool>(p: &mut P<T>, d: &Decision) -> bool {
+pub fn judged<const T: bool>(p: &mut P<T>, d: &Decision) -> bool {
     let dst_slot = match d.kind {
-        output_kind::DROP => return false,
+        output_kind::DROP => {
+            p.env.dropped(p);
+            return false;
+        }
         output_kind::POD => p.slot(d.ip),
         _ => t80_isolation::NOT_LOCAL,
     };
-    if t80_isolation::at_output(p, dst_slot) {
+    if !t80_isolation::at_output(p, dst_slot) {
+        p.env.dropped(p);
         return false;
     }
-    p.env.dropped(p);
+    p.env.decision(d, p);
     true
 }
 
