@@ -377,6 +377,8 @@ mod tests {
             ("{NODE_IP}", "192.168.1.2"),
             ("{SUBNET}", "10.128.2.0/23"),
             ("{PROTO}", "tcp"),
+            ("{VNID}", "0xb"),
+            ("{CIDR}", "192.0.2.0/24"),
         ];
         for rule in oxsdn_tables::rules() {
             // A service's {PORT} is a port number, a pod's its port name: both are numbers here.
