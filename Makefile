@@ -8,7 +8,7 @@ CARGO ?= cargo
 # Network tests are mostly waiting on the kernel; a few run at once.
 TEST_THREADS ?= 4
 
-.PHONY: setup build demo test lint differential soak bench fuzz clean
+.PHONY: setup build demo test lint differential soak bench fuzz image clean
 
 setup:
 	@bash scripts/setup.sh
@@ -40,6 +40,12 @@ soak: build
 bench: setup
 	$(CARGO) build --release --workspace --locked
 	target/release/oxsdn-bench
+
+# The container image deploy/ runs (oxsdn:<version>, IMAGE=... to name it otherwise),
+# with podman, from the release binaries; nothing is downloaded (scripts/image.sh).
+image: setup
+	$(CARGO) build --release --locked -p oxsdn-dataplane -p oxsdn-cni -p oxsdn-cli -p oxsdn-kube
+	bash scripts/image.sh
 
 # Fuzzes each parser for FUZZ_SECONDS (cargo-fuzz, nightly; installed if missing),
 # starting from the seeds in fuzz/corpus/<target>/ (which `make test` replays). New inputs

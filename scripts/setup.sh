@@ -69,6 +69,14 @@ if ! command -v bpf-linker >/dev/null 2>&1 || ! bpf-linker --version >/dev/null 
     --version 0.13.0 --no-default-features --features llvm-22
 fi
 
+# kubernetes-validate (PyPI): the manifests of deploy/ against the Kubernetes API's
+# OpenAPI schemas, offline (kube-source/tests/deploy.rs).
+KUBERNETES_VALIDATE=1.37.0
+if [[ "$(kubernetes-validate --version 2>/dev/null)" != "$KUBERNETES_VALIDATE" ]]; then
+  log "installing kubernetes-validate $KUBERNETES_VALIDATE"
+  python3 -m pip install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE"
+fi
+
 # bpffs: the agent pins its programs and maps there.
 if ! mountpoint -q /sys/fs/bpf; then
   log "mounting bpffs on /sys/fs/bpf"

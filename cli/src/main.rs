@@ -309,6 +309,10 @@ enum CreateCommand {
         /// A label, k=v; repeatable.
         #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// Import the project with this VNID (the NETID of its OpenShift NetNamespace):
+        /// 0 or 10 to 16777215, shared with the projects that hold it (joined).
+        #[arg(long, value_name = "N")]
+        netid: Option<u32>,
     },
     /// Create a ClusterIP service in an existing project, without endpoints.
     #[command(alias = "svc")]
@@ -524,6 +528,10 @@ enum NodeCommand {
         name: String,
         #[arg(long)]
         ip: Ipv4Addr,
+        /// Import the node with this subnet (the subnet of its OpenShift HostSubnet): a
+        /// node-sized subnet of the cluster network that no other node's overlaps.
+        #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+        subnet: Option<Ipv4Network>,
     },
     /// Remove a node, freeing its subnet.
     Delete { name: String },
@@ -779,9 +787,13 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             writeln!(out)?;
         }
         Command::PodNetwork(command) => pod_network(store, command, out)?,
-        Command::Create(CreateCommand::Project { name, labels }) => {
+        Command::Create(CreateCommand::Project { name, labels, netid }) => {
             let labels: BTreeMap<String, String> = labels.into_iter().collect();
-            let ns = open_cluster(store)?.create_netnamespace(&name, labels)?;
+            let cluster = open_cluster(store)?;
+            if let Some(netid) = netid {
+                cluster.import_netnamespace(&name, netid)?;
+            }
+            let ns = cluster.create_netnamespace(&name, labels)?;
             print_netnamespaces(out, &[ns], Format::Table)?;
         }
         Command::Create(CreateCommand::Service { name, project: InProject { project }, ports, cluster_ip }) => {
@@ -843,8 +855,12 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let (addresses, _) = cluster.list_pod_addresses(None)?;
             print_pods(out, &pods, &addresses, output)?;
         }
-        Command::Node(NodeCommand::Add { name, ip }) => {
-            let hs = open_cluster(store)?.register_node(&name, ip)?;
+        Command::Node(NodeCommand::Add { name, ip, subnet }) => {
+            let cluster = open_cluster(store)?;
+            let hs = match subnet {
+                Some(subnet) => cluster.import_node(&name, ip, subnet)?,
+                None => cluster.register_node(&name, ip)?,
+            };
             print_hostsubnets(out, &[hs], Format::Table)?;
         }
         Command::Node(NodeCommand::Delete { name }) => {

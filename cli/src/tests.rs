@@ -703,3 +703,26 @@ fn labels_as_kubectl_label() {
         "project \"ghost\" not found"
     );
 }
+
+#[test]
+fn projects_and_nodes_are_imported_with_openshifts_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(&tmp, &["init"]);
+    let out = ok(&tmp, &["create", "project", "shop", "--netid", "4242", "--label", "team=blue"]);
+    assert!(out.contains("4242"), "{out}");
+    ok(&tmp, &["create", "project", "shop-db", "--netid", "4242"]);
+    let err = oxsdnctl(&tmp, &["create", "project", "shop", "--netid", "9"]).unwrap_err();
+    assert!(err.contains("out of range"), "{err}");
+    let err = oxsdnctl(&tmp, &["create", "project", "shop", "--netid", "77"]).unwrap_err();
+    assert!(err.contains("exists with NETID 4242"), "{err}");
+
+    let out = ok(&tmp, &["node", "add", "n1", "--ip", "192.168.1.1", "--subnet", "10.129.4.0/23"]);
+    assert!(out.contains("10.129.4.0/23"), "{out}");
+    let err = oxsdnctl(&tmp, &["node", "add", "n2", "--ip", "192.168.1.2", "--subnet", "10.129.4.0/22"]).unwrap_err();
+    assert!(err.contains("not a node subnet"), "{err}");
+    let err = oxsdnctl(&tmp, &["node", "add", "n2", "--ip", "192.168.1.1", "--subnet", "10.129.6.0/23"]).unwrap_err();
+    assert!(err.contains("already used by node"), "{err}");
+    // Without --subnet, a node gets an allocated one, never the imported one.
+    let out = ok(&tmp, &["node", "add", "n2", "--ip", "192.168.1.2"]);
+    assert!(!out.contains("10.129.4.0/23"), "{out}");
+}

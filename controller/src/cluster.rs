@@ -31,6 +31,7 @@ use crate::{
 };
 
 mod egress;
+mod import;
 mod policy;
 mod services;
 

@@ -391,7 +391,9 @@ fn invalid(kind: &'static str, name: &str, errors: FieldErrors) -> String {
     crate::Error::InvalidObject { kind, name: name.to_owned(), errors }.to_string()
 }
 
-fn network_policy(mut policy: NetworkPolicy, namespace: Option<&str>) -> Result<Object, String> {
+/// A NetworkPolicy (of a manifest, or as the API server serves it), defaulted and checked
+/// as the API server does; `namespace` is used when the object names none.
+pub fn network_policy(mut policy: NetworkPolicy, namespace: Option<&str>) -> Result<Object, String> {
     namespace_of(&mut policy.metadata, namespace)?;
     let name = name_of(&policy.metadata)?;
     default_network_policy_spec(policy.spec.get_or_insert_with(NetworkPolicySpec::default));
@@ -417,7 +419,8 @@ fn egress_policy(mut policy: EgressNetworkPolicy, namespace: Option<&str>) -> Re
     Ok(Object::EgressNetworkPolicy(record))
 }
 
-fn namespace_object(mut namespace: Namespace) -> Result<Object, String> {
+/// A Namespace (of a manifest, or as the API server serves it), checked.
+pub fn namespace_object(mut namespace: Namespace) -> Result<Object, String> {
     let name = name_of(&namespace.metadata)?;
     // The API server sets this label to the name, whatever the manifest says.
     namespace.metadata.labels.get_or_insert_with(BTreeMap::new).insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
@@ -430,7 +433,8 @@ fn namespace_object(mut namespace: Namespace) -> Result<Object, String> {
     Ok(Object::Namespace { name, labels })
 }
 
-fn pod(mut pod: Pod, namespace: Option<&str>) -> Result<Object, String> {
+/// A Pod's labels and named ports (of a manifest, or as the API server serves it), checked.
+pub fn pod(mut pod: Pod, namespace: Option<&str>) -> Result<Object, String> {
     namespace_of(&mut pod.metadata, namespace)?;
     let name = name_of(&pod.metadata)?;
     let errors = validate_pod(&pod);
