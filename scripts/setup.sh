@@ -5,9 +5,11 @@ set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*"; }
 
-# Debian packages: the test tools and the real servers/daemons the suite drives.
+# Debian packages: the test tools and the real servers/daemons the suite drives
+# (dnsmasq-base: the DNS server of the egress firewall tests, without a service).
 PACKAGES=(iperf3 iputils-ping iproute2 bpftool tcpdump ethtool nftables iptables
-          protobuf-compiler etcd-server etcd-client openvswitch-switch curl prometheus)
+          protobuf-compiler etcd-server etcd-client openvswitch-switch curl prometheus
+          dnsmasq-base)
 # The container runtimes the runtime tests drive (containerd's CRI plugin with runc,
 # podman's CNI backend), Debian's reference CNI plugins (containerd runs `loopback` for
 # every pod) and busybox-static (the tests' images). Without their recommends: podman's

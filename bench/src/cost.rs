@@ -45,6 +45,7 @@ enum Timing {
 enum Expect {
     Pod,
     Tunnel,
+    Tun0,
     Drop,
 }
 
@@ -88,6 +89,8 @@ pub fn measure(repeat: u32, rounds: usize, object: Option<PathBuf>) -> Result<Va
     wait_for_service(&pin_dir, service)?;
     let in_port = NodeMaps::open(&pin_dir)?.pod_port(a.ip)?;
     let from_pod = Ingress::Pod { in_port };
+    let from_blue = Ingress::Pod { in_port: NodeMaps::open(&pin_dir)?.pod_port(c.ip)? };
+    egress_policy_of_1000_rules(cluster, &pin_dir)?;
     let paths = vec![
         Path {
             name: "same_node",
@@ -130,6 +133,22 @@ pub fn measure(repeat: u32, rounds: usize, object: Option<PathBuf>) -> Result<Va
             encap: false,
         },
         Path {
+            name: "to_external",
+            ingress: from_pod,
+            frame: tcp(a, EGRESS_TARGET, TARGET_PORT),
+            expect: Expect::Tun0,
+            timing: Timing::Repeated,
+            encap: false,
+        },
+        Path {
+            name: "to_external_1000_egress_rules",
+            ingress: from_blue,
+            frame: tcp(c, EGRESS_TARGET, TARGET_PORT),
+            expect: Expect::Tun0,
+            timing: Timing::Repeated,
+            encap: false,
+        },
+        Path {
             name: SHORTEST,
             ingress: from_pod,
             frame: ipv6(a),
@@ -144,11 +163,41 @@ pub fn measure(repeat: u32, rounds: usize, object: Option<PathBuf>) -> Result<Va
     };
     // The test-run skb of a pod's frame is on the pod's veth: run in node1's namespace.
     let mut result = n1.netns.enter(move || time_paths(&pin_dir, other, &paths, repeat, rounds))??;
-    result["cluster"] = json!({"nodes": 2, "pods": ["a red node1", "b red node1 (the service's endpoint)", "c blue node1", "d red node2"]});
+    result["cluster"] = json!({
+        "nodes": 2,
+        "pods": ["a red node1", "b red node1 (the service's endpoint)", "c blue node1", "d red node2"],
+        "egress_firewall": "blue: 999 Deny /32 rules in 10.200.0.0/22, then Allow 0.0.0.0/0; red: none",
+    });
     if let (Some(p), Some(compared)) = (object, result.get_mut("compared")) {
         compared["object"] = json!(p);
     }
     Ok(result)
+}
+
+/// An external destination next to the 999 denied addresses of blue's policy, so that
+/// its LPM lookup walks the trie as deep as it goes, and matches only the last rule.
+const EGRESS_TARGET: Ipv4Addr = Ipv4Addr::new(10, 200, 3, 232);
+
+/// Gives project blue an EgressNetworkPolicy of 1,000 rules (the most allowed) and waits
+/// until node1's table 101 has them.
+fn egress_policy_of_1000_rules(cluster: &oxsdn_tests::TestCluster, pin_dir: &std::path::Path) -> Result<()> {
+    let mut manifest = String::from(
+        "apiVersion: network.openshift.io/v1\nkind: EgressNetworkPolicy\nmetadata: {name: default, namespace: blue}\n\
+         spec:\n  egress:\n",
+    );
+    for i in 0..999u32 {
+        manifest.push_str(&format!("  - {{type: Deny, to: {{cidrSelector: 10.200.{}.{}/32}}}}\n", i / 256, i % 256));
+    }
+    manifest.push_str("  - {type: Allow, to: {cidrSelector: 0.0.0.0/0}}\n");
+    let file = cluster.dir.join("egress-1000.yaml");
+    std::fs::write(&file, manifest)?;
+    cluster.oxsdnctl(&["apply", "-f", &file.display().to_string()])?;
+    let start = std::time::Instant::now();
+    while NodeMaps::open(pin_dir)?.egress_cidrs.keys().count() < 1000 {
+        ensure!(start.elapsed().as_secs() < 10, "the egress policy never reached node1's maps");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// Waits until node1's maps have the service's port (the agent applies it within a
@@ -258,6 +307,7 @@ fn time_paths(
         let reached = match t.output {
             Some(Output::Pod { .. }) => Some(Expect::Pod),
             Some(Output::Tunnel { .. }) => Some(Expect::Tunnel),
+            Some(Output::Tun0 { .. }) => Some(Expect::Tun0),
             Some(Output::Drop) => Some(Expect::Drop),
             _ => None,
         };

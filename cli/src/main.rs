@@ -28,8 +28,8 @@ use oxsdn_controller::{
 use oxsdn_dataplane::{flows, maps::NodeMaps, prefilter};
 
 use crate::output::{
-    print_cluster_network, print_hostsubnets, print_namespaces, print_netnamespaces, print_network_policies,
-    print_pods, print_services, Format,
+    print_cluster_network, print_egress_policies, print_hostsubnets, print_namespaces, print_netnamespaces,
+    print_network_policies, print_pods, print_services, Format,
 };
 
 #[derive(Debug, Parser)]
@@ -53,17 +53,19 @@ enum Command {
     #[command(subcommand)]
     Create(CreateCommand),
     /// Create or update the objects of Kubernetes manifests (kubectl apply -f):
-    /// NetworkPolicy (networking.k8s.io/v1), Namespace and Pod (v1), in YAML or JSON,
+    /// NetworkPolicy (networking.k8s.io/v1), EgressNetworkPolicy (network.openshift.io/v1),
+    /// Namespace and Pod (v1), in YAML or JSON,
     /// several documents or a List. All or nothing: one invalid object and nothing is
     /// applied.
     Apply(ApplyArgs),
-    /// Delete the objects of manifests (-f), a project, a service or a NetworkPolicy.
+    /// Delete the objects of manifests (-f), a project, a service, a NetworkPolicy or an
+    /// EgressNetworkPolicy.
     Delete(DeleteArgs),
     /// Change the network plugin, or a service's ports or endpoints (oc set).
     #[command(subcommand)]
     Set(SetCommand),
     /// List NetNamespaces, HostSubnets, Services, the ClusterNetwork, NetworkPolicies,
-    /// namespaces or pods (oc get).
+    /// EgressNetworkPolicies, namespaces or pods (oc get).
     #[command(subcommand)]
     Get(GetCommand),
     /// Add, change or remove labels of a namespace or a pod (kubectl label): KEY=VALUE
@@ -414,6 +416,13 @@ enum DeleteCommand {
         #[command(flatten)]
         namespace: InNamespace,
     },
+    /// Delete a project's EgressNetworkPolicy.
+    #[command(alias = "egressnetworkpolicies")]
+    Egressnetworkpolicy {
+        name: String,
+        #[command(flatten)]
+        namespace: InNamespace,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -482,6 +491,16 @@ enum GetCommand {
         /// Only this policy (needs its namespace, -n, default "default").
         name: Option<String>,
         /// Only this namespace's policies.
+        #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// List EgressNetworkPolicies (oc get egressnetworkpolicies): of every project, or
+    /// of one.
+    #[command(alias = "egressnetworkpolicy")]
+    Egressnetworkpolicies {
+        /// Only this project's policy.
         #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
         namespace: Option<String>,
         #[arg(short, long, value_enum, default_value_t)]
@@ -648,6 +667,10 @@ fn delete_one(store: &StoreOptions, command: DeleteCommand, out: &mut dyn Write)
         DeleteCommand::Networkpolicy { name, namespace: InNamespace { namespace } } => {
             open_cluster(store)?.delete_network_policy(&namespace, &name)?;
             writeln!(out, "networkpolicy.networking.k8s.io {name:?} deleted")?;
+        }
+        DeleteCommand::Egressnetworkpolicy { name, namespace: InNamespace { namespace } } => {
+            open_cluster(store)?.delete_egress_policy(&namespace, &name)?;
+            writeln!(out, "egressnetworkpolicy.network.openshift.io {name:?} deleted")?;
         }
     }
     Ok(())
@@ -818,6 +841,10 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         }
         Command::Get(GetCommand::Networkpolicies { name, namespace, output }) => {
             get_network_policies(&open_cluster(store)?, name.as_deref(), namespace.as_deref(), output, out)?;
+        }
+        Command::Get(GetCommand::Egressnetworkpolicies { namespace, output }) => {
+            let (all, _) = open_cluster(store)?.list_egress_policies(namespace.as_deref())?;
+            print_egress_policies(out, &all, output)?;
         }
         Command::Get(GetCommand::Namespaces { output }) => {
             let (all, _) = open_cluster(store)?.list_netnamespaces()?;

@@ -10,6 +10,7 @@ use std::{
 use anyhow::Result;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use oxsdn_controller::{
+    egress::EgressNetworkPolicyRecord,
     policy::{NetworkPolicyRecord, PodAddress, PodMeta},
     ClusterConfig, HostSubnet, NetNamespace, Service,
 };
@@ -208,6 +209,32 @@ pub fn print_network_policies(
     print(out, records, format, &headers[skip..], |p| {
         let row = [p.namespace.clone(), p.name.clone(), format_selector(p.spec.pod_selector.as_ref())];
         row[skip..].to_vec()
+    })
+}
+
+/// `oc get egressnetworkpolicies`, with the project and the rules in order
+/// (`Allow:10.0.0.0/8,Deny:0.0.0.0/0`, the first few of a long list); JSON and YAML as
+/// network.openshift.io/v1 objects.
+pub fn print_egress_policies(out: &mut dyn Write, records: &[EgressNetworkPolicyRecord], format: Format) -> Result<()> {
+    if format != Format::Table {
+        return write_objects(out, records.iter().map(EgressNetworkPolicyRecord::to_object).collect(), false, format);
+    }
+    print(out, records, format, &["NAMESPACE", "NAME", "RULES"], |p| {
+        const SHOWN: usize = 4;
+        let mut rules: Vec<String> = p
+            .spec
+            .egress
+            .iter()
+            .take(SHOWN)
+            .map(|r| {
+                let to = r.to.cidr_selector.as_deref().or(r.to.dns_name.as_deref()).unwrap_or_default();
+                format!("{:?}:{to}", r.kind)
+            })
+            .collect();
+        if p.spec.egress.len() > SHOWN {
+            rules.push(format!("... ({} rules)", p.spec.egress.len()));
+        }
+        vec![p.namespace.clone(), p.name.clone(), if rules.is_empty() { "<none>".into() } else { rules.join(",") }]
     })
 }
 

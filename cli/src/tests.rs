@@ -610,7 +610,8 @@ fn an_invalid_document_applies_nothing() {
              document 3: The NetworkPolicy \"web\" is invalid: spec.ingress[0].ports[0].endPort: Invalid value: 90: \
              may not be specified when `port` is non-numeric\n\
              document 5: no matches for kind \"Deployment\" in version \"apps/v1\": oxsdn takes NetworkPolicy \
-             (networking.k8s.io/v1), Namespace (v1), Pod (v1) and List"
+             (networking.k8s.io/v1), EgressNetworkPolicy (network.openshift.io/v1), Namespace (v1), Pod (v1) and \
+             List"
         )
     );
     assert_eq!(store_state(&tmp), before);

@@ -124,3 +124,56 @@ fn oversized_and_hostile_manifests_are_refused_quickly() {
     assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
     assert_eq!(state(&store), before);
 }
+
+/// OpenShift's own EgressNetworkPolicy manifest, unchanged.
+const EGRESS_POLICY: &str = "apiVersion: network.openshift.io/v1
+kind: EgressNetworkPolicy
+metadata:
+  name: default
+spec:
+  egress:
+  - type: Allow
+    to:
+      cidrSelector: 1.2.3.0/24
+  - type: Allow
+    to:
+      dnsName: www.example.com
+  - type: Deny
+    to:
+      cidrSelector: 0.0.0.0/0
+";
+
+#[test]
+fn egress_network_policies_apply_list_and_delete() {
+    let (_tmp, store) = store();
+    let out = succeeds(&store, &["apply", "-f", "-", "-n", "x"], EGRESS_POLICY.as_bytes());
+    assert_eq!(out, "egressnetworkpolicy.network.openshift.io/default created\n");
+    assert_eq!(
+        succeeds(&store, &["get", "egressnetworkpolicies"], b""),
+        "NAMESPACE   NAME      RULES\nx           default   Allow:1.2.3.0/24,Allow:www.example.com,Deny:0.0.0.0/0\n"
+    );
+    let yaml = succeeds(&store, &["get", "egressnetworkpolicies", "-o", "yaml"], b"");
+    assert!(yaml.contains("kind: EgressNetworkPolicy") && yaml.contains("dnsName: www.example.com"), "{yaml}");
+    let out = succeeds(&store, &["delete", "egressnetworkpolicy", "default", "-n", "x"], b"");
+    assert_eq!(out, "egressnetworkpolicy.network.openshift.io \"default\" deleted\n");
+}
+
+#[test]
+fn bad_egress_network_policies_change_nothing() {
+    let (_tmp, store) = store();
+    let before = state(&store);
+    let many = format!("{EGRESS_POLICY}{}", "  - type: Deny\n    to:\n      cidrSelector: 10.0.0.0/8\n".repeat(998));
+    let err = fails(&store, &["apply", "-f", "-", "-n", "x"], many.as_bytes());
+    assert!(err.contains("spec.egress: Too many: 1001: must have at most 1000 items"), "{err}");
+    let bad_cidr = EGRESS_POLICY.replace("1.2.3.0/24", "1.2.3.0/33");
+    let err = fails(&store, &["apply", "-f", "-", "-n", "x"], bad_cidr.as_bytes());
+    assert!(err.contains("spec.egress[0].to.cidrSelector: Invalid value: \"1.2.3.0/33\""), "{err}");
+    let err = fails(&store, &["apply", "-f", "-", "-n", "nope"], EGRESS_POLICY.as_bytes());
+    assert!(err.contains("project \"nope\" not found"), "{err}");
+    let err = fails(&store, &["apply", "-f", "-", "-n", "default"], EGRESS_POLICY.as_bytes());
+    assert!(err.contains("not allowed in the default or a global project"), "{err}");
+    assert_eq!(state(&store), before);
+    // 1,000 rules are taken.
+    let most = format!("{EGRESS_POLICY}{}", "  - type: Deny\n    to:\n      cidrSelector: 10.0.0.0/8\n".repeat(997));
+    succeeds(&store, &["apply", "-f", "-", "-n", "x"], most.as_bytes());
+}

@@ -6,6 +6,7 @@
 
 pub mod addr;
 pub mod conntrack;
+pub mod egress;
 pub mod entries;
 pub mod maps;
 pub mod mode;

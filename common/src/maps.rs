@@ -96,6 +96,10 @@ macro_rules! for_each_map {
             POLICY_SLOTS policy_slots: HashMap<u32, $crate::policy::PolicySlot> [$crate::policy::MAX_POLICIES, $crate::maps::NO_PREALLOC];
             /// Counters of the per-policy rules (`policy::POLICY_RULES` per slot).
             POLICY_STATS policy_stats: PerCpuArray<u32, $crate::Counter> [$crate::policy::MAX_POLICIES * $crate::policy::POLICY_RULES, 0];
+            /// Egress firewall rules by VNID and destination prefix (table 101).
+            EGRESS_CIDRS egress_cidrs: LpmTrie<$crate::egress::EgressCidr, $crate::egress::EgressVerdict> [$crate::egress::MAX_EGRESS_ENTRIES, $crate::maps::NO_PREALLOC];
+            /// Counters of the egress firewall's entries, by `EgressVerdict.slot`.
+            EGRESS_STATS egress_stats: PerCpuArray<u32, $crate::Counter> [$crate::egress::MAX_EGRESS_ENTRIES, 0];
             /// Counters of the node-wide rules, by rule id.
             RULE_STATS rule_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_RULES, 0];
             /// Counters of the per-pod rules (`stats::pod_index`).

@@ -68,6 +68,26 @@ pub const fn policy_of(rule: u32) -> Option<(u32, u32)> {
     }
 }
 
+/// `MonitorEvent.rule` of a drop by an egress firewall entry: this bit, the entry's
+/// counter slot (`egress::MAX_EGRESS_ENTRIES` fit in 22 bits) and the rule id.
+pub const EGRESS_RULE: u32 = 1 << 30;
+
+#[inline(always)]
+pub const fn egress_rule(slot: u32, rule: u32) -> u32 {
+    EGRESS_RULE | slot << 8 | rule
+}
+
+const _: () = assert!(crate::egress::MAX_EGRESS_ENTRIES <= 1 << 22);
+
+/// The egress entry's counter slot and rule id of an `egress_rule`, if `rule` is one.
+pub const fn egress_of(rule: u32) -> Option<(u32, u32)> {
+    if rule != NO_RULE && rule & POLICY_RULE == 0 && rule & EGRESS_RULE != 0 {
+        Some(((rule & !EGRESS_RULE) >> 8, rule & 0xff))
+    } else {
+        None
+    }
+}
+
 /// Where a dropped frame's source is counted in `SOURCE_DROPS`: its pod's project slot
 /// once table 20 identified it (`owner`), the host or the tunnel, or `UNIDENTIFIED_POD`
 /// for a pod frame dropped before that.

@@ -37,6 +37,8 @@ pub mod hop_kind {
     /// A per-policy rule; key: the policy's counter slot in the low 16 bits, the index
     /// of the policy's rule that matched in the high 16.
     pub const POLICY: u32 = 5;
+    /// An egress firewall entry (table 101); key: its counter slot.
+    pub const EGRESS: u32 = 6;
 }
 
 /// `TraceRecord.output`: the kind of `Output` the pipeline chose.

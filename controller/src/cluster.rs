@@ -30,10 +30,12 @@ use crate::{
     ClusterConfig, Error, HostSubnet, NetNamespace, Result, Service,
 };
 
+mod egress;
 mod import;
 mod policy;
 mod services;
 
+pub use egress::EgressPolicyEvent;
 pub use policy::{ApplyOutcome, LabelOutcome, LabelTarget, Labeled, NetworkPolicyEvent, PodAddressEvent, PodMetaEvent};
 pub use services::{NewService, ServiceEvent};
 
@@ -51,6 +53,8 @@ pub mod keys {
     /// NetworkPolicies under `<project>/<name>`.
     pub const NETWORK_POLICIES: &str = "/oxsdn/networkpolicies/";
     pub const POLICY_ID_COUNTER: &str = "/oxsdn/counters/policy-id";
+    /// EgressNetworkPolicies under `<project>` (one per project).
+    pub const EGRESS_POLICIES: &str = "/oxsdn/egressnetworkpolicies/";
     /// Pods' labels and named ports under `<project>/<name>`.
     pub const POD_META: &str = "/oxsdn/podmeta/";
     /// Pods' addresses under `<node>/<container id>/<ifname>`: each node writes its own.
@@ -65,6 +69,7 @@ pub mod keys {
     pub const SERVICES_GUARD: &str = "/oxsdn/guards/services";
     pub const NETWORK_POLICIES_GUARD: &str = "/oxsdn/guards/networkpolicies";
     pub const POD_META_GUARD: &str = "/oxsdn/guards/podmeta";
+    pub const EGRESS_POLICIES_GUARD: &str = "/oxsdn/guards/egressnetworkpolicies";
     pub const POD_ADDRESSES_GUARD: &str = "/oxsdn/guards/pods";
 }
 

@@ -82,6 +82,8 @@ pub enum Error {
     NotMultitenant(NetworkPlugin),
     #[error("networkpolicy {name:?} not found in namespace {namespace:?}")]
     UnknownNetworkPolicy { namespace: String, name: String },
+    #[error("egressnetworkpolicy {name:?} not found in namespace {namespace:?}")]
+    UnknownEgressPolicy { namespace: String, name: String },
     /// kubectl label's refusal to change a label without --overwrite.
     #[error("'{key}' already has a value ({value}), and --overwrite is false")]
     LabelExists { key: String, value: String },

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::{
     cluster::{decode_config, decode_counter, decode_record, keys, Record},
+    egress::EgressNetworkPolicyRecord,
     policy::{
         manifest::{parse, Object},
         NetworkPolicyRecord, PodAddress, PodMeta,
@@ -57,6 +58,7 @@ pub fn store_record(data: &[u8]) {
         record_round_trip::<NetworkPolicyRecord>(&kv);
         record_round_trip::<PodMeta>(&kv);
         record_round_trip::<PodAddress>(&kv);
+        record_round_trip::<EgressNetworkPolicyRecord>(&kv);
     }
 }
 
@@ -76,6 +78,7 @@ pub fn manifest(data: &[u8]) {
                 let ns = NetNamespace { name: name.clone(), netid: 0, id: 1, labels: labels.clone() };
                 serde_json::to_vec(&ns.to_namespace())
             }
+            Object::EgressNetworkPolicy(policy) => serde_json::to_vec(&policy.to_object()),
             Object::Pod(_) => continue,
         };
         let again = parse(&printed.expect("an object serialises"), None).expect("a printed object parses");

@@ -7,6 +7,7 @@
 mod allocator;
 pub mod cluster;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod fuzzing;
 pub mod hostsubnets;

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr},
     os::fd::AsFd,
     path::PathBuf,
     sync::{
@@ -25,6 +25,7 @@ use oxsdn_cni::{
 };
 use oxsdn_common::{mode, stats, PodEntry, POD_RULES};
 use oxsdn_controller::{
+    egress::EgressNetworkPolicyRecord,
     policy::{NetworkPolicyRecord, PodAddress, PodMeta},
     store::{self, StoreBackend, StoreError},
     Cluster, ClusterConfig, Error as ControllerError, NetNamespace,
@@ -32,6 +33,7 @@ use oxsdn_controller::{
 
 use crate::{
     conntrack, egress,
+    egress_firewall::EgressFirewall,
     entries::{self, NodeAddresses, ProjectRef},
     ipam::{Ipam, IpamError},
     loader::{remove_if_exists, Programs},
@@ -61,6 +63,9 @@ pub struct AgentConfig {
     pub prefilter: PrefilterMode,
     /// Source networks the prefilter drops everything from.
     pub prefilter_deny: Vec<Ipv4Network>,
+    /// The DNS server that resolves egress firewall `dnsName` rules (`None`: the first
+    /// nameserver of /etc/resolv.conf).
+    pub dns_server: Option<SocketAddr>,
 }
 
 struct PodState {
@@ -171,10 +176,13 @@ impl Agent {
         mirror::services::sweep_drained_periodically(services);
         conntrack::sweep_periodically(&pin_dir)?;
         let policy = PolicyEngine::start(&config.node_name, &pin_dir)?;
-        follow_policy_input::<NetNamespace>(&cluster, &policy)?;
-        follow_policy_input::<NetworkPolicyRecord>(&cluster, &policy)?;
-        follow_policy_input::<PodMeta>(&cluster, &policy)?;
-        follow_policy_input::<PodAddress>(&cluster, &policy)?;
+        follow_policy_input::<NetNamespace, _>(&cluster, &policy)?;
+        follow_policy_input::<NetworkPolicyRecord, _>(&cluster, &policy)?;
+        follow_policy_input::<PodMeta, _>(&cluster, &policy)?;
+        follow_policy_input::<PodAddress, _>(&cluster, &policy)?;
+        let egress_firewall = EgressFirewall::start(maps.clone(), config.dns_server)?;
+        follow_policy_input::<NetNamespace, _>(&cluster, &egress_firewall)?;
+        follow_policy_input::<EgressNetworkPolicyRecord, _>(&cluster, &egress_firewall)?;
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;
@@ -629,15 +637,15 @@ impl Agent {
     }
 }
 
-/// Follows the cluster's records of one kind of policy input into the engine.
-fn follow_policy_input<R: crate::policy::mirrors::PolicyInput>(
+/// Follows the cluster's records of one kind of policy input into an engine.
+fn follow_policy_input<R: crate::policy::mirrors::PolicyInput<E>, E: Send + Sync + 'static>(
     cluster: &Arc<Cluster>,
-    engine: &Arc<PolicyEngine>,
+    engine: &Arc<E>,
 ) -> Result<()>
 where
     Cluster: mirror::Feed<R, Event = R::Event>,
 {
-    let follower = Arc::new(Follow::<R>::new(cluster.clone(), engine.clone()));
+    let follower = Arc::new(Follow::<R, E>::new(cluster.clone(), engine.clone()));
     mirror::follow(follower.clone(), follower.resync()?);
     Ok(())
 }

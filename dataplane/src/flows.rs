@@ -1,14 +1,18 @@
 //! `dump-flows`: the pipeline's rules with their counters, in `ovs-ofctl dump-flows`
 //! style, read from a node's pinned maps. Every rule's text is its table's declaration
 //! (`oxsdn_tables`): node-wide rules once, per-pod, per-remote-node, per-service and
-//! per-policy rules once per pod, node, service or NetworkPolicy entry, with their
-//! placeholders filled in.
+//! per-policy rules once per pod, node, service or NetworkPolicy entry, table 101's
+//! once per egress firewall entry, with their placeholders filled in.
 
 use std::fmt;
 
 use anyhow::Result;
+use aya::maps::lpm_trie::Key;
 use ipnetwork::Ipv4Network;
-use oxsdn_common::{stats, Counter, NodeConfig};
+use oxsdn_common::{
+    egress::{EgressCidr, EgressVerdict, EGRESS_ALLOW, EGRESS_INVALID, EGRESS_KEY_FIXED_BITS},
+    stats, Counter, NodeConfig,
+};
 use oxsdn_tables::rule::{Rule, Scope};
 
 use crate::maps::{ip_from_key, total, LocalPods, NodeMaps};
@@ -28,6 +32,8 @@ pub enum RuleRef {
     Service { slot: u32, rule: u32 },
     /// Table 80's rule of the NetworkPolicy in counter `slot`.
     Policy { slot: u32, rule: u32 },
+    /// Table 101's rule of the egress firewall entry in counter `slot`.
+    Egress { slot: u32, rule: u32 },
 }
 
 impl RuleRef {
@@ -39,6 +45,7 @@ impl RuleRef {
             RuleRef::RemoteNode { rule, .. } => (Scope::RemoteNode, rule),
             RuleRef::Service { rule, .. } => (Scope::Service, rule),
             RuleRef::Policy { rule, .. } => (Scope::Policy, rule),
+            RuleRef::Egress { rule, .. } => (Scope::Egress, rule),
         };
         oxsdn_tables::rules().find(|r| r.scope == scope && r.id == id).expect("every rule has its declaration")
     }
@@ -108,6 +115,25 @@ pub fn node_wide(rule: &Rule, cfg: &NodeConfig) -> Flow {
 /// its counter.
 pub fn policy(rule: &Rule, slot: u32, name: &str, cfg: &NodeConfig) -> Flow {
     flow(rule, RuleRef::Policy { slot, rule: rule.id }, cfg, &[("{POLICY}", name)], Counter::default())
+}
+
+/// The flow of an egress firewall entry (table 101): priority `rules - rule` as
+/// OpenShift gave rule `rule` of `rules`, 1 for a VNID whose policy cannot apply.
+pub fn egress(key: &Key<EgressCidr>, verdict: &EgressVerdict, cfg: &NodeConfig, counter: Counter) -> Flow {
+    use oxsdn_tables::t101_egress_policy::{ALLOW_CIDR, DENY_CIDR, INVALID};
+    let (id, priority) = match verdict.action {
+        EGRESS_ALLOW => (ALLOW_CIDR, verdict.rules - verdict.rule),
+        EGRESS_INVALID => (INVALID, 1),
+        _ => (DENY_CIDR, verdict.rules - verdict.rule),
+    };
+    let data = key.data();
+    let prefix = key.prefix_len().saturating_sub(EGRESS_KEY_FIXED_BITS);
+    let cidr = network(data.ip, u32::MAX.checked_shl(32 - prefix).unwrap_or(0).to_be());
+    let vnid = format!("{:#x}", data.vnid);
+    let reference = RuleRef::Egress { slot: verdict.slot, rule: id };
+    let mut flow = flow(reference.declaration(), reference, cfg, &[("{VNID}", &vnid), ("{CIDR}", &cidr)], counter);
+    flow.priority = u16::try_from(priority).unwrap_or(u16::MAX);
+    flow
 }
 
 fn rules_of(scope: Scope) -> impl Iterator<Item = &'static Rule> {
@@ -193,6 +219,10 @@ pub fn collect(maps: &NodeMaps, port_name: impl Fn(u32) -> String) -> Result<Vec
             let counter = total(&maps.policy_stats, stats::policy_index(slot, rule.id))?;
             flows.push(flow(rule, RuleRef::Policy { slot, rule: rule.id }, &cfg, &[("{POLICY}", &name)], counter));
         }
+    }
+    for entry in maps.egress_cidrs.iter() {
+        let (key, verdict) = entry?;
+        flows.push(egress(&key, &verdict, &cfg, total(&maps.egress_stats, verdict.slot)?));
     }
     flows.sort_by(|a, b| {
         (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(b.table, std::cmp::Reverse(b.priority), &b.matches))

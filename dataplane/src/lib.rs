@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cni_server;
 pub mod conntrack;
 pub mod egress;
+pub mod egress_firewall;
 pub mod entries;
 pub mod flows;
 pub mod health;

@@ -53,6 +53,10 @@ struct Args {
     /// at most 1024.
     #[arg(long, env = "OXSDN_PREFILTER_DENY", value_name = "CIDR,...", value_delimiter = ',', value_parser = parse_deny_cidr)]
     prefilter_deny: Vec<Ipv4Network>,
+    /// The DNS server (ADDRESS:PORT) that resolves the `dnsName` rules of egress
+    /// firewalls; by default the first nameserver of /etc/resolv.conf.
+    #[arg(long, env = "OXSDN_DNS_SERVER")]
+    dns_server: Option<std::net::SocketAddr>,
     /// Where to serve Prometheus metrics (GET /metrics), ADDRESS:PORT, or `off`. The
     /// default is OpenShift SDN's, on loopback only.
     #[arg(long, env = "OXSDN_METRICS_ADDRESS", default_value = "127.0.0.1:9101", value_parser = metrics::server::parse_address)]
@@ -91,6 +95,7 @@ fn main() -> Result<()> {
         ct_quota: args.ct_quota,
         prefilter: args.prefilter,
         prefilter_deny: args.prefilter_deny,
+        dns_server: args.dns_server,
     })?;
     let pin_dir = agent.config.bpffs_dir.join(&agent.config.node_name);
     let starts = Starts::record(&agent.config.state_dir)?;

@@ -326,17 +326,23 @@ impl Describer {
         };
         // A NetworkPolicy's drop names the policy (its counter slot's name, if the slot
         // is still taken).
-        let (rule, flow) = match monitor::policy_of(e.rule) {
-            Some((slot, rule)) => {
+        let (rule, flow) = match (monitor::policy_of(e.rule), monitor::egress_of(e.rule)) {
+            (Some((slot, rule)), _) => {
                 let rule = RuleRef::Policy { slot, rule }.declaration();
                 let name = self.maps.policy_slots.get(&slot, 0).map(|p| p.name()).unwrap_or_else(|_| "?".into());
                 (Some(rule), Some(flows::policy(rule, slot, &name, &self.cfg)))
             }
-            None if e.rule != NO_RULE => {
+            (None, Some((slot, rule))) => {
+                let entry = self.maps.egress_cidrs.iter().filter_map(|entry| entry.ok()).find(|(_, v)| v.slot == slot);
+                let reference = RuleRef::Egress { slot, rule };
+                let flow = entry.map(|(key, verdict)| flows::egress(&key, &verdict, &self.cfg, Default::default()));
+                (Some(reference.declaration()), flow)
+            }
+            (None, None) if e.rule != NO_RULE => {
                 let rule = RuleRef::NodeWide { rule: e.rule }.declaration();
                 (Some(rule), Some(flows::node_wide(rule, &self.cfg)))
             }
-            None => (None, None),
+            (None, None) => (None, None),
         };
         let output = match e.output {
             output_kind::DROP => None,

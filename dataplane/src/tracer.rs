@@ -347,6 +347,7 @@ fn decode(r: &TraceRecord, run: TestRun) -> Trace {
             hop_kind::REMOTE_NODE => Some(RuleRef::RemoteNode { slot: h.key, rule: h.rule }),
             hop_kind::SERVICE => Some(RuleRef::Service { slot: h.key, rule: h.rule }),
             hop_kind::POLICY => Some(RuleRef::Policy { slot: h.key & 0xffff, rule: h.rule }),
+            hop_kind::EGRESS => Some(RuleRef::Egress { slot: h.key, rule: h.rule }),
             _ => None,
         })
         .collect();

@@ -6,6 +6,7 @@
 //! Every method is a single map access or helper; the tables hold the logic.
 
 use oxsdn_common::{
+    egress::EgressVerdict,
     policy::{IdentityPolicy, PolicyKey, PortSet},
     EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
@@ -69,6 +70,8 @@ pub trait Env: Copy {
     /// Tracks a connection policies let through, in `owner`'s share; whether it is in
     /// (trace mode tracks nothing and says yes).
     fn track_policy_connection(self, flow: &FlowKey, owner: u32) -> bool;
+    /// The egress firewall's entry for traffic of VNID `vnid` to `dst` (`EGRESS_CIDRS`).
+    fn egress_verdict(self, vnid: u32, dst: u32) -> Option<EgressVerdict>;
     /// CLOCK_MONOTONIC in ns.
     fn now_ns(self) -> u64;
     fn random(self) -> u32;
@@ -84,6 +87,8 @@ pub trait Env: Copy {
     /// Counts per-policy rule `rule` of the policy in counter slot `slot`; `matched`: the
     /// index of the policy's rule that matched (for a trace).
     fn count_policy(self, slot: u32, rule: u32, matched: u32, len: u32);
+    /// Counts egress firewall rule `rule` of the entry in counter slot `slot`.
+    fn count_egress(self, slot: u32, rule: u32, len: u32);
     /// Counts a dropped packet against its source (`SOURCE_DROPS[source]`, see
     /// `oxsdn_common::monitor::drop_source`); nothing in trace mode.
     fn count_drop(self, source: u32);

@@ -176,6 +176,15 @@ impl<'a, E: Env> Packet<'a, E> {
         self.dropped_by.set(monitor::policy_rule(slot, rule));
     }
 
+    /// Counts egress firewall drop rule `rule` of the entry in counter slot `slot`, as
+    /// the drop's too (see `count`).
+    #[inline(always)]
+    pub fn count_egress_drop(&self, slot: u32, rule: u32) {
+        self.env.count_egress(slot, rule, self.frame.len);
+        self.env.count_drop(monitor::drop_source(self.port, self.owner));
+        self.dropped_by.set(monitor::egress_rule(slot, rule));
+    }
+
     /// Counts `rule`, a drop rule, and drops.
     #[inline(always)]
     pub fn drop_by(&self, rule: u32) -> Output {
@@ -253,6 +262,9 @@ mod tests {
                 Scope::RemoteNode => oxsdn_common::NODE_RULES,
                 Scope::Service => 2,
                 Scope::Policy => oxsdn_common::policy::POLICY_RULES,
+                // Not counter indexes (each entry has its slot): ids from the node-wide
+                // range that node-wide rules do not use, below `monitor::egress_rule`'s 8 bits.
+                Scope::Egress => oxsdn_common::MAX_RULES,
             };
             assert!(rule.id < limit, "{} id {} >= {limit}", rule.name, rule.id);
         }
@@ -332,9 +344,15 @@ mod tests {
             (80, 63, "TO_GW"),
             (80, 64, "TO_NODE_IP"),
             (80, 65, "SUBNET"),
+            // Table 101's per-entry rules (scope egress): ids kept apart from node-wide ones.
+            (101, 90, "INVALID"),
+            (101, 91, "ALLOW_CIDR"),
+            (101, 92, "DENY_CIDR"),
         ];
-        let node_wide: Vec<(u8, u32, &str)> =
-            rules().filter(|r| r.scope == Scope::Node).map(|r| (r.table, r.id, r.name)).collect();
+        let node_wide: Vec<(u8, u32, &str)> = rules()
+            .filter(|r| matches!(r.scope, Scope::Node | Scope::Egress))
+            .map(|r| (r.table, r.id, r.name))
+            .collect();
         for rule in &node_wide {
             assert!(expected.contains(rule), "rule {rule:?} is not in the list of ids: append it");
         }

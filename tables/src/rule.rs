@@ -19,7 +19,8 @@
 //! - per-node rules: `{NODE_IP}` the remote node's address, `{SUBNET}` its subnet;
 //! - per-service rules: `{PROTO}`, `{IP}` the ClusterIP, `{PORT}` the port, `{VNID}` the
 //!   service project's VNID;
-//! - per-policy rules: `{POLICY}` the NetworkPolicy's `namespace/name`.
+//! - per-policy rules: `{POLICY}` the NetworkPolicy's `namespace/name`;
+//! - egress firewall rules: `{VNID}` the project's VNID, `{CIDR}` the entry's prefix.
 //!
 //! Ids index the counters: node-wide rules `RULE_STATS`, the others their owner's block
 //! (`oxsdn_common::stats`). An id is never reused nor renumbered (the test
@@ -38,6 +39,9 @@ pub enum Scope {
     Service,
     /// One per NetworkPolicy (`POLICY_STATS`, by the policy's counter slot).
     Policy,
+    /// One per egress firewall entry (`EGRESS_STATS`, by the entry's counter slot); the
+    /// flow's priority comes from the entry (`oxsdn_common::egress::EgressVerdict`).
+    Egress,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +81,7 @@ macro_rules! rules {
     (@scope remote_node) => { $crate::rule::Scope::RemoteNode };
     (@scope service) => { $crate::rule::Scope::Service };
     (@scope policy) => { $crate::rule::Scope::Policy };
+    (@scope egress) => { $crate::rule::Scope::Egress };
 }
 
 /// Node-wide rules that drop (action `drop`), as bits by id: the tables report a drop

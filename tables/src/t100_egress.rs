@@ -37,7 +37,7 @@ pub fn table100<E: Env>(p: &mut Packet<E>, ip: &Ipv4) -> Output {
         }
     }
     p.count(EXTERNAL);
-    t101_egress_policy::table101(p)
+    t101_egress_policy::table101(p, ip)
 }
 
 /// Whether `ip` is a TCP or UDP packet to an endpoint of the cluster store.

@@ -8,6 +8,7 @@
 pub mod bins;
 pub mod cluster;
 pub mod cni;
+pub mod dns;
 pub mod etcd;
 pub mod flows;
 pub mod frames;

@@ -426,6 +426,8 @@ mod tests {
             ("{SUBNET}", "10.128.2.0/23"),
             ("{PROTO}", "tcp"),
             ("{UNDERLAY}", "eth0"),
+            ("{VNID}", "0xb"),
+            ("{CIDR}", "192.0.2.0/24"),
         ];
         for rule in oxsdn_tables::rules() {
             // A service's {PORT} is a port number, a pod's its port name: both are numbers here.

@@ -11,6 +11,7 @@ use std::{
 use super::{decode_config, keys, record_key, relay, Attempt, Cluster, Record};
 use crate::{
     config::NetworkPlugin,
+    egress::EgressNetworkPolicyRecord,
     netnamespaces::{validate_labels, validate_project_name},
     policy::{
         manifest::Object, validate_policy_name, validate_policy_spec, validation::default_network_policy_spec,
@@ -192,7 +193,7 @@ impl Attempt<'_> {
         }
     }
 
-    /// Deletes the NetworkPolicies and pods' labels of `namespace` (with it), but for the
+    /// Deletes the NetworkPolicies, pods' labels and EgressNetworkPolicy of `namespace` (with it), but for the
     /// keys in `deleted`, which the attempt deletes already.
     pub(super) fn delete_namespace_contents(&mut self, namespace: &str, deleted: &HashSet<String>) -> Result<()> {
         let below = format!("{namespace}/");
@@ -205,6 +206,9 @@ impl Attempt<'_> {
             if !deleted.contains(&record_key::<PodMeta>(&pod.key_name())) {
                 self.delete_record::<PodMeta>(&pod.key_name())?;
             }
+        }
+        if !deleted.contains(&record_key::<EgressNetworkPolicyRecord>(namespace)) {
+            self.delete_record::<EgressNetworkPolicyRecord>(namespace)?;
         }
         Ok(())
     }
@@ -450,6 +454,9 @@ impl Cluster {
                             }
                         }
                     }
+                    Object::EgressNetworkPolicy(policy) => {
+                        outcomes[i] = a.put_egress_policy(policy, all.get(&policy.namespace))?;
+                    }
                     Object::Pod(meta) => {
                         require(&meta.namespace)?;
                         let old = pods.get(&meta.key_name());
@@ -487,6 +494,12 @@ impl Cluster {
                         let key_name = format!("{namespace}/{name}");
                         found[i] = a.delete_record::<NetworkPolicyRecord>(&key_name)?;
                         deleted.insert(record_key::<NetworkPolicyRecord>(&key_name));
+                    }
+                    Object::EgressNetworkPolicy(policy) => {
+                        found[i] = a.delete_egress_policy(&policy.namespace, &policy.name)?;
+                        if found[i] {
+                            deleted.insert(record_key::<EgressNetworkPolicyRecord>(&policy.namespace));
+                        }
                     }
                     Object::Pod(meta) => {
                         found[i] = a.delete_record::<PodMeta>(&meta.key_name())?;

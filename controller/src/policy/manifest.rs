@@ -1,7 +1,8 @@
 //! Kubernetes manifests, as `kubectl apply -f` reads them: YAML (documents separated by
 //! `---`) or JSON (one or more objects), each document an object or a `List` of them.
-//! oxsdn takes `NetworkPolicy` (networking.k8s.io/v1), `Namespace` (v1: its labels) and
-//! `Pod` (v1: its labels and named container ports).
+//! oxsdn takes `NetworkPolicy` (networking.k8s.io/v1), `EgressNetworkPolicy`
+//! (network.openshift.io/v1), `Namespace` (v1: its labels) and `Pod` (v1: its labels and
+//! named container ports).
 //!
 //! Every object is decoded strictly (an unknown field is an error, as with kubectl's
 //! default `--validate=strict`), given the API server's defaults and validated as the API
@@ -33,7 +34,10 @@ use super::{
     },
     NamedPort, PodMeta, NAMESPACE_NAME_LABEL,
 };
-use crate::netnamespaces::{validate_labels, validate_project_name};
+use crate::{
+    egress::{self, EgressNetworkPolicy, EgressNetworkPolicyRecord},
+    netnamespaces::{validate_labels, validate_project_name},
+};
 
 /// The largest manifest file taken (16 MiB): far above any real set of policies, small
 /// enough that decoding it stays within a few hundred MiB.
@@ -58,6 +62,8 @@ pub enum Object {
         labels: BTreeMap<String, String>,
     },
     Pod(PodMeta),
+    /// An EgressNetworkPolicy (network.openshift.io/v1).
+    EgressNetworkPolicy(EgressNetworkPolicyRecord),
 }
 
 impl Object {
@@ -67,6 +73,7 @@ impl Object {
             Object::NetworkPolicy { name, .. } => format!("networkpolicy.networking.k8s.io/{name}"),
             Object::Namespace { name, .. } => format!("namespace/{name}"),
             Object::Pod(meta) => format!("pod/{}", meta.name),
+            Object::EgressNetworkPolicy(policy) => format!("egressnetworkpolicy.network.openshift.io/{}", policy.name),
         }
     }
 
@@ -84,6 +91,7 @@ impl Object {
                 validate_labels(labels)
             }
             Object::Pod(meta) => meta.check(),
+            Object::EgressNetworkPolicy(policy) => policy.check(),
         }
     }
 
@@ -93,6 +101,8 @@ impl Object {
             Object::Namespace { name, .. } => (0, "", name),
             Object::NetworkPolicy { namespace, name, .. } => (1, namespace, name),
             Object::Pod(meta) => (2, &meta.namespace, &meta.name),
+            // One per project: a second name in a project is refused when applied.
+            Object::EgressNetworkPolicy(policy) => (3, &policy.namespace, &policy.name),
         }
     }
 }
@@ -305,9 +315,11 @@ fn object(value: &Value, namespace: Option<&str>) -> Result<Object, String> {
         ("networking.k8s.io/v1", "NetworkPolicy") => network_policy(decode(value, kind, api_version)?, namespace),
         ("v1", "Namespace") => namespace_object(decode(value, kind, api_version)?),
         ("v1", "Pod") => pod(decode(value, kind, api_version)?, namespace),
+        (egress::API_VERSION, egress::KIND) => egress_policy(decode(value, kind, api_version)?, namespace),
         _ => Err(format!(
             "no matches for kind {kind:?} in version {api_version:?}: oxsdn takes NetworkPolicy \
-             (networking.k8s.io/v1), Namespace (v1), Pod (v1) and List"
+             (networking.k8s.io/v1), EgressNetworkPolicy (network.openshift.io/v1), Namespace (v1), Pod (v1) and \
+             List"
         )),
     }
 }
@@ -394,6 +406,17 @@ pub fn network_policy(mut policy: NetworkPolicy, namespace: Option<&str>) -> Res
         name,
         spec: policy.spec.unwrap_or_default(),
     })
+}
+
+fn egress_policy(mut policy: EgressNetworkPolicy, namespace: Option<&str>) -> Result<Object, String> {
+    namespace_of(&mut policy.metadata, namespace)?;
+    let record = EgressNetworkPolicyRecord {
+        name: name_of(&policy.metadata)?,
+        namespace: policy.metadata.namespace.unwrap_or_default(),
+        spec: policy.spec,
+    };
+    record.check().map_err(|e| e.to_string())?;
+    Ok(Object::EgressNetworkPolicy(record))
 }
 
 /// A Namespace (of a manifest, or as the API server serves it), checked.

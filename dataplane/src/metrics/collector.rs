@@ -77,6 +77,7 @@ fn scope_name(scope: Scope) -> &'static str {
         Scope::RemoteNode => "remote_node",
         Scope::Service => "service",
         Scope::Policy => "policy",
+        Scope::Egress => "egress",
     }
 }
 
@@ -139,6 +140,7 @@ impl NodeCollector {
             ("IP_IDENTITIES", count(maps.ip_identities.keys().count())),
             ("POLICY_PEERS", count(maps.policy_peers.keys().count())),
             ("POLICY_CIDRS", count(maps.policy_cidrs.keys().count())),
+            ("EGRESS_CIDRS", count(maps.egress_cidrs.keys().count())),
             ("POLICY_CT", count(maps.policy_ct.keys().count())),
             ("POLICY_SLOTS", count(maps.policy_slots.keys().count())),
         ];

@@ -10,7 +10,9 @@
 //! - `services`: Services -> the service maps and `ENDPOINT_PODS`;
 //! - `mode`: the cluster's network plugin -> `CONFIG.mode`;
 //! - `crate::policy::mirrors`: namespaces' labels, NetworkPolicies, pods' labels and
-//!   addresses -> the policy engine.
+//!   addresses -> the policy engine;
+//! - `crate::egress_firewall`: NetNamespaces' VNIDs and EgressNetworkPolicies -> the
+//!   egress firewall.
 
 pub mod mode;
 pub mod projects;
@@ -21,7 +23,11 @@ use std::{sync::mpsc::Receiver, sync::Arc, time::Duration};
 
 use anyhow::Result;
 use oxsdn_controller::{
-    cluster::{HostSubnetEvent, NetNamespaceEvent, NetworkPolicyEvent, PodAddressEvent, PodMetaEvent, ServiceEvent},
+    cluster::{
+        EgressPolicyEvent, HostSubnetEvent, NetNamespaceEvent, NetworkPolicyEvent, PodAddressEvent, PodMetaEvent,
+        ServiceEvent,
+    },
+    egress::EgressNetworkPolicyRecord,
     policy::{NetworkPolicyRecord, PodAddress, PodMeta},
     Cluster, ClusterConfig, HostSubnet, NetNamespace, Service,
 };
@@ -118,6 +124,20 @@ impl Feed<PodAddress> for Cluster {
     fn get(&self, key: &str) -> Result<Option<PodAddress>> {
         let Some((node, _)) = key.split_once('/') else { return Ok(None) };
         Ok(self.list_pod_addresses(Some(node))?.0.into_iter().find(|a| a.key_name() == key))
+    }
+}
+
+impl Feed<EgressNetworkPolicyRecord> for Cluster {
+    type Event = EgressPolicyEvent;
+    fn list(&self) -> Result<(Vec<EgressNetworkPolicyRecord>, u64)> {
+        Ok(self.list_egress_policies(None)?)
+    }
+    fn watch(&self, after_revision: u64) -> Result<Receiver<EgressPolicyEvent>> {
+        Ok(self.watch_egress_policies(after_revision)?)
+    }
+    /// `key`: the project.
+    fn get(&self, key: &str) -> Result<Option<EgressNetworkPolicyRecord>> {
+        Ok(self.get_egress_policy(key)?)
     }
 }
 

@@ -15,12 +15,12 @@ use oxsdn_controller::{
 use super::PolicyEngine;
 use crate::mirror::{Feed, Mirror};
 
-/// A kind of record the engine holds.
-pub trait PolicyInput: Sized + Send + Sync + 'static {
+/// A kind of record an engine (the policy engine, the egress firewall) holds.
+pub trait PolicyInput<E = PolicyEngine>: Sized + Send + Sync + 'static {
     type Event: Send + 'static;
     const WHAT: &'static str;
-    fn replace_all(engine: &PolicyEngine, all: Vec<Self>);
-    fn apply(engine: &PolicyEngine, event: Self::Event);
+    fn replace_all(engine: &E, all: Vec<Self>);
+    fn apply(engine: &E, event: Self::Event);
 }
 
 impl PolicyInput for NetNamespace {
@@ -80,18 +80,18 @@ impl PolicyInput for PodAddress {
 }
 
 /// Keeps the engine's collection of `R` equal to a feed's.
-pub struct Follow<R: PolicyInput> {
+pub struct Follow<R: PolicyInput<E>, E = PolicyEngine> {
     source: Arc<dyn Feed<R, Event = R::Event>>,
-    engine: Arc<PolicyEngine>,
+    engine: Arc<E>,
 }
 
-impl<R: PolicyInput> Follow<R> {
-    pub fn new(source: Arc<dyn Feed<R, Event = R::Event>>, engine: Arc<PolicyEngine>) -> Self {
+impl<R: PolicyInput<E>, E> Follow<R, E> {
+    pub fn new(source: Arc<dyn Feed<R, Event = R::Event>>, engine: Arc<E>) -> Self {
         Follow { source, engine }
     }
 }
 
-impl<R: PolicyInput> Mirror for Follow<R> {
+impl<R: PolicyInput<E>, E: Send + Sync + 'static> Mirror for Follow<R, E> {
     type Event = R::Event;
     const WHAT: &'static str = R::WHAT;
 

@@ -12,6 +12,7 @@ use aya_ebpf::{
 };
 use oxsdn_common::{
     conntrack::CLOSING,
+    egress::{EgressCidr, EgressVerdict, EGRESS_KEY_FIXED_BITS},
     monitor::NO_RULE,
     policy::{IdentityPolicy, PolicyCidr, PolicyConnection, PolicyKey, PortSet, CIDR_KEY_FIXED_BITS},
     stats,
@@ -274,6 +275,12 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     }
 
     #[inline(always)]
+    fn egress_verdict(self, vnid: u32, dst: u32) -> Option<EgressVerdict> {
+        let key = Key::new(EGRESS_KEY_FIXED_BITS + 32, EgressCidr { vnid, ip: dst });
+        EGRESS_CIDRS.get(&key).copied()
+    }
+
+    #[inline(always)]
     fn policy_connection(self, flow: &FlowKey, closing: bool) -> bool {
         let Some(c) = POLICY_CT.get_ptr_mut(flow) else { return false };
         if !TRACE {
@@ -352,6 +359,14 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
             return trace_mode::hop(hop_kind::POLICY, rule, (slot & 0xffff) | (matched << 16));
         }
         bump(POLICY_STATS.get_ptr_mut(stats::policy_index(slot, rule)), len);
+    }
+
+    #[inline(always)]
+    fn count_egress(self, slot: u32, rule: u32, len: u32) {
+        if TRACE {
+            return trace_mode::hop(hop_kind::EGRESS, rule, slot);
+        }
+        bump(EGRESS_STATS.get_ptr_mut(slot), len);
     }
 
     #[inline(always)]
