@@ -150,7 +150,9 @@ impl ApiWriter {
             ApiWrite::HostSubnet(HostSubnetWrite::Delete { name }) => {
                 self.hostsubnets.delete(name, &DeleteParams::default()).await.map(drop)
             }
-            ApiWrite::CreateClusterNetwork(object) => self.cluster_networks.create(&create, object.as_ref()).await.map(drop),
+            ApiWrite::CreateClusterNetwork(object) => {
+                self.cluster_networks.create(&create, object.as_ref()).await.map(drop)
+            }
         }
     }
 }
