@@ -127,10 +127,18 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{store::testing::Kind, ClusterConfig};
+    use crate::{
+        store::testing::{on_both_stores, Kind},
+        ClusterConfig,
+    };
 
-    fn cluster() -> (crate::store::testing::Backing, Cluster) {
-        let (backing, c) = super::super::tests::cluster_on(Kind::File);
+    on_both_stores!(
+        projects_keep_the_netid_they_bring_and_the_allocator_avoids_it,
+        nodes_keep_the_subnet_they_bring_and_overlaps_are_refused
+    );
+
+    fn cluster(kind: Kind) -> (crate::store::testing::Backing, Cluster) {
+        let (backing, c) = super::super::tests::cluster_on(kind);
         c.init_config(&ClusterConfig::default()).unwrap();
         (backing, c)
     }
@@ -142,9 +150,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn projects_keep_the_netid_they_bring_and_the_allocator_avoids_it() {
-        let (_b, c) = cluster();
+    fn projects_keep_the_netid_they_bring_and_the_allocator_avoids_it(kind: Kind) {
+        let (_b, c) = cluster(kind);
         assert_eq!(c.import_netnamespace("shop", 4242).unwrap().netid, 4242);
         assert_eq!(c.import_netnamespace("shop-joined", 4242).unwrap().netid, 4242);
         assert_eq!(c.import_netnamespace("infra", 0).unwrap().netid, 0);
@@ -165,9 +172,8 @@ mod tests {
         assert_eq!(c.ensure_netnamespace("new").unwrap().netid, 4243);
     }
 
-    #[test]
-    fn nodes_keep_the_subnet_they_bring_and_overlaps_are_refused() {
-        let (_b, c) = cluster();
+    fn nodes_keep_the_subnet_they_bring_and_overlaps_are_refused(kind: Kind) {
+        let (_b, c) = cluster(kind);
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         let net = |s: &str| s.parse::<Ipv4Network>().unwrap();
         let hs = c.import_node("n1", ip("192.168.1.1"), net("10.128.6.0/23")).unwrap();
