@@ -173,7 +173,7 @@ const RETRY: Duration = Duration::from_millis(500);
 /// thread. Each step is counted (`metrics`): events and the time from an event's arrival
 /// to the dataplane holding it, broken watches, resyncs. The first watch is opened before
 /// returning, so an agent that has started all its mirrors reports them watching.
-pub fn follow<M: Mirror>(mirror: Arc<M>, mut revision: u64) {
+pub fn follow<M: Mirror>(mirror: Arc<M>, revision: u64) {
     let metrics = crate::metrics::global();
     metrics.resynced(M::WHAT, &Ok(revision));
     let mut watch = mirror.watch(revision);
@@ -197,18 +197,15 @@ pub fn follow<M: Mirror>(mirror: Arc<M>, mut revision: u64) {
                 metrics.watching(M::WHAT, Err(format!("cannot watch: {e:#}")));
             }
         }
-        loop {
+        let revision = loop {
             std::thread::sleep(RETRY);
             let resynced = mirror.resync();
             metrics.resynced(M::WHAT, &resynced);
             match resynced {
-                Ok(r) => {
-                    revision = r;
-                    break;
-                }
+                Ok(r) => break r,
                 Err(e) => tracing::warn!("{} resync failed: {e:#}", M::WHAT),
             }
-        }
+        };
         watch = mirror.watch(revision);
     });
 }
