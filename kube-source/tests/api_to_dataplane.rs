@@ -3,7 +3,7 @@
 //! Service created "in the API" becomes reachable from a pod, and a NetworkPolicy applied
 //! "in the API" is enforced, then lifted when deleted; the change-network annotation of
 //! a NetNamespace joins two projects, and a NETID changed by OpenShift's master isolates
-//! them again.
+//! them again; an EgressNetworkPolicy of the API is the project's egress firewall.
 
 use std::{
     net::Ipv4Addr,
@@ -26,8 +26,8 @@ use oxsdn_kube::{
     translate::{Change, Translator},
 };
 use oxsdn_tests::{
-    cluster::StoreArgs,
-    probe::{serve_identity, IdentityClient},
+    cluster::{StoreArgs, EXTERNAL_HOST},
+    probe::{serve_identity, serve_whoami, whoami_tcp, IdentityClient},
     TestCluster,
 };
 use serde_json::json;
@@ -245,4 +245,71 @@ fn openshift_objects_listed() -> Vec<Change> {
     changes.extend(listed(vec![], Change::ClusterNetwork));
     changes.extend(listed(vec![], Change::EgressNetworkPolicy));
     changes
+}
+
+/// An EgressNetworkPolicy of project `namespace` whose last rule denies `denied`.
+fn egress_policy(namespace: &str, name: &str, denied: &str) -> openshift::EgressNetworkPolicy {
+    object(json!({
+        "apiVersion": "network.openshift.io/v1", "kind": "EgressNetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"egress": [
+            {"type": "Allow", "to": {"cidrSelector": "203.0.113.7/32"}},
+            {"type": "Deny", "to": {"cidrSelector": denied}}
+        ]}
+    }))
+}
+
+#[test]
+fn an_egress_network_policy_of_the_api_is_the_projects_egress_firewall() -> Result<()> {
+    const WHOAMI_PORT: u16 = 7070;
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("n1")?;
+    let pod = cluster.node("n1").add_pod("shop", "a-0")?;
+    let external: Ipv4Addr = EXTERNAL_HOST.parse()?;
+    serve_whoami(&cluster.external, WHOAMI_PORT)?;
+    let reaches_outside = |expected: bool| {
+        let start = Instant::now();
+        loop {
+            let reached = whoami_tcp(&pod.netns, external, WHOAMI_PORT).is_ok();
+            if reached == expected || start.elapsed() > Duration::from_secs(10) {
+                return reached;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let node = &cluster.nodes[0];
+    let mut changes = listed(vec![namespace("default"), namespace("shop")], Change::Namespace);
+    changes.extend(listed(vec![crate::node(&node.name, node.ip)], Change::Node));
+    changes.extend(listed(vec![pod_object("shop", "a-0")], Change::Pod));
+    changes.extend(listed(vec![], Change::Service));
+    changes.extend(listed(vec![], Change::EndpointSlice));
+    changes.extend(listed(vec![], Change::NetworkPolicy));
+    changes.extend(openshift_objects_listed());
+    let translator = follow(Translator::new(open_store(&cluster.store)?)?, changes)?;
+    assert!(reaches_outside(true), "no firewall yet");
+
+    let deny_external = egress_policy("shop", "default", &format!("{EXTERNAL_HOST}/32"));
+    let translator = follow(translator, vec![Change::EgressNetworkPolicy(Event::Apply(deny_external.clone()))])?;
+    assert!(!reaches_outside(false), "the API's firewall denies the external host");
+    let allow_external = egress_policy("shop", "default", "203.0.113.0/24");
+    let translator = follow(translator, vec![Change::EgressNetworkPolicy(Event::Apply(allow_external.clone()))])?;
+    assert!(reaches_outside(true), "its update lets it through again");
+    // A second policy in the project: all its egress dropped, as on OpenShift.
+    let second = egress_policy("shop", "second", "203.0.113.0/24");
+    let translator = follow(translator, vec![Change::EgressNetworkPolicy(Event::Apply(second.clone()))])?;
+    assert!(!reaches_outside(false), "two policies in one project drop its egress");
+    let translator = follow(
+        translator,
+        vec![
+            Change::EgressNetworkPolicy(Event::Delete(second)),
+            Change::EgressNetworkPolicy(Event::Delete(allow_external)),
+        ],
+    )?;
+    assert!(reaches_outside(true), "none left: egress allowed");
+    assert_eq!(translator.pending(), 0);
+    Ok(())
+}
+
+fn pod_object(namespace: &str, name: &str) -> Pod {
+    pod(namespace, name, "a", "n1")
 }
