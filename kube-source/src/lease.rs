@@ -6,7 +6,10 @@
 //! comparison of two machines' clocks). Every write carries the resourceVersion it read,
 //! so two replicas taking over at once cannot both succeed: the API server refuses the
 //! second (409 Conflict). A holder that could not renew for `renew_deadline` (shorter
-//! than `duration`) stops, before anyone else may take over.
+//! than `duration`) stops, before anyone else may take over. A holder that stops on
+//! purpose (SIGTERM: a rollout, a drained node) releases the Lease, as client-go's
+//! `ReleaseOnCancel` does, so that another replica takes over at its next try instead of
+//! `duration` later.
 
 use std::time::Duration;
 
@@ -116,6 +119,19 @@ impl Observed {
     }
 }
 
+/// The spec that gives up the Lease `current` if `identity` holds it (`None` otherwise):
+/// no holder, a duration of one second, as client-go writes it. A replica that reads it
+/// takes it at once (`Observed::next_spec`: no holder, no wait).
+pub fn released_spec(current: &LeaseSpec, identity: &str, wall: Timestamp) -> Option<LeaseSpec> {
+    (current.holder_identity.as_deref() == Some(identity)).then(|| LeaseSpec {
+        holder_identity: Some(String::new()),
+        lease_duration_seconds: Some(1),
+        acquire_time: Some(MicroTime(wall)),
+        renew_time: Some(MicroTime(wall)),
+        ..current.clone()
+    })
+}
+
 /// One replica's side of the election on Lease `name`.
 pub struct LeaderElector {
     api: Api<Lease>,
@@ -185,7 +201,7 @@ impl LeaderElector {
 
     /// Renews the Lease until a renewal has failed for `renew_deadline`; returns then, and
     /// the caller must stop writing.
-    pub async fn hold(mut self) -> anyhow::Error {
+    pub async fn hold(&mut self) -> anyhow::Error {
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.timings.retry).await;
@@ -198,6 +214,19 @@ impl LeaderElector {
                 return anyhow::anyhow!("lease {} not renewed for {:?}", self.name, self.timings.renew_deadline);
             }
         }
+    }
+
+    /// Gives the Lease up if this replica holds it (after its last write), so that another
+    /// takes over at once. The write carries the resourceVersion read: if another replica
+    /// took the Lease meanwhile, it is left to it.
+    pub async fn release(&mut self) -> kube::Result<()> {
+        let Some(lease) = self.api.get_opt(&self.name).await? else { return Ok(()) };
+        let Some(spec) = lease.spec.as_ref().and_then(|s| released_spec(s, &self.identity, Timestamp::now())) else {
+            return Ok(());
+        };
+        self.api.replace(&self.name, &PostParams::default(), &Lease { spec: Some(spec), ..lease }).await?;
+        info!(lease = self.name, identity = self.identity, "lease released");
+        Ok(())
     }
 }
 
@@ -261,6 +290,24 @@ mod tests {
         let taken = Observed::default().next_spec(Some(&released), "b", &T, Instant::now(), wall(0)).unwrap();
         assert_eq!(taken.holder_identity.as_deref(), Some("b"));
         assert_eq!(taken.lease_transitions, Some(4));
+    }
+
+    #[test]
+    fn a_lease_released_on_shutdown_is_taken_at_the_next_try_not_after_its_duration() {
+        let start = Instant::now();
+        let held = Observed::default().next_spec(None, "a", &T, start, wall(0)).unwrap();
+        let mut b = Observed::default();
+        assert_eq!(b.next_spec(Some(&held), "b", &T, start, wall(0)), None);
+        // Only the holder releases it.
+        assert_eq!(released_spec(&held, "b", wall(1)), None);
+        let released = released_spec(&held, "a", wall(1)).unwrap();
+        assert_eq!(released.holder_identity.as_deref(), Some(""));
+        assert_eq!(released.lease_duration_seconds, Some(1));
+        // b's next try, one retry period later: taken, 13 s before a's hold would expire.
+        let taken = b.next_spec(Some(&released), "b", &T, start + T.retry, wall(2)).unwrap();
+        assert_eq!(taken.holder_identity.as_deref(), Some("b"));
+        assert_eq!(taken.lease_transitions, Some(1));
+        assert_eq!(taken.lease_duration_seconds, Some(15));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use oxsdn_controller::{
@@ -11,10 +12,11 @@ use oxsdn_controller::{
 };
 use oxsdn_kube::{
     lease::{LeaderElector, LeaseTimings, LEASE_NAME},
-    openshift::NetNamespace,
-    run,
+    run::{self, ApiWriter},
     translate::Translator,
 };
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(version, about = "oxsdn's cluster component: keeps the store equal to the Kubernetes API")]
@@ -48,15 +50,26 @@ async fn main() -> anyhow::Result<()> {
         &cli.identity,
         LeaseTimings::default(),
     );
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     elector.acquire().await;
-    tokio::select! {
+    let writer = ApiWriter::new(&client, tokio::runtime::Handle::current());
+    // SIGTERM (a rollout, a drained node) ends the changes; `follow` returns once the
+    // translation thread has made its last write.
+    let changes = run::changes(&client).take_until(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        info!("stopping");
+    });
+    let done = tokio::select! {
         // Exiting stops every write; the Deployment restarts this replica as a candidate.
-        lost = elector.hold() => Err(lost),
-        done = {
-            let api = Api::<NetNamespace>::all(client.clone());
-            let runtime = tokio::runtime::Handle::current();
-            let write = move |w| run::write_netnamespace(&api, &runtime, w);
-            run::follow(translator, run::changes(&client), write)
-        } => done.map(drop),
+        lost = elector.hold() => return Err(lost),
+        done = run::follow(translator, changes, move |w| writer.write(w)) => done,
+    };
+    // Nothing is written any more: the other replica may take over at once.
+    if let Err(e) = elector.release().await {
+        warn!("releasing the lease failed (the other replica takes over when it expires): {e}");
     }
+    done.map(drop)
 }

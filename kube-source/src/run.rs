@@ -1,4 +1,4 @@
-//! The product's plumbing: seven kube-runtime watchers (which relist after `410 Gone`,
+//! The product's plumbing: ten kube-runtime watchers (which relist after `410 Gone`,
 //! resume after disconnects and back off while the API server is away) feed one
 //! `Translator` on a thread of its own, since the store's operations block.
 
@@ -11,6 +11,7 @@ use k8s_openapi::api::{
     networking::v1::NetworkPolicy,
 };
 use kube::{
+    api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{watcher, WatchStreamExt},
     Api, Client, Resource,
 };
@@ -18,7 +19,10 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::{
-    openshift::{NetNamespace, NetNamespaceWrite, CHANGE_NETWORK_ANNOTATION},
+    openshift::{
+        ApiWrite, ClusterNetwork, EgressNetworkPolicy, HostSubnet, HostSubnetWrite, NetNamespace, NetNamespaceWrite,
+        CHANGE_NETWORK_ANNOTATION,
+    },
     translate::{Change, Translator},
 };
 
@@ -47,14 +51,22 @@ fn resource<K: Resource<DynamicType = ()>>() -> (String, String) {
     (K::group(&()).into_owned(), K::plural(&()).into_owned())
 }
 
-/// The verbs `write_netnamespace` uses, besides list and watch.
-pub const NETNAMESPACE_WRITE_VERBS: [&str; 3] = ["create", "delete", "patch"];
+/// The verbs `ApiWriter::write` uses on each resource it writes, besides list and watch.
+pub const WRITE_VERBS: [(&str, &[&str]); 3] = [
+    ("netnamespaces", &["create", "delete", "patch"]),
+    ("hostsubnets", &["create", "delete", "patch"]),
+    ("clusternetworks", &["create"]),
+];
 
 /// The (API group, resource) of each kind `changes` watches: what oxsdn-kube's
-/// ClusterRole must let it list and watch (and, NetNamespaces, write), and nothing more.
-pub fn watched() -> [(String, String); 7] {
+/// ClusterRole must let it list and watch (and, those of `WRITE_VERBS`, write), and
+/// nothing more.
+pub fn watched() -> [(String, String); 10] {
     [
         resource::<NetNamespace>(),
+        resource::<HostSubnet>(),
+        resource::<ClusterNetwork>(),
+        resource::<EgressNetworkPolicy>(),
         resource::<Namespace>(),
         resource::<Node>(),
         resource::<Service>(),
@@ -64,10 +76,13 @@ pub fn watched() -> [(String, String); 7] {
     ]
 }
 
-/// Every change of the seven kinds the store follows, as one stream.
+/// Every change of the ten kinds the store follows, as one stream.
 pub fn changes(client: &Client) -> impl Stream<Item = Change> + Send {
     select_all([
         watch::<NetNamespace>(client, Change::NetNamespace).boxed(),
+        watch::<HostSubnet>(client, Change::HostSubnet).boxed(),
+        watch::<ClusterNetwork>(client, Change::ClusterNetwork).boxed(),
+        watch::<EgressNetworkPolicy>(client, Change::EgressNetworkPolicy).boxed(),
         watch::<Namespace>(client, Change::Namespace).boxed(),
         watch::<Node>(client, Change::Node).boxed(),
         watch::<Service>(client, Change::Service).boxed(),
@@ -77,47 +92,78 @@ pub fn changes(client: &Client) -> impl Stream<Item = Change> + Send {
     ])
 }
 
-/// Makes one write to the NetNamespace objects. Conflicts and objects already gone or
-/// already there are left to the next change the watch delivers.
-pub fn write_netnamespace(api: &Api<NetNamespace>, runtime: &tokio::runtime::Handle, write: NetNamespaceWrite) {
-    let result = runtime.block_on(async {
-        match &write {
-            NetNamespaceWrite::Create { name, netid } => api
-                .create(&kube::api::PostParams::default(), &NetNamespace::new(name, *netid))
-                .await
-                .map(drop)
-                .map_err(anyhow::Error::from),
-            NetNamespaceWrite::Update { name, netid, clear_change_network } => {
+/// Makes the writes the translator asks for to OpenShift's objects.
+pub struct ApiWriter {
+    netnamespaces: Api<NetNamespace>,
+    hostsubnets: Api<HostSubnet>,
+    cluster_networks: Api<ClusterNetwork>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ApiWriter {
+    /// Writes through `client` on `runtime` (the writes come from the translation thread).
+    pub fn new(client: &Client, runtime: tokio::runtime::Handle) -> Self {
+        ApiWriter {
+            netnamespaces: Api::all(client.clone()),
+            hostsubnets: Api::all(client.clone()),
+            cluster_networks: Api::all(client.clone()),
+            runtime,
+        }
+    }
+
+    /// Makes one write. Conflicts and objects already gone or already there are left to
+    /// the next change the watch delivers.
+    pub fn write(&self, write: ApiWrite) {
+        let result = self.runtime.block_on(self.send(&write));
+        match result {
+            Ok(()) => info!(?write, "written to the API"),
+            Err(kube::Error::Api(status)) if [404, 409].contains(&status.code) => {}
+            Err(e) => warn!(?write, "writing to the API failed: {e}"),
+        }
+    }
+
+    async fn send(&self, write: &ApiWrite) -> kube::Result<()> {
+        let create = PostParams::default();
+        let merge = |patch: serde_json::Value| Patch::Merge(patch);
+        match write {
+            ApiWrite::NetNamespace(NetNamespaceWrite::Create { name, netid }) => {
+                self.netnamespaces.create(&create, &NetNamespace::new(name, *netid)).await.map(drop)
+            }
+            ApiWrite::NetNamespace(NetNamespaceWrite::Update { name, netid, clear_change_network }) => {
                 let mut patch = serde_json::json!({ "netid": netid });
                 if *clear_change_network {
                     patch["metadata"] = serde_json::json!({ "annotations": { CHANGE_NETWORK_ANNOTATION: null } });
                 }
-                api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-                    .await
-                    .map(drop)
-                    .map_err(anyhow::Error::from)
+                self.netnamespaces.patch(name, &PatchParams::default(), &merge(patch)).await.map(drop)
             }
-            NetNamespaceWrite::Delete { name } => {
-                api.delete(name, &kube::api::DeleteParams::default()).await.map(drop).map_err(anyhow::Error::from)
+            ApiWrite::NetNamespace(NetNamespaceWrite::Delete { name }) => {
+                self.netnamespaces.delete(name, &DeleteParams::default()).await.map(drop)
+            }
+            ApiWrite::HostSubnet(HostSubnetWrite::Create { name, host_ip, subnet, node_uid }) => {
+                let object = HostSubnet::new(name, *host_ip, *subnet, node_uid.as_deref());
+                self.hostsubnets.create(&create, &object).await.map(drop)
+            }
+            ApiWrite::HostSubnet(HostSubnetWrite::UpdateHostIp { name, host_ip }) => {
+                let patch = serde_json::json!({ "hostIP": host_ip.to_string() });
+                self.hostsubnets.patch(name, &PatchParams::default(), &merge(patch)).await.map(drop)
+            }
+            ApiWrite::HostSubnet(HostSubnetWrite::Delete { name }) => {
+                self.hostsubnets.delete(name, &DeleteParams::default()).await.map(drop)
+            }
+            ApiWrite::CreateClusterNetwork(object) => {
+                self.cluster_networks.create(&create, object.as_ref()).await.map(drop)
             }
         }
-    });
-    match result {
-        Ok(()) => info!(?write, "NetNamespace written"),
-        Err(e) => match e.downcast_ref::<kube::Error>() {
-            Some(kube::Error::Api(status)) if [404, 409].contains(&status.code) => {}
-            _ => warn!(?write, "writing the NetNamespace failed: {e:#}"),
-        },
     }
 }
 
 /// Feeds `changes` to `translator` until the stream ends (the API's never does; a test's
-/// does), handing each NetNamespace write it asks for to `write`, and gives the
+/// does), handing each write to the API it asks for to `write`, and gives the
 /// translator back then.
 pub async fn follow(
     translator: Translator,
     changes: impl Stream<Item = Change> + Send,
-    write: impl FnMut(NetNamespaceWrite) + Send + 'static,
+    write: impl FnMut(ApiWrite) + Send + 'static,
 ) -> anyhow::Result<Translator> {
     let (send, receive) = mpsc::channel::<Change>();
     let worker = std::thread::spawn(move || translate_loop(translator, receive, write));
@@ -136,7 +182,7 @@ pub async fn follow(
 fn translate_loop(
     mut translator: Translator,
     changes: mpsc::Receiver<Change>,
-    mut write: impl FnMut(NetNamespaceWrite),
+    mut write: impl FnMut(ApiWrite),
 ) -> Translator {
     let mut was_synced = false;
     loop {

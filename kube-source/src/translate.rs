@@ -1,5 +1,5 @@
 //! From the Kubernetes API's watch streams to the cluster store: a pure layer, fed the
-//! `kube_runtime::watcher::Event`s of seven watchers, that keeps the store equal to what the
+//! `kube_runtime::watcher::Event`s of ten watchers, that keeps the store equal to what the
 //! API holds, with the existing `Cluster` operations.
 //!
 //! It is level-triggered: each event updates this layer's copy of the API (per kind), then
@@ -16,9 +16,21 @@
 //! pods, services and policies are absent from the store, whatever order the streams
 //! deliver their deletions in.
 //!
-//! The one way back: OpenShift's NetNamespace objects follow the projects (their NETID,
-//! the change-network annotation applied and removed); this layer only says which writes
-//! that takes (`take_api_writes`), and the caller makes them.
+//! OpenShift's objects (network.openshift.io/v1) go both ways, as OpenShift's master and
+//! nodes use them, so that a cluster can move from OpenShift SDN one node at a time:
+//! - ClusterNetwork `default`: checked against oxsdn's configuration before anything is
+//!   written (a mismatch writes nothing until it is resolved); published when absent.
+//! - NetNamespace: a project takes its object's NETID, at creation and whenever it
+//!   changes (OpenShift's master ran `oc adm pod-network`); the change-network annotation
+//!   is applied and removed; objects are created for projects that have none.
+//! - HostSubnet: a node takes its object's subnet (checked: inside the cluster network,
+//!   overlapping no other node's), at creation and whenever it changes; a node without
+//!   one gets a subnet from oxsdn and an object OpenShift's master accepts as its own.
+//! - EgressNetworkPolicy: into the store (one per project; more than one, or an invalid
+//!   one, drops the project's egress, as OpenShift does).
+//!
+//! This layer only says which writes to the API that takes (`take_api_writes`); the
+//! caller makes them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -36,18 +48,23 @@ use k8s_openapi::{
 };
 use kube::runtime::watcher::Event;
 use kube::ResourceExt;
+use oxsdn_controller::egress::{
+    EgressNetworkPolicyRecord, EgressNetworkPolicySpec, EgressPeer, EgressRule, EgressRuleType,
+};
 use oxsdn_controller::{
     policy::manifest::{self, Object},
     Cluster, Error, NewService, Protocol, ServicePort,
 };
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::openshift::{self, ChangeNetwork, NetNamespaceWrite};
+use crate::openshift::{
+    self, ApiWrite, ChangeNetwork, ClusterNetwork, HostSubnetWrite, NetNamespaceWrite, CLUSTER_NETWORK_NAME,
+};
 
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// One event of one of the seven watch streams.
+/// One event of one of the ten watch streams.
 // Each change is moved once, into the translation thread: boxing the large variants
 // would only add an allocation per event.
 #[allow(clippy::large_enum_variant)]
@@ -59,8 +76,11 @@ pub enum Change {
     EndpointSlice(Event<EndpointSlice>),
     Pod(Event<Pod>),
     NetworkPolicy(Event<NetworkPolicy>),
-    /// OpenShift's NetNamespace objects (network.openshift.io/v1).
+    /// OpenShift's objects (network.openshift.io/v1).
     NetNamespace(Event<openshift::NetNamespace>),
+    HostSubnet(Event<openshift::HostSubnet>),
+    ClusterNetwork(Event<ClusterNetwork>),
+    EgressNetworkPolicy(Event<openshift::EgressNetworkPolicy>),
 }
 
 /// An object's place: (namespace, name); the namespace is empty for cluster-scoped kinds.
@@ -141,9 +161,18 @@ pub struct Translator {
     pods: Mirror<Pod>,
     policies: Mirror<NetworkPolicy>,
     netnamespace_objects: Mirror<openshift::NetNamespace>,
-    /// Writes to the API that make the NetNamespace objects equal to the store's
-    /// projects, for the caller to make (`take_api_writes`).
-    api_writes: Vec<NetNamespaceWrite>,
+    hostsubnet_objects: Mirror<openshift::HostSubnet>,
+    cluster_networks: Mirror<ClusterNetwork>,
+    egress_policies: Mirror<openshift::EgressNetworkPolicy>,
+    /// How the ClusterNetwork object differs from oxsdn's configuration: while it does,
+    /// nothing is written.
+    config_mismatch: Option<Vec<String>>,
+    /// Whether the ClusterNetwork has been found to agree (or absent): until then,
+    /// nothing is written.
+    config_agreed: bool,
+    /// Writes to the API that make OpenShift's objects equal to the store, for the
+    /// caller to make (`take_api_writes`).
+    api_writes: Vec<ApiWrite>,
     /// Objects whose store write failed on the store (unreachable, contention), to retry.
     failed: BTreeSet<(Kind, Key)>,
 }
@@ -156,7 +185,21 @@ enum Kind {
     Pod,
     NetworkPolicy,
     NetNamespaceObject,
+    ClusterNetworkObject,
+    /// Keyed by (namespace, ""): a project has at most one in the store.
+    EgressPolicy,
 }
+
+/// The kinds written once the ClusterNetwork agrees, in the order a full pass takes them.
+const STORE_KINDS: [Kind; 7] = [
+    Kind::Namespace,
+    Kind::NetNamespaceObject,
+    Kind::Node,
+    Kind::Service,
+    Kind::Pod,
+    Kind::NetworkPolicy,
+    Kind::EgressPolicy,
+];
 
 impl Translator {
     /// Reads the cluster's configuration (the cluster network, which endpoints must be in).
@@ -172,6 +215,11 @@ impl Translator {
             pods: Mirror::new(),
             policies: Mirror::new(),
             netnamespace_objects: Mirror::new(),
+            hostsubnet_objects: Mirror::new(),
+            cluster_networks: Mirror::new(),
+            egress_policies: Mirror::new(),
+            config_mismatch: None,
+            config_agreed: false,
             api_writes: Vec::new(),
             failed: BTreeSet::new(),
         })
@@ -190,11 +238,20 @@ impl Translator {
             && self.pods.listed
             && self.policies.listed
             && self.netnamespace_objects.listed
+            && self.hostsubnet_objects.listed
+            && self.cluster_networks.listed
+            && self.egress_policies.listed
     }
 
-    /// The writes to the API the changes so far call for (NetNamespace objects).
-    pub fn take_api_writes(&mut self) -> Vec<NetNamespaceWrite> {
+    /// The writes to OpenShift's objects in the API the changes so far call for.
+    pub fn take_api_writes(&mut self) -> Vec<ApiWrite> {
         std::mem::take(&mut self.api_writes)
+    }
+
+    /// How the ClusterNetwork object differs from oxsdn's configuration, if it does (then
+    /// nothing is written, to the store or the API).
+    pub fn config_mismatch(&self) -> Option<&[String]> {
+        self.config_mismatch.as_deref()
     }
 
     /// Objects whose last write failed on the store and waits for `retry_failed`.
@@ -224,6 +281,7 @@ impl Translator {
                     self.reconcile(Kind::Service);
                     self.reconcile(Kind::Pod);
                     self.reconcile(Kind::NetworkPolicy);
+                    self.reconcile(Kind::EgressPolicy);
                 }
                 Touched::Nothing => {}
             },
@@ -234,6 +292,20 @@ impl Translator {
             Change::NetNamespace(event) => {
                 self.follow(Kind::NetNamespaceObject, |t| t.netnamespace_objects.apply(event))
             }
+            // A HostSubnet object is named after its node.
+            Change::HostSubnet(event) => self.follow(Kind::Node, |t| t.hostsubnet_objects.apply(event)),
+            Change::ClusterNetwork(event) => {
+                if !matches!(self.cluster_networks.apply(event), Touched::Nothing) {
+                    self.sync(Kind::ClusterNetworkObject, &(String::new(), CLUSTER_NETWORK_NAME.to_owned()));
+                }
+            }
+            Change::EgressNetworkPolicy(event) => match self.egress_policies.apply(event) {
+                Touched::Keys(keys) => keys
+                    .into_iter()
+                    .for_each(|((namespace, _), _)| self.sync(Kind::EgressPolicy, &(namespace, String::new()))),
+                Touched::All => self.reconcile(Kind::EgressPolicy),
+                Touched::Nothing => {}
+            },
             Change::EndpointSlice(event) => match self.slices.apply(event) {
                 Touched::Keys(keys) => {
                     let mut services = BTreeSet::new();
@@ -274,21 +346,35 @@ impl Translator {
             (Kind::Service, keys(&self.services, namespace)),
             (Kind::Pod, keys(&self.pods, namespace)),
             (Kind::NetworkPolicy, keys(&self.policies, namespace)),
+            (Kind::EgressPolicy, vec![(namespace.to_owned(), String::new())]),
         ] {
             keys.iter().for_each(|key| self.sync(kind, key));
         }
     }
 
-    /// Whether `kind` may be written: it and what it depends on are listed.
+    /// Whether nothing may be written: the ClusterNetwork is not listed yet, or differs
+    /// from oxsdn's configuration.
+    fn blocked(&self) -> bool {
+        !self.config_agreed
+    }
+
+    /// Whether `kind` may be written: it and what it depends on are listed, and the
+    /// ClusterNetwork agrees.
     fn ready(&self, kind: Kind) -> bool {
-        match kind {
-            Kind::Namespace => self.namespaces.listed,
-            Kind::Node => self.nodes.listed,
-            Kind::Pod => self.namespaces.listed && self.pods.listed,
-            Kind::NetworkPolicy => self.namespaces.listed && self.policies.listed,
-            Kind::Service => self.namespaces.listed && self.services.listed && self.slices.listed,
-            Kind::NetNamespaceObject => self.namespaces.listed && self.netnamespace_objects.listed,
+        if kind == Kind::ClusterNetworkObject {
+            return self.cluster_networks.listed;
         }
+        !self.blocked()
+            && match kind {
+                Kind::Namespace => self.namespaces.listed,
+                Kind::Node => self.nodes.listed && self.hostsubnet_objects.listed,
+                Kind::Pod => self.namespaces.listed && self.pods.listed,
+                Kind::NetworkPolicy => self.namespaces.listed && self.policies.listed,
+                Kind::Service => self.namespaces.listed && self.services.listed && self.slices.listed,
+                Kind::NetNamespaceObject => self.namespaces.listed && self.netnamespace_objects.listed,
+                Kind::EgressPolicy => self.namespaces.listed && self.egress_policies.listed,
+                Kind::ClusterNetworkObject => unreachable!("handled above"),
+            }
     }
 
     /// Makes every store object of `kind` equal to the API: those of the API and those of
@@ -316,11 +402,15 @@ impl Translator {
     fn api_keys(&self, kind: Kind) -> BTreeSet<Key> {
         match kind {
             Kind::Namespace => self.namespaces.objects.keys().cloned().collect(),
-            Kind::Node => self.nodes.objects.keys().cloned().collect(),
+            Kind::Node => self.nodes.objects.keys().chain(self.hostsubnet_objects.objects.keys()).cloned().collect(),
             Kind::Service => self.services.objects.keys().cloned().collect(),
             Kind::Pod => self.pods.objects.keys().cloned().collect(),
             Kind::NetworkPolicy => self.policies.objects.keys().cloned().collect(),
             Kind::NetNamespaceObject => self.netnamespace_objects.objects.keys().cloned().collect(),
+            Kind::ClusterNetworkObject => BTreeSet::from([(String::new(), CLUSTER_NETWORK_NAME.to_owned())]),
+            Kind::EgressPolicy => {
+                self.egress_policies.objects.keys().map(|(ns, _)| (ns.clone(), String::new())).collect()
+            }
         }
     }
 
@@ -335,6 +425,10 @@ impl Translator {
             Kind::Pod => c.list_pod_meta()?.0.into_iter().map(|p| (p.namespace, p.name)).collect(),
             Kind::NetworkPolicy => {
                 c.list_network_policies(None)?.0.into_iter().map(|p| (p.namespace, p.name)).collect()
+            }
+            Kind::ClusterNetworkObject => BTreeSet::new(),
+            Kind::EgressPolicy => {
+                c.list_egress_policies(None)?.0.into_iter().map(|p| (p.namespace, String::new())).collect()
             }
         })
     }
@@ -353,6 +447,8 @@ impl Translator {
             Kind::Pod => self.sync_pod(&key.0, &key.1),
             Kind::NetworkPolicy => self.sync_policy(&key.0, &key.1),
             Kind::NetNamespaceObject => self.sync_netnamespace_object(&key.1),
+            Kind::ClusterNetworkObject => self.sync_cluster_network(),
+            Kind::EgressPolicy => self.sync_egress_policy(&key.0),
         };
         match result {
             Ok(()) => {
@@ -434,33 +530,147 @@ impl Translator {
             }
         }
         let project = self.cluster.get_netnamespace(name)?;
+        let update = |netid, clear_change_network| {
+            Some(NetNamespaceWrite::Update { name: name.to_owned(), netid, clear_change_network })
+        };
         let write = match (object, project) {
             (None, Some(project)) => Some(NetNamespaceWrite::Create { name: name.to_owned(), netid: project.netid }),
-            (Some(object), Some(project)) if object.netid != project.netid || request.is_some() => {
-                Some(NetNamespaceWrite::Update {
-                    name: name.to_owned(),
-                    netid: project.netid,
-                    clear_change_network: request.is_some(),
-                })
+            (Some(_), Some(project)) if request.is_some() => update(project.netid, true),
+            // OpenShift's master (or an administrator) changed the NETID: the project follows.
+            (Some(object), Some(project)) if object.netid != project.netid => {
+                match self.cluster.follow_netid(name, object.netid) {
+                    Ok(_) => {
+                        info!(
+                            project = name,
+                            from = project.netid,
+                            to = object.netid,
+                            "NETID of the NetNamespace followed"
+                        );
+                        None
+                    }
+                    Err(Error::Store(e)) => return Err(Error::Store(e)),
+                    Err(e) => {
+                        warn!(project = name, "NETID of the NetNamespace refused, object corrected: {e}");
+                        update(project.netid, false)
+                    }
+                }
             }
             (Some(_), None) if !self.has_namespace(name) => Some(NetNamespaceWrite::Delete { name: name.to_owned() }),
             _ => None,
         };
-        self.api_writes.extend(write);
+        self.api_writes.extend(write.map(ApiWrite::NetNamespace));
         Ok(())
     }
 
-    fn sync_node(&self, name: &str) -> oxsdn_controller::Result<()> {
-        match self.nodes.get("", name).map(|node| (node, internal_ip(node))) {
-            Some((_, Some(ip))) => self.cluster.register_node(name, ip).map(|hs| {
-                info!(node = name, %ip, subnet = %hs.subnet, "node registered");
-            }),
-            Some((_, None)) => {
-                warn!(node = name, "node has no IPv4 InternalIP yet: not registered");
-                Ok(())
+    /// Checks the ClusterNetwork object against oxsdn's configuration (or asks for it to
+    /// be created); everything is written again once a mismatch is resolved.
+    fn sync_cluster_network(&mut self) -> oxsdn_controller::Result<()> {
+        let config = self.cluster.config()?;
+        let was_blocked = self.blocked();
+        self.config_mismatch = match self.cluster_networks.get("", CLUSTER_NETWORK_NAME) {
+            None => {
+                self.api_writes.push(ApiWrite::CreateClusterNetwork(Box::new(ClusterNetwork::of(&config))));
+                None
             }
-            None => ignore_absent(self.cluster.delete_node(name)),
+            Some(object) => Some(object.differences(&config)).filter(|d| !d.is_empty()),
+        };
+        self.config_agreed = self.config_mismatch.is_none();
+        match &self.config_mismatch {
+            Some(differences) => error!(
+                "ClusterNetwork {CLUSTER_NETWORK_NAME:?} differs from oxsdn's configuration; nothing is written until \
+                 they agree: {}",
+                differences.join("; ")
+            ),
+            None if was_blocked => STORE_KINDS.into_iter().for_each(|kind| self.reconcile(kind)),
+            None => {}
         }
+        Ok(())
+    }
+
+    /// Makes project `namespace`'s egress firewall the one of its EgressNetworkPolicy
+    /// object. As in OpenShift, a project with more than one, or with an invalid one,
+    /// has all its egress dropped, rather than a firewall that is not the one asked for.
+    fn sync_egress_policy(&self, namespace: &str) -> oxsdn_controller::Result<()> {
+        let objects: Vec<&openshift::EgressNetworkPolicy> = match self.has_namespace(namespace) {
+            true => self.egress_policies.in_namespace(namespace).map(|(_, p)| p).collect(),
+            false => Vec::new(),
+        };
+        let record = |object: &openshift::EgressNetworkPolicy, spec| EgressNetworkPolicyRecord {
+            namespace: namespace.to_owned(),
+            name: object.name_any(),
+            spec,
+        };
+        let wanted = match objects.as_slice() {
+            [] => None,
+            [one] => Some(record(one, one.spec.clone())).map(|policy| match policy.check() {
+                Ok(()) => policy,
+                Err(e) => {
+                    warn!(namespace, "{e}: all egress of the project is dropped");
+                    EgressNetworkPolicyRecord { spec: deny_all(), ..policy }
+                }
+            }),
+            [first, ..] => {
+                let names: Vec<String> = objects.iter().map(|p| p.name_any()).collect();
+                warn!(namespace, ?names, "more than one EgressNetworkPolicy: all egress of the project is dropped");
+                Some(record(first, deny_all()))
+            }
+        };
+        if let Some(current) = self.cluster.get_egress_policy(namespace)? {
+            if wanted.as_ref().is_none_or(|w| w.name != current.name) {
+                ignore_absent(self.cluster.delete_egress_policy(namespace, &current.name))?;
+            }
+        }
+        match wanted {
+            Some(policy) => self.cluster.apply_egress_policy(&policy).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes node `name`'s HostSubnet what the API says: the subnet of its HostSubnet
+    /// object if it has one (checked by the store), else one oxsdn allocates, for which it
+    /// asks for an object as OpenShift's master writes it (with the Node's UID, so the
+    /// master takes it for one of its own).
+    fn sync_node(&mut self, name: &str) -> oxsdn_controller::Result<()> {
+        let object = self.hostsubnet_objects.get("", name).cloned();
+        let Some(node) = self.nodes.get("", name) else {
+            ignore_absent(self.cluster.delete_node(name))?;
+            // One without the annotation and without a Node (F5, by hand) is left alone.
+            if object.is_some_and(|o| o.is_for_a_node()) {
+                self.api_writes.push(ApiWrite::HostSubnet(HostSubnetWrite::Delete { name: name.to_owned() }));
+            }
+            return Ok(());
+        };
+        let Some(ip) = internal_ip(node) else {
+            warn!(node = name, "node has no IPv4 InternalIP yet: not registered");
+            return Ok(());
+        };
+        let node_uid = node.metadata.uid.clone();
+        let write = match object {
+            None => {
+                let hs = self.cluster.register_node(name, ip)?;
+                info!(node = name, %ip, subnet = %hs.subnet, "node registered");
+                HostSubnetWrite::Create { name: name.to_owned(), host_ip: ip, subnet: hs.subnet, node_uid }
+            }
+            Some(object) => {
+                let subnet = object.subnet.parse().map_err(|_| {
+                    Error::Invalid(format!("HostSubnet {name:?}: subnet {:?} is not an IPv4 CIDR", object.subnet))
+                })?;
+                let before = self.cluster.get_hostsubnet(name)?;
+                let hs = self.cluster.adopt_node_subnet(name, ip, subnet).map_err(|e| match e {
+                    Error::Store(e) => Error::Store(e),
+                    e => Error::Invalid(format!("subnet of HostSubnet {name:?} not adopted: {e}")),
+                })?;
+                if before.as_ref() != Some(&hs) {
+                    info!(node = name, %ip, subnet = %hs.subnet, "node registered with the subnet of its HostSubnet");
+                }
+                if object.host_ip == ip.to_string() {
+                    return Ok(());
+                }
+                HostSubnetWrite::UpdateHostIp { name: name.to_owned(), host_ip: ip }
+            }
+        };
+        self.api_writes.push(ApiWrite::HostSubnet(write));
+        Ok(())
     }
 
     fn sync_pod(&self, namespace: &str, name: &str) -> oxsdn_controller::Result<()> {
@@ -604,6 +814,16 @@ fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
         .find_map(|a| a.address.parse().ok())
 }
 
+/// Every packet leaving the cluster dropped.
+fn deny_all() -> EgressNetworkPolicySpec {
+    EgressNetworkPolicySpec {
+        egress: vec![EgressRule {
+            kind: EgressRuleType::Deny,
+            to: EgressPeer { cidr_selector: Some("0.0.0.0/0".to_owned()), dns_name: None },
+        }],
+    }
+}
+
 /// Deleting what is already gone is done.
 fn ignore_absent(result: oxsdn_controller::Result<()>) -> oxsdn_controller::Result<()> {
     match result {
@@ -611,7 +831,8 @@ fn ignore_absent(result: oxsdn_controller::Result<()>) -> oxsdn_controller::Resu
             Error::UnknownProject(_)
             | Error::UnknownNode(_)
             | Error::UnknownService { .. }
-            | Error::UnknownNetworkPolicy { .. },
+            | Error::UnknownNetworkPolicy { .. }
+            | Error::UnknownEgressPolicy { .. },
         ) => Ok(()),
         other => other,
     }

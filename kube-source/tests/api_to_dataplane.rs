@@ -2,7 +2,8 @@
 //! drives real agents and pods in network namespaces (the harness's `TestCluster`): a
 //! Service created "in the API" becomes reachable from a pod, and a NetworkPolicy applied
 //! "in the API" is enforced, then lifted when deleted; the change-network annotation of
-//! a NetNamespace joins two projects.
+//! a NetNamespace joins two projects, and a NETID changed by OpenShift's master isolates
+//! them again; an EgressNetworkPolicy of the API is the project's egress firewall.
 
 use std::{
     net::Ipv4Addr,
@@ -20,13 +21,13 @@ use k8s_openapi::api::{
 use kube::runtime::watcher::Event;
 use oxsdn_controller::{store, store::StoreOptions, Cluster};
 use oxsdn_kube::{
-    openshift::{self, NetNamespaceWrite, CHANGE_NETWORK_ANNOTATION},
+    openshift::{self, ApiWrite, NetNamespaceWrite, CHANGE_NETWORK_ANNOTATION},
     run,
     translate::{Change, Translator},
 };
 use oxsdn_tests::{
-    cluster::StoreArgs,
-    probe::{serve_identity, IdentityClient},
+    cluster::{StoreArgs, EXTERNAL_HOST},
+    probe::{serve_identity, serve_whoami, whoami_tcp, IdentityClient},
     TestCluster,
 };
 use serde_json::json;
@@ -103,6 +104,19 @@ fn follow(translator: Translator, changes: Vec<Change>) -> Result<Translator> {
 
 /// `follow`, also returning the writes to NetNamespace objects it asked for.
 fn follow_writing(translator: Translator, changes: Vec<Change>) -> Result<(Translator, Vec<NetNamespaceWrite>)> {
+    let (translator, writes) = follow_writing_all(translator, changes)?;
+    let netnamespaces = writes
+        .into_iter()
+        .filter_map(|w| match w {
+            ApiWrite::NetNamespace(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    Ok((translator, netnamespaces))
+}
+
+/// `follow`, also returning every write to the API it asked for.
+fn follow_writing_all(translator: Translator, changes: Vec<Change>) -> Result<(Translator, Vec<ApiWrite>)> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let writes = Arc::new(Mutex::new(Vec::new()));
     let sink = writes.clone();
@@ -155,11 +169,14 @@ fn services_and_policies_of_the_api_reach_the_dataplane() -> Result<()> {
     changes.extend(listed(vec![service("shop")], Change::Service));
     changes.extend(listed(vec![slice("shop", web.ip)], Change::EndpointSlice));
     changes.extend(listed(vec![], Change::NetworkPolicy));
-    changes.extend(listed(vec![], Change::NetNamespace));
+    changes.extend(openshift_objects_listed());
     let store = open_store(&cluster.store)?;
-    let translator = follow(Translator::new(open_store(&cluster.store)?)?, changes)?;
+    let before = store.list_hostsubnets()?.0;
+    let (translator, writes) = follow_writing_all(Translator::new(open_store(&cluster.store)?)?, changes)?;
     assert!(translator.synced());
-    assert_eq!(store.list_hostsubnets()?.0.len(), 2, "the agents' nodes are the API's: none was removed");
+    assert_eq!(store.list_hostsubnets()?.0, before, "the agents' nodes are the API's: none was removed or moved");
+    let hostsubnets = writes.iter().filter(|w| matches!(w, ApiWrite::HostSubnet(_))).count();
+    assert_eq!(hostsubnets, 2, "a HostSubnet object asked for each node: {writes:?}");
     assert!(reaches(&client, true, Duration::from_secs(10)), "the API's service is reachable");
     assert!(reaches(&other, true, Duration::from_secs(10)), "no policy yet: every pod reaches it");
 
@@ -192,7 +209,7 @@ fn a_netnamespace_annotation_joins_two_projects() -> Result<()> {
     changes.extend(listed(vec![], Change::Service));
     changes.extend(listed(vec![], Change::EndpointSlice));
     changes.extend(listed(vec![], Change::NetworkPolicy));
-    changes.extend(listed(vec![], Change::NetNamespace));
+    changes.extend(openshift_objects_listed());
     let (translator, writes) = follow_writing(Translator::new(open_store(&cluster.store)?)?, changes)?;
     assert_eq!(writes.len(), 3, "a NetNamespace object for each project: {writes:?}");
     assert!(!asks(false, Duration::from_secs(2)), "two projects are isolated");
@@ -201,7 +218,7 @@ fn a_netnamespace_annotation_joins_two_projects() -> Result<()> {
     let store = open_store(&cluster.store)?;
     let mut object = openshift::NetNamespace::new("billing", cluster.netid("billing")?);
     object.metadata.annotations = Some([(CHANGE_NETWORK_ANNOTATION.to_owned(), "join:shop".to_owned())].into());
-    let (_, writes) = follow_writing(translator, vec![Change::NetNamespace(Event::Apply(object))])?;
+    let (translator, writes) = follow_writing(translator, vec![Change::NetNamespace(Event::Apply(object))])?;
     let shop = store.get_netnamespace("shop")?.unwrap().netid;
     assert_eq!(store.get_netnamespace("billing")?.unwrap().netid, shop);
     assert_eq!(
@@ -209,5 +226,90 @@ fn a_netnamespace_annotation_joins_two_projects() -> Result<()> {
         vec![NetNamespaceWrite::Update { name: "billing".into(), netid: shop, clear_change_network: true }]
     );
     assert!(asks(true, Duration::from_secs(10)), "joined, they reach each other");
+
+    // OpenShift's master (in a migration) isolates billing again: only its NETID changes.
+    let (_, writes) = follow_writing(
+        translator,
+        vec![Change::NetNamespace(Event::Apply(openshift::NetNamespace::new("billing", 4321)))],
+    )?;
+    assert_eq!(store.get_netnamespace("billing")?.unwrap().netid, 4321);
+    assert_eq!(writes, vec![], "the master's object is left as it wrote it");
+    assert!(!asks(false, Duration::from_secs(5)), "isolated again, they no longer reach each other");
     Ok(())
+}
+
+/// The initial lists of OpenShift's kinds on a cluster without OpenShift's master: none.
+fn openshift_objects_listed() -> Vec<Change> {
+    let mut changes = listed(vec![], Change::NetNamespace);
+    changes.extend(listed(vec![], Change::HostSubnet));
+    changes.extend(listed(vec![], Change::ClusterNetwork));
+    changes.extend(listed(vec![], Change::EgressNetworkPolicy));
+    changes
+}
+
+/// An EgressNetworkPolicy of project `namespace` whose last rule denies `denied`.
+fn egress_policy(namespace: &str, name: &str, denied: &str) -> openshift::EgressNetworkPolicy {
+    object(json!({
+        "apiVersion": "network.openshift.io/v1", "kind": "EgressNetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"egress": [
+            {"type": "Allow", "to": {"cidrSelector": "203.0.113.7/32"}},
+            {"type": "Deny", "to": {"cidrSelector": denied}}
+        ]}
+    }))
+}
+
+#[test]
+fn an_egress_network_policy_of_the_api_is_the_projects_egress_firewall() -> Result<()> {
+    const WHOAMI_PORT: u16 = 7070;
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("n1")?;
+    let pod = cluster.node("n1").add_pod("shop", "a-0")?;
+    let external: Ipv4Addr = EXTERNAL_HOST.parse()?;
+    serve_whoami(&cluster.external, WHOAMI_PORT)?;
+    let reaches_outside = |expected: bool| {
+        let start = Instant::now();
+        loop {
+            let reached = whoami_tcp(&pod.netns, external, WHOAMI_PORT).is_ok();
+            if reached == expected || start.elapsed() > Duration::from_secs(10) {
+                return reached;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let node = &cluster.nodes[0];
+    let mut changes = listed(vec![namespace("default"), namespace("shop")], Change::Namespace);
+    changes.extend(listed(vec![crate::node(&node.name, node.ip)], Change::Node));
+    changes.extend(listed(vec![pod_object("shop", "a-0")], Change::Pod));
+    changes.extend(listed(vec![], Change::Service));
+    changes.extend(listed(vec![], Change::EndpointSlice));
+    changes.extend(listed(vec![], Change::NetworkPolicy));
+    changes.extend(openshift_objects_listed());
+    let translator = follow(Translator::new(open_store(&cluster.store)?)?, changes)?;
+    assert!(reaches_outside(true), "no firewall yet");
+
+    let deny_external = egress_policy("shop", "default", &format!("{EXTERNAL_HOST}/32"));
+    let translator = follow(translator, vec![Change::EgressNetworkPolicy(Event::Apply(deny_external.clone()))])?;
+    assert!(!reaches_outside(false), "the API's firewall denies the external host");
+    let allow_external = egress_policy("shop", "default", "203.0.113.0/24");
+    let translator = follow(translator, vec![Change::EgressNetworkPolicy(Event::Apply(allow_external.clone()))])?;
+    assert!(reaches_outside(true), "its update lets it through again");
+    // A second policy in the project: all its egress dropped, as on OpenShift.
+    let second = egress_policy("shop", "second", "203.0.113.0/24");
+    let translator = follow(translator, vec![Change::EgressNetworkPolicy(Event::Apply(second.clone()))])?;
+    assert!(!reaches_outside(false), "two policies in one project drop its egress");
+    let translator = follow(
+        translator,
+        vec![
+            Change::EgressNetworkPolicy(Event::Delete(second)),
+            Change::EgressNetworkPolicy(Event::Delete(allow_external)),
+        ],
+    )?;
+    assert!(reaches_outside(true), "none left: egress allowed");
+    assert_eq!(translator.pending(), 0);
+    Ok(())
+}
+
+fn pod_object(namespace: &str, name: &str) -> Pod {
+    pod(namespace, name, "a", "n1")
 }

@@ -4,13 +4,16 @@
 
 use std::{path::PathBuf, process::Command};
 
-use k8s_openapi::api::{
-    apps::v1::DaemonSet,
-    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use oxsdn_kube::{
     lease::LEASE_NAME,
-    run::{watched, NETNAMESPACE_WRITE_VERBS},
+    run::{watched, WRITE_VERBS},
 };
 use serde::Deserialize;
 
@@ -94,7 +97,7 @@ fn rules(rules: Option<Vec<PolicyRule>>) -> Vec<(String, String, Vec<String>, Ve
 }
 
 #[test]
-fn the_kube_component_may_only_read_what_it_watches_write_netnamespaces_and_hold_its_lease() {
+fn the_kube_component_may_only_read_what_it_watches_write_openshifts_objects_and_hold_its_lease() {
     let role = objects::<ClusterRole>("ClusterRole")
         .into_iter()
         .find(|r| r.metadata.name.as_deref() == Some("oxsdn-kube"))
@@ -103,8 +106,8 @@ fn the_kube_component_may_only_read_what_it_watches_write_netnamespaces_and_hold
         .into_iter()
         .map(|(group, resource)| {
             let mut verbs = vec!["list".to_owned(), "watch".to_owned()];
-            if resource == "netnamespaces" {
-                verbs.extend(NETNAMESPACE_WRITE_VERBS.map(String::from));
+            if let Some((_, writes)) = WRITE_VERBS.iter().find(|(r, _)| *r == resource) {
+                verbs.extend(writes.iter().map(|v| v.to_string()));
                 verbs.sort();
             }
             (group, resource, verbs, vec![])
@@ -136,4 +139,45 @@ fn the_agent_has_no_kubernetes_api_credentials() {
     };
     assert!(!objects::<ClusterRoleBinding>("ClusterRoleBinding").into_iter().any(|b| bound_to_agent(b.subjects)));
     assert!(!objects::<RoleBinding>("RoleBinding").into_iter().any(|b| bound_to_agent(b.subjects)));
+}
+
+/// OpenShift's printer columns (openshift/api network/v1 CRDs), as (name, jsonPath):
+/// `kubectl get` prints what `oc get` prints.
+#[test]
+fn openshifts_kinds_print_as_openshift_prints_them() {
+    let columns = |name: &str| -> Vec<(String, String)> {
+        let crd = objects::<CustomResourceDefinition>("CustomResourceDefinition")
+            .into_iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no CRD {name}"));
+        let version = &crd.spec.versions[0];
+        assert_eq!((crd.spec.group.as_str(), version.name.as_str()), ("network.openshift.io", "v1"));
+        version.additional_printer_columns.iter().flatten().map(|c| (c.name.clone(), c.json_path.clone())).collect()
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect()
+    };
+    assert_eq!(
+        columns("netnamespaces.network.openshift.io"),
+        pairs(&[("NetID", ".netid"), ("Egress IPs", ".egressIPs")])
+    );
+    assert_eq!(
+        columns("hostsubnets.network.openshift.io"),
+        pairs(&[
+            ("Host", ".host"),
+            ("Host IP", ".hostIP"),
+            ("Subnet", ".subnet"),
+            ("Egress CIDRs", ".egressCIDRs"),
+            ("Egress IPs", ".egressIPs"),
+        ])
+    );
+    assert_eq!(
+        columns("clusternetworks.network.openshift.io"),
+        pairs(&[
+            ("Cluster Network", ".network"),
+            ("Service Network", ".serviceNetwork"),
+            ("Plugin Name", ".pluginName")
+        ])
+    );
+    assert_eq!(columns("egressnetworkpolicies.network.openshift.io"), vec![]);
 }

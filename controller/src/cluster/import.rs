@@ -21,6 +21,17 @@ impl Cluster {
     /// a project holds. Importing a project that exists with this VNID changes nothing;
     /// with another, it is refused (a pod-network command changes VNIDs).
     pub fn import_netnamespace(&self, name: &str, netid: u32) -> Result<NetNamespace> {
+        self.put_netid(name, netid, false)
+    }
+
+    /// Sets project `name`'s VNID to `netid` (checked as `import_netnamespace` checks it),
+    /// creating the project if needed: a VNID another master changed (OpenShift's, in a
+    /// migration), which the agents then apply as they apply a join or an isolation.
+    pub fn follow_netid(&self, name: &str, netid: u32) -> Result<NetNamespace> {
+        self.put_netid(name, netid, true)
+    }
+
+    fn put_netid(&self, name: &str, netid: u32, replace: bool) -> Result<NetNamespace> {
         validate_project_name(name)?;
         if netid != GLOBAL_VNID && !(MIN_VNID..=MAX_VNID).contains(&netid) {
             return Err(Error::Invalid(format!(
@@ -29,10 +40,16 @@ impl Cluster {
         }
         self.transact("netnamespaces", |a| {
             if let Some(ns) = a.netnamespaces()?.remove(name) {
-                return if ns.netid == netid {
-                    Ok(ns)
-                } else {
-                    Err(Error::Invalid(format!("project {name:?} exists with NETID {}, not {netid}", ns.netid)))
+                return match ns.netid == netid {
+                    true => Ok(ns),
+                    false if replace => {
+                        let ns = NetNamespace { netid, ..ns };
+                        a.put_record(&ns)?;
+                        Ok(ns)
+                    }
+                    false => {
+                        Err(Error::Invalid(format!("project {name:?} exists with NETID {}, not {netid}", ns.netid)))
+                    }
                 };
             }
             let id = a.next_ids(keys::PROJECT_ID_COUNTER, "project", 1)?.next().expect("one id");
@@ -48,6 +65,18 @@ impl Cluster {
     /// no other node's. Importing a node that exists with this subnet changes nothing but
     /// its IP; with another subnet, it is refused.
     pub fn import_node(&self, name: &str, host_ip: Ipv4Addr, subnet: Ipv4Network) -> Result<HostSubnet> {
+        self.put_node(name, host_ip, subnet, false)
+    }
+
+    /// Registers node `name` at `host_ip` with `subnet`, checked as `import_node` checks
+    /// it, replacing the subnet the node had: one another master (OpenShift's, in a
+    /// migration) assigned or changed. The agents move the node's routes as for a node
+    /// deleted and added again.
+    pub fn adopt_node_subnet(&self, name: &str, host_ip: Ipv4Addr, subnet: Ipv4Network) -> Result<HostSubnet> {
+        self.put_node(name, host_ip, subnet, true)
+    }
+
+    fn put_node(&self, name: &str, host_ip: Ipv4Addr, subnet: Ipv4Network, replace: bool) -> Result<HostSubnet> {
         validate_node_name(name)?;
         self.transact("hostsubnets", |a| {
             let config = a.config()?;
@@ -82,7 +111,7 @@ impl Cluster {
             let hs = HostSubnet { host: name.to_owned(), host_ip, subnet };
             match all.get(name) {
                 Some(existing) if existing == &hs => return Ok(hs),
-                Some(existing) if existing.subnet != subnet => {
+                Some(existing) if existing.subnet != subnet && !replace => {
                     return Err(Error::Invalid(format!(
                         "node {name:?} exists with subnet {}, not {subnet}",
                         existing.subnet
@@ -98,10 +127,18 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{store::testing::Kind, ClusterConfig};
+    use crate::{
+        store::testing::{on_both_stores, Kind},
+        ClusterConfig,
+    };
 
-    fn cluster() -> (crate::store::testing::Backing, Cluster) {
-        let (backing, c) = super::super::tests::cluster_on(Kind::File);
+    on_both_stores!(
+        projects_keep_the_netid_they_bring_and_the_allocator_avoids_it,
+        nodes_keep_the_subnet_they_bring_and_overlaps_are_refused
+    );
+
+    fn cluster(kind: Kind) -> (crate::store::testing::Backing, Cluster) {
+        let (backing, c) = super::super::tests::cluster_on(kind);
         c.init_config(&ClusterConfig::default()).unwrap();
         (backing, c)
     }
@@ -113,9 +150,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn projects_keep_the_netid_they_bring_and_the_allocator_avoids_it() {
-        let (_b, c) = cluster();
+    fn projects_keep_the_netid_they_bring_and_the_allocator_avoids_it(kind: Kind) {
+        let (_b, c) = cluster(kind);
         assert_eq!(c.import_netnamespace("shop", 4242).unwrap().netid, 4242);
         assert_eq!(c.import_netnamespace("shop-joined", 4242).unwrap().netid, 4242);
         assert_eq!(c.import_netnamespace("infra", 0).unwrap().netid, 0);
@@ -126,14 +162,18 @@ mod tests {
         refused(c.import_netnamespace("x", 5), "out of range");
         refused(c.import_netnamespace("x", MAX_VNID + 1), "out of range");
         refused(c.import_netnamespace("Not_A_Name", 20), "");
+        // Following another master's change: the VNID is replaced, checked the same way.
+        assert_eq!(c.follow_netid("shop-joined", 4300).unwrap().netid, 4300);
+        assert_eq!(c.follow_netid("created", 4301).unwrap().netid, 4301);
+        refused(c.follow_netid("shop-joined", 5), "out of range");
+        assert_eq!(c.get_netnamespace("shop-joined").unwrap().unwrap().netid, 4300);
         // Projects created afterwards never get an imported VNID.
         let c = c.with_vnid_range(4242, 4243);
         assert_eq!(c.ensure_netnamespace("new").unwrap().netid, 4243);
     }
 
-    #[test]
-    fn nodes_keep_the_subnet_they_bring_and_overlaps_are_refused() {
-        let (_b, c) = cluster();
+    fn nodes_keep_the_subnet_they_bring_and_overlaps_are_refused(kind: Kind) {
+        let (_b, c) = cluster(kind);
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         let net = |s: &str| s.parse::<Ipv4Network>().unwrap();
         let hs = c.import_node("n1", ip("192.168.1.1"), net("10.128.6.0/23")).unwrap();
@@ -147,6 +187,15 @@ mod tests {
         refused(c.import_node("n1", ip("192.168.1.1"), net("10.128.8.0/23")), "exists with subnet");
         // Again, with a new IP: the IP follows, the subnet stays.
         assert_eq!(c.import_node("n1", ip("192.168.1.9"), net("10.128.6.0/23")).unwrap().host_ip, ip("192.168.1.9"));
+        // Another master moved n1: the subnet is replaced, checked the same way.
+        refused(c.adopt_node_subnet("n1", ip("192.168.1.9"), net("10.200.0.0/23")), "outside the cluster network");
+        assert_eq!(
+            c.adopt_node_subnet("n1", ip("192.168.1.9"), net("10.128.8.0/23")).unwrap().subnet,
+            net("10.128.8.0/23")
+        );
+        c.import_node("n3", ip("192.168.1.3"), net("10.128.6.0/23")).unwrap();
+        refused(c.adopt_node_subnet("n1", ip("192.168.1.9"), net("10.128.6.0/23")), "overlaps node \"n3\"");
+        assert_eq!(c.get_hostsubnet("n1").unwrap().unwrap().subnet, net("10.128.8.0/23"));
         // Allocated nodes never get an imported subnet.
         for i in 0..8 {
             let allocated = c.register_node(&format!("a{i}"), ip(&format!("192.168.2.{}", i + 1))).unwrap();

@@ -8,7 +8,7 @@ use oxsdn_controller::{store::FileStore, ClusterConfig, Service};
 use serde::de::DeserializeOwned;
 
 use super::*;
-use crate::openshift;
+use crate::openshift::{self, ApiWrite, ClusterNetwork, HostSubnetWrite};
 
 fn yaml<K: DeserializeOwned>(text: &str) -> K {
     serde_yaml_ng::from_str(text).unwrap()
@@ -177,9 +177,19 @@ fn feed<K>(t: &mut Translator, wrap: fn(Event<K>) -> Change, events: Vec<Event<K
     events.into_iter().for_each(|e| t.handle(wrap(e)));
 }
 
-/// Lists all seven kinds: the namespaces `ns`, node-1, my-service in `ns[0]` with one
-/// ready endpoint, a pod in each namespace, the policy in `ns[0]`.
+/// Lists all ten kinds: the namespaces `ns`, node-1, my-service in `ns[0]` with one
+/// ready endpoint, a pod in each namespace, the policy in `ns[0]`, no OpenShift objects
+/// (their creation is asked for).
 fn list_all(t: &mut Translator, ns: &[&str]) {
+    feed(t, Change::ClusterNetwork, listed(vec![]));
+    list_all_but_the_cluster_network(t, ns, vec![]);
+    assert!(t.synced());
+}
+
+/// `list_all` after the ClusterNetwork, with `hostsubnets` listed.
+fn list_all_but_the_cluster_network(t: &mut Translator, ns: &[&str], hostsubnets: Vec<openshift::HostSubnet>) {
+    feed(t, Change::HostSubnet, listed(hostsubnets));
+    feed(t, Change::EgressNetworkPolicy, listed(vec![]));
     feed(t, Change::Namespace, listed(ns.iter().map(|n| namespace(n, &[("team", "a")])).collect()));
     feed(t, Change::Node, listed(vec![node("node-1", "192.168.10.1")]));
     feed(t, Change::Service, listed(vec![my_service(ns[0], "172.30.0.10")]));
@@ -187,7 +197,6 @@ fn list_all(t: &mut Translator, ns: &[&str]) {
     feed(t, Change::Pod, listed(ns.iter().map(|n| pod(n, "web-0", "MyApp")).collect()));
     feed(t, Change::NetworkPolicy, listed(vec![policy(ns[0])]));
     feed(t, Change::NetNamespace, listed(vec![]));
-    assert!(t.synced());
 }
 
 fn projects(c: &Cluster) -> Vec<String> {
@@ -328,6 +337,7 @@ fn a_restart_corrects_a_stale_store_without_emptying_services_first() {
     // A new replica starts: until both Services and EndpointSlices are listed, the
     // service keeps its endpoints (the dataplanes keep forwarding to them).
     let mut t = f.translator();
+    feed(&mut t, Change::ClusterNetwork, listed(vec![ClusterNetwork::of(&ClusterConfig::default())]));
     feed(&mut t, Change::Namespace, listed(vec![namespace("shop", &[("team", "a")])]));
     feed(&mut t, Change::Service, listed(vec![my_service("shop", "172.30.0.10")]));
     assert_eq!(service(&c, "shop").unwrap().endpoints, vec![ip("10.128.0.5")]);
@@ -338,6 +348,7 @@ fn a_restart_corrects_a_stale_store_without_emptying_services_first() {
     feed(&mut t, Change::EndpointSlice, listed(vec![slice("shop", "my-service-abc", &[("10.128.0.7", true, false)])]));
     assert_eq!(service(&c, "shop").unwrap().endpoints, vec![ip("10.128.0.7")]);
     feed(&mut t, Change::Node, listed(vec![node("node-1", "192.168.10.1")]));
+    feed(&mut t, Change::HostSubnet, listed(vec![]));
     let nodes: Vec<String> = c.list_hostsubnets().unwrap().0.into_iter().map(|h| h.host).collect();
     assert_eq!(nodes, ["node-1"]);
 }
@@ -466,25 +477,69 @@ fn netnamespace_objects_follow_the_projects() {
     let mut t = f.translator();
     list_all(&mut t, &["shop", "billing"]);
     let c = f.cluster();
-    let mut writes = t.take_api_writes();
-    writes.sort_by_key(|w| format!("{w:?}"));
     assert_eq!(
-        writes,
+        netnamespace_writes(&mut t),
         vec![
             NetNamespaceWrite::Create { name: "billing".into(), netid: netid(&c, "billing") },
             NetNamespaceWrite::Create { name: "shop".into(), netid: netid(&c, "shop") },
         ]
     );
-    // The objects appear; one with a NETID that is not the project's is corrected.
     t.handle(Change::NetNamespace(Event::Apply(netnamespace("shop", netid(&c, "shop"), None))));
-    t.handle(Change::NetNamespace(Event::Apply(netnamespace("billing", 999, None))));
-    let update =
-        NetNamespaceWrite::Update { name: "billing".into(), netid: netid(&c, "billing"), clear_change_network: false };
-    assert_eq!(t.take_api_writes(), vec![update]);
     t.handle(Change::NetNamespace(Event::Apply(netnamespace("billing", netid(&c, "billing"), None))));
     assert_eq!(t.take_api_writes(), vec![]);
+    // One with a NETID no project may have is corrected.
+    t.handle(Change::NetNamespace(Event::Apply(netnamespace("billing", 5, None))));
+    let update =
+        NetNamespaceWrite::Update { name: "billing".into(), netid: netid(&c, "billing"), clear_change_network: false };
+    assert_eq!(netnamespace_writes(&mut t), vec![update]);
     t.handle(Change::Namespace(Event::Delete(namespace("billing", &[]))));
-    assert_eq!(t.take_api_writes(), vec![NetNamespaceWrite::Delete { name: "billing".into() }]);
+    assert_eq!(netnamespace_writes(&mut t), vec![NetNamespaceWrite::Delete { name: "billing".into() }]);
+}
+
+/// The NetNamespace writes asked for since the last call, sorted.
+fn netnamespace_writes(t: &mut Translator) -> Vec<NetNamespaceWrite> {
+    let mut writes: Vec<NetNamespaceWrite> = t
+        .take_api_writes()
+        .into_iter()
+        .filter_map(|w| match w {
+            ApiWrite::NetNamespace(w) => Some(w),
+            _ => None,
+        })
+        .collect();
+    writes.sort_by_key(|w| format!("{w:?}"));
+    writes
+}
+
+#[test]
+fn netid_changes_made_by_openshifts_master_are_followed() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    list_all(&mut t, &["shop", "billing", "infra"]);
+    let c = f.cluster();
+    for name in ["shop", "billing", "infra"] {
+        t.handle(Change::NetNamespace(Event::Apply(netnamespace(name, netid(&c, name), None))));
+    }
+    t.take_api_writes();
+    let shop = netid(&c, "shop");
+    // The master joined billing to shop, made infra global, then gave shop a new VNID:
+    // the annotation already removed, only the NETIDs changed.
+    t.handle(Change::NetNamespace(Event::Apply(netnamespace("billing", shop, None))));
+    t.handle(Change::NetNamespace(Event::Apply(netnamespace("infra", 0, None))));
+    t.handle(Change::NetNamespace(Event::Apply(netnamespace("shop", 777, None))));
+    assert_eq!((netid(&c, "billing"), netid(&c, "infra"), netid(&c, "shop")), (shop, 0, 777));
+    assert_eq!(t.take_api_writes(), vec![], "the objects are left as the master wrote them");
+    // The same after a relist (the watch was away while the master changed them).
+    feed(
+        &mut t,
+        Change::NetNamespace,
+        listed(vec![
+            netnamespace("shop", 777, None),
+            netnamespace("billing", 777, None),
+            netnamespace("infra", 0, None),
+        ]),
+    );
+    assert_eq!(netid(&c, "billing"), 777);
+    assert_eq!(t.take_api_writes(), vec![]);
 }
 
 #[test]
@@ -498,7 +553,7 @@ fn the_change_network_annotation_is_applied_then_removed() {
     let billing = netid(&c, "billing");
     let request = |t: &mut Translator, name: &str, value: &str| {
         t.handle(Change::NetNamespace(Event::Apply(netnamespace(name, netid(&c, name), Some(value)))));
-        let writes = t.take_api_writes();
+        let writes = netnamespace_writes(t);
         assert_eq!(
             writes,
             vec![NetNamespaceWrite::Update { name: name.into(), netid: netid(&c, name), clear_change_network: true }],
@@ -525,6 +580,7 @@ fn a_new_project_adopts_the_netid_of_its_netnamespace() {
     let f = Fixture::new();
     let mut t = f.translator();
     // OpenShift's master assigned these: the objects are listed before the namespaces.
+    feed(&mut t, Change::ClusterNetwork, listed(vec![]));
     feed(&mut t, Change::NetNamespace, listed(vec![netnamespace("shop", 4242, None), netnamespace("infra", 0, None)]));
     feed(
         &mut t,
@@ -535,5 +591,269 @@ fn a_new_project_adopts_the_netid_of_its_netnamespace() {
     assert_eq!(netid(&c, "shop"), 4242);
     assert_eq!(netid(&c, "infra"), 0);
     assert!(![0, 4242].contains(&netid(&c, "new")));
-    assert_eq!(t.take_api_writes(), vec![NetNamespaceWrite::Create { name: "new".into(), netid: netid(&c, "new") }]);
+    assert_eq!(
+        netnamespace_writes(&mut t),
+        vec![NetNamespaceWrite::Create { name: "new".into(), netid: netid(&c, "new") }]
+    );
+}
+
+/// The object OpenShift's master writes for node `name`.
+fn hostsubnet(name: &str, ip: &str, subnet: &str) -> openshift::HostSubnet {
+    yaml(&format!(
+        "apiVersion: network.openshift.io/v1
+kind: HostSubnet
+metadata:
+  name: {name}
+  annotations:
+    pod.network.openshift.io/node-uid: 8f3c1a52-0000-4000-8000-{name:0>12}
+host: {name}
+hostIP: {ip}
+subnet: {subnet}
+"
+    ))
+}
+
+fn subnet_of(c: &Cluster, node: &str) -> Option<String> {
+    c.get_hostsubnet(node).unwrap().map(|hs| hs.subnet.to_string())
+}
+
+fn hostsubnet_writes(t: &mut Translator) -> Vec<HostSubnetWrite> {
+    t.take_api_writes()
+        .into_iter()
+        .filter_map(|w| match w {
+            ApiWrite::HostSubnet(w) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_adopt_the_subnets_of_openshifts_hostsubnets_and_follow_their_changes() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    // At a migration: node-1's subnet is the master's.
+    feed(&mut t, Change::ClusterNetwork, listed(vec![]));
+    list_all_but_the_cluster_network(&mut t, &["shop"], vec![hostsubnet("node-1", "192.168.10.1", "10.130.0.0/23")]);
+    let c = f.cluster();
+    assert_eq!(subnet_of(&c, "node-1").as_deref(), Some("10.130.0.0/23"));
+    assert_eq!(hostsubnet_writes(&mut t), vec![], "the master's object is left as it is");
+    // The master moved it (node deleted and created again while oxsdn-kube was away).
+    t.handle(Change::HostSubnet(Event::Apply(hostsubnet("node-1", "192.168.10.1", "10.131.2.0/23"))));
+    assert_eq!(subnet_of(&c, "node-1").as_deref(), Some("10.131.2.0/23"));
+    // The node's address changed: the store follows the Node, the object is updated as
+    // the master updates it, the subnet kept.
+    t.handle(Change::Node(Event::Apply(node("node-1", "192.168.10.7"))));
+    assert_eq!(c.get_hostsubnet("node-1").unwrap().unwrap().host_ip, ip("192.168.10.7"));
+    assert_eq!(subnet_of(&c, "node-1").as_deref(), Some("10.131.2.0/23"));
+    assert_eq!(
+        hostsubnet_writes(&mut t),
+        vec![HostSubnetWrite::UpdateHostIp { name: "node-1".into(), host_ip: ip("192.168.10.7") }]
+    );
+    // Deleted with its node.
+    t.handle(Change::Node(Event::Delete(node("node-1", "192.168.10.7"))));
+    assert_eq!(subnet_of(&c, "node-1"), None);
+    assert_eq!(hostsubnet_writes(&mut t), vec![HostSubnetWrite::Delete { name: "node-1".into() }]);
+}
+
+#[test]
+fn hostsubnets_outside_the_cluster_network_or_overlapping_are_not_adopted() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    list_all(&mut t, &["shop"]);
+    let c = f.cluster();
+    let node_1 = subnet_of(&c, "node-1").unwrap();
+    for (name, ip, subnet) in [
+        ("node-2", "192.168.10.2", "10.200.0.0/23"), // outside 10.128.0.0/14
+        ("node-3", "192.168.10.3", node_1.as_str()), // node-1's
+        ("node-4", "192.168.10.4", "10.129.0.0/24"), // not a /23
+        ("node-5", "192.168.10.5", "not-a-cidr"),
+    ] {
+        t.handle(Change::HostSubnet(Event::Apply(hostsubnet(name, ip, subnet))));
+        t.handle(Change::Node(Event::Apply(node(name, ip))));
+        assert_eq!(subnet_of(&c, name), None, "{name} {subnet}");
+    }
+    // A valid change made later is adopted; an invalid one leaves the node as it was.
+    t.handle(Change::HostSubnet(Event::Apply(hostsubnet("node-2", "192.168.10.2", "10.129.4.0/23"))));
+    assert_eq!(subnet_of(&c, "node-2").as_deref(), Some("10.129.4.0/23"));
+    t.handle(Change::HostSubnet(Event::Apply(hostsubnet("node-2", "192.168.10.2", node_1.as_str()))));
+    assert_eq!(subnet_of(&c, "node-2").as_deref(), Some("10.129.4.0/23"));
+    assert_eq!(subnet_of(&c, "node-1"), Some(node_1));
+    assert_eq!(t.pending(), 0, "a refusal is not retried");
+}
+
+#[test]
+fn nodes_without_a_hostsubnet_get_one_openshifts_master_accepts() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    let mut node_1 = node("node-1", "192.168.10.1");
+    node_1.metadata.uid = Some("6a0e1c7e-uid-of-node-1".into());
+    feed(&mut t, Change::ClusterNetwork, listed(vec![]));
+    feed(&mut t, Change::HostSubnet, listed(vec![]));
+    feed(&mut t, Change::Node, listed(vec![node_1]));
+    let c = f.cluster();
+    let subnet = c.get_hostsubnet("node-1").unwrap().unwrap().subnet;
+    let writes = hostsubnet_writes(&mut t);
+    let [HostSubnetWrite::Create { name, host_ip, subnet: written, node_uid }] = &writes[..] else {
+        panic!("{writes:?}")
+    };
+    assert_eq!((name.as_str(), *host_ip, *written), ("node-1", ip("192.168.10.1"), subnet));
+    // The object as OpenShift's master writes it (host, hostIP, subnet; the Node's UID,
+    // so its reconciliation keeps it and deletes it with the Node).
+    let object = openshift::HostSubnet::new(name, *host_ip, *written, node_uid.as_deref());
+    let json = serde_json::to_value(&object).unwrap();
+    assert_eq!(json["apiVersion"], "network.openshift.io/v1");
+    assert_eq!(json["kind"], "HostSubnet");
+    assert_eq!(json["host"], "node-1");
+    assert_eq!(json["hostIP"], "192.168.10.1");
+    assert_eq!(json["subnet"], subnet.to_string());
+    assert_eq!(json["metadata"]["annotations"][openshift::NODE_UID_ANNOTATION], "6a0e1c7e-uid-of-node-1");
+    // Once it is there, nothing more is asked for, and the subnet stays.
+    t.handle(Change::HostSubnet(Event::Apply(object)));
+    assert_eq!(hostsubnet_writes(&mut t), vec![]);
+    assert_eq!(c.get_hostsubnet("node-1").unwrap().unwrap().subnet, subnet);
+    // One without the annotation and without a Node (F5, by hand) is not deleted.
+    let mut f5 = hostsubnet("f5", "192.168.10.50", "10.129.8.0/23");
+    f5.metadata.annotations = None;
+    t.handle(Change::HostSubnet(Event::Apply(f5)));
+    assert_eq!(hostsubnet_writes(&mut t), vec![]);
+}
+
+#[test]
+fn the_cluster_network_is_checked_before_anything_is_written_and_created_when_absent() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    let config = ClusterConfig::default();
+    // OpenShift's master runs another plugin and host subnet size.
+    let mut theirs: ClusterNetwork = yaml(
+        "apiVersion: network.openshift.io/v1
+kind: ClusterNetwork
+metadata:
+  name: default
+clusterNetworks:
+- CIDR: 10.128.0.0/14
+  hostSubnetLength: 8
+hostsubnetlength: 8
+network: 10.128.0.0/14
+serviceNetwork: 172.30.0.0/16
+pluginName: redhat/openshift-ovs-subnet
+vxlanPort: 4789
+",
+    );
+    feed(&mut t, Change::ClusterNetwork, listed(vec![theirs.clone()]));
+    list_all_but_the_cluster_network(&mut t, &["shop"], vec![]);
+    let mismatch = t.config_mismatch().unwrap().join("\n");
+    assert!(
+        mismatch.contains("clusterNetworks: [10.128.0.0/14+8] in the ClusterNetwork, [10.128.0.0/14+9]"),
+        "{mismatch}"
+    );
+    assert!(mismatch.contains("pluginName"), "{mismatch}");
+    let c = f.cluster();
+    assert!(projects(&c).is_empty(), "nothing written");
+    assert!(c.list_hostsubnets().unwrap().0.is_empty());
+    assert_eq!(t.take_api_writes(), vec![]);
+    // Corrected (here, by the administrator): everything is written.
+    theirs.cluster_networks[0].host_subnet_length = 9;
+    theirs.host_subnet_length = Some(9);
+    theirs.plugin_name = Some(config.network_plugin.openshift_name());
+    t.handle(Change::ClusterNetwork(Event::Apply(theirs)));
+    assert_eq!(t.config_mismatch(), None);
+    assert_eq!(projects(&c), ["shop"]);
+    assert!(c.get_hostsubnet("node-1").unwrap().is_some());
+    // Absent (oxsdn is the only master): created from oxsdn's configuration.
+    t.take_api_writes();
+    t.handle(Change::ClusterNetwork(Event::Delete(ClusterNetwork::of(&config))));
+    let written = ClusterNetwork::of(&config);
+    assert_eq!(t.take_api_writes(), vec![ApiWrite::CreateClusterNetwork(Box::new(written.clone()))]);
+    let json = serde_json::to_value(&written).unwrap();
+    assert_eq!(json["network"], "10.128.0.0/14");
+    assert_eq!(json["hostsubnetlength"], 9);
+    assert_eq!(json["clusterNetworks"][0]["CIDR"], "10.128.0.0/14");
+    assert_eq!(json["serviceNetwork"], "172.30.0.0/16");
+    assert_eq!(json["pluginName"], "redhat/openshift-ovs-multitenant");
+    assert_eq!(written.differences(&config), Vec::<String>::new());
+}
+
+/// The EgressNetworkPolicy example of OpenShift's documentation.
+fn egress_policy(namespace: &str, name: &str) -> openshift::EgressNetworkPolicy {
+    yaml(&format!(
+        "apiVersion: network.openshift.io/v1
+kind: EgressNetworkPolicy
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  egress:
+  - type: Allow
+    to:
+      cidrSelector: 1.2.3.0/24
+  - type: Allow
+    to:
+      dnsName: www.example.com
+  - type: Deny
+    to:
+      cidrSelector: 0.0.0.0/0
+"
+    ))
+}
+
+#[test]
+fn egress_network_policies_of_the_api_become_the_projects_egress_firewalls() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    // Listed before the namespace: written once it is.
+    feed(&mut t, Change::EgressNetworkPolicy, listed(vec![egress_policy("shop", "default")]));
+    list_all_but_egress(&mut t);
+    let c = f.cluster();
+    let policy = c.get_egress_policy("shop").unwrap().unwrap();
+    assert_eq!(policy.name, "default");
+    assert_eq!(policy.spec, egress_policy("shop", "default").spec);
+    // Updated: the rules follow.
+    let mut allow_all = egress_policy("shop", "default");
+    allow_all.spec.egress.truncate(1);
+    t.handle(Change::EgressNetworkPolicy(Event::Apply(allow_all.clone())));
+    assert_eq!(c.get_egress_policy("shop").unwrap().unwrap().spec, allow_all.spec);
+    // A second one in the project: all egress dropped, as OpenShift does.
+    t.handle(Change::EgressNetworkPolicy(Event::Apply(egress_policy("shop", "second"))));
+    assert_eq!(c.get_egress_policy("shop").unwrap().unwrap().spec, deny_all());
+    t.handle(Change::EgressNetworkPolicy(Event::Delete(egress_policy("shop", "default"))));
+    let policy = c.get_egress_policy("shop").unwrap().unwrap();
+    assert_eq!((policy.name.as_str(), &policy.spec), ("second", &egress_policy("shop", "second").spec));
+    // An invalid one (a rule with both a CIDR and a DNS name): all egress dropped too.
+    let mut invalid = egress_policy("shop", "second");
+    invalid.spec.egress[0].to.dns_name = Some("www.example.com".into());
+    t.handle(Change::EgressNetworkPolicy(Event::Apply(invalid)));
+    assert_eq!(c.get_egress_policy("shop").unwrap().unwrap().spec, deny_all());
+    // Deleted: the project has none; after a relist that misses one, neither.
+    t.handle(Change::EgressNetworkPolicy(Event::Delete(egress_policy("shop", "second"))));
+    assert_eq!(c.get_egress_policy("shop").unwrap(), None);
+    t.handle(Change::EgressNetworkPolicy(Event::Apply(egress_policy("shop", "default"))));
+    feed(&mut t, Change::EgressNetworkPolicy, listed(vec![]));
+    assert_eq!(c.get_egress_policy("shop").unwrap(), None);
+    // In a global project: refused by the store (OpenShift ignores it), the rest goes on.
+    t.handle(Change::NetNamespace(Event::Apply(netnamespace("shop", 0, None))));
+    t.handle(Change::EgressNetworkPolicy(Event::Apply(egress_policy("shop", "default"))));
+    assert_eq!(c.get_egress_policy("shop").unwrap(), None);
+    assert_eq!(t.pending(), 0);
+}
+
+/// `list_all(["shop"])` with the EgressNetworkPolicies already listed.
+fn list_all_but_egress(t: &mut Translator) {
+    feed(t, Change::ClusterNetwork, listed(vec![]));
+    feed(t, Change::HostSubnet, listed(vec![]));
+    feed(t, Change::Namespace, listed(vec![namespace("shop", &[])]));
+    feed(t, Change::NetNamespace, listed(vec![]));
+}
+
+#[test]
+fn nothing_is_written_until_the_cluster_network_is_listed_whatever_the_order() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    list_all_but_the_cluster_network(&mut t, &["shop"], vec![]);
+    let c = f.cluster();
+    assert!(projects(&c).is_empty());
+    assert_eq!(t.take_api_writes(), vec![]);
+    feed(&mut t, Change::ClusterNetwork, listed(vec![]));
+    assert_eq!(projects(&c), ["shop"]);
+    assert_eq!(service(&c, "shop").unwrap().endpoints, vec![ip("10.128.0.5")]);
+    assert!(c.get_hostsubnet("node-1").unwrap().is_some());
 }
