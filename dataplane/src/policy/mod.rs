@@ -189,7 +189,9 @@ impl PolicyEngine {
             return Ok(());
         }
         let key = IdentityKey::of(&state.view(&pod.namespace, &pod.name, pod.ip, Some(pod.slot)));
-        match state.numbering.known(&key) {
+        // An identity another pod of this node has: its policies' entries are in place.
+        let local = state.numbering.known(&key).filter(|id| state.written.pod_identities.values().any(|i| i == id));
+        match local {
             // An identity already compiled: the pod's own entries are all it needs.
             Some(identity) => {
                 let mut maps = self.maps.lock().unwrap();
