@@ -106,7 +106,7 @@ fn cluster(load: &PolicyLoad, cluster: Ipv4Network, local: Ipv4Network) -> Polic
     let stride = (load.pods / load.local_pods.max(1)).max(1);
     let local_index = |i: usize| match i {
         0 | 1 => Some(i),
-        _ if i % stride == 0 && i / stride < load.local_pods => Some(1 + i / stride),
+        _ if i.is_multiple_of(stride) && i / stride < load.local_pods => Some(1 + i / stride),
         _ => None,
     };
     let pods = (0..load.pods)
