@@ -2,10 +2,9 @@
 //! 3-node cluster (issue 13; goal 1 s), and from its `delete` to its lifting, seen as
 //! traffic sees it. The cluster runs on etcd as a real one does (the agents watch the
 //! store). Each node has a server pod, which a policy isolates (ingress from nobody),
-//! and a client pod probing the next node's server over one UDP flow every few
-//! milliseconds. A node enforces the policy from the first probe of the run of refused
-//! probes that ends the measurement (the flow was answered before: an established flow
-//! starts being refused); the figure is the last node's.
+//! and a client pod probing the next node's server with UDP, a new flow per probe,
+//! back to back. A node enforces the policy from the first probe of the run of refused
+//! probes that ends the measurement; the figure is the last node's.
 
 use std::{
     net::{Ipv4Addr, UdpSocket},
@@ -37,39 +36,32 @@ const POLICY: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
                       metadata: {name: isolate-servers, namespace: x}\n\
                       spec: {podSelector: {matchLabels: {role: server}}, policyTypes: [Ingress]}\n";
 
-/// A client's flow to a server: one UDP socket, so every probe is the same flow.
-struct Flow {
-    socket: UdpSocket,
+/// A client probing a server: each probe a new UDP flow (a new source port), so each
+/// is judged as a new connection. (An established flow would stay open: once the
+/// server answered after the change, the connection counts as the server's and the
+/// client's packets as its replies, as conntrack-based implementations keep it.)
+struct Flow<'a> {
+    from: &'a Netns,
+    to: Ipv4Addr,
 }
 
-impl Flow {
-    fn open(from: &Netns, to: Ipv4Addr) -> Result<Flow> {
-        let socket = from.enter(move || -> Result<UdpSocket> {
+impl Flow<'_> {
+    /// Sends probe `seq` from a new socket; whether its answer came within `PROBE_WAIT`.
+    fn probe(&self, seq: u64) -> bool {
+        let to = self.to;
+        let socket = self.from.enter(move || -> std::io::Result<UdpSocket> {
             let s = UdpSocket::bind("0.0.0.0:0")?;
             s.connect((to, PORT))?;
             s.set_read_timeout(Some(PROBE_WAIT))?;
             Ok(s)
-        })??;
-        Ok(Flow { socket })
-    }
-
-    /// Sends probe `seq`; whether its answer came within `PROBE_WAIT`.
-    fn probe(&self, seq: u64) -> bool {
-        if self.socket.send(&seq.to_be_bytes()).is_err() {
+        });
+        let Ok(Ok(socket)) = socket else { return false };
+        if socket.send(&seq.to_be_bytes()).is_err() {
             return false;
         }
-        let deadline = Instant::now() + PROBE_WAIT;
         let mut buf = [0u8; 256];
-        while Instant::now() < deadline {
-            match self.socket.recv(&mut buf) {
-                // `name:` then the probe echoed back; an older probe's late answer is
-                // skipped.
-                Ok(n) if n >= 8 && buf[n - 8..n] == seq.to_be_bytes() => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
+        // `name:` then the probe echoed back.
+        matches!(socket.recv(&mut buf), Ok(n) if n >= 8 && buf[n - 8..n] == seq.to_be_bytes())
     }
 }
 
@@ -100,7 +92,7 @@ fn turned(flow: &Flow, answered: bool, seq: &mut u64) -> Result<Instant> {
 
 /// Runs `change` (an `oxsdnctl` call) while every flow is probed; how long after it
 /// started each flow turned `answered`.
-fn measure_change(flows: &[Flow], answered: bool, change: impl FnOnce() -> Result<String>) -> Result<Vec<f64>> {
+fn measure_change(flows: &[Flow<'_>], answered: bool, change: impl FnOnce() -> Result<String>) -> Result<Vec<f64>> {
     let ready = Barrier::new(flows.len() + 1);
     std::thread::scope(|scope| {
         let probers: Vec<_> = flows
@@ -139,7 +131,8 @@ pub fn measure(rounds: usize) -> Result<Value> {
     let mut labels = String::new();
     for s in &servers {
         labels += &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: x, labels: {{role: server}}}}\n---\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: x, labels: {{role: server}}}}\n\
+             spec: {{containers: [{{name: server, image: agnhost}}]}}\n---\n",
             s.name
         );
         serve_identity(&s.netns, PORT, &s.name)?;
@@ -153,7 +146,7 @@ pub fn measure(rounds: usize) -> Result<Value> {
     cluster.oxsdnctl(&["apply", "-f", &labels])?;
     // Each node's client probes the next node's server: the server's node judges it.
     let flows: Vec<Flow> =
-        (0..NODES).map(|i| Flow::open(&clients[i].netns, servers[(i + 1) % NODES].ip)).collect::<Result<_>>()?;
+        (0..NODES).map(|i| Flow { from: &clients[i].netns, to: servers[(i + 1) % NODES].ip }).collect();
     let (mut enforced, mut lifted) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let times = measure_change(&flows, false, || cluster.oxsdnctl(&["apply", "-f", &policy]))?;
@@ -174,6 +167,6 @@ pub fn measure(rounds: usize) -> Result<Value> {
         "goal_s": GOAL_S,
         "met": median <= GOAL_S,
         "resolution_s": PROBE_WAIT.as_secs_f64(),
-        "how": "from the start of `oxsdnctl apply -f` (a policy isolating each node's server pod) to the first of the refused probes of a UDP flow already answered before, on every node (the last node's time); the same from `delete` to answered again; cluster on etcd",
+        "how": "from the start of `oxsdnctl apply -f` (a policy isolating each node's server pod) to the first of the refused probes (UDP, a new flow each, from the previous node's client), on every node (the last node's time); the same from `delete` to answered again; cluster on etcd",
     }))
 }
