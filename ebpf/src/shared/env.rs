@@ -303,7 +303,14 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     }
 
     #[inline(always)]
-    fn update_policy_connection(self, key: &FlowKey, flags: u32, generation: u32, egress_count: u32, ingress_count: u32) {
+    fn update_policy_connection(
+        self,
+        key: &FlowKey,
+        flags: u32,
+        generation: u32,
+        egress_count: u32,
+        ingress_count: u32,
+    ) {
         if TRACE {
             return;
         }
