@@ -1,7 +1,8 @@
 //! NetworkPolicy figures (issue 13) on one node's maps: what 10,000 pods in 100
 //! namespaces with 1,000 policies compile to (entries and bytes of the policy maps, the
 //! time to compile and to write them), and what a packet on the same-node path costs
-//! with those policies against none.
+//! with those policies against none; and the time from `apply` to enforced on every
+//! node of a 3-node cluster (`policy_enforcement`).
 //!
 //! The programs are loaded into a private bpffs directory inside a network namespace of
 //! their own, with two pods (veths there, for the live programs' ingress device). The
@@ -54,11 +55,14 @@ pub struct PolicyLoad {
     /// NetworkPolicies, spread evenly over the namespaces.
     #[arg(long = "policy-policies", id = "policy_policies", default_value_t = 1_000)]
     pub policies: usize,
+    /// Of the pods, this node's (the first ones: a node judges its own pods' policies).
+    #[arg(long = "policy-local-pods", id = "policy_local_pods", default_value_t = 100)]
+    pub local_pods: usize,
 }
 
 impl PolicyLoad {
     pub fn smoke() -> Self {
-        PolicyLoad { namespaces: 4, pods: 40, policies: 8 }
+        PolicyLoad { namespaces: 4, pods: 40, policies: 8, local_pods: 4 }
     }
 }
 
@@ -97,16 +101,26 @@ fn cluster(load: &PolicyLoad, cluster: Ipv4Network, local: Ipv4Network) -> Polic
         })
         .collect();
     let per_namespace = load.pods.div_ceil(load.namespaces);
+    // This node's pods: 0 and 1 (the timed path), then one in every `stride`, spread
+    // over the namespaces as a scheduler spreads them.
+    let stride = (load.pods / load.local_pods.max(1)).max(1);
+    let local_index = |i: usize| match i {
+        0 | 1 => Some(i),
+        _ if i.is_multiple_of(stride) && i / stride < load.local_pods => Some(1 + i / stride),
+        _ => None,
+    };
     let pods = (0..load.pods)
         .map(|i| {
             let (ns, j) = (i / per_namespace, i % per_namespace);
-            let local_pod = i < 2;
-            // This node's two pods in its subnet; the others past it.
-            let ip = if local_pod { local.nth(2 + i as u32).unwrap() } else { cluster.nth(1024 + i as u32).unwrap() };
+            // This node's pods in its subnet; the others past it.
+            let ip = match local_index(i) {
+                Some(n) => local.nth(2 + n as u32).unwrap(),
+                None => cluster.nth(1024 + i as u32).unwrap(),
+            };
             PodView {
                 namespace: namespace(ns),
                 ip,
-                local_slot: local_pod.then(|| entries::local_pod_slot(local, ip)),
+                local_slot: local_index(i).map(|_| entries::local_pod_slot(local, ip)),
                 labels: labels(&[
                     ("app", format!("a{}", (APPS + 1 - j % APPS) % APPS)),
                     ("tier", format!("{}", j % TIERS)),
@@ -185,7 +199,9 @@ pub fn measure(load: &PolicyLoad, repeat: u32, rounds: usize) -> Result<Value> {
     let pins = PinDir(PathBuf::from("/sys/fs/bpf").join(&prefix));
     let pin_dir = pins.0.clone();
     let load = load.clone();
-    netns.enter(move || measure_in(&pin_dir, &load, repeat, rounds))?
+    let mut figures = netns.enter(move || measure_in(&pin_dir, &load, repeat, rounds))??;
+    figures["apply_to_enforced"] = crate::policy_enforcement::measure(rounds)?;
+    Ok(figures)
 }
 
 /// Removes the bpffs directory, also on failure.
@@ -264,7 +280,7 @@ fn measure_in(pin_dir: &Path, load: &PolicyLoad, repeat: u32, rounds: usize) -> 
     let per_round: Vec<f64> = samples["policies"].iter().zip(&samples["none"]).map(|(w, n)| w - n).collect();
     let extra = Stats::of(&per_round).median;
     Ok(json!({
-        "load": { "namespaces": load.namespaces, "pods": load.pods, "policies": load.policies },
+        "load": { "namespaces": load.namespaces, "pods": load.pods, "policies": load.policies, "local_pods": load.local_pods },
         "compile_s": compile_s,
         "write_s": write_s,
         "maps": footprint,

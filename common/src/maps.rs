@@ -90,6 +90,9 @@ macro_rules! for_each_map {
             POLICY_PEERS policy_peers: HashMap<$crate::policy::PolicyKey, $crate::policy::PortSet> [$crate::policy::MAX_POLICY_PEERS, $crate::maps::NO_PREALLOC];
             /// What a subject identity may exchange with address blocks, per direction.
             POLICY_CIDRS policy_cidrs: LpmTrie<$crate::policy::PolicyCidr, $crate::policy::PortSet> [$crate::policy::MAX_POLICY_CIDRS, $crate::maps::NO_PREALLOC];
+            /// Bumped by each write of the policy maps: a connection judged under an
+            /// earlier one is judged again (`PolicyConnection.generation`).
+            POLICY_GENERATION policy_generation: Array<u32, u32> [1, 0];
             /// Connections whose replies policies let through.
             POLICY_CT policy_ct: HashMap<$crate::FlowKey, $crate::policy::PolicyConnection> [$crate::policy::MAX_POLICY_CONNECTIONS, 0];
             /// The policy in each policy counter slot (absent: free).

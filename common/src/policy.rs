@@ -80,14 +80,23 @@ crate::wire! {
         pub ip: u32,
     }
 
-    /// Value of `POLICY_CT`, keyed by a connection's first packet's `FlowKey` (ICMP
-    /// echo: the identifier as both ports).
+    /// Value of `POLICY_CT`, keyed by `connection_key` of a connection's first packet's
+    /// `FlowKey` (ICMP echo: the identifier as both ports): one entry, found by one
+    /// lookup from either direction.
     pub struct PolicyConnection {
         pub last_seen: u64,
         /// Whose share of the tables it uses (`conntrack`).
         pub owner: u32,
-        /// `conntrack::CLOSING` once a FIN or RST passed.
+        /// `conntrack::CLOSING` once a FIN or RST passed; `OPENED_FROM_DST`, `BOTH_WAYS`.
         pub flags: u32,
+        /// The `POLICY_GENERATION` under which the opening direction's packets were
+        /// judged allowed (0: none): while it is current, they pass with the counts
+        /// below without a rule lookup.
+        pub generation: u32,
+        /// What the allowed opening packet counted, per side (`Verdict`).
+        pub egress_count: u32,
+        pub ingress_count: u32,
+        pub _pad: u32,
     }
 }
 
@@ -125,3 +134,38 @@ impl PolicySlot {
 
 /// Bits of `PolicyCidr` before the address: matched whole.
 pub const CIDR_KEY_FIXED_BITS: u32 = 64;
+
+/// `PolicyConnection.flags`: the connection was opened from the key's `dst` side (the
+/// key is its first packet's `FlowKey` swapped).
+pub const OPENED_FROM_DST: u32 = 2;
+/// `PolicyConnection.flags`: a connection was opened from each side with the same
+/// addresses and ports (the replies of both pass).
+pub const BOTH_WAYS: u32 = 4;
+
+/// The `POLICY_CT` key of a packet's `flow` (its lower address and port first), and
+/// `OPENED_FROM_DST` if `flow` is the key swapped (else 0).
+#[inline(always)]
+pub fn connection_key(flow: &crate::FlowKey) -> (crate::FlowKey, u32) {
+    if (flow.src, flow.sport) <= (flow.dst, flow.dport) {
+        (*flow, 0)
+    } else {
+        let swapped = crate::FlowKey { src: flow.dst, dst: flow.src, sport: flow.dport, dport: flow.sport, ..*flow };
+        (swapped, OPENED_FROM_DST)
+    }
+}
+
+impl PolicyConnection {
+    /// Whether it tracks a connection opened by a packet of `direction` (a
+    /// `connection_key` flag): that packet's replies pass.
+    #[inline(always)]
+    pub fn opened(&self, direction: u32) -> bool {
+        self.flags & BOTH_WAYS != 0 || self.flags & OPENED_FROM_DST == direction
+    }
+}
+
+/// `PolicyConnection.egress_count`/`ingress_count`: a node-wide rule's id, a policy
+/// rule's (`POLICY_COUNT` | matched rule index << 16 | counter slot), or `NO_COUNT`.
+pub const POLICY_COUNT: u32 = 1 << 31;
+pub const NO_COUNT: u32 = POLICY_COUNT - 1;
+/// Matched rule indexes a count can hold (a larger one is not cached).
+pub const MAX_COUNTED_RULE: u32 = 0x7fff;

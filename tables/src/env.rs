@@ -7,7 +7,7 @@
 
 use oxsdn_common::{
     egress::EgressVerdict,
-    policy::{IdentityPolicy, PolicyKey, PortSet},
+    policy::{IdentityPolicy, PolicyConnection, PolicyKey, PortSet},
     EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
 };
@@ -64,12 +64,24 @@ pub trait Env: Copy {
     fn policy_peers(self, key: &PolicyKey) -> Option<&'static PortSet>;
     /// What a subject may exchange, in a direction, with the address block holding `ip`.
     fn policy_cidrs(self, subject: u32, direction: u32, ip: u32) -> Option<&'static PortSet>;
-    /// Whether policies track the connection whose first packet was `flow`, and that
-    /// it was used now (and is closing if `closing`).
-    fn policy_connection(self, flow: &FlowKey, closing: bool) -> bool;
-    /// Tracks a connection policies let through, in `owner`'s share; whether it is in
-    /// (trace mode tracks nothing and says yes).
-    fn track_policy_connection(self, flow: &FlowKey, owner: u32) -> bool;
+    /// The policy maps' write generation (`POLICY_GENERATION`).
+    fn policy_generation(self) -> u32;
+    /// The connection policies track under `key` (`policy::connection_key`), marked as
+    /// used now (and closing if `closing`).
+    fn policy_connection(self, key: &FlowKey, closing: bool) -> Option<&'static PolicyConnection>;
+    /// Sets `flags` on the connection under `key` and records the verdict of its opening
+    /// direction (`PolicyConnection`'s fields); nothing in trace mode.
+    fn update_policy_connection(
+        self,
+        key: &FlowKey,
+        flags: u32,
+        generation: u32,
+        egress_count: u32,
+        ingress_count: u32,
+    );
+    /// Tracks a connection policies let through (`connection.owner`'s share); whether
+    /// it is in (trace mode tracks nothing and says yes).
+    fn track_policy_connection(self, key: &FlowKey, connection: &PolicyConnection) -> bool;
     /// The egress firewall's entry for traffic of VNID `vnid` to `dst` (`EGRESS_CIDRS`).
     fn egress_verdict(self, vnid: u32, dst: u32) -> Option<EgressVerdict>;
     /// CLOCK_MONOTONIC in ns.

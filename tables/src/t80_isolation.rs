@@ -20,7 +20,10 @@
 
 use oxsdn_common::{
     mode,
-    policy::{PolicyKey, PortRange, PortSet, ANY_PROTO, EGRESS, INGRESS},
+    policy::{
+        connection_key, PolicyConnection, PolicyKey, PortRange, PortSet, ANY_PROTO, BOTH_WAYS, EGRESS, INGRESS,
+        MAX_COUNTED_RULE, NO_COUNT, OPENED_FROM_DST, POLICY_COUNT,
+    },
     trace::REG1_SET,
     FlowKey,
 };
@@ -153,12 +156,18 @@ pub const NOT_LOCAL: u32 = u32::MAX;
 /// `NOT_LOCAL`). A function of its own in the programs (a BPF-to-BPF call), so the
 /// caller's stack stays small; its arguments are plain integers (an `Option`'s payload
 /// is undefined when it is `None`, and the verifier refuses a register left unset).
+///
+/// A tracked connection's opening direction was judged once under the current policy
+/// maps (`POLICY_GENERATION`): its packets pass with the same counts without a rule
+/// lookup. One `POLICY_CT` lookup finds both that and whether the packet is a reply.
 #[inline(never)]
 fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
     if p.frame.l3 != L3::Ipv4 {
         // ARP is never isolated.
         return true;
     }
+    // Before any policy map: a verdict is recorded under the generation it began with.
+    let generation = p.env.policy_generation();
     let frame = p.frame;
     let ip = &frame.ipv4;
     // A later fragment whose first was not seen has no ports: only a rule for every
@@ -176,17 +185,14 @@ fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
         if let Some(slot) = dst_slot {
             let identity = p.env.pod_identity(slot);
             let isolated = identity != 0 && p.env.identity_policy(identity).is_some_and(|d| d.isolated & EGRESS != 0);
-            let forward = flow(t);
-            if isolated
-                && !p.env.policy_connection(&forward, closing)
-                && (p.cfg.ct_quota == 0 || p.env.share(p.owner) < p.cfg.ct_quota)
-            {
-                let _ = p.env.track_policy_connection(&forward, p.owner);
+            if isolated {
+                let _ = remember(p, t, closing, 0, NO_COUNT, NO_COUNT);
             }
         }
         return true;
     }
-    let src_policy = (p.src_identity != 0).then(|| p.env.identity_policy(p.src_identity)).flatten().unwrap_or_default();
+    // Only the isolation bits stay live (the stack is tight); a drop reads its slot.
+    let src_isolated = isolation(p, p.src_identity);
     let dst_identity = match dst_slot {
         Some(slot) => p.env.pod_identity(slot),
         None => p.env.ip_identity(t.dst),
@@ -195,62 +201,159 @@ fn networkpolicy<E: Env>(p: &mut Packet<E>, dst_slot: u32) -> bool {
         p.count(NO_IDENTITY);
         return false;
     }
-    let dst_policy = dst_slot.and_then(|_| p.env.identity_policy(dst_identity)).unwrap_or_default();
-    let egress_isolated = p.src_identity != 0 && src_policy.isolated & EGRESS != 0;
-    let ingress_isolated = dst_slot.is_some() && dst_policy.isolated & INGRESS != 0;
-    if egress_isolated || ingress_isolated {
-        // A reply, or an ICMP error about a connection policies let through.
-        let original = if p.frame.ipv4.is_icmp_error() {
-            let e = p.frame.ipv4.embedded;
-            FlowKey { src: e.src, dst: e.dst, sport: e.sport, dport: e.dport, proto: e.proto, _pad: [0; 3] }
-        } else {
-            FlowKey { src: t.dst, dst: t.src, sport: t.dport, dport: t.sport, proto: t.proto, _pad: [0; 3] }
-        };
-        if original.proto != 0 && p.env.policy_connection(&original, closing) {
-            p.count(POLICY_REPLY);
+    let dst_isolated = if dst_slot.is_some() { isolation(p, dst_identity) } else { 0 };
+    let egress_isolated = src_isolated & EGRESS != 0;
+    let ingress_isolated = dst_isolated & INGRESS != 0;
+    // Its replies will be judged by an isolating policy: the connection is tracked.
+    let replies_judged = src_isolated & INGRESS != 0 || dst_isolated & EGRESS != 0;
+    // One lookup: the connection the packet belongs to, or an ICMP error is about.
+    let icmp_error = p.frame.ipv4.is_icmp_error();
+    let (key, opened) = connection_key(&if icmp_error {
+        let e = p.frame.ipv4.embedded;
+        FlowKey { src: e.src, dst: e.dst, sport: e.sport, dport: e.dport, proto: e.proto, _pad: [0; 3] }
+    } else {
+        flow(t)
+    });
+    let tracked = if key.proto != 0 && (egress_isolated || ingress_isolated || replies_judged) {
+        p.env.policy_connection(&key, closing)
+    } else {
+        None
+    };
+    // A reply, or an ICMP error about a connection policies let through.
+    let reply_of = if icmp_error { opened } else { opened ^ OPENED_FROM_DST };
+    if (egress_isolated || ingress_isolated) && tracked.is_some_and(|c| c.opened(reply_of)) {
+        p.count(POLICY_REPLY);
+        return true;
+    }
+    if let Some(c) = tracked.filter(|_| !icmp_error) {
+        if generation != 0 && c.generation == generation && c.flags & OPENED_FROM_DST == opened {
+            count_side(p, c.egress_count, ALLOW_EGRESS);
+            count_side(p, c.ingress_count, ALLOW_INGRESS);
             return true;
         }
     }
+    let mut egress_count = NO_COUNT;
     if p.src_identity != 0 {
-        if t.dst == p.cfg.gateway {
-            p.count(TO_GW);
+        egress_count = if t.dst == p.cfg.gateway {
+            TO_GW
         } else if t.dst == p.cfg.node_ip {
-            p.count(TO_NODE_IP);
+            TO_NODE_IP
         } else if !egress_isolated {
-            p.count(EGRESS_OPEN);
-        } else if !allows(p, p.src_identity, EGRESS, dst_identity, t.dst, t, ALLOW_EGRESS) {
-            p.count_policy_drop(src_policy.egress_slot, DENY_EGRESS);
-            return false;
-        }
+            EGRESS_OPEN
+        } else {
+            match allows(p, p.src_identity, EGRESS, dst_identity, t.dst, t) {
+                Some(count) => count,
+                None => {
+                    let slot = p.env.identity_policy(p.src_identity).map_or(0, |d| d.egress_slot);
+                    p.count_policy_drop(slot, DENY_EGRESS);
+                    return false;
+                }
+            }
+        };
+        count_side(p, egress_count, ALLOW_EGRESS);
     }
+    let mut ingress_count = NO_COUNT;
     if dst_slot.is_some() {
         let src_identity = if p.src_identity != 0 { p.src_identity } else { p.env.ip_identity(t.src) };
-        if !ingress_isolated {
-            p.count(INGRESS_OPEN);
-        } else if !allows(p, dst_identity, INGRESS, src_identity, t.src, t, ALLOW_INGRESS) {
-            p.count_policy_drop(dst_policy.ingress_slot, DENY_INGRESS);
-            return false;
-        }
+        ingress_count = if !ingress_isolated {
+            INGRESS_OPEN
+        } else {
+            match allows(p, dst_identity, INGRESS, src_identity, t.src, t) {
+                Some(count) => count,
+                None => {
+                    let slot = p.env.identity_policy(dst_identity).map_or(0, |d| d.ingress_slot);
+                    p.count_policy_drop(slot, DENY_INGRESS);
+                    return false;
+                }
+            }
+        };
+        count_side(p, ingress_count, ALLOW_INGRESS);
     }
-    // Its replies will be judged by an isolating policy: track the connection.
-    let replies_judged = (p.src_identity != 0 && src_policy.isolated & INGRESS != 0)
-        || (dst_slot.is_some() && dst_policy.isolated & EGRESS != 0);
-    let forward = flow(t);
-    if replies_judged
-        && t.proto != 0
-        && !p.env.policy_connection(&forward, closing)
-        && ((p.cfg.ct_quota != 0 && p.env.share(p.owner) >= p.cfg.ct_quota)
-            || !p.env.track_policy_connection(&forward, p.owner))
-    {
+    if !replies_judged || t.proto == 0 {
+        return true;
+    }
+    if !remember(p, t, closing, generation, egress_count, ingress_count) {
         p.count(TRACKING_FULL);
         return false;
     }
     true
 }
 
+/// The directions policies isolate `identity` in (`IdentityPolicy.isolated`; 0: none,
+/// not a pod).
+#[inline(always)]
+fn isolation<E: Env>(p: &Packet<E>, identity: u32) -> u32 {
+    if identity == 0 {
+        return 0;
+    }
+    p.env.identity_policy(identity).map_or(0, |d| d.isolated)
+}
+
+/// Tracks the connection `t` opens, recording the opening packet's verdict
+/// (`generation` and counts); whether it is tracked. (It looks the entry up again: the
+/// judging's stack has no room to keep it.)
+#[inline(always)]
+fn remember<E: Env>(
+    p: &Packet<E>,
+    t: &Tuple,
+    closing: bool,
+    generation: u32,
+    egress_count: u32,
+    ingress_count: u32,
+) -> bool {
+    let (key, direction) = connection_key(&flow(t));
+    let key = &key;
+    let tracked = p.env.policy_connection(key, closing);
+    let quota_used = p.cfg.ct_quota != 0 && p.env.share(p.owner) >= p.cfg.ct_quota;
+    match tracked {
+        // Judged again under other maps: recorded for the next packets.
+        Some(c) if c.flags & OPENED_FROM_DST == direction => {
+            if c.generation != generation {
+                p.env.update_policy_connection(key, 0, generation, egress_count, ingress_count);
+            }
+            true
+        }
+        Some(c) if c.opened(direction) => true,
+        // Opened from the other side too (both ends opened it at once), as a connection
+        // of its own would be.
+        Some(_) if quota_used => false,
+        Some(c) => {
+            p.env.update_policy_connection(key, BOTH_WAYS, c.generation, c.egress_count, c.ingress_count);
+            true
+        }
+        None if quota_used => false,
+        None => {
+            let connection = PolicyConnection {
+                last_seen: p.env.now_ns(),
+                owner: p.owner,
+                flags: direction,
+                generation,
+                egress_count,
+                ingress_count,
+                _pad: 0,
+            };
+            p.env.track_policy_connection(key, &connection)
+        }
+    }
+}
+
+/// Counts what allowed one side of a packet (`PolicyConnection.egress_count`'s form);
+/// `allow`: the policy rule kind of that side.
+#[inline(always)]
+fn count_side<E: Env>(p: &Packet<E>, count: u32, allow: u32) {
+    if count == NO_COUNT {
+        return;
+    }
+    if count & POLICY_COUNT != 0 {
+        p.env.count_policy(count & 0xffff, allow, (count >> 16) & MAX_COUNTED_RULE, p.frame.len);
+    } else {
+        p.count(count);
+    }
+}
+
 /// Whether a rule of `subject`'s policies allows, in `direction`, the peer with
 /// `peer_identity` (0: not a pod) and address `peer_ip`, for `t`'s protocol and
-/// destination port; counts the allowing rule as `allow` of its policy.
+/// destination port: the allowing rule's count (`count_side`).
 #[inline(always)]
 fn allows<E: Env>(
     p: &Packet<E>,
@@ -259,8 +362,7 @@ fn allows<E: Env>(
     peer_identity: u32,
     peer_ip: u32,
     t: &Tuple,
-    allow: u32,
-) -> bool {
+) -> Option<u32> {
     let mut found = None;
     if peer_identity != 0 {
         if let Some(set) = p.env.policy_peers(&PolicyKey { subject, peer: peer_identity, direction }) {
@@ -272,9 +374,8 @@ fn allows<E: Env>(
             found = matching(set, t);
         }
     }
-    let Some(range) = found else { return false };
-    p.env.count_policy(u32::from(range.slot), allow, range.rule, p.frame.len);
-    true
+    let range = found?;
+    Some(POLICY_COUNT | (range.rule.min(MAX_COUNTED_RULE) << 16) | u32::from(range.slot))
 }
 
 /// The first range of `set` that `t`'s protocol and destination port fall in.

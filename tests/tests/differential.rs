@@ -23,8 +23,10 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use oxsdn_common::{
-    mode, policy::PolicyConnection, trace::MODE_TEST_INPUT, FlowKey, PodEntry, ProjectEntry, MAX_POD_SLOTS,
-    MAX_PROJECT_SLOTS,
+    mode,
+    policy::{connection_key, PolicyConnection, BOTH_WAYS, OPENED_FROM_DST},
+    trace::MODE_TEST_INPUT,
+    FlowKey, PodEntry, ProjectEntry, MAX_POD_SLOTS, MAX_PROJECT_SLOTS,
 };
 use oxsdn_controller::policy::{NamedPort, NetworkPolicyRecord, NAMESPACE_NAME_LABEL};
 use oxsdn_dataplane::{
@@ -271,6 +273,97 @@ fn policy_regressions() -> Result<()> {
             );
             found.extend(harness.check(&state, &case, &format!("policy regression {index}"))?);
         }
+        Ok(found)
+    })?;
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    Ok(())
+}
+
+/// A tracked connection's packets pass on the verdict their first packet got (no rule
+/// lookup) only while the policy maps are as they were: the programs running as
+/// attached keep a connection b's policy allows, then drop its next packet once b's
+/// policy changes to allow another peer, and deliver it again once it allows a again;
+/// its replies pass all along (Kubernetes leaves established connections to the
+/// implementation; oxsdn judges every packet), and the model agrees at each step.
+#[test]
+fn tracked_connections_are_judged_again_when_policies_change() -> Result<()> {
+    let disagreements = in_sandbox("diffpolct", |harness| {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut state = generate::state(&mut rng, &Ports { ifindexes: &harness.ports });
+        state.mode = Mode::NetworkPolicy;
+        let local = state.node.local;
+        let (a, b, c) = (local.nth(2), local.nth(3), local.nth(4));
+        let [port_a, port_b, port_c] = [harness.ports[0], harness.ports[1], harness.ports[2]];
+        state.projects = BTreeMap::from([(1, 10)]);
+        state.pods = vec![
+            Pod { ip: a, ifindex: port_a, project: 1 },
+            Pod { ip: b, ifindex: port_b, project: 1 },
+            Pod { ip: c, ifindex: port_c, project: 1 },
+        ];
+        (state.services, state.connections, state.fragments, state.remote_nodes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let labels = |app: &str| BTreeMap::from([("app".to_string(), app.to_string())]);
+        let selecting = |app: &str| Some(LabelSelector { match_labels: Some(labels(app)), ..Default::default() });
+        // b is isolated both ways (its replies are judged: its connections are tracked)
+        // and accepts `peer`.
+        let accepting = |peer: &str| Policy {
+            namespace: "x".into(),
+            name: "b-accepts".into(),
+            spec: NetworkPolicySpec {
+                pod_selector: selecting("b"),
+                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer { pod_selector: selecting(peer), ..Default::default() }]),
+                    ports: None,
+                }]),
+                egress: None,
+            },
+        };
+        state.policy = Policies {
+            namespaces: BTreeMap::from([(
+                "x".to_string(),
+                BTreeMap::from([(NAMESPACE_NAME_LABEL.to_string(), "x".to_string())]),
+            )]),
+            pods: BTreeMap::from([a, b, c].map(|ip| {
+                let app = if ip == a {
+                    "a"
+                } else if ip == b {
+                    "b"
+                } else {
+                    "c"
+                };
+                (ip, PodInfo { namespace: "x".into(), labels: labels(app), ports: Vec::new() })
+            })),
+            policies: vec![accepting("a")],
+            connections: Vec::new(),
+        };
+        harness.load(&state)?;
+        let tcp = |src, dst, sport, dport| Packet::new(Proto::Tcp, src, dst).ports(sport, dport).frame();
+        let (opening, reply) = (tcp(a, b, 40000, 80), tcp(b, a, 80, 40000));
+        let mut found = Vec::new();
+        let mut send = |harness: &mut Harness, state: &State, from: Ingress, frame: &[u8], step: &str| -> Result<()> {
+            let expected = pipeline(state, from, frame);
+            let live = harness.live.run(ingress(from), frame, 1)?;
+            if let Err(why) = agree_live(&expected, &live) {
+                found.push(format!("{step}: {why} (model {})", describe(&expected)));
+            }
+            Ok(())
+        };
+        // Opened and used: the second packet passes on the first one's verdict.
+        send(harness, &state, Ingress::Pod(port_a), &opening, "a opens to b")?;
+        send(harness, &state, Ingress::Pod(port_a), &opening, "a's next packet")?;
+        state.policy.connections =
+            vec![oxsdn_model::policy::Flow { protocol: IPPROTO_TCP, src: (a, 40000), dst: (b, 80) }];
+        send(harness, &state, Ingress::Pod(port_b), &reply, "b's reply")?;
+        // b now accepts c only: a's next packet is judged again, and dropped.
+        state.policy.policies = vec![accepting("c")];
+        harness.fill_policy(&state)?;
+        send(harness, &state, Ingress::Pod(port_a), &opening, "a's packet after b's policy changed")?;
+        send(harness, &state, Ingress::Pod(port_b), &reply, "b's reply after its policy changed")?;
+        // And accepts a again: delivered.
+        state.policy.policies = vec![accepting("a")];
+        harness.fill_policy(&state)?;
+        send(harness, &state, Ingress::Pod(port_a), &opening, "a's packet once b accepts it again")?;
         Ok(found)
     })?;
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
@@ -1021,8 +1114,17 @@ fn fill_tracking(maps: &mut NodeMaps, state: &State) -> Result<()> {
             proto: flow.protocol,
             _pad: [0; 3],
         };
-        let connection =
-            PolicyConnection { last_seen: monotonic_ns(), owner: oxsdn_common::conntrack::HOST_OWNER, flags: 0 };
+        let (key, opened) = connection_key(&key);
+        let connection = match maps.policy_ct.get(&key, 0) {
+            // The same connection opened from its other end too.
+            Ok(c) if c.flags & OPENED_FROM_DST != opened => PolicyConnection { flags: c.flags | BOTH_WAYS, ..c },
+            _ => PolicyConnection {
+                last_seen: monotonic_ns(),
+                owner: oxsdn_common::conntrack::HOST_OWNER,
+                flags: opened,
+                ..PolicyConnection::default()
+            },
+        };
         maps.policy_ct.insert(key, connection, 0)?;
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! that fill private maps all use it.
 //!
 //! Pods with the same namespace, labels and named ports share an identity. Each policy
-//! selects subject identities in its namespace; each of its rules allows, per direction,
+//! selects subject identities in its namespace (those of this node's pods: a node judges
+//! only its own pods' policies); each of its rules allows, per direction,
 //! peer identities (pod and namespace selectors) and address blocks (ipBlocks; no peers
 //! at all is 0.0.0.0/0), on a set of protocols and ports (named ports resolved against
 //! the pod that owns them: the subject for ingress, the peer for egress). What a
@@ -249,10 +250,15 @@ fn compile_policy(
     blocks: &mut BTreeMap<(u32, u32), Vec<BlockRule>>,
 ) {
     let spec = &policy.spec;
+    // Only this node's pods are judged by their own policies here (a pod's egress where
+    // it sends, its ingress where it receives): other identities need no subject entries.
+    let local: BTreeSet<u32> = out.pod_identities.values().copied().collect();
     let subjects: Vec<(&IdentityKey, u32)> = identities
         .iter()
-        .filter(|(key, _)| {
-            key.namespace == policy.namespace && selector::matches(spec.pod_selector.as_ref(), &key.labels)
+        .filter(|(key, id)| {
+            local.contains(id)
+                && key.namespace == policy.namespace
+                && selector::matches(spec.pod_selector.as_ref(), &key.labels)
         })
         .map(|(key, id)| (key, *id))
         .collect();

@@ -2,7 +2,7 @@
 //! labels, pods' labels, named ports and addresses, NetworkPolicies) and the node's own
 //! pods, compiles them (`compile`) and writes what changed into the policy maps. It is
 //! the one writer of `POD_IDENTITIES`, `IP_IDENTITIES`, `IDENTITIES`, `POLICY_PEERS`,
-//! `POLICY_CIDRS` and `POLICY_SLOTS`. It compiles in every mode, so switching to
+//! `POLICY_CIDRS`, `POLICY_SLOTS` and `POLICY_GENERATION`. It compiles in every mode, so switching to
 //! networkpolicy finds everything in place.
 //!
 //! A pod added on this node gets its identity before its `PODS` entry exists
@@ -189,7 +189,9 @@ impl PolicyEngine {
             return Ok(());
         }
         let key = IdentityKey::of(&state.view(&pod.namespace, &pod.name, pod.ip, Some(pod.slot)));
-        match state.numbering.known(&key) {
+        // An identity another pod of this node has: its policies' entries are in place.
+        let local = state.numbering.known(&key).filter(|id| state.written.pod_identities.values().any(|i| i == id));
+        match local {
             // An identity already compiled: the pod's own entries are all it needs.
             Some(identity) => {
                 let mut maps = self.maps.lock().unwrap();
@@ -197,6 +199,7 @@ impl PolicyEngine {
                 maps.ip_identities.insert(ip_key(pod.ip), identity, 0)?;
                 state.written.pod_identities.insert(pod.slot, identity);
                 state.written.ip_identities.insert(ip_key(pod.ip), identity);
+                next_generation(&mut maps)?;
                 drop(maps);
                 drop(state);
                 // Anything else the pod changes (nothing, unless it is the first of its
@@ -415,5 +418,13 @@ pub fn write(maps: &mut NodeMaps, old: &Compiled, new: &Compiled) -> Result<()> 
     for slot in old.slots.keys().filter(|s| !new.slots.contains_key(s)) {
         ignore_missing(maps.policy_slots.remove(slot))?;
     }
+    next_generation(maps)
+}
+
+/// Bumps `POLICY_GENERATION` after a write: the programs judge every connection again
+/// under the maps as they are now (never 0, which no connection's verdict counts under).
+fn next_generation(maps: &mut NodeMaps) -> Result<()> {
+    let current = maps.policy_generation.get(&0, 0)?;
+    maps.policy_generation.set(0, current.wrapping_add(1).max(1), 0)?;
     Ok(())
 }

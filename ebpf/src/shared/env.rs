@@ -7,7 +7,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     maps::lpm_trie::Key,
 };
 use oxsdn_common::{
@@ -281,31 +281,60 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     }
 
     #[inline(always)]
-    fn policy_connection(self, flow: &FlowKey, closing: bool) -> bool {
-        let Some(c) = POLICY_CT.get_ptr_mut(flow) else { return false };
-        if !TRACE {
-            // SAFETY: a map value of this map's type; a racing CPU writes the same.
-            unsafe {
-                (*c).last_seen = self.now_ns();
+    fn policy_generation(self) -> u32 {
+        POLICY_GENERATION.get(0).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn policy_connection(self, key: &FlowKey, closing: bool) -> Option<&'static PolicyConnection> {
+        let c = POLICY_CT.get_ptr_mut(key)?;
+        // SAFETY: a map value of this map's type, valid while the program runs; a racing
+        // CPU writes the same.
+        unsafe {
+            if !TRACE {
+                // Coarse: idle timeouts are seconds, and it costs a fraction.
+                (*c).last_seen = bpf_ktime_get_coarse_ns();
                 if closing {
                     (*c).flags |= CLOSING;
                 }
             }
+            Some(&*c)
         }
-        true
     }
 
     #[inline(always)]
-    fn track_policy_connection(self, flow: &FlowKey, owner: u32) -> bool {
+    fn update_policy_connection(
+        self,
+        key: &FlowKey,
+        flags: u32,
+        generation: u32,
+        egress_count: u32,
+        ingress_count: u32,
+    ) {
+        if TRACE {
+            return;
+        }
+        if let Some(c) = POLICY_CT.get_ptr_mut(key) {
+            // SAFETY: as in `policy_connection`.
+            unsafe {
+                (*c).flags |= flags;
+                (*c).generation = generation;
+                (*c).egress_count = egress_count;
+                (*c).ingress_count = ingress_count;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn track_policy_connection(self, key: &FlowKey, connection: &PolicyConnection) -> bool {
         if TRACE {
             return true;
         }
-        let connection = PolicyConnection { last_seen: self.now_ns(), owner, flags: 0 };
         // BPF_NOEXIST: a connection another CPU tracked a moment ago keeps its one share.
-        if POLICY_CT.insert(flow, &connection, BPF_NOEXIST).is_err() {
-            return POLICY_CT.get_ptr(flow).is_some();
+        if POLICY_CT.insert(key, connection, BPF_NOEXIST).is_err() {
+            return POLICY_CT.get_ptr(key).is_some();
         }
-        self.take_share(owner);
+        self.take_share(connection.owner);
         true
     }
 
