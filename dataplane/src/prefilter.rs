@@ -39,6 +39,32 @@ pub enum PrefilterMode {
     Off,
 }
 
+/// Which VXLAN from known nodes to local pods the prefilter takes off itself and
+/// redirects to the pod's veth (`oxsdn-agent --xdp-decap`, `NodeConfig.xdp_decap`);
+/// the rest `from_underlay` takes off at TC. Measured on this machine's veth underlay in
+/// docs/design.md ("XDP decapsulation"), where TC won: hence `off` by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpDecap {
+    /// `from_underlay` at TC takes every frame off (GRO and GSO aggregates kept).
+    #[default]
+    Off,
+    /// UDP and ICMP at XDP, TCP at TC.
+    NonTcp,
+    /// UDP, ICMP and TCP at XDP.
+    All,
+}
+
+impl XdpDecap {
+    /// `NodeConfig.xdp_decap`.
+    pub fn flags(self) -> u16 {
+        match self {
+            XdpDecap::Off => 0,
+            XdpDecap::NonTcp => oxsdn_common::xdp_decap::NON_TCP,
+            XdpDecap::All => oxsdn_common::xdp_decap::NON_TCP | oxsdn_common::xdp_decap::TCP,
+        }
+    }
+}
+
 /// The mode the kernel runs an XDP program in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
