@@ -493,57 +493,57 @@ fn vxlan_decapsulated_at_xdp_reaches_local_pods_with_isolation_kept() -> Result<
     let other = s.cluster.nodes[1].add_pod("blue", "other")?;
     oxsdn_tests::probe::serve_echo(&s.victim.netns, 7000)?;
     oxsdn_tests::probe::serve_whoami(&s.victim.netns, 7001)?;
-    for mode in ["generic"] {
-        let node1 = &mut s.cluster.nodes[0];
-        node1.agent_args = ["--prefilter", mode, "--xdp-decap", "all"].map(String::from).to_vec();
-        node1.stop_agent();
-        node1.start_agent()?;
-        let node1 = s.node1();
-        assert_eq!(xdp_attachment(&node1.netns, "eth0")?.as_deref(), Some(mode));
-        let from_node2 = || -> Result<u64> {
-            Ok(packets(&node1.dump_flows()?, 10, 100, &format!("tun_src={}", s.cluster.nodes[1].ip)))
-        };
-        let (decap, tc_table10) = (decapsulated(node1)?, from_node2()?);
-        assert!(ping(&b.netns, s.victim.ip), "{mode}: ping");
-        assert_eq!(oxsdn_tests::probe::whoami_udp(&b.netns, s.victim.ip, 7001)?, b.ip.to_string(), "{mode}: UDP");
-        assert!(oxsdn_tests::probe::tcp_echo(&b.netns, s.victim.ip, 7000), "{mode}: TCP");
-        tcp_bulk_echo(&b.netns, s.victim.ip, 7000, 4 << 20).with_context(|| format!("{mode}: bulk TCP"))?;
-        let (decap_after, table10_after) = (decapsulated(node1)?, from_node2()?);
-        // The echo request, the datagram, two handshakes' and the streams' segments.
-        assert!(decap_after - decap >= 10, "{mode}: {} frames decapsulated at XDP", decap_after - decap);
-        assert!(table10_after - tc_table10 >= decap_after - decap, "{mode}: table 10 did not count them");
+    let mode = "generic";
+    let node1 = &mut s.cluster.nodes[0];
+    node1.agent_args = ["--prefilter", mode, "--xdp-decap", "all"].map(String::from).to_vec();
+    node1.stop_agent();
+    node1.start_agent()?;
+    let node1 = s.node1();
+    assert_eq!(xdp_attachment(&node1.netns, "eth0")?.as_deref(), Some(mode));
+    let header = node1.dump_flows_text()?;
+    assert!(header.lines().next().unwrap_or_default().ends_with(", xdp_decap=all"), "{header}");
+    let from_node2 =
+        || -> Result<u64> { Ok(packets(&node1.dump_flows()?, 10, 100, &format!("tun_src={}", s.cluster.nodes[1].ip))) };
+    let (decap, tc_table10) = (decapsulated(node1)?, from_node2()?);
+    assert!(ping(&b.netns, s.victim.ip), "{mode}: ping");
+    assert_eq!(oxsdn_tests::probe::whoami_udp(&b.netns, s.victim.ip, 7001)?, b.ip.to_string(), "{mode}: UDP");
+    assert!(oxsdn_tests::probe::tcp_echo(&b.netns, s.victim.ip, 7000), "{mode}: TCP");
+    tcp_bulk_echo(&b.netns, s.victim.ip, 7000, 4 << 20).with_context(|| format!("{mode}: bulk TCP"))?;
+    let (decap_after, table10_after) = (decapsulated(node1)?, from_node2()?);
+    // The echo request, the datagram, two handshakes' and the streams' segments.
+    assert!(decap_after - decap >= 10, "{mode}: {} frames decapsulated at XDP", decap_after - decap);
+    assert!(table10_after - tc_table10 >= decap_after - decap, "{mode}: table 10 did not count them");
 
-        // Isolation: blue's VNI to a red pod is decapsulated, then dropped by table 80.
-        let isolated = || -> Result<u64> { Ok(packets(&node1.dump_flows()?, 80, 0, "")) };
-        let (decap, dropped) = (decapsulated(node1)?, isolated()?);
-        assert!(!ping(&other.netns, s.victim.ip), "{mode}: another project reached the pod");
-        assert!(decapsulated(node1)? > decap, "{mode}: blue's frame was not taken at XDP");
-        assert!(isolated()? > dropped, "{mode}: the isolation drop was not counted");
+    // Isolation: blue's VNI to a red pod is decapsulated, then dropped by table 80.
+    let isolated = || -> Result<u64> { Ok(packets(&node1.dump_flows()?, 80, 0, "")) };
+    let (decap, dropped) = (decapsulated(node1)?, isolated()?);
+    assert!(!ping(&other.netns, s.victim.ip), "{mode}: another project reached the pod");
+    assert!(decapsulated(node1)? > decap, "{mode}: blue's frame was not taken at XDP");
+    assert!(isolated()? > dropped, "{mode}: the isolation drop was not counted");
 
-        // A trace from the underlay runs the tables at XDP and redirects, counting nothing.
-        let decap = decapsulated(node1)?;
-        let text = oxsdn_tests::netns::run(
-            node1
-                .netns
-                .command(oxsdn_tests::bins::oxsdnctl())
-                .args(["trace", "--node", &node1.name, "-o", "json", "--bpffs-dir"])
-                .arg(node1.pin_dir().parent().context("pins in a bpffs directory")?)
-                .args(["--from", &format!("underlay:{}:{}", s.cluster.nodes[1].ip, s.red), "--src", &b.ip.to_string()])
-                .args(["--to", &format!("{}:9", s.victim.ip), "--proto", "udp"]),
-        )?;
-        let t: serde_json::Value = serde_json::from_str(&text)?;
-        assert_eq!(t["verdict"].as_str(), Some("XDP_REDIRECT"), "{t:#}");
-        assert_eq!(t["output"]["ip"], s.victim.ip.to_string(), "{t:#}");
-        let rules = t["rules"].as_array().context("rules")?;
-        assert_eq!(rules[0]["matches"].as_str(), Some(decap_rule(node1).as_str()), "{t:#}");
-        assert!(rules.iter().any(|r| r["table"] == 10 && r["priority"] == 100), "{t:#}");
-        assert_eq!(decapsulated(node1)?, decap, "tracing counted");
+    // A trace from the underlay runs the tables at XDP and redirects, counting nothing.
+    let decap = decapsulated(node1)?;
+    let text = oxsdn_tests::netns::run(
+        node1
+            .netns
+            .command(oxsdn_tests::bins::oxsdnctl())
+            .args(["trace", "--node", &node1.name, "-o", "json", "--bpffs-dir"])
+            .arg(node1.pin_dir().parent().context("pins in a bpffs directory")?)
+            .args(["--from", &format!("underlay:{}:{}", s.cluster.nodes[1].ip, s.red), "--src", &b.ip.to_string()])
+            .args(["--to", &format!("{}:9", s.victim.ip), "--proto", "udp"]),
+    )?;
+    let t: serde_json::Value = serde_json::from_str(&text)?;
+    assert_eq!(t["verdict"].as_str(), Some("XDP_REDIRECT"), "{t:#}");
+    assert_eq!(t["output"]["ip"], s.victim.ip.to_string(), "{t:#}");
+    let rules = t["rules"].as_array().context("rules")?;
+    assert_eq!(rules[0]["matches"].as_str(), Some(decap_rule(node1).as_str()), "{t:#}");
+    assert!(rules.iter().any(|r| r["table"] == 10 && r["priority"] == 100), "{t:#}");
+    assert_eq!(decapsulated(node1)?, decap, "tracing counted");
 
-        // An unknown source is still dropped by the prefilter.
-        let unknown = unknown_node_drops(&node1.dump_flows()?, node1);
-        assert!(!s.delivered(&s.vxlan(STRANGER.parse()?, b"oxsdn-decap-unknown"), b"oxsdn-decap-unknown")?);
-        assert_eq!(unknown_node_drops(&node1.dump_flows()?, node1) - unknown, 1, "{mode}: unknown source");
-    }
+    // An unknown source is still dropped by the prefilter.
+    let unknown = unknown_node_drops(&node1.dump_flows()?, node1);
+    assert!(!s.delivered(&s.vxlan(STRANGER.parse()?, b"oxsdn-decap-unknown"), b"oxsdn-decap-unknown")?);
+    assert_eq!(unknown_node_drops(&node1.dump_flows()?, node1) - unknown, 1, "{mode}: unknown source");
 
     // A restarted agent keeps decapsulating at XDP (the pinned link, the same setting).
     s.cluster.nodes[0].stop_agent();
