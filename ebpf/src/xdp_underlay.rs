@@ -115,10 +115,7 @@ fn parse_inner(ctx: &XdpContext, frame: &mut Frame) {
     // verifier refuses (pointer arithmetic by shifts).
     // SAFETY: reading the program's context.
     let (p, end) = unsafe {
-        (
-            core::ptr::read_volatile(&(*ctx.ctx).data) as usize,
-            core::ptr::read_volatile(&(*ctx.ctx).data_end) as usize,
-        )
+        (core::ptr::read_volatile(&(*ctx.ctx).data) as usize, core::ptr::read_volatile(&(*ctx.ctx).data_end) as usize)
     };
     // The caller's `outer.plain` says the frame holds the outer headers and more.
     let len = (end - p).saturating_sub(OUTER_LEN) as u32;
