@@ -332,7 +332,7 @@ fn ovs_cross_node(prefix: &str) -> Result<Scenario> {
 }
 
 /// Every scenario's name, in the order they are measured.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "raw-veth",
     "linux-bridge",
     "oxsdn-same-node",
@@ -342,6 +342,7 @@ pub const NAMES: [&str; 13] = [
     "kernel-vxlan",
     "oxsdn-cross-node",
     "oxsdn-cross-node-xdp-generic",
+    "oxsdn-cross-node-xdp-decap",
     "ovs-userspace-cross-node",
     "oxsdn-service",
     "oxsdn-egress",
@@ -364,6 +365,9 @@ pub fn setup(name: &str, copy: &str) -> Result<Scenario> {
         "kernel-vxlan" => kernel_vxlan(prefix),
         "oxsdn-cross-node" => oxsdn_cross_node("oxsdn-cross-node", &[]),
         "oxsdn-cross-node-xdp-generic" => oxsdn_cross_node("oxsdn-cross-node-xdp-generic", &["--prefilter", "generic"]),
+        "oxsdn-cross-node-xdp-decap" => {
+            oxsdn_cross_node("oxsdn-cross-node-xdp-decap", &["--prefilter", "generic", "--xdp-decap", "all"])
+        }
         "ovs-userspace-cross-node" => ovs_cross_node(prefix),
         "oxsdn-service" => oxsdn_service(),
         "oxsdn-egress" => oxsdn_egress(),

@@ -28,7 +28,9 @@ wire! {
         pub vxlan_ifindex: u32,
         /// VXLAN UDP port.
         pub vxlan_port: u16,
-        pub _pad: u16,
+        /// Which VXLAN the underlay's XDP program takes off itself and redirects to a
+        /// local pod (`crate::xdp_decap` flags; 0: none, `from_underlay` at TC does).
+        pub xdp_decap: u16,
         /// ifindex of the underlay device holding `node_ip`, on which the programs put
         /// VXLAN headers on and take them off themselves (0: unknown, everything goes
         /// through vxlan0).

@@ -15,6 +15,7 @@ pub mod policy;
 pub mod stats;
 pub mod trace;
 pub mod wire;
+pub mod xdp_decap;
 
 pub use entries::*;
 pub use maps::LAYOUT_VERSION;

@@ -42,7 +42,7 @@ use crate::{
     netdev::{self, HostVeth},
     pods::{PodRecord, PodTable},
     policy::{mirrors::Follow, LocalPod, PolicyEngine},
-    prefilter::{self, PrefilterMode},
+    prefilter::{self, PrefilterMode, XdpDecap},
 };
 
 pub struct AgentConfig {
@@ -63,6 +63,8 @@ pub struct AgentConfig {
     pub prefilter: PrefilterMode,
     /// Source networks the prefilter drops everything from.
     pub prefilter_deny: Vec<Ipv4Network>,
+    /// Which VXLAN to local pods the prefilter decapsulates itself.
+    pub xdp_decap: XdpDecap,
     /// The DNS server that resolves egress firewall `dnsName` rules (`None`: the first
     /// nameserver of /etc/resolv.conf).
     pub dns_server: Option<SocketAddr>,
@@ -145,7 +147,20 @@ impl Agent {
         // The mode the programs run in stays until the policy engine has taken the pods
         // back (`Mode` follows the cluster's from then on).
         let running_mode = maps.config.get(&0, 0).map_or(mode::MULTITENANT, |c| c.mode);
-        let settings = entries::NodeSettings { mode: running_mode, ct_quota: config.ct_quota };
+        // Checked before anything is written. A native XDP redirect into a veth needs the
+        // pod's end to run NAPI (an XDP program or GRO there), which the plugin does not
+        // set up: the frames would be dropped.
+        if config.xdp_decap != XdpDecap::Off && config.prefilter != PrefilterMode::Generic {
+            anyhow::bail!(
+                "--xdp-decap needs --prefilter generic: a native XDP redirect into a pod's veth is dropped unless \
+                 the pod's eth0 runs NAPI"
+            );
+        }
+        let settings = entries::NodeSettings {
+            mode: running_mode,
+            ct_quota: config.ct_quota,
+            xdp_decap: config.xdp_decap.flags(),
+        };
         maps.config.set(0, entries::node_config(&networks, &node, &settings), 0)?;
         close_store_to_pods(&mut maps, &config.store, &node)?;
         pipeline.attach_tun0(netdev::TUN0)?;
@@ -158,6 +173,9 @@ impl Agent {
         let device = underlay.as_ref().map(|(name, index)| (name.as_str(), *index));
         match pipeline.attach_prefilter(device, config.prefilter)? {
             Some(mode) => tracing::info!(%mode, device = device.map(|(name, _)| name), "underlay XDP prefilter"),
+            None if config.xdp_decap != XdpDecap::Off => {
+                anyhow::bail!("--xdp-decap needs the prefilter, which has no underlay device to attach to")
+            }
             None if config.prefilter_deny.is_empty() => {}
             None if device.is_none() => tracing::warn!("no underlay device: the prefilter's deny list drops nothing"),
             None => anyhow::bail!(

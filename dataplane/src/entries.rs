@@ -45,11 +45,17 @@ pub struct NodeSettings {
     pub mode: u32,
     /// `NodeConfig.ct_quota`.
     pub ct_quota: u32,
+    /// `NodeConfig.xdp_decap`.
+    pub xdp_decap: u16,
 }
 
 impl Default for NodeSettings {
     fn default() -> Self {
-        NodeSettings { mode: oxsdn_common::mode::MULTITENANT, ct_quota: oxsdn_common::conntrack::DEFAULT_QUOTA }
+        NodeSettings {
+            mode: oxsdn_common::mode::MULTITENANT,
+            ct_quota: oxsdn_common::conntrack::DEFAULT_QUOTA,
+            xdp_decap: 0,
+        }
     }
 }
 
@@ -68,7 +74,7 @@ pub fn node_config(net: &Networks, node: &NodeAddresses, settings: &NodeSettings
         tun0_ifindex: node.tun0_ifindex,
         vxlan_ifindex: node.vxlan_ifindex,
         vxlan_port: net.vxlan_port,
-        _pad: 0,
+        xdp_decap: settings.xdp_decap,
         underlay_ifindex: node.underlay_ifindex,
         mode: settings.mode,
         ct_quota: settings.ct_quota,

@@ -12,7 +12,7 @@ use oxsdn_dataplane::{
     cni_server, health,
     metrics::{self, collector::NodeCollector, recent::RecentDropsWindow, Starts},
     monitor,
-    prefilter::{parse_deny_cidr, PrefilterMode},
+    prefilter::{parse_deny_cidr, PrefilterMode, XdpDecap},
 };
 
 #[derive(Parser)]
@@ -53,6 +53,12 @@ struct Args {
     /// at most 1024.
     #[arg(long, env = "OXSDN_PREFILTER_DENY", value_name = "CIDR,...", value_delimiter = ',', value_parser = parse_deny_cidr)]
     prefilter_deny: Vec<Ipv4Network>,
+    /// VXLAN from known nodes to local pods that the prefilter takes off itself and
+    /// redirects to the pod's veth: `non-tcp` (UDP, ICMP), `all`, or `off` (TC's
+    /// `from_underlay` takes everything off; faster on a veth underlay, docs/design.md).
+    /// Needs --prefilter generic.
+    #[arg(long, env = "OXSDN_XDP_DECAP", value_enum, default_value_t)]
+    xdp_decap: XdpDecap,
     /// The DNS server (ADDRESS:PORT) that resolves the `dnsName` rules of egress
     /// firewalls; by default the first nameserver of /etc/resolv.conf.
     #[arg(long, env = "OXSDN_DNS_SERVER")]
@@ -95,6 +101,7 @@ fn main() -> Result<()> {
         ct_quota: args.ct_quota,
         prefilter: args.prefilter,
         prefilter_deny: args.prefilter_deny,
+        xdp_decap: args.xdp_decap,
         dns_server: args.dns_server,
     })?;
     let pin_dir = agent.config.bpffs_dir.join(&agent.config.node_name);

@@ -5,6 +5,7 @@
 use std::{fmt, path::Path};
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp, XdpAttached};
@@ -37,6 +38,43 @@ pub enum PrefilterMode {
     Generic,
     /// No prefilter: the TC programs and the host stack drop what it would.
     Off,
+}
+
+/// Which VXLAN from known nodes to local pods the prefilter takes off itself and
+/// redirects to the pod's veth (`oxsdn-agent --xdp-decap`, `NodeConfig.xdp_decap`);
+/// the rest `from_underlay` takes off at TC. Needs the prefilter in generic mode. On a
+/// veth underlay it beat TC's decapsulation behind the same hook for small UDP packets
+/// but not the default without any XDP hook, and not for TCP (docs/design.md, "XDP
+/// decapsulation for local pods"): hence `off` by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpDecap {
+    /// `from_underlay` at TC takes every frame off (GRO and GSO aggregates kept).
+    #[default]
+    Off,
+    /// UDP and ICMP at XDP, TCP at TC.
+    NonTcp,
+    /// UDP, ICMP and TCP at XDP.
+    All,
+}
+
+impl XdpDecap {
+    /// The setting's name for `NodeConfig.xdp_decap`'s `flags`.
+    pub fn named(flags: u16) -> String {
+        [XdpDecap::Off, XdpDecap::NonTcp, XdpDecap::All]
+            .into_iter()
+            .find(|d| d.flags() == flags)
+            .and_then(|d| d.to_possible_value())
+            .map_or_else(|| format!("{flags:#x}"), |v| v.get_name().to_string())
+    }
+
+    /// `NodeConfig.xdp_decap`.
+    pub fn flags(self) -> u16 {
+        match self {
+            XdpDecap::Off => 0,
+            XdpDecap::NonTcp => oxsdn_common::xdp_decap::NON_TCP,
+            XdpDecap::All => oxsdn_common::xdp_decap::NON_TCP | oxsdn_common::xdp_decap::TCP,
+        }
+    }
 }
 
 /// The mode the kernel runs an XDP program in.
@@ -197,7 +235,11 @@ pub fn describe(pin_dir: &Path, maps: &NodeMaps) -> String {
         Ok(nets) => nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
         Err(e) => format!("unknown ({e:#})"),
     };
-    format!("prefilter={hook}, deny_list={deny}")
+    let decap = match maps.config.get(&0, 0) {
+        Ok(config) => XdpDecap::named(config.xdp_decap),
+        Err(e) => format!("unknown ({e})"),
+    };
+    format!("prefilter={hook}, deny_list={deny}, xdp_decap={decap}")
 }
 
 #[cfg(test)]

@@ -199,6 +199,8 @@ pub const TC_ACT_REDIRECT: i32 = 7;
 /// XDP actions the prefilter returns.
 pub const XDP_DROP: i32 = 1;
 pub const XDP_PASS: i32 = 2;
+/// With `--xdp-decap`: decapsulated and redirected to a pod's veth.
+pub const XDP_REDIRECT: i32 = 4;
 
 /// The name of a TC verdict.
 pub fn verdict_name(verdict: i32) -> String {
@@ -215,6 +217,7 @@ pub fn xdp_action_name(action: i32) -> String {
     match action {
         XDP_DROP => "XDP_DROP".into(),
         XDP_PASS => "XDP_PASS".into(),
+        XDP_REDIRECT => "XDP_REDIRECT".into(),
         other => format!("XDP({other})"),
     }
 }
@@ -239,7 +242,8 @@ pub struct Trace {
     /// The verdict of the last program that ran: a TC verdict (`TC_ACT_*`), or the
     /// prefilter's XDP action when it stopped the frame.
     pub verdict: i32,
-    /// From the underlay: the prefilter's XDP action (`XDP_DROP`, `XDP_PASS`).
+    /// From the underlay: the prefilter's XDP action (`XDP_DROP`, `XDP_PASS`, or with
+    /// `--xdp-decap` `XDP_REDIRECT`, the tables having run at XDP).
     pub prefilter: Option<i32>,
     /// The frame as the program left it (translated, addressed to the pod).
     #[serde(skip)]

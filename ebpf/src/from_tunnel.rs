@@ -94,7 +94,7 @@ pub fn deliver<const T: bool>(mut ctx: TcContext, cfg: &NodeConfig, tun_src: u32
 
 /// The tables, from table 0 of the tunnel port (see `Decision`).
 #[inline(never)]
-fn tables<const T: bool>(p: &mut Packet<Maps<T>>, tun_src: u32, vni: u32, d: &mut Decision) {
+pub(crate) fn tables<const T: bool>(p: &mut Packet<Maps<T>>, tun_src: u32, vni: u32, d: &mut Decision) {
     *d = Decision::of(t0_classify::from_tunnel(p, tun_src, vni), p.cfg);
 }
 

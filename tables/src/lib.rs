@@ -348,6 +348,9 @@ mod tests {
             (101, 90, "INVALID"),
             (101, 91, "ALLOW_CIDR"),
             (101, 92, "DENY_CIDR"),
+            // XDP decapsulation (--xdp-decap).
+            (0, 83, "XDP_DECAP"),
+            (254, 84, "XDP_NOT_POD"),
         ];
         let node_wide: Vec<(u8, u32, &str)> = rules()
             .filter(|r| matches!(r.scope, Scope::Node | Scope::Egress))

@@ -4,9 +4,12 @@
 //! the VNI as the source VNID, to table 10. VLAN-tagged frames pass nowhere: a pod's tag
 //! would reach other pods, and the underlay as the outer tag (VLAN hopping).
 
-use oxsdn_common::{conntrack, monitor};
+use oxsdn_common::{conntrack, monitor, xdp_decap};
 
-use crate::{frame::L3, is_multicast, t10_vxlan_source, t20_antispoof, t30_route, Env, Output, Packet};
+use crate::{
+    frame::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, L3},
+    is_multicast, t10_vxlan_source, t20_antispoof, t30_route, Env, Output, Packet,
+};
 
 crate::rules! {
     table 0;
@@ -35,6 +38,10 @@ crate::rules! {
     /// The same hook: VXLAN to the node's port with outer headers that the host's IP or
     /// UDP layer or vxlan0 would refuse.
     node XDP_MALFORMED = 81, priority 500, "hook=xdp,in_port={UNDERLAY},udp,nw_dst={NODEIP},tp_dst={VXP},outer=invalid" => "drop";
+    /// The same hook, with `--xdp-decap`: VXLAN from a known node that the XDP program
+    /// takes off itself (`decap_at_xdp`), then the tunnel port's tables as at TC, and a
+    /// redirect to the pod's veth.
+    node XDP_DECAP = 83, priority 400, "hook=xdp,in_port={UNDERLAY},udp,nw_dst={NODEIP},tp_dst={VXP},inner=xdp_decap" => "strip_vxlan,move:NXM_NX_TUN_ID[0..31]->NXM_NX_REG0[],goto_table:10";
 }
 
 /// A frame on the underlay device as the XDP hook reads its outer headers (`oxsdn-ebpf`'s
@@ -133,4 +140,35 @@ pub fn prefilter_drop<E: Env>(env: E, rule: u32, len: u32) -> bool {
     env.count(rule, len);
     env.count_drop(monitor::drop_source(monitor::port::TUNNEL, 0));
     false
+}
+
+/// Table 0 at the XDP hook, for VXLAN from a known node that the prefilter passed, with
+/// `p` its inner frame: whether the XDP program takes the outer headers off and runs
+/// `from_tunnel` itself (counted), as `NodeConfig.xdp_decap` asks for the protocol. Only
+/// what ends at a local pod's veth or in a drop there, untranslated: unfragmented IPv4
+/// to the node's subnet but not its gateway, UDP or ICMP but errors (`NON_TCP`) or TCP
+/// (`TCP`), and no service's reply (table 30's translation is written with the skb's
+/// checksum helpers, which XDP has not). Everything else goes on to `from_underlay`.
+#[inline(always)]
+pub fn decap_at_xdp<E: Env>(p: &Packet<E>) -> bool {
+    let ip = &p.frame.ipv4;
+    let wanted = match ip.proto {
+        IPPROTO_TCP => xdp_decap::TCP,
+        IPPROTO_UDP => xdp_decap::NON_TCP,
+        // An error's quoted packet is read with the skb's helper (TC).
+        IPPROTO_ICMP if !ip.is_icmp_error() => xdp_decap::NON_TCP,
+        _ => 0,
+    };
+    let takes = p.frame.l3 == L3::Ipv4
+        && !p.frame.vlan
+        && p.cfg.xdp_decap & wanted != 0
+        && !ip.later_fragment
+        && !ip.more_fragments
+        && p.in_local_subnet(ip.dst)
+        && ip.dst != p.cfg.gateway
+        && !t30_route::is_service_reply(p, ip);
+    if takes {
+        p.count(XDP_DECAP);
+    }
+    takes
 }

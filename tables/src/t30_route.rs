@@ -102,7 +102,7 @@ fn route_ip<E: Env>(p: &mut Packet<E>, ip: &Ipv4) -> Output {
 #[inline(always)]
 fn service_reply<E: Env>(p: &mut Packet<E>, ip: &Ipv4) -> Option<Output> {
     let (sport, dport) = fragments::ports(p, ip)?;
-    let key = FlowKey { src: ip.src, dst: ip.dst, sport, dport, proto: ip.proto, _pad: [0; 3] };
+    let key = reply_key(ip, sport, dport);
     let reply = p.env.reply(&key)?;
     p.env.refresh_reply(&key, ip.closes());
     p.count(SERVICE_REPLY);
@@ -115,4 +115,17 @@ fn service_reply<E: Env>(p: &mut Packet<E>, ip: &Ipv4) -> Option<Output> {
         dport: reply.client_port,
     };
     Some(t61_load_balance::deliver_translated(p, reply.client_ip, true))
+}
+
+/// The connection a reply of `ip` (with ports `sport`, `dport`) is tracked under.
+#[inline(always)]
+fn reply_key(ip: &Ipv4, sport: u16, dport: u16) -> FlowKey {
+    FlowKey { src: ip.src, dst: ip.dst, sport, dport, proto: ip.proto, _pad: [0; 3] }
+}
+
+/// Whether the priority-400 rule would translate `ip`, unfragmented, back (without
+/// counting or refreshing anything).
+#[inline(always)]
+pub fn is_service_reply<E: Env>(p: &Packet<E>, ip: &Ipv4) -> bool {
+    p.env.reply(&reply_key(ip, ip.sport, ip.dport)).is_some()
 }

@@ -140,6 +140,22 @@ impl Setup {
         Ok(!self.watch.capture(CAPTURE, |f| frames::contains(f, marker)).is_empty())
     }
 
+    /// `oxsdnctl trace` on node1 of UDP from `src` to the victim's port 9, arriving on the
+    /// underlay as VXLAN from `outer_src` with red's VNI.
+    fn trace_udp_from_underlay(&self, outer_src: &str, src: &str) -> Result<serde_json::Value> {
+        let node1 = self.node1();
+        let text = oxsdn_tests::netns::run(
+            node1
+                .netns
+                .command(oxsdn_tests::bins::oxsdnctl())
+                .args(["trace", "--node", &node1.name, "-o", "json", "--bpffs-dir"])
+                .arg(node1.pin_dir().parent().context("pins in a bpffs directory")?)
+                .args(["--from", &format!("underlay:{outer_src}:{}", self.red), "--src", src])
+                .args(["--to", &format!("{}:9", self.victim.ip), "--proto", "udp"]),
+        )?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
     /// VXLAN from node2's address whose outer headers vxlan0 or the host's IP or UDP
     /// layer refuses, each with its marker.
     fn malformed(&self) -> Vec<(&'static str, Vec<u8>)> {
@@ -408,18 +424,7 @@ fn the_prefilter_stays_attached_while_no_agent_runs_and_teardown_removes_it() ->
 fn trace_from_the_underlay_shows_the_prefilter() -> Result<()> {
     let s = Setup::new()?;
     let (node1, node2) = (s.node1(), &s.cluster.nodes[1]);
-    let trace = |outer_src: &str| -> Result<serde_json::Value> {
-        let text = oxsdn_tests::netns::run(
-            node1
-                .netns
-                .command(oxsdn_tests::bins::oxsdnctl())
-                .args(["trace", "--node", &node1.name, "-o", "json", "--bpffs-dir"])
-                .arg(node1.pin_dir().parent().context("pins in a bpffs directory")?)
-                .args(["--from", &format!("underlay:{outer_src}:{}", s.red), "--src", "10.129.0.99"])
-                .args(["--to", &format!("{}:9", s.victim.ip), "--proto", "udp"]),
-        )?;
-        Ok(serde_json::from_str(&text)?)
-    };
+    let trace = |outer_src: &str| s.trace_udp_from_underlay(outer_src, "10.129.0.99");
     // Pods send IPv6 on their own, which table 0's catch-all rule counts meanwhile.
     let counters = || -> Result<Vec<FlowLine>> {
         Ok(node1.dump_flows()?.into_iter().filter(|f| !(f.table == 0 && f.priority == 0)).collect())
@@ -447,5 +452,110 @@ fn trace_from_the_underlay_shows_the_prefilter() -> Result<()> {
     assert!(passed_table10, "{t:#}");
 
     assert!(counters()? == before, "tracing changed counters");
+    Ok(())
+}
+
+/// Table 0's `hook=xdp` rule that counts VXLAN decapsulated at XDP (`--xdp-decap`).
+fn decap_rule(node: &Node) -> String {
+    format!("hook=xdp,in_port=eth0,udp,nw_dst={},tp_dst=4789,inner=xdp_decap", node.ip)
+}
+fn decapsulated(node: &Node) -> Result<u64> {
+    Ok(packets(&node.dump_flows()?, 0, 400, &decap_rule(node)))
+}
+
+/// Sends `len` bytes through the TCP echo server at `to:port` and reads them back: a
+/// bulk transfer, whose segments the sending node aggregates (GSO).
+fn tcp_bulk_echo(from: &Netns, to: Ipv4Addr, port: u16, len: usize) -> Result<()> {
+    use std::io::{Read, Write};
+    from.enter(move || -> Result<()> {
+        let mut s = std::net::TcpStream::connect_timeout(&(to, port).into(), Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut writer = s.try_clone()?;
+        let sent = data.clone();
+        let sender = std::thread::spawn(move || writer.write_all(&sent));
+        let mut back = vec![0u8; len];
+        s.read_exact(&mut back)?;
+        sender.join().map_err(|_| anyhow::anyhow!("the sender panicked"))??;
+        if back != data {
+            bail!("the echo differs from what was sent");
+        }
+        Ok(())
+    })?
+}
+
+/// With `--xdp-decap all` (generic XDP): ping, UDP and TCP (bulk, as GSO aggregates)
+/// from a pod on node2 reach a pod on node1, decapsulated at XDP (counted by table 0's
+/// `hook=xdp` decap rule), through the same tables (table 10 counts node2); another
+/// project's pod is still isolated (dropped by table 80 after XDP decap, and counted);
+/// an unknown source is still dropped at XDP; a restarted agent keeps it. The agent
+/// refuses it where it cannot deliver, before writing anything: native XDP (a redirect
+/// into a veth without NAPI on the pod's end) or no prefilter.
+#[test]
+fn vxlan_decapsulated_at_xdp_reaches_local_pods_with_isolation_kept() -> Result<()> {
+    let mut s = Setup::new()?;
+    let b = s.cluster.nodes[1].add_pod("red", "b")?;
+    let other = s.cluster.nodes[1].add_pod("blue", "other")?;
+    oxsdn_tests::probe::serve_echo(&s.victim.netns, 7000)?;
+    oxsdn_tests::probe::serve_whoami(&s.victim.netns, 7001)?;
+    let mode = "generic";
+    let node1 = &mut s.cluster.nodes[0];
+    node1.agent_args = ["--prefilter", mode, "--xdp-decap", "all"].map(String::from).to_vec();
+    node1.stop_agent();
+    node1.start_agent()?;
+    let node1 = s.node1();
+    assert_eq!(xdp_attachment(&node1.netns, "eth0")?.as_deref(), Some(mode));
+    let header = node1.dump_flows_text()?;
+    assert!(header.lines().next().unwrap_or_default().contains(", xdp_decap=all)"), "{header}");
+    let from_node2 =
+        || -> Result<u64> { Ok(packets(&node1.dump_flows()?, 10, 100, &format!("tun_src={}", s.cluster.nodes[1].ip))) };
+    let (decap, tc_table10) = (decapsulated(node1)?, from_node2()?);
+    assert!(ping(&b.netns, s.victim.ip), "{mode}: ping");
+    assert_eq!(oxsdn_tests::probe::whoami_udp(&b.netns, s.victim.ip, 7001)?, b.ip.to_string(), "{mode}: UDP");
+    assert!(oxsdn_tests::probe::tcp_echo(&b.netns, s.victim.ip, 7000), "{mode}: TCP");
+    tcp_bulk_echo(&b.netns, s.victim.ip, 7000, 4 << 20).with_context(|| format!("{mode}: bulk TCP"))?;
+    let (decap_after, table10_after) = (decapsulated(node1)?, from_node2()?);
+    // The echo request, the datagram, two handshakes' and the streams' segments.
+    assert!(decap_after - decap >= 10, "{mode}: {} frames decapsulated at XDP", decap_after - decap);
+    assert!(table10_after - tc_table10 >= decap_after - decap, "{mode}: table 10 did not count them");
+
+    // Isolation: blue's VNI to a red pod is decapsulated, then dropped by table 80.
+    let isolated = || -> Result<u64> { Ok(packets(&node1.dump_flows()?, 80, 0, "")) };
+    let (decap, dropped) = (decapsulated(node1)?, isolated()?);
+    assert!(!ping(&other.netns, s.victim.ip), "{mode}: another project reached the pod");
+    assert!(decapsulated(node1)? > decap, "{mode}: blue's frame was not taken at XDP");
+    assert!(isolated()? > dropped, "{mode}: the isolation drop was not counted");
+
+    // A trace from the underlay runs the tables at XDP and redirects, counting nothing.
+    let decap = decapsulated(node1)?;
+    let t = s.trace_udp_from_underlay(&s.cluster.nodes[1].ip.to_string(), &b.ip.to_string())?;
+    assert_eq!(t["verdict"].as_str(), Some("XDP_REDIRECT"), "{t:#}");
+    assert_eq!(t["output"]["ip"], s.victim.ip.to_string(), "{t:#}");
+    let rules = t["rules"].as_array().context("rules")?;
+    assert_eq!(rules[0]["matches"].as_str(), Some(decap_rule(node1).as_str()), "{t:#}");
+    assert!(rules.iter().any(|r| r["table"] == 10 && r["priority"] == 100), "{t:#}");
+    assert_eq!(decapsulated(node1)?, decap, "tracing counted");
+
+    // An unknown source is still dropped by the prefilter.
+    let unknown = unknown_node_drops(&node1.dump_flows()?, node1);
+    assert!(!s.delivered(&s.vxlan(STRANGER.parse()?, b"oxsdn-decap-unknown"), b"oxsdn-decap-unknown")?);
+    assert_eq!(unknown_node_drops(&node1.dump_flows()?, node1) - unknown, 1, "{mode}: unknown source");
+
+    // A restarted agent keeps decapsulating at XDP (the pinned link, the same setting).
+    s.cluster.nodes[0].stop_agent();
+    s.cluster.nodes[0].start_agent()?;
+    let decap = decapsulated(s.node1())?;
+    assert!(ping(&b.netns, s.victim.ip), "after the restart");
+    assert!(decapsulated(s.node1())? > decap, "not decapsulated at XDP after the restart");
+
+    for (prefilter, error) in
+        [("off", "--xdp-decap needs --prefilter generic"), ("native", "--xdp-decap needs --prefilter generic")]
+    {
+        let node1 = &mut s.cluster.nodes[0];
+        node1.agent_args = ["--prefilter", prefilter, "--xdp-decap", "all"].map(String::from).to_vec();
+        node1.stop_agent();
+        let failed = node1.start_agent().expect_err("the agent started with --xdp-decap it cannot honour");
+        assert!(format!("{failed:#}").contains(error), "--prefilter {prefilter}: {failed:#}");
+    }
     Ok(())
 }

@@ -87,9 +87,15 @@ pub fn judged<const T: bool>(p: &mut P<T>, d: &Decision) -> bool {
 /// Counts a drop at the output port (`rule` of table 254).
 #[inline(always)]
 pub fn drop_at_output<const T: bool>(p: &P<T>, rule: u32) -> i32 {
+    count_output_drop(p, rule);
+    TC_ACT_SHOT
+}
+
+/// Counts a drop at the output port by `rule` of table 254 and tells the monitor.
+#[inline(always)]
+pub fn count_output_drop<const T: bool>(p: &P<T>, rule: u32) {
     p.count(rule);
     p.env.dropped_at_output(p, rule);
-    TC_ACT_SHOT
 }
 
 /// A redirect helper's verdict; a refusal is a counted drop.

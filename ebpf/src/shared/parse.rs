@@ -47,6 +47,18 @@ pub fn parse(ctx: &TcContext, frame: &mut Frame) {
     }
     // SAFETY: reading the skb's VLAN metadata.
     let tag_in_metadata = unsafe { (*ctx.skb.skb).vlan_present } != 0;
+    parse_linear(ctx.data(), ctx.data_end(), len, tag_in_metadata, frame);
+    if frame.l3 == L3::Ipv4 && frame.ipv4.is_icmp_error() {
+        frame.ipv4.embedded = embedded(ctx, frame.ipv4.l4_offset as u32 + ICMP_LEN as u32);
+    }
+}
+
+/// Parses the frame in `[start, end)`, `len` bytes long (more when the rest is not
+/// linear), into `frame`, but for an ICMP error's quoted packet (`Tuple::default()`):
+/// the TC programs read that with the skb helper (`parse`), the XDP program leaves such
+/// errors to them.
+#[inline(always)]
+pub fn parse_linear(start: usize, end: usize, len: u32, tag_in_metadata: bool, frame: &mut Frame) {
     frame.len = len;
     frame.vlan = tag_in_metadata;
     frame.dst_mac_hi = 0;
@@ -54,7 +66,6 @@ pub fn parse(ctx: &TcContext, frame: &mut Frame) {
     frame.l3 = L3::Other;
     frame.arp = Arp::default();
     frame.ipv4 = Ipv4::default();
-    let (start, end) = (ctx.data(), ctx.data_end());
     if start + ETH_HLEN > end {
         return;
     }
@@ -71,9 +82,6 @@ pub fn parse(ctx: &TcContext, frame: &mut Frame) {
             if let Some(ip) = parse_ipv4(start + ETH_HLEN, end, len as usize) {
                 frame.l3 = L3::Ipv4;
                 frame.ipv4 = ip;
-                if ip.is_icmp_error() {
-                    frame.ipv4.embedded = embedded(ctx, ip.l4_offset as u32 + ICMP_LEN as u32);
-                }
             }
         }
         _ => {}
