@@ -24,7 +24,7 @@ use oxsdn_cni::{
     runtime_config::PortMapping,
     CniError,
 };
-use oxsdn_common::{mode, stats, PodEntry, POD_RULES};
+use oxsdn_common::{bandwidth::PodBandwidth, mode, stats, PodEntry, POD_RULES};
 use oxsdn_controller::{
     egress::EgressNetworkPolicyRecord,
     policy::{NetworkPolicyRecord, PodAddress, PodMeta},
@@ -585,10 +585,26 @@ impl Agent {
         self.enter_maps(rec, project)
     }
 
-    /// A pod's `PODS` entry: the one writer of it.
+    /// A pod's `PODS` and `BANDWIDTH` entries: the one writer of them. The limit comes
+    /// first, with the qdisc that holds paced packets (so the pod's first packet is
+    /// paced).
     fn enter_maps(&self, rec: &PodRecord, project: ProjectRef) -> Result<()> {
         let (slot, entry) = entries::pod_entry(self.subnet, rec.ip, rec.ifindex, project);
-        self.maps.lock().unwrap().pods.set(slot, entry, 0)?;
+        let limit = entries::pod_bandwidth(rec.ip, rec.bandwidth.as_ref());
+        // fq on every pod's host veth: a limited pod's packets to a local pod wait there.
+        let mut have_fq = netdev::ensure_fq(rec.ifindex)?;
+        if limit.egress_rate != 0 {
+            // Its packets to other nodes and outside leave by the underlay.
+            if let Some((_, underlay)) = netdev::device_with_address(self.config.node_ip)? {
+                have_fq &= netdev::ensure_fq(underlay)?;
+            }
+            if !have_fq {
+                tracing::warn!(pod = %rec.container_id, "this kernel has no fq qdisc: the pod's egress limit holds by dropping what exceeds its burst, without pacing");
+            }
+        }
+        let mut maps = self.maps.lock().unwrap();
+        maps.bandwidth.set(slot, limit, 0)?;
+        maps.pods.set(slot, entry, 0)?;
         Ok(())
     }
 
@@ -597,7 +613,9 @@ impl Agent {
         let mut maps = self.maps.lock().unwrap();
         if let Ok(Some(pod)) = maps.local_pod(rec.ip) {
             if pod.ifindex == rec.ifindex {
-                let _ = maps.pods.set(entries::local_pod_slot(self.subnet, rec.ip), PodEntry::default(), 0);
+                let slot = entries::local_pod_slot(self.subnet, rec.ip);
+                let _ = maps.pods.set(slot, PodEntry::default(), 0);
+                let _ = maps.bandwidth.set(slot, PodBandwidth::default(), 0);
             }
         }
         drop(maps);

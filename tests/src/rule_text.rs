@@ -43,6 +43,8 @@ pub const NOT_CHECKED: &[(&str, &str)] = &[
     ("isolated_by", "the NetworkPolicy that isolates the pod"),
     ("nw_src=deny_list", "the operator's deny list at the prefilter (`PREFILTER_DENY`)"),
     ("outer", "the validity of the outer headers, which the prefilter reads before decapsulation"),
+    ("bandwidth=egress", "whether the sending pod has an egress limit (`BANDWIDTH`)"),
+    ("departure=beyond_horizon", "the pod's pacing state (`PACING`)"),
 ];
 
 /// A packet as the rules see it: the frame, parsed once, and what else they match on.
