@@ -97,6 +97,13 @@ pub struct RuntimeConfig {
     pub bandwidth: Option<Bandwidth>,
 }
 
+/// A field of a runtime's object, its name matched as Go's `encoding/json` does (exact,
+/// else case-insensitively): containerd's go-cni sends `HostPort`, `EgressRate`.
+fn field<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
+    let map = obj.as_object()?;
+    map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+}
+
 fn invalid(msg: impl Into<String>) -> CniError {
     CniError::new(code::INVALID_NETWORK_CONFIG, msg)
 }
@@ -149,11 +156,11 @@ fn parse_port_mapping(i: usize, item: &Value) -> Result<PortMapping, CniError> {
     if !item.is_object() {
         return Err(at("not an object".into()));
     }
-    let port = |key: &str| match item.get(key).and_then(Value::as_u64) {
+    let port = |key: &str| match field(item, key).and_then(Value::as_u64) {
         Some(p @ 1..=65535) => Ok(p as u16),
         _ => Err(at(format!("{key} must be a port number from 1 to 65535"))),
     };
-    let protocol = match item.get("protocol") {
+    let protocol = match field(item, "protocol") {
         None | Some(Value::Null) => Protocol::Tcp,
         Some(Value::String(p)) => match p.to_ascii_lowercase().as_str() {
             "" | "tcp" => Protocol::Tcp,
@@ -163,7 +170,7 @@ fn parse_port_mapping(i: usize, item: &Value) -> Result<PortMapping, CniError> {
         },
         Some(_) => return Err(at("protocol must be a string".into())),
     };
-    let host_ip = match item.get("hostIP") {
+    let host_ip = match field(item, "hostIP") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => match s.parse::<Ipv4Addr>() {
@@ -190,17 +197,17 @@ fn parse_bandwidth(v: &Value) -> Result<Option<Bandwidth>, CniError> {
     if !v.is_object() {
         return Err(invalid("runtimeConfig.bandwidth must be a JSON object"));
     }
-    let field = |key: &str| match v.get(key) {
+    let number = |key: &str| match field(v, key) {
         None | Some(Value::Null) => Ok(0),
         Some(n) => n.as_u64().ok_or_else(|| {
             invalid(format!("runtimeConfig.bandwidth.{key} must be a non-negative integer (bits per second or bits)"))
         }),
     };
     let b = Bandwidth {
-        ingress_rate: field("ingressRate")?,
-        ingress_burst: field("ingressBurst")?,
-        egress_rate: field("egressRate")?,
-        egress_burst: field("egressBurst")?,
+        ingress_rate: number("ingressRate")?,
+        ingress_burst: number("ingressBurst")?,
+        egress_rate: number("egressRate")?,
+        egress_burst: number("egressBurst")?,
     };
     check_direction("ingress", b.ingress_rate, b.ingress_burst)?;
     check_direction("egress", b.egress_rate, b.egress_burst)?;
@@ -264,6 +271,21 @@ mod tests {
             Some(Bandwidth { egress_rate: 10_000_000, egress_burst: 2147483647, ..Bandwidth::default() })
         );
         assert_eq!(parse(Some(&json!({"bandwidth": {}}))).unwrap().bandwidth, None);
+    }
+
+    #[test]
+    fn go_cni_field_names() {
+        // containerd's go-cni marshals its structs without JSON tags.
+        let rc = parse(Some(&json!({
+            "portMappings": [{"HostPort": 30080, "ContainerPort": 80, "Protocol": "tcp", "HostIP": ""}],
+            "bandwidth": {"IngressRate": 0, "IngressBurst": 0, "EgressRate": 10_000_000, "EgressBurst": 2147483647}
+        })))
+        .unwrap();
+        assert_eq!(
+            rc.port_mappings,
+            vec![PortMapping { host_port: 30080, container_port: 80, protocol: Protocol::Tcp, host_ip: None }]
+        );
+        assert_eq!(rc.bandwidth.map(|b| b.egress_rate), Some(10_000_000));
     }
 
     #[test]
