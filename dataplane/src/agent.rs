@@ -591,16 +591,17 @@ impl Agent {
     fn enter_maps(&self, rec: &PodRecord, project: ProjectRef) -> Result<()> {
         let (slot, entry) = entries::pod_entry(self.subnet, rec.ip, rec.ifindex, project);
         let limit = entries::pod_bandwidth(rec.ip, rec.bandwidth.as_ref());
-        // fq on every pod's host veth: a limited pod's packets to a local pod wait there.
+        // fq on every pod's host veth: packets to a limited pod, and a limited pod's
+        // packets to a local pod, wait there.
         let mut have_fq = netdev::ensure_fq(rec.ifindex)?;
         if limit.egress_rate != 0 {
-            // Its packets to other nodes and outside leave by the underlay.
+            // A limited pod's packets to other nodes and outside leave by the underlay.
             if let Some((_, underlay)) = netdev::device_with_address(self.config.node_ip)? {
                 have_fq &= netdev::ensure_fq(underlay)?;
             }
-            if !have_fq {
-                tracing::warn!(pod = %rec.container_id, "this kernel has no fq qdisc: the pod's egress limit holds by dropping what exceeds its burst, without pacing");
-            }
+        }
+        if !have_fq && limit != PodBandwidth::default() {
+            tracing::warn!(pod = %rec.container_id, "this kernel has no fq qdisc: the pod's limits hold by dropping what exceeds its burst, without pacing");
         }
         let mut maps = self.maps.lock().unwrap();
         maps.bandwidth.set(slot, limit, 0)?;

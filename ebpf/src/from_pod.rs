@@ -1,18 +1,14 @@
 //! Entry for frames a pod sends: TC ingress of the pod's host-side veth (a pod port).
 
-use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
-    helpers::bpf_skb_set_tstamp,
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_SHOT, macros::classifier, programs::TcContext};
 use oxsdn_common::{
     monitor::port,
     trace::{output_kind, CB_IN_PORT},
 };
-use oxsdn_tables::{frame::L3, t0_classify, t252_bandwidth, t254_output::TO_INGRESS_PORT, Env, Packet};
+use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
+    bandwidth::{pace, Pace},
     env::Maps,
     maps::CONFIG,
     output::{drop_at_output, judged, to_pod_peer, to_pod_veth, to_tun0, to_tunnel, Decision},
@@ -51,52 +47,12 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
     if !judged(&mut p, &d) {
         return TC_ACT_SHOT;
     }
-    let paced = match pace(&mut ctx, &p) {
+    let paced = match pace(&mut ctx, &p, &d, true) {
         Pace::Drop => return TC_ACT_SHOT,
         Pace::Now => false,
         Pace::Later => true,
     };
     output(&mut ctx, &p, &d, in_port, paced)
-}
-
-/// `bpf_skb_set_tstamp`'s clock: a delivery time in CLOCK_MONOTONIC (uapi `bpf.h`,
-/// `BPF_SKB_TSTAMP_DELIVERY_MONO`, since 6.11 also named `BPF_SKB_CLOCK_MONOTONIC`).
-const TSTAMP_MONOTONIC: u32 = 1;
-
-/// `pace`'s verdict, as a plain value across the call.
-#[repr(u32)]
-enum Pace {
-    Now,
-    Later,
-    Drop,
-}
-
-/// Table 252: the sending pod's egress limit. A function of its own, after the tables
-/// and the policy have returned, so it adds nothing to the deepest chain of calls.
-#[inline(never)]
-fn pace<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>) -> Pace {
-    if p.frame.l3 != L3::Ipv4 {
-        return Pace::Now;
-    }
-    let src = p.frame.ipv4.src;
-    // SAFETY: reading the skb's length on the wire (every segment's headers counted).
-    let wire_len = unsafe { (*ctx.skb.skb).wire_len };
-    match t252_bandwidth::egress(p, p.slot(src), src, wire_len) {
-        t252_bandwidth::LEAVE_NOW => Pace::Now,
-        t252_bandwidth::DROP => {
-            p.env.dropped_at_output(p, t252_bandwidth::EGRESS_OVER_HORIZON);
-            Pace::Drop
-        }
-        // A trace records the rule and changes no packet.
-        _ if T => Pace::Later,
-        at => {
-            // A delivery time in CLOCK_MONOTONIC, kept across the redirect (a plain
-            // timestamp is cleared on the way to the qdisc).
-            // SAFETY: plain helper call on this program's skb.
-            unsafe { bpf_skb_set_tstamp(ctx.skb.skb, at, TSTAMP_MONOTONIC) };
-            Pace::Later
-        }
-    }
 }
 
 /// The tables, from table 0 of a pod port (see `Decision`).

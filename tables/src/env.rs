@@ -75,11 +75,11 @@ pub trait Env: Copy {
     fn egress_verdict(self, vnid: u32, dst: u32) -> Option<EgressVerdict>;
     /// The bandwidth limits of the local pod in `slot` (`BANDWIDTH`).
     fn pod_bandwidth(self, slot: u32) -> Option<PodBandwidth>;
-    /// The departure time last given to a packet of the local pod in `slot` (`PACING`;
-    /// 0: none).
-    fn last_departure(self, slot: u32) -> u64;
+    /// The departure time last given to a packet from (`bandwidth::EGRESS`) or to
+    /// (`INGRESS`) the local pod in `slot` (`PACING`; 0: none).
+    fn last_departure(self, slot: u32, direction: u32) -> u64;
     /// Records it (not in trace mode).
-    fn set_last_departure(self, slot: u32, at: u64);
+    fn set_last_departure(self, slot: u32, direction: u32, at: u64);
     /// CLOCK_MONOTONIC in ns.
     fn now_ns(self) -> u64;
     fn random(self) -> u32;

@@ -352,6 +352,8 @@ mod tests {
             (101, 92, "DENY_CIDR"),
             (252, 105, "EGRESS_PACED"),
             (252, 106, "EGRESS_OVER_HORIZON"),
+            (252, 107, "INGRESS_PACED"),
+            (252, 108, "INGRESS_OVER_HORIZON"),
         ];
         let node_wide: Vec<(u8, u32, &str)> = rules()
             .filter(|r| matches!(r.scope, Scope::Node | Scope::Egress))

@@ -44,6 +44,7 @@ pub const NOT_CHECKED: &[(&str, &str)] = &[
     ("nw_src=deny_list", "the operator's deny list at the prefilter (`PREFILTER_DENY`)"),
     ("outer", "the validity of the outer headers, which the prefilter reads before decapsulation"),
     ("bandwidth=egress", "whether the sending pod has an egress limit (`BANDWIDTH`)"),
+    ("bandwidth=ingress", "whether the receiving pod has an ingress limit (`BANDWIDTH`)"),
     ("departure=beyond_horizon", "the pod's pacing state (`PACING`)"),
 ];
 

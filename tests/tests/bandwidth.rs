@@ -63,6 +63,31 @@ fn egress_limits_pace_the_pod() -> Result<()> {
 }
 
 #[test]
+fn ingress_limits_hold_on_every_path_to_the_pod() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let local = n1.add_pod("red", "local")?;
+    let remote = n2.add_pod("red", "remote")?;
+    let limit_mbit = 50u64;
+    let bps = limit_mbit * MBIT;
+    let rc = json!({"bandwidth": {"ingressRate": bps, "ingressBurst": bps}});
+    let limited = n1.add_pod_with("red", "limited", Some(rc))?;
+    for (path, client) in
+        [("a pod of its node", &local.netns), ("a pod of another node", &remote.netns), ("the node", &n1.netns)]
+    {
+        let got = rate(client, &limited.netns, limited.ip).with_context(|| format!("iperf3 from {path}"))?;
+        let ratio = got / bps as f64;
+        println!("ingress limit {limit_mbit} Mbit/s, from {path}: {:.1} Mbit/s ({ratio:.2} x)", got / MBIT as f64);
+        assert!((0.5..2.0).contains(&ratio), "{limit_mbit} Mbit/s limit from {path}: {ratio:.2} x the limit");
+    }
+    let flows = n1.dump_flows()?;
+    assert!(packets(&flows, 252, 100, "ip,bandwidth=ingress") > 0, "table 252 did not count the paced packets");
+    Ok(())
+}
+
+#[test]
 fn bad_bandwidth_is_refused_before_anything_is_made() -> Result<()> {
     let mut cluster = TestCluster::new(&[])?;
     cluster.add_node("node1")?;
