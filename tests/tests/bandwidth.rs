@@ -27,6 +27,14 @@ fn rate(from: &Netns, server: &Netns, to: Ipv4Addr) -> Result<f64> {
     Iperf3Client::start(from, to, SECS, None)?.received_bits_per_second()
 }
 
+/// Prints the rate `got` against the limit `bps`, and checks it is limited and not
+/// starved: within 0.5-2x (a band, not a timing).
+fn assert_limited(what: &str, got: f64, bps: u64) {
+    let ratio = got / bps as f64;
+    println!("{what}: {:.1} Mbit/s ({ratio:.2} x)", got / MBIT as f64);
+    assert!((0.5..2.0).contains(&ratio), "{what}: {ratio:.2} x the limit");
+}
+
 fn limit(egress_bps: u64) -> serde_json::Value {
     json!({"bandwidth": {"egressRate": egress_bps, "egressBurst": egress_bps}})
 }
@@ -52,9 +60,7 @@ fn egress_limits_pace_the_pod() -> Result<()> {
             ("a host outside", &cluster.external, external),
         ] {
             let got = rate(&pod.netns, server, to).with_context(|| format!("iperf3 to {path}"))?;
-            let ratio = got / bps as f64;
-            println!("egress limit {limit_mbit} Mbit/s, to {path}: {:.1} Mbit/s ({ratio:.2} x)", got / MBIT as f64);
-            assert!((0.5..2.0).contains(&ratio), "{limit_mbit} Mbit/s limit to {path}: {ratio:.2} x the limit");
+            assert_limited(&format!("egress limit {limit_mbit} Mbit/s, to {path}"), got, bps);
         }
     }
     let flows = n1.dump_flows()?;
@@ -78,9 +84,7 @@ fn ingress_limits_hold_on_every_path_to_the_pod() -> Result<()> {
         [("a pod of its node", &local.netns), ("a pod of another node", &remote.netns), ("the node", &n1.netns)]
     {
         let got = rate(client, &limited.netns, limited.ip).with_context(|| format!("iperf3 from {path}"))?;
-        let ratio = got / bps as f64;
-        println!("ingress limit {limit_mbit} Mbit/s, from {path}: {:.1} Mbit/s ({ratio:.2} x)", got / MBIT as f64);
-        assert!((0.5..2.0).contains(&ratio), "{limit_mbit} Mbit/s limit from {path}: {ratio:.2} x the limit");
+        assert_limited(&format!("ingress limit {limit_mbit} Mbit/s, from {path}"), got, bps);
     }
     let flows = n1.dump_flows()?;
     assert!(packets(&flows, 252, 100, "ip,bandwidth=ingress") > 0, "table 252 did not count the paced packets");
