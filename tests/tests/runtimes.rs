@@ -227,3 +227,26 @@ fn podman_containers_join_the_network_configs_default_project() -> Result<()> {
     assert!(!probe::ping(&friend.netns, ip), "the removed container's address still answers");
     Ok(())
 }
+
+/// `podman run -p`: podman passes the port as the `portMappings` capability; the host
+/// port reaches the container from outside until `podman rm`.
+#[test]
+fn podman_publishes_a_port_through_the_capability() -> Result<()> {
+    const HOST_PORT: u16 = 30778;
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let podman = Podman::new(node, &cluster.dir.join("podman"))?;
+    let publish = format!("{HOST_PORT}:{ECHO_PORT}");
+    let web = podman.run_with(
+        "web",
+        &["-p", &publish],
+        &["/bin/nc", "-ll", "-p", &ECHO_PORT.to_string(), "-e", "/bin/cat"],
+    )?;
+    let record = record_of(node, &web.ip)?.with_context(|| format!("the agent has no record of {web:?}"))?;
+    assert_eq!(record["portMappings"][0]["hostPort"], HOST_PORT, "{record}");
+    assert!(probe::tcp_echo(&cluster.external, node.ip, HOST_PORT), "no echo through the host port from outside");
+    podman.remove("web")?;
+    assert!(!probe::tcp_echo(&cluster.external, node.ip, HOST_PORT), "the host port outlived the container");
+    Ok(())
+}
