@@ -300,13 +300,8 @@ pub(crate) mod tests {
 
     fn del_req() -> Request {
         Request {
-            command: Command::Del,
             attachment: Some(Attachment { container_id: "c1".into(), ifname: "eth0".into() }),
-            netns: None,
-            pod_namespace: None,
-            pod_name: None,
-            host_veth: None,
-            valid_attachments: vec![],
+            ..Request::of(Command::Del)
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! Error codes: bigger than [`MAX_MESSAGE_BYTES`] or not a JSON object => 6 (decode failure);
 //! `cniVersion` missing/empty/not a string, `name` missing or invalid, `type` not `"oxsdn"`,
-//! malformed `agentSocket`, `defaultProject`, `prevResult` or `cni.dev/valid-attachments` => 7
+//! malformed `agentSocket`, `defaultProject`, `prevResult`, `cni.dev/valid-attachments` or
+//! `runtimeConfig` (`runtime_config`) => 7
 //! (invalid network config); a well-formed but unsupported `cniVersion` => 1. Unknown fields
 //! are ignored.
 
@@ -13,6 +14,7 @@ use serde_json::{Map, Value};
 use crate::env::is_dns1123_label;
 use crate::error::{code, CniError};
 use crate::protocol::{Attachment, DEFAULT_AGENT_SOCKET, MAX_MESSAGE_BYTES};
+use crate::runtime_config::{self, RuntimeConfig};
 use crate::version::{self, CniVersion};
 
 /// The plugin's `type`.
@@ -38,6 +40,8 @@ pub struct NetConf {
     /// `cni.dev/valid-attachments` (GC). `None` when absent, which GC refuses (an absent list
     /// must not be read as "nothing is valid").
     pub valid_attachments: Option<Vec<Attachment>>,
+    /// `runtimeConfig`: the host ports and bandwidth limits the runtime asks for.
+    pub runtime: RuntimeConfig,
 }
 
 /// A rejected config, with the `cniVersion` string it asked for (if any) to tag the error with.
@@ -146,7 +150,9 @@ pub fn parse_netconf(stdin: &[u8]) -> Result<NetConf, ConfigError> {
         Some(v) => Some(parse_attachments(v).map_err(fail)?),
     };
 
-    Ok(NetConf { cni_version, name, agent_socket, default_project, prev_result, valid_attachments })
+    let runtime = runtime_config::parse(obj.get("runtimeConfig")).map_err(fail)?;
+
+    Ok(NetConf { cni_version, name, agent_socket, default_project, prev_result, valid_attachments, runtime })
 }
 
 /// `cni.dev/valid-attachments`: `[{"containerID": "...", "ifname": "..."}, ...]` (other keys in

@@ -20,6 +20,8 @@ pub mod code {
     pub const NO_FREE_ADDRESS: u32 = 101;
     /// The cluster has no free VNID for a new project.
     pub const NO_FREE_VNID: u32 = 102;
+    /// A host port the pod asks for is another pod's on this node.
+    pub const HOST_PORT_IN_USE: u32 = 103;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

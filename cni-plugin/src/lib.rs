@@ -14,6 +14,7 @@ pub mod netns;
 pub mod plugin;
 pub mod protocol;
 pub mod result;
+pub mod runtime_config;
 pub mod version;
 
 pub use error::{code, CniError};

@@ -264,6 +264,8 @@ fn cmd_add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     req.pod_namespace = Some(pod_namespace.to_string());
     req.pod_name = args.pod_name.clone();
     req.host_veth = Some(host.clone());
+    req.port_mappings = conf.runtime.port_mappings.clone();
+    req.bandwidth = conf.runtime.bandwidth;
 
     let mut progress = AddProgress::default();
     let result = add_steps(conf, &req, ifname, netns.as_fd(), netns_path, &host, &mut progress);

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CniError;
+use crate::runtime_config::{Bandwidth, PortMapping};
 
 /// Default path of the agent's socket; a network config may name another (`agentSocket`).
 pub const DEFAULT_AGENT_SOCKET: &str = "/run/oxsdn/cni.sock";
@@ -53,6 +54,12 @@ pub struct Request {
     /// GC: the attachments that must be kept; every other one is released.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub valid_attachments: Vec<Attachment>,
+    /// `runtimeConfig.portMappings`, validated (ADD).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+    /// `runtimeConfig.bandwidth`, validated (ADD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
 }
 
 impl Request {
@@ -67,6 +74,8 @@ impl Request {
             pod_name: None,
             host_veth: None,
             valid_attachments: Vec::new(),
+            port_mappings: Vec::new(),
+            bandwidth: None,
         }
     }
 }

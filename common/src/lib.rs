@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod addr;
+pub mod bandwidth;
 pub mod conntrack;
 pub mod egress;
 pub mod entries;

@@ -124,6 +124,10 @@ macro_rules! for_each_map {
             /// prefilter, table 0): every IPv4 frame from them is dropped there. The value
             /// is unused (1).
             PREFILTER_DENY prefilter_deny: LpmTrie<u32, u8> [$crate::MAX_PREFILTER_DENY, $crate::maps::NO_PREALLOC];
+            /// Pods' bandwidth limits by slot (table 252); the agent writes them.
+            BANDWIDTH bandwidth: Array<u32, $crate::bandwidth::PodBandwidth> [$crate::MAX_POD_SLOTS, 0];
+            /// Pods' last departure times by slot (table 252); the programs write them.
+            PACING pacing: Array<u32, $crate::bandwidth::Pacing> [$crate::MAX_POD_SLOTS, 0];
         }
     };
 }

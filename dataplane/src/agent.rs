@@ -21,9 +21,10 @@ use oxsdn_cni::{
     naming::host_veth_name,
     netns::open_netns,
     protocol::{format_mac, pod_mac, Attachment, Command, PodNetwork, Request, Response},
+    runtime_config::PortMapping,
     CniError,
 };
-use oxsdn_common::{mode, stats, PodEntry, POD_RULES};
+use oxsdn_common::{bandwidth::PodBandwidth, mode, stats, PodEntry, POD_RULES};
 use oxsdn_controller::{
     egress::EgressNetworkPolicyRecord,
     policy::{NetworkPolicyRecord, PodAddress, PodMeta},
@@ -35,6 +36,7 @@ use crate::{
     conntrack, egress,
     egress_firewall::EgressFirewall,
     entries::{self, NodeAddresses, ProjectRef},
+    hostport::{self, HostPort},
     ipam::{Ipam, IpamError},
     loader::{remove_if_exists, Programs},
     maps::{self, ip_key, LocalPods, NodeMaps},
@@ -237,7 +239,14 @@ impl Agent {
         let conf = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": "oxsdn",
-            "plugins": [{ "type": "oxsdn", "agentSocket": self.config.socket, "defaultProject": STANDALONE_PROJECT }],
+            "plugins": [{
+                "type": "oxsdn",
+                "agentSocket": self.config.socket,
+                "defaultProject": STANDALONE_PROJECT,
+                // The runtime then passes a pod's hostPorts and bandwidth annotations
+                // as `runtimeConfig`.
+                "capabilities": { "portMappings": true, "bandwidth": true },
+            }],
         });
         std::fs::create_dir_all(&self.config.cni_conf_dir)?;
         let path = self.config.cni_conf_dir.join(CNI_CONF_FILE);
@@ -314,6 +323,8 @@ impl Agent {
             }
         }
         self.remove_unrecorded_pods(&state.table)?;
+        // The table anew: an earlier agent's may hold pods deleted since.
+        self.sync_host_ports(&state.table)?;
         let generation = state.table.generation();
         drop(state);
         self.persist(generation)
@@ -381,6 +392,11 @@ impl Agent {
         // repeated ADD re-attaches the same program atomically).
         self.pipeline.lock().unwrap().attach_pod_port(host_veth).map_err(internal)?;
         let mut state = self.pods.lock().unwrap();
+        if let Err(e) = host_ports_free(&state.table, attachment, &req.port_mappings) {
+            drop(state);
+            self.detach(host_veth);
+            return Err(e);
+        }
         let ip = match state.ipam.allocate() {
             Ok(ip) => ip,
             Err(e) => {
@@ -402,6 +418,8 @@ impl Agent {
             host_veth: host_veth.clone(),
             ifindex,
             ip,
+            port_mappings: req.port_mappings.clone(),
+            bandwidth: req.bandwidth,
         };
         state.table.last_ip = state.ipam.last();
         let plugged = self
@@ -415,6 +433,12 @@ impl Agent {
             return Err(internal(e));
         }
         let generation = state.table.insert(record.clone());
+        if !record.port_mappings.is_empty() {
+            if let Err(e) = self.sync_host_ports(&state.table) {
+                self.forget(&mut state, &record);
+                return Err(internal(e));
+            }
+        }
         drop(state);
         if let Err(e) = self.persist(generation) {
             let mut state = self.pods.lock().unwrap();
@@ -527,7 +551,22 @@ impl Agent {
         state.ipam.release(rec.ip);
         tracing::info!(pod = %rec.container_id, ip = %rec.ip, "pod deleted");
         self.wake_address_publisher();
-        state.table.remove(&rec.attachment())
+        let generation = state.table.remove(&rec.attachment());
+        if !rec.port_mappings.is_empty() {
+            if let Err(e) = self.sync_host_ports(&state.table) {
+                tracing::error!(pod = %rec.container_id, "removing the pod's host ports: {e:#}");
+            }
+        }
+        generation
+    }
+
+    /// Makes the node's host ports those of the pod table's pods.
+    fn sync_host_ports(&self, table: &PodTable) -> Result<()> {
+        let ports: Vec<HostPort> = table
+            .iter()
+            .flat_map(|rec| rec.port_mappings.iter().map(|&mapping| HostPort { mapping, pod_ip: rec.ip }))
+            .collect();
+        hostport::sync(&ports, self.network.cluster_network, netdev::TUN0)
     }
 
     /// Saves the pod table up to `generation` (see `saved`).
@@ -564,10 +603,27 @@ impl Agent {
         self.enter_maps(rec, project)
     }
 
-    /// A pod's `PODS` entry: the one writer of it.
+    /// A pod's `PODS` and `BANDWIDTH` entries: the one writer of them. The limit comes
+    /// first, with the qdisc that holds paced packets (so the pod's first packet is
+    /// paced).
     fn enter_maps(&self, rec: &PodRecord, project: ProjectRef) -> Result<()> {
         let (slot, entry) = entries::pod_entry(self.subnet, rec.ip, rec.ifindex, project);
-        self.maps.lock().unwrap().pods.set(slot, entry, 0)?;
+        let limit = entries::pod_bandwidth(rec.ip, rec.bandwidth.as_ref());
+        // fq on every pod's host veth: packets to a limited pod, and a limited pod's
+        // packets to a local pod, wait there.
+        let mut have_fq = netdev::ensure_fq(rec.ifindex)?;
+        if limit.egress_rate != 0 {
+            // A limited pod's packets to other nodes and outside leave by the underlay.
+            if let Some((_, underlay)) = netdev::device_with_address(self.config.node_ip)? {
+                have_fq &= netdev::ensure_fq(underlay)?;
+            }
+        }
+        if !have_fq && limit != PodBandwidth::default() {
+            tracing::warn!(pod = %rec.container_id, "this kernel has no fq qdisc: the pod's limits hold by dropping what exceeds its burst, without pacing");
+        }
+        let mut maps = self.maps.lock().unwrap();
+        maps.bandwidth.set(slot, limit, 0)?;
+        maps.pods.set(slot, entry, 0)?;
         Ok(())
     }
 
@@ -576,7 +632,9 @@ impl Agent {
         let mut maps = self.maps.lock().unwrap();
         if let Ok(Some(pod)) = maps.local_pod(rec.ip) {
             if pod.ifindex == rec.ifindex {
-                let _ = maps.pods.set(entries::local_pod_slot(self.subnet, rec.ip), PodEntry::default(), 0);
+                let slot = entries::local_pod_slot(self.subnet, rec.ip);
+                let _ = maps.pods.set(slot, PodEntry::default(), 0);
+                let _ = maps.bandwidth.set(slot, PodBandwidth::default(), 0);
             }
         }
         drop(maps);
@@ -777,6 +835,27 @@ fn delete_host_veth(rec: &PodRecord) -> Result<()> {
     }
 }
 
+/// Refuses host ports another pod of this node has (kubelet's hostport manager refuses
+/// them the same way: the second pod's sandbox fails).
+fn host_ports_free(table: &PodTable, attachment: &Attachment, wanted: &[PortMapping]) -> Result<(), CniError> {
+    for m in wanted {
+        let holder = table
+            .iter()
+            .filter(|rec| rec.attachment() != *attachment)
+            .find_map(|rec| rec.port_mappings.iter().find(|held| held.conflicts_with(m)).map(|held| (rec, held)));
+        if let Some((rec, held)) = holder {
+            return Err(CniError::new(
+                code::HOST_PORT_IN_USE,
+                format!(
+                    "host port {m} is taken on this node: pod {}/{} (container {}) holds {held}",
+                    rec.project, rec.pod_name, rec.container_id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn required<'a, T>(field: &'a Option<T>, name: &str) -> Result<&'a T, CniError> {
     field.as_ref().ok_or_else(|| CniError::new(code::INVALID_ENV, format!("{name} is required")))
 }
@@ -809,6 +888,7 @@ pub fn teardown(
     remove_if_exists(&cni_conf_dir.join(CNI_CONF_FILE))?;
     remove_if_exists(socket)?;
     egress::remove_masquerade()?;
+    hostport::remove()?;
     // The underlay device stays: its prefilter is detached now, not when the kernel
     // gets round to releasing the unpinned link.
     crate::health::detach_pinned_link(&bpffs_dir.join(node_name).join("links").join(prefilter::PIN))?;

@@ -8,8 +8,10 @@ use std::net::Ipv4Addr;
 
 use aya::maps::lpm_trie::Key;
 use ipnetwork::Ipv4Network;
+use oxsdn_cni::runtime_config::Bandwidth;
 use oxsdn_common::{
     addr::{ip_key, mask_key, pod_slot},
+    bandwidth::{PodBandwidth, MAX_HORIZON_NS, NS_PER_SEC},
     EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, NodeConfig, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply, StoreEndpoint, LAYOUT_VERSION,
 };
@@ -124,6 +126,31 @@ pub fn pod_entry(subnet: Ipv4Network, ip: Ipv4Addr, ifindex: u32, project: Proje
         local_pod_slot(subnet, ip),
         PodEntry { ifindex, ip: ip_key(ip), project_slot: project.slot, project_id: project.id },
     )
+}
+
+/// A local pod's `BANDWIDTH` entry: its rates in bytes per second (the CNI `bandwidth`
+/// capability gives bits per second) and their horizons, the time a burst lasts at its
+/// rate (`oxsdn_common::bandwidth`). All zero: no limit.
+pub fn pod_bandwidth(ip: Ipv4Addr, bandwidth: Option<&Bandwidth>) -> PodBandwidth {
+    let Some(b) = bandwidth.filter(|b| b.egress_rate != 0 || b.ingress_rate != 0) else {
+        return PodBandwidth::default();
+    };
+    let (egress_rate, egress_horizon) = pacing(b.egress_rate, b.egress_burst);
+    let (ingress_rate, ingress_horizon) = pacing(b.ingress_rate, b.ingress_burst);
+    PodBandwidth { ip: ip_key(ip), _pad: 0, egress_rate, egress_horizon, ingress_rate, ingress_horizon }
+}
+
+/// A rate in bit/s and burst in bits as bytes per second and a horizon within bounds:
+/// at least two of the largest packets (a GSO aggregate), so that none is dropped for
+/// its size alone, and at most `MAX_HORIZON_NS` unless that minimum is more.
+fn pacing(rate_bps: u64, burst_bits: u64) -> (u64, u64) {
+    const LARGEST_PACKET_BITS: u128 = 65_536 * 8;
+    if rate_bps == 0 {
+        return (0, 0);
+    }
+    let ns_for = |bits: u128| bits * u128::from(NS_PER_SEC) / u128::from(rate_bps);
+    let horizon = ns_for(u128::from(burst_bits)).min(u128::from(MAX_HORIZON_NS)).max(ns_for(2 * LARGEST_PACKET_BITS));
+    ((rate_bps / 8).max(1), u64::try_from(horizon).unwrap_or(u64::MAX))
 }
 
 /// The slot of a local pod's address in `PODS` (and in every per-pod array).

@@ -9,6 +9,7 @@ pub mod egress_firewall;
 pub mod entries;
 pub mod flows;
 pub mod health;
+pub mod hostport;
 pub mod ipam;
 pub mod loader;
 pub mod maps;

@@ -174,3 +174,39 @@ pub fn disable_ipv6(ifname: &str) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Makes `fq` the root qdisc of link `ifindex` (replacing whatever was there): the
+/// queue that holds a paced packet until the departure time the programs gave it
+/// (`oxsdn_common::bandwidth`). Only on devices oxsdn owns: pods' host veths and, when
+/// a pod's egress is limited, the node's underlay device. `false`: this kernel has no
+/// `fq` (`CONFIG_NET_SCH_FQ`); the limits then hold as the programs' token bucket.
+pub fn ensure_fq(ifindex: u32) -> Result<bool> {
+    use futures::StreamExt;
+    use rtnetlink::packet_core::{
+        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
+    };
+    use rtnetlink::packet_route::{
+        tc::{TcAttribute, TcHandle, TcMessage},
+        RouteNetlinkMessage,
+    };
+    with_netlink(|mut h| async move {
+        let mut message = TcMessage::with_index(ifindex as i32);
+        message.header.parent = TcHandle::ROOT;
+        message.attributes.push(TcAttribute::Kind("fq".to_string()));
+        let mut request = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(message));
+        request.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        let mut responses = h.request(request)?;
+        while let Some(response) = responses.next().await {
+            if let NetlinkPayload::Error(e) = response.payload {
+                match e.raw_code() {
+                    0 => {}
+                    // The kernel knows no qdisc of that kind.
+                    code if code == -libc::ENOENT => return Ok(false),
+                    _ => return Err(anyhow::anyhow!("{e}")),
+                }
+            }
+        }
+        Ok(true)
+    })?
+    .with_context(|| format!("putting the fq qdisc on link {ifindex}"))
+}

@@ -13,6 +13,7 @@ use oxsdn_cni::{
     env::{validate_container_id, validate_ifname},
     naming::host_veth_name,
     protocol::Attachment,
+    runtime_config::{Bandwidth, PortMapping},
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,12 @@ pub struct PodRecord {
     pub host_veth: String,
     pub ifindex: u32,
     pub ip: Ipv4Addr,
+    /// The runtime's `portMappings`: host ports to this pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+    /// The runtime's `bandwidth`: the pod's rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
 }
 
 impl PodRecord {

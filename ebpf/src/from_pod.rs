@@ -8,9 +8,10 @@ use oxsdn_common::{
 use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
+    bandwidth::{pace, Pace},
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, judged, to_pod_peer, to_tun0, to_tunnel, Decision},
+    output::{drop_at_output, judged, to_pod_peer, to_pod_veth, to_tun0, to_tunnel, Decision},
     parse::parse,
     scratch, trace_mode,
 };
@@ -46,7 +47,12 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
     if !judged(&mut p, &d) {
         return TC_ACT_SHOT;
     }
-    output(&mut ctx, &p, &d, in_port)
+    let paced = match pace(&mut ctx, &p, &d, true) {
+        Pace::Drop => return TC_ACT_SHOT,
+        Pace::Now => false,
+        Pace::Later => true,
+    };
+    output(&mut ctx, &p, &d, in_port, paced)
 }
 
 /// The tables, from table 0 of a pod port (see `Decision`).
@@ -59,7 +65,7 @@ fn tables<const T: bool>(p: &mut Packet<Maps<T>>, in_port: u32, d: &mut Decision
 /// own, so its locals (and the encapsulation's) are not on the stack while the tables
 /// run (the 512 bytes are for the deepest chain of calls).
 #[inline(never)]
-fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision, in_port: u32) -> i32 {
+fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision, in_port: u32, paced: bool) -> i32 {
     match d.kind {
         output_kind::TUN0 => to_tun0(ctx, p),
         output_kind::POD => {
@@ -67,6 +73,11 @@ fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision,
             // or ARP to its own address); a service hairpin, translated, goes back.
             if d.ifindex == in_port && p.xlate.active == 0 {
                 return drop_at_output(p, TO_INGRESS_PORT);
+            }
+            // A paced packet waits in the fq qdisc of the pod's host veth: through
+            // the veth, not straight into the pod.
+            if paced {
+                return to_pod_veth(ctx, p, d.ifindex);
             }
             to_pod_peer(ctx, p, d.ifindex, d.ip)
         }

@@ -6,6 +6,7 @@ use oxsdn_common::{monitor::port, trace::output_kind};
 use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
+    bandwidth::{pace, Pace},
     env::Maps,
     maps::CONFIG,
     output::{drop_at_output, judged, to_pod_veth, to_tunnel, Decision},
@@ -36,6 +37,10 @@ fn run<const T: bool>(mut ctx: TcContext) -> i32 {
     let mut d = Decision::default();
     tables(&mut p, &mut d);
     if !judged(&mut p, &d) {
+        return TC_ACT_SHOT;
+    }
+    // A pod's packets go through its host veth (and its qdisc) from here anyway.
+    if let Pace::Drop = pace(&mut ctx, &p, &d, false) {
         return TC_ACT_SHOT;
     }
     output(&mut ctx, &p, &d)

@@ -17,9 +17,10 @@ use oxsdn_common::{
 use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 
 use crate::shared::{
+    bandwidth::{pace, Pace},
     env::Maps,
     maps::CONFIG,
-    output::{drop_at_output, judged, to_pod_peer, to_tun0, Decision},
+    output::{drop_at_output, judged, to_pod_peer, to_pod_veth, to_tun0, Decision},
     parse::parse,
     scratch,
     trace_mode::{self, test_input},
@@ -89,7 +90,12 @@ pub fn deliver<const T: bool>(mut ctx: TcContext, cfg: &NodeConfig, tun_src: u32
     if !judged(&mut p, &d) {
         return TC_ACT_SHOT;
     }
-    output(&mut ctx, &p, &d)
+    let paced = match pace(&mut ctx, &p, &d, false) {
+        Pace::Drop => return TC_ACT_SHOT,
+        Pace::Now => false,
+        Pace::Later => true,
+    };
+    output(&mut ctx, &p, &d, paced)
 }
 
 /// The tables, from table 0 of the tunnel port (see `Decision`).
@@ -102,8 +108,10 @@ pub(crate) fn tables<const T: bool>(p: &mut Packet<Maps<T>>, tun_src: u32, vni: 
 /// own, so its locals (and the encapsulation's) are not on the stack while the tables
 /// run (the 512 bytes are for the deepest chain of calls).
 #[inline(never)]
-fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision) -> i32 {
+fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision, paced: bool) -> i32 {
     match d.kind {
+        // A paced packet waits in the fq qdisc of the pod's host veth.
+        output_kind::POD if paced => to_pod_veth(ctx, p, d.ifindex),
         output_kind::POD => to_pod_peer(ctx, p, d.ifindex, d.ip),
         output_kind::TUN0 => to_tun0(ctx, p),
         // OpenFlow never sends a packet back out of its ingress port.

@@ -6,6 +6,7 @@
 //! Every method is a single map access or helper; the tables hold the logic.
 
 use oxsdn_common::{
+    bandwidth::PodBandwidth,
     egress::EgressVerdict,
     policy::{IdentityPolicy, PolicyConnection, PolicyKey, PortSet},
     EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
@@ -84,6 +85,13 @@ pub trait Env: Copy {
     fn track_policy_connection(self, key: &FlowKey, connection: &PolicyConnection) -> bool;
     /// The egress firewall's entry for traffic of VNID `vnid` to `dst` (`EGRESS_CIDRS`).
     fn egress_verdict(self, vnid: u32, dst: u32) -> Option<EgressVerdict>;
+    /// The bandwidth limits of the local pod in `slot` (`BANDWIDTH`).
+    fn pod_bandwidth(self, slot: u32) -> Option<PodBandwidth>;
+    /// The departure time last given to a packet from (`bandwidth::EGRESS`) or to
+    /// (`INGRESS`) the local pod in `slot` (`PACING`; 0: none).
+    fn last_departure(self, slot: u32, direction: u32) -> u64;
+    /// Records it (not in trace mode).
+    fn set_last_departure(self, slot: u32, direction: u32, at: u64);
     /// CLOCK_MONOTONIC in ns.
     fn now_ns(self) -> u64;
     fn random(self) -> u32;

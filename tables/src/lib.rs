@@ -25,6 +25,7 @@ pub mod t10_vxlan_source;
 pub mod t110_multicast;
 pub mod t20_antispoof;
 pub mod t21_post_source;
+pub mod t252_bandwidth;
 pub mod t254_output;
 pub mod t30_route;
 pub mod t40_arp_to_local_pod;
@@ -60,6 +61,7 @@ pub const TABLES: &[&[Rule]] = &[
     t100_egress::RULES,
     t101_egress_policy::RULES,
     t110_multicast::RULES,
+    t252_bandwidth::RULES,
     t254_output::RULES,
 ];
 
@@ -351,6 +353,10 @@ mod tests {
             // XDP decapsulation (--xdp-decap).
             (0, 83, "XDP_DECAP"),
             (254, 84, "XDP_NOT_POD"),
+            (252, 105, "EGRESS_PACED"),
+            (252, 106, "EGRESS_OVER_HORIZON"),
+            (252, 107, "INGRESS_PACED"),
+            (252, 108, "INGRESS_OVER_HORIZON"),
         ];
         let node_wide: Vec<(u8, u32, &str)> = rules()
             .filter(|r| matches!(r.scope, Scope::Node | Scope::Egress))

@@ -436,12 +436,23 @@ impl Node {
 
     /// A pod of `project`: its own namespace, plugged in with CNI ADD.
     pub fn add_pod(&self, project: &str, name: &str) -> Result<Pod> {
+        self.add_pod_with(project, name, None)
+    }
+
+    /// A pod whose runtime passes `runtime_config` (the capabilities' `runtimeConfig`:
+    /// `portMappings`, `bandwidth`), as libcni does for the capabilities the conflist
+    /// declares.
+    pub fn add_pod_with(&self, project: &str, name: &str, runtime_config: Option<Value>) -> Result<Pod> {
         if let Some(operator) = &self.project_creator {
             run(self.netns.command(bins::oxsdnctl()).args(operator.args()).args(["create", "project", project]))?;
         }
         let netns = Netns::create(&format!("{}-{}-{name}", self.prefix, self.name))?;
         let container_id = format!("{}-{}-{name}", self.prefix, self.name);
-        let call = CniCall::add(&self.network_config()?, &container_id, &netns.path(), project, name);
+        let mut config = self.network_config()?;
+        if let Some(runtime_config) = runtime_config {
+            config["runtimeConfig"] = runtime_config;
+        }
+        let call = CniCall::add(&config, &container_id, &netns.path(), project, name);
         let out = self.cni(&call);
         let result = out.success().with_context(|| format!("CNI ADD of pod {name}"))?;
         let ip: Ipv4Addr = result["ips"][0]["address"]

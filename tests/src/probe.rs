@@ -526,6 +526,17 @@ impl Iperf3Client {
     /// Waits for the test's end: an error if the stream broke or stopped early (the
     /// receiver ran less than all but the last second).
     pub fn finish(self) -> Result<()> {
+        self.report().map(|_| ())
+    }
+
+    /// Waits for the test's end (as `finish`) and returns the rate the receiver saw,
+    /// in bits per second.
+    pub fn received_bits_per_second(self) -> Result<f64> {
+        let report = self.report()?;
+        report["end"]["sum_received"]["bits_per_second"].as_f64().context("no receiver rate in the iperf3 report")
+    }
+
+    fn report(self) -> Result<serde_json::Value> {
         let out = self.child.wait_with_output()?;
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
         if !report["error"].is_null() {
@@ -535,6 +546,6 @@ impl Iperf3Client {
         if ran < f64::from(self.secs) - 1.0 {
             bail!("the stream ran {ran} s of {}", self.secs);
         }
-        Ok(())
+        Ok(report)
     }
 }

@@ -44,6 +44,9 @@ pub const NOT_CHECKED: &[(&str, &str)] = &[
     ("nw_src=deny_list", "the operator's deny list at the prefilter (`PREFILTER_DENY`)"),
     ("outer", "the validity of the outer headers, which the prefilter reads before decapsulation"),
     ("inner", "which inner frames the XDP program decapsulates itself (`--xdp-decap`, `t0_classify::decap_at_xdp`)"),
+    ("bandwidth=egress", "whether the sending pod has an egress limit (`BANDWIDTH`)"),
+    ("bandwidth=ingress", "whether the receiving pod has an ingress limit (`BANDWIDTH`)"),
+    ("departure=beyond_horizon", "the pod's pacing state (`PACING`)"),
 ];
 
 /// A packet as the rules see it: the frame, parsed once, and what else they match on.

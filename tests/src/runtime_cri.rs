@@ -19,6 +19,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use hyper_util::rt::TokioIo;
+pub use k8s_cri::v1::PortMapping;
 use k8s_cri::v1::{
     runtime_service_client::RuntimeServiceClient, ContainerConfig, ContainerMetadata, CreateContainerRequest,
     ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest,
@@ -139,7 +140,23 @@ impl Containerd {
 
     /// RunPodSandbox, as kubelet sends it for pod `namespace/name`, then its status.
     pub fn run_pod(&self, namespace: &str, name: &str) -> Result<CriPod> {
-        let config = self.sandbox_config(namespace, name);
+        self.run_pod_with(namespace, name, Vec::new(), HashMap::new())
+    }
+
+    /// RunPodSandbox of a pod with host ports (its containers' `hostPort`s, as kubelet
+    /// gathers them) and annotations (`kubernetes.io/egress-bandwidth` and the like),
+    /// which containerd hands the CNI plugin as the `portMappings` and `bandwidth`
+    /// capabilities.
+    pub fn run_pod_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        port_mappings: Vec<PortMapping>,
+        annotations: HashMap<String, String>,
+    ) -> Result<CriPod> {
+        let mut config = self.sandbox_config(namespace, name);
+        config.port_mappings = port_mappings;
+        config.annotations = annotations;
         let id = self
             .call(
                 self.cri

@@ -119,6 +119,12 @@ runc = ["{runc}"]
     /// `K8S_POD_NAME`) running `command` (the image's wait when empty); then its
     /// address.
     pub fn run(&self, name: &str, command: &[&str]) -> Result<PodmanContainer> {
+        self.run_with(name, &[], command)
+    }
+
+    /// `run` with more options for `podman run` (`-p HOST:CONTAINER`: a host port,
+    /// which podman passes the CNI plugin as the `portMappings` capability).
+    pub fn run_with(&self, name: &str, options: &[&str], command: &[&str]) -> Result<PodmanContainer> {
         let rootfs = busybox_rootfs(&self.dir.join("rootfs").join(name))?;
         let rootfs = rootfs.display().to_string();
         let command = if command.is_empty() { &IMAGE_CMD[..] } else { command };
@@ -134,9 +140,10 @@ runc = ["{runc}"]
                 "NET_RAW",
                 "--cgroup-parent",
                 &self.cgroup_parent,
-                "--rootfs",
-                &rootfs,
             ][..],
+            options,
+            // The image's root and command come last.
+            &["--rootfs", &rootfs],
             command,
         ]
         .concat();

@@ -591,13 +591,12 @@ fn a_netns_that_is_a_fifo_fails_at_once() -> Result<()> {
     before.assert_same(node, "ADD with a FIFO as CNI_NETNS")?;
 
     let request = Request {
-        command: Command::Add,
         attachment: Some(Attachment { container_id: "fifo-netns".into(), ifname: "eth0".into() }),
         netns: Some(fifo_path),
         pod_namespace: Some("red".into()),
         pod_name: None,
         host_veth: Some(host_veth_name("fifo-netns", "eth0")),
-        valid_attachments: Vec::new(),
+        ..Request::of(Command::Add)
     };
     let answer = client::call_with_timeouts(&node.socket, &request, client::CONNECT_TIMEOUT, Duration::from_secs(5))
         .map_err(|e| anyhow::anyhow!("the agent did not answer in time: {e}"))?;

@@ -188,13 +188,12 @@ fn broadcast_and_multicast_floods_reach_no_pod_and_are_counted() -> Result<()> {
 /// agent's socket the way the plugin sends it.
 fn add_request(container_id: &str, host_veth: &str, netns: &std::path::Path) -> Request {
     Request {
-        command: Command::Add,
         attachment: Some(Attachment { container_id: container_id.into(), ifname: "eth0".into() }),
         netns: Some(netns.display().to_string()),
         pod_namespace: Some("red".into()),
         pod_name: Some(container_id.into()),
         host_veth: Some(host_veth.into()),
-        valid_attachments: Vec::new(),
+        ..Request::of(Command::Add)
     }
 }
 

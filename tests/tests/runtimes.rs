@@ -3,18 +3,18 @@
 //! network namespace with its state in the test's directory, its CNI config directory
 //! the one the node's agent writes, and images built here.
 
-use std::net::Ipv4Addr;
+use std::{collections::HashMap, net::Ipv4Addr};
 
 use anyhow::{ensure, Context, Result};
 use nix::sys::signal::Signal;
 use oxsdn_tests::{
     inventory::{pod_records, pod_veths},
     probe,
-    runtime_cri::{Containerd, CriPod},
+    runtime_cri::{Containerd, CriPod, PortMapping},
     runtime_podman::Podman,
     Node, TestCluster,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The port of the echo server a container runs (`nc -ll -e cat`).
 const ECHO_PORT: u16 = 7777;
@@ -92,6 +92,41 @@ fn containerd_cri_pods_get_their_project_talk_within_it_and_are_torn_down_by_sto
     }
     assert_eq!(pod_records(node)?, Vec::<Value>::new(), "pod records left");
     assert_eq!(pod_veths(node)?.len(), 0, "veths left");
+    Ok(())
+}
+
+/// kubelet's hostPort and bandwidth annotation through containerd: the conflist's
+/// capabilities make containerd pass them as `runtimeConfig`, the agent records them
+/// with the pod, the host port reaches the pod from outside, and stopping the sandbox
+/// takes both away.
+#[test]
+fn containerd_passes_host_ports_and_bandwidth_from_the_pod_spec() -> Result<()> {
+    const HOST_PORT: i32 = 30777;
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let containerd = Containerd::start(node, &cluster.dir.join("containerd"))?;
+    let port =
+        PortMapping { protocol: 0, container_port: i32::from(ECHO_PORT), host_port: HOST_PORT, host_ip: String::new() };
+    let annotations = HashMap::from([("kubernetes.io/egress-bandwidth".to_string(), "10M".to_string())]);
+    let web = containerd.run_pod_with("red", "web", vec![port], annotations)?;
+    let record = record_of(node, &web.ip)?.with_context(|| format!("the agent has no record of {web:?}"))?;
+    assert_eq!(
+        record["portMappings"],
+        json!([{"hostPort": HOST_PORT, "containerPort": ECHO_PORT, "protocol": "tcp"}]),
+        "{record}"
+    );
+    assert_eq!(record["bandwidth"]["egressRate"], 10_000_000, "{record}");
+
+    let echo = start_echo(&containerd, &web)?;
+    assert!(
+        probe::tcp_echo(&cluster.external, node.ip, HOST_PORT as u16),
+        "no echo through the host port from outside"
+    );
+    containerd.stop_container(&echo)?;
+    containerd.stop_pod(&web)?;
+    containerd.remove_pod(&web)?;
+    assert!(!probe::tcp_echo(&cluster.external, node.ip, HOST_PORT as u16), "the host port outlived the pod");
     Ok(())
 }
 
@@ -190,5 +225,28 @@ fn podman_containers_join_the_network_configs_default_project() -> Result<()> {
     assert_eq!(record_of(node, &web.ip)?, None, "podman rm left the agent's record");
     assert_eq!(pod_veths(node)?.len(), veths_before - 1, "podman rm left the container's veth");
     assert!(!probe::ping(&friend.netns, ip), "the removed container's address still answers");
+    Ok(())
+}
+
+/// `podman run -p`: podman passes the port as the `portMappings` capability; the host
+/// port reaches the container from outside until `podman rm`.
+#[test]
+fn podman_publishes_a_port_through_the_capability() -> Result<()> {
+    const HOST_PORT: u16 = 30778;
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    let node = cluster.node("node1");
+    let podman = Podman::new(node, &cluster.dir.join("podman"))?;
+    let publish = format!("{HOST_PORT}:{ECHO_PORT}");
+    let web = podman.run_with(
+        "web",
+        &["-p", &publish],
+        &["/bin/nc", "-ll", "-p", &ECHO_PORT.to_string(), "-e", "/bin/cat"],
+    )?;
+    let record = record_of(node, &web.ip)?.with_context(|| format!("the agent has no record of {web:?}"))?;
+    assert_eq!(record["portMappings"][0]["hostPort"], HOST_PORT, "{record}");
+    assert!(probe::tcp_echo(&cluster.external, node.ip, HOST_PORT), "no echo through the host port from outside");
+    podman.remove("web")?;
+    assert!(!probe::tcp_echo(&cluster.external, node.ip, HOST_PORT), "the host port outlived the container");
     Ok(())
 }

@@ -11,6 +11,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
 };
 use oxsdn_common::{
+    bandwidth::{PodBandwidth, INGRESS},
     conntrack::CLOSING,
     egress::{EgressCidr, EgressVerdict, EGRESS_KEY_FIXED_BITS},
     monitor::NO_RULE,
@@ -336,6 +337,34 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
         }
         self.take_share(connection.owner);
         true
+    }
+
+    #[inline(always)]
+    fn pod_bandwidth(self, slot: u32) -> Option<PodBandwidth> {
+        BANDWIDTH.get(slot).copied()
+    }
+
+    #[inline(always)]
+    fn last_departure(self, slot: u32, direction: u32) -> u64 {
+        PACING.get(slot).map_or(0, |p| if direction == INGRESS { p.ingress_last } else { p.egress_last })
+    }
+
+    #[inline(always)]
+    fn set_last_departure(self, slot: u32, direction: u32, at: u64) {
+        if TRACE {
+            return;
+        }
+        if let Some(p) = PACING.get_ptr_mut(slot) {
+            // SAFETY: a map value of this map's type; CPUs racing on one pod's time
+            // each write a whole, valid time (Cilium's WRITE_ONCE).
+            unsafe {
+                if direction == INGRESS {
+                    core::ptr::write_volatile(&mut (*p).ingress_last, at);
+                } else {
+                    core::ptr::write_volatile(&mut (*p).egress_last, at);
+                }
+            }
+        }
     }
 
     #[inline(always)]

@@ -2,6 +2,7 @@
 //! environment on them, frame parsing, output to the kernel, VXLAN encapsulation, the
 //! monitor's events, and trace mode.
 
+pub mod bandwidth;
 pub mod csum;
 pub mod encap;
 pub mod env;
