@@ -10,6 +10,7 @@ use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
+    multicast::replicate,
     output::{drop_at_output, judged, to_pod_peer, to_tun0, to_tunnel, Decision},
     parse::parse,
     scratch, trace_mode,
@@ -71,6 +72,7 @@ fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision,
             to_pod_peer(ctx, p, d.ifindex, d.ip)
         }
         output_kind::TUNNEL => to_tunnel(ctx, p, d.ip, d.vni),
+        output_kind::MULTICAST => replicate(ctx, p, d, in_port),
         _ => TC_ACT_SHOT,
     }
 }

@@ -19,6 +19,7 @@ use oxsdn_tables::{t0_classify, t254_output::TO_INGRESS_PORT, Env, Packet};
 use crate::shared::{
     env::Maps,
     maps::CONFIG,
+    multicast::replicate,
     output::{drop_at_output, judged, to_pod_peer, to_tun0, Decision},
     parse::parse,
     scratch,
@@ -108,6 +109,8 @@ fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision)
         output_kind::TUN0 => to_tun0(ctx, p),
         // OpenFlow never sends a packet back out of its ingress port.
         output_kind::TUNNEL => drop_at_output(p, TO_INGRESS_PORT),
+        // Local pods only (table 120 never sends a tunnel's multicast on).
+        output_kind::MULTICAST => replicate(ctx, p, d, 0),
         _ => TC_ACT_SHOT,
     }
 }

@@ -72,6 +72,8 @@ pub trait Env: Copy {
     fn track_policy_connection(self, flow: &FlowKey, owner: u32) -> bool;
     /// The egress firewall's entry for traffic of VNID `vnid` to `dst` (`EGRESS_CIDRS`).
     fn egress_verdict(self, vnid: u32, dst: u32) -> Option<EgressVerdict>;
+    /// Whether VNID `vnid` has multicast enabled and pods on this node (`MCAST_GROUPS`).
+    fn multicast_group(self, vnid: u32) -> bool;
     /// CLOCK_MONOTONIC in ns.
     fn now_ns(self) -> u64;
     fn random(self) -> u32;

@@ -23,6 +23,8 @@ pub mod t100_egress;
 pub mod t101_egress_policy;
 pub mod t10_vxlan_source;
 pub mod t110_multicast;
+pub mod t111_multicast_nodes;
+pub mod t120_multicast_local;
 pub mod t20_antispoof;
 pub mod t21_post_source;
 pub mod t254_output;
@@ -60,6 +62,8 @@ pub const TABLES: &[&[Rule]] = &[
     t100_egress::RULES,
     t101_egress_policy::RULES,
     t110_multicast::RULES,
+    t111_multicast_nodes::RULES,
+    t120_multicast_local::RULES,
     t254_output::RULES,
 ];
 
@@ -83,6 +87,12 @@ pub enum Output {
     Tunnel {
         node_ip: u32,
         vni: u32,
+    },
+    /// Tables 111 and 120: copies to the local pods of VNID `vnid` that receive its
+    /// multicast (but the ingress port), and, if `to_nodes`, to every other node.
+    Multicast {
+        vnid: u32,
+        to_nodes: bool,
     },
 }
 
@@ -348,6 +358,11 @@ mod tests {
             (101, 90, "INVALID"),
             (101, 91, "ALLOW_CIDR"),
             (101, 92, "DENY_CIDR"),
+            (110, 100, "ENABLED"),
+            (111, 101, "REPLICATE"),
+            (120, 102, "DELIVER"),
+            (120, 103, "NO_MEMBERS"),
+            (30, 104, "IP_MCAST_TUNNEL"),
         ];
         let node_wide: Vec<(u8, u32, &str)> = rules()
             .filter(|r| matches!(r.scope, Scope::Node | Scope::Egress))

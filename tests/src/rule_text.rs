@@ -43,6 +43,7 @@ pub const NOT_CHECKED: &[(&str, &str)] = &[
     ("isolated_by", "the NetworkPolicy that isolates the pod"),
     ("nw_src=deny_list", "the operator's deny list at the prefilter (`PREFILTER_DENY`)"),
     ("outer", "the validity of the outer headers, which the prefilter reads before decapsulation"),
+    ("reg0=multicast_enabled", "whether every project of the VNID enabled multicast (`MCAST_GROUPS`)"),
 ];
 
 /// A packet as the rules see it: the frame, parsed once, and what else they match on.

@@ -132,7 +132,7 @@ pub struct Labeled {
 
 /// `labels` changed as `kubectl label` changes them: `set` is refused for a key that has
 /// another value unless `overwrite`; a removed key that is absent is reported.
-fn relabeled(
+pub(super) fn relabeled(
     labels: &BTreeMap<String, String>,
     set: &BTreeMap<String, String>,
     remove: &[String],

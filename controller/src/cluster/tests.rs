@@ -322,7 +322,8 @@ fn vnid_is_free_only_when_no_project_uses_it(kind: Kind) {
 #[test]
 fn record_named_differently_from_its_key_is_bad() {
     let (_backing, c) = cluster();
-    let ns = NetNamespace { name: "other".into(), netid: 10, id: 1, labels: BTreeMap::new() };
+    let ns =
+        NetNamespace { name: "other".into(), netid: 10, id: 1, labels: BTreeMap::new(), annotations: BTreeMap::new() };
     raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&ns).unwrap());
     assert!(matches!(c.get_netnamespace("a"), Err(Error::BadRecord { .. })));
     assert!(matches!(c.list_netnamespaces(), Err(Error::BadRecord { .. })));
@@ -333,7 +334,7 @@ fn record_named_differently_from_its_key_is_bad() {
 fn netid_out_of_range_in_the_store_is_a_bad_record() {
     let (_backing, c) = cluster();
     let put_netid = |netid| {
-        let ns = NetNamespace { name: "a".into(), netid, id: 1, labels: BTreeMap::new() };
+        let ns = NetNamespace { name: "a".into(), netid, id: 1, labels: BTreeMap::new(), annotations: BTreeMap::new() };
         raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&ns).unwrap());
     };
     for netid in [1, MIN_VNID - 1, MAX_VNID + 1, u32::MAX] {
@@ -585,7 +586,13 @@ fn batch_creation_allocates_like_one_by_one() {
 #[test]
 fn records_no_operation_could_write_are_bad() {
     let (_backing, c) = initialised();
-    let aliasing = NetNamespace { name: "a".into(), netid: MAX_VNID + 11, id: 1, labels: BTreeMap::new() };
+    let aliasing = NetNamespace {
+        name: "a".into(),
+        netid: MAX_VNID + 11,
+        id: 1,
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+    };
     raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&aliasing).unwrap());
     let err = c.get_netnamespace("a").unwrap_err();
     assert_eq!(

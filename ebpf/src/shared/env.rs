@@ -281,6 +281,12 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     }
 
     #[inline(always)]
+    fn multicast_group(self, vnid: u32) -> bool {
+        // SAFETY: read-only access to a map value.
+        unsafe { MCAST_GROUPS.get(&vnid) }.is_some()
+    }
+
+    #[inline(always)]
     fn policy_connection(self, flow: &FlowKey, closing: bool) -> bool {
         let Some(c) = POLICY_CT.get_ptr_mut(flow) else { return false };
         if !TRACE {
