@@ -155,6 +155,45 @@ fn create_merges_labels_and_label_edits() {
 }
 
 #[test]
+fn annotations_as_kubectl_annotate_sets_them() {
+    use crate::netnamespaces::MULTICAST_ANNOTATION;
+    let (_backing, c) = cluster();
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    c.create_netnamespace("a", BTreeMap::new()).unwrap();
+    let on = c.annotate_netnamespace("a", &map(&[(MULTICAST_ANNOTATION, "true")]), &[], false).unwrap();
+    assert!(on.changed && on.netnamespace.multicast_enabled());
+    assert_eq!(c.get_netnamespace("a").unwrap().unwrap(), on.netnamespace);
+    // The same value again: no write.
+    let revision = everything(&c).revision;
+    assert!(!c.annotate_netnamespace("a", &map(&[(MULTICAST_ANNOTATION, "true")]), &[], false).unwrap().changed);
+    assert_eq!(everything(&c).revision, revision);
+    // Another value needs --overwrite; a key both set and removed, a bad key, an unknown
+    // project, too much in all: refused, nothing written.
+    let refused = [
+        c.annotate_netnamespace("a", &map(&[(MULTICAST_ANNOTATION, "false")]), &[], false),
+        c.annotate_netnamespace("a", &map(&[("k", "v")]), &names(&["k"]), true),
+        c.annotate_netnamespace("a", &map(&[("bad_prefix/k", "v")]), &[], true),
+        c.annotate_netnamespace("b", &map(&[("k", "v")]), &[], true),
+        c.annotate_netnamespace("a", &map(&[("big", &"x".repeat(300 * 1024))]), &[], true),
+    ];
+    assert!(matches!(refused[0], Err(Error::LabelExists { .. })), "{:?}", refused[0]);
+    assert!(matches!(refused[3], Err(Error::UnknownProject(_))), "{:?}", refused[3]);
+    assert!(refused.iter().all(Result::is_err));
+    assert_eq!(everything(&c).revision, revision);
+    // Removal, with an absent key reported.
+    let off = c.annotate_netnamespace("a", &BTreeMap::new(), &names(&[MULTICAST_ANNOTATION, "absent"]), false).unwrap();
+    assert!(off.changed && !off.netnamespace.multicast_enabled());
+    assert_eq!(off.not_found, ["absent"]);
+    // Whole, as a manifest sets them.
+    assert!(c.set_netnamespace_annotations("a", &map(&[("x", "1")])).unwrap());
+    assert!(!c.set_netnamespace_annotations("a", &map(&[("x", "1")])).unwrap());
+    assert_eq!(c.get_netnamespace("a").unwrap().unwrap().annotations, map(&[("x", "1")]));
+    assert!(c.set_netnamespace_annotations("a", &map(&[("a/b/c", "1")])).is_err());
+}
+
+#[test]
 fn select_projects_by_labels() {
     let (_backing, c) = cluster();
     let l = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
