@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{policy::relabeled, Cluster};
+use super::{
+    policy::{refuse_set_and_removed, relabeled},
+    Cluster,
+};
 use crate::{
     netnamespaces::{validate_annotations, validate_project_name},
     Error, NetNamespace, Result,
@@ -33,13 +36,7 @@ impl Cluster {
     ) -> Result<Annotated> {
         validate_project_name(name)?;
         validate_annotations(set)?;
-        let both: Vec<&str> = remove.iter().filter(|k| set.contains_key(*k)).map(String::as_str).collect();
-        if !both.is_empty() {
-            return Err(Error::Invalid(format!(
-                "can not both modify and remove the following annotation(s) in the same command: {}",
-                both.join(", ")
-            )));
-        }
+        refuse_set_and_removed(set, remove, "annotation")?;
         self.transact("netnamespaces", |a| {
             let mut ns = a.record::<NetNamespace>(name)?.ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
             let (annotations, not_found) = relabeled(&ns.annotations, set, remove, overwrite)?;
