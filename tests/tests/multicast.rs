@@ -225,3 +225,33 @@ fn joined_projects_need_every_projects_annotation() -> Result<()> {
     assert!(!yaml.contains("bad_prefix"), "{yaml}");
     Ok(())
 }
+
+#[test]
+fn multicast_survives_agent_restarts_and_reaches_pods_added_later() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let red_sender = cluster.nodes[0].add_pod("red", "sender")?;
+    let red2 = cluster.nodes[1].add_pod("red", "r2")?;
+    cluster.oxsdnctl(&["annotate", "netnamespace", "red", &format!("{ANNOTATION}=true")])?;
+    let (from_red, r2) = (sender(&red_sender)?, join(&red2)?);
+    assert!(until_all_get(&from_red, &[&r2], TAKES_EFFECT * 3)?.is_some(), "multicast never on");
+
+    // The dataplane needs no agent: with both down, multicast still flows.
+    cluster.nodes[0].kill_agent();
+    cluster.nodes[1].kill_agent();
+    assert!(gets(&from_red, &r2, "agents-down")?, "multicast stopped with the agents");
+    // Restarted agents take the maps over without a gap.
+    cluster.nodes[0].start_agent()?;
+    cluster.nodes[1].start_agent()?;
+    assert!(gets(&from_red, &r2, "agents-back")?, "multicast stopped after the agents restarted");
+
+    // A pod added later, on either node, gets it; a deleted one's port is gone.
+    let red1 = cluster.nodes[0].add_pod("red", "r1")?;
+    let red3 = cluster.nodes[1].add_pod("red", "r3")?;
+    let (r1, r3) = (join(&red1)?, join(&red3)?);
+    assert!(until_all_get(&from_red, &[&r1, &r3, &r2], TAKES_EFFECT * 3)?.is_some(), "new pods miss multicast");
+    cluster.nodes[1].del_pod(&red3)?;
+    assert!(gets(&from_red, &r2, "after-delete")?);
+    Ok(())
+}
