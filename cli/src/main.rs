@@ -615,7 +615,10 @@ fn parse_changes(changes: &[String], what: &str) -> Result<(BTreeMap<String, Str
                 set.insert(key.to_owned(), value.to_owned());
             }
             (None, Some(key)) if !key.is_empty() => remove.push(key.to_owned()),
-            _ => bail!("invalid {what} spec: {change:?} (KEY=VALUE sets an {what}, KEY- removes it)"),
+            _ => {
+                let article = if what.starts_with('a') { "an" } else { "a" };
+                bail!("invalid {what} spec: {change:?} (KEY=VALUE sets {article} {what}, KEY- removes it)")
+            }
         }
     }
     Ok((set, remove))
