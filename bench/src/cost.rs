@@ -47,6 +47,7 @@ enum Expect {
     Tunnel,
     Tun0,
     Drop,
+    Multicast,
 }
 
 struct Path {
@@ -91,6 +92,7 @@ pub fn measure(repeat: u32, rounds: usize, object: Option<PathBuf>) -> Result<Va
     let from_pod = Ingress::Pod { in_port };
     let from_blue = Ingress::Pod { in_port: NodeMaps::open(&pin_dir)?.pod_port(c.ip)? };
     egress_policy_of_1000_rules(cluster, &pin_dir)?;
+    multicast_in_red(cluster, &pin_dir)?;
     let paths = vec![
         Path {
             name: "same_node",
@@ -149,6 +151,15 @@ pub fn measure(repeat: u32, rounds: usize, object: Option<PathBuf>) -> Result<Va
             encap: false,
         },
         Path {
+            // One copy to b (a's other local pod of red), one to node2 (VXLAN by vxlan0).
+            name: "multicast_to_a_pod_and_a_node",
+            ingress: from_pod,
+            frame: Packet::new(Proto::Udp, a.ip, MULTICAST_GROUP).ports(40000, 5353).frame(),
+            expect: Expect::Multicast,
+            timing: Timing::Repeated,
+            encap: true,
+        },
+        Path {
             name: SHORTEST,
             ingress: from_pod,
             frame: ipv6(a),
@@ -167,11 +178,31 @@ pub fn measure(repeat: u32, rounds: usize, object: Option<PathBuf>) -> Result<Va
         "nodes": 2,
         "pods": ["a red node1", "b red node1 (the service's endpoint)", "c blue node1", "d red node2"],
         "egress_firewall": "blue: 999 Deny /32 rules in 10.200.0.0/22, then Allow 0.0.0.0/0; red: none",
+        "multicast": "enabled in red (copies from a: to b, and to node2)",
     });
     if let (Some(p), Some(compared)) = (object, result.get_mut("compared")) {
         compared["object"] = json!(p);
     }
     Ok(result)
+}
+
+const MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(239, 1, 2, 3);
+
+/// Enables multicast for project red and waits until node1's maps have its group.
+fn multicast_in_red(cluster: &oxsdn_tests::TestCluster, pin_dir: &std::path::Path) -> Result<()> {
+    cluster.oxsdnctl(&[
+        "annotate",
+        "netnamespace",
+        "red",
+        "netnamespace.network.openshift.io/multicast-enabled=true",
+    ])?;
+    let vnid = cluster.netid("red")?;
+    let start = std::time::Instant::now();
+    while NodeMaps::open(pin_dir)?.mcast_groups.get(&vnid, 0).is_err() {
+        ensure!(start.elapsed().as_secs() < 5, "red's multicast never reached node1's maps");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// An external destination next to the 999 denied addresses of blue's policy, so that
@@ -309,6 +340,7 @@ fn time_paths(
             Some(Output::Tunnel { .. }) => Some(Expect::Tunnel),
             Some(Output::Tun0 { .. }) => Some(Expect::Tun0),
             Some(Output::Drop) => Some(Expect::Drop),
+            Some(Output::Multicast { to_nodes: true, .. }) => Some(Expect::Multicast),
             _ => None,
         };
         ensure!(reached == Some(p.expect), "path {} goes to {:?}, not {:?}", p.name, t.output, p.expect);

@@ -71,6 +71,10 @@ enum Command {
     /// Add, change or remove labels of a namespace or a pod (kubectl label): KEY=VALUE
     /// sets, KEY- removes; changing an existing label needs --overwrite.
     Label(LabelArgs),
+    /// Add, change or remove annotations of a NetNamespace (kubectl annotate): KEY=VALUE
+    /// sets, KEY- removes; changing an existing one needs --overwrite.
+    /// `netnamespace.network.openshift.io/multicast-enabled=true` enables multicast.
+    Annotate(AnnotateArgs),
     /// Register or remove nodes (their HostSubnets).
     #[command(subcommand)]
     Node(NodeCommand),
@@ -373,6 +377,27 @@ struct InNamespace {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AnnotateResource {
+    #[value(alias = "netnamespaces", alias = "netnamespace.network.openshift.io")]
+    Netnamespace,
+}
+
+#[derive(Debug, Args)]
+struct AnnotateArgs {
+    /// What to annotate.
+    #[arg(value_enum)]
+    resource: AnnotateResource,
+    /// Its name.
+    name: String,
+    /// KEY=VALUE to set an annotation, KEY- to remove one.
+    #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+    changes: Vec<String>,
+    /// Change annotations that have another value.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LabelResource {
     #[value(alias = "namespaces", alias = "ns")]
     Namespace,
@@ -579,8 +604,9 @@ fn parse_port_pair(s: &str) -> Result<(u16, u16), String> {
     }
 }
 
-/// kubectl label's arguments: `KEY=VALUE` to set, `KEY-` to remove.
-fn parse_label_changes(changes: &[String]) -> Result<(BTreeMap<String, String>, Vec<String>)> {
+/// kubectl label's (and annotate's) arguments: `KEY=VALUE` to set, `KEY-` to remove;
+/// `what` they change, for the error.
+fn parse_changes(changes: &[String], what: &str) -> Result<(BTreeMap<String, String>, Vec<String>)> {
     let mut set = BTreeMap::new();
     let mut remove = Vec::new();
     for change in changes {
@@ -589,7 +615,10 @@ fn parse_label_changes(changes: &[String]) -> Result<(BTreeMap<String, String>, 
                 set.insert(key.to_owned(), value.to_owned());
             }
             (None, Some(key)) if !key.is_empty() => remove.push(key.to_owned()),
-            _ => bail!("invalid label spec: {change:?} (KEY=VALUE sets a label, KEY- removes it)"),
+            _ => {
+                let article = if what.starts_with('a') { "an" } else { "a" };
+                bail!("invalid {what} spec: {change:?} (KEY=VALUE sets {article} {what}, KEY- removes it)")
+            }
         }
     }
     Ok((set, remove))
@@ -677,7 +706,7 @@ fn delete_one(store: &StoreOptions, command: DeleteCommand, out: &mut dyn Write)
 }
 
 fn label(store: &StoreOptions, args: &LabelArgs, out: &mut dyn Write) -> Result<()> {
-    let (set, remove) = parse_label_changes(&args.changes)?;
+    let (set, remove) = parse_changes(&args.changes, "label")?;
     let (target, reference) = match args.resource {
         LabelResource::Namespace => (LabelTarget::Namespace(&args.name), format!("namespace/{}", args.name)),
         LabelResource::Pod => {
@@ -689,6 +718,17 @@ fn label(store: &StoreOptions, args: &LabelArgs, out: &mut dyn Write) -> Result<
         eprintln!("label {key:?} not found.");
     }
     writeln!(out, "{reference} {}", labeled.outcome)?;
+    Ok(())
+}
+
+fn annotate(store: &StoreOptions, args: &AnnotateArgs, out: &mut dyn Write) -> Result<()> {
+    let (set, remove) = parse_changes(&args.changes, "annotation")?;
+    let AnnotateResource::Netnamespace = args.resource;
+    let annotated = open_cluster(store)?.annotate_netnamespace(&args.name, &set, &remove, args.overwrite)?;
+    for key in &annotated.not_found {
+        eprintln!("annotation {key:?} not found.");
+    }
+    writeln!(out, "netnamespace.network.openshift.io/{} annotated", args.name)?;
     Ok(())
 }
 
@@ -805,6 +845,7 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
         Command::Apply(args) => apply(store, &args, out)?,
         Command::Delete(args) => delete(store, args, out)?,
         Command::Label(args) => label(store, &args, out)?,
+        Command::Annotate(args) => annotate(store, &args, out)?,
         Command::Set(SetCommand::NetworkPlugin { plugin }) => {
             let config = open_cluster(store)?.set_network_plugin(plugin)?;
             let plugin = config.network_plugin;

@@ -167,6 +167,10 @@ fn actions(output: &Option<Output>) -> String {
         Some(Output::Tunnel { node_ip, vni, .. }) => {
             format!("set_field:{vni:#x}->tun_id,set_field:{node_ip}->tun_dst,output:vxlan0")
         }
+        Some(Output::Multicast { vnid, to_nodes: true }) => {
+            format!("set_field:{vnid:#x}->tun_id,output:vxlan0 (each other node),output:local pods of VNID {vnid}")
+        }
+        Some(Output::Multicast { vnid, to_nodes: false }) => format!("output:local pods of VNID {vnid}"),
     }
 }
 

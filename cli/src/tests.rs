@@ -659,6 +659,26 @@ fn namespace_labels_in_manifests_replace_the_projects() {
 }
 
 #[test]
+fn annotations_as_kubectl_annotate() {
+    let tmp = cluster_with_projects();
+    let key = "netnamespace.network.openshift.io/multicast-enabled";
+    let on = format!("{key}=true");
+    assert_eq!(ok(&tmp, &["annotate", "netnamespace", "a", &on]), "netnamespace.network.openshift.io/a annotated\n");
+    assert!(ok(&tmp, &["get", "netnamespaces", "-o", "yaml"]).contains(&format!("{key}: 'true'")));
+    assert_eq!(
+        oxsdnctl(&tmp, &["annotate", "netnamespace", "a", &format!("{key}=false")]).unwrap_err(),
+        "'netnamespace.network.openshift.io/multicast-enabled' already has a value (true), and --overwrite is false"
+    );
+    assert_eq!(
+        oxsdnctl(&tmp, &["annotate", "netnamespace", "a", "novalue"]).unwrap_err(),
+        "invalid annotation spec: \"novalue\" (KEY=VALUE sets an annotation, KEY- removes it)"
+    );
+    assert!(oxsdnctl(&tmp, &["annotate", "netnamespace", "nosuch", &on]).is_err());
+    ok(&tmp, &["annotate", "netnamespace", "a", &format!("{key}-")]);
+    assert!(!ok(&tmp, &["get", "netnamespaces", "-o", "yaml"]).contains(key));
+}
+
+#[test]
 fn labels_as_kubectl_label() {
     let tmp = cluster_with_projects();
     assert_eq!(ok(&tmp, &["label", "namespace", "a", "env=prod", "tier=1"]), "namespace/a labeled\n");

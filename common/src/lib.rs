@@ -12,6 +12,7 @@ pub mod entries;
 pub mod maps;
 pub mod mode;
 pub mod monitor;
+pub mod multicast;
 pub mod policy;
 pub mod stats;
 pub mod trace;

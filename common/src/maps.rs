@@ -103,6 +103,14 @@ macro_rules! for_each_map {
             EGRESS_CIDRS egress_cidrs: LpmTrie<$crate::egress::EgressCidr, $crate::egress::EgressVerdict> [$crate::egress::MAX_EGRESS_ENTRIES, $crate::maps::NO_PREALLOC];
             /// Counters of the egress firewall's entries, by `EgressVerdict.slot`.
             EGRESS_STATS egress_stats: PerCpuArray<u32, $crate::Counter> [$crate::egress::MAX_EGRESS_ENTRIES, 0];
+            /// VNIDs whose multicast is enabled and that have local pods -> how many of
+            /// them receive it (at most `multicast::MAX_MCAST_LOCAL_PODS`; tables 110, 120).
+            MCAST_GROUPS mcast_groups: HashMap<u32, u32> [$crate::MAX_POD_SLOTS, 0];
+            /// Those pods' host veths (ifindex), by VNID and index below the count.
+            MCAST_PORTS mcast_ports: HashMap<$crate::multicast::McastPort, u32> [$crate::MAX_POD_SLOTS, 0];
+            /// Entry 0: how many other nodes multicast is replicated to; entries 1..=that:
+            /// their underlay addresses (table 111).
+            MCAST_NODES mcast_nodes: Array<u32, u32> [$crate::multicast::MAX_MCAST_NODES + 1, 0];
             /// Counters of the node-wide rules, by rule id.
             RULE_STATS rule_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_RULES, 0];
             /// Counters of the per-pod rules (`stats::pod_index`).

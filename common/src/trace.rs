@@ -47,6 +47,9 @@ pub mod output_kind {
     pub const TUN0: u32 = 1;
     pub const POD: u32 = 2;
     pub const TUNNEL: u32 = 3;
+    /// Multicast of VNID `vni` to its local pods (but the sender's port), and to the
+    /// other nodes when `ifindex` is vxlan0's (0: local pods only); tables 111 and 120.
+    pub const MULTICAST: u32 = 4;
 }
 
 crate::wire! {

@@ -22,7 +22,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{
     hostsubnets::validate_node_name,
-    netnamespaces::{validate_labels, validate_project_name, LabelSelector, DEFAULT_PROJECT},
+    netnamespaces::{validate_annotations, validate_labels, validate_project_name, LabelSelector, DEFAULT_PROJECT},
     service::{validate_ports, validate_service_name},
     store::{Compare, KeyValue, Op, Store, StoreError, WatchEvent},
     subnets::SubnetAllocator,
@@ -30,11 +30,13 @@ use crate::{
     ClusterConfig, Error, HostSubnet, NetNamespace, Result, Service,
 };
 
+mod annotations;
 mod egress;
 mod import;
 mod policy;
 mod services;
 
+pub use annotations::Annotated;
 pub use egress::EgressPolicyEvent;
 pub use policy::{ApplyOutcome, LabelOutcome, LabelTarget, Labeled, NetworkPolicyEvent, PodAddressEvent, PodMetaEvent};
 pub use services::{NewService, ServiceEvent};
@@ -122,6 +124,7 @@ impl Record for NetNamespace {
     fn validate(&self) -> Result<()> {
         validate_project_name(&self.name)?;
         validate_labels(&self.labels)?;
+        validate_annotations(&self.annotations)?;
         if self.netid != GLOBAL_VNID && !(MIN_VNID..=MAX_VNID).contains(&self.netid) {
             // A VXLAN VNI has 24 bits: a larger VNID would alias a smaller one.
             return Err(Error::Invalid(format!(
@@ -499,7 +502,7 @@ impl Cluster {
         let mut created = Vec::with_capacity(new.len());
         for ((name, labels), id) in new.into_iter().zip(ids) {
             let netid = if name == DEFAULT_PROJECT { GLOBAL_VNID } else { vnids.allocate()? };
-            let ns = NetNamespace { name: name.to_owned(), netid, id, labels };
+            let ns = NetNamespace { name: name.to_owned(), netid, id, labels, annotations: BTreeMap::new() };
             a.put_record(&ns)?;
             created.push(ns);
         }

@@ -75,7 +75,13 @@ pub fn manifest(data: &[u8]) {
                 serde_json::to_vec(&record.to_object())
             }
             Object::Namespace { name, labels } => {
-                let ns = NetNamespace { name: name.clone(), netid: 0, id: 1, labels: labels.clone() };
+                let ns = NetNamespace {
+                    name: name.clone(),
+                    netid: 0,
+                    id: 1,
+                    labels: labels.clone(),
+                    annotations: Default::default(),
+                };
                 serde_json::to_vec(&ns.to_namespace())
             }
             Object::EgressNetworkPolicy(policy) => serde_json::to_vec(&policy.to_object()),

@@ -1,7 +1,7 @@
 //! NetNamespaces: one per project, carrying its VNID (NETID); project names, labels and
-//! label selectors.
+//! label selectors; annotations, among them OpenShift's multicast switch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,9 @@ pub struct NetNamespace {
     pub id: u32,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Kubernetes' `metadata.annotations` (`MULTICAST_ANNOTATION` among them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl NetNamespace {
@@ -37,6 +40,45 @@ impl NetNamespace {
         labels.insert(NAMESPACE_NAME_LABEL.to_owned(), self.name.clone());
         labels
     }
+
+    /// Whether this project asks for multicast (`MULTICAST_ANNOTATION` is `"true"`).
+    pub fn multicast_enabled(&self) -> bool {
+        self.annotations.get(MULTICAST_ANNOTATION).is_some_and(|v| v == "true")
+    }
+}
+
+/// The annotation with which a project enables multicast, as in OpenShift SDN.
+pub const MULTICAST_ANNOTATION: &str = "netnamespace.network.openshift.io/multicast-enabled";
+
+/// Kubernetes' limit on an object's annotations, keys and values together.
+pub const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
+
+/// The VNIDs whose multicast is enabled, from each project's VNID and wish: those every
+/// project sharing the VNID enables (OpenShift's rule for joined projects).
+pub fn multicast_vnids(projects: impl IntoIterator<Item = (u32, bool)>) -> BTreeSet<u32> {
+    let mut all_enable: HashMap<u32, bool> = HashMap::new();
+    for (vnid, enabled) in projects {
+        *all_enable.entry(vnid).or_insert(true) &= enabled;
+    }
+    all_enable.into_iter().filter(|(_, enabled)| *enabled).map(|(vnid, _)| vnid).collect()
+}
+
+/// Checks annotations as Kubernetes does: each key a qualified name (checked in lower
+/// case), values free, all of them together at most `ANNOTATIONS_MAX_BYTES`.
+pub fn validate_annotations(annotations: &BTreeMap<String, String>) -> Result<()> {
+    let mut total = 0;
+    for (k, v) in annotations {
+        if let Some(why) = label_key_errors(&k.to_lowercase()).first() {
+            return Err(Error::Invalid(format!("invalid annotation key {k:?}: {why}")));
+        }
+        total += k.len() + v.len();
+    }
+    if total > ANNOTATIONS_MAX_BYTES {
+        return Err(Error::Invalid(format!(
+            "annotations: Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes (these have {total})"
+        )));
+    }
+    Ok(())
 }
 
 /// The project every cluster has, always global (VNID 0) at creation.
@@ -181,6 +223,22 @@ mod tests {
         for (k, v) in [("", "x"), ("-a", "x"), ("a", "-x"), ("Bad_Prefix/a", "x"), ("a/b/c", "x"), ("a", "x y")] {
             assert!(validate_labels(&labels(&[(k, v)])).is_err(), "{k}={v}");
         }
+    }
+
+    #[test]
+    fn annotation_syntax() {
+        let big = "x".repeat(ANNOTATIONS_MAX_BYTES);
+        validate_annotations(&labels(&[(MULTICAST_ANNOTATION, "true"), ("Example.com/Free", "any value: at all")]))
+            .unwrap();
+        for (k, v) in [("", "x"), ("a/b/c", "x"), ("bad_prefix/a", "x"), ("a", big.as_str())] {
+            assert!(validate_annotations(&labels(&[(k, v)])).is_err(), "{k}={v:.20}");
+        }
+    }
+
+    #[test]
+    fn multicast_needs_every_project_of_the_vnid() {
+        let vnids = multicast_vnids([(10, true), (11, true), (11, false), (12, false), (0, true)]);
+        assert_eq!(vnids.into_iter().collect::<Vec<_>>(), [0, 10]);
     }
 
     #[test]

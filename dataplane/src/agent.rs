@@ -29,7 +29,7 @@ use oxsdn_controller::{
     egress::EgressNetworkPolicyRecord,
     policy::{NetworkPolicyRecord, PodAddress, PodMeta},
     store::{self, StoreBackend, StoreError},
-    Cluster, ClusterConfig, Error as ControllerError, NetNamespace,
+    Cluster, ClusterConfig, Error as ControllerError, HostSubnet, NetNamespace,
 };
 
 use crate::{
@@ -41,6 +41,7 @@ use crate::{
     loader::{remove_if_exists, Programs},
     maps::{self, ip_key, LocalPods, NodeMaps},
     mirror::{self, mode::Mode, projects::Projects, remote_nodes::RemoteNodes, services::Services, Mirror},
+    multicast::Multicast,
     netdev::{self, HostVeth},
     pods::{PodRecord, PodTable},
     policy::{mirrors::Follow, LocalPod, PolicyEngine},
@@ -87,6 +88,7 @@ pub struct Agent {
     maps: Arc<Mutex<NodeMaps>>,
     projects: Arc<Projects>,
     policy: Arc<PolicyEngine>,
+    multicast: Arc<Multicast>,
     pods: Mutex<PodState>,
     /// Wakes the publisher of this node's pods' addresses (`publish_pod_addresses`).
     addresses_changed: Mutex<Option<Sender<()>>>,
@@ -203,6 +205,9 @@ impl Agent {
         let egress_firewall = EgressFirewall::start(maps.clone(), config.dns_server)?;
         follow_policy_input::<NetNamespace, _>(&cluster, &egress_firewall)?;
         follow_policy_input::<EgressNetworkPolicyRecord, _>(&cluster, &egress_firewall)?;
+        let multicast = Multicast::start(maps.clone(), &config.node_name)?;
+        follow_policy_input::<NetNamespace, _>(&cluster, &multicast)?;
+        follow_policy_input::<HostSubnet, _>(&cluster, &multicast)?;
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;
@@ -217,12 +222,14 @@ impl Agent {
             maps,
             projects,
             policy,
+            multicast,
             pods: Mutex::new(PodState { table, ipam }),
             addresses_changed: Mutex::new(None),
             saved: Mutex::new(0),
         });
         agent.apply_queued_deletions()?;
         agent.restore_pods()?;
+        agent.multicast.pods_restored();
         let mode = Arc::new(Mode::new(agent.cluster.clone(), agent.maps.clone()));
         mirror::follow(mode.clone(), mode.resync()?);
         publish_pod_addresses_periodically(&agent);
@@ -624,6 +631,8 @@ impl Agent {
         let mut maps = self.maps.lock().unwrap();
         maps.bandwidth.set(slot, limit, 0)?;
         maps.pods.set(slot, entry, 0)?;
+        drop(maps);
+        self.multicast.pod_plugged(rec.ifindex, &rec.project);
         Ok(())
     }
 
@@ -638,6 +647,7 @@ impl Agent {
             }
         }
         drop(maps);
+        self.multicast.pod_unplugged(rec.ifindex);
         self.policy.remove_local_pod(&attachment_key(rec));
         self.detach(&rec.host_veth);
     }

@@ -16,6 +16,7 @@ pub mod maps;
 pub mod metrics;
 pub mod mirror;
 pub mod monitor;
+pub mod multicast;
 pub mod netdev;
 pub mod pods;
 pub mod policy;

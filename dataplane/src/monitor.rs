@@ -351,6 +351,8 @@ impl Describer {
                 Some(format!("pod {} (veth {})", ip_from_key(e.out_ip), ifname_or_index(e.out_ifindex)))
             }
             output_kind::TUNNEL => Some(format!("tunnel to {} VNI {:#x}", ip_from_key(e.out_ip), e.vni)),
+            output_kind::MULTICAST if e.out_ifindex != 0 => Some(format!("multicast of VNID {} (pods, nodes)", e.vni)),
+            output_kind::MULTICAST => Some(format!("multicast of VNID {} (pods)", e.vni)),
             other => Some(format!("output {other}")),
         };
         let source_project = match e.owner {

@@ -180,6 +180,12 @@ pub enum Output {
         node_ip: Ipv4Addr,
         vni: u32,
     },
+    /// Multicast copies to the local pods of VNID `vnid` that receive it (but the
+    /// sender), and to every other node if `to_nodes` (tables 111 and 120).
+    Multicast {
+        vnid: u32,
+        to_nodes: bool,
+    },
 }
 
 /// A service translation: the packet leaves with these addresses and ports.
@@ -373,6 +379,7 @@ fn decode(r: &TraceRecord, run: TestRun) -> Trace {
         output_kind::TUN0 => Output::Tun0 { ifindex: r.ifindex },
         output_kind::POD => Output::Pod { ifindex: r.ifindex, ip: ip_from_key(r.pod_ip) },
         output_kind::TUNNEL => Output::Tunnel { ifindex: r.ifindex, node_ip: ip_from_key(r.node_ip), vni: r.vni },
+        output_kind::MULTICAST => Output::Multicast { vnid: r.vni, to_nodes: r.ifindex != 0 },
         _ => Output::Drop,
     });
     let translation = (r.decided != 0 && r.xlate_active != 0).then(|| Translation {

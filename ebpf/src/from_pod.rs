@@ -11,6 +11,7 @@ use crate::shared::{
     bandwidth::{pace, Pace},
     env::Maps,
     maps::CONFIG,
+    multicast::replicate,
     output::{drop_at_output, judged, to_pod_peer, to_pod_veth, to_tun0, to_tunnel, Decision},
     parse::parse,
     scratch, trace_mode,
@@ -82,6 +83,7 @@ fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision,
             to_pod_peer(ctx, p, d.ifindex, d.ip)
         }
         output_kind::TUNNEL => to_tunnel(ctx, p, d.ip, d.vni),
+        output_kind::MULTICAST => replicate(ctx, p, d, in_port),
         _ => TC_ACT_SHOT,
     }
 }

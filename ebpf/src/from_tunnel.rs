@@ -20,6 +20,7 @@ use crate::shared::{
     bandwidth::{pace, Pace},
     env::Maps,
     maps::CONFIG,
+    multicast::replicate,
     output::{drop_at_output, judged, to_pod_peer, to_pod_veth, to_tun0, Decision},
     parse::parse,
     scratch,
@@ -116,6 +117,8 @@ fn output<const T: bool>(ctx: &mut TcContext, p: &Packet<Maps<T>>, d: &Decision,
         output_kind::TUN0 => to_tun0(ctx, p),
         // OpenFlow never sends a packet back out of its ingress port.
         output_kind::TUNNEL => drop_at_output(p, TO_INGRESS_PORT),
+        // Local pods only (table 120 never sends a tunnel's multicast on).
+        output_kind::MULTICAST => replicate(ctx, p, d, 0),
         _ => TC_ACT_SHOT,
     }
 }

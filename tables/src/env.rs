@@ -92,6 +92,8 @@ pub trait Env: Copy {
     fn last_departure(self, slot: u32, direction: u32) -> u64;
     /// Records it (not in trace mode).
     fn set_last_departure(self, slot: u32, direction: u32, at: u64);
+    /// Whether VNID `vnid` has multicast enabled and pods on this node (`MCAST_GROUPS`).
+    fn multicast_group(self, vnid: u32) -> bool;
     /// CLOCK_MONOTONIC in ns.
     fn now_ns(self) -> u64;
     fn random(self) -> u32;

@@ -23,6 +23,8 @@ pub mod t100_egress;
 pub mod t101_egress_policy;
 pub mod t10_vxlan_source;
 pub mod t110_multicast;
+pub mod t111_multicast_nodes;
+pub mod t120_multicast_local;
 pub mod t20_antispoof;
 pub mod t21_post_source;
 pub mod t252_bandwidth;
@@ -62,6 +64,8 @@ pub const TABLES: &[&[Rule]] = &[
     t101_egress_policy::RULES,
     t110_multicast::RULES,
     t252_bandwidth::RULES,
+    t111_multicast_nodes::RULES,
+    t120_multicast_local::RULES,
     t254_output::RULES,
 ];
 
@@ -85,6 +89,12 @@ pub enum Output {
     Tunnel {
         node_ip: u32,
         vni: u32,
+    },
+    /// Tables 111 and 120: copies to the local pods of VNID `vnid` that receive its
+    /// multicast (but the ingress port), and, if `to_nodes`, to every other node.
+    Multicast {
+        vnid: u32,
+        to_nodes: bool,
     },
 }
 
@@ -357,6 +367,11 @@ mod tests {
             (252, 106, "EGRESS_OVER_HORIZON"),
             (252, 107, "INGRESS_PACED"),
             (252, 108, "INGRESS_OVER_HORIZON"),
+            (110, 100, "ENABLED"),
+            (111, 101, "REPLICATE"),
+            (120, 102, "DELIVER"),
+            (120, 103, "NO_MEMBERS"),
+            (30, 104, "IP_MCAST_TUNNEL"),
         ];
         let node_wide: Vec<(u8, u32, &str)> = rules()
             .filter(|r| matches!(r.scope, Scope::Node | Scope::Egress))

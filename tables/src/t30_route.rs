@@ -3,13 +3,13 @@
 //! the service's address back and goes to the client (table 80 was passed when the
 //! connection was made).
 
-use oxsdn_common::{trace::REG0_SET, FlowKey};
+use oxsdn_common::{monitor::port, trace::REG0_SET, FlowKey};
 
 use crate::{
     fragments,
     frame::{Arp, Ipv4, L3},
-    is_multicast, t100_egress, t110_multicast, t40_arp_to_local_pod, t50_arp_to_remote_pod, t60_service,
-    t61_load_balance, t70_to_local_pod, t90_to_remote_pod, Env, Output, Packet, Translation,
+    is_multicast, t100_egress, t110_multicast, t120_multicast_local, t40_arp_to_local_pod, t50_arp_to_remote_pod,
+    t60_service, t61_load_balance, t70_to_local_pod, t90_to_remote_pod, Env, Output, Packet, Translation,
 };
 
 crate::rules! {
@@ -24,6 +24,8 @@ crate::rules! {
     node ARP_CLUSTER = 13, priority 100, "arp,arp_tpa={C}" => "goto_table:50";
     node IP_SERVICE = 14, priority 100, "ip,nw_dst={S}" => "goto_table:60";
     node IP_CLUSTER = 15, priority 100, "ip,nw_dst={C}" => "goto_table:90";
+    /// Multicast from another node: to this node's pods of the VNID only.
+    node IP_MCAST_TUNNEL = 104, priority 50, "ip,in_port=vxlan0,nw_dst=224.0.0.0/4" => "goto_table:120";
     node IP_MCAST = 16, priority 25, "ip,nw_dst=224.0.0.0/4" => "goto_table:110";
     node IP_EXTERNAL = 17, priority 0, "ip" => "goto_table:100";
     node ARP_OTHER = 18, priority 0, "arp" => "drop";
@@ -89,6 +91,9 @@ fn route_ip<E: Env>(p: &mut Packet<E>, ip: &Ipv4) -> Output {
     } else if p.in_cluster(ip.dst) {
         p.count(IP_CLUSTER);
         t90_to_remote_pod::table90(p, ip.dst)
+    } else if is_multicast(ip.dst) && p.port == port::TUNNEL {
+        p.count(IP_MCAST_TUNNEL);
+        t120_multicast_local::table120(p, false)
     } else if is_multicast(ip.dst) {
         p.count(IP_MCAST);
         t110_multicast::table110(p)

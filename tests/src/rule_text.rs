@@ -47,6 +47,7 @@ pub const NOT_CHECKED: &[(&str, &str)] = &[
     ("bandwidth=egress", "whether the sending pod has an egress limit (`BANDWIDTH`)"),
     ("bandwidth=ingress", "whether the receiving pod has an ingress limit (`BANDWIDTH`)"),
     ("departure=beyond_horizon", "the pod's pacing state (`PACING`)"),
+    ("reg0=multicast_enabled", "whether every project of the VNID enabled multicast (`MCAST_GROUPS`)"),
 ];
 
 /// A packet as the rules see it: the frame, parsed once, and what else they match on.

@@ -53,7 +53,13 @@ impl Cluster {
                 };
             }
             let id = a.next_ids(keys::PROJECT_ID_COUNTER, "project", 1)?.next().expect("one id");
-            let ns = NetNamespace { name: name.to_owned(), netid, id, labels: BTreeMap::new() };
+            let ns = NetNamespace {
+                name: name.to_owned(),
+                netid,
+                id,
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+            };
             a.put_record(&ns)?;
             Ok(ns)
         })

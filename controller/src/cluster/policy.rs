@@ -130,9 +130,21 @@ pub struct Labeled {
     pub not_found: Vec<String>,
 }
 
+/// kubectl's refusal of keys both set and removed in one command (`what`: "label").
+pub(super) fn refuse_set_and_removed(set: &BTreeMap<String, String>, remove: &[String], what: &str) -> Result<()> {
+    let both: Vec<&str> = remove.iter().filter(|k| set.contains_key(*k)).map(String::as_str).collect();
+    if both.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "can not both modify and remove the following {what}(s) in the same command: {}",
+        both.join(", ")
+    )))
+}
+
 /// `labels` changed as `kubectl label` changes them: `set` is refused for a key that has
 /// another value unless `overwrite`; a removed key that is absent is reported.
-fn relabeled(
+pub(super) fn relabeled(
     labels: &BTreeMap<String, String>,
     set: &BTreeMap<String, String>,
     remove: &[String],
@@ -539,13 +551,7 @@ impl Cluster {
         overwrite: bool,
     ) -> Result<Labeled> {
         validate_labels(set)?;
-        let both: Vec<&str> = remove.iter().filter(|k| set.contains_key(*k)).map(String::as_str).collect();
-        if !both.is_empty() {
-            return Err(Error::Invalid(format!(
-                "can not both modify and remove the following label(s) in the same command: {}",
-                both.join(", ")
-            )));
-        }
+        refuse_set_and_removed(set, remove, "label")?;
         let outcome = |changed: bool| match (changed, set.is_empty()) {
             (false, _) => LabelOutcome::NotLabeled,
             (true, true) => LabelOutcome::Unlabeled,

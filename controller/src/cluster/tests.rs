@@ -155,6 +155,45 @@ fn create_merges_labels_and_label_edits() {
 }
 
 #[test]
+fn annotations_as_kubectl_annotate_sets_them() {
+    use crate::netnamespaces::MULTICAST_ANNOTATION;
+    let (_backing, c) = cluster();
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    c.create_netnamespace("a", BTreeMap::new()).unwrap();
+    let on = c.annotate_netnamespace("a", &map(&[(MULTICAST_ANNOTATION, "true")]), &[], false).unwrap();
+    assert!(on.changed && on.netnamespace.multicast_enabled());
+    assert_eq!(c.get_netnamespace("a").unwrap().unwrap(), on.netnamespace);
+    // The same value again: no write.
+    let revision = everything(&c).revision;
+    assert!(!c.annotate_netnamespace("a", &map(&[(MULTICAST_ANNOTATION, "true")]), &[], false).unwrap().changed);
+    assert_eq!(everything(&c).revision, revision);
+    // Another value needs --overwrite; a key both set and removed, a bad key, an unknown
+    // project, too much in all: refused, nothing written.
+    let refused = [
+        c.annotate_netnamespace("a", &map(&[(MULTICAST_ANNOTATION, "false")]), &[], false),
+        c.annotate_netnamespace("a", &map(&[("k", "v")]), &names(&["k"]), true),
+        c.annotate_netnamespace("a", &map(&[("bad_prefix/k", "v")]), &[], true),
+        c.annotate_netnamespace("b", &map(&[("k", "v")]), &[], true),
+        c.annotate_netnamespace("a", &map(&[("big", &"x".repeat(300 * 1024))]), &[], true),
+    ];
+    assert!(matches!(refused[0], Err(Error::LabelExists { .. })), "{:?}", refused[0]);
+    assert!(matches!(refused[3], Err(Error::UnknownProject(_))), "{:?}", refused[3]);
+    assert!(refused.iter().all(Result::is_err));
+    assert_eq!(everything(&c).revision, revision);
+    // Removal, with an absent key reported.
+    let off = c.annotate_netnamespace("a", &BTreeMap::new(), &names(&[MULTICAST_ANNOTATION, "absent"]), false).unwrap();
+    assert!(off.changed && !off.netnamespace.multicast_enabled());
+    assert_eq!(off.not_found, ["absent"]);
+    // Whole, as a manifest sets them.
+    assert!(c.set_netnamespace_annotations("a", &map(&[("x", "1")])).unwrap());
+    assert!(!c.set_netnamespace_annotations("a", &map(&[("x", "1")])).unwrap());
+    assert_eq!(c.get_netnamespace("a").unwrap().unwrap().annotations, map(&[("x", "1")]));
+    assert!(c.set_netnamespace_annotations("a", &map(&[("a/b/c", "1")])).is_err());
+}
+
+#[test]
 fn select_projects_by_labels() {
     let (_backing, c) = cluster();
     let l = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
@@ -322,7 +361,8 @@ fn vnid_is_free_only_when_no_project_uses_it(kind: Kind) {
 #[test]
 fn record_named_differently_from_its_key_is_bad() {
     let (_backing, c) = cluster();
-    let ns = NetNamespace { name: "other".into(), netid: 10, id: 1, labels: BTreeMap::new() };
+    let ns =
+        NetNamespace { name: "other".into(), netid: 10, id: 1, labels: BTreeMap::new(), annotations: BTreeMap::new() };
     raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&ns).unwrap());
     assert!(matches!(c.get_netnamespace("a"), Err(Error::BadRecord { .. })));
     assert!(matches!(c.list_netnamespaces(), Err(Error::BadRecord { .. })));
@@ -333,7 +373,7 @@ fn record_named_differently_from_its_key_is_bad() {
 fn netid_out_of_range_in_the_store_is_a_bad_record() {
     let (_backing, c) = cluster();
     let put_netid = |netid| {
-        let ns = NetNamespace { name: "a".into(), netid, id: 1, labels: BTreeMap::new() };
+        let ns = NetNamespace { name: "a".into(), netid, id: 1, labels: BTreeMap::new(), annotations: BTreeMap::new() };
         raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&ns).unwrap());
     };
     for netid in [1, MIN_VNID - 1, MAX_VNID + 1, u32::MAX] {
@@ -585,7 +625,13 @@ fn batch_creation_allocates_like_one_by_one() {
 #[test]
 fn records_no_operation_could_write_are_bad() {
     let (_backing, c) = initialised();
-    let aliasing = NetNamespace { name: "a".into(), netid: MAX_VNID + 11, id: 1, labels: BTreeMap::new() };
+    let aliasing = NetNamespace {
+        name: "a".into(),
+        netid: MAX_VNID + 11,
+        id: 1,
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+    };
     raw_put(&c, &record_key::<NetNamespace>("a"), &serde_json::to_vec(&aliasing).unwrap());
     let err = c.get_netnamespace("a").unwrap_err();
     assert_eq!(

@@ -282,6 +282,12 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     }
 
     #[inline(always)]
+    fn multicast_group(self, vnid: u32) -> bool {
+        // SAFETY: read-only access to a map value.
+        unsafe { MCAST_GROUPS.get(&vnid) }.is_some()
+    }
+
+    #[inline(always)]
     fn policy_generation(self) -> u32 {
         POLICY_GENERATION.get(0).copied().unwrap_or(0)
     }

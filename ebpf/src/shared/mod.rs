@@ -8,6 +8,7 @@ pub mod encap;
 pub mod env;
 pub mod maps;
 pub mod monitor;
+pub mod multicast;
 pub mod output;
 pub mod parse;
 pub mod scratch;

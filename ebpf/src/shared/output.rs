@@ -40,11 +40,12 @@ type P<'a, const T: bool> = Packet<'a, Maps<T>>;
 #[derive(Clone, Copy, Default)]
 pub struct Decision {
     pub kind: u32,
-    /// The output port: `POD`: the pod's host veth; `TUN0`: tun0; `TUNNEL`: vxlan0.
+    /// The output port: `POD`: the pod's host veth; `TUN0`: tun0; `TUNNEL`: vxlan0;
+    /// `MULTICAST`: vxlan0 if copies go to the other nodes too, else 0.
     pub ifindex: u32,
     /// `POD`: its address; `TUNNEL`: the node's underlay address.
     pub ip: u32,
-    /// `TUNNEL`: the VNI.
+    /// `TUNNEL`: the VNI; `MULTICAST`: the VNID.
     pub vni: u32,
 }
 
@@ -58,6 +59,12 @@ impl Decision {
             Output::Tunnel { node_ip, vni } => {
                 Decision { kind: output_kind::TUNNEL, ifindex: cfg.vxlan_ifindex, ip: node_ip, vni }
             }
+            Output::Multicast { vnid, to_nodes } => Decision {
+                kind: output_kind::MULTICAST,
+                ifindex: if to_nodes { cfg.vxlan_ifindex } else { 0 },
+                ip: 0,
+                vni: vnid,
+            },
         }
     }
 }
@@ -74,6 +81,11 @@ pub fn judged<const T: bool>(p: &mut P<T>, d: &Decision) -> bool {
             return false;
         }
         output_kind::POD => p.slot(d.ip),
+        // Tables 110 to 120 never visit table 80 (as in OpenShift): no policy applies.
+        output_kind::MULTICAST => {
+            p.env.decision(d, p);
+            return true;
+        }
         _ => t80_isolation::NOT_LOCAL,
     };
     if !t80_isolation::at_output(p, dst_slot) {
