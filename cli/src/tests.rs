@@ -157,15 +157,15 @@ fn get_output_formats() {
     ok(&tmp, &["pod-network", "join-projects", "--to=default", "c"]);
     assert_eq!(
         ok(&tmp, &["get", "netnamespaces"]),
-        "NAME      NETID\na         0\nb         0\nc         0\ndefault   0\n"
+        "NAME      NETID     EGRESS IPS\na         0         []\nb         0         []\nc         0         []\ndefault   0         []\n"
     );
     ok(&tmp, &["node", "add", "ip-10-0-130-137.us-east-2.compute.internal", "--ip", "10.0.130.137"]);
     ok(&tmp, &["node", "add", "node-b", "--ip", "10.0.0.2"]);
     assert_eq!(
         ok(&tmp, &["get", "hostsubnets"]),
-        "NAME                                         HOST                                         HOST IP        SUBNET\n\
-         ip-10-0-130-137.us-east-2.compute.internal   ip-10-0-130-137.us-east-2.compute.internal   10.0.130.137   10.128.0.0/23\n\
-         node-b                                       node-b                                       10.0.0.2       10.129.0.0/23\n"
+        "NAME                                         HOST                                         HOST IP        SUBNET          EGRESS CIDRS   EGRESS IPS\n\
+         ip-10-0-130-137.us-east-2.compute.internal   ip-10-0-130-137.us-east-2.compute.internal   10.0.130.137   10.128.0.0/23   []             []\n\
+         node-b                                       node-b                                       10.0.0.2       10.129.0.0/23   []             []\n"
     );
     let json: serde_json::Value = serde_json::from_str(&ok(&tmp, &["get", "hostsubnets", "-o", "json"])).unwrap();
     assert_eq!(json[1], serde_json::json!({"host": "node-b", "hostIp": "10.0.0.2", "subnet": "10.129.0.0/23"}));
@@ -725,4 +725,43 @@ fn projects_and_nodes_are_imported_with_openshifts_values() {
     // Without --subnet, a node gets an allocated one, never the imported one.
     let out = ok(&tmp, &["node", "add", "n2", "--ip", "192.168.1.2"]);
     assert!(!out.contains("10.129.4.0/23"), "{out}");
+}
+
+#[test]
+fn egress_ips_are_validated_as_a_whole_and_shown_as_oc_shows_them() {
+    let tmp = cluster_with_projects();
+    ok(&tmp, &["node", "add", "node-a", "--ip", "10.0.0.1"]);
+    ok(&tmp, &["node", "add", "node-b", "--ip", "10.0.0.2"]);
+    assert_eq!(
+        ok(&tmp, &["set", "hostsubnet-egress", "node-a", "--cidrs", "10.0.5.0/24"]),
+        "hostsubnet.network.openshift.io/node-a patched\n"
+    );
+    ok(&tmp, &["set", "hostsubnet-egress", "node-b", "--cidrs", "10.0.6.0/24", "--ips", "10.0.6.7"]);
+    assert_eq!(ok(&tmp, &["set", "egress-ips", "a", "10.0.5.10", "10.0.6.7"]), "netnamespace.network.openshift.io/a patched\n");
+    let refused = |args: &[&str], why: &str| {
+        let before = (ok(&tmp, &["get", "netnamespaces"]), ok(&tmp, &["get", "hostsubnets"]));
+        let err = oxsdnctl(&tmp, args).unwrap_err();
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert_eq!((ok(&tmp, &["get", "netnamespaces"]), ok(&tmp, &["get", "hostsubnets"])), before, "{args:?}");
+    };
+    refused(&["set", "egress-ips", "b", "10.0.5.10"], "already project \"a\"'s");
+    refused(&["set", "egress-ips", "b", "192.0.2.1"], "outside every node's network");
+    refused(&["set", "egress-ips", "b", "10.0.0.2"], "node \"node-b\"'s own address");
+    refused(&["set", "egress-ips", "b", "10.0.5.1", "10.0.5.1"], "given twice");
+    refused(&["set", "egress-ips", "nope", "10.0.5.1"], "nope");
+    refused(&["set", "hostsubnet-egress", "node-a", "--ips", "10.0.6.7", "--cidrs", "10.0.5.0/24,10.0.6.0/24"], "egress IP 10.0.6.7 of node");
+    refused(&["set", "hostsubnet-egress", "node-a", "--cidrs", "10.0.5.1/24"], "network address");
+    refused(&["set", "hostsubnet-egress", "node-c", "--cidrs", "10.0.5.0/24"], "node-c");
+    // Clearing node-b's would leave project a's 10.0.6.7 outside every network.
+    refused(&["set", "hostsubnet-egress", "node-b"], "outside every node's network");
+    let table = ok(&tmp, &["get", "netnamespaces"]);
+    assert!(table.starts_with("NAME      NETID      EGRESS IPS\n"), "{table}");
+    assert!(table.contains(" [10.0.5.10 10.0.6.7]\n"), "{table}");
+    let table = ok(&tmp, &["get", "hostsubnets"]);
+    assert!(table.contains("node-b    node-b    10.0.0.2   10.129.0.0/23   [10.0.6.0/24]   [10.0.6.7]\n"), "{table}");
+    ok(&tmp, &["set", "egress-ips", "a"]);
+    let table = ok(&tmp, &["get", "netnamespaces"]);
+    assert!(table.lines().any(|l| l.starts_with("a ") && l.ends_with(" []")), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&tmp, &["get", "hostsubnets", "-o", "json"])).unwrap();
+    assert_eq!(json[1]["egressIPs"], serde_json::json!(["10.0.6.7"]));
 }

@@ -100,6 +100,8 @@ macro_rules! for_each_map {
             EGRESS_CIDRS egress_cidrs: LpmTrie<$crate::egress::EgressCidr, $crate::egress::EgressVerdict> [$crate::egress::MAX_EGRESS_ENTRIES, $crate::maps::NO_PREALLOC];
             /// Counters of the egress firewall's entries, by `EgressVerdict.slot`.
             EGRESS_STATS egress_stats: PerCpuArray<u32, $crate::Counter> [$crate::egress::MAX_EGRESS_ENTRIES, 0];
+            /// Egress IPs by VNID (table 100, `egress_ip`).
+            EGRESS_IPS egress_ips: HashMap<u32, $crate::egress_ip::EgressIpEntry> [$crate::egress_ip::MAX_EGRESS_IP_PROJECTS, $crate::maps::NO_PREALLOC];
             /// Counters of the node-wide rules, by rule id.
             RULE_STATS rule_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_RULES, 0];
             /// Counters of the per-pod rules (`stats::pod_index`).

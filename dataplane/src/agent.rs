@@ -28,12 +28,13 @@ use oxsdn_controller::{
     egress::EgressNetworkPolicyRecord,
     policy::{NetworkPolicyRecord, PodAddress, PodMeta},
     store::{self, StoreBackend, StoreError},
-    Cluster, ClusterConfig, Error as ControllerError, NetNamespace,
+    Cluster, ClusterConfig, Error as ControllerError, HostSubnet, NetNamespace,
 };
 
 use crate::{
     conntrack, egress,
     egress_firewall::EgressFirewall,
+    egress_ip::EgressIps,
     entries::{self, NodeAddresses, ProjectRef},
     ipam::{Ipam, IpamError},
     loader::{remove_if_exists, Programs},
@@ -183,6 +184,16 @@ impl Agent {
         let egress_firewall = EgressFirewall::start(maps.clone(), config.dns_server)?;
         follow_policy_input::<NetNamespace, _>(&cluster, &egress_firewall)?;
         follow_policy_input::<EgressNetworkPolicyRecord, _>(&cluster, &egress_firewall)?;
+        let egress_ips = EgressIps::start(
+            cluster.clone(),
+            maps.clone(),
+            &config.node_name,
+            config.node_ip,
+            network.cluster_network,
+            underlay.as_ref().map(|(name, index)| (name.as_str(), *index)),
+        )?;
+        follow_policy_input::<NetNamespace, _>(&cluster, &egress_ips)?;
+        follow_policy_input::<HostSubnet, _>(&cluster, &egress_ips)?;
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;
@@ -791,6 +802,7 @@ pub fn teardown(
     remove_if_exists(&cni_conf_dir.join(CNI_CONF_FILE))?;
     remove_if_exists(socket)?;
     egress::remove_masquerade()?;
+    crate::egress_ip::remove_rules()?;
     // The underlay device stays: its prefilter is detached now, not when the kernel
     // gets round to releasing the unpinned link.
     crate::health::detach_pinned_link(&bpffs_dir.join(node_name).join("links").join(prefilter::PIN))?;

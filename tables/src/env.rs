@@ -7,6 +7,7 @@
 
 use oxsdn_common::{
     egress::EgressVerdict,
+    egress_ip::EgressIpEntry,
     policy::{IdentityPolicy, PolicyKey, PortSet},
     EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
@@ -72,6 +73,8 @@ pub trait Env: Copy {
     fn track_policy_connection(self, flow: &FlowKey, owner: u32) -> bool;
     /// The egress firewall's entry for traffic of VNID `vnid` to `dst` (`EGRESS_CIDRS`).
     fn egress_verdict(self, vnid: u32, dst: u32) -> Option<EgressVerdict>;
+    /// The egress IPs of VNID `vnid` and their holders (`EGRESS_IPS`).
+    fn egress_ips(self, vnid: u32) -> Option<&'static EgressIpEntry>;
     /// CLOCK_MONOTONIC in ns.
     fn now_ns(self) -> u64;
     fn random(self) -> u32;

@@ -107,6 +107,7 @@ pub fn node_grants(node: &str) -> Vec<Grant> {
         Grant::new(Access::Write, keys::HOSTSUBNETS_GUARD, false),
         Grant::new(Access::Write, &format!("{}{node}/", keys::POD_ADDRESSES), true),
         Grant::new(Access::Write, keys::POD_ADDRESSES_GUARD, false),
+        Grant::new(Access::Write, &format!("{}{node}", keys::LEASES), false),
     ]
 }
 

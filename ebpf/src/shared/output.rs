@@ -109,6 +109,11 @@ pub fn to_tun0<const T: bool>(ctx: &mut TcContext, p: &P<T>) -> i32 {
     if !apply(ctx, p, false) {
         return drop_at_output(p, TRANSLATION_FAILED);
     }
+    // The host's SNAT rule of the egress IP matches the mark (redirects within the
+    // namespace keep it).
+    if p.egress_mark != 0 {
+        ctx.set_mark(p.egress_mark);
+    }
     // SAFETY: plain helper call.
     sent(p, unsafe { bpf_redirect(p.cfg.tun0_ifindex, BPF_F_INGRESS) })
 }
