@@ -737,19 +737,25 @@ fn egress_ips_are_validated_as_a_whole_and_shown_as_oc_shows_them() {
         "hostsubnet.network.openshift.io/node-a patched\n"
     );
     ok(&tmp, &["set", "hostsubnet-egress", "node-b", "--cidrs", "10.0.6.0/24", "--ips", "10.0.6.7"]);
-    assert_eq!(ok(&tmp, &["set", "egress-ips", "a", "10.0.5.10", "10.0.6.7"]), "netnamespace.network.openshift.io/a patched\n");
+    assert_eq!(
+        ok(&tmp, &["set", "egress-ips", "a", "10.0.5.10", "10.0.6.7"]),
+        "netnamespace.network.openshift.io/a patched\n"
+    );
     let refused = |args: &[&str], why: &str| {
         let before = (ok(&tmp, &["get", "netnamespaces"]), ok(&tmp, &["get", "hostsubnets"]));
         let err = oxsdnctl(&tmp, args).unwrap_err();
         assert!(err.contains(why), "{args:?}: {err}");
         assert_eq!((ok(&tmp, &["get", "netnamespaces"]), ok(&tmp, &["get", "hostsubnets"])), before, "{args:?}");
     };
-    refused(&["set", "egress-ips", "b", "10.0.5.10"], "already project \"a\"'s");
+    refused(&["set", "egress-ips", "b", "10.0.5.10"], "two projects, \"a\" and \"b\"");
     refused(&["set", "egress-ips", "b", "192.0.2.1"], "outside every node's network");
     refused(&["set", "egress-ips", "b", "10.0.0.2"], "node \"node-b\"'s own address");
     refused(&["set", "egress-ips", "b", "10.0.5.1", "10.0.5.1"], "given twice");
     refused(&["set", "egress-ips", "nope", "10.0.5.1"], "nope");
-    refused(&["set", "hostsubnet-egress", "node-a", "--ips", "10.0.6.7", "--cidrs", "10.0.5.0/24,10.0.6.0/24"], "egress IP 10.0.6.7 of node");
+    refused(
+        &["set", "hostsubnet-egress", "node-a", "--ips", "10.0.6.7", "--cidrs", "10.0.5.0/24,10.0.6.0/24"],
+        "two nodes",
+    );
     refused(&["set", "hostsubnet-egress", "node-a", "--cidrs", "10.0.5.1/24"], "network address");
     refused(&["set", "hostsubnet-egress", "node-c", "--cidrs", "10.0.5.0/24"], "node-c");
     // Clearing node-b's would leave project a's 10.0.6.7 outside every network.

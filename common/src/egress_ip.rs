@@ -26,10 +26,15 @@ crate::wire! {
         pub holders: [u32; MAX_EGRESS_IPS as usize],
         /// Candidate i's mark if this node holds it, else 0.
         pub marks: [u32; MAX_EGRESS_IPS as usize],
+        /// tun0's MAC (first 6 bytes): a frame from another node, still addressed to
+        /// that node's gateway, must be addressed to this tun0 for the host to route it
+        /// (OpenShift's flow sets `eth_dst` so too).
+        pub tun0_mac: [u8; 8],
     }
 }
 
-/// The candidate a flow takes: a hash of its addresses and ports, of `count` candidates.
+/// The candidate a flow takes: a hash of its addresses and ports, of `count` candidates
+/// (0 if there are none).
 #[inline(always)]
 pub fn pick(src: u32, dst: u32, ports: u32, proto: u8, count: u32) -> u32 {
     // A multiply-xorshift mix (as in splitmix): cheap, and every input bit reaches the
@@ -39,9 +44,7 @@ pub fn pick(src: u32, dst: u32, ports: u32, proto: u8, count: u32) -> u32 {
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^= h >> 31;
-    if count == 0 {
-        0
-    } else {
-        (h % count as u64) as u32
-    }
+    // Lemire's multiply-shift instead of a modulo: below `count` by construction, which
+    // the verifier can follow (it cannot bound a modulo's result).
+    ((h as u32 as u64 * count as u64) >> 32) as u32
 }

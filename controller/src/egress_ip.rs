@@ -142,7 +142,7 @@ impl EgressIpState {
             for ip in &p.egress_ips {
                 if let Some(other) = owner.insert(*ip, &p.project) {
                     return Err(Error::Invalid(format!(
-                        "egress IP {ip} of project {:?} is already project {other:?}'s",
+                        "egress IP {ip} would belong to two projects, {other:?} and {:?}",
                         p.project
                     )));
                 }
@@ -164,7 +164,7 @@ impl EgressIpState {
             for ip in &n.egress_ips {
                 if let Some(other) = manual.insert(*ip, &n.node) {
                     return Err(Error::Invalid(format!(
-                        "egress IP {ip} of node {:?} is already node {other:?}'s",
+                        "egress IP {ip} would be held by two nodes, {other:?} and {:?}",
                         n.node
                     )));
                 }
@@ -239,7 +239,10 @@ mod tests {
     }
 
     fn project(s: &mut EgressIpState, name: &str, ips: &[&str]) {
-        s.projects.insert(name.into(), ProjectEgressIps { project: name.into(), egress_ips: ips.iter().map(|a| ip(a)).collect() });
+        s.projects.insert(
+            name.into(),
+            ProjectEgressIps { project: name.into(), egress_ips: ips.iter().map(|a| ip(a)).collect() },
+        );
     }
 
     #[test]
@@ -276,7 +279,7 @@ mod tests {
         let mut s = state();
         project(&mut s, "a", &["10.0.1.1"]);
         project(&mut s, "b", &["10.0.1.1"]);
-        assert!(s.check().unwrap_err().to_string().contains("already project \"a\"'s"));
+        assert!(s.check().unwrap_err().to_string().contains("two projects, \"a\" and \"b\""));
         let mut s = state();
         project(&mut s, "a", &["192.168.9.9"]);
         assert!(s.check().unwrap_err().to_string().contains("outside every node's network"));
@@ -286,13 +289,14 @@ mod tests {
         let mut s = state();
         s.nodes.get_mut("n1").unwrap().egress_ips.push(ip("10.0.0.50"));
         s.nodes.get_mut("n2").unwrap().egress_ips.push(ip("10.0.0.50"));
-        assert!(s.check().unwrap_err().to_string().contains("already node \"n1\"'s"));
+        assert!(s.check().unwrap_err().to_string().contains("two nodes, \"n1\" and \"n2\""));
         let mut s = state();
         s.nodes.get_mut("n1").unwrap().egress_ips.push(ip("10.9.0.50"));
         assert!(s.check().unwrap_err().to_string().contains("outside node \"n1\"'s network"));
         let p = ProjectEgressIps { project: "a".into(), egress_ips: vec![ip("10.0.1.1"), ip("10.0.1.1")] };
         assert!(p.check().is_err());
-        let n = NodeEgress { node: "n1".into(), egress_cidrs: vec!["10.0.1.1/24".parse().unwrap()], ..Default::default() };
+        let n =
+            NodeEgress { node: "n1".into(), egress_cidrs: vec!["10.0.1.1/24".parse().unwrap()], ..Default::default() };
         assert!(n.check().is_err());
     }
 }

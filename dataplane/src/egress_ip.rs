@@ -62,6 +62,8 @@ pub struct EgressIps {
     /// The underlay device (name, ifindex) and its network; none: this node holds no
     /// egress IP (nowhere to put one).
     underlay: Option<(String, u32, Ipv4Network)>,
+    /// tun0's MAC, which frames for the host must carry.
+    tun0_mac: [u8; 8],
     state: Mutex<State>,
 }
 
@@ -99,7 +101,14 @@ impl EgressIps {
             }
             None => None,
         };
+        let mac = with_netlink(|h| async move { netlink::get_link(&h, crate::netdev::TUN0).await })??
+            .and_then(|l| l.mac)
+            .filter(|m| m.len() == 6)
+            .context("tun0 has no MAC")?;
+        let mut tun0_mac = [0; 8];
+        tun0_mac[..6].copy_from_slice(&mac);
         let egress = Arc::new(EgressIps {
+            tun0_mac,
             cluster,
             maps,
             node: node.to_owned(),
@@ -236,8 +245,11 @@ impl EgressIps {
             self.install_rules(&state.held)?;
         }
         if let Some((_, index, network)) = &self.underlay {
-            let every: BTreeSet<Ipv4Addr> =
-                state.egress.projects.values().flat_map(|p| p.egress_ips.iter().copied()).collect();
+            // Every egress IP of the records, and those just given up (no longer any
+            // project's perhaps): the ones this node may have to take off.
+            let projects = state.egress.projects.values().flat_map(|p| p.egress_ips.iter().copied());
+            let nodes = state.egress.nodes.values().flat_map(|n| n.egress_ips.iter().copied());
+            let every: BTreeSet<Ipv4Addr> = projects.chain(nodes).chain(gone.iter().copied()).collect();
             sync_addresses(*index, *network, &state.held, &every, self.node_ip)?;
             for ip in &new {
                 announce_in_background(*index, *ip);
@@ -250,7 +262,7 @@ impl EgressIps {
             if vnid == 0 {
                 continue;
             }
-            let entry = wanted.entry(vnid).or_default();
+            let entry = wanted.entry(vnid).or_insert(EgressIpEntry { tun0_mac: self.tun0_mac, ..Default::default() });
             for ip in &project.egress_ips {
                 let Some(holder) = placement.get(ip).and_then(|n| node_ips.get(n)) else { continue };
                 let i = entry.count as usize;
@@ -333,10 +345,8 @@ impl EgressIps {
                 ],
             ));
             let ct_state = Expression::Named(NamedExpression::CT(CT { key: "state".into(), family: None, dir: None }));
-            let replies = Expression::List(vec![
-                Expression::String("established".into()),
-                Expression::String("related".into()),
-            ]);
+            let replies =
+                Expression::List(vec![Expression::String("established".into()), Expression::String("related".into())]);
             batch.add(rule(
                 "replies-only",
                 vec![

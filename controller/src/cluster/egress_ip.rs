@@ -157,10 +157,12 @@ impl Cluster {
         let projects = self.watch_records(after_revision, EgressIpEvent::Project, |name| {
             Some(EgressIpEvent::ProjectDeleted(name.to_owned()))
         })?;
-        let nodes =
-            self.watch_records(after_revision, EgressIpEvent::Node, |name| Some(EgressIpEvent::NodeDeleted(name.to_owned())))?;
-        let leases = self
-            .watch_records(after_revision, EgressIpEvent::Lease, |name| Some(EgressIpEvent::LeaseDeleted(name.to_owned())))?;
+        let nodes = self.watch_records(after_revision, EgressIpEvent::Node, |name| {
+            Some(EgressIpEvent::NodeDeleted(name.to_owned()))
+        })?;
+        let leases = self.watch_records(after_revision, EgressIpEvent::Lease, |name| {
+            Some(EgressIpEvent::LeaseDeleted(name.to_owned()))
+        })?;
         for (what, source) in [("project egress IPs", projects), ("node egress", nodes), ("leases", leases)] {
             let tx = tx.clone();
             std::thread::Builder::new()
