@@ -771,3 +771,58 @@ fn egress_ips_are_validated_as_a_whole_and_shown_as_oc_shows_them() {
     let json: serde_json::Value = serde_json::from_str(&ok(&tmp, &["get", "hostsubnets", "-o", "json"])).unwrap();
     assert_eq!(json[1]["egressIPs"], serde_json::json!(["10.0.6.7"]));
 }
+
+/// OpenShift's own objects, as `oc get -o yaml` prints them (status fields aside).
+const EGRESS_MANIFESTS: &str = "apiVersion: network.openshift.io/v1
+kind: HostSubnet
+metadata:
+  name: node-a
+host: node-a
+hostIP: 10.0.0.1
+subnet: 10.128.0.0/23
+egressCIDRs:
+- 10.0.5.0/24
+---
+apiVersion: network.openshift.io/v1
+kind: NetNamespace
+metadata:
+  name: a
+netname: a
+egressIPs:
+- 10.0.5.10
+- 10.0.5.11
+";
+
+#[test]
+fn openshift_netnamespace_and_hostsubnet_manifests_set_egress() {
+    let tmp = cluster_with_projects();
+    ok(&tmp, &["pod-network", "isolate-projects", "a"]);
+    ok(&tmp, &["node", "add", "node-a", "--ip", "10.0.0.1"]);
+    let file = manifest(&tmp, "egress.yaml", EGRESS_MANIFESTS);
+    assert_eq!(
+        ok(&tmp, &["apply", "-f", &file]),
+        "hostsubnet.network.openshift.io/node-a configured\nnetnamespace.network.openshift.io/a configured\n"
+    );
+    assert_eq!(
+        ok(&tmp, &["apply", "-f", &file]),
+        "hostsubnet.network.openshift.io/node-a unchanged\nnetnamespace.network.openshift.io/a unchanged\n"
+    );
+    let table = ok(&tmp, &["get", "netnamespaces"]);
+    assert!(table.lines().any(|l| l.starts_with("a ") && l.ends_with(" [10.0.5.10 10.0.5.11]")), "{table}");
+    // Wrong facts about the node or the project, or a conflict: nothing applied.
+    for (bad, why) in [
+        (EGRESS_MANIFESTS.replace("hostIP: 10.0.0.1", "hostIP: 10.0.0.9"), "must be the node's"),
+        (EGRESS_MANIFESTS.replace("netname: a", "netname: a\nnetid: 1234"), "is not the project's"),
+        (EGRESS_MANIFESTS.replace("- 10.0.5.0/24", "- 10.0.7.0/24"), "outside every node's network"),
+        (EGRESS_MANIFESTS.replace("- 10.0.5.11", "- 10.0.5.11\n- 10.0.5.11"), "given twice"),
+        (EGRESS_MANIFESTS.replace("netname: a", "netname: a\nbogus: 1"), "bogus"),
+    ] {
+        let file = manifest(&tmp, "bad.yaml", &bad);
+        let err = oxsdnctl(&tmp, &["apply", "-f", &file]).unwrap_err();
+        assert!(err.contains(why), "{why}: {err}");
+        let table = ok(&tmp, &["get", "hostsubnets"]);
+        assert!(table.contains("[10.0.5.0/24]"), "{table}");
+    }
+    let file = manifest(&tmp, "egress.yaml", EGRESS_MANIFESTS);
+    assert!(oxsdnctl(&tmp, &["delete", "-f", &file]).unwrap_err().contains("follow projects and nodes"));
+}

@@ -774,6 +774,7 @@ impl Cluster {
         validate_node_name(name)?;
         self.transact("hostsubnets", |a| {
             if a.delete_record::<HostSubnet>(name)? {
+                a.delete_record::<crate::egress_ip::NodeEgress>(name)?;
                 Ok(())
             } else {
                 Err(Error::UnknownNode(name.to_owned()))

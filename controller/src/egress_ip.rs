@@ -300,3 +300,82 @@ mod tests {
         assert!(n.check().is_err());
     }
 }
+
+/// OpenShift's NetNamespace object (`network.openshift.io/v1`) as a manifest holds it:
+/// what `oxsdnctl apply` takes of it is `egressIPs`. `netid` and `netname`, when given,
+/// must be the project's: oxsdn assigns VNIDs itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetNamespaceManifest {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netid: Option<u32>,
+    #[serde(rename = "egressIPs", default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_ips: Vec<Ipv4Addr>,
+}
+
+/// OpenShift's HostSubnet object (`network.openshift.io/v1`) as a manifest holds it:
+/// what `oxsdnctl apply` takes of it is `egressIPs` and `egressCIDRs`; `host`, `hostIP`
+/// and `subnet`, when given, must be the node's (registered by its agent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSubnetManifest {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(rename = "hostIP", default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Network>,
+    #[serde(rename = "egressIPs", default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_ips: Vec<Ipv4Addr>,
+    #[serde(rename = "egressCIDRs", default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_cidrs: Vec<Ipv4Network>,
+}
+
+/// The egress part of a NetNamespace manifest, and what it says the project is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetNamespaceEgress {
+    pub record: ProjectEgressIps,
+    pub netid: Option<u32>,
+}
+
+/// The egress part of a HostSubnet manifest, and what it says the node is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostSubnetEgress {
+    pub record: NodeEgress,
+    pub host_ip: Option<Ipv4Addr>,
+    pub subnet: Option<Ipv4Network>,
+}
+
+impl NetNamespaceManifest {
+    pub fn into_egress(self) -> std::result::Result<NetNamespaceEgress, String> {
+        let name = self.metadata.name.unwrap_or_default();
+        if let Some(netname) = self.netname.filter(|n| *n != name) {
+            return Err(format!("NetNamespace {name:?}: netname {netname:?} must be metadata.name"));
+        }
+        let record = ProjectEgressIps { project: name, egress_ips: self.egress_ips };
+        record.check().map_err(|e| e.to_string())?;
+        Ok(NetNamespaceEgress { record, netid: self.netid })
+    }
+}
+
+impl HostSubnetManifest {
+    pub fn into_egress(self) -> std::result::Result<HostSubnetEgress, String> {
+        let name = self.metadata.name.unwrap_or_default();
+        if let Some(host) = self.host.filter(|h| *h != name) {
+            return Err(format!("HostSubnet {name:?}: host {host:?} must be metadata.name"));
+        }
+        let record = NodeEgress { node: name, egress_ips: self.egress_ips, egress_cidrs: self.egress_cidrs };
+        record.check().map_err(|e| e.to_string())?;
+        Ok(HostSubnetEgress { record, host_ip: self.host_ip, subnet: self.subnet })
+    }
+}

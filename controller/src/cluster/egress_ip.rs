@@ -3,12 +3,13 @@
 //! and the leases' networks, and checks the whole (`EgressIpState::check`) before it
 //! writes: nothing conflicting is ever stored.
 
-use std::sync::mpsc::Receiver;
+use std::{collections::BTreeMap, sync::mpsc::Receiver};
 
-use super::{keys, Attempt, Cluster, Record};
+use super::{keys, policy::ApplyOutcome, Attempt, Cluster, Record};
 use crate::{
     egress_ip::{EgressIpState, NodeEgress, NodeLease, ProjectEgressIps},
     hostsubnets::validate_node_name,
+    policy::manifest::Object,
     store::Op,
     vnid::GLOBAL_VNID,
     Error, HostSubnet, NetNamespace, Result,
@@ -177,5 +178,104 @@ impl Cluster {
                 .map_err(|e| Error::Invalid(format!("starting a watch thread: {e}")))?;
         }
         Ok(rx)
+    }
+}
+
+impl Attempt<'_> {
+    /// `apply` of NetNamespace and HostSubnet objects: their egress IPs and CIDRs, all
+    /// checked together with the stored ones (`outcomes[i]` for `objects[i]`). What they
+    /// say of the project or node (netid, hostIP, subnet) must be what it is.
+    pub(super) fn apply_egress_objects(
+        &mut self,
+        objects: &[&Object],
+        projects: &BTreeMap<String, NetNamespace>,
+        outcomes: &mut [ApplyOutcome],
+    ) -> Result<()> {
+        if !objects.iter().any(|o| matches!(o, Object::NetNamespaceEgress(_) | Object::HostSubnetEgress(_))) {
+            return Ok(());
+        }
+        let nodes = self.hostsubnets()?;
+        let mut projects_changed = Vec::new();
+        let mut nodes_changed = Vec::new();
+        for object in objects {
+            match object {
+                Object::NetNamespaceEgress(ns) => {
+                    let name = &ns.record.project;
+                    let project = projects.get(name).ok_or_else(|| Error::UnknownProject(name.clone()))?;
+                    if ns.netid.is_some_and(|netid| netid != project.netid) {
+                        return Err(Error::Invalid(format!(
+                            "NetNamespace {name:?}: netid {} is not the project's ({}): oxsdn assigns VNIDs (use \
+                             pod-network commands to change them)",
+                            ns.netid.unwrap_or_default(),
+                            project.netid
+                        )));
+                    }
+                    if project.netid == GLOBAL_VNID && !ns.record.egress_ips.is_empty() {
+                        return Err(Error::Invalid(format!("project {name:?} is global (VNID 0): no egress IPs")));
+                    }
+                    projects_changed.push(ns.record.clone());
+                }
+                Object::HostSubnetEgress(hs) => {
+                    let name = &hs.record.node;
+                    let node = nodes.get(name).ok_or_else(|| Error::UnknownNode(name.clone()))?;
+                    if hs.host_ip.is_some_and(|ip| ip != node.host_ip) || hs.subnet.is_some_and(|s| s != node.subnet) {
+                        return Err(Error::Invalid(format!(
+                            "HostSubnet {name:?}: hostIP and subnet must be the node's ({}, {})",
+                            node.host_ip, node.subnet
+                        )));
+                    }
+                    nodes_changed.push(hs.record.clone());
+                }
+                _ => {}
+            }
+        }
+        let before = self.egress_state(|_| {})?;
+        self.egress_state(|s| {
+            for p in &projects_changed {
+                s.projects.insert(p.project.clone(), p.clone());
+            }
+            for n in &nodes_changed {
+                s.nodes.insert(n.node.clone(), n.clone());
+            }
+        })?;
+        for (i, object) in objects.iter().enumerate() {
+            let changed = match object {
+                Object::NetNamespaceEgress(ns) => {
+                    let name = &ns.record.project;
+                    let (old, new) = (before.projects.get(name), &ns.record);
+                    if old.map_or(!new.egress_ips.is_empty(), |o| o != new) {
+                        if new.egress_ips.is_empty() {
+                            self.delete_record::<ProjectEgressIps>(name)?;
+                        } else {
+                            self.put_record(new)?;
+                        }
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Object::HostSubnetEgress(hs) => {
+                    let name = &hs.record.node;
+                    let (old, new) = (before.nodes.get(name), &hs.record);
+                    let empty = new.egress_ips.is_empty() && new.egress_cidrs.is_empty();
+                    if old.map_or(!empty, |o| o != new) {
+                        if empty {
+                            self.delete_record::<NodeEgress>(name)?;
+                        } else {
+                            self.put_record(new)?;
+                        }
+                        true
+                    } else {
+                        false
+                    }
+                }
+                _ => continue,
+            };
+            // The project or node exists (checked above): applying egress configures it.
+            if changed {
+                outcomes[i] = ApplyOutcome::Configured;
+            }
+        }
+        Ok(())
     }
 }
