@@ -118,7 +118,11 @@ impl EgressIps {
             state: Mutex::new(State::default()),
         });
         let network = egress.underlay.as_ref().map_or(Ipv4Network::new(node_ip, 32)?, |u| u.2);
-        egress.cluster.renew_lease(&NodeLease { node: node.to_owned(), network, beat: 0 })?;
+        // Not fatal: without a lease (a store whose roles predate leases) this node only
+        // looks dead to the others, which then place no automatic egress IP on it.
+        if let Err(e) = egress.cluster.renew_lease(&NodeLease { node: node.to_owned(), network, beat: 0 }) {
+            tracing::warn!("writing the node's lease: {e:#}");
+        }
         std::thread::Builder::new().name("egress-ip-lease".into()).spawn({
             let egress = egress.clone();
             move || egress.renew_forever(network)

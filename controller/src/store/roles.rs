@@ -11,7 +11,8 @@
 //!   key under `/oxsdn/` (it follows the configuration, projects, nodes and services) and
 //!   writes its own HostSubnet and the HostSubnets guard, which registering a node
 //!   rewrites (`cluster::keys::HOSTSUBNETS_GUARD`), and the addresses of its own pods
-//!   (`/oxsdn/pods/NAME/`, and their guard). It cannot create a project nor change any
+//!   (`/oxsdn/pods/NAME/`, and their guard), and its lease (`/oxsdn/leases/NAME`, the
+//!   heartbeat egress IP placement follows). It cannot create a project nor change any
 //!   VNID, service, policy, label, the configuration, another node's HostSubnet or
 //!   another node's pods.
 
@@ -275,7 +276,8 @@ mod tests {
                 "write /oxsdn/hostsubnets/node1",
                 "write /oxsdn/guards/hostsubnets",
                 "write /oxsdn/pods/node1/*",
-                "write /oxsdn/guards/pods"
+                "write /oxsdn/guards/pods",
+                "write /oxsdn/leases/node1"
             ]
         );
     }
@@ -296,7 +298,7 @@ mod tests {
                 "user oxsdn-operator: created, granted role oxsdn-operator",
                 "role oxsdn-node-node1: created, granted read /oxsdn/*, granted write /oxsdn/hostsubnets/node1, \
                  granted write /oxsdn/guards/hostsubnets, granted write /oxsdn/pods/node1/*, \
-                 granted write /oxsdn/guards/pods",
+                 granted write /oxsdn/guards/pods, granted write /oxsdn/leases/node1",
                 "user oxsdn-node-node1: created, granted role oxsdn-node-node1",
                 "auth: enabled",
             ]
@@ -320,7 +322,7 @@ mod tests {
                 "user oxsdn-node-node1: revoked role oxsdn-operator",
                 "role oxsdn-node-node2: created, granted read /oxsdn/*, granted write /oxsdn/hostsubnets/node2, \
                  granted write /oxsdn/guards/hostsubnets, granted write /oxsdn/pods/node2/*, \
-                 granted write /oxsdn/guards/pods",
+                 granted write /oxsdn/guards/pods, granted write /oxsdn/leases/node2",
                 "user oxsdn-node-node2: created, granted role oxsdn-node-node2",
                 "auth: enabled",
             ]
