@@ -18,6 +18,7 @@ use oxsdn_tests::{
     flows::packets,
     frames,
     probe::{serve_whoami, whoami_tcp, whoami_udp, RawSocket},
+    runtime::wait_until,
     TestCluster,
 };
 
@@ -29,20 +30,6 @@ fn external() -> Ipv4Addr {
 
 fn underlay_ip(host: u8) -> String {
     format!("{UNDERLAY_PREFIX}.{host}")
-}
-
-/// Polls `what` until it holds, for at most `within`.
-fn eventually(within: Duration, mut what: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if what() {
-            return true;
-        }
-        if start.elapsed() > within {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The source address the external host sees for a TCP connection of `pod`.
@@ -71,7 +58,9 @@ fn manual_egress_ips_from_the_holder_and_from_other_nodes() -> Result<()> {
     cluster.oxsdnctl(&["set", "egress-ips", "green", &unheld])?;
 
     for pod in [&red_on_holder, &red_elsewhere, &red_third] {
-        assert!(eventually(Duration::from_secs(10), || seen_as(pod) == egress_ip), "{}: {}", pod.ip, seen_as(pod));
+        wait_until(Duration::from_secs(10), &format!("{} leaving with {egress_ip}", pod.ip), || {
+            seen_as(pod) == egress_ip
+        })?;
         assert_eq!(whoami_udp(&pod.netns, external(), WHOAMI_PORT)?, egress_ip, "UDP of {}", pod.ip);
     }
     // Another project on the same node keeps the node's address.
@@ -113,12 +102,12 @@ fn manual_egress_ips_from_the_holder_and_from_other_nodes() -> Result<()> {
     cluster.oxsdnctl(&["set", "egress-ips", "red"])?;
     for (pod, node) in [(&red_elsewhere, 1), (&red_on_holder, 0)] {
         let node_ip = cluster.nodes[node].ip.to_string();
-        assert!(eventually(Duration::from_secs(10), || seen_as(pod) == node_ip), "{}: {}", pod.ip, seen_as(pod));
+        wait_until(Duration::from_secs(10), &format!("{} leaving with {node_ip}", pod.ip), || seen_as(pod) == node_ip)?;
     }
-    assert!(eventually(Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(5), "node1 giving the egress IP up", || {
         let a = cluster.nodes[0].netns.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]).unwrap_or_default();
         !a.contains(&format!(" {egress_ip}/"))
-    }));
+    })?;
     Ok(())
 }
 
@@ -209,13 +198,11 @@ fn automatic_egress_ips_move_off_a_dead_node_under_traffic() -> Result<()> {
         let a = netns[i].ip(&["-4", "-o", "addr", "show", "dev", "eth0"]).unwrap_or_default();
         a.contains(&format!(" {ip}/"))
     };
-    assert!(
-        eventually(Duration::from_secs(10), || (holds(1, &first) && holds(2, &second))
-            || (holds(1, &second) && holds(2, &first))),
-        "not balanced over node2 and node3"
-    );
+    wait_until(Duration::from_secs(10), "one egress IP on each of node2 and node3", || {
+        (holds(1, &first) && holds(2, &second)) || (holds(1, &second) && holds(2, &first))
+    })?;
     let egress: [String; 2] = [first.clone(), second.clone()];
-    assert!(eventually(Duration::from_secs(10), || egress.contains(&seen_as(&pod))), "{}", seen_as(&pod));
+    wait_until(Duration::from_secs(10), "leaving with an egress IP", || egress.contains(&seen_as(&pod)))?;
     // Flows are balanced over both addresses.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..40 {
@@ -224,9 +211,9 @@ fn automatic_egress_ips_move_off_a_dead_node_under_traffic() -> Result<()> {
     assert_eq!(seen, egress.iter().cloned().collect(), "per-flow balancing");
 
     let traffic = Traffic::start(&pod)?;
-    assert!(eventually(Duration::from_secs(5), || traffic
-        .first_answer_after(Instant::now() - Duration::from_millis(200))
-        .is_some()));
+    wait_until(Duration::from_secs(5), "answers to the flow", || {
+        traffic.first_answer_after(Instant::now() - Duration::from_millis(200)).is_some()
+    })?;
     let (_, before) = traffic.answers.lock().unwrap().last().cloned().context("no answer")?;
     let holder = if holds(1, &before) { 1 } else { 2 };
     let survivor = 3 - holder;
@@ -234,7 +221,7 @@ fn automatic_egress_ips_move_off_a_dead_node_under_traffic() -> Result<()> {
     let killed = Instant::now();
     cluster.nodes[holder].kill_agent();
     cluster.underlay.ip(&["link", "set", &format!("p{}", holder + 1), "down"])?;
-    let recovered = eventually(Duration::from_secs(20), || {
+    let recovered = wait_until(Duration::from_secs(20), &format!("{before} moving to node{}", survivor + 1), || {
         traffic.first_answer_after(killed + Duration::from_millis(1)).is_some_and(|(_, from)| from == before)
             && holds(survivor, &before)
     });
@@ -248,6 +235,5 @@ fn automatic_egress_ips_move_off_a_dead_node_under_traffic() -> Result<()> {
             first.duration_since(killed)
         );
     }
-    assert!(recovered, "{before} did not move to node{}", survivor + 1);
-    Ok(())
+    recovered
 }
