@@ -107,6 +107,13 @@ impl EgressIps {
             .context("tun0 has no MAC")?;
         let mut tun0_mac = [0; 8];
         tun0_mac[..6].copy_from_slice(&mac);
+        // A previous agent's entries stay (its projects keep their egress IPs, or stay
+        // dropped, until this one has listed everything) and are then made current.
+        let mut state = State::default();
+        for entry in maps.lock().unwrap().egress_ips.iter() {
+            let (vnid, entry) = entry?;
+            state.written.insert(vnid, entry);
+        }
         let egress = Arc::new(EgressIps {
             tun0_mac,
             cluster,
@@ -115,7 +122,7 @@ impl EgressIps {
             node_ip,
             cluster_network,
             underlay,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
         });
         let network = egress.underlay.as_ref().map_or(Ipv4Network::new(node_ip, 32)?, |u| u.2);
         // Not fatal: without a lease (a store whose roles predate leases) this node only
