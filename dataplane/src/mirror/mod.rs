@@ -171,12 +171,14 @@ const RETRY: Duration = Duration::from_millis(500);
 
 /// Follows the store from `revision` (that of a resync just done) forever, on its own
 /// thread. Each step is counted (`metrics`): events and the time from an event's arrival
-/// to the dataplane holding it, broken watches, resyncs.
-pub fn follow<M: Mirror>(mirror: Arc<M>, mut revision: u64) {
+/// to the dataplane holding it, broken watches, resyncs. The first watch is opened before
+/// returning, so an agent that has started all its mirrors reports them watching.
+pub fn follow<M: Mirror>(mirror: Arc<M>, revision: u64) {
     let metrics = crate::metrics::global();
     metrics.resynced(M::WHAT, &Ok(revision));
+    let mut watch = mirror.watch(revision);
     std::thread::spawn(move || loop {
-        match mirror.watch(revision) {
+        match watch {
             Ok(events) => {
                 metrics.watching(M::WHAT, Ok(()));
                 for event in events {
@@ -195,17 +197,15 @@ pub fn follow<M: Mirror>(mirror: Arc<M>, mut revision: u64) {
                 metrics.watching(M::WHAT, Err(format!("cannot watch: {e:#}")));
             }
         }
-        loop {
+        let revision = loop {
             std::thread::sleep(RETRY);
             let resynced = mirror.resync();
             metrics.resynced(M::WHAT, &resynced);
             match resynced {
-                Ok(r) => {
-                    revision = r;
-                    break;
-                }
+                Ok(r) => break r,
                 Err(e) => tracing::warn!("{} resync failed: {e:#}", M::WHAT),
             }
-        }
+        };
+        watch = mirror.watch(revision);
     });
 }
