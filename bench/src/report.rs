@@ -779,7 +779,7 @@ mod tests {
         assert_eq!(cross["resolution_from"], "widest A/A of this figure (oxsdn-same-node)");
         let md = markdown(&json!({ "ratios": r, "resolution": res }));
         assert!(md.contains("| yes (within noise) |"), "{md}");
-        assert!(md.contains("1 of 26 met; of the 2 judged against an A/A band, 1 resolved"), "{md}");
+        assert!(md.contains("1 of 28 met; of the 2 judged against an A/A band, 1 resolved"), "{md}");
         assert!(md.contains("## Resolution (A/A)"), "{md}");
     }
 
