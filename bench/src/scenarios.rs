@@ -264,6 +264,26 @@ fn oxsdn_egress() -> Result<Scenario> {
     Ok(Scenario::new("oxsdn-egress", client, server, EXTERNAL_HOST.parse()?, vec![Box::new(cluster)]))
 }
 
+/// A pod of node1 to the external host through its project's egress IP, which node2
+/// holds: over VXLAN to node2, SNAT there (the path of every pod not on the holder).
+fn oxsdn_egress_ip() -> Result<Scenario> {
+    let mut cluster = TestCluster::new(&[])?;
+    cluster.add_node("node1")?;
+    cluster.add_node("node2")?;
+    let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
+    let egress_ip = format!("{}.100", oxsdn_tests::cluster::UNDERLAY_PREFIX);
+    cluster.oxsdnctl(&["set", "hostsubnet-egress", "node2", "--ips", &egress_ip])?;
+    cluster.oxsdnctl(&["set", "egress-ips", "bench", &egress_ip])?;
+    let holder = Netns::borrowed(&cluster.nodes[1].netns.name);
+    let start = std::time::Instant::now();
+    while !holder.ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?.contains(&format!(" {egress_ip}/")) {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "node2 never took the egress IP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let server = Netns::borrowed(&cluster.external.name);
+    Ok(Scenario::new("oxsdn-egress-ip", client, server, EXTERNAL_HOST.parse()?, vec![Box::new(cluster)]))
+}
+
 /// The node itself to the same external host: the limit for egress.
 fn node_egress() -> Result<Scenario> {
     let mut cluster = TestCluster::new(&[])?;
@@ -332,7 +352,7 @@ fn ovs_cross_node(prefix: &str) -> Result<Scenario> {
 }
 
 /// Every scenario's name, in the order they are measured.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "raw-veth",
     "linux-bridge",
     "oxsdn-same-node",
@@ -346,6 +366,7 @@ pub const NAMES: [&str; 14] = [
     "ovs-userspace-cross-node",
     "oxsdn-service",
     "oxsdn-egress",
+    "oxsdn-egress-ip",
     "node-egress",
 ];
 
@@ -371,6 +392,7 @@ pub fn setup(name: &str, copy: &str) -> Result<Scenario> {
         "ovs-userspace-cross-node" => ovs_cross_node(prefix),
         "oxsdn-service" => oxsdn_service(),
         "oxsdn-egress" => oxsdn_egress(),
+        "oxsdn-egress-ip" => oxsdn_egress_ip(),
         "node-egress" => node_egress(),
         other => anyhow::bail!("no scenario {other}"),
     }?;

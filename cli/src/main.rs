@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnetwork::Ipv4Network;
 use oxsdn_controller::{
     cluster::LabelTarget,
+    egress_ip::{NodeEgress, ProjectEgressIps},
     netnamespaces::DEFAULT_PROJECT,
     policy::manifest::{self, Object, MAX_MANIFEST_BYTES},
     store::{self, EtcdStore, Store, StoreBackend, StoreOptions},
@@ -31,6 +32,7 @@ use crate::output::{
     print_cluster_network, print_egress_policies, print_hostsubnets, print_namespaces, print_netnamespaces,
     print_network_policies, print_pods, print_services, Format,
 };
+use crate::output::{print_hostsubnet_views, print_netnamespace_views, HostSubnetView, NetNamespaceView};
 
 #[derive(Debug, Parser)]
 #[command(name = "oxsdnctl", version, about = "Manage an oxsdn pod network")]
@@ -477,6 +479,22 @@ enum SetCommand {
         #[command(flatten)]
         endpoints: EndpointArgs,
     },
+    /// Set a project's egress IPs (NetNamespace.egressIPs; none: clear them). Its pods
+    /// leave the cluster with one of them, from the node that holds it.
+    EgressIps {
+        project: String,
+        #[arg(value_name = "IP")]
+        ips: Vec<Ipv4Addr>,
+    },
+    /// Set the egress IPs a node holds (HostSubnet.egressIPs) or the networks from which
+    /// it may be given egress IPs automatically (HostSubnet.egressCIDRs); neither: clear.
+    HostsubnetEgress {
+        node: String,
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        ips: Vec<Ipv4Addr>,
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        cidrs: Vec<Ipv4Network>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -860,13 +878,41 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             let service = open_cluster(store)?.set_endpoints(&project, &name, &endpoints.ips)?;
             print_services(out, &[service], Format::Table, false)?;
         }
+        Command::Set(SetCommand::EgressIps { project, ips }) => {
+            let record = ProjectEgressIps { project, egress_ips: ips };
+            open_cluster(store)?.set_project_egress_ips(&record)?;
+            writeln!(out, "netnamespace.network.openshift.io/{} patched", record.project)?;
+        }
+        Command::Set(SetCommand::HostsubnetEgress { node, ips, cidrs }) => {
+            let record = NodeEgress { node, egress_ips: ips, egress_cidrs: cidrs };
+            open_cluster(store)?.set_node_egress(&record)?;
+            writeln!(out, "hostsubnet.network.openshift.io/{} patched", record.node)?;
+        }
         Command::Get(GetCommand::Netnamespaces { output }) => {
-            let (all, _) = open_cluster(store)?.list_netnamespaces()?;
-            print_netnamespaces(out, &all, output)?;
+            let cluster = open_cluster(store)?;
+            let (all, _) = cluster.list_netnamespaces()?;
+            let (egress, _) = cluster.list_project_egress_ips()?;
+            let mut egress: BTreeMap<String, Vec<Ipv4Addr>> =
+                egress.into_iter().map(|e| (e.project, e.egress_ips)).collect();
+            let views: Vec<NetNamespaceView> = all
+                .into_iter()
+                .map(|record| NetNamespaceView { egress_ips: egress.remove(&record.name).unwrap_or_default(), record })
+                .collect();
+            print_netnamespace_views(out, &views, output)?;
         }
         Command::Get(GetCommand::Hostsubnets { output }) => {
-            let (all, _) = open_cluster(store)?.list_hostsubnets()?;
-            print_hostsubnets(out, &all, output)?;
+            let cluster = open_cluster(store)?;
+            let (all, _) = cluster.list_hostsubnets()?;
+            let (egress, _) = cluster.list_node_egress()?;
+            let mut egress: BTreeMap<String, NodeEgress> = egress.into_iter().map(|e| (e.node.clone(), e)).collect();
+            let views: Vec<HostSubnetView> = all
+                .into_iter()
+                .map(|record| {
+                    let e = egress.remove(&record.host).unwrap_or_default();
+                    HostSubnetView { record, egress_ips: e.egress_ips, egress_cidrs: e.egress_cidrs }
+                })
+                .collect();
+            print_hostsubnet_views(out, &views, output)?;
         }
         Command::Get(GetCommand::Services { project, output }) => {
             let cluster = open_cluster(store)?;

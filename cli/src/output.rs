@@ -109,6 +109,55 @@ pub fn print_netnamespaces(out: &mut dyn Write, records: &[NetNamespace], format
     print(out, records, format, &["NAME", "NETID"], |ns| vec![ns.name.clone(), ns.netid.to_string()])
 }
 
+/// A NetNamespace with its egress IPs, as `oc get netnamespaces` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetNamespaceView {
+    #[serde(flatten)]
+    pub record: NetNamespace,
+    #[serde(rename = "egressIPs", skip_serializing_if = "Vec::is_empty")]
+    pub egress_ips: Vec<std::net::Ipv4Addr>,
+}
+
+/// A HostSubnet with its egress IPs and CIDRs, as `oc get hostsubnets` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSubnetView {
+    #[serde(flatten)]
+    pub record: HostSubnet,
+    #[serde(rename = "egressIPs", skip_serializing_if = "Vec::is_empty")]
+    pub egress_ips: Vec<std::net::Ipv4Addr>,
+    #[serde(rename = "egressCIDRs", skip_serializing_if = "Vec::is_empty")]
+    pub egress_cidrs: Vec<ipnetwork::Ipv4Network>,
+}
+
+/// A list cell as `oc` prints one: `[a b]`, `[]` when empty.
+fn list_cell<T: ToString>(items: &[T]) -> String {
+    format!("[{}]", items.iter().map(T::to_string).collect::<Vec<_>>().join(" "))
+}
+
+/// `oc get netnamespaces`: NAME, NETID, EGRESS IPS.
+pub fn print_netnamespace_views(out: &mut dyn Write, records: &[NetNamespaceView], format: Format) -> Result<()> {
+    print(out, records, format, &["NAME", "NETID", "EGRESS IPS"], |v| {
+        vec![v.record.name.clone(), v.record.netid.to_string(), list_cell(&v.egress_ips)]
+    })
+}
+
+/// `oc get hostsubnets`: NAME, HOST, HOST IP, SUBNET, EGRESS CIDRS, EGRESS IPS.
+pub fn print_hostsubnet_views(out: &mut dyn Write, records: &[HostSubnetView], format: Format) -> Result<()> {
+    print(out, records, format, &["NAME", "HOST", "HOST IP", "SUBNET", "EGRESS CIDRS", "EGRESS IPS"], |v| {
+        let hs = &v.record;
+        vec![
+            hs.host.clone(),
+            hs.host.clone(),
+            hs.host_ip.to_string(),
+            hs.subnet.to_string(),
+            list_cell(&v.egress_cidrs),
+            list_cell(&v.egress_ips),
+        ]
+    })
+}
+
 pub fn print_hostsubnets(out: &mut dyn Write, records: &[HostSubnet], format: Format) -> Result<()> {
     print(out, records, format, &["NAME", "HOST", "HOST IP", "SUBNET"], |hs| {
         vec![hs.host.clone(), hs.host.clone(), hs.host_ip.to_string(), hs.subnet.to_string()]

@@ -157,15 +157,15 @@ fn get_output_formats() {
     ok(&tmp, &["pod-network", "join-projects", "--to=default", "c"]);
     assert_eq!(
         ok(&tmp, &["get", "netnamespaces"]),
-        "NAME      NETID\na         0\nb         0\nc         0\ndefault   0\n"
+        "NAME      NETID     EGRESS IPS\na         0         []\nb         0         []\nc         0         []\ndefault   0         []\n"
     );
     ok(&tmp, &["node", "add", "ip-10-0-130-137.us-east-2.compute.internal", "--ip", "10.0.130.137"]);
     ok(&tmp, &["node", "add", "node-b", "--ip", "10.0.0.2"]);
     assert_eq!(
         ok(&tmp, &["get", "hostsubnets"]),
-        "NAME                                         HOST                                         HOST IP        SUBNET\n\
-         ip-10-0-130-137.us-east-2.compute.internal   ip-10-0-130-137.us-east-2.compute.internal   10.0.130.137   10.128.0.0/23\n\
-         node-b                                       node-b                                       10.0.0.2       10.129.0.0/23\n"
+        "NAME                                         HOST                                         HOST IP        SUBNET          EGRESS CIDRS   EGRESS IPS\n\
+         ip-10-0-130-137.us-east-2.compute.internal   ip-10-0-130-137.us-east-2.compute.internal   10.0.130.137   10.128.0.0/23   []             []\n\
+         node-b                                       node-b                                       10.0.0.2       10.129.0.0/23   []             []\n"
     );
     let json: serde_json::Value = serde_json::from_str(&ok(&tmp, &["get", "hostsubnets", "-o", "json"])).unwrap();
     assert_eq!(json[1], serde_json::json!({"host": "node-b", "hostIp": "10.0.0.2", "subnet": "10.129.0.0/23"}));
@@ -610,8 +610,8 @@ fn an_invalid_document_applies_nothing() {
              document 3: The NetworkPolicy \"web\" is invalid: spec.ingress[0].ports[0].endPort: Invalid value: 90: \
              may not be specified when `port` is non-numeric\n\
              document 5: no matches for kind \"Deployment\" in version \"apps/v1\": oxsdn takes NetworkPolicy \
-             (networking.k8s.io/v1), EgressNetworkPolicy (network.openshift.io/v1), Namespace (v1), Pod (v1) and \
-             List"
+             (networking.k8s.io/v1), EgressNetworkPolicy, NetNamespace and HostSubnet (network.openshift.io/v1), \
+             Namespace (v1), Pod (v1) and List"
         )
     );
     assert_eq!(store_state(&tmp), before);
@@ -745,4 +745,105 @@ fn projects_and_nodes_are_imported_with_openshifts_values() {
     // Without --subnet, a node gets an allocated one, never the imported one.
     let out = ok(&tmp, &["node", "add", "n2", "--ip", "192.168.1.2"]);
     assert!(!out.contains("10.129.4.0/23"), "{out}");
+}
+
+#[test]
+fn egress_ips_are_validated_as_a_whole_and_shown_as_oc_shows_them() {
+    let tmp = cluster_with_projects();
+    ok(&tmp, &["node", "add", "node-a", "--ip", "10.0.0.1"]);
+    ok(&tmp, &["node", "add", "node-b", "--ip", "10.0.0.2"]);
+    assert_eq!(
+        ok(&tmp, &["set", "hostsubnet-egress", "node-a", "--cidrs", "10.0.5.0/24"]),
+        "hostsubnet.network.openshift.io/node-a patched\n"
+    );
+    ok(&tmp, &["set", "hostsubnet-egress", "node-b", "--cidrs", "10.0.6.0/24", "--ips", "10.0.6.7"]);
+    assert_eq!(
+        ok(&tmp, &["set", "egress-ips", "a", "10.0.5.10", "10.0.6.7"]),
+        "netnamespace.network.openshift.io/a patched\n"
+    );
+    let refused = |args: &[&str], why: &str| {
+        let before = (ok(&tmp, &["get", "netnamespaces"]), ok(&tmp, &["get", "hostsubnets"]));
+        let err = oxsdnctl(&tmp, args).unwrap_err();
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert_eq!((ok(&tmp, &["get", "netnamespaces"]), ok(&tmp, &["get", "hostsubnets"])), before, "{args:?}");
+    };
+    refused(&["set", "egress-ips", "b", "10.0.5.10"], "two projects, \"a\" and \"b\"");
+    refused(&["set", "egress-ips", "b", "192.0.2.1"], "outside every node's network");
+    refused(&["set", "egress-ips", "b", "10.0.0.2"], "node \"node-b\"'s own address");
+    refused(&["set", "egress-ips", "b", "10.0.5.1", "10.0.5.1"], "given twice");
+    refused(&["set", "egress-ips", "nope", "10.0.5.1"], "nope");
+    refused(
+        &["set", "hostsubnet-egress", "node-a", "--ips", "10.0.6.7", "--cidrs", "10.0.5.0/24,10.0.6.0/24"],
+        "two nodes",
+    );
+    refused(&["set", "hostsubnet-egress", "node-a", "--cidrs", "10.0.5.1/24"], "network address");
+    refused(&["set", "hostsubnet-egress", "node-c", "--cidrs", "10.0.5.0/24"], "node-c");
+    // Clearing node-b's would leave project a's 10.0.6.7 outside every network.
+    refused(&["set", "hostsubnet-egress", "node-b"], "outside every node's network");
+    let table = ok(&tmp, &["get", "netnamespaces"]);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "NETID", "EGRESS", "IPS"], "{table}");
+    assert!(table.contains(" [10.0.5.10 10.0.6.7]\n"), "{table}");
+    let table = ok(&tmp, &["get", "hostsubnets"]);
+    assert!(table.contains("node-b    node-b    10.0.0.2   10.129.0.0/23   [10.0.6.0/24]   [10.0.6.7]\n"), "{table}");
+    ok(&tmp, &["set", "egress-ips", "a"]);
+    let table = ok(&tmp, &["get", "netnamespaces"]);
+    assert!(table.lines().any(|l| l.starts_with("a ") && l.ends_with(" []")), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&tmp, &["get", "hostsubnets", "-o", "json"])).unwrap();
+    assert_eq!(json[1]["egressIPs"], serde_json::json!(["10.0.6.7"]));
+}
+
+/// OpenShift's own objects, as `oc get -o yaml` prints them (status fields aside).
+const EGRESS_MANIFESTS: &str = "apiVersion: network.openshift.io/v1
+kind: HostSubnet
+metadata:
+  name: node-a
+host: node-a
+hostIP: 10.0.0.1
+subnet: 10.128.0.0/23
+egressCIDRs:
+- 10.0.5.0/24
+---
+apiVersion: network.openshift.io/v1
+kind: NetNamespace
+metadata:
+  name: a
+netname: a
+egressIPs:
+- 10.0.5.10
+- 10.0.5.11
+";
+
+#[test]
+fn openshift_netnamespace_and_hostsubnet_manifests_set_egress() {
+    let tmp = cluster_with_projects();
+    ok(&tmp, &["pod-network", "isolate-projects", "a"]);
+    ok(&tmp, &["node", "add", "node-a", "--ip", "10.0.0.1"]);
+    let file = manifest(&tmp, "egress.yaml", EGRESS_MANIFESTS);
+    assert_eq!(
+        ok(&tmp, &["apply", "-f", &file]),
+        "hostsubnet.network.openshift.io/node-a configured\nnetnamespace.network.openshift.io/a configured\n"
+    );
+    assert_eq!(
+        ok(&tmp, &["apply", "-f", &file]),
+        "hostsubnet.network.openshift.io/node-a unchanged\nnetnamespace.network.openshift.io/a unchanged\n"
+    );
+    let table = ok(&tmp, &["get", "netnamespaces"]);
+    assert!(table.lines().any(|l| l.starts_with("a ") && l.ends_with(" [10.0.5.10 10.0.5.11]")), "{table}");
+    // Wrong facts about the node or the project, or a conflict: nothing applied.
+    for (bad, why) in [
+        (EGRESS_MANIFESTS.replace("hostIP: 10.0.0.1", "hostIP: 10.0.0.9"), "must be the node's"),
+        (EGRESS_MANIFESTS.replace("netname: a", "netname: a\nnetid: 1234"), "is not the project's"),
+        (EGRESS_MANIFESTS.replace("- 10.0.5.0/24", "- 10.0.7.0/24"), "outside every node's network"),
+        (EGRESS_MANIFESTS.replace("- 10.0.5.11", "- 10.0.5.11\n- 10.0.5.11"), "given twice"),
+        (EGRESS_MANIFESTS.replace("netname: a", "netname: a\nbogus: 1"), "bogus"),
+    ] {
+        let file = manifest(&tmp, "bad.yaml", &bad);
+        let err = oxsdnctl(&tmp, &["apply", "-f", &file]).unwrap_err();
+        assert!(err.contains(why), "{why}: {err}");
+        let table = ok(&tmp, &["get", "hostsubnets"]);
+        assert!(table.contains("[10.0.5.0/24]"), "{table}");
+    }
+    let file = manifest(&tmp, "egress.yaml", EGRESS_MANIFESTS);
+    assert!(oxsdnctl(&tmp, &["delete", "-f", &file]).unwrap_err().contains("follow projects and nodes"));
 }

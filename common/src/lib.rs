@@ -8,6 +8,7 @@ pub mod addr;
 pub mod bandwidth;
 pub mod conntrack;
 pub mod egress;
+pub mod egress_ip;
 pub mod entries;
 pub mod maps;
 pub mod mode;

@@ -111,6 +111,8 @@ macro_rules! for_each_map {
             /// Entry 0: how many other nodes multicast is replicated to; entries 1..=that:
             /// their underlay addresses (table 111).
             MCAST_NODES mcast_nodes: Array<u32, u32> [$crate::multicast::MAX_MCAST_NODES + 1, 0];
+            /// Egress IPs by VNID (table 100, `egress_ip`).
+            EGRESS_IPS egress_ips: HashMap<u32, $crate::egress_ip::EgressIpEntry> [$crate::egress_ip::MAX_EGRESS_IP_PROJECTS, $crate::maps::NO_PREALLOC];
             /// Counters of the node-wide rules, by rule id.
             RULE_STATS rule_stats: PerCpuArray<u32, $crate::Counter> [$crate::MAX_RULES, 0];
             /// Counters of the per-pod rules (`stats::pod_index`).

@@ -32,12 +32,14 @@ use crate::{
 
 mod annotations;
 mod egress;
+mod egress_ip;
 mod import;
 mod policy;
 mod services;
 
 pub use annotations::Annotated;
 pub use egress::EgressPolicyEvent;
+pub use egress_ip::EgressIpEvent;
 pub use policy::{ApplyOutcome, LabelOutcome, LabelTarget, Labeled, NetworkPolicyEvent, PodAddressEvent, PodMetaEvent};
 pub use services::{NewService, ServiceEvent};
 
@@ -73,6 +75,14 @@ pub mod keys {
     pub const POD_META_GUARD: &str = "/oxsdn/guards/podmeta";
     pub const EGRESS_POLICIES_GUARD: &str = "/oxsdn/guards/egressnetworkpolicies";
     pub const POD_ADDRESSES_GUARD: &str = "/oxsdn/guards/pods";
+    /// Egress IPs of projects (NetNamespace.egressIPs) under `<project>`.
+    pub const PROJECT_EGRESS_IPS: &str = "/oxsdn/egressips/projects/";
+    /// Egress IPs and CIDRs of nodes (HostSubnet.egressIPs, egressCIDRs) under `<node>`.
+    pub const NODE_EGRESS: &str = "/oxsdn/egressips/nodes/";
+    /// One guard for both: every change checks the whole set.
+    pub const EGRESS_IPS_GUARD: &str = "/oxsdn/guards/egressips";
+    /// The node agents' leases under `<node>`: each node writes its own.
+    pub const LEASES: &str = "/oxsdn/leases/";
 }
 
 /// How often an operation is tried before it fails with `Error::Contention`.
@@ -767,6 +777,7 @@ impl Cluster {
         validate_node_name(name)?;
         self.transact("hostsubnets", |a| {
             if a.delete_record::<HostSubnet>(name)? {
+                a.delete_record::<crate::egress_ip::NodeEgress>(name)?;
                 Ok(())
             } else {
                 Err(Error::UnknownNode(name.to_owned()))

@@ -59,6 +59,8 @@ pub fn store_record(data: &[u8]) {
         record_round_trip::<PodMeta>(&kv);
         record_round_trip::<PodAddress>(&kv);
         record_round_trip::<EgressNetworkPolicyRecord>(&kv);
+        record_round_trip::<crate::egress_ip::ProjectEgressIps>(&kv);
+        record_round_trip::<crate::egress_ip::NodeEgress>(&kv);
     }
 }
 
@@ -85,7 +87,7 @@ pub fn manifest(data: &[u8]) {
                 serde_json::to_vec(&ns.to_namespace())
             }
             Object::EgressNetworkPolicy(policy) => serde_json::to_vec(&policy.to_object()),
-            Object::Pod(_) => continue,
+            Object::Pod(_) | Object::NetNamespaceEgress(_) | Object::HostSubnetEgress(_) => continue,
         };
         let again = parse(&printed.expect("an object serialises"), None).expect("a printed object parses");
         assert_eq!(again.as_slice(), std::slice::from_ref(object), "printed and parsed again");

@@ -8,6 +8,7 @@ mod allocator;
 pub mod cluster;
 pub mod config;
 pub mod egress;
+pub mod egress_ip;
 pub mod error;
 pub mod fuzzing;
 pub mod hostsubnets;

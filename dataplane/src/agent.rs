@@ -35,6 +35,7 @@ use oxsdn_controller::{
 use crate::{
     conntrack, egress,
     egress_firewall::EgressFirewall,
+    egress_ip::EgressIps,
     entries::{self, NodeAddresses, ProjectRef},
     hostport::{self, HostPort},
     ipam::{Ipam, IpamError},
@@ -208,6 +209,16 @@ impl Agent {
         let multicast = Multicast::start(maps.clone(), &config.node_name)?;
         follow_policy_input::<NetNamespace, _>(&cluster, &multicast)?;
         follow_policy_input::<HostSubnet, _>(&cluster, &multicast)?;
+        let egress_ips = EgressIps::start(
+            cluster.clone(),
+            maps.clone(),
+            &config.node_name,
+            config.node_ip,
+            network.cluster_network,
+            underlay.as_ref().map(|(name, index)| (name.as_str(), *index)),
+        )?;
+        follow_policy_input::<NetNamespace, _>(&cluster, &egress_ips)?;
+        follow_policy_input::<HostSubnet, _>(&cluster, &egress_ips)?;
 
         std::fs::create_dir_all(&config.state_dir)?;
         let table = PodTable::load(&config.state_dir.join("pods.json"))?;
@@ -899,6 +910,7 @@ pub fn teardown(
     remove_if_exists(socket)?;
     egress::remove_masquerade()?;
     hostport::remove()?;
+    crate::egress_ip::remove_rules()?;
     // The underlay device stays: its prefilter is detached now, not when the kernel
     // gets round to releasing the unpinned link.
     crate::health::detach_pinned_link(&bpffs_dir.join(node_name).join("links").join(prefilter::PIN))?;

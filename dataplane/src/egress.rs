@@ -27,21 +27,21 @@ fn table() -> NfListObject<'static> {
     NfListObject::Table(Table { family: NfFamily::IP, name: TABLE.into(), handle: None })
 }
 
-fn ip_field(field: &'static str) -> Expression<'static> {
+pub(crate) fn ip_field(field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
         protocol: "ip".into(),
         field: field.into(),
     })))
 }
 
-fn prefix(net: Ipv4Network) -> Expression<'static> {
+pub(crate) fn prefix(net: Ipv4Network) -> Expression<'static> {
     Expression::Named(NamedExpression::Prefix(Prefix {
         addr: Box::new(Expression::String(net.network().to_string().into())),
         len: net.prefix() as u32,
     }))
 }
 
-fn matches(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
+pub(crate) fn matches(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
     Statement::Match(Match { left, right, op })
 }
 

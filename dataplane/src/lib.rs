@@ -6,6 +6,7 @@ pub mod cni_server;
 pub mod conntrack;
 pub mod egress;
 pub mod egress_firewall;
+pub mod egress_ip;
 pub mod entries;
 pub mod flows;
 pub mod health;

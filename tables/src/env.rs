@@ -8,6 +8,7 @@
 use oxsdn_common::{
     bandwidth::PodBandwidth,
     egress::EgressVerdict,
+    egress_ip::EgressIpEntry,
     policy::{IdentityPolicy, PolicyConnection, PolicyKey, PortSet},
     EndpointKey, EndpointMember, FlowKey, FragmentKey, FragmentPorts, PodEntry, ProjectEntry, RemoteNode,
     ServiceConnection, ServiceIp, ServiceKey, ServicePort, ServiceReply,
@@ -94,6 +95,8 @@ pub trait Env: Copy {
     fn set_last_departure(self, slot: u32, direction: u32, at: u64);
     /// Whether VNID `vnid` has multicast enabled and pods on this node (`MCAST_GROUPS`).
     fn multicast_group(self, vnid: u32) -> bool;
+    /// The egress IPs of VNID `vnid` and their holders (`EGRESS_IPS`).
+    fn egress_ips(self, vnid: u32) -> Option<&'static EgressIpEntry>;
     /// CLOCK_MONOTONIC in ns.
     fn now_ns(self) -> u64;
     fn random(self) -> u32;

@@ -134,6 +134,9 @@ pub struct Packet<'a, E: Env> {
     pub xlate: Translation,
     /// reg1: the destination VNID, once table 80 has it (for the monitor).
     pub reg1: u32,
+    /// The skb mark of the egress IP the packet leaves with (table 100; 0: none), set
+    /// when it goes to tun0.
+    pub egress_mark: u32,
     /// Where the frame came in (`oxsdn_common::monitor::port`), and the port's ifindex
     /// or, from the tunnel, the sending node's address: for drop accounting and the
     /// monitor (`arriving`).
@@ -161,6 +164,7 @@ impl<'a, E: Env> Packet<'a, E> {
             service_reply: false,
             xlate: Translation::default(),
             reg1: 0,
+            egress_mark: 0,
             port,
             ingress,
             dropped_by: Cell::new(monitor::NO_RULE),
@@ -372,6 +376,12 @@ mod tests {
             (120, 102, "DELIVER"),
             (120, 103, "NO_MEMBERS"),
             (30, 104, "IP_MCAST_TUNNEL"),
+            // Egress IPs (table 100).
+            (100, 93, "EGRESS_IP_LOCAL"),
+            (100, 94, "EGRESS_IP_REMOTE"),
+            (100, 95, "EGRESS_IP_UNHELD"),
+            (100, 96, "EGRESS_IP_FOR_PEER"),
+            (100, 97, "EGRESS_IP_NOT_HERE"),
         ];
         let node_wide: Vec<(u8, u32, &str)> = rules()
             .filter(|r| matches!(r.scope, Scope::Node | Scope::Egress))

@@ -42,6 +42,7 @@ pub const NOT_CHECKED: &[(&str, &str)] = &[
     ("policy_name", "the NetworkPolicy rules that allow the packet"),
     ("isolated_by", "the NetworkPolicy that isolates the pod"),
     ("nw_src=deny_list", "the operator's deny list at the prefilter (`PREFILTER_DENY`)"),
+    ("egress_ip", "the project's egress IPs and their holders (`EGRESS_IPS`)"),
     ("outer", "the validity of the outer headers, which the prefilter reads before decapsulation"),
     ("inner", "which inner frames the XDP program decapsulates itself (`--xdp-decap`, `t0_classify::decap_at_xdp`)"),
     ("bandwidth=egress", "whether the sending pod has an egress limit (`BANDWIDTH`)"),

@@ -222,6 +222,9 @@ impl Attempt<'_> {
         if !deleted.contains(&record_key::<EgressNetworkPolicyRecord>(namespace)) {
             self.delete_record::<EgressNetworkPolicyRecord>(namespace)?;
         }
+        if !deleted.contains(&record_key::<crate::egress_ip::ProjectEgressIps>(namespace)) {
+            self.delete_record::<crate::egress_ip::ProjectEgressIps>(namespace)?;
+        }
         Ok(())
     }
 }
@@ -477,8 +480,10 @@ impl Cluster {
                             outcomes[i] = if old.is_some() { ApplyOutcome::Configured } else { ApplyOutcome::Created };
                         }
                     }
+                    Object::NetNamespaceEgress(_) | Object::HostSubnetEgress(_) => {}
                 }
             }
+            a.apply_egress_objects(&objects, &all, &mut outcomes)?;
             if !new_policies.is_empty() {
                 let ids: Vec<u32> = a.next_ids(keys::POLICY_ID_COUNTER, "networkpolicy", new_policies.len())?.collect();
                 for (mut policy, id) in new_policies.into_iter().zip(ids) {
@@ -516,6 +521,13 @@ impl Cluster {
                     Object::Pod(meta) => {
                         found[i] = a.delete_record::<PodMeta>(&meta.key_name())?;
                         deleted.insert(record_key::<PodMeta>(&meta.key_name()));
+                    }
+                    Object::NetNamespaceEgress(_) | Object::HostSubnetEgress(_) => {
+                        return Err(Error::Invalid(format!(
+                            "{}: NetNamespaces and HostSubnets follow projects and nodes: delete those (or apply \
+                             the object without egressIPs)",
+                            object.reference()
+                        )));
                     }
                 }
             }

@@ -64,6 +64,10 @@ pub enum Object {
     Pod(PodMeta),
     /// An EgressNetworkPolicy (network.openshift.io/v1).
     EgressNetworkPolicy(EgressNetworkPolicyRecord),
+    /// A NetNamespace's egress IPs (network.openshift.io/v1).
+    NetNamespaceEgress(crate::egress_ip::NetNamespaceEgress),
+    /// A HostSubnet's egress IPs and CIDRs (network.openshift.io/v1).
+    HostSubnetEgress(crate::egress_ip::HostSubnetEgress),
 }
 
 impl Object {
@@ -74,6 +78,8 @@ impl Object {
             Object::Namespace { name, .. } => format!("namespace/{name}"),
             Object::Pod(meta) => format!("pod/{}", meta.name),
             Object::EgressNetworkPolicy(policy) => format!("egressnetworkpolicy.network.openshift.io/{}", policy.name),
+            Object::NetNamespaceEgress(ns) => format!("netnamespace.network.openshift.io/{}", ns.record.project),
+            Object::HostSubnetEgress(hs) => format!("hostsubnet.network.openshift.io/{}", hs.record.node),
         }
     }
 
@@ -92,6 +98,8 @@ impl Object {
             }
             Object::Pod(meta) => meta.check(),
             Object::EgressNetworkPolicy(policy) => policy.check(),
+            Object::NetNamespaceEgress(ns) => ns.record.check(),
+            Object::HostSubnetEgress(hs) => hs.record.check(),
         }
     }
 
@@ -103,6 +111,8 @@ impl Object {
             Object::Pod(meta) => (2, &meta.namespace, &meta.name),
             // One per project: a second name in a project is refused when applied.
             Object::EgressNetworkPolicy(policy) => (3, &policy.namespace, &policy.name),
+            Object::NetNamespaceEgress(ns) => (4, "", &ns.record.project),
+            Object::HostSubnetEgress(hs) => (5, "", &hs.record.node),
         }
     }
 }
@@ -316,10 +326,12 @@ fn object(value: &Value, namespace: Option<&str>) -> Result<Object, String> {
         ("v1", "Namespace") => namespace_object(decode(value, kind, api_version)?),
         ("v1", "Pod") => pod(decode(value, kind, api_version)?, namespace),
         (egress::API_VERSION, egress::KIND) => egress_policy(decode(value, kind, api_version)?, namespace),
+        (egress::API_VERSION, "NetNamespace") => net_namespace_egress(decode(value, kind, api_version)?),
+        (egress::API_VERSION, "HostSubnet") => host_subnet_egress(decode(value, kind, api_version)?),
         _ => Err(format!(
             "no matches for kind {kind:?} in version {api_version:?}: oxsdn takes NetworkPolicy \
-             (networking.k8s.io/v1), EgressNetworkPolicy (network.openshift.io/v1), Namespace (v1), Pod (v1) and \
-             List"
+             (networking.k8s.io/v1), EgressNetworkPolicy, NetNamespace and HostSubnet (network.openshift.io/v1), \
+             Namespace (v1), Pod (v1) and List"
         )),
     }
 }
@@ -417,6 +429,18 @@ fn egress_policy(mut policy: EgressNetworkPolicy, namespace: Option<&str>) -> Re
     };
     record.check().map_err(|e| e.to_string())?;
     Ok(Object::EgressNetworkPolicy(record))
+}
+
+/// A NetNamespace: its egress IPs.
+fn net_namespace_egress(ns: crate::egress_ip::NetNamespaceManifest) -> Result<Object, String> {
+    name_of(&ns.metadata)?;
+    ns.into_egress().map(Object::NetNamespaceEgress)
+}
+
+/// A HostSubnet: its egress IPs and CIDRs.
+fn host_subnet_egress(hs: crate::egress_ip::HostSubnetManifest) -> Result<Object, String> {
+    name_of(&hs.metadata)?;
+    hs.into_egress().map(Object::HostSubnetEgress)
 }
 
 /// A Namespace (of a manifest, or as the API server serves it), checked.

@@ -11,7 +11,8 @@
 //!   key under `/oxsdn/` (it follows the configuration, projects, nodes and services) and
 //!   writes its own HostSubnet and the HostSubnets guard, which registering a node
 //!   rewrites (`cluster::keys::HOSTSUBNETS_GUARD`), and the addresses of its own pods
-//!   (`/oxsdn/pods/NAME/`, and their guard). It cannot create a project nor change any
+//!   (`/oxsdn/pods/NAME/`, and their guard), and its lease (`/oxsdn/leases/NAME`, the
+//!   heartbeat egress IP placement follows). It cannot create a project nor change any
 //!   VNID, service, policy, label, the configuration, another node's HostSubnet or
 //!   another node's pods.
 
@@ -107,6 +108,7 @@ pub fn node_grants(node: &str) -> Vec<Grant> {
         Grant::new(Access::Write, keys::HOSTSUBNETS_GUARD, false),
         Grant::new(Access::Write, &format!("{}{node}/", keys::POD_ADDRESSES), true),
         Grant::new(Access::Write, keys::POD_ADDRESSES_GUARD, false),
+        Grant::new(Access::Write, &format!("{}{node}", keys::LEASES), false),
     ]
 }
 
@@ -274,7 +276,8 @@ mod tests {
                 "write /oxsdn/hostsubnets/node1",
                 "write /oxsdn/guards/hostsubnets",
                 "write /oxsdn/pods/node1/*",
-                "write /oxsdn/guards/pods"
+                "write /oxsdn/guards/pods",
+                "write /oxsdn/leases/node1"
             ]
         );
     }
@@ -295,7 +298,7 @@ mod tests {
                 "user oxsdn-operator: created, granted role oxsdn-operator",
                 "role oxsdn-node-node1: created, granted read /oxsdn/*, granted write /oxsdn/hostsubnets/node1, \
                  granted write /oxsdn/guards/hostsubnets, granted write /oxsdn/pods/node1/*, \
-                 granted write /oxsdn/guards/pods",
+                 granted write /oxsdn/guards/pods, granted write /oxsdn/leases/node1",
                 "user oxsdn-node-node1: created, granted role oxsdn-node-node1",
                 "auth: enabled",
             ]
@@ -319,7 +322,7 @@ mod tests {
                 "user oxsdn-node-node1: revoked role oxsdn-operator",
                 "role oxsdn-node-node2: created, granted read /oxsdn/*, granted write /oxsdn/hostsubnets/node2, \
                  granted write /oxsdn/guards/hostsubnets, granted write /oxsdn/pods/node2/*, \
-                 granted write /oxsdn/guards/pods",
+                 granted write /oxsdn/guards/pods, granted write /oxsdn/leases/node2",
                 "user oxsdn-node-node2: created, granted role oxsdn-node-node2",
                 "auth: enabled",
             ]

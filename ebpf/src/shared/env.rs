@@ -14,6 +14,7 @@ use oxsdn_common::{
     bandwidth::{PodBandwidth, INGRESS},
     conntrack::CLOSING,
     egress::{EgressCidr, EgressVerdict, EGRESS_KEY_FIXED_BITS},
+    egress_ip::EgressIpEntry,
     monitor::NO_RULE,
     policy::{IdentityPolicy, PolicyCidr, PolicyConnection, PolicyKey, PortSet, CIDR_KEY_FIXED_BITS},
     stats,
@@ -279,6 +280,12 @@ impl<const TRACE: bool> Env for Maps<TRACE> {
     fn egress_verdict(self, vnid: u32, dst: u32) -> Option<EgressVerdict> {
         let key = Key::new(EGRESS_KEY_FIXED_BITS + 32, EgressCidr { vnid, ip: dst });
         EGRESS_CIDRS.get(&key).copied()
+    }
+
+    #[inline(always)]
+    fn egress_ips(self, vnid: u32) -> Option<&'static EgressIpEntry> {
+        // SAFETY: read-only access to a map value, which only userspace changes.
+        unsafe { EGRESS_IPS.get(&vnid) }
     }
 
     #[inline(always)]

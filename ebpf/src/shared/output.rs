@@ -21,6 +21,7 @@ use crate::shared::{
     csum::{csum_add, csum_change, csum_fold},
     encap::{encapsulate, NOT_ENCAPSULATED, TUNNEL_TTL},
     env::Maps,
+    maps::EGRESS_IPS,
 };
 
 const BPF_F_INGRESS: u64 = 1;
@@ -127,8 +128,23 @@ pub fn to_tun0<const T: bool>(ctx: &mut TcContext, p: &P<T>) -> i32 {
     if !apply(ctx, p, false) {
         return drop_at_output(p, TRANSLATION_FAILED);
     }
+    // The host's SNAT rule of the egress IP matches the mark (redirects within the
+    // namespace keep it).
+    if p.egress_mark != 0 && !egress_ip_to_host(ctx, p) {
+        return drop_at_output(p, NOT_SENT);
+    }
     // SAFETY: plain helper call.
     sent(p, unsafe { bpf_redirect(p.cfg.tun0_ifindex, BPF_F_INGRESS) })
+}
+
+/// Marks a packet leaving with an egress IP of this node, addressed to tun0.
+#[inline(never)]
+fn egress_ip_to_host<const T: bool>(ctx: &mut TcContext, p: &P<T>) -> bool {
+    // SAFETY: read-only access to a map value, which only userspace changes.
+    let Some(entry) = (unsafe { EGRESS_IPS.get(&p.reg0) }) else { return false };
+    let mac = entry.tun0_mac;
+    ctx.set_mark(p.egress_mark);
+    ctx.store(0, &[mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]], 0).is_ok()
 }
 
 /// Straight into a local pod's `eth0` (from TC ingress only). The frame skips the

@@ -116,7 +116,8 @@ fn kinds_versions_and_syntax() {
     assert_eq!(
         one("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"),
         "document 1: no matches for kind \"Deployment\" in version \"apps/v1\": oxsdn takes NetworkPolicy \
-         (networking.k8s.io/v1), EgressNetworkPolicy (network.openshift.io/v1), Namespace (v1), Pod (v1) and List"
+         (networking.k8s.io/v1), EgressNetworkPolicy, NetNamespace and HostSubnet (network.openshift.io/v1), \
+         Namespace (v1), Pod (v1) and List"
     );
     assert!(one("apiVersion: networking.k8s.io/v1beta1\nkind: NetworkPolicy\n").contains("no matches for kind"));
     assert_eq!(one("metadata: {name: d}\n"), "document 1: error validating data: apiVersion and kind not set");
