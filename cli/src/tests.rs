@@ -847,3 +847,41 @@ fn openshift_netnamespace_and_hostsubnet_manifests_set_egress() {
     let file = manifest(&tmp, "egress.yaml", EGRESS_MANIFESTS);
     assert!(oxsdnctl(&tmp, &["delete", "-f", &file]).unwrap_err().contains("follow projects and nodes"));
 }
+
+#[test]
+fn an_applied_netnamespace_sets_its_annotations_and_keeps_others() {
+    let tmp = cluster_with_projects();
+    ok(&tmp, &["annotate", "netnamespace", "a", "example.com/owner=ops"]);
+    let multicast = "apiVersion: network.openshift.io/v1
+kind: NetNamespace
+metadata:
+  name: a
+  annotations:
+    netnamespace.network.openshift.io/multicast-enabled: \"true\"
+netname: a
+";
+    let file = manifest(&tmp, "multicast.yaml", multicast);
+    assert_eq!(ok(&tmp, &["apply", "-f", &file]), "netnamespace.network.openshift.io/a configured\n");
+    assert_eq!(ok(&tmp, &["apply", "-f", &file]), "netnamespace.network.openshift.io/a unchanged\n");
+    let all: Vec<NetNamespace> = serde_json::from_str(&ok(&tmp, &["get", "netnamespaces", "-o", "json"])).unwrap();
+    let a = all.iter().find(|ns| ns.name == "a").unwrap();
+    assert!(a.multicast_enabled(), "{a:?}");
+    assert_eq!(a.annotations["example.com/owner"], "ops", "an annotation the manifest does not name is kept");
+    // Refused, nothing applied: a bad key, and pod-network's request (only a master acts on it).
+    for (bad, why) in [
+        (multicast.replace("netnamespace.network", "-bad.network"), "metadata.annotations"),
+        (
+            multicast.replace(
+                "netnamespace.network.openshift.io/multicast-enabled: \"true\"",
+                "pod.network.openshift.io/multitenant.change-network: global",
+            ),
+            "use `oxsdnctl pod-network`",
+        ),
+    ] {
+        let file = manifest(&tmp, "bad.yaml", &bad);
+        let err = oxsdnctl(&tmp, &["apply", "-f", &file]).unwrap_err();
+        assert!(err.contains(why), "{why}: {err}");
+    }
+    let all: Vec<NetNamespace> = serde_json::from_str(&ok(&tmp, &["get", "netnamespaces", "-o", "json"])).unwrap();
+    assert_eq!(all.iter().find(|ns| ns.name == "a").unwrap().annotations.len(), 2);
+}

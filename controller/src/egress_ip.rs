@@ -18,7 +18,11 @@ use std::{
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-use crate::{hostsubnets::validate_node_name, netnamespaces::validate_project_name, Error, Result};
+use crate::{
+    hostsubnets::validate_node_name,
+    netnamespaces::{validate_annotations, validate_project_name, CHANGE_NETWORK_ANNOTATION},
+    Error, Result,
+};
 
 /// Egress IPs a project may have (the dataplane's per-project entry holds this many).
 pub const MAX_PROJECT_EGRESS_IPS: usize = oxsdn_common::egress_ip::MAX_EGRESS_IPS as usize;
@@ -302,8 +306,8 @@ mod tests {
 }
 
 /// OpenShift's NetNamespace object (`network.openshift.io/v1`) as a manifest holds it:
-/// what `oxsdnctl apply` takes of it is `egressIPs`. `netid` and `netname`, when given,
-/// must be the project's: oxsdn assigns VNIDs itself.
+/// what `oxsdnctl apply` takes of it is `egressIPs` and `metadata.annotations`. `netid`
+/// and `netname`, when given, must be the project's: oxsdn assigns VNIDs itself.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetNamespaceManifest {
@@ -341,10 +345,12 @@ pub struct HostSubnetManifest {
     pub egress_cidrs: Vec<Ipv4Network>,
 }
 
-/// The egress part of a NetNamespace manifest, and what it says the project is.
+/// The egress part of a NetNamespace manifest, its annotations (set on the project,
+/// others kept), and what it says the project is.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetNamespaceEgress {
     pub record: ProjectEgressIps,
+    pub annotations: BTreeMap<String, String>,
     pub netid: Option<u32>,
 }
 
@@ -362,9 +368,18 @@ impl NetNamespaceManifest {
         if let Some(netname) = self.netname.filter(|n| *n != name) {
             return Err(format!("NetNamespace {name:?}: netname {netname:?} must be metadata.name"));
         }
+        let annotations = self.metadata.annotations.unwrap_or_default();
+        if annotations.contains_key(CHANGE_NETWORK_ANNOTATION) {
+            // Only OpenShift's master acts on it; without an API server nothing would.
+            return Err(format!(
+                "NetNamespace {name:?}: metadata.annotations[{CHANGE_NETWORK_ANNOTATION}]: use `oxsdnctl pod-network` \
+                 to join, isolate or make projects global"
+            ));
+        }
+        validate_annotations(&annotations).map_err(|e| format!("NetNamespace {name:?}: metadata.annotations: {e}"))?;
         let record = ProjectEgressIps { project: name, egress_ips: self.egress_ips };
         record.check().map_err(|e| e.to_string())?;
-        Ok(NetNamespaceEgress { record, netid: self.netid })
+        Ok(NetNamespaceEgress { record, annotations, netid: self.netid })
     }
 }
 

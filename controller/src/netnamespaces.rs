@@ -50,6 +50,14 @@ impl NetNamespace {
 /// The annotation with which a project enables multicast, as in OpenShift SDN.
 pub const MULTICAST_ANNOTATION: &str = "netnamespace.network.openshift.io/multicast-enabled";
 
+/// The prefix of OpenShift's NetNamespace settings (`MULTICAST_ANNOTATION`): what
+/// oxsdn-kube copies from the API's NetNamespace objects.
+pub const NETNAMESPACE_ANNOTATION_PREFIX: &str = "netnamespace.network.openshift.io/";
+
+/// The annotation `oc adm pod-network` puts on a NetNamespace, and OpenShift's master
+/// (oxsdn-kube on a Kubernetes cluster) removes once it has applied it.
+pub const CHANGE_NETWORK_ANNOTATION: &str = "pod.network.openshift.io/multitenant.change-network";
+
 /// Kubernetes' limit on an object's annotations, keys and values together.
 pub const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
 

@@ -18,9 +18,7 @@ pub const NODE_UID_ANNOTATION: &str = "pod.network.openshift.io/node-uid";
 /// The name of the one ClusterNetwork object OpenShift reads.
 pub const CLUSTER_NETWORK_NAME: &str = "default";
 
-/// The annotation `oc adm pod-network` puts on a NetNamespace, and the master removes
-/// once it has applied it.
-pub const CHANGE_NETWORK_ANNOTATION: &str = "pod.network.openshift.io/multitenant.change-network";
+pub use oxsdn_controller::netnamespaces::CHANGE_NETWORK_ANNOTATION;
 
 /// A project's VNID, as OpenShift's API serves it (`oc get netnamespaces`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

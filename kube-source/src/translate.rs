@@ -22,10 +22,13 @@
 //!   written (a mismatch writes nothing until it is resolved); published when absent.
 //! - NetNamespace: a project takes its object's NETID, at creation and whenever it
 //!   changes (OpenShift's master ran `oc adm pod-network`); the change-network annotation
-//!   is applied and removed; objects are created for projects that have none.
+//!   is applied and removed; objects are created for projects that have none. Its
+//!   `egressIPs` and multicast annotation (`netnamespace.network.openshift.io/`) are the
+//!   project's.
 //! - HostSubnet: a node takes its object's subnet (checked: inside the cluster network,
 //!   overlapping no other node's), at creation and whenever it changes; a node without
 //!   one gets a subnet from oxsdn and an object OpenShift's master accepts as its own.
+//!   Its `egressIPs` and `egressCIDRs` are the node's.
 //! - EgressNetworkPolicy: into the store (one per project; more than one, or an invalid
 //!   one, drops the project's egress, as OpenShift does).
 //!
@@ -51,6 +54,8 @@ use kube::ResourceExt;
 use oxsdn_controller::egress::{
     EgressNetworkPolicyRecord, EgressNetworkPolicySpec, EgressPeer, EgressRule, EgressRuleType,
 };
+use oxsdn_controller::egress_ip::{NodeEgress, ProjectEgressIps};
+use oxsdn_controller::netnamespaces::NETNAMESPACE_ANNOTATION_PREFIX;
 use oxsdn_controller::{
     policy::manifest::{self, Object},
     Cluster, Error, NewService, Protocol, ServicePort,
@@ -530,6 +535,9 @@ impl Translator {
             }
         }
         let project = self.cluster.get_netnamespace(name)?;
+        if let (Some(object), Some(project)) = (&object, &project) {
+            self.sync_netnamespace_extras(object, project)?;
+        }
         let update = |netid, clear_change_network| {
             Some(NetNamespaceWrite::Update { name: name.to_owned(), netid, clear_change_network })
         };
@@ -560,6 +568,37 @@ impl Translator {
         };
         self.api_writes.extend(write.map(ApiWrite::NetNamespace));
         Ok(())
+    }
+
+    /// Makes project `project`'s egress IPs and OpenShift's NetNamespace annotations
+    /// (`netnamespace.network.openshift.io/`: multicast) those of its object. What the
+    /// store refuses (an egress IP no node can hold, a bad key) is logged and left as it
+    /// was, as OpenShift's master logs it.
+    fn sync_netnamespace_extras(
+        &self,
+        object: &openshift::NetNamespace,
+        project: &oxsdn_controller::NetNamespace,
+    ) -> oxsdn_controller::Result<()> {
+        let name = &project.name;
+        let egress = parse_all(&object.egress_ips, "egressIPs")
+            .map(|egress_ips| ProjectEgressIps { project: name.clone(), egress_ips });
+        logged(name, "egress IPs", egress.and_then(|record| self.cluster.set_project_egress_ips(&record)))?;
+        let ours = |key: &String| key.starts_with(NETNAMESPACE_ANNOTATION_PREFIX);
+        let mut annotations: BTreeMap<String, String> =
+            project.annotations.iter().filter(|(k, _)| !ours(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let of_object = object.metadata.annotations.iter().flatten().filter(|(k, _)| ours(k));
+        annotations.extend(of_object.map(|(k, v)| (k.clone(), v.clone())));
+        logged(name, "annotations", self.cluster.set_netnamespace_annotations(name, &annotations))
+    }
+
+    /// Makes node `name`'s egress IPs and CIDRs those of its HostSubnet object (logged
+    /// and left as they were if the store refuses them).
+    fn sync_node_egress(&self, name: &str, object: &openshift::HostSubnet) -> oxsdn_controller::Result<()> {
+        let record = parse_all(&object.egress_ips, "egressIPs").and_then(|egress_ips| {
+            let egress_cidrs = parse_all(&object.egress_cidrs, "egressCIDRs")?;
+            Ok(NodeEgress { node: name.to_owned(), egress_ips, egress_cidrs })
+        });
+        logged(name, "egress IPs and CIDRs", record.and_then(|record| self.cluster.set_node_egress(&record)))
     }
 
     /// Checks the ClusterNetwork object against oxsdn's configuration (or asks for it to
@@ -663,6 +702,7 @@ impl Translator {
                 if before.as_ref() != Some(&hs) {
                     info!(node = name, %ip, subnet = %hs.subnet, "node registered with the subnet of its HostSubnet");
                 }
+                self.sync_node_egress(name, &object)?;
                 if object.host_ip == ip.to_string() {
                     return Ok(());
                 }
@@ -825,6 +865,26 @@ fn deny_all() -> EgressNetworkPolicySpec {
 }
 
 /// Deleting what is already gone is done.
+/// Every address (or CIDR) of an object's `field`, or which one is not one.
+fn parse_all<T: std::str::FromStr>(values: &[String], field: &str) -> oxsdn_controller::Result<Vec<T>> {
+    values
+        .iter()
+        .map(|v| v.parse().map_err(|_| Error::Invalid(format!("{field}: {v:?} is not an IPv4 address or CIDR"))))
+        .collect()
+}
+
+/// A write the store refused for what an object says is logged (the object stays wrong
+/// until it is corrected, and nothing else waits for it); the store's failures are errors.
+fn logged(name: &str, what: &str, result: oxsdn_controller::Result<bool>) -> oxsdn_controller::Result<()> {
+    match result {
+        Ok(true) => info!(object = name, "{what} followed"),
+        Ok(false) => {}
+        Err(Error::Store(e)) => return Err(Error::Store(e)),
+        Err(e) => warn!(object = name, "{what} not followed: {e}"),
+    }
+    Ok(())
+}
+
 fn ignore_absent(result: oxsdn_controller::Result<()>) -> oxsdn_controller::Result<()> {
     match result {
         Err(

@@ -9,6 +9,7 @@ use super::{keys, policy::ApplyOutcome, Attempt, Cluster, Record};
 use crate::{
     egress_ip::{EgressIpState, NodeEgress, NodeLease, ProjectEgressIps},
     hostsubnets::validate_node_name,
+    netnamespaces::validate_annotations,
     policy::manifest::Object,
     store::Op,
     vnid::GLOBAL_VNID,
@@ -85,9 +86,9 @@ impl Attempt<'_> {
 }
 
 impl Cluster {
-    /// Sets the egress IPs of project `project` (none: clears them). The project must
-    /// exist and not be global.
-    pub fn set_project_egress_ips(&self, record: &ProjectEgressIps) -> Result<()> {
+    /// Sets the egress IPs of project `project` (none: clears them); whether they
+    /// changed. The project must exist and not be global.
+    pub fn set_project_egress_ips(&self, record: &ProjectEgressIps) -> Result<bool> {
         record.check()?;
         self.transact("egress IPs", |a| {
             let ns = a.record::<NetNamespace>(&record.project)?;
@@ -98,6 +99,10 @@ impl Cluster {
                     record.project
                 )));
             }
+            let before = a.record::<ProjectEgressIps>(&record.project)?;
+            if before.map_or(record.egress_ips.is_empty(), |b| b == *record) {
+                return Ok(false);
+            }
             a.egress_state(|s| {
                 s.projects.insert(record.project.clone(), record.clone());
             })?;
@@ -106,27 +111,31 @@ impl Cluster {
             } else {
                 a.put_record(record)?;
             }
-            Ok(())
+            Ok(true)
         })
     }
 
     /// Sets the manual egress IPs and the egress CIDRs of node `record.node`, which must
-    /// have a HostSubnet (both empty: clears them).
-    pub fn set_node_egress(&self, record: &NodeEgress) -> Result<()> {
+    /// have a HostSubnet (both empty: clears them); whether they changed.
+    pub fn set_node_egress(&self, record: &NodeEgress) -> Result<bool> {
         record.check()?;
         self.transact("egress IPs", |a| {
             if a.record::<HostSubnet>(&record.node)?.is_none() {
                 return Err(Error::UnknownNode(record.node.clone()));
             }
+            let empty = record.egress_ips.is_empty() && record.egress_cidrs.is_empty();
+            if a.record::<NodeEgress>(&record.node)?.map_or(empty, |b| b == *record) {
+                return Ok(false);
+            }
             a.egress_state(|s| {
                 s.nodes.insert(record.node.clone(), record.clone());
             })?;
-            if record.egress_ips.is_empty() && record.egress_cidrs.is_empty() {
+            if empty {
                 a.delete_record::<NodeEgress>(&record.node)?;
             } else {
                 a.put_record(record)?;
             }
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -243,16 +252,15 @@ impl Attempt<'_> {
                 Object::NetNamespaceEgress(ns) => {
                     let name = &ns.record.project;
                     let (old, new) = (before.projects.get(name), &ns.record);
-                    if old.map_or(!new.egress_ips.is_empty(), |o| o != new) {
+                    let egress_changed = old.map_or(!new.egress_ips.is_empty(), |o| o != new);
+                    if egress_changed {
                         if new.egress_ips.is_empty() {
                             self.delete_record::<ProjectEgressIps>(name)?;
                         } else {
                             self.put_record(new)?;
                         }
-                        true
-                    } else {
-                        false
                     }
+                    egress_changed | self.merge_annotations(&projects[name], &ns.annotations)?
                 }
                 Object::HostSubnetEgress(hs) => {
                     let name = &hs.record.node;
@@ -277,5 +285,18 @@ impl Attempt<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Sets a NetNamespace manifest's annotations on `project` (others kept, as
+    /// `kubectl apply` keeps those it did not set); whether that changed it.
+    fn merge_annotations(&mut self, project: &NetNamespace, annotations: &BTreeMap<String, String>) -> Result<bool> {
+        let mut merged = project.annotations.clone();
+        merged.extend(annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if merged == project.annotations {
+            return Ok(false);
+        }
+        validate_annotations(&merged)?;
+        self.put_record(&NetNamespace { annotations: merged, ..project.clone() })?;
+        Ok(true)
     }
 }

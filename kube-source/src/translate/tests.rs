@@ -4,7 +4,9 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use oxsdn_controller::{store::FileStore, ClusterConfig, Service};
+use oxsdn_controller::{
+    egress_ip::NodeLease, netnamespaces::MULTICAST_ANNOTATION, store::FileStore, ClusterConfig, Service,
+};
 use serde::de::DeserializeOwned;
 
 use super::*;
@@ -856,4 +858,48 @@ fn nothing_is_written_until_the_cluster_network_is_listed_whatever_the_order() {
     assert_eq!(projects(&c), ["shop"]);
     assert_eq!(service(&c, "shop").unwrap().endpoints, vec![ip("10.128.0.5")]);
     assert!(c.get_hostsubnet("node-1").unwrap().is_some());
+}
+
+#[test]
+fn egress_ips_and_multicast_of_openshifts_objects_become_the_projects_and_nodes() {
+    let f = Fixture::new();
+    let mut t = f.translator();
+    list_all(&mut t, &["shop"]);
+    let c = f.cluster();
+    // node-1's agent reports its underlay network, where egress IPs can be held.
+    let network = "192.168.10.0/24".parse().unwrap();
+    c.renew_lease(&NodeLease { node: "node-1".into(), network, beat: 1 }).unwrap();
+    let mut subnet = hostsubnet("node-1", "192.168.10.1", &subnet_of(&c, "node-1").unwrap());
+    subnet.egress_cidrs = vec!["192.168.10.128/25".into()];
+    t.handle(Change::HostSubnet(Event::Apply(subnet.clone())));
+    let mut object = netnamespace("shop", netid(&c, "shop"), None);
+    object.egress_ips = vec!["192.168.10.200".into()];
+    object.metadata.annotations = Some(BTreeMap::from([
+        (MULTICAST_ANNOTATION.to_owned(), "true".to_owned()),
+        ("example.com/not-ours".to_owned(), "x".to_owned()),
+    ]));
+    t.handle(Change::NetNamespace(Event::Apply(object.clone())));
+    let egress_of_shop = |c: &Cluster| {
+        let (all, _) = c.list_project_egress_ips().unwrap();
+        all.into_iter().find(|p| p.project == "shop").map(|p| p.egress_ips).unwrap_or_default()
+    };
+    assert_eq!(egress_of_shop(&c), [ip("192.168.10.200")]);
+    let (nodes, _) = c.list_node_egress().unwrap();
+    assert_eq!(nodes[0].egress_cidrs, ["192.168.10.128/25".parse().unwrap()]);
+    let shop = c.get_netnamespace("shop").unwrap().unwrap();
+    assert!(shop.multicast_enabled());
+    assert!(!shop.annotations.contains_key("example.com/not-ours"), "only OpenShift's settings are copied");
+    // One the store refuses (outside every node's network) is left out; the rest follows.
+    object.egress_ips = vec!["10.99.0.1".into()];
+    object.metadata.annotations = None;
+    t.handle(Change::NetNamespace(Event::Apply(object.clone())));
+    assert_eq!(egress_of_shop(&c), [ip("192.168.10.200")]);
+    assert!(!c.get_netnamespace("shop").unwrap().unwrap().multicast_enabled());
+    // Removed from the objects: removed from the store.
+    object.egress_ips = vec![];
+    t.handle(Change::NetNamespace(Event::Apply(object)));
+    assert_eq!(egress_of_shop(&c), Vec::<Ipv4Addr>::new());
+    subnet.egress_cidrs = vec![];
+    t.handle(Change::HostSubnet(Event::Apply(subnet)));
+    assert_eq!(c.list_node_egress().unwrap().0, vec![]);
 }
