@@ -267,21 +267,33 @@ fn oxsdn_egress() -> Result<Scenario> {
 /// A pod of node1 to the external host through its project's egress IP, which node2
 /// holds: over VXLAN to node2, SNAT there (the path of every pod not on the holder).
 fn oxsdn_egress_ip() -> Result<Scenario> {
+    oxsdn_egress_ip_held_by("oxsdn-egress-ip", 1)
+}
+
+/// The same with node1 holding the egress IP: SNAT on the pod's own node (the path of
+/// the holder's pods), against plain egress the cost of table 100 and the SNAT rule.
+fn oxsdn_egress_ip_local() -> Result<Scenario> {
+    oxsdn_egress_ip_held_by("oxsdn-egress-ip-local", 0)
+}
+
+/// Two nodes, a pod on node1 whose project's egress IP node `holder` (an index) holds.
+fn oxsdn_egress_ip_held_by(name: &'static str, holder: usize) -> Result<Scenario> {
     let mut cluster = TestCluster::new(&[])?;
     cluster.add_node("node1")?;
     cluster.add_node("node2")?;
     let Pod { netns: client, .. } = cluster.nodes[0].add_pod("bench", "client")?;
     let egress_ip = format!("{}.100", oxsdn_tests::cluster::UNDERLAY_PREFIX);
-    cluster.oxsdnctl(&["set", "hostsubnet-egress", "node2", "--ips", &egress_ip])?;
+    let holder_name = cluster.nodes[holder].name.clone();
+    cluster.oxsdnctl(&["set", "hostsubnet-egress", &holder_name, "--ips", &egress_ip])?;
     cluster.oxsdnctl(&["set", "egress-ips", "bench", &egress_ip])?;
-    let holder = Netns::borrowed(&cluster.nodes[1].netns.name);
+    let holder = Netns::borrowed(&cluster.nodes[holder].netns.name);
     let start = std::time::Instant::now();
     while !holder.ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?.contains(&format!(" {egress_ip}/")) {
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "node2 never took the egress IP");
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(10), "{holder_name} never took the egress IP");
         std::thread::sleep(Duration::from_millis(100));
     }
     let server = Netns::borrowed(&cluster.external.name);
-    Ok(Scenario::new("oxsdn-egress-ip", client, server, EXTERNAL_HOST.parse()?, vec![Box::new(cluster)]))
+    Ok(Scenario::new(name, client, server, EXTERNAL_HOST.parse()?, vec![Box::new(cluster)]))
 }
 
 /// The node itself to the same external host: the limit for egress.
@@ -352,7 +364,7 @@ fn ovs_cross_node(prefix: &str) -> Result<Scenario> {
 }
 
 /// Every scenario's name, in the order they are measured.
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 16] = [
     "raw-veth",
     "linux-bridge",
     "oxsdn-same-node",
@@ -367,6 +379,7 @@ pub const NAMES: [&str; 15] = [
     "oxsdn-service",
     "oxsdn-egress",
     "oxsdn-egress-ip",
+    "oxsdn-egress-ip-local",
     "node-egress",
 ];
 
@@ -393,6 +406,7 @@ pub fn setup(name: &str, copy: &str) -> Result<Scenario> {
         "oxsdn-service" => oxsdn_service(),
         "oxsdn-egress" => oxsdn_egress(),
         "oxsdn-egress-ip" => oxsdn_egress_ip(),
+        "oxsdn-egress-ip-local" => oxsdn_egress_ip_local(),
         "node-egress" => node_egress(),
         other => anyhow::bail!("no scenario {other}"),
     }?;
