@@ -786,7 +786,12 @@ fn egress_ips_are_validated_as_a_whole_and_shown_as_oc_shows_them() {
     assert!(table.contains(" [10.0.5.10 10.0.6.7]\n"), "{table}");
     let table = ok(&tmp, &["get", "hostsubnets"]);
     assert!(table.contains("node-b    node-b    10.0.0.2   10.129.0.0/23   [10.0.6.0/24]   [10.0.6.7]\n"), "{table}");
+    // A global project has no egress IPs: making a with its own global is refused, both ways.
+    refused(&["pod-network", "make-projects-global", "a"], "has egress IPs");
+    ok(&tmp, &["pod-network", "make-projects-global", "b"]);
+    refused(&["pod-network", "join-projects", "--to", "b", "a"], "has egress IPs");
     ok(&tmp, &["set", "egress-ips", "a"]);
+    ok(&tmp, &["pod-network", "make-projects-global", "a"]);
     let table = ok(&tmp, &["get", "netnamespaces"]);
     assert!(table.lines().any(|l| l.starts_with("a ") && l.ends_with(" []")), "{table}");
     let json: serde_json::Value = serde_json::from_str(&ok(&tmp, &["get", "hostsubnets", "-o", "json"])).unwrap();

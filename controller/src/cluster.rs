@@ -191,6 +191,19 @@ struct Attempt<'a> {
     changed: Vec<&'static str>,
 }
 
+/// A global project (VNID 0) has no egress IPs (`set_project_egress_ips` refuses them):
+/// making one global that has some would let its traffic leave with the node's address.
+/// The egress record is read in the same attempt, so a concurrent change fails it.
+fn refuse_global_with_egress_ips(a: &mut Attempt, project: &str) -> Result<()> {
+    match a.record::<crate::egress_ip::ProjectEgressIps>(project)? {
+        Some(r) if !r.egress_ips.is_empty() => Err(Error::Invalid(format!(
+            "project {project:?} has egress IPs, which a global project cannot have: clear them first \
+             (oxsdnctl set egress-ips {project})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Attempt<'_> {
     fn get(&mut self, key: &str) -> Result<Option<KeyValue>> {
         let kv = self.store.get(key)?;
@@ -661,6 +674,9 @@ impl Cluster {
             for name in select(&all, projects)?.into_iter().filter(|p| *p != to) {
                 let ns = all.get_mut(name).ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
                 if ns.netid != target {
+                    if target == GLOBAL_VNID {
+                        refuse_global_with_egress_ips(a, name)?;
+                    }
                     ns.netid = target;
                     a.put_record(&*ns)?;
                 }
@@ -717,6 +733,7 @@ impl Cluster {
             for name in select(&all, projects)? {
                 let ns = all.get_mut(name).ok_or_else(|| Error::UnknownProject(name.to_owned()))?;
                 if ns.netid != GLOBAL_VNID {
+                    refuse_global_with_egress_ips(a, name)?;
                     ns.netid = GLOBAL_VNID;
                     a.put_record(&*ns)?;
                 }

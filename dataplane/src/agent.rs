@@ -90,6 +90,7 @@ pub struct Agent {
     projects: Arc<Projects>,
     policy: Arc<PolicyEngine>,
     multicast: Arc<Multicast>,
+    egress_ips: Arc<EgressIps>,
     pods: Mutex<PodState>,
     /// Wakes the publisher of this node's pods' addresses (`publish_pod_addresses`).
     addresses_changed: Mutex<Option<Sender<()>>>,
@@ -234,6 +235,7 @@ impl Agent {
             projects,
             policy,
             multicast,
+            egress_ips,
             pods: Mutex::new(PodState { table, ipam }),
             addresses_changed: Mutex::new(None),
             saved: Mutex::new(0),
@@ -279,8 +281,10 @@ impl Agent {
     /// masquerade rule, so running pods keep their connections, egress included, until
     /// the next agent takes over; so does the CNI config, so the node stays Ready, ADD
     /// waits for the next agent and DEL records its deletion for it (docs/design.md,
-    /// CNI). Uninstalling is `teardown`.
+    /// CNI). Uninstalling is `teardown`. The node's automatic egress IPs move to other
+    /// nodes now rather than being held twice once its lease expires.
     pub fn shutdown(&self) -> Result<()> {
+        self.egress_ips.stop();
         remove_if_exists(&self.config.socket)
     }
 
@@ -911,6 +915,7 @@ pub fn teardown(
     egress::remove_masquerade()?;
     hostport::remove()?;
     crate::egress_ip::remove_rules()?;
+    crate::egress_ip::remove_addresses()?;
     // The underlay device stays: its prefilter is detached now, not when the kernel
     // gets round to releasing the unpinned link.
     crate::health::detach_pinned_link(&bpffs_dir.join(node_name).join("links").join(prefilter::PIN))?;

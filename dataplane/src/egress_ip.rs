@@ -10,7 +10,12 @@
 //!
 //! A node is live while its lease is renewed (`LEASE_INTERVAL_MS`); one whose lease this
 //! agent has not seen renewed for `LEASE_TIMEOUT_MS` is dead, and the placement is
-//! computed again without it.
+//! computed again without it. No node holds an address another node may take: this node
+//! counts itself live only while its own renewals succeed, and gives up its addresses
+//! sooner (`OWN_LEASE_TIMEOUT`) than the others take them; while this agent's watch is
+//! down it judges no other node dead (a gap in the watch is no death); and a stopping
+//! agent deletes its lease and gives up its automatic addresses first, so they move at
+//! once instead of being held twice.
 
 use std::{
     borrow::Cow,
@@ -22,6 +27,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use ipnetwork::Ipv4Network;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressProtocol};
 use nftables::{
     batch::Batch,
     expr::{Expression, Meta, MetaKey, NamedExpression, CT},
@@ -52,6 +58,14 @@ const SNAT_PRIORITY: i32 = 99;
 /// lost or a neighbour's entry was still locked (the kernel ignores updates within a
 /// second of the last).
 const ANNOUNCEMENTS: [Duration; 3] = [Duration::ZERO, Duration::from_millis(500), Duration::from_millis(1200)];
+/// How long after its last successful renewal this node still counts itself live: half
+/// a renewal less than the others wait (`LEASE_TIMEOUT_MS`, from when they saw it), so it
+/// gives an address up before another node can take it.
+const OWN_LEASE_TIMEOUT: Duration = Duration::from_millis(LEASE_TIMEOUT_MS - LEASE_INTERVAL_MS / 2);
+/// `IFA_PROTO` of the egress IPs this agent puts on a device: an address left behind
+/// (its record deleted while no agent ran, or the node uninstalled) is still known as
+/// ours and taken off.
+const ADDRESS_PROTOCOL: u8 = 0x0e;
 
 pub struct EgressIps {
     cluster: Arc<Cluster>,
@@ -81,6 +95,15 @@ struct State {
     listed_projects: bool,
     listed_nodes: bool,
     listed_egress: bool,
+    /// Whether `ip oxsdn-egress-ip` holds the rules of `held` (a failed write is retried;
+    /// at start it holds an earlier agent's).
+    rules_current: bool,
+    /// Whether the watch of leases runs (since its last list).
+    watching: bool,
+    /// When this node's lease was last written.
+    renewed: Option<Instant>,
+    /// The agent stops: this node is no longer live, but keeps its manual addresses.
+    stopping: bool,
 }
 
 impl EgressIps {
@@ -110,6 +133,16 @@ impl EgressIps {
         // A previous agent's entries stay (its projects keep their egress IPs, or stay
         // dropped, until this one has listed everything) and are then made current.
         let mut state = State::default();
+        let network = match &underlay {
+            Some((_, _, network)) => *network,
+            None => Ipv4Network::new(node_ip, 32)?,
+        };
+        // Not fatal: without a lease (a store whose roles predate leases) this node only
+        // looks dead to the others, which then place no automatic egress IP on it.
+        match cluster.renew_lease(&NodeLease { node: node.to_owned(), network, beat: 0 }) {
+            Ok(()) => state.renewed = Some(Instant::now()),
+            Err(e) => tracing::warn!("writing the node's lease: {e:#}"),
+        }
         for entry in maps.lock().unwrap().egress_ips.iter() {
             let (vnid, entry) = entry?;
             state.written.insert(vnid, entry);
@@ -124,12 +157,6 @@ impl EgressIps {
             underlay,
             state: Mutex::new(state),
         });
-        let network = egress.underlay.as_ref().map_or(Ipv4Network::new(node_ip, 32)?, |u| u.2);
-        // Not fatal: without a lease (a store whose roles predate leases) this node only
-        // looks dead to the others, which then place no automatic egress IP on it.
-        if let Err(e) = egress.cluster.renew_lease(&NodeLease { node: node.to_owned(), network, beat: 0 }) {
-            tracing::warn!("writing the node's lease: {e:#}");
-        }
         std::thread::Builder::new().name("egress-ip-lease".into()).spawn({
             let egress = egress.clone();
             move || egress.renew_forever(network)
@@ -145,11 +172,26 @@ impl EgressIps {
         let mut beat = 1;
         loop {
             std::thread::sleep(Duration::from_millis(LEASE_INTERVAL_MS));
-            if let Err(e) = self.cluster.renew_lease(&NodeLease { node: self.node.clone(), network, beat }) {
-                tracing::warn!("renewing the node's lease: {e:#}");
+            if self.state.lock().unwrap().stopping {
+                return;
+            }
+            match self.cluster.renew_lease(&NodeLease { node: self.node.clone(), network, beat }) {
+                Ok(()) => self.state.lock().unwrap().renewed = Some(Instant::now()),
+                Err(e) => tracing::warn!("renewing the node's lease: {e:#}"),
             }
             beat += 1;
             self.check_liveness();
+        }
+    }
+
+    /// The agent stops (an upgrade, or for good): no renewal any more, the lease deleted
+    /// so that the other nodes take this node's automatic egress IPs at once, and those
+    /// addresses given up here first (its manual ones no other node takes: they stay,
+    /// for its own pods, until the next agent).
+    pub fn stop(&self) {
+        self.changed(|s| s.stopping = true);
+        if let Err(e) = self.cluster.delete_lease(&self.node) {
+            tracing::warn!("deleting the node's lease (the others wait for it to expire): {e:#}");
         }
     }
 
@@ -160,6 +202,7 @@ impl EgressIps {
             if let Err(e) = self.follow() {
                 tracing::warn!("following egress IPs: {e:#}");
             }
+            self.state.lock().unwrap().watching = false;
             std::thread::sleep(Duration::from_secs(1));
         }
     }
@@ -172,12 +215,11 @@ impl EgressIps {
         self.changed(|s| {
             s.egress.projects = projects.into_iter().map(|p| (p.project.clone(), p)).collect();
             s.egress.nodes = nodes.into_iter().map(|n| (n.node.clone(), n)).collect();
-            let now = Instant::now();
             for lease in leases {
-                s.egress.node_networks.insert(lease.node.clone(), lease.network);
-                s.leases.entry(lease.node).or_insert((lease.beat, now));
+                s.saw_lease(lease);
             }
             s.listed_egress = true;
+            s.watching = true;
         });
         for event in events {
             self.changed(|s| match event {
@@ -193,13 +235,7 @@ impl EgressIps {
                 EgressIpEvent::NodeDeleted(name) => {
                     s.egress.nodes.remove(&name);
                 }
-                EgressIpEvent::Lease(lease) => {
-                    s.egress.node_networks.insert(lease.node.clone(), lease.network);
-                    let seen = s.leases.entry(lease.node).or_insert((lease.beat, Instant::now()));
-                    if seen.0 != lease.beat {
-                        *seen = (lease.beat, Instant::now());
-                    }
-                }
+                EgressIpEvent::Lease(lease) => s.saw_lease(lease),
                 EgressIpEvent::LeaseDeleted(name) => {
                     s.leases.remove(&name);
                 }
@@ -217,9 +253,15 @@ impl EgressIps {
         let mut state = self.state.lock().unwrap();
         change(&mut state);
         let timeout = Duration::from_millis(LEASE_TIMEOUT_MS);
-        let mut live: BTreeSet<String> =
-            state.leases.iter().filter(|(_, (_, at))| at.elapsed() < timeout).map(|(n, _)| n.clone()).collect();
-        live.insert(self.node.clone());
+        let mut live: BTreeSet<String> = if state.watching {
+            state.leases.iter().filter(|(_, (_, at))| at.elapsed() < timeout).map(|(n, _)| n.clone()).collect()
+        } else {
+            state.live.clone()
+        };
+        live.remove(&self.node);
+        if !state.stopping && state.renewed.is_some_and(|at| at.elapsed() < OWN_LEASE_TIMEOUT) {
+            live.insert(self.node.clone());
+        }
         live.retain(|n| state.egress.node_ips.contains_key(n));
         if live != state.live {
             tracing::info!(live = ?live, "live nodes for egress IPs");
@@ -235,7 +277,17 @@ impl EgressIps {
 
     /// Makes the map, the addresses and the nftables rules what the placement says.
     fn write(&self, state: &mut State) -> Result<()> {
-        let placement = state.egress.placement(&state.live);
+        let mut placement = state.egress.placement(&state.live);
+        if state.stopping {
+            // Its manual addresses stay this node's: no other node takes them.
+            let project_ips: BTreeSet<Ipv4Addr> =
+                state.egress.projects.values().flat_map(|p| p.egress_ips.iter().copied()).collect();
+            if let Some(own) = state.egress.nodes.get(&self.node) {
+                for ip in own.egress_ips.iter().filter(|ip| project_ips.contains(ip)) {
+                    placement.insert(*ip, self.node.clone());
+                }
+            }
+        }
         // The addresses this node holds: kept ones keep their mark slot.
         let mine: BTreeSet<Ipv4Addr> = match self.underlay {
             Some(_) => placement.iter().filter(|(_, n)| **n == self.node).map(|(ip, _)| *ip).collect(),
@@ -252,8 +304,10 @@ impl EgressIps {
             state.held.insert(*ip, slot);
         }
         // Rules before addresses before map entries: traffic meets a complete path.
-        if !gone.is_empty() || !new.is_empty() {
+        if !gone.is_empty() || !new.is_empty() || !state.rules_current {
+            state.rules_current = false;
             self.install_rules(&state.held)?;
+            state.rules_current = true;
         }
         if let Some((_, index, network)) = &self.underlay {
             // Every egress IP of the records, and those just given up (no longer any
@@ -375,9 +429,10 @@ impl EgressIps {
     }
 }
 
-/// Puts the held addresses on the underlay device and takes off those of other egress
-/// IPs (`every`): moved away, or left by an earlier agent. In the device's network they
-/// are secondary addresses (never the node's own source address), else /32.
+/// Puts the held addresses on the underlay device (tagged `ADDRESS_PROTOCOL`) and takes
+/// off those of other egress IPs (`every`) and other tagged ones: moved away, or left by
+/// an earlier agent. In the device's network they are secondary addresses (never the
+/// node's own source address), else /32.
 fn sync_addresses(
     index: u32,
     network: Ipv4Network,
@@ -391,14 +446,10 @@ fn sync_addresses(
         let mut present = BTreeSet::new();
         let mut remove = Vec::new();
         while let Some(m) = existing.try_next().await? {
-            let ip = m.attributes.iter().find_map(|a| match a {
-                netlink_packet_route::address::AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
-            });
-            let Some(ip) = ip else { continue };
+            let Some(ip) = local_address(&m) else { continue };
             if held.contains_key(&ip) {
                 present.insert(ip);
-            } else if ip != node_ip && every.contains(&ip) {
+            } else if ip != node_ip && (every.contains(&ip) || ours(&m)) {
                 remove.push(m);
             }
         }
@@ -407,7 +458,39 @@ fn sync_addresses(
         }
         for ip in held.keys().filter(|ip| !present.contains(ip)) {
             let prefix = if network.contains(*ip) { network.prefix() } else { 32 };
-            netlink::add_address(&h, index, *ip, prefix).await.with_context(|| format!("adding egress IP {ip}"))?;
+            let mut add = h.address().add(index, std::net::IpAddr::V4(*ip), prefix);
+            add.message_mut().attributes.push(AddressAttribute::Protocol(AddressProtocol::from(ADDRESS_PROTOCOL)));
+            add.execute().await.with_context(|| format!("adding egress IP {ip}"))?;
+        }
+        Ok(())
+    })?
+}
+
+fn local_address(m: &AddressMessage) -> Option<Ipv4Addr> {
+    m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    })
+}
+
+/// Whether this agent put the address there (an egress IP).
+fn ours(m: &AddressMessage) -> bool {
+    m.attributes.iter().any(|a| matches!(a, AddressAttribute::Protocol(p) if u8::from(*p) == ADDRESS_PROTOCOL))
+}
+
+/// Takes every egress IP this agent put on a device of the node off again (uninstall).
+pub fn remove_addresses() -> Result<()> {
+    with_netlink(|h| async move {
+        use futures::TryStreamExt;
+        let mut existing = h.address().get().execute();
+        let mut remove = Vec::new();
+        while let Some(m) = existing.try_next().await? {
+            if ours(&m) {
+                remove.push(m);
+            }
+        }
+        for m in remove {
+            h.address().del(m).execute().await.context("removing an egress IP")?;
         }
         Ok(())
     })?
@@ -469,6 +552,17 @@ fn announce(index: u32, ip: Ipv4Addr) -> Result<()> {
         return Err(std::io::Error::last_os_error()).context("sending a gratuitous ARP");
     }
     Ok(())
+}
+
+impl State {
+    /// A lease listed or changed: its node renewed it if the beat moved since last seen.
+    fn saw_lease(&mut self, lease: NodeLease) {
+        self.egress.node_networks.insert(lease.node.clone(), lease.network);
+        let seen = self.leases.entry(lease.node).or_insert((lease.beat, Instant::now()));
+        if seen.0 != lease.beat {
+            *seen = (lease.beat, Instant::now());
+        }
+    }
 }
 
 /// Removes the egress IP rules (uninstall).

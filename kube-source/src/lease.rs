@@ -200,15 +200,19 @@ impl LeaderElector {
     }
 
     /// Renews the Lease until a renewal has failed for `renew_deadline`; returns then, and
-    /// the caller must stop writing.
+    /// the caller must stop writing. A renewal that hangs (a silent connection) is given
+    /// up at the deadline too, as client-go's is: the standby takes the Lease only after
+    /// its duration, which is longer.
     pub async fn hold(&mut self) -> anyhow::Error {
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.timings.retry).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => return anyhow::anyhow!("lease {} was taken over by another replica", self.name),
-                Err(e) => warn!(lease = self.name, "renewing the lease failed: {e}"),
+            let left = self.timings.renew_deadline.saturating_sub(renewed.elapsed());
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => renewed = Instant::now(),
+                Ok(Ok(false)) => return anyhow::anyhow!("lease {} was taken over by another replica", self.name),
+                Ok(Err(e)) => warn!(lease = self.name, "renewing the lease failed: {e}"),
+                Err(_) => warn!(lease = self.name, "renewing the lease took until the renew deadline"),
             }
             if renewed.elapsed() >= self.timings.renew_deadline {
                 return anyhow::anyhow!("lease {} not renewed for {:?}", self.name, self.timings.renew_deadline);

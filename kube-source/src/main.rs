@@ -51,7 +51,12 @@ async fn main() -> anyhow::Result<()> {
         LeaseTimings::default(),
     );
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
-    elector.acquire().await;
+    // A standby stops at once too (a rollout, a drained node): it has written nothing.
+    tokio::select! {
+        _ = elector.acquire() => {}
+        _ = terminate.recv() => return Ok(()),
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    }
     let writer = ApiWriter::new(&client, tokio::runtime::Handle::current());
     // SIGTERM (a rollout, a drained node) ends the changes; `follow` returns once the
     // translation thread has made its last write.

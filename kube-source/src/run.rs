@@ -185,11 +185,17 @@ fn translate_loop(
     mut write: impl FnMut(ApiWrite),
 ) -> Translator {
     let mut was_synced = false;
+    // Failed writes are retried every period, also while changes keep coming.
+    let mut retried = std::time::Instant::now();
     loop {
         match changes.recv_timeout(RETRY_PERIOD) {
             Ok(change) => translator.handle(change),
-            Err(mpsc::RecvTimeoutError::Timeout) => translator.retry_failed(),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return translator,
+        }
+        if retried.elapsed() >= RETRY_PERIOD {
+            translator.retry_failed();
+            retried = std::time::Instant::now();
         }
         translator.take_api_writes().into_iter().for_each(&mut write);
         if !was_synced && translator.synced() {

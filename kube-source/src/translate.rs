@@ -22,7 +22,9 @@
 //!   written (a mismatch writes nothing until it is resolved); published when absent.
 //! - NetNamespace: a project takes its object's NETID, at creation and whenever it
 //!   changes (OpenShift's master ran `oc adm pod-network`); the change-network annotation
-//!   is applied and removed; objects are created for projects that have none. Its
+//!   is applied and removed; objects are created for projects that have none. Projects
+//!   are written only once the NetNamespaces are listed too, so a new project adopts its
+//!   object's NETID whichever watch lists first. Its
 //!   `egressIPs` and multicast annotation (`netnamespace.network.openshift.io/`) are the
 //!   project's.
 //! - HostSubnet: a node takes its object's subnet (checked: inside the cluster network,
@@ -280,23 +282,19 @@ impl Translator {
                         }
                     }
                 }
-                Touched::All => {
-                    self.reconcile(Kind::Namespace);
-                    self.reconcile(Kind::NetNamespaceObject);
-                    self.reconcile(Kind::Service);
-                    self.reconcile(Kind::Pod);
-                    self.reconcile(Kind::NetworkPolicy);
-                    self.reconcile(Kind::EgressPolicy);
-                }
+                Touched::All => self.reconcile_namespaces(),
                 Touched::Nothing => {}
             },
             Change::Node(event) => self.follow(Kind::Node, |t| t.nodes.apply(event)),
             Change::Pod(event) => self.follow(Kind::Pod, |t| t.pods.apply(event)),
             Change::NetworkPolicy(event) => self.follow(Kind::NetworkPolicy, |t| t.policies.apply(event)),
             Change::Service(event) => self.follow(Kind::Service, |t| t.services.apply(event)),
-            Change::NetNamespace(event) => {
-                self.follow(Kind::NetNamespaceObject, |t| t.netnamespace_objects.apply(event))
-            }
+            Change::NetNamespace(event) => match self.netnamespace_objects.apply(event) {
+                Touched::Keys(keys) => keys.into_iter().for_each(|(key, _)| self.sync(Kind::NetNamespaceObject, &key)),
+                // The projects wait for this list (their NETIDs), and their contents for them.
+                Touched::All => self.reconcile_namespaces(),
+                Touched::Nothing => {}
+            },
             // A HostSubnet object is named after its node.
             Change::HostSubnet(event) => self.follow(Kind::Node, |t| t.hostsubnet_objects.apply(event)),
             Change::ClusterNetwork(event) => {
@@ -326,6 +324,16 @@ impl Translator {
                 Touched::Nothing => {}
             },
         }
+    }
+
+    /// Reconciles the projects and everything in them.
+    fn reconcile_namespaces(&mut self) {
+        self.reconcile(Kind::Namespace);
+        self.reconcile(Kind::NetNamespaceObject);
+        self.reconcile(Kind::Service);
+        self.reconcile(Kind::Pod);
+        self.reconcile(Kind::NetworkPolicy);
+        self.reconcile(Kind::EgressPolicy);
     }
 
     /// Tries again the writes that failed on the store.
@@ -371,7 +379,8 @@ impl Translator {
         }
         !self.blocked()
             && match kind {
-                Kind::Namespace => self.namespaces.listed,
+                // NetNamespaces first: a new project adopts its NETID (a migration).
+                Kind::Namespace => self.namespaces.listed && self.netnamespace_objects.listed,
                 Kind::Node => self.nodes.listed && self.hostsubnet_objects.listed,
                 Kind::Pod => self.namespaces.listed && self.pods.listed,
                 Kind::NetworkPolicy => self.namespaces.listed && self.policies.listed,

@@ -94,7 +94,9 @@ fn egress_ip_choice<E: Env>(env: E, vnid: u32, ip: &Ipv4, from_tunnel: bool, nod
         let rule = if from_tunnel { EGRESS_IP_NOT_HERE } else { EGRESS_IP_UNHELD };
         return EgressIpChoice { rule, value: 0 };
     }
-    let ports = (u32::from(ip.sport) << 16) | u32::from(ip.dport);
+    // The fragments of a datagram take one egress IP: only the first carries ports.
+    let fragment = ip.later_fragment || ip.more_fragments;
+    let ports = if fragment { 0 } else { (u32::from(ip.sport) << 16) | u32::from(ip.dport) };
     let i = egress_ip::pick(ip.src, ip.dst, ports, ip.proto, count) as usize;
     let (holder, mark) = match (entry.holders.get(i), entry.marks.get(i)) {
         (Some(h), Some(m)) => (*h, *m),

@@ -37,6 +37,26 @@ fn seen_as(pod: &oxsdn_tests::Pod) -> String {
     whoami_tcp(&pod.netns, external(), WHOAMI_PORT).unwrap_or_else(|e| format!("no answer: {e}"))
 }
 
+/// Whether the underlay device of `cluster`'s node `i` has `ip`.
+fn holds(cluster: &TestCluster, i: usize, ip: &str) -> bool {
+    let netns = oxsdn_tests::netns::Netns::borrowed(&cluster.nodes[i].netns.name);
+    let addresses = netns.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]).unwrap_or_default();
+    addresses.contains(&format!(" {ip}/"))
+}
+
+/// What a `serve_whoami` server says about a 3,000-byte UDP datagram from `from` (in
+/// fragments through a pod's 1,450-byte MTU), from a new source port.
+fn whoami_udp_fragmented(from: &oxsdn_tests::netns::Netns, to: Ipv4Addr, port: u16) -> Result<String> {
+    from.enter(move || -> Result<String> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send_to(&[0x5a; 3000], (to, port))?;
+        let mut buf = [0u8; 64];
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })?
+}
+
 #[test]
 fn manual_egress_ips_from_the_holder_and_from_other_nodes() -> Result<()> {
     let mut cluster = TestCluster::new(&[])?;
@@ -192,14 +212,9 @@ fn automatic_egress_ips_move_off_a_dead_node_under_traffic() -> Result<()> {
     // Two egress IPs, balanced: one on each of node2 and node3.
     let (first, second) = (underlay_ip(100), underlay_ip(101));
     cluster.oxsdnctl(&["set", "egress-ips", "red", &first, &second])?;
-    let netns: Vec<oxsdn_tests::netns::Netns> =
-        cluster.nodes.iter().map(|n| oxsdn_tests::netns::Netns::borrowed(&n.netns.name)).collect();
-    let holds = |i: usize, ip: &str| {
-        let a = netns[i].ip(&["-4", "-o", "addr", "show", "dev", "eth0"]).unwrap_or_default();
-        a.contains(&format!(" {ip}/"))
-    };
     wait_until(Duration::from_secs(10), "one egress IP on each of node2 and node3", || {
-        (holds(1, &first) && holds(2, &second)) || (holds(1, &second) && holds(2, &first))
+        (holds(&cluster, 1, &first) && holds(&cluster, 2, &second))
+            || (holds(&cluster, 1, &second) && holds(&cluster, 2, &first))
     })?;
     let egress: [String; 2] = [first.clone(), second.clone()];
     wait_until(Duration::from_secs(10), "leaving with an egress IP", || egress.contains(&seen_as(&pod)))?;
@@ -209,13 +224,20 @@ fn automatic_egress_ips_move_off_a_dead_node_under_traffic() -> Result<()> {
         seen.insert(seen_as(&pod));
     }
     assert_eq!(seen, egress.iter().cloned().collect(), "per-flow balancing");
+    // A datagram larger than the pod's MTU leaves in fragments, of which only the first
+    // has ports: all of them must take the same egress IP, or no holder can reassemble it.
+    for flow in 0..16 {
+        let from = whoami_udp_fragmented(&pod.netns, external(), WHOAMI_PORT)
+            .with_context(|| format!("fragmented datagram {flow}"))?;
+        assert!(egress.contains(&from), "fragmented datagram {flow} left as {from}");
+    }
 
     let traffic = Traffic::start(&pod)?;
     wait_until(Duration::from_secs(5), "answers to the flow", || {
         traffic.first_answer_after(Instant::now() - Duration::from_millis(200)).is_some()
     })?;
     let (_, before) = traffic.answers.lock().unwrap().last().cloned().context("no answer")?;
-    let holder = if holds(1, &before) { 1 } else { 2 };
+    let holder = if holds(&cluster, 1, &before) { 1 } else { 2 };
     let survivor = 3 - holder;
     // The holder dies: its agent and its link to the underlay.
     let killed = Instant::now();
@@ -223,7 +245,7 @@ fn automatic_egress_ips_move_off_a_dead_node_under_traffic() -> Result<()> {
     cluster.underlay.ip(&["link", "set", &format!("p{}", holder + 1), "down"])?;
     let recovered = wait_until(Duration::from_secs(20), &format!("{before} moving to node{}", survivor + 1), || {
         traffic.first_answer_after(killed + Duration::from_millis(1)).is_some_and(|(_, from)| from == before)
-            && holds(survivor, &before)
+            && holds(&cluster, survivor, &before)
     });
     let answers = traffic.answers.lock().unwrap().clone();
     let last_before = answers.iter().rev().find(|(t, _)| *t <= killed).map(|(t, _)| *t);
@@ -236,4 +258,51 @@ fn automatic_egress_ips_move_off_a_dead_node_under_traffic() -> Result<()> {
         );
     }
     recovered
+}
+
+/// An agent stopping cleanly (an upgrade) hands its automatic egress IPs over at once
+/// instead of holding them until the others see its lease expire (then both would
+/// hold them); its manual ones stay, and an uninstall takes them off too.
+#[test]
+fn a_stopping_agent_hands_its_automatic_egress_ips_over_and_an_uninstall_takes_its_addresses_off() -> Result<()> {
+    let mut cluster = TestCluster::new(&[])?;
+    serve_whoami(&cluster.external, WHOAMI_PORT)?;
+    for node in ["node1", "node2", "node3"] {
+        cluster.add_node(node)?;
+    }
+    let pod = cluster.nodes[0].add_pod("red", "a")?;
+    cluster.nodes[0].add_pod("blue", "b")?;
+    let cidr = format!("{UNDERLAY_PREFIX}.96/28");
+    let (automatic, manual) = (underlay_ip(100), underlay_ip(110));
+    cluster.oxsdnctl(&["set", "hostsubnet-egress", "node2", "--cidrs", &cidr])?;
+    cluster.oxsdnctl(&["set", "hostsubnet-egress", "node3", "--cidrs", &cidr])?;
+    cluster.oxsdnctl(&["set", "hostsubnet-egress", "node1", "--ips", &manual])?;
+    cluster.oxsdnctl(&["set", "egress-ips", "red", &automatic])?;
+    cluster.oxsdnctl(&["set", "egress-ips", "blue", &manual])?;
+    wait_until(Duration::from_secs(10), "the automatic egress IP on node2 or node3", || {
+        holds(&cluster, 1, &automatic) != holds(&cluster, 2, &automatic)
+    })?;
+    wait_until(Duration::from_secs(10), "the manual egress IP on node1", || holds(&cluster, 0, &manual))?;
+    wait_until(Duration::from_secs(10), "leaving with the egress IP", || seen_as(&pod) == automatic)?;
+    let holder = if holds(&cluster, 1, &automatic) { 1 } else { 2 };
+    let other = 3 - holder;
+
+    let stopped = Instant::now();
+    cluster.nodes[holder].stop_agent();
+    assert!(!holds(&cluster, holder, &automatic), "the stopped agent left its automatic egress IP on its device");
+    // Well before a lease would expire by itself (1 s) plus the watch's reaction.
+    wait_until(Duration::from_secs(5), "the other node taking the egress IP", || holds(&cluster, other, &automatic))?;
+    println!("egress IP handed over {:?} after the stop began", stopped.elapsed());
+    wait_until(Duration::from_secs(10), "leaving with the egress IP again", || seen_as(&pod) == automatic)?;
+    cluster.nodes[holder].start_agent()?;
+    wait_until(Duration::from_secs(10), "exactly one holder after the restart", || {
+        holds(&cluster, 1, &automatic) != holds(&cluster, 2, &automatic)
+    })?;
+
+    // node1's own (manual) address stays through a clean stop, and goes with an uninstall.
+    cluster.nodes[0].stop_agent();
+    assert!(holds(&cluster, 0, &manual), "a clean stop took the manual egress IP off");
+    cluster.nodes[0].teardown()?;
+    assert!(!holds(&cluster, 0, &manual), "the uninstall left the egress IP on the device");
+    Ok(())
 }

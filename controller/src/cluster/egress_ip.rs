@@ -160,6 +160,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// Deletes node `node`'s lease (its agent stops): the others count it dead at once.
+    pub fn delete_lease(&self, node: &str) -> Result<()> {
+        self.store().txn(&[], &[Op::Delete { key: format!("{}{node}", keys::LEASES) }])?;
+        Ok(())
+    }
+
     /// Changes to egress records and leases after `after_revision` (from the lists),
     /// on one channel.
     pub fn watch_egress_ips(&self, after_revision: u64) -> Result<Receiver<EgressIpEvent>> {

@@ -340,6 +340,7 @@ fn a_restart_corrects_a_stale_store_without_emptying_services_first() {
     // service keeps its endpoints (the dataplanes keep forwarding to them).
     let mut t = f.translator();
     feed(&mut t, Change::ClusterNetwork, listed(vec![ClusterNetwork::of(&ClusterConfig::default())]));
+    feed(&mut t, Change::NetNamespace, listed(vec![]));
     feed(&mut t, Change::Namespace, listed(vec![namespace("shop", &[("team", "a")])]));
     feed(&mut t, Change::Service, listed(vec![my_service("shop", "172.30.0.10")]));
     assert_eq!(service(&c, "shop").unwrap().endpoints, vec![ip("10.128.0.5")]);
@@ -579,24 +580,32 @@ fn the_change_network_annotation_is_applied_then_removed() {
 
 #[test]
 fn a_new_project_adopts_the_netid_of_its_netnamespace() {
-    let f = Fixture::new();
-    let mut t = f.translator();
-    // OpenShift's master assigned these: the objects are listed before the namespaces.
-    feed(&mut t, Change::ClusterNetwork, listed(vec![]));
-    feed(&mut t, Change::NetNamespace, listed(vec![netnamespace("shop", 4242, None), netnamespace("infra", 0, None)]));
-    feed(
-        &mut t,
-        Change::Namespace,
-        listed(vec![namespace("shop", &[]), namespace("infra", &[]), namespace("new", &[])]),
-    );
-    let c = f.cluster();
-    assert_eq!(netid(&c, "shop"), 4242);
-    assert_eq!(netid(&c, "infra"), 0);
-    assert!(![0, 4242].contains(&netid(&c, "new")));
-    assert_eq!(
-        netnamespace_writes(&mut t),
-        vec![NetNamespaceWrite::Create { name: "new".into(), netid: netid(&c, "new") }]
-    );
+    // OpenShift's master assigned these; the watches may list either kind first.
+    for netnamespaces_first in [true, false] {
+        let f = Fixture::new();
+        let mut t = f.translator();
+        feed(&mut t, Change::ClusterNetwork, listed(vec![]));
+        let objects = || listed(vec![netnamespace("shop", 4242, None), netnamespace("infra", 0, None)]);
+        if netnamespaces_first {
+            feed(&mut t, Change::NetNamespace, objects());
+        }
+        feed(
+            &mut t,
+            Change::Namespace,
+            listed(vec![namespace("shop", &[]), namespace("infra", &[]), namespace("new", &[])]),
+        );
+        if !netnamespaces_first {
+            feed(&mut t, Change::NetNamespace, objects());
+        }
+        let c = f.cluster();
+        assert_eq!(netid(&c, "shop"), 4242, "NetNamespaces listed first: {netnamespaces_first}");
+        assert_eq!(netid(&c, "infra"), 0, "NetNamespaces listed first: {netnamespaces_first}");
+        assert!(![0, 4242].contains(&netid(&c, "new")));
+        assert_eq!(
+            netnamespace_writes(&mut t),
+            vec![NetNamespaceWrite::Create { name: "new".into(), netid: netid(&c, "new") }]
+        );
+    }
 }
 
 /// The object OpenShift's master writes for node `name`.
