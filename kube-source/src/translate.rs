@@ -377,16 +377,17 @@ impl Translator {
         if kind == Kind::ClusterNetworkObject {
             return self.cluster_networks.listed;
         }
+        // A project needs its NetNamespace listed too (a new project adopts its NETID, as
+        // in a migration); what is in a project needs the project.
+        let projects = self.namespaces.listed && self.netnamespace_objects.listed;
         !self.blocked()
             && match kind {
-                // NetNamespaces first: a new project adopts its NETID (a migration).
-                Kind::Namespace => self.namespaces.listed && self.netnamespace_objects.listed,
+                Kind::Namespace | Kind::NetNamespaceObject => projects,
                 Kind::Node => self.nodes.listed && self.hostsubnet_objects.listed,
-                Kind::Pod => self.namespaces.listed && self.pods.listed,
-                Kind::NetworkPolicy => self.namespaces.listed && self.policies.listed,
-                Kind::Service => self.namespaces.listed && self.services.listed && self.slices.listed,
-                Kind::NetNamespaceObject => self.namespaces.listed && self.netnamespace_objects.listed,
-                Kind::EgressPolicy => self.namespaces.listed && self.egress_policies.listed,
+                Kind::Pod => projects && self.pods.listed,
+                Kind::NetworkPolicy => projects && self.policies.listed,
+                Kind::Service => projects && self.services.listed && self.slices.listed,
+                Kind::EgressPolicy => projects && self.egress_policies.listed,
                 Kind::ClusterNetworkObject => unreachable!("handled above"),
             }
     }
