@@ -72,10 +72,12 @@ fn manual_egress_ips_from_the_holder_and_from_other_nodes() -> Result<()> {
     let egress_ip = underlay_ip(100);
     let unheld = underlay_ip(101);
 
+    // green's egress IP lies in the nodes' network but no node holds it. Set before
+    // red's: each agent applies the records in order, so once red's pods leave with
+    // their egress IP, green's record is in place on every node too.
+    cluster.oxsdnctl(&["set", "egress-ips", "green", &unheld])?;
     cluster.oxsdnctl(&["set", "hostsubnet-egress", "node1", "--ips", &egress_ip])?;
     cluster.oxsdnctl(&["set", "egress-ips", "red", &egress_ip])?;
-    // green's egress IP lies in the nodes' network but no node holds it.
-    cluster.oxsdnctl(&["set", "egress-ips", "green", &unheld])?;
 
     for pod in [&red_on_holder, &red_elsewhere, &red_third] {
         wait_until(Duration::from_secs(10), &format!("{} leaving with {egress_ip}", pod.ip), || {
